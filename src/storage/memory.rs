@@ -1,0 +1,184 @@
+//! An in-memory backend for fast unit tests of domain code. It honours the full storage
+//! contract (atomic appends, expectations, idempotent retries, listing) inside one process and
+//! keeps nothing after the process ends.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::stream::{
+    check_new_events, AppendOutcome, EventStore, ExpectedVersion, NewEvent, ReadRequest,
+    RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
+};
+
+#[derive(Default)]
+struct Stream {
+    events: Vec<RecordedEvent>,
+    /// Event id → (first sequence, last sequence) of the append that stored it.
+    appends_by_event_id: HashMap<Uuid, (u64, u64)>,
+}
+
+/// Streams kept in a map behind one mutex.
+#[derive(Default)]
+pub struct MemoryStore {
+    streams: Mutex<BTreeMap<StreamId, Stream>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<StreamId, Stream>> {
+        // A panic while holding the lock leaves no half-applied append (appends are applied
+        // with one `extend`), so the data is still consistent.
+        self.streams
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Decides whether `events` repeat one earlier append. `Ok(Some)` = a retry of that append;
+/// `Ok(None)` = new events; `Err` = ids reused for something else.
+pub(crate) fn earlier_append(
+    stream: &StreamId,
+    events: &[NewEvent],
+    lookup: impl Fn(&Uuid) -> Option<(u64, u64)>,
+) -> Result<Option<(u64, u64)>, StoreError> {
+    let found: Vec<Option<(u64, u64)>> = events.iter().map(|e| lookup(&e.event_id)).collect();
+    if found.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let first = found[0];
+    let whole_append = first.is_some_and(|(from, to)| to - from + 1 == events.len() as u64);
+    if whole_append && found.iter().all(|f| *f == first) {
+        return Ok(first);
+    }
+    let reused = events
+        .iter()
+        .zip(&found)
+        .find(|(_, f)| f.is_some())
+        .map(|(e, _)| e.event_id)
+        .unwrap_or_default();
+    Err(StoreError::EventIdReused {
+        stream: stream.to_string(),
+        event_id: reused,
+    })
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        check_new_events(&events)?;
+        let mut streams = self.lock();
+        let entry = streams.entry(stream.clone()).or_default();
+        if let Some((first, last)) =
+            earlier_append(stream, &events, |id| entry.appends_by_event_id.get(id).copied())?
+        {
+            return Ok(AppendOutcome {
+                first_sequence: first,
+                version: last,
+                created: first == 1,
+                duplicate: true,
+            });
+        }
+        let actual = entry.events.len() as u64;
+        if !expected.is_met_by(actual) {
+            if actual == 0 {
+                streams.remove(stream);
+            }
+            return Err(StoreError::WrongExpectedVersion {
+                stream: stream.to_string(),
+                expected,
+                actual,
+            });
+        }
+        let timestamp = OffsetDateTime::now_utc();
+        let first = actual + 1;
+        let last = actual + events.len() as u64;
+        for event in &events {
+            entry.appends_by_event_id.insert(event.event_id, (first, last));
+        }
+        entry
+            .events
+            .extend(events.into_iter().zip(first..).map(|(e, sequence)| RecordedEvent {
+                sequence,
+                event_id: e.event_id,
+                event_type: e.event_type,
+                data: e.data,
+                timestamp,
+                metadata: e.metadata,
+            }));
+        Ok(AppendOutcome {
+            first_sequence: first,
+            version: last,
+            created: actual == 0,
+            duplicate: false,
+        })
+    }
+
+    async fn read(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+    ) -> Result<StreamSlice, StoreError> {
+        let streams = self.lock();
+        Ok(match streams.get(stream) {
+            None => StreamSlice {
+                version: 0,
+                events: Vec::new(),
+            },
+            Some(s) => StreamSlice {
+                version: s.events.len() as u64,
+                events: s
+                    .events
+                    .iter()
+                    .filter(|e| request.includes(e))
+                    .cloned()
+                    .collect(),
+            },
+        })
+    }
+
+    async fn version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()
+            .get(stream)
+            .map_or(0, |s| s.events.len() as u64))
+    }
+
+    async fn list_streams(
+        &self,
+        domain: &str,
+        entity: &str,
+        continuation: Option<&str>,
+        page_size: usize,
+    ) -> Result<StreamPage, StoreError> {
+        let streams = self.lock();
+        let mut instances: Vec<String> = streams
+            .keys()
+            .filter(|id| id.domain() == domain && id.entity() == entity)
+            .map(|id| id.instance().to_owned())
+            .filter(|key| continuation.is_none_or(|after| key.as_str() > after))
+            .take(page_size.max(1) + 1)
+            .collect();
+        let continuation = if instances.len() > page_size.max(1) {
+            instances.pop();
+            instances.last().cloned()
+        } else {
+            None
+        };
+        Ok(StreamPage {
+            instances,
+            continuation,
+        })
+    }
+}

@@ -1,0 +1,24 @@
+//! The event stream model: what a stream is, what an event is, and the contract every storage
+//! backend honours.
+//!
+//! Nothing here knows about HTTP or Azure. A stream is identified by a [`StreamId`]
+//! (domain / entity type / instance key); its events carry gap-free sequence numbers starting at
+//! 1, and its *version* is the sequence number of its last event (0 for a stream that does not
+//! exist). Every append states an [`ExpectedVersion`] and is all-or-nothing.
+
+mod error;
+mod event;
+mod expected;
+mod id;
+mod store;
+
+pub use error::StoreError;
+pub use event::{EventMetadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
+pub use expected::ExpectedVersion;
+pub use id::{
+    validate_instance_key, validate_name, KeyError, StreamId, MAX_INSTANCE_KEY_BYTES, MAX_NAME_LEN,
+};
+pub use store::{
+    check_new_events, AppendOutcome, EventStore, ReadRequest, StreamPage, StreamSlice,
+    DEFAULT_PAGE_SIZE,
+};
