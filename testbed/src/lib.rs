@@ -1,0 +1,21 @@
+//! The test bed of streamfold: real infrastructure for integration tests and benchmarks.
+//!
+//! - [`azurite`]: the real Azure Storage emulator on free loopback ports in a temporary folder.
+//!
+//! Nothing here is a mock of storage: tests talk to Azurite over HTTP.
+
+pub mod azurite;
+
+pub use azurite::Azurite;
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The repository root (the folder holding `package.json` and `node_modules`).
+pub fn repo_root() -> std::path::PathBuf {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
