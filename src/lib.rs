@@ -3,6 +3,20 @@
 //! # Layout
 //! - [`stream`]: the core model: stream ids, events, expectations, the `EventStore` contract.
 //! - [`storage`]: backends that implement it (Azure Table storage, Append Blobs, memory).
+//! - [`projection`]: folds over a stream, as of a sequence or a time, with snapshots and
+//!   classifications.
+//! - [`config`]: app settings, read once at start-up without I/O.
+//! - [`app`]: the backends and projections every function shares.
+//! - [`functions`]: the handler layer (the only code that knows the HTTP framework): the
+//!   custom-handler protocol, problem responses, the generic event-stream API.
+//! - [`telemetry`]: JSON logs on stdout and the shutdown signal.
+//!
+//! The bank example lives in the binary (`src/bank`), a user of this public API.
 
+pub mod app;
+pub mod config;
+pub mod functions;
+pub mod projection;
 pub mod storage;
 pub mod stream;
+pub mod telemetry;

@@ -1,1 +1,32 @@
-fn main(){}
+//! The custom handler the Azure Functions host starts: it reads configuration, binds
+//! 127.0.0.1 on the port the host gives, and serves streamfold's functions and the bank's.
+
+mod bank;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use streamfold::app::App;
+use streamfold::config::Settings;
+use streamfold::{functions, telemetry};
+use warp::Filter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init();
+    let settings = Settings::from_env()?;
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, settings.port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{}", settings.port))?;
+    let mut app = App::from_settings(settings)?;
+    bank::register(&mut app);
+    let app = Arc::new(app);
+    let routes = functions::routes(app.clone())
+        .or(bank::routes(app))
+        .unify()
+        .boxed();
+    tracing::info!(address = %listener.local_addr()?, "streamfold handler listening");
+    functions::serve(listener, routes, telemetry::shutdown_signal()).await;
+    Ok(())
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests, and integration tests against real Azurite through the
+# Functions host simulator. Installs what it needs (Azurite from package-lock.json, the Python
+# packages of the cross-checks) on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x node_modules/.bin/azurite ]; then
+  npm ci --no-audit --no-fund
+fi
+
+# Python tools used by some tests (official Event Grid SDK, OpenAPI validator), pinned.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys' 2>/dev/null; then
+  python3 -m venv .venv
+fi
+if ! cmp -s requirements-test.txt .venv/.installed 2>/dev/null; then
+  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-test.txt
+  cp requirements-test.txt .venv/.installed
+fi
+export STREAMFOLD_PYTHON="$PWD/.venv/bin/python"
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi

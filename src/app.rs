@@ -1,0 +1,126 @@
+//! The application context every function shares: the configured backends (built once at
+//! start-up, without I/O) and the registered projections.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{BackendKind, ConfigError, Settings, StorageTarget};
+use crate::projection::{ProjectionRegistry, ProjectionRunner, SnapshotStore};
+use crate::storage::connection::StorageAccount;
+use crate::storage::MemoryStore;
+use crate::stream::{EventStore, StoreError};
+
+/// One configured backend: its event store and, where it has one, its snapshot store.
+#[derive(Clone)]
+pub struct Backend {
+    pub events: Arc<dyn EventStore>,
+    pub snapshots: Option<Arc<dyn SnapshotStore>>,
+}
+
+/// Shared state of the function app.
+pub struct App {
+    settings: Settings,
+    backends: HashMap<StorageTarget, Backend>,
+    /// Used for every domain when the app runs without configured storage (unit tests).
+    fallback: Option<Backend>,
+    projections: ProjectionRegistry,
+}
+
+impl App {
+    /// Builds a backend for every storage target the settings name. No I/O happens here: the
+    /// first request to a backend creates its table or container.
+    pub fn from_settings(settings: Settings) -> Result<Self, ConfigError> {
+        let mut backends = HashMap::new();
+        for target in settings.storage.targets() {
+            if backends.contains_key(target) {
+                continue;
+            }
+            backends.insert(target.clone(), build_backend(target)?);
+        }
+        Ok(Self {
+            settings,
+            backends,
+            fallback: None,
+            projections: ProjectionRegistry::default(),
+        })
+    }
+
+    /// An app whose every stream lives in memory (for unit tests of functions).
+    pub fn in_memory(settings: Settings) -> Self {
+        let store = Arc::new(MemoryStore::new());
+        Self {
+            settings,
+            backends: HashMap::new(),
+            fallback: Some(Backend {
+                events: store,
+                snapshots: None,
+            }),
+            projections: ProjectionRegistry::default(),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn projections(&self) -> &ProjectionRegistry {
+        &self.projections
+    }
+
+    pub fn projections_mut(&mut self) -> &mut ProjectionRegistry {
+        &mut self.projections
+    }
+
+    /// The backend that holds the streams of `domain` / `entity`.
+    pub fn backend(&self, domain: &str, entity: &str) -> Result<&Backend, StoreError> {
+        self.settings
+            .storage
+            .resolve(domain, entity)
+            .and_then(|target| self.backends.get(target))
+            .or(self.fallback.as_ref())
+            .ok_or_else(|| {
+                StoreError::Misconfigured(format!(
+                    "no storage is configured for {domain}.{entity} (set AzureWebJobsStorage or {domain}.{entity})"
+                ))
+            })
+    }
+
+    /// The event store for `domain` / `entity`.
+    pub fn store(&self, domain: &str, entity: &str) -> Result<Arc<dyn EventStore>, StoreError> {
+        Ok(self.backend(domain, entity)?.events.clone())
+    }
+
+    /// A projection runner over the streams of `domain` / `entity`, with snapshots where the
+    /// backend keeps them.
+    pub fn runner(&self, domain: &str, entity: &str) -> Result<ProjectionRunner, StoreError> {
+        let backend = self.backend(domain, entity)?;
+        let runner = ProjectionRunner::new(backend.events.clone());
+        Ok(match &backend.snapshots {
+            Some(snapshots) => runner.with_snapshots(snapshots.clone(), self.settings.snapshot_every),
+            None => runner,
+        })
+    }
+}
+
+fn build_backend(target: &StorageTarget) -> Result<Backend, ConfigError> {
+    let account = StorageAccount::from_connection_string(&target.connection_string).map_err(|e| {
+        ConfigError {
+            setting: target.connection_setting.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    match target.kind {
+        BackendKind::Table => {
+            // TODO(table backend): wire TableStore once it lands.
+            let _ = account;
+            Err(ConfigError {
+                setting: target.connection_setting.clone(),
+                reason: "the Table backend is not available in this build".into(),
+            })
+        }
+        BackendKind::AppendBlob => Err(ConfigError {
+            setting: target.connection_setting.clone(),
+            reason: "the AppendBlob backend is not available in this build".into(),
+        }),
+    }
+}

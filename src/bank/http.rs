@@ -1,0 +1,371 @@
+//! The bank's HTTP functions (the public contract; one function.json folder each):
+//! `POST /api/OpenAccount/{accountnumber}`, `POST /api/Deposit/{accountnumber}`,
+//! `POST /api/Withdraw/{accountnumber}`, `POST /api/SetOverdraftLimit/{accountnumber}`,
+//! `POST /api/CloseAccount/{accountnumber}`, `GET /api/GetBalance/{accountnumber}`,
+//! `GET /api/GetAccountHistory/{accountnumber}`.
+//!
+//! Money goes out as strings with two decimal places (`"12.50"`), so no client parses it into
+//! a float by accident; it comes in as a JSON number or string.
+
+use bytes::Bytes;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use streamfold::functions::filters::{
+    self, only_known_params, time_param, u64_param, CORRELATION_ID_HEADER,
+};
+use streamfold::functions::problem::{json_response, parse_json, reject, Problem};
+use streamfold::projection::AsOf;
+use streamfold::stream::RecordedEvent;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use super::account::{Refusal, Status};
+use super::money::{format_money, parse_amount, Sign};
+use super::service::{AccountView, Bank, BankError, CommandContext};
+
+/// Longest commentary stored with an event.
+pub const MAX_COMMENTARY_LEN: usize = 1024;
+/// Events per page of GetAccountHistory, unless asked otherwise.
+pub const DEFAULT_HISTORY_PAGE: u64 = 100;
+/// Largest page of GetAccountHistory.
+pub const MAX_HISTORY_PAGE: u64 = 1000;
+
+impl From<BankError> for Problem {
+    fn from(error: BankError) -> Self {
+        let detail = error.to_string();
+        match error {
+            BankError::Refused(Refusal::NotOpened) | BankError::NotFound(_) => {
+                Problem::not_found("account-not-found", detail)
+            }
+            BankError::Refused(Refusal::Closed) => Problem::unprocessable("account-closed", detail),
+            BankError::Refused(Refusal::InsufficientFunds {
+                available,
+                balance,
+                overdraft_limit,
+            }) => Problem::unprocessable("insufficient-funds", detail)
+                .with("available", format_money(available))
+                .with("balance", format_money(balance))
+                .with("overdraftLimit", format_money(overdraft_limit)),
+            BankError::Refused(Refusal::LimitBelowBalance { balance, limit }) => {
+                Problem::unprocessable("limit-below-balance", detail)
+                    .with("balance", format_money(balance))
+                    .with("limit", format_money(limit))
+            }
+            BankError::Refused(Refusal::BalanceNotZero { balance }) => {
+                Problem::unprocessable("balance-not-zero", detail)
+                    .with("balance", format_money(balance))
+            }
+            BankError::AlreadyExists(_) => Problem::conflict("account-exists", detail),
+            BankError::TooMuchContention { attempts } => {
+                Problem::conflict("concurrency-conflict", detail).with("attempts", attempts)
+            }
+            BankError::Store(e) => e.into(),
+            BankError::Projection(e) => e.into(),
+            BankError::Serialize(_) => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                detail,
+            ),
+        }
+    }
+}
+
+/// The bank's routes.
+pub fn routes(bank: Bank) -> BoxedFilter<(Response,)> {
+    let bank = warp::any().map(move || bank.clone());
+    let command = |name: &'static str| {
+        warp::post()
+            .and(warp::path("api"))
+            .and(warp::path(name))
+            .and(filters::decoded_segment())
+            .and(warp::path::end())
+            .and(filters::correlation_id())
+            .and(filters::body())
+            .and(bank.clone())
+    };
+    let query = |name: &'static str| {
+        warp::get()
+            .and(warp::path("api"))
+            .and(warp::path(name))
+            .and(filters::decoded_segment())
+            .and(warp::path::end())
+            .and(filters::query_pairs())
+            .and(bank.clone())
+    };
+    command("OpenAccount")
+        .and_then(open_account)
+        .or(command("Deposit").and_then(deposit))
+        .unify()
+        .or(command("Withdraw").and_then(withdraw))
+        .unify()
+        .or(command("SetOverdraftLimit").and_then(set_overdraft_limit))
+        .unify()
+        .or(command("CloseAccount").and_then(close_account))
+        .unify()
+        .or(query("GetBalance").and_then(get_balance))
+        .unify()
+        .or(query("GetAccountHistory").and_then(get_account_history))
+        .unify()
+        .boxed()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct OpenBody {
+    overdraft_limit: Option<Box<RawValue>>,
+    commentary: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MoneyBody {
+    amount: Box<RawValue>,
+    commentary: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LimitBody {
+    limit: Box<RawValue>,
+    commentary: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CommentBody {
+    commentary: Option<String>,
+}
+
+/// The account as clients see it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AccountBody<'a> {
+    account_number: &'a str,
+    status: Status,
+    balance: String,
+    overdraft_limit: String,
+    available: String,
+    in_overdraft: bool,
+    /// The sequence number of the last event this view includes.
+    sequence: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<&'a str>,
+}
+
+fn account_response(
+    status: StatusCode,
+    account_number: &str,
+    view: &AccountView,
+    correlation_id: Option<&str>,
+) -> Response {
+    let a = &view.account;
+    let mut response = json_response(
+        status,
+        &AccountBody {
+            account_number,
+            status: a.status,
+            balance: format_money(a.balance),
+            overdraft_limit: format_money(a.overdraft_limit),
+            available: format_money(a.available()),
+            in_overdraft: a.in_overdraft(),
+            sequence: view.sequence,
+            correlation_id,
+        },
+    );
+    if let Some(id) = correlation_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        response.headers_mut().insert(CORRELATION_ID_HEADER, id);
+    }
+    response
+}
+
+fn context(correlation_id: String, commentary: Option<String>) -> Result<CommandContext, Rejection> {
+    if commentary.as_ref().is_some_and(|c| c.chars().count() > MAX_COMMENTARY_LEN) {
+        return Err(reject(Problem::bad_request(
+            "invalid-commentary",
+            format!("commentary must be at most {MAX_COMMENTARY_LEN} characters"),
+        )));
+    }
+    Ok(CommandContext {
+        correlation_id,
+        commentary,
+        who: None,
+    })
+}
+
+fn amount(field: &'static str, raw: &RawValue, sign: Sign) -> Result<Decimal, Rejection> {
+    parse_amount(field, raw, sign).map_err(|e| {
+        reject(
+            Problem::bad_request("invalid-amount", e.to_string()).with("field", e.field),
+        )
+    })
+}
+
+/// Validates the account number before any body is looked at, so the problem names it.
+fn account_key(account_number: &str) -> Result<(), Rejection> {
+    Bank::stream(account_number)
+        .map(|_| ())
+        .map_err(|e| reject(Problem::from(e)).into())
+}
+
+async fn open_account(
+    account_number: String,
+    correlation_id: String,
+    body: Bytes,
+    bank: Bank,
+) -> Result<Response, Rejection> {
+    account_key(&account_number)?;
+    let body: OpenBody = parse_json(&body).map_err(reject)?;
+    let limit = match &body.overdraft_limit {
+        Some(raw) => amount("overdraftLimit", raw, Sign::NonNegative)?,
+        None => Decimal::ZERO,
+    };
+    let ctx = context(correlation_id, body.commentary)?;
+    let view = bank
+        .open(&account_number, limit, &ctx)
+        .await
+        .map_err(reject)?;
+    Ok(account_response(
+        StatusCode::CREATED,
+        &account_number,
+        &view,
+        Some(&ctx.correlation_id),
+    ))
+}
+
+async fn deposit(
+    account_number: String,
+    correlation_id: String,
+    body: Bytes,
+    bank: Bank,
+) -> Result<Response, Rejection> {
+    account_key(&account_number)?;
+    let body: MoneyBody = parse_json(&body).map_err(reject)?;
+    let value = amount("amount", &body.amount, Sign::Positive)?;
+    let ctx = context(correlation_id, body.commentary)?;
+    let view = bank
+        .deposit(&account_number, value, &ctx)
+        .await
+        .map_err(reject)?;
+    Ok(account_response(StatusCode::OK, &account_number, &view, Some(&ctx.correlation_id)))
+}
+
+async fn withdraw(
+    account_number: String,
+    correlation_id: String,
+    body: Bytes,
+    bank: Bank,
+) -> Result<Response, Rejection> {
+    account_key(&account_number)?;
+    let body: MoneyBody = parse_json(&body).map_err(reject)?;
+    let value = amount("amount", &body.amount, Sign::Positive)?;
+    let ctx = context(correlation_id, body.commentary)?;
+    let view = bank
+        .withdraw(&account_number, value, &ctx)
+        .await
+        .map_err(reject)?;
+    Ok(account_response(StatusCode::OK, &account_number, &view, Some(&ctx.correlation_id)))
+}
+
+async fn set_overdraft_limit(
+    account_number: String,
+    correlation_id: String,
+    body: Bytes,
+    bank: Bank,
+) -> Result<Response, Rejection> {
+    account_key(&account_number)?;
+    let body: LimitBody = parse_json(&body).map_err(reject)?;
+    let limit = amount("limit", &body.limit, Sign::NonNegative)?;
+    let ctx = context(correlation_id, body.commentary)?;
+    let view = bank
+        .set_overdraft_limit(&account_number, limit, &ctx)
+        .await
+        .map_err(reject)?;
+    Ok(account_response(StatusCode::OK, &account_number, &view, Some(&ctx.correlation_id)))
+}
+
+async fn close_account(
+    account_number: String,
+    correlation_id: String,
+    body: Bytes,
+    bank: Bank,
+) -> Result<Response, Rejection> {
+    account_key(&account_number)?;
+    let body: CommentBody = parse_json(&body).map_err(reject)?;
+    let ctx = context(correlation_id, body.commentary)?;
+    let view = bank.close(&account_number, &ctx).await.map_err(reject)?;
+    Ok(account_response(StatusCode::OK, &account_number, &view, Some(&ctx.correlation_id)))
+}
+
+async fn get_balance(
+    account_number: String,
+    query: Vec<(String, String)>,
+    bank: Bank,
+) -> Result<Response, Rejection> {
+    account_key(&account_number)?;
+    only_known_params(&query, &["asOfSequence", "asOf"]).map_err(reject)?;
+    let as_of = match (
+        u64_param(&query, "asOfSequence").map_err(reject)?,
+        time_param(&query, "asOf").map_err(reject)?,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(reject(Problem::bad_request(
+                "conflicting-query-parameters",
+                "give asOfSequence or asOf, not both",
+            )))
+        }
+        (Some(sequence), None) => AsOf::Sequence(sequence),
+        (None, Some(time)) => AsOf::Time(time),
+        (None, None) => AsOf::Latest,
+    };
+    let view = bank
+        .balance(&account_number, as_of)
+        .await
+        .map_err(reject)?;
+    Ok(account_response(StatusCode::OK, &account_number, &view, None))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryBody<'a> {
+    account_number: &'a str,
+    version: u64,
+    events: &'a [RecordedEvent],
+    /// Pass as `fromSequence` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_from_sequence: Option<u64>,
+}
+
+async fn get_account_history(
+    account_number: String,
+    query: Vec<(String, String)>,
+    bank: Bank,
+) -> Result<Response, Rejection> {
+    account_key(&account_number)?;
+    only_known_params(&query, &["fromSequence", "pageSize"]).map_err(reject)?;
+    let from = u64_param(&query, "fromSequence").map_err(reject)?.unwrap_or(1).max(1);
+    let page_size = u64_param(&query, "pageSize")
+        .map_err(reject)?
+        .unwrap_or(DEFAULT_HISTORY_PAGE);
+    if !(1..=MAX_HISTORY_PAGE).contains(&page_size) {
+        return Err(reject(Problem::bad_request(
+            "invalid-page-size",
+            format!("pageSize must be between 1 and {MAX_HISTORY_PAGE}"),
+        )));
+    }
+    let page = bank
+        .history(&account_number, from, page_size)
+        .await
+        .map_err(reject)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &HistoryBody {
+            account_number: &account_number,
+            version: page.version,
+            events: &page.events,
+            next_from_sequence: page.next,
+        },
+    ))
+}

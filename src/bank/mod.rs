@@ -1,0 +1,38 @@
+//! The retail bank account: the seed's example, written as a user of streamfold would write
+//! it, against the library's public API only (it lives in the binary, not the library).
+//!
+//! - [`money`]: exact decimal amounts;
+//! - [`events`]: what can happen to an account;
+//! - [`account`]: the state, the rules, the projection;
+//! - [`service`]: commands decided on fresh state, appended with its exact version;
+//! - [`http`]: the HTTP functions.
+//!
+//! Streams: domain `Bank`, entity type `Account`, instance key = the account number.
+
+pub mod account;
+pub mod events;
+pub mod http;
+pub mod money;
+pub mod service;
+
+use std::sync::Arc;
+
+use streamfold::app::App;
+
+pub use service::Bank;
+
+pub const DOMAIN: &str = "Bank";
+pub const ENTITY: &str = "Account";
+/// The `source` stored in the metadata of every event the bank writes.
+pub const SOURCE: &str = "streamfold-bank";
+
+/// Registers the bank's projections so the generic projection API can run them.
+pub fn register(app: &mut App) {
+    app.projections_mut()
+        .register(DOMAIN, ENTITY, account::AccountProjection);
+}
+
+/// The bank's HTTP functions.
+pub fn routes(app: Arc<App>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    http::routes(Bank::new(app))
+}

@@ -1,0 +1,281 @@
+//! Configuration, read once at start-up from app settings (environment variables), without I/O.
+//!
+//! Every setting that is present but wrong stops the start with a message naming the setting,
+//! rather than failing on the first request that needs it. Secrets (connection strings, keys)
+//! are held but never logged or shown by `Debug`.
+//!
+//! Storage is chosen per domain / entity type with the seed's convention
+//! `{Domain}.{Entity}` = `Table;{ConnectionStringName}` or `AppendBlob;{ConnectionStringName}`,
+//! falling back to `{Domain}.ALL`, `ALL.{Entity}`, `ALL.ALL`, then Table storage on
+//! `AzureWebJobsStorage`. Linux App Service cannot pass dots in environment variable names, so
+//! `Streamfold__{Domain}__{Entity}` means the same.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use crate::stream::validate_name;
+
+/// The app setting holding the default connection string.
+pub const DEFAULT_CONNECTION_SETTING: &str = "AzureWebJobsStorage";
+/// Wildcard that matches every domain or every entity type in a storage setting.
+pub const WILDCARD: &str = "ALL";
+/// Prefix of the dot-free spelling of a storage setting.
+pub const STORAGE_SETTING_PREFIX: &str = "Streamfold__";
+/// Separator of the dot-free spelling.
+pub const STORAGE_SETTING_SEPARATOR: &str = "__";
+/// Events applied past the last snapshot before a projection run writes a new one.
+pub const SNAPSHOT_EVERY_SETTING: &str = "StreamfoldSnapshotEvery";
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100;
+/// Times a command is retried from fresh state after losing a race to another writer.
+pub const CONFLICT_RETRIES_SETTING: &str = "StreamfoldConflictRetries";
+pub const DEFAULT_CONFLICT_RETRIES: u32 = 5;
+/// Port the Functions host tells the handler to listen on.
+pub const PORT_SETTING: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
+pub const DEFAULT_PORT: u16 = 7072;
+
+/// A setting that stops the start, with the setting's name.
+#[derive(Debug, thiserror::Error)]
+#[error("setting {setting}: {reason}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(setting: &str, reason: impl Into<String>) -> Self {
+        Self {
+            setting: setting.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Which kind of storage holds a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackendKind {
+    Table,
+    AppendBlob,
+}
+
+/// Where the streams of one domain / entity type live.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StorageTarget {
+    pub kind: BackendKind,
+    /// Name of the app setting that holds the connection string.
+    pub connection_setting: String,
+    /// The connection string itself (secret).
+    pub connection_string: String,
+}
+
+impl fmt::Debug for StorageTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageTarget")
+            .field("kind", &self.kind)
+            .field("connection_setting", &self.connection_setting)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The storage rules: (domain, entity) with `ALL` wildcards → target.
+#[derive(Debug, Clone)]
+pub struct StorageRouting {
+    rules: BTreeMap<(String, String), StorageTarget>,
+    default: Option<StorageTarget>,
+}
+
+impl StorageRouting {
+    /// The target for a domain / entity type, by the seed's fallback order. `None` when no rule
+    /// matches and `AzureWebJobsStorage` is not set.
+    pub fn resolve(&self, domain: &str, entity: &str) -> Option<&StorageTarget> {
+        [
+            (domain, entity),
+            (domain, WILDCARD),
+            (WILDCARD, entity),
+            (WILDCARD, WILDCARD),
+        ]
+        .iter()
+        .find_map(|(d, e)| self.rules.get(&(d.to_string(), e.to_string())))
+        .or(self.default.as_ref())
+    }
+
+    /// Every distinct target, so backends can be built once at start-up.
+    pub fn targets(&self) -> impl Iterator<Item = &StorageTarget> {
+        self.rules.values().chain(self.default.iter())
+    }
+}
+
+/// Everything streamfold reads from app settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub port: u16,
+    pub storage: StorageRouting,
+    pub snapshot_every: u64,
+    pub conflict_retries: u32,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_pairs(std::env::vars())
+    }
+
+    /// Reads settings from name/value pairs (the environment, or a test's map).
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = pairs.into_iter().collect();
+        Ok(Self {
+            port: parse_or(&env, PORT_SETTING, DEFAULT_PORT)?,
+            storage: storage_routing(&env)?,
+            snapshot_every: parse_or(&env, SNAPSHOT_EVERY_SETTING, DEFAULT_SNAPSHOT_EVERY)?,
+            conflict_retries: parse_or(&env, CONFLICT_RETRIES_SETTING, DEFAULT_CONFLICT_RETRIES)?,
+        })
+    }
+}
+
+fn parse_or<T: std::str::FromStr>(
+    env: &HashMap<String, String>,
+    name: &str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match env.get(name).map(|v| v.trim()) {
+        None | Some("") => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| ConfigError::new(name, format!("{v:?} is not a valid number"))),
+    }
+}
+
+/// Splits a setting name into (domain, entity) when it is a storage setting.
+fn storage_setting_key(name: &str) -> Option<(&str, &str)> {
+    let (domain, entity) = match name.strip_prefix(STORAGE_SETTING_PREFIX) {
+        Some(rest) => rest.split_once(STORAGE_SETTING_SEPARATOR)?,
+        None => name.split_once('.')?,
+    };
+    let is_name = |s: &str| s == WILDCARD || validate_name("name", s).is_ok();
+    (is_name(domain) && is_name(entity)).then_some((domain, entity))
+}
+
+fn storage_routing(env: &HashMap<String, String>) -> Result<StorageRouting, ConfigError> {
+    let mut rules = BTreeMap::new();
+    for (name, value) in env {
+        let Some((domain, entity)) = storage_setting_key(name) else {
+            continue;
+        };
+        let target = parse_target(env, name, value)?;
+        if let Some(previous) = rules.insert((domain.to_owned(), entity.to_owned()), target.clone()) {
+            if previous != target {
+                return Err(ConfigError::new(
+                    name,
+                    format!("conflicts with another setting for {domain}.{entity}"),
+                ));
+            }
+        }
+    }
+    let default = env
+        .get(DEFAULT_CONNECTION_SETTING)
+        .filter(|v| !v.trim().is_empty())
+        .map(|cs| StorageTarget {
+            kind: BackendKind::Table,
+            connection_setting: DEFAULT_CONNECTION_SETTING.to_owned(),
+            connection_string: cs.clone(),
+        });
+    Ok(StorageRouting { rules, default })
+}
+
+fn parse_target(
+    env: &HashMap<String, String>,
+    name: &str,
+    value: &str,
+) -> Result<StorageTarget, ConfigError> {
+    let (kind, connection_setting) = value.split_once(';').ok_or_else(|| {
+        ConfigError::new(
+            name,
+            format!("{value:?} must look like Table;<ConnectionStringSetting> or AppendBlob;<ConnectionStringSetting>"),
+        )
+    })?;
+    let kind = match kind.trim() {
+        k if k.eq_ignore_ascii_case("Table") => BackendKind::Table,
+        k if k.eq_ignore_ascii_case("AppendBlob") => BackendKind::AppendBlob,
+        other => {
+            return Err(ConfigError::new(
+                name,
+                format!("unknown storage backend {other:?} (use Table or AppendBlob)"),
+            ))
+        }
+    };
+    let connection_setting = connection_setting.trim();
+    let connection_string = env
+        .get(connection_setting)
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| {
+            ConfigError::new(
+                name,
+                format!("names connection string setting {connection_setting:?}, which is not set"),
+            )
+        })?;
+    Ok(StorageTarget {
+        kind,
+        connection_setting: connection_setting.to_owned(),
+        connection_string: connection_string.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_to_table_on_azure_web_jobs_storage() {
+        let s = settings(&[("AzureWebJobsStorage", "UseDevelopmentStorage=true")]).unwrap();
+        let t = s.storage.resolve("Bank", "Account").unwrap();
+        assert_eq!(t.kind, BackendKind::Table);
+        assert_eq!(t.connection_setting, "AzureWebJobsStorage");
+        assert_eq!(s.snapshot_every, DEFAULT_SNAPSHOT_EVERY);
+    }
+
+    #[test]
+    fn fallback_order_is_the_seeds() {
+        let s = settings(&[
+            ("AzureWebJobsStorage", "a"),
+            ("Other", "b"),
+            ("Bank.Account", "AppendBlob;Other"),
+            ("Bank.ALL", "Table;Other"),
+            ("Streamfold__ALL__Loan", "AppendBlob;AzureWebJobsStorage"),
+            ("ALL.ALL", "Table;AzureWebJobsStorage"),
+        ])
+        .unwrap();
+        let r = |d, e| s.storage.resolve(d, e).unwrap().clone();
+        assert_eq!(r("Bank", "Account").kind, BackendKind::AppendBlob);
+        assert_eq!(r("Bank", "Account").connection_setting, "Other");
+        assert_eq!(r("Bank", "Card").kind, BackendKind::Table);
+        assert_eq!(r("Bank", "Card").connection_setting, "Other");
+        assert_eq!(r("Shop", "Loan").kind, BackendKind::AppendBlob);
+        assert_eq!(r("Shop", "Cart").connection_setting, "AzureWebJobsStorage");
+    }
+
+    #[test]
+    fn bad_settings_name_themselves() {
+        let err = settings(&[("Bank.Account", "Cosmos;X"), ("X", "y")]).unwrap_err();
+        assert_eq!(err.setting, "Bank.Account");
+        assert!(err.reason.contains("Cosmos"));
+        let err = settings(&[("Streamfold__Bank__Account", "Table;Missing")]).unwrap_err();
+        assert_eq!(err.setting, "Streamfold__Bank__Account");
+        assert!(err.reason.contains("Missing"));
+        let err = settings(&[(SNAPSHOT_EVERY_SETTING, "lots")]).unwrap_err();
+        assert_eq!(err.setting, SNAPSHOT_EVERY_SETTING);
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let s = settings(&[("AzureWebJobsStorage", "AccountKey=secret")]).unwrap();
+        assert!(!format!("{s:?}").contains("secret"));
+    }
+
+    #[test]
+    fn unrelated_dotted_names_are_ignored() {
+        assert!(settings(&[("a.b.c", "x"), ("1.x", "y")]).is_ok());
+    }
+}

@@ -1,0 +1,166 @@
+//! Filters shared by every HTTP function: they turn raw requests into validated values or a
+//! precise problem, so handlers only see input that is already well-formed.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use percent_encoding::percent_decode_str;
+use warp::{Filter, Rejection};
+
+use super::problem::{reject, Problem};
+use super::MAX_BODY_BYTES;
+
+/// Header carrying the correlation id of a request (stored in event metadata, echoed back).
+pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
+/// Header the Functions host adds to every call.
+pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
+/// Longest correlation id accepted from a client.
+pub const MAX_CORRELATION_ID_LEN: usize = 128;
+
+/// The raw request body, at most [`MAX_BODY_BYTES`] (413 beyond).
+pub fn body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::bytes())
+}
+
+/// One path segment, percent-decoded (warp leaves `%20` as it is).
+pub fn decoded_segment() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
+    warp::path::param::<String>().and_then(|raw: String| async move {
+        percent_decode_str(&raw)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| {
+                reject(Problem::bad_request(
+                    "invalid-path",
+                    format!("path segment {raw:?} is not valid UTF-8 once decoded"),
+                ))
+            })
+    })
+}
+
+/// The request's correlation id: the client's `x-correlation-id` when given (and sane), else a
+/// new one.
+pub fn correlation_id() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
+    warp::header::optional::<String>(CORRELATION_ID_HEADER).and_then(
+        |given: Option<String>| async move {
+            match given {
+                None => Ok(uuid::Uuid::new_v4().to_string()),
+                Some(id)
+                    if !id.is_empty()
+                        && id.len() <= MAX_CORRELATION_ID_LEN
+                        && id.chars().all(|c| c.is_ascii_graphic()) =>
+                {
+                    Ok(id)
+                }
+                Some(_) => Err(reject(Problem::bad_request(
+                    "invalid-correlation-id",
+                    format!(
+                        "{CORRELATION_ID_HEADER} must be 1 to {MAX_CORRELATION_ID_LEN} visible ASCII characters"
+                    ),
+                ))),
+            }
+        },
+    )
+}
+
+/// The query string as key/value pairs (an absent query is empty).
+pub fn query_pairs() -> impl Filter<Extract = (Vec<(String, String)>,), Error = Infallible> + Clone
+{
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .map(|raw: String| {
+            url_pairs(&raw)
+        })
+}
+
+fn url_pairs(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode_query_part(k), decode_query_part(v))
+        })
+        .collect()
+}
+
+fn decode_query_part(part: &str) -> String {
+    let spaced = part.replace('+', " ");
+    percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
+}
+
+/// Looks up a query parameter by name (names are matched case-insensitively, as the Functions
+/// host treats them).
+pub fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Rejects query parameters a route does not know, naming them.
+pub fn only_known_params(pairs: &[(String, String)], known: &[&str]) -> Result<(), Problem> {
+    // `code` carries the function key; the host strips nothing, so it is always allowed.
+    match pairs
+        .iter()
+        .find(|(k, _)| k != "code" && !known.iter().any(|n| k.eq_ignore_ascii_case(n)))
+    {
+        None => Ok(()),
+        Some((k, _)) => Err(Problem::bad_request(
+            "unknown-query-parameter",
+            format!("unknown query parameter {k:?}; this route accepts {known:?}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_pairs_are_decoded() {
+        let pairs = url_pairs("asOf=2024-01-01T00%3A00%3A00%2B01%3A00&x=a+b&flag");
+        assert_eq!(query_param(&pairs, "ASOF"), Some("2024-01-01T00:00:00+01:00"));
+        assert_eq!(query_param(&pairs, "x"), Some("a b"));
+        assert_eq!(query_param(&pairs, "flag"), Some(""));
+        assert!(only_known_params(&pairs, &["asOf", "x", "flag"]).is_ok());
+        assert!(only_known_params(&pairs, &["asOf"]).is_err());
+    }
+}
+
+/// Parses an optional unsigned integer query parameter, naming it when it is not one.
+pub fn u64_param(pairs: &[(String, String)], name: &str) -> Result<Option<u64>, Problem> {
+    query_param(pairs, name)
+        .map(|v| {
+            v.trim().parse::<u64>().map_err(|_| {
+                Problem::bad_request(
+                    "invalid-query-parameter",
+                    format!("{name} must be a whole number ≥ 0, not {v:?}"),
+                )
+                .with("parameter", name)
+            })
+        })
+        .transpose()
+}
+
+/// Parses an optional RFC 3339 time query parameter. A `+` of a UTC offset that arrived as a
+/// space (an unencoded `+` in a query) is restored.
+pub fn time_param(
+    pairs: &[(String, String)],
+    name: &str,
+) -> Result<Option<time::OffsetDateTime>, Problem> {
+    query_param(pairs, name)
+        .map(|v| {
+            let repaired = v.trim().replace(' ', "+");
+            time::OffsetDateTime::parse(&repaired, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| {
+                    Problem::bad_request(
+                        "invalid-query-parameter",
+                        format!(
+                            "{name} must be an RFC 3339 time such as 2024-05-01T10:00:00Z, not {v:?}"
+                        ),
+                    )
+                    .with("parameter", name)
+                })
+        })
+        .transpose()
+}

@@ -1,0 +1,25 @@
+//! The handler layer: the Azure Functions custom-handler protocol over HTTP, served by warp.
+//!
+//! This is the only part of the library that knows an HTTP framework. It provides the filters
+//! every function shares (bounded JSON bodies, decoded path keys, correlation ids), the
+//! generic event-stream API, the JSON invocation payload of non-HTTP triggers, and [`serve`],
+//! which adds request tracing with the host's invocation id and the one [`problem::recover`].
+
+pub mod filters;
+pub mod invocation;
+pub mod problem;
+pub mod server;
+pub mod streams;
+
+pub use problem::{Problem, PROBLEM_CONTENT_TYPE};
+pub use server::serve;
+
+/// Largest request body accepted (an append of events is bounded by storage limits well below).
+pub const MAX_BODY_BYTES: u64 = 5 * 1024 * 1024;
+
+/// Every generic function of the library (the event-stream API).
+pub fn routes(
+    app: std::sync::Arc<crate::app::App>,
+) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    streams::routes(app)
+}

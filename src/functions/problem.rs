@@ -1,0 +1,253 @@
+//! RFC 9457 problem details: the one place where errors become HTTP statuses.
+//!
+//! Every error a client can see leaves as `application/problem+json` with a stable `type`, a
+//! `title`, the `status` and a `detail` that names the problem, plus extension members with the
+//! data a client needs to act (the actual version of a conflict, the offending key...). Store
+//! and projection errors are mapped here and nowhere else; warp's own rejections (unknown route,
+//! wrong method, oversized body) are mapped by [`recover`].
+
+use std::convert::Infallible;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Rejection, Reply};
+
+use crate::projection::ProjectionError;
+use crate::stream::StoreError;
+
+/// Prefix of every problem `type` URI; the suffix is a stable slug.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:streamfold:problem:";
+/// Media type of every error response.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+/// Seconds a client should wait before retrying after a 503.
+pub const RETRY_AFTER_SECONDS: u32 = 5;
+
+/// An error response in the making.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    type_uri: String,
+    title: String,
+    status: u16,
+    detail: String,
+    #[serde(flatten)]
+    extensions: Map<String, Value>,
+}
+
+impl Problem {
+    /// A problem with the given status, stable slug (e.g. `"invalid-amount"`) and detail.
+    pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Self {
+        Self {
+            type_uri: format!("{PROBLEM_TYPE_PREFIX}{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            extensions: Map::new(),
+        }
+    }
+
+    /// 400 Bad Request.
+    pub fn bad_request(slug: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, slug, detail)
+    }
+
+    /// 404 Not Found.
+    pub fn not_found(slug: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, slug, detail)
+    }
+
+    /// 409 Conflict.
+    pub fn conflict(slug: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, slug, detail)
+    }
+
+    /// 422 Unprocessable Content: well-formed, but a business rule refuses it.
+    pub fn unprocessable(slug: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, slug, detail)
+    }
+
+    /// Adds an extension member (e.g. `actualVersion`).
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extensions.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl warp::reject::Reject for Problem {}
+
+impl Reply for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = Response::new(body.into());
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(error: StoreError) -> Self {
+        let detail = error.to_string();
+        match error {
+            StoreError::WrongExpectedVersion {
+                stream,
+                expected,
+                actual,
+            } => Problem::conflict("wrong-expected-version", detail)
+                .with("stream", stream)
+                .with("expectedVersion", expected.to_string())
+                .with("actualVersion", actual),
+            StoreError::InvalidKey(key) => Problem::bad_request("invalid-key", detail)
+                .with("field", key.what)
+                .with("value", key.value),
+            StoreError::InvalidEvent { event_id, .. } => {
+                Problem::bad_request("invalid-event", detail).with("eventId", event_id.to_string())
+            }
+            StoreError::EventTooLarge {
+                event_id,
+                size,
+                limit,
+            } => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "event-too-large", detail)
+                .with("eventId", event_id.to_string())
+                .with("size", size)
+                .with("limit", limit),
+            StoreError::AppendTooLarge { events, bytes, .. } => {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "append-too-large", detail)
+                    .with("events", events)
+                    .with("bytes", bytes)
+            }
+            StoreError::EventIdReused { event_id, .. } => {
+                Problem::conflict("event-id-reused", detail).with("eventId", event_id.to_string())
+            }
+            StoreError::EmptyAppend => Problem::bad_request("empty-append", detail),
+            StoreError::Unavailable { .. } => {
+                tracing::warn!(error = %detail, "storage unavailable");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage-unavailable",
+                    "the storage service is unavailable; retry later (a retry with the same event ids is safe)",
+                )
+            }
+            StoreError::Corrupt { .. } | StoreError::Misconfigured(_) => {
+                tracing::error!(error = %detail, "storage error");
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "storage-error", detail)
+            }
+        }
+    }
+}
+
+impl From<ProjectionError> for Problem {
+    fn from(error: ProjectionError) -> Self {
+        match error {
+            ProjectionError::Store(store) => store.into(),
+            other => {
+                tracing::error!(error = %other, "projection failed");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "projection-failed",
+                    other.to_string(),
+                )
+            }
+        }
+    }
+}
+
+/// Turns every rejection into a problem response: ours as they are, warp's own by kind.
+pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let problem = if let Some(problem) = rejection.find::<Problem>() {
+        problem.clone()
+    } else if rejection.is_not_found() {
+        Problem::not_found("no-such-route", "no function answers this path")
+    } else if rejection
+        .find::<warp::reject::MethodNotAllowed>()
+        .is_some()
+    {
+        Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "this route does not accept this HTTP method",
+        )
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            format!(
+                "the request body is larger than {} bytes",
+                super::MAX_BODY_BYTES
+            ),
+        )
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        Problem::new(
+            StatusCode::LENGTH_REQUIRED,
+            "length-required",
+            "send the body with a Content-Length header",
+        )
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        Problem::bad_request("invalid-query", e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        Problem::bad_request("invalid-header", e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
+        Problem::bad_request("missing-header", e.to_string())
+    } else if rejection
+        .find::<warp::reject::UnsupportedMediaType>()
+        .is_some()
+    {
+        Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "send the body as application/json",
+        )
+    } else {
+        tracing::error!(?rejection, "unhandled rejection");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an unexpected error occurred",
+        )
+    };
+    Ok(problem.into_response())
+}
+
+/// A JSON body with the given status.
+pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+/// Parses a JSON request body, naming the problem precisely when it fails (where in the body,
+/// and whether it is malformed JSON or a wrong type).
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    let text = if body.is_empty() { b"{}" as &[u8] } else { body };
+    serde_json::from_slice(text).map_err(|e| {
+        let slug = if e.is_syntax() || e.is_eof() {
+            "malformed-json"
+        } else {
+            "invalid-body"
+        };
+        Problem::bad_request(slug, format!("request body: {e}"))
+            .with("line", e.line())
+            .with("column", e.column())
+    })
+}
+
+/// Shorthand used by handlers: `Err(problem)` becomes a rejection for [`recover`].
+pub fn reject(problem: impl Into<Problem>) -> Rejection {
+    warp::reject::custom(problem.into())
+}

@@ -1,0 +1,239 @@
+//! The generic event-stream API, for systems that use streamfold over HTTP without Rust:
+//! append with an expectation, read (range, as of a time), list the streams of an entity type.
+//!
+//! Routes (function.json folders `AppendEvents`, `ReadStream`, `ListStreams`):
+//! - `POST /api/streams/{domain}/{entity}/{instance}` → 201 with the new version
+//! - `GET  /api/streams/{domain}/{entity}/{instance}?fromSequence=&toSequence=&asOf=`
+//! - `GET  /api/streams/{domain}/{entity}?continuation=&pageSize=`
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use uuid::Uuid;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use super::filters::{self, only_known_params, time_param, u64_param};
+use super::problem::{json_response, parse_json, reject, Problem};
+use crate::app::App;
+use crate::stream::{
+    validate_name, EventMetadata, ExpectedVersion, NewEvent, ReadRequest, StreamId,
+    DEFAULT_PAGE_SIZE,
+};
+
+/// Largest page of instance keys a client may ask for.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// The routes of this module.
+pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    let with_app = warp::any().map(move || app.clone());
+    let stream_path = warp::path!("api" / "streams" / ..)
+        .and(filters::decoded_segment())
+        .and(filters::decoded_segment())
+        .and(filters::decoded_segment())
+        .and(warp::path::end());
+    let append = warp::post()
+        .and(stream_path.clone())
+        .and(filters::correlation_id())
+        .and(filters::body())
+        .and(with_app.clone())
+        .and_then(append_handler);
+    let read = warp::get()
+        .and(stream_path)
+        .and(filters::query_pairs())
+        .and(with_app.clone())
+        .and_then(read_handler);
+    let list = warp::get()
+        .and(warp::path!("api" / "streams" / ..))
+        .and(filters::decoded_segment())
+        .and(filters::decoded_segment())
+        .and(warp::path::end())
+        .and(filters::query_pairs())
+        .and(with_app)
+        .and_then(list_handler);
+    append.or(read).unify().or(list).unify().boxed()
+}
+
+/// Body of an append.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AppendBody {
+    #[serde(default)]
+    expected_version: Option<Value>,
+    events: Vec<EventBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EventBody {
+    event_type: String,
+    data: Box<RawValue>,
+    #[serde(default)]
+    event_id: Option<Uuid>,
+    #[serde(default)]
+    metadata: EventMetadata,
+}
+
+/// Parses `expectedVersion`: a whole number, or "any", "noStream", "exists" (absent = any).
+pub fn parse_expected_version(value: Option<&Value>) -> Result<ExpectedVersion, Problem> {
+    let invalid = || {
+        Problem::bad_request(
+            "invalid-expected-version",
+            "expectedVersion must be a whole number ≥ 0, \"any\", \"noStream\" or \"exists\"",
+        )
+    };
+    match value {
+        None | Some(Value::Null) => Ok(ExpectedVersion::Any),
+        Some(Value::Number(n)) => n.as_u64().map(ExpectedVersion::Exact).ok_or_else(invalid),
+        Some(Value::String(s)) => match s.as_str() {
+            "any" => Ok(ExpectedVersion::Any),
+            "noStream" => Ok(ExpectedVersion::NoStream),
+            "exists" => Ok(ExpectedVersion::Exists),
+            _ => Err(invalid()),
+        },
+        Some(_) => Err(invalid()),
+    }
+}
+
+fn stream_id(domain: String, entity: String, instance: String) -> Result<StreamId, Problem> {
+    StreamId::new(domain, entity, instance).map_err(|e| crate::stream::StoreError::from(e).into())
+}
+
+async fn append_handler(
+    domain: String,
+    entity: String,
+    instance: String,
+    correlation_id: String,
+    body: Bytes,
+    app: Arc<App>,
+) -> Result<Response, Rejection> {
+    let stream = stream_id(domain, entity, instance).map_err(reject)?;
+    let body: AppendBody = parse_json(&body).map_err(reject)?;
+    let expected = parse_expected_version(body.expected_version.as_ref()).map_err(reject)?;
+    let events: Vec<NewEvent> = body
+        .events
+        .into_iter()
+        .map(|e| {
+            let mut metadata = e.metadata;
+            metadata.correlation_id.get_or_insert_with(|| correlation_id.clone());
+            NewEvent::from_raw(e.event_type, e.data)
+                .with_id(e.event_id.unwrap_or_else(Uuid::new_v4))
+                .with_metadata(metadata)
+        })
+        .collect();
+    let store = app
+        .store(stream.domain(), stream.entity())
+        .map_err(reject)?;
+    let outcome = store
+        .append(&stream, expected, events)
+        .await
+        .map_err(reject)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({
+            "domain": stream.domain(),
+            "entity": stream.entity(),
+            "instance": stream.instance(),
+            "firstSequence": outcome.first_sequence,
+            "version": outcome.version,
+            "created": outcome.created,
+            "duplicate": outcome.duplicate,
+            "correlationId": correlation_id,
+        }),
+    ))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadResponse<'a> {
+    domain: &'a str,
+    entity: &'a str,
+    instance: &'a str,
+    version: u64,
+    events: Vec<crate::stream::RecordedEvent>,
+}
+
+async fn read_handler(
+    domain: String,
+    entity: String,
+    instance: String,
+    query: Vec<(String, String)>,
+    app: Arc<App>,
+) -> Result<Response, Rejection> {
+    let stream = stream_id(domain, entity, instance).map_err(reject)?;
+    only_known_params(&query, &["fromSequence", "toSequence", "asOf"]).map_err(reject)?;
+    let from = u64_param(&query, "fromSequence").map_err(reject)?;
+    let to = u64_param(&query, "toSequence").map_err(reject)?;
+    let as_of = time_param(&query, "asOf").map_err(reject)?;
+    if let (Some(from), Some(to)) = (from, to) {
+        if from > to {
+            return Err(reject(Problem::bad_request(
+                "invalid-range",
+                format!("fromSequence ({from}) is after toSequence ({to})"),
+            )));
+        }
+    }
+    let mut request = ReadRequest::range(from.unwrap_or(1), to);
+    request.as_of = as_of;
+    let store = app
+        .store(stream.domain(), stream.entity())
+        .map_err(reject)?;
+    let slice = store.read(&stream, request).await.map_err(reject)?;
+    if slice.version == 0 {
+        return Err(reject(Problem::not_found(
+            "stream-not-found",
+            format!("stream {stream} does not exist"),
+        )));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &ReadResponse {
+            domain: stream.domain(),
+            entity: stream.entity(),
+            instance: stream.instance(),
+            version: slice.version,
+            events: slice.events,
+        },
+    ))
+}
+
+async fn list_handler(
+    domain: String,
+    entity: String,
+    query: Vec<(String, String)>,
+    app: Arc<App>,
+) -> Result<Response, Rejection> {
+    validate_name("domain", &domain)
+        .and_then(|_| validate_name("entity type", &entity))
+        .map_err(|e| reject(Problem::from(crate::stream::StoreError::from(e))))?;
+    only_known_params(&query, &["continuation", "pageSize"]).map_err(reject)?;
+    let page_size = u64_param(&query, "pageSize")
+        .map_err(reject)?
+        .map_or(DEFAULT_PAGE_SIZE, |n| n as usize);
+    if page_size == 0 || page_size > MAX_PAGE_SIZE {
+        return Err(reject(Problem::bad_request(
+            "invalid-page-size",
+            format!("pageSize must be between 1 and {MAX_PAGE_SIZE}"),
+        )));
+    }
+    let continuation = filters::query_param(&query, "continuation").filter(|c| !c.is_empty());
+    let store = app.store(&domain, &entity).map_err(reject)?;
+    let page = store
+        .list_streams(&domain, &entity, continuation, page_size)
+        .await
+        .map_err(reject)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "domain": domain,
+            "entity": entity,
+            "instances": page.instances,
+            "continuation": page.continuation,
+        }),
+    ))
+}
