@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding 127.0.0.1:{}", settings.port))?;
     let mut app = App::from_settings(settings)?;
-    bank::register(&mut app);
+    bank::register(&mut app)?;
     let app = Arc::new(app);
     let routes = functions::routes(app.clone())
         .or(bank::routes(app))

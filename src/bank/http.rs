@@ -12,10 +12,9 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use streamfold::functions::filters::{
-    self, only_known_params, time_param, u64_param, CORRELATION_ID_HEADER,
+    self, as_of_params, only_known_params, u64_param, CORRELATION_ID_HEADER,
 };
 use streamfold::functions::problem::{json_response, parse_json, reject, Problem};
-use streamfold::projection::AsOf;
 use streamfold::stream::RecordedEvent;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, StatusCode};
@@ -306,20 +305,7 @@ async fn get_balance(
 ) -> Result<Response, Rejection> {
     account_key(&account_number)?;
     only_known_params(&query, &["asOfSequence", "asOf"]).map_err(reject)?;
-    let as_of = match (
-        u64_param(&query, "asOfSequence").map_err(reject)?,
-        time_param(&query, "asOf").map_err(reject)?,
-    ) {
-        (Some(_), Some(_)) => {
-            return Err(reject(Problem::bad_request(
-                "conflicting-query-parameters",
-                "give asOfSequence or asOf, not both",
-            )))
-        }
-        (Some(sequence), None) => AsOf::Sequence(sequence),
-        (None, Some(time)) => AsOf::Time(time),
-        (None, None) => AsOf::Latest,
-    };
+    let as_of = as_of_params(&query).map_err(reject)?;
     let view = bank
         .balance(&account_number, as_of)
         .await

@@ -18,6 +18,7 @@ pub mod service;
 use std::sync::Arc;
 
 use streamfold::app::App;
+use streamfold::projection::RegistryError;
 
 pub use service::Bank;
 
@@ -27,9 +28,10 @@ pub const ENTITY: &str = "Account";
 pub const SOURCE: &str = "streamfold-bank";
 
 /// Registers the bank's projections so the generic projection API can run them.
-pub fn register(app: &mut App) {
+pub fn register(app: &mut App) -> Result<(), RegistryError> {
     app.projections_mut()
-        .register(DOMAIN, ENTITY, account::AccountProjection);
+        .register(DOMAIN, ENTITY, account::AccountProjection)?;
+    Ok(())
 }
 
 /// The bank's HTTP functions.

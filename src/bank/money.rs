@@ -4,8 +4,6 @@
 //! the client wrote are parsed as a decimal, never through a floating-point number, and an
 //! amount with more decimal places than the currency has is refused rather than rounded.
 
-use std::str::FromStr;
-
 use rust_decimal::Decimal;
 use serde_json::value::RawValue;
 
@@ -76,11 +74,6 @@ pub fn format_money(value: Decimal) -> String {
     let mut v = value.round_dp(CURRENCY_DECIMALS);
     v.rescale(CURRENCY_DECIMALS);
     v.to_string()
-}
-
-/// Parses stored money (always a string written by [`format_money`]).
-pub fn parse_stored(text: &str) -> Option<Decimal> {
-    Decimal::from_str(text).ok()
 }
 
 #[cfg(test)]

@@ -164,3 +164,20 @@ pub fn time_param(
         })
         .transpose()
 }
+
+/// Reads `asOfSequence` / `asOf` (at most one of them) into the point of history to project.
+pub fn as_of_params(pairs: &[(String, String)]) -> Result<crate::projection::AsOf, Problem> {
+    use crate::projection::AsOf;
+    match (
+        u64_param(pairs, "asOfSequence")?,
+        time_param(pairs, "asOf")?,
+    ) {
+        (Some(_), Some(_)) => Err(Problem::bad_request(
+            "conflicting-query-parameters",
+            "give asOfSequence or asOf, not both",
+        )),
+        (Some(sequence), None) => Ok(AsOf::Sequence(sequence)),
+        (None, Some(time)) => Ok(AsOf::Time(time)),
+        (None, None) => Ok(AsOf::Latest),
+    }
+}

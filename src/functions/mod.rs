@@ -8,6 +8,7 @@
 pub mod filters;
 pub mod invocation;
 pub mod problem;
+pub mod projections;
 pub mod server;
 pub mod streams;
 
@@ -17,9 +18,13 @@ pub use server::serve;
 /// Largest request body accepted (an append of events is bounded by storage limits well below).
 pub const MAX_BODY_BYTES: u64 = 5 * 1024 * 1024;
 
-/// Every generic function of the library (the event-stream API).
+/// Every generic function of the library (the event-stream and projection API).
 pub fn routes(
     app: std::sync::Arc<crate::app::App>,
 ) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
-    streams::routes(app)
+    use warp::Filter;
+    streams::routes(app.clone())
+        .or(projections::routes(app))
+        .unify()
+        .boxed()
 }
