@@ -1,0 +1,90 @@
+//! An event store wrapper that counts what is read through it, so a test can check what a
+//! projection run (or a whole HTTP request) costs in storage reads, whatever the backend.
+//!
+//! It forwards every call unchanged; counting is the only thing it adds.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use crate::stream::{
+    AppendOutcome, EventStore, ExpectedVersion, NewEvent, ReadRequest, StoreError, StreamId,
+    StreamPage, StreamSlice,
+};
+
+/// Wraps an [`EventStore`] and counts its reads.
+pub struct CountingStore<S> {
+    inner: S,
+    reads: AtomicU64,
+    events_read: AtomicU64,
+}
+
+impl<S: EventStore> CountingStore<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            reads: AtomicU64::new(0),
+            events_read: AtomicU64::new(0),
+        }
+    }
+
+    /// Calls to `read` that succeeded.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Events returned by successful calls to `read`.
+    pub fn events_read(&self) -> u64 {
+        self.events_read.load(Ordering::Relaxed)
+    }
+
+    /// Sets both counters back to zero.
+    pub fn reset(&self) {
+        self.reads.store(0, Ordering::Relaxed);
+        self.events_read.store(0, Ordering::Relaxed);
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+#[async_trait]
+impl<S: EventStore> EventStore for CountingStore<S> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn read(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+    ) -> Result<StreamSlice, StoreError> {
+        let slice = self.inner.read(stream, request).await?;
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.events_read
+            .fetch_add(slice.events.len() as u64, Ordering::Relaxed);
+        Ok(slice)
+    }
+
+    async fn version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        self.inner.version(stream).await
+    }
+
+    async fn list_streams(
+        &self,
+        domain: &str,
+        entity: &str,
+        continuation: Option<&str>,
+        page_size: usize,
+    ) -> Result<StreamPage, StoreError> {
+        self.inner
+            .list_streams(domain, entity, continuation, page_size)
+            .await
+    }
+}

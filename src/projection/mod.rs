@@ -1,0 +1,36 @@
+//! Projections: folds of a stream's events into a state, as of now, a sequence number or a
+//! point in time, with snapshots so long streams are not replayed from the start.
+//!
+//! Nothing here knows about HTTP or Azure: projections run over any [`crate::stream::EventStore`]
+//! and keep snapshots in any [`SnapshotStore`]. The central promise is that a snapshot never
+//! changes a result: a run that resumes from one returns exactly what a full replay returns.
+//!
+//! # Layout
+//! - `definition`: the [`Projection`] trait and the rules its implementations keep.
+//! - `dynamic`: [`DynProjection`], projections with their state seen as JSON.
+//! - `runner`: [`ProjectionRunner`], [`AsOf`], [`Projected`].
+//! - `snapshot`: [`Snapshot`], [`SnapshotStore`], [`MemorySnapshotStore`].
+//! - `classification`: group membership as of a point ([`Classification`], [`Classifier`]).
+//! - `registry`: [`ProjectionRegistry`], projections by domain / entity type / name.
+//! - `counting`: [`CountingStore`], an event store wrapper that counts reads, for tests.
+//! - `error`: [`ApplyError`], [`ProjectionError`].
+
+mod classification;
+mod counting;
+mod definition;
+mod dynamic;
+mod error;
+mod registry;
+mod runner;
+mod snapshot;
+
+pub use classification::{
+    Classification, Classified, Classifier, Membership, StatefulClassification, StatefulClassifier,
+};
+pub use counting::CountingStore;
+pub use definition::{decode_data, validate_projection_name, Projection, MAX_PROJECTION_NAME_LEN};
+pub use dynamic::{DynProjection, Fold};
+pub use error::{ApplyError, ProjectionError};
+pub use registry::{ProjectionRegistry, RegistryError};
+pub use runner::{AsOf, Projected, ProjectionRunner};
+pub use snapshot::{MemorySnapshotStore, Snapshot, SnapshotStore};

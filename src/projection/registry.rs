@@ -1,0 +1,198 @@
+//! The projections an application offers, by domain, entity type and name, for code that picks
+//! a projection at run time (the generic HTTP API: `.../{domain}/{entity}/{instance}/{name}`).
+//!
+//! Registration checks every name once (domain and entity type by the stream rules, the
+//! projection by `validate_projection_name`) and refuses a second projection under the same
+//! name, so a lookup is never ambiguous.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::stream::{validate_name, KeyError};
+
+use super::{validate_projection_name, DynProjection, Projection};
+
+/// Why a projection could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The domain or entity type breaks the stream naming rules.
+    #[error(transparent)]
+    InvalidKey(#[from] KeyError),
+
+    #[error("invalid projection name {projection:?}: {reason}")]
+    InvalidName { projection: String, reason: String },
+
+    #[error("a projection named {projection:?} is already registered for {domain}/{entity}")]
+    Duplicate {
+        domain: String,
+        entity: String,
+        projection: String,
+    },
+}
+
+type EntityKey = (String, String);
+
+/// (domain, entity type, projection name) → projection.
+#[derive(Clone, Default)]
+pub struct ProjectionRegistry {
+    by_entity: BTreeMap<EntityKey, BTreeMap<String, Arc<dyn DynProjection>>>,
+}
+
+impl ProjectionRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `projection` for the streams of `domain` / `entity` under its own name.
+    pub fn register<P: Projection>(
+        &mut self,
+        domain: &str,
+        entity: &str,
+        projection: P,
+    ) -> Result<&mut Self, RegistryError> {
+        self.register_dyn(domain, entity, Arc::new(projection))
+    }
+
+    /// Registers a projection that is already type-erased (shared with other code).
+    pub fn register_dyn(
+        &mut self,
+        domain: &str,
+        entity: &str,
+        projection: Arc<dyn DynProjection>,
+    ) -> Result<&mut Self, RegistryError> {
+        validate_name("domain", domain)?;
+        validate_name("entity type", entity)?;
+        let name = projection.name().to_owned();
+        validate_projection_name(&name).map_err(|reason| RegistryError::InvalidName {
+            projection: name.clone(),
+            reason,
+        })?;
+        let projections = self
+            .by_entity
+            .entry((domain.to_owned(), entity.to_owned()))
+            .or_default();
+        if projections.contains_key(&name) {
+            return Err(RegistryError::Duplicate {
+                domain: domain.to_owned(),
+                entity: entity.to_owned(),
+                projection: name,
+            });
+        }
+        projections.insert(name, projection);
+        Ok(self)
+    }
+
+    /// The projection named `name` for `domain` / `entity`.
+    pub fn get(&self, domain: &str, entity: &str, name: &str) -> Option<Arc<dyn DynProjection>> {
+        self.entity(domain, entity)?.get(name).cloned()
+    }
+
+    /// The names of the projections of `domain` / `entity`, in name order.
+    pub fn names(&self, domain: &str, entity: &str) -> Vec<&str> {
+        self.entity(domain, entity)
+            .map(|p| p.keys().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// The projections of `domain` / `entity`, in name order (to run them all in one pass).
+    pub fn projections(&self, domain: &str, entity: &str) -> Vec<Arc<dyn DynProjection>> {
+        self.entity(domain, entity)
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn entity(
+        &self,
+        domain: &str,
+        entity: &str,
+    ) -> Option<&BTreeMap<String, Arc<dyn DynProjection>>> {
+        self.by_entity.get(&(domain.to_owned(), entity.to_owned()))
+    }
+}
+
+impl fmt::Debug for ProjectionRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                self.by_entity
+                    .iter()
+                    .map(|((domain, entity), projections)| {
+                        (
+                            format!("{domain}/{entity}"),
+                            projections.keys().collect::<Vec<_>>(),
+                        )
+                    }),
+            )
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projection::ApplyError;
+    use crate::stream::RecordedEvent;
+
+    struct Named(&'static str);
+
+    impl Projection for Named {
+        type State = u64;
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn initial(&self) -> u64 {
+            0
+        }
+        fn apply(&self, n: &mut u64, _: &RecordedEvent) -> Result<(), ApplyError> {
+            *n += 1;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn registers_and_finds_by_entity_and_name() {
+        let mut registry = ProjectionRegistry::new();
+        registry
+            .register("Bank", "Account", Named("balance"))
+            .unwrap()
+            .register("Bank", "Account", Named("count"))
+            .unwrap()
+            .register("Bank", "Customer", Named("balance"))
+            .unwrap();
+        assert_eq!(registry.names("Bank", "Account"), ["balance", "count"]);
+        assert_eq!(registry.names("Bank", "Customer"), ["balance"]);
+        assert!(registry.names("Bank", "Loan").is_empty());
+        assert_eq!(
+            registry.get("Bank", "Account", "count").unwrap().name(),
+            "count"
+        );
+        assert!(registry.get("Bank", "Account", "missing").is_none());
+        assert!(registry.get("Shop", "Account", "count").is_none());
+        assert_eq!(registry.projections("Bank", "Account").len(), 2);
+    }
+
+    #[test]
+    fn refuses_duplicates_and_bad_names() {
+        let mut registry = ProjectionRegistry::new();
+        registry
+            .register("Bank", "Account", Named("balance"))
+            .unwrap();
+        assert!(matches!(
+            registry.register("Bank", "Account", Named("balance")),
+            Err(RegistryError::Duplicate { .. })
+        ));
+        assert!(matches!(
+            registry.register("Bank", "Account", Named("bad name")),
+            Err(RegistryError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            registry.register("Bank.x", "Account", Named("ok")),
+            Err(RegistryError::InvalidKey(_))
+        ));
+        assert_eq!(registry.names("Bank", "Account"), ["balance"]);
+    }
+}

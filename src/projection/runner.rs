@@ -1,0 +1,499 @@
+//! Runs projections over a stream, as of now, a sequence number or a point in time, resuming
+//! from snapshots when it can.
+//!
+//! Guarantees:
+//! - the result as of sequence `N` is the fold of events `1..=N` (all of them when `N` is past
+//!   the stream's version); as of time `t` it is the fold of exactly the events whose timestamp
+//!   is at or before `t`, in sequence order, even when timestamps are not monotonic (writers
+//!   with skewed clocks);
+//! - a snapshot never changes a result. One is resumed from only when it was written by the
+//!   same projection version, it holds only events the request includes (its sequence is at
+//!   most `N`; its `max_timestamp` is at most `t`), it is consistent with the stream (not past
+//!   its version) and its state deserializes. Anything else (a missing, stale, corrupt or
+//!   unreachable snapshot) falls back to a replay from the start, with a log line;
+//! - [`ProjectionRunner::run_many`] reads the stream once for all the projections it is given.
+//!
+//! Snapshots are written only after a run as of [`AsOf::Latest`] that folded more than the
+//! configured number of events past the point it started from; a failed save is logged and
+//! does not fail the run.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::stream::{EventStore, ReadRequest, RecordedEvent, StoreError, StreamId};
+
+use super::dynamic::TypedFold;
+use super::{
+    validate_projection_name, DynProjection, Fold, Projection, ProjectionError, Snapshot,
+    SnapshotStore,
+};
+
+/// Which point of the stream's history a projection is run as of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AsOf {
+    /// Every event of the stream.
+    #[default]
+    Latest,
+    /// Events `1..=N`.
+    Sequence(u64),
+    /// The events whose timestamp is at or before this time.
+    Time(OffsetDateTime),
+}
+
+impl AsOf {
+    /// Whether every event folded into `snapshot` belongs to this point of history.
+    fn admits(self, snapshot: &Snapshot) -> bool {
+        match self {
+            Self::Latest => true,
+            Self::Sequence(n) => snapshot.sequence <= n,
+            Self::Time(t) => snapshot.max_timestamp <= t,
+        }
+    }
+
+    /// The events of this point of history that come after sequence `after`.
+    fn read_after(self, after: u64) -> ReadRequest {
+        match self {
+            Self::Latest => ReadRequest::after(after),
+            Self::Sequence(n) => ReadRequest::range(after.saturating_add(1), Some(n)),
+            Self::Time(t) => ReadRequest::after(after).as_of(t),
+        }
+    }
+}
+
+/// A projection's state as of some point, with where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Projected<S> {
+    pub state: S,
+    /// Sequence number of the last event folded in (0 = none).
+    pub sequence: u64,
+    /// The stream's version when it was read (0 = the stream does not exist).
+    pub stream_version: u64,
+    /// Events folded in by this run, past the snapshot it started from (event types the
+    /// projection ignores included). Without a snapshot, every event of the requested history.
+    pub events_read: u64,
+    /// Sequence number of the snapshot the run started from, if it used one.
+    pub snapshot_sequence: Option<u64>,
+}
+
+impl<S> Projected<S> {
+    /// The same result with its state transformed.
+    pub fn map<T>(self, f: impl FnOnce(S) -> T) -> Projected<T> {
+        Projected {
+            state: f(self.state),
+            sequence: self.sequence,
+            stream_version: self.stream_version,
+            events_read: self.events_read,
+            snapshot_sequence: self.snapshot_sequence,
+        }
+    }
+}
+
+/// Runs projections over the streams of one event store, with optional snapshots.
+#[derive(Clone)]
+pub struct ProjectionRunner {
+    store: Arc<dyn EventStore>,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
+    /// A snapshot is saved after a latest run that folded more than this many events past the
+    /// point it started from.
+    every: u64,
+}
+
+impl ProjectionRunner {
+    /// A runner without snapshots: every run replays the requested history.
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Self {
+            store,
+            snapshots: None,
+            every: 0,
+        }
+    }
+
+    /// Uses `snapshots`, saving a new one after a run as of [`AsOf::Latest`] that folded more
+    /// than `every` events past the snapshot it started from (or past the start).
+    pub fn with_snapshots(mut self, snapshots: Arc<dyn SnapshotStore>, every: u64) -> Self {
+        self.snapshots = Some(snapshots);
+        self.every = every;
+        self
+    }
+
+    /// Runs one projection over `stream` as of `as_of`.
+    pub async fn run<P: Projection>(
+        &self,
+        stream: &StreamId,
+        projection: &P,
+        as_of: AsOf,
+    ) -> Result<Projected<P::State>, ProjectionError> {
+        let name = Projection::name(projection);
+        check_name(name)?;
+        let mut fold = TypedFold::new(projection);
+        let (progress, stream_version) = {
+            let mut lanes = [Lane::new(name, Projection::version(projection), &mut fold)];
+            let stream_version = self.fold_lanes(stream, &mut lanes, as_of).await?;
+            (lanes[0].progress(), stream_version)
+        };
+        Ok(progress.with_state(fold.state, stream_version))
+    }
+
+    /// Runs several projections over `stream` as of `as_of` with one read of the stream (from
+    /// the oldest snapshot any of them can resume from). Results are in the order given.
+    pub async fn run_many(
+        &self,
+        stream: &StreamId,
+        projections: &[&dyn DynProjection],
+        as_of: AsOf,
+    ) -> Result<Vec<Projected<serde_json::Value>>, ProjectionError> {
+        for projection in projections {
+            check_name(projection.name())?;
+        }
+        let mut folds: Vec<Box<dyn Fold + '_>> = projections.iter().map(|p| p.start()).collect();
+        let mut lanes: Vec<Lane<'_>> = projections
+            .iter()
+            .zip(folds.iter_mut())
+            .map(|(p, fold)| Lane::new(p.name(), p.version(), fold.as_mut()))
+            .collect();
+        let stream_version = self.fold_lanes(stream, &mut lanes, as_of).await?;
+        let progress: Vec<Progress> = lanes.iter().map(Lane::progress).collect();
+        drop(lanes);
+        projections
+            .iter()
+            .zip(folds)
+            .zip(progress)
+            .map(|((projection, fold), progress)| {
+                let state = fold.to_value().map_err(|source| ProjectionError::State {
+                    projection: projection.name().to_owned(),
+                    source,
+                })?;
+                Ok(progress.with_state(state, stream_version))
+            })
+            .collect()
+    }
+
+    /// Resumes each lane from its snapshot where it can, reads the stream once, folds each event
+    /// into every lane that has not seen it, and saves new snapshots. Returns the stream's
+    /// version.
+    async fn fold_lanes(
+        &self,
+        stream: &StreamId,
+        lanes: &mut [Lane<'_>],
+        as_of: AsOf,
+    ) -> Result<u64, ProjectionError> {
+        if let Some(snapshots) = &self.snapshots {
+            let loaded = join_all(lanes.iter().map(|lane| snapshots.load(stream, lane.name))).await;
+            for (lane, loaded) in lanes.iter_mut().zip(loaded) {
+                lane.resume(stream, loaded, as_of);
+            }
+        }
+
+        let slice = loop {
+            let after = lanes.iter().map(|lane| lane.start).min().unwrap_or(0);
+            let slice = self.store.read(stream, as_of.read_after(after)).await?;
+            let mut inconsistent = false;
+            for lane in lanes.iter_mut().filter(|lane| lane.start > slice.version) {
+                tracing::warn!(
+                    stream = %stream,
+                    projection = lane.name,
+                    snapshot_sequence = lane.start,
+                    stream_version = slice.version,
+                    "snapshot is past the end of the stream; replaying from the start"
+                );
+                lane.discard_snapshot();
+                inconsistent = true;
+            }
+            // A stream's version never goes down, so after discarding, every lane starts at or
+            // before the version of any later read: this loops at most twice.
+            if !inconsistent {
+                break slice;
+            }
+        };
+
+        for event in &slice.events {
+            for lane in lanes.iter_mut() {
+                lane.apply(event)?;
+            }
+        }
+
+        if as_of == AsOf::Latest {
+            self.save_snapshots(stream, lanes).await;
+        }
+        Ok(slice.version)
+    }
+
+    async fn save_snapshots(&self, stream: &StreamId, lanes: &[Lane<'_>]) {
+        let Some(snapshots) = &self.snapshots else {
+            return;
+        };
+        let due = lanes
+            .iter()
+            .filter(|lane| lane.read > self.every)
+            .filter_map(|lane| match lane.snapshot() {
+                Ok(snapshot) => snapshot,
+                Err(e) => {
+                    tracing::warn!(
+                        stream = %stream,
+                        projection = lane.name,
+                        error = %e,
+                        "state cannot be serialized; no snapshot saved"
+                    );
+                    None
+                }
+            });
+        let saves = due.map(|snapshot| async move {
+            let result = snapshots.save(stream, &snapshot).await;
+            (snapshot, result)
+        });
+        for (snapshot, result) in join_all(saves).await {
+            match result {
+                Ok(()) => tracing::debug!(
+                    stream = %stream,
+                    projection = %snapshot.projection,
+                    sequence = snapshot.sequence,
+                    "snapshot saved"
+                ),
+                Err(e) => tracing::warn!(
+                    stream = %stream,
+                    projection = %snapshot.projection,
+                    sequence = snapshot.sequence,
+                    error = %e,
+                    "snapshot could not be saved"
+                ),
+            }
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), ProjectionError> {
+    validate_projection_name(name).map_err(|reason| ProjectionError::InvalidName {
+        projection: name.to_owned(),
+        reason,
+    })
+}
+
+/// Where one projection's fold stands during a run.
+struct Lane<'a> {
+    name: &'a str,
+    version: u32,
+    fold: &'a mut dyn Fold,
+    /// Events up to this sequence are already in the fold (from a snapshot).
+    start: u64,
+    /// The latest timestamp among the events in the fold, when known.
+    max_timestamp: Option<OffsetDateTime>,
+    /// Whether `start` comes from a snapshot.
+    from_snapshot: bool,
+    /// Sequence number of the last event folded in by this run.
+    last: u64,
+    /// Events folded in by this run.
+    read: u64,
+}
+
+/// What a lane did, without its fold.
+struct Progress {
+    sequence: u64,
+    events_read: u64,
+    snapshot_sequence: Option<u64>,
+}
+
+impl Progress {
+    fn with_state<S>(self, state: S, stream_version: u64) -> Projected<S> {
+        Projected {
+            state,
+            sequence: self.sequence,
+            stream_version,
+            events_read: self.events_read,
+            snapshot_sequence: self.snapshot_sequence,
+        }
+    }
+}
+
+impl<'a> Lane<'a> {
+    fn new(name: &'a str, version: u32, fold: &'a mut dyn Fold) -> Self {
+        Self {
+            name,
+            version,
+            fold,
+            start: 0,
+            max_timestamp: None,
+            from_snapshot: false,
+            last: 0,
+            read: 0,
+        }
+    }
+
+    /// Starts from the loaded snapshot if it is usable for `as_of`; otherwise stays at the
+    /// initial state.
+    fn resume(
+        &mut self,
+        stream: &StreamId,
+        loaded: Result<Option<Snapshot>, StoreError>,
+        as_of: AsOf,
+    ) {
+        let snapshot = match loaded {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(
+                    stream = %stream,
+                    projection = self.name,
+                    error = %e,
+                    "snapshot could not be loaded; replaying from the start"
+                );
+                return;
+            }
+        };
+        if snapshot.projection != self.name {
+            tracing::warn!(
+                stream = %stream,
+                projection = self.name,
+                found = %snapshot.projection,
+                "snapshot store returned another projection's snapshot; replaying from the start"
+            );
+            return;
+        }
+        if snapshot.projection_version != self.version {
+            tracing::debug!(
+                stream = %stream,
+                projection = self.name,
+                snapshot_version = snapshot.projection_version,
+                version = self.version,
+                "snapshot is of another projection version; replaying from the start"
+            );
+            return;
+        }
+        if !as_of.admits(&snapshot) {
+            return;
+        }
+        if let Err(e) = self.fold.restore(&snapshot.state) {
+            tracing::warn!(
+                stream = %stream,
+                projection = self.name,
+                snapshot_sequence = snapshot.sequence,
+                error = %e,
+                "snapshot state cannot be read; replaying from the start"
+            );
+            return;
+        }
+        self.start = snapshot.sequence;
+        self.max_timestamp = Some(snapshot.max_timestamp);
+        self.from_snapshot = true;
+    }
+
+    /// Goes back to the initial state, as if no snapshot had been found.
+    fn discard_snapshot(&mut self) {
+        self.fold.reset();
+        self.start = 0;
+        self.max_timestamp = None;
+        self.from_snapshot = false;
+    }
+
+    /// Folds `event` in unless the fold already holds it.
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if event.sequence <= self.start.max(self.last) {
+            return Ok(());
+        }
+        self.fold
+            .apply(event)
+            .map_err(|source| ProjectionError::Apply {
+                projection: self.name.to_owned(),
+                source,
+            })?;
+        self.last = event.sequence;
+        self.read += 1;
+        self.max_timestamp = Some(
+            self.max_timestamp
+                .map_or(event.timestamp, |t| t.max(event.timestamp)),
+        );
+        Ok(())
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            sequence: if self.read > 0 { self.last } else { self.start },
+            events_read: self.read,
+            snapshot_sequence: self.from_snapshot.then_some(self.start),
+        }
+    }
+
+    /// A snapshot of the fold as it stands, if it holds any event.
+    fn snapshot(&self) -> Result<Option<Snapshot>, serde_json::Error> {
+        let (sequence, Some(max_timestamp)) = (self.progress().sequence, self.max_timestamp) else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
+            projection: self.name.to_owned(),
+            projection_version: self.version,
+            sequence,
+            max_timestamp,
+            state: self.fold.to_raw()?,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    struct Count;
+
+    impl Projection for Count {
+        type State = u64;
+        fn name(&self) -> &str {
+            "count"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn initial(&self) -> u64 {
+            0
+        }
+        fn apply(&self, n: &mut u64, _: &RecordedEvent) -> Result<(), super::super::ApplyError> {
+            *n += 1;
+            Ok(())
+        }
+    }
+
+    /// Handlers of multi-threaded servers (warp) need futures that can move between threads.
+    #[test]
+    fn runs_are_send() {
+        let runner = ProjectionRunner::new(std::sync::Arc::new(crate::storage::MemoryStore::new()));
+        let stream = StreamId::new("Bank", "Account", "1").unwrap();
+        assert_send(&runner.run(&stream, &Count, AsOf::Latest));
+        assert_send(&runner.run_many(&stream, &[&Count], AsOf::Latest));
+    }
+
+    #[test]
+    fn snapshots_are_admitted_only_when_they_hold_nothing_past_the_point() {
+        let t = time::macros::datetime!(2024-01-01 00:00 UTC);
+        let snapshot = Snapshot {
+            projection: "count".into(),
+            projection_version: 1,
+            sequence: 10,
+            max_timestamp: t,
+            state: serde_json::value::to_raw_value(&10).unwrap(),
+        };
+        assert!(AsOf::Latest.admits(&snapshot));
+        assert!(AsOf::Sequence(10).admits(&snapshot));
+        assert!(!AsOf::Sequence(9).admits(&snapshot));
+        assert!(AsOf::Time(t).admits(&snapshot));
+        assert!(!AsOf::Time(t - time::Duration::nanoseconds(1)).admits(&snapshot));
+    }
+
+    #[test]
+    fn reads_start_after_the_snapshot_and_keep_the_bound() {
+        let t = time::macros::datetime!(2024-01-01 00:00 UTC);
+        assert_eq!(AsOf::Latest.read_after(0), ReadRequest::all());
+        assert_eq!(AsOf::Latest.read_after(7), ReadRequest::range(8, None));
+        assert_eq!(
+            AsOf::Sequence(9).read_after(7),
+            ReadRequest::range(8, Some(9))
+        );
+        assert_eq!(
+            AsOf::Time(t).read_after(7),
+            ReadRequest::range(8, None).as_of(t)
+        );
+    }
+}
