@@ -9,6 +9,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// How many times a binding value that arrives as a JSON string is decoded.
+const MAX_STRING_DECODES: usize = 2;
+
 /// What the host sends.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct InvocationRequest {
@@ -19,16 +22,18 @@ pub struct InvocationRequest {
 }
 
 impl InvocationRequest {
-    /// The value of an input binding. The host sends objects as JSON and strings JSON-encoded a
-    /// second time, so a string that holds JSON is decoded once more.
+    /// The value of an input binding. The host sends objects as JSON and strings JSON-encoded
+    /// (sometimes twice), so a string that holds JSON is decoded, at most twice.
     pub fn binding(&self, name: &str) -> Option<Value> {
-        let value = self.data.get(name)?;
-        match value {
-            Value::String(text) => {
-                Some(serde_json::from_str(text).unwrap_or_else(|_| value.clone()))
+        let mut value = self.data.get(name)?.clone();
+        for _ in 0..MAX_STRING_DECODES {
+            let Value::String(text) = &value else { break };
+            match serde_json::from_str::<Value>(text) {
+                Ok(decoded) => value = decoded,
+                Err(_) => break,
             }
-            other => Some(other.clone()),
         }
+        Some(value)
     }
 }
 
@@ -59,12 +64,13 @@ mod tests {
     #[test]
     fn bindings_arrive_as_objects_or_json_strings() {
         let request: InvocationRequest = serde_json::from_str(
-            r#"{"Data":{"a":{"id":"1"},"b":"{\"id\":\"2\"}","c":"plain"},"Metadata":{}}"#,
+            r#"{"Data":{"a":{"id":"1"},"b":"{\"id\":\"2\"}","c":"plain","e":"\"{\\\"id\\\":\\\"3\\\"}\""},"Metadata":{}}"#,
         )
         .unwrap();
         assert_eq!(request.binding("a").unwrap()["id"], "1");
         assert_eq!(request.binding("b").unwrap()["id"], "2");
         assert_eq!(request.binding("c").unwrap(), "plain");
         assert!(request.binding("d").is_none());
+        assert_eq!(request.binding("e").unwrap()["id"], "3");
     }
 }

@@ -1,0 +1,176 @@
+//! What the integration tests share: the function app assembled in a temporary folder (as
+//! `scripts/assemble.sh` does), run under the Functions host simulator against a real Azurite,
+//! and a small HTTP client that checks problem responses.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use streamfold_testbed::hostsim::{HostConfig, HostSim};
+use streamfold_testbed::Azurite;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Assembles the app into `dir`: host.json, every function folder, the handler binary.
+pub fn assemble_app(dir: &Path) {
+    let root = repo_root();
+    std::fs::copy(root.join("host.json"), dir.join("host.json")).unwrap();
+    for entry in std::fs::read_dir(root.join("functions")).unwrap() {
+        let entry = entry.unwrap();
+        let function_json = entry.path().join("function.json");
+        if function_json.exists() {
+            let target = dir.join(entry.file_name());
+            std::fs::create_dir_all(&target).unwrap();
+            std::fs::copy(&function_json, target.join("function.json")).unwrap();
+        }
+    }
+    std::fs::copy(env!("CARGO_BIN_EXE_handler"), dir.join("handler")).unwrap();
+}
+
+/// Azurite plus one function app on it.
+pub struct TestApp {
+    pub azurite: Azurite,
+    pub host: HostSim,
+    pub client: Client,
+    _app_dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    /// The app on a fresh Azurite, with default settings (Table storage on AzureWebJobsStorage).
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// The app on a fresh Azurite with extra settings.
+    pub async fn start_with(settings: &[(&str, &str)]) -> Self {
+        let azurite = Azurite::start().await.expect("start Azurite");
+        let connection = azurite.connection_string();
+        let mut all = vec![("AzureWebJobsStorage".to_owned(), connection)];
+        all.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (host, app_dir) = start_host(all).await;
+        let client = Client::new(host.base_url());
+        Self {
+            azurite,
+            host,
+            client,
+            _app_dir: app_dir,
+        }
+    }
+}
+
+/// Starts one host simulator (with its own handler process) with exactly these settings.
+pub async fn start_host(settings: Vec<(String, String)>) -> (HostSim, tempfile::TempDir) {
+    let app_dir = tempfile::tempdir().unwrap();
+    assemble_app(app_dir.path());
+    let mut config = HostConfig::new(app_dir.path());
+    config.settings = settings;
+    config.settings.push(("RUST_LOG".into(), "warn".into()));
+    config.run_timers = false;
+    let host = HostSim::start(config).await.expect("start the host simulator");
+    (host, app_dir)
+}
+
+/// A response, decoded.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// Asserts a problem response with this status, and returns its body.
+    pub fn problem(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(self.content_type, "application/problem+json", "body: {}", self.body);
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["type"].as_str().unwrap().starts_with("urn:streamfold:problem:"));
+        assert!(!self.body["detail"].as_str().unwrap().is_empty());
+        &self.body
+    }
+
+    /// The problem's `type` slug.
+    pub fn slug(&self) -> &str {
+        self.body["type"]
+            .as_str()
+            .unwrap_or("")
+            .trim_start_matches("urn:streamfold:problem:")
+    }
+
+    pub fn ok(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        &self.body
+    }
+}
+
+/// A JSON-over-HTTP client for one base URL.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            base: base.into(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = response.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Reply {
+            status,
+            content_type,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    /// POST with a raw body (for malformed input).
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> Reply {
+        self.send(
+            self.http
+                .post(self.url(path))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
