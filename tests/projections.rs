@@ -627,6 +627,34 @@ async fn a_snapshot_is_written_past_the_threshold_and_then_used() {
 }
 
 #[tokio::test]
+async fn a_long_stream_with_a_snapshot_reads_only_the_events_after_it() {
+    const EVENTS: i64 = 10_000;
+    const PER_APPEND: i64 = 1_000;
+    let store = Arc::new(CountingStore::new(MemoryStore::new()));
+    let stream = account("long");
+    for first in (1..=EVENTS).step_by(PER_APPEND as usize) {
+        deposits(store.as_ref(), &stream, first, PER_APPEND).await;
+    }
+    let (runner, snapshots) = snapshotting(store.clone(), 100);
+    let p = runner.run(&stream, &BALANCE, AsOf::Latest).await.unwrap();
+    assert_eq!((p.state, p.events_read), (sum(1, EVENTS), EVENTS as u64));
+    assert_eq!(
+        snapshots.get(&stream, "balance").unwrap().sequence,
+        EVENTS as u64
+    );
+
+    deposits(store.as_ref(), &stream, EVENTS + 1, 5).await;
+    store.reset();
+    let p = runner.run(&stream, &BALANCE, AsOf::Latest).await.unwrap();
+    assert_eq!(p.state, sum(1, EVENTS + 5));
+    assert_eq!(
+        (p.events_read, p.snapshot_sequence),
+        (5, Some(EVENTS as u64))
+    );
+    assert_eq!((store.reads(), store.events_read()), (1, 5));
+}
+
+#[tokio::test]
 async fn a_snapshot_is_used_only_for_points_it_does_not_pass() {
     let store = Arc::new(ScriptedStore::default());
     let stream = account("A1");
