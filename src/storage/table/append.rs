@@ -1,0 +1,331 @@
+//! Appends: one entity group transaction per attempt, with the expectation checked inside it.
+//!
+//! Guarantees (see the module documentation of [`super`] for the row layout):
+//! - everything that can be refused without storage is refused before any I/O: the core
+//!   checks, an event too large for one entity, an append over [`MAX_EVENTS_PER_APPEND`] events
+//!   or [`MAX_TRANSACTION_BYTES`] bytes. An append is never split over several transactions;
+//! - `NoStream`/`Exact(0)` and `Exact(n)` cost exactly one storage request when they succeed
+//!   (no read first); `Any`/`Exists` cost a header read and the transaction;
+//! - a rolled-back transaction is explained with reads, and only then: first the event-id rows
+//!   (a complete earlier append with these ids → its outcome with `duplicate = true`; some ids
+//!   taken → `EventIdReused`), then the header (`WrongExpectedVersion` with the actual version);
+//! - conflicts that the expectation allows (a concurrent append under `Any`/`Exists`, or a
+//!   stream that reached the expected version meanwhile) are retried at most
+//!   [`MAX_ATTEMPTS`] times, each attempt again a single atomic transaction.
+
+use std::collections::HashMap;
+
+use azure_core::Etag;
+use azure_data_tables::prelude::IfMatchCondition;
+use futures::future::try_join_all;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::client::{BatchOutcome, Operation, TableApi};
+use super::entity::{self, EncodedEvent, Properties};
+use super::keys;
+use crate::storage::memory::earlier_append;
+use crate::stream::{
+    check_new_events, AppendOutcome, ExpectedVersion, NewEvent, StoreError, StreamId,
+};
+
+/// Most operations in one entity group transaction.
+pub const MAX_TRANSACTION_OPERATIONS: usize = 100;
+/// Largest entity group transaction payload.
+pub const MAX_TRANSACTION_BYTES: usize = 4 * 1024 * 1024;
+/// The header row: inserted for a new stream, merged (version bump) for an existing one.
+pub const HEADER_OPERATIONS: usize = 1;
+/// The no-property merge of row `E-{n}` that proves an `Exact(n)` stream has at least n events.
+pub const VERSION_CHECK_OPERATIONS: usize = 1;
+/// Kept free for the outbox row of a future notification feature (issue "Notifications"),
+/// so adding it will not lower the number of events an append may hold.
+pub const RESERVED_OUTBOX_OPERATIONS: usize = 1;
+/// Rows written per event: the event row and its event-id row.
+pub const ROWS_PER_EVENT: usize = 2;
+/// Most events in one append: what one transaction holds after the fixed operations.
+pub const MAX_EVENTS_PER_APPEND: usize = (MAX_TRANSACTION_OPERATIONS
+    - HEADER_OPERATIONS
+    - VERSION_CHECK_OPERATIONS
+    - RESERVED_OUTBOX_OPERATIONS)
+    / ROWS_PER_EVENT;
+/// Transactions tried per append before giving up under contention.
+pub const MAX_ATTEMPTS: usize = 10;
+/// A safe bound on the multipart framing and headers of one operation in a batch body
+/// (boundary, `Content-Type`, `Accept`, `If-Match`, request line without the URL).
+const OPERATION_FRAMING_BYTES: usize = 512;
+/// Bound on the growth of a key when percent-encoded in a URL (`ü` → `%C3%BC`: 2 bytes → 6).
+const URL_ENCODING_FACTOR: usize = 3;
+/// The service allows at most 15 comparisons in one `$filter`: one for the PartitionKey and
+/// this many `RowKey eq` for event ids.
+const MAX_IDS_PER_QUERY: usize = 14;
+/// Statuses of a rolled-back transaction that mean "the stream is not as this attempt
+/// assumed": 404 (header or `E-{n}` missing), 409 (a row exists), 412 (header ETag changed).
+const CONFLICT_STATUSES: [u16; 3] = [404, 409, 412];
+
+/// How the transaction proves the stream's version.
+enum Plan {
+    /// Insert the header: the stream must not exist.
+    Create,
+    /// The stream is at `version`; `guard` makes the transaction fail otherwise.
+    Extend { version: u64, guard: Guard },
+}
+
+enum Guard {
+    /// Header merge and `E-{version}` merge with `If-Match: *`, new rows inserted: succeeds
+    /// only if `E-{version}` exists and `E-{version+1}` does not.
+    Exact,
+    /// Header merge with the ETag of a read.
+    Etag(Etag),
+}
+
+impl Plan {
+    fn version(&self) -> u64 {
+        match self {
+            Self::Create => 0,
+            Self::Extend { version, .. } => *version,
+        }
+    }
+}
+
+pub async fn append(
+    api: &TableApi,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> Result<AppendOutcome, StoreError> {
+    check_new_events(&events)?;
+    let what = stream.to_string();
+    let partition_key = keys::partition_key(stream);
+    let recorded = entity::storage_time(OffsetDateTime::now_utc());
+    let encoded = events
+        .iter()
+        .map(|event| entity::encode_event(&partition_key, event, recorded))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bytes = transaction_bytes(api, &partition_key, &encoded);
+    if events.len() > MAX_EVENTS_PER_APPEND || bytes > MAX_TRANSACTION_BYTES {
+        return Err(StoreError::AppendTooLarge {
+            events: events.len(),
+            bytes,
+            limit: format!(
+                "the Table backend writes at most {MAX_EVENTS_PER_APPEND} events and \
+                 {MAX_TRANSACTION_BYTES} bytes per append (one entity group transaction)"
+            ),
+        });
+    }
+    api.ensure_table().await?;
+
+    for _ in 0..MAX_ATTEMPTS {
+        let plan = match expected {
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => Plan::Create,
+            ExpectedVersion::Exact(version) => Plan::Extend {
+                version,
+                guard: Guard::Exact,
+            },
+            ExpectedVersion::Any | ExpectedVersion::Exists => {
+                match read_header(api, &partition_key, &what).await? {
+                    None if expected == ExpectedVersion::Exists => {
+                        return Err(wrong_version(stream, expected, 0))
+                    }
+                    None => Plan::Create,
+                    Some((version, etag)) => Plan::Extend {
+                        version,
+                        guard: Guard::Etag(etag),
+                    },
+                }
+            }
+        };
+        let first = plan.version() + 1;
+        let last = plan.version() + events.len() as u64;
+        if last > keys::MAX_SEQUENCE {
+            return Err(StoreError::AppendTooLarge {
+                events: events.len(),
+                bytes,
+                limit: format!("a stream holds at most {} events", keys::MAX_SEQUENCE),
+            });
+        }
+        let created = matches!(plan, Plan::Create);
+        let operations = operations(&partition_key, plan, &encoded, recorded);
+        match api.transaction(&partition_key, operations, &what).await? {
+            BatchOutcome::Committed => {
+                return Ok(AppendOutcome {
+                    first_sequence: first,
+                    version: last,
+                    created,
+                    duplicate: false,
+                })
+            }
+            BatchOutcome::RolledBack { status } if CONFLICT_STATUSES.contains(&status) => {}
+            BatchOutcome::RolledBack { status } => {
+                return Err(StoreError::Misconfigured(format!(
+                    "storage refused an append to {what} with HTTP {status}"
+                )))
+            }
+        }
+        if let Some((first, last)) = earlier_append_of(api, stream, &partition_key, &events).await?
+        {
+            return Ok(AppendOutcome {
+                first_sequence: first,
+                version: last,
+                created: first == 1,
+                duplicate: true,
+            });
+        }
+        if matches!(expected, ExpectedVersion::Any | ExpectedVersion::Exists) {
+            continue;
+        }
+        let actual = read_header(api, &partition_key, &what)
+            .await?
+            .map_or(0, |(version, _)| version);
+        if !expected.is_met_by(actual) {
+            return Err(wrong_version(stream, expected, actual));
+        }
+    }
+    Err(StoreError::Unavailable {
+        message: format!(
+            "stream {what}: gave up after {MAX_ATTEMPTS} attempts that conflicted with \
+             concurrent appends"
+        ),
+        maybe_applied: false,
+    })
+}
+
+fn wrong_version(stream: &StreamId, expected: ExpectedVersion, actual: u64) -> StoreError {
+    StoreError::WrongExpectedVersion {
+        stream: stream.to_string(),
+        expected,
+        actual,
+    }
+}
+
+/// The operations of one attempt, in order: header, version check, events, event ids.
+fn operations(
+    partition_key: &str,
+    plan: Plan,
+    encoded: &[EncodedEvent],
+    recorded: OffsetDateTime,
+) -> Vec<Operation> {
+    let first = plan.version() + 1;
+    let last = plan.version() + encoded.len() as u64;
+    let mut operations = Vec::with_capacity(
+        HEADER_OPERATIONS + VERSION_CHECK_OPERATIONS + ROWS_PER_EVENT * encoded.len(),
+    );
+    match plan {
+        Plan::Create => operations.push(Operation::Insert(entity::with_keys(
+            partition_key,
+            keys::HEADER_ROW_KEY,
+            &entity::header_properties(last, Some(recorded)),
+        ))),
+        Plan::Extend { version, guard } => {
+            let if_match = match guard {
+                Guard::Exact => IfMatchCondition::Any,
+                Guard::Etag(ref etag) => IfMatchCondition::Etag(etag.clone()),
+            };
+            operations.push(Operation::Merge {
+                row_key: keys::HEADER_ROW_KEY.to_owned(),
+                properties: entity::header_properties(last, None),
+                if_match,
+            });
+            if matches!(guard, Guard::Exact) {
+                operations.push(Operation::Merge {
+                    row_key: keys::event_row_key(version),
+                    properties: Properties::new(),
+                    if_match: IfMatchCondition::Any,
+                });
+            }
+        }
+    }
+    for (sequence, event) in (first..).zip(encoded) {
+        operations.push(Operation::Insert(entity::with_keys(
+            partition_key,
+            &keys::event_row_key(sequence),
+            &event.properties,
+        )));
+    }
+    for (sequence, event) in (first..).zip(encoded) {
+        operations.push(Operation::Insert(entity::with_keys(
+            partition_key,
+            &keys::event_id_row_key(&event.event_id),
+            &entity::event_id_properties(sequence, first, last),
+        )));
+    }
+    operations
+}
+
+/// An upper bound of the transaction body an append of `encoded` produces.
+fn transaction_bytes(api: &TableApi, partition_key: &str, encoded: &[EncodedEvent]) -> usize {
+    let json_len = |properties: &Properties| serde_json::to_vec(properties).map_or(0, |v| v.len());
+    let keys_len = 2 * partition_key.len() + 64;
+    let framing = OPERATION_FRAMING_BYTES
+        + api.table_url_bytes()
+        + URL_ENCODING_FACTOR * (partition_key.len() + keys::EVENT_ID_ROW_PREFIX.len() + 36);
+    let fixed = HEADER_OPERATIONS + VERSION_CHECK_OPERATIONS + RESERVED_OUTBOX_OPERATIONS;
+    let header = json_len(&entity::header_properties(
+        keys::MAX_SEQUENCE,
+        Some(OffsetDateTime::now_utc()),
+    ));
+    let id_row = json_len(&entity::event_id_properties(
+        keys::MAX_SEQUENCE,
+        keys::MAX_SEQUENCE,
+        keys::MAX_SEQUENCE,
+    ));
+    let events: usize = encoded.iter().map(|e| json_len(&e.properties)).sum();
+    fixed * (framing + keys_len + header)
+        + encoded.len() * (2 * (framing + keys_len) + id_row)
+        + events
+}
+
+/// The point-read header: (version, ETag), or `None` for a stream that does not exist.
+pub async fn read_header(
+    api: &TableApi,
+    partition_key: &str,
+    what: &str,
+) -> Result<Option<(u64, Etag)>, StoreError> {
+    let Some(fetched) = api.get(partition_key, keys::HEADER_ROW_KEY, what).await? else {
+        return Ok(None);
+    };
+    let version =
+        entity::decode_header_version(&fetched.entity).map_err(|detail| StoreError::Corrupt {
+            stream: what.to_owned(),
+            detail: format!("header row: {detail}"),
+        })?;
+    Ok(Some((version, fetched.etag)))
+}
+
+/// Whether `events` were all stored by one earlier append (its first and last sequence), none
+/// of them was stored (`None`), or some ids are taken (`EventIdReused`).
+async fn earlier_append_of(
+    api: &TableApi,
+    stream: &StreamId,
+    partition_key: &str,
+    events: &[NewEvent],
+) -> Result<Option<(u64, u64)>, StoreError> {
+    let what = stream.to_string();
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let queries = ids.chunks(MAX_IDS_PER_QUERY).map(|chunk| {
+        let rows = chunk
+            .iter()
+            .map(|id| {
+                format!(
+                    "RowKey eq {}",
+                    keys::odata_string(&keys::event_id_row_key(id))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let filter = format!(
+            "PartitionKey eq {} and ({rows})",
+            keys::odata_string(partition_key)
+        );
+        api.query(filter, None, &what)
+    });
+    let mut found: HashMap<Uuid, (u64, u64)> = HashMap::new();
+    for entity in try_join_all(queries).await?.into_iter().flatten() {
+        let (id, append) =
+            entity::decode_event_id_row(&entity).map_err(|detail| StoreError::Corrupt {
+                stream: what.clone(),
+                detail,
+            })?;
+        found.insert(id, append);
+    }
+    earlier_append(stream, events, |id| found.get(id).copied())
+}

@@ -1,0 +1,469 @@
+//! The rows of a stream as Table storage entities: how an event, the stream header and an
+//! event-id row are written as JSON properties, how big an entity is as the service counts it,
+//! and how rows read back become events again.
+//!
+//! Guarantees:
+//! - event data is stored as the JSON text the caller gave, split into string properties of at
+//!   most [`MAX_STRING_PROPERTY_UTF16`] UTF-16 code units (`Data`, `Data01`, `Data02`, ...),
+//!   never cut inside a character, and read back by concatenation: byte for byte the same text;
+//! - an event whose entity would exceed [`MAX_ENTITY_BYTES`] as Table storage counts it is
+//!   refused with `EventTooLarge` before any I/O;
+//! - numbers that can exceed 2^31 (versions, sequences, schema versions) are written as
+//!   `Edm.Int64` with their `@odata.type` annotation, times as `Edm.DateTime` with 100 ns
+//!   precision (the service's own), and the time returned to callers is that stored value;
+//! - a row that does not have the shape written here is reported as `Corrupt`, never guessed at.
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::keys;
+use crate::stream::{EventMetadata, NewEvent, RecordedEvent, StoreError};
+
+/// A JSON object of entity properties.
+pub type Properties = Map<String, Value>;
+
+/// Largest entity Table storage stores (1 MiB, counted as in [`entity_size`]).
+pub const MAX_ENTITY_BYTES: usize = 1024 * 1024;
+/// Longest string property, in UTF-16 code units (64 KiB).
+pub const MAX_STRING_PROPERTY_UTF16: usize = 32 * 1024;
+/// Most data chunk properties one event may use (`Data` .. `Data15`); the entity size limit is
+/// reached first, this only bounds the reader.
+pub const MAX_DATA_CHUNKS: usize = 16;
+/// Digits of the number in a data chunk property name after the first (`Data01`).
+pub const DATA_CHUNK_WIDTH: usize = 2;
+
+pub const PARTITION_KEY: &str = "PartitionKey";
+pub const ROW_KEY: &str = "RowKey";
+/// The service's own last-modified property, present on every entity.
+pub const TIMESTAMP: &str = "Timestamp";
+pub const VERSION: &str = "Version";
+pub const CREATED: &str = "Created";
+pub const EVENT_ID: &str = "EventId";
+pub const EVENT_TYPE: &str = "EventType";
+pub const RECORDED: &str = "Recorded";
+pub const CORRELATION_ID: &str = "CorrelationId";
+pub const CAUSATION_ID: &str = "CausationId";
+pub const WHO: &str = "Who";
+pub const SOURCE: &str = "Source";
+pub const COMMENTARY: &str = "Commentary";
+pub const SCHEMA_VERSION: &str = "SchemaVersion";
+/// The first data chunk; later ones are `Data01`, `Data02`, ...
+pub const DATA: &str = "Data";
+pub const SEQUENCE: &str = "Sequence";
+pub const FIRST_SEQUENCE: &str = "FirstSequence";
+pub const LAST_SEQUENCE: &str = "LastSequence";
+
+/// Suffix of the property annotation that gives a value's EDM type.
+pub const ODATA_TYPE_SUFFIX: &str = "@odata.type";
+pub const EDM_INT64: &str = "Edm.Int64";
+pub const EDM_DATETIME: &str = "Edm.DateTime";
+
+// Sizes from "Understanding the Table service data model" / entity size accounting:
+// 4 bytes + 2 × len(PartitionKey + RowKey) + per property (8 bytes + 2 × len(name) + value).
+const ENTITY_BASE_BYTES: usize = 4;
+const PROPERTY_BASE_BYTES: usize = 8;
+const STRING_VALUE_BASE_BYTES: usize = 4;
+const INT64_BYTES: usize = 8;
+const DATETIME_BYTES: usize = 8;
+
+/// The name of data chunk `index` (0 → `Data`, 1 → `Data01`, ...).
+pub fn data_property(index: usize) -> String {
+    if index == 0 {
+        DATA.to_owned()
+    } else {
+        format!("{DATA}{index:0DATA_CHUNK_WIDTH$}")
+    }
+}
+
+/// A time as Table storage keeps it: UTC, truncated to 100 ns.
+pub fn storage_time(time: OffsetDateTime) -> OffsetDateTime {
+    let time = time.to_offset(time::UtcOffset::UTC);
+    let nanos = time.nanosecond();
+    time.replace_nanosecond(nanos - nanos % 100).unwrap_or(time)
+}
+
+/// The `Edm.DateTime` text of a time (7 fractional digits, `Z`).
+pub fn format_time(time: OffsetDateTime) -> String {
+    let time = storage_time(time);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",
+        time.year(),
+        u8::from(time.month()),
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second(),
+        time.nanosecond() / 100
+    )
+}
+
+fn utf16_len(s: &str) -> usize {
+    s.encode_utf16().count()
+}
+
+/// The size of one value as Table storage counts it.
+#[derive(Debug, Clone, Copy)]
+enum ValueSize {
+    String(usize),
+    Int64,
+    DateTime,
+}
+
+fn property_size(name: &str, value: ValueSize) -> usize {
+    PROPERTY_BASE_BYTES
+        + 2 * utf16_len(name)
+        + match value {
+            ValueSize::String(units) => STRING_VALUE_BASE_BYTES + 2 * units,
+            ValueSize::Int64 => INT64_BYTES,
+            ValueSize::DateTime => DATETIME_BYTES,
+        }
+}
+
+/// Sets an `Edm.Int64` property (a string value with its type annotation).
+pub fn set_int64(properties: &mut Properties, name: &str, value: u64) {
+    properties.insert(
+        format!("{name}{ODATA_TYPE_SUFFIX}"),
+        Value::String(EDM_INT64.to_owned()),
+    );
+    properties.insert(name.to_owned(), Value::String(value.to_string()));
+}
+
+/// Sets an `Edm.DateTime` property.
+pub fn set_time(properties: &mut Properties, name: &str, value: OffsetDateTime) {
+    properties.insert(
+        format!("{name}{ODATA_TYPE_SUFFIX}"),
+        Value::String(EDM_DATETIME.to_owned()),
+    );
+    properties.insert(name.to_owned(), Value::String(format_time(value)));
+}
+
+/// An event turned into entity properties (without its keys, which depend on its sequence).
+#[derive(Debug, Clone)]
+pub struct EncodedEvent {
+    pub event_id: Uuid,
+    pub properties: Properties,
+}
+
+/// The size, as Table storage counts it, of the entity that stores `event` in the partition
+/// `partition_key`. An event is stored only if this is at most [`MAX_ENTITY_BYTES`].
+pub fn event_entity_size(partition_key: &str, event: &NewEvent) -> usize {
+    let row_key_len = keys::EVENT_ROW_PREFIX.len() + keys::SEQUENCE_WIDTH;
+    let mut size = ENTITY_BASE_BYTES
+        + 2 * (utf16_len(partition_key) + row_key_len)
+        + property_size(TIMESTAMP, ValueSize::DateTime)
+        + property_size(EVENT_ID, ValueSize::String(36))
+        + property_size(EVENT_TYPE, ValueSize::String(utf16_len(&event.event_type)))
+        + property_size(RECORDED, ValueSize::DateTime);
+    for (name, value) in metadata_strings(&event.metadata) {
+        size += property_size(name, ValueSize::String(utf16_len(value)));
+    }
+    if event.metadata.schema_version.is_some() {
+        size += property_size(SCHEMA_VERSION, ValueSize::Int64);
+    }
+    for (index, chunk) in data_chunks(event.data.get()).iter().enumerate() {
+        size += property_size(&data_property(index), ValueSize::String(utf16_len(chunk)));
+    }
+    size
+}
+
+fn metadata_strings(metadata: &EventMetadata) -> impl Iterator<Item = (&'static str, &str)> {
+    [
+        (CORRELATION_ID, metadata.correlation_id.as_deref()),
+        (CAUSATION_ID, metadata.causation_id.as_deref()),
+        (WHO, metadata.who.as_deref()),
+        (SOURCE, metadata.source.as_deref()),
+        (COMMENTARY, metadata.commentary.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|v| (name, v)))
+}
+
+/// Splits `text` into pieces of at most [`MAX_STRING_PROPERTY_UTF16`] UTF-16 code units, on
+/// character boundaries. Empty text is one empty piece.
+pub fn data_chunks(text: &str) -> Vec<&str> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut units = 0;
+    for (index, c) in text.char_indices() {
+        if units + c.len_utf16() > MAX_STRING_PROPERTY_UTF16 {
+            chunks.push(&text[start..index]);
+            start = index;
+            units = 0;
+        }
+        units += c.len_utf16();
+    }
+    chunks.push(&text[start..]);
+    chunks
+}
+
+/// Encodes an event row's properties, refusing what a Table entity cannot hold.
+pub fn encode_event(
+    partition_key: &str,
+    event: &NewEvent,
+    recorded: OffsetDateTime,
+) -> Result<EncodedEvent, StoreError> {
+    for (name, value) in metadata_strings(&event.metadata) {
+        if utf16_len(value) > MAX_STRING_PROPERTY_UTF16 {
+            return Err(StoreError::InvalidEvent {
+                event_id: event.event_id,
+                reason: format!(
+                    "metadata {name} is longer than {MAX_STRING_PROPERTY_UTF16} UTF-16 code units"
+                ),
+            });
+        }
+    }
+    let entity_size = event_entity_size(partition_key, event);
+    let chunks = data_chunks(event.data.get());
+    if entity_size > MAX_ENTITY_BYTES || chunks.len() > MAX_DATA_CHUNKS {
+        return Err(StoreError::EventTooLarge {
+            event_id: event.event_id,
+            size: entity_size,
+            limit: MAX_ENTITY_BYTES,
+        });
+    }
+    let mut properties = Properties::new();
+    properties.insert(
+        EVENT_ID.to_owned(),
+        Value::String(event.event_id.hyphenated().to_string()),
+    );
+    properties.insert(
+        EVENT_TYPE.to_owned(),
+        Value::String(event.event_type.clone()),
+    );
+    set_time(&mut properties, RECORDED, recorded);
+    for (name, value) in metadata_strings(&event.metadata) {
+        properties.insert(name.to_owned(), Value::String(value.to_owned()));
+    }
+    if let Some(schema_version) = event.metadata.schema_version {
+        set_int64(&mut properties, SCHEMA_VERSION, u64::from(schema_version));
+    }
+    for (index, chunk) in chunks.into_iter().enumerate() {
+        properties.insert(data_property(index), Value::String(chunk.to_owned()));
+    }
+    Ok(EncodedEvent {
+        event_id: event.event_id,
+        properties,
+    })
+}
+
+/// A complete entity: keys plus properties.
+pub fn with_keys(partition_key: &str, row_key: &str, properties: &Properties) -> Properties {
+    let mut entity = Properties::with_capacity(properties.len() + 2);
+    entity.insert(
+        PARTITION_KEY.to_owned(),
+        Value::String(partition_key.to_owned()),
+    );
+    entity.insert(ROW_KEY.to_owned(), Value::String(row_key.to_owned()));
+    entity.extend(properties.iter().map(|(k, v)| (k.clone(), v.clone())));
+    entity
+}
+
+/// Properties of the header row of a stream at `version`.
+pub fn header_properties(version: u64, created: Option<OffsetDateTime>) -> Properties {
+    let mut properties = Properties::new();
+    set_int64(&mut properties, VERSION, version);
+    if let Some(created) = created {
+        set_time(&mut properties, CREATED, created);
+    }
+    properties
+}
+
+/// Properties of the event-id row of the event at `sequence`, written by the append that
+/// stored `first..=last`.
+pub fn event_id_properties(sequence: u64, first: u64, last: u64) -> Properties {
+    let mut properties = Properties::new();
+    set_int64(&mut properties, SEQUENCE, sequence);
+    set_int64(&mut properties, FIRST_SEQUENCE, first);
+    set_int64(&mut properties, LAST_SEQUENCE, last);
+    properties
+}
+
+/// Reads an integer property written as `Edm.Int64` (a string), or as a plain JSON number.
+pub fn get_u64(entity: &Properties, name: &str) -> Result<u64, String> {
+    match entity.get(name) {
+        Some(Value::String(s)) => s
+            .parse()
+            .map_err(|_| format!("property {name} is not an integer: {s:?}")),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| format!("property {name} is not a non-negative integer: {n}")),
+        Some(other) => Err(format!("property {name} has an unexpected value {other}")),
+        None => Err(format!("property {name} is missing")),
+    }
+}
+
+/// Reads a string property.
+pub fn get_str<'a>(entity: &'a Properties, name: &str) -> Result<&'a str, String> {
+    match entity.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(format!("property {name} is not a string: {other}")),
+        None => Err(format!("property {name} is missing")),
+    }
+}
+
+fn get_optional_str(entity: &Properties, name: &str) -> Result<Option<String>, String> {
+    match entity.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => get_str(entity, name).map(|s| Some(s.to_owned())),
+    }
+}
+
+/// Reads an `Edm.DateTime` property.
+pub fn get_time(entity: &Properties, name: &str) -> Result<OffsetDateTime, String> {
+    let text = get_str(entity, name)?;
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(storage_time)
+        .map_err(|e| format!("property {name} is not a date-time ({e}): {text:?}"))
+}
+
+/// The stream version held by a header row.
+pub fn decode_header_version(entity: &Properties) -> Result<u64, String> {
+    get_u64(entity, VERSION)
+}
+
+/// The (first, last) sequence numbers of the append recorded in an event-id row.
+pub fn decode_event_id_row(entity: &Properties) -> Result<(Uuid, (u64, u64)), String> {
+    let row_key = get_str(entity, ROW_KEY)?;
+    let event_id = keys::parse_event_id_row_key(row_key)
+        .ok_or_else(|| format!("{row_key:?} is not an event-id row key"))?;
+    let first = get_u64(entity, FIRST_SEQUENCE)?;
+    let last = get_u64(entity, LAST_SEQUENCE)?;
+    if first == 0 || last < first {
+        return Err(format!(
+            "event-id row {row_key} records an impossible append {first}..{last}"
+        ));
+    }
+    Ok((event_id, (first, last)))
+}
+
+/// An event row read back.
+pub fn decode_event(entity: &Properties) -> Result<RecordedEvent, String> {
+    let row_key = get_str(entity, ROW_KEY)?;
+    let sequence = keys::parse_event_row_key(row_key)
+        .ok_or_else(|| format!("{row_key:?} is not an event row key"))?;
+    let event_id = get_str(entity, EVENT_ID)?;
+    let event_id = Uuid::parse_str(event_id)
+        .map_err(|_| format!("event {sequence}: {EVENT_ID} is not a UUID: {event_id:?}"))?;
+    let mut data = String::new();
+    for index in 0..MAX_DATA_CHUNKS {
+        match entity.get(&data_property(index)) {
+            Some(Value::String(chunk)) => data.push_str(chunk),
+            Some(other) => {
+                return Err(format!(
+                    "event {sequence}: {} is not a string: {other}",
+                    data_property(index)
+                ))
+            }
+            None if index == 0 => return Err(format!("event {sequence}: {DATA} is missing")),
+            None => break,
+        }
+    }
+    let data = RawValue::from_string(data)
+        .map_err(|e| format!("event {sequence}: data is not JSON: {e}"))?;
+    let schema_version = match entity.get(SCHEMA_VERSION) {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(
+            u32::try_from(get_u64(entity, SCHEMA_VERSION)?)
+                .map_err(|_| format!("event {sequence}: {SCHEMA_VERSION} is out of range"))?,
+        ),
+    };
+    Ok(RecordedEvent {
+        sequence,
+        event_id,
+        event_type: get_str(entity, EVENT_TYPE)?.to_owned(),
+        data,
+        timestamp: get_time(entity, RECORDED)?,
+        metadata: EventMetadata {
+            correlation_id: get_optional_str(entity, CORRELATION_ID)?,
+            causation_id: get_optional_str(entity, CAUSATION_ID)?,
+            who: get_optional_str(entity, WHO)?,
+            source: get_optional_str(entity, SOURCE)?,
+            commentary: get_optional_str(entity, COMMENTARY)?,
+            schema_version,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(data: &str) -> NewEvent {
+        NewEvent::from_raw("Deposited", RawValue::from_string(data.to_owned()).unwrap())
+    }
+
+    #[test]
+    fn chunks_respect_the_property_limit_and_characters() {
+        assert_eq!(data_chunks(""), vec![""]);
+        let ascii = "a".repeat(MAX_STRING_PROPERTY_UTF16 * 2 + 1);
+        let chunks = data_chunks(&ascii);
+        assert_eq!(
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            vec![MAX_STRING_PROPERTY_UTF16, MAX_STRING_PROPERTY_UTF16, 1]
+        );
+        // A character outside the BMP (2 UTF-16 units) never straddles a chunk boundary.
+        let text = format!("{}😀", "a".repeat(MAX_STRING_PROPERTY_UTF16 - 1));
+        let chunks = data_chunks(&text);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[1], "😀");
+        assert_eq!(chunks.concat(), text);
+    }
+
+    #[test]
+    fn data_property_names() {
+        assert_eq!(data_property(0), "Data");
+        assert_eq!(data_property(1), "Data01");
+        assert_eq!(data_property(15), "Data15");
+    }
+
+    #[test]
+    fn events_round_trip_through_properties() {
+        let raw = format!(
+            r#"{{"amount": 0.10000000000000000001, "s": "{}"}}"#,
+            "x".repeat(70_000)
+        );
+        let mut e = event(&raw);
+        e.metadata.who = Some("O'Brien".into());
+        e.metadata.schema_version = Some(u32::MAX);
+        let recorded = OffsetDateTime::now_utc();
+        let encoded = encode_event("Bank|Account|1", &e, recorded).unwrap();
+        assert!(encoded.properties.contains_key("Data02"));
+        let entity = with_keys(
+            "Bank|Account|1",
+            &keys::event_row_key(3),
+            &encoded.properties,
+        );
+        // What the service sends back carries the same properties (and more annotations).
+        let back = decode_event(&entity).unwrap();
+        assert_eq!(back.sequence, 3);
+        assert_eq!(back.data.get(), raw);
+        assert_eq!(back.metadata, e.metadata);
+        assert_eq!(back.timestamp, storage_time(recorded));
+        assert_eq!(back.event_id, e.event_id);
+    }
+
+    #[test]
+    fn too_large_events_are_refused() {
+        let e = event(&format!("\"{}\"", "a".repeat(MAX_ENTITY_BYTES / 2)));
+        match encode_event("p", &e, OffsetDateTime::now_utc()) {
+            Err(StoreError::EventTooLarge { size, limit, .. }) => {
+                assert_eq!(limit, MAX_ENTITY_BYTES);
+                assert_eq!(size, event_entity_size("p", &e));
+                assert!(size > limit);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn times_keep_100ns() {
+        let t = time::macros::datetime!(2024-02-29 23:59:58.123456789 UTC);
+        assert_eq!(format_time(t), "2024-02-29T23:59:58.1234567Z");
+        let mut p = Properties::new();
+        set_time(&mut p, RECORDED, t);
+        assert_eq!(get_time(&p, RECORDED).unwrap(), storage_time(t));
+    }
+}

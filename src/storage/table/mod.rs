@@ -1,0 +1,214 @@
+//! The Azure Table storage backend: every stream of an app in one table, one stream per
+//! partition, every append one entity group transaction.
+//!
+//! # Layout
+//! PartitionKey `{domain}|{entity}|{instance}` ([`keys`]); in each partition:
+//! - `HEAD`: the stream header, `Version` (`Edm.Int64`, the last sequence number) and `Created`;
+//! - `E-{sequence:010}`: one row per event: `EventId`, `EventType`, `Recorded` (the append's
+//!   time), the metadata properties and the data as JSON text in `Data`, `Data01`, ... chunks
+//!   ([`entity`]);
+//! - `ID-{event id}`: one row per event (`Sequence`, `FirstSequence`, `LastSequence` of the
+//!   append that stored it), so a retried append is recognised and a reused id refused.
+//!
+//! # Appends ([`append`])
+//! An append is one entity group transaction, all or nothing, and its expectation is checked
+//! by the same transaction:
+//! - `NoStream` / `Exact(0)`: insert the header, the event rows and the id rows; a 409 means the
+//!   stream exists;
+//! - `Exact(n)`, n ≥ 1, without reading first: merge the header (`If-Match: *`, new version),
+//!   merge row `E-{n}` with no properties (`If-Match: *`: fails if the stream is shorter than n)
+//!   and insert `E-{n+1}..` (fails if it is longer). The batch therefore commits only if the
+//!   stream is at exactly n, in one request. The header is *merged* rather than replaced so that
+//!   `Created` survives without being read;
+//! - `Any` / `Exists`: read the header for its version and ETag, then merge it with
+//!   `If-Match: <etag>` (or insert it for a new stream under `Any`); a concurrent append makes
+//!   the batch fail and the append is retried, a bounded number of times.
+//!
+//! A failed batch is explained afterwards with reads (event-id rows, then the header), so the
+//! successful path stays one request. One operation per transaction is reserved for a future
+//! outbox row, which fixes [`MAX_EVENTS_PER_APPEND`] at 48.
+//!
+//! # Reads ([`read`])
+//! RowKey range queries within the partition, plus a point read of the header for the version.
+//!
+//! # Failure
+//! Every request has bounded timeouts and retries (see [`crate::storage::connection`]); an
+//! outage gives `Unavailable` within seconds, never a hang.
+
+mod append;
+mod client;
+mod entity;
+mod keys;
+mod read;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::storage::connection::StorageAccount;
+use crate::stream::{
+    AppendOutcome, EventStore, ExpectedVersion, NewEvent, ReadRequest, StoreError, StreamId,
+    StreamPage, StreamSlice,
+};
+use client::TableApi;
+
+pub use append::{MAX_ATTEMPTS, MAX_EVENTS_PER_APPEND, MAX_TRANSACTION_BYTES};
+pub use entity::{MAX_ENTITY_BYTES, MAX_STRING_PROPERTY_UTF16};
+pub use keys::MAX_SEQUENCE;
+
+/// The table that holds the streams unless another is chosen.
+pub const DEFAULT_TABLE_NAME: &str = "streamfold";
+/// Table names: 3 to 63 ASCII letters and digits, starting with a letter.
+const TABLE_NAME_LEN: std::ops::RangeInclusive<usize> = 3..=63;
+/// A name the service reserves.
+const RESERVED_TABLE_NAME: &str = "tables";
+
+/// Event streams in one Azure Table. Cheap to clone; clones share the table client and the
+/// "table created" state.
+#[derive(Clone)]
+pub struct TableStore {
+    account: StorageAccount,
+    table_name: String,
+    /// The table client, or why none could be built (reported by every operation).
+    api: Arc<Result<TableApi, String>>,
+}
+
+impl std::fmt::Debug for TableStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableStore")
+            .field("account", &self.account)
+            .field("table_name", &self.table_name)
+            .finish()
+    }
+}
+
+impl TableStore {
+    /// A store in the table [`DEFAULT_TABLE_NAME`] of `account`. No I/O: the table is created
+    /// on first use.
+    pub fn new(account: StorageAccount) -> Self {
+        Self::build(account, DEFAULT_TABLE_NAME.to_owned())
+    }
+
+    /// The same account, another table (tests use one table each). No I/O.
+    pub fn with_table_name(self, table_name: impl Into<String>) -> Self {
+        Self::build(self.account, table_name.into())
+    }
+
+    pub fn table_name(&self) -> &str {
+        &self.table_name
+    }
+
+    pub fn account(&self) -> &StorageAccount {
+        &self.account
+    }
+
+    /// The size, as Table storage counts it, of the entity that would store `event` in
+    /// `stream`; the event can be appended only if this is at most [`MAX_ENTITY_BYTES`].
+    pub fn event_entity_size(stream: &StreamId, event: &NewEvent) -> usize {
+        entity::event_entity_size(&keys::partition_key(stream), event)
+    }
+
+    fn build(account: StorageAccount, table_name: String) -> Self {
+        let api = validate_table_name(&table_name).and_then(|()| {
+            let endpoint = account
+                .table_endpoint()
+                .map(|url| url.as_str().to_owned())
+                .unwrap_or_default();
+            account
+                .table_service_client()
+                .map(|service| TableApi::new(service.table_client(table_name.clone()), &endpoint))
+                .map_err(|e| e.to_string())
+        });
+        Self {
+            account,
+            table_name,
+            api: Arc::new(api),
+        }
+    }
+
+    fn api(&self) -> Result<&TableApi, StoreError> {
+        self.api
+            .as_ref()
+            .as_ref()
+            .map_err(|reason| StoreError::Misconfigured(reason.clone()))
+    }
+}
+
+fn validate_table_name(name: &str) -> Result<(), String> {
+    let valid = TABLE_NAME_LEN.contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric())
+        && !name.eq_ignore_ascii_case(RESERVED_TABLE_NAME);
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid table name {name:?}: 3 to 63 ASCII letters and digits, starting with a letter"
+        ))
+    }
+}
+
+#[async_trait]
+impl EventStore for TableStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        append::append(self.api()?, stream, expected, events).await
+    }
+
+    async fn read(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+    ) -> Result<StreamSlice, StoreError> {
+        read::read(self.api()?, stream, request).await
+    }
+
+    async fn version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        read::version(self.api()?, stream).await
+    }
+
+    async fn list_streams(
+        &self,
+        domain: &str,
+        entity: &str,
+        continuation: Option<&str>,
+        page_size: usize,
+    ) -> Result<StreamPage, StoreError> {
+        read::list_streams(self.api()?, domain, entity, continuation, page_size).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits() {
+        assert_eq!(MAX_EVENTS_PER_APPEND, 48);
+    }
+
+    #[test]
+    fn table_names() {
+        for good in ["streamfold", "abc", "T1x"] {
+            assert!(validate_table_name(good).is_ok(), "{good}");
+        }
+        for bad in ["ab", "1abc", "a-b", "tables", &"a".repeat(64)] {
+            assert!(validate_table_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn constructors_do_no_io() {
+        // A port nothing listens on: building the store must not fail or wait.
+        let account = StorageAccount::from_connection_string(
+            "UseDevelopmentStorage=true;DevelopmentStorageProxyUri=http://127.0.0.1:1",
+        )
+        .unwrap();
+        let store = TableStore::new(account).with_table_name("other");
+        assert_eq!(store.table_name(), "other");
+    }
+}
