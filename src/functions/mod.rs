@@ -7,6 +7,7 @@
 
 pub mod filters;
 pub mod invocation;
+pub mod openapi;
 pub mod problem;
 pub mod projections;
 pub mod server;
@@ -25,6 +26,8 @@ pub fn routes(
     use warp::Filter;
     streams::routes(app.clone())
         .or(projections::routes(app))
+        .unify()
+        .or(openapi::routes())
         .unify()
         .boxed()
 }

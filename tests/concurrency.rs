@@ -1,0 +1,94 @@
+//! Many writers in many processes on ONE stream, each appending with the exact version it
+//! last saw: afterwards the stream is contiguous from 1, every acknowledged append is there
+//! exactly once at the sequence it was acknowledged with, and no rejected one is.
+
+mod support;
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use support::{start_host, Client};
+use streamfold_testbed::Azurite;
+
+const PROCESSES: usize = 3;
+const WRITERS: usize = 32;
+const APPENDS_PER_WRITER: usize = 4;
+const PATH: &str = "/api/streams/Load/Counter/one";
+
+/// What one writer saw acknowledged: event id → sequence.
+async fn writer(client: Client, writer: usize) -> (HashMap<uuid::Uuid, u64>, Vec<uuid::Uuid>) {
+    let mut acked = HashMap::new();
+    let mut rejected = Vec::new();
+    while acked.len() < APPENDS_PER_WRITER {
+        // Learn the version without reading events (a range past the end).
+        let head = client
+            .get(&format!("{PATH}?fromSequence={}", u32::MAX))
+            .await;
+        let version = match head.status.as_u16() {
+            200 => head.body["version"].as_u64().unwrap(),
+            404 => 0,
+            other => panic!("read failed: {other} {}", head.body),
+        };
+        let event_id = uuid::Uuid::new_v4();
+        let reply = client
+            .post(
+                PATH,
+                &json!({
+                    "expectedVersion": version,
+                    "events": [{"eventType": "Incremented", "data": {"writer": writer}, "eventId": event_id}],
+                }),
+            )
+            .await;
+        match reply.status.as_u16() {
+            201 => {
+                let sequence = reply.body["version"].as_u64().unwrap();
+                assert_eq!(sequence, version + 1, "appended right after what it saw");
+                acked.insert(event_id, sequence);
+            }
+            409 => {
+                assert_eq!(reply.slug(), "wrong-expected-version", "{}", reply.body);
+                assert!(reply.body["actualVersion"].as_u64().unwrap() > version);
+                rejected.push(event_id);
+            }
+            other => panic!("append failed: {other} {}", reply.body),
+        }
+    }
+    (acked, rejected)
+}
+
+#[tokio::test]
+async fn three_processes_and_32_writers_on_one_stream() {
+    let azurite = Azurite::start().await.unwrap();
+    let mut hosts = Vec::new();
+    for _ in 0..PROCESSES {
+        hosts.push(start_host(vec![("AzureWebJobsStorage".into(), azurite.connection_string())]).await);
+    }
+    let clients: Vec<Client> = hosts.iter().map(|(h, _)| Client::new(h.base_url())).collect();
+
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| tokio::spawn(writer(clients[w % PROCESSES].clone(), w)))
+        .collect();
+    let mut acked = HashMap::new();
+    let mut rejected = Vec::new();
+    for task in tasks {
+        let (a, r) = task.await.unwrap();
+        acked.extend(a);
+        rejected.extend(r);
+    }
+    assert_eq!(acked.len(), WRITERS * APPENDS_PER_WRITER);
+
+    let stream = clients[0].get(PATH).await;
+    let body = stream.ok(200);
+    let events = body["events"].as_array().unwrap();
+    assert_eq!(body["version"].as_u64().unwrap() as usize, acked.len());
+    assert_eq!(events.len(), acked.len(), "no more and no fewer events than acknowledged");
+    for (i, event) in events.iter().enumerate() {
+        let sequence = event["sequence"].as_u64().unwrap();
+        assert_eq!(sequence, i as u64 + 1, "contiguous from 1");
+        let id = uuid::Uuid::parse_str(event["eventId"].as_str().unwrap()).unwrap();
+        assert_eq!(acked.get(&id), Some(&sequence), "acknowledged at this sequence");
+    }
+    for id in rejected {
+        assert!(!acked.contains_key(&id));
+    }
+}

@@ -1,0 +1,50 @@
+//! What one operation costs in storage requests, counted by a proxy in front of Azurite: an
+//! append with a known expected version is exactly one request (the seed's design costs
+//! three).
+
+mod support;
+
+use serde_json::json;
+use support::{start_host, Client};
+use streamfold_testbed::proxy::CountingProxy;
+use streamfold_testbed::Azurite;
+
+#[tokio::test]
+async fn an_append_with_a_known_version_is_one_table_request() {
+    let azurite = Azurite::start().await.unwrap();
+    let proxy = CountingProxy::start(&format!("http://127.0.0.1:{}", azurite.table_port))
+        .await
+        .unwrap();
+    let connection = Azurite::connection_string_for(
+        &azurite.blob_endpoint(),
+        &format!("{}/devstoreaccount1", proxy.url()),
+    );
+    let (host, _dir) = start_host(vec![("AzureWebJobsStorage".into(), connection)]).await;
+    let c = Client::new(host.base_url());
+    let path = "/api/streams/Shop/Cart/c1";
+
+    // The first request of the process creates the table; not counted.
+    c.post(path, &json!({"expectedVersion": "noStream", "events": [{"eventType": "Created", "data": {}}]}))
+        .await
+        .ok(201);
+
+    proxy.reset();
+    c.post(path, &json!({"expectedVersion": 1, "events": [{"eventType": "Added", "data": {"sku": "a"}}]}))
+        .await
+        .ok(201);
+    assert_eq!(proxy.requests(), 1, "append with a known version: {:?}", proxy.log());
+
+    proxy.reset();
+    c.post(path, &json!({"expectedVersion": "noStream", "events": [{"eventType": "Created", "data": {}}]}))
+        .await
+        .problem(409);
+    c.post("/api/streams/Shop/Cart/c2", &json!({"expectedVersion": "noStream", "events": [{"eventType": "Created", "data": {}}]}))
+        .await
+        .ok(201);
+    // The refused one needed a read to report the actual version; the new stream one request.
+    assert!(proxy.requests() <= 3, "{:?}", proxy.log());
+
+    proxy.reset();
+    c.post("/api/OpenAccount/A-1", &json!({})).await.ok(201);
+    assert_eq!(proxy.requests(), 1, "open account: {:?}", proxy.log());
+}
