@@ -1,12 +1,18 @@
 //! The test bed of streamfold: real infrastructure for integration tests and benchmarks.
 //!
 //! - [`azurite`]: the real Azure Storage emulator on free loopback ports in a temporary folder.
+//! - [`hostsim`]: a stand-in for the Azure Functions host running a custom handler app.
+//! - [`proxy`]: a counting HTTP proxy, to count the storage requests an operation costs.
 //!
 //! Nothing here is a mock of storage: tests talk to Azurite over HTTP.
 
 pub mod azurite;
+pub mod hostsim;
+pub mod proxy;
 
 pub use azurite::Azurite;
+pub use hostsim::{HostConfig, HostSim};
+pub use proxy::CountingProxy;
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> anyhow::Result<u16> {

@@ -1,0 +1,659 @@
+//! Calling the handler, the two ways the host does (`DefaultHttpWorkerService`):
+//!
+//! - **forwarding** (HTTP-in/HTTP-out functions with `enableForwardingHttpRequest`): the same
+//!   method; the ORIGINAL path (prefix included); the query rebuilt from its parsed form
+//!   (keys grouped ignoring case, repeated values joined by commas, values percent-encoded);
+//!   every original header except hop-by-hop and content headers (the original `Host` is kept,
+//!   as .NET's HttpClient sends a copied Host header); the body, with Content-Length and
+//!   Content-Type, only when Content-Length > 0 (so a chunked body is dropped); plus
+//!   `X-Azure-Functions-HostVersion`, `X-Azure-Functions-InvocationId` and
+//!   `Azure-Functions-Host/{version}` appended to the User-Agent. Redirects are not followed.
+//!   The handler's status, headers (hop-by-hop excepted) and body come back as they are; a
+//!   handler that can't be reached gives 500.
+//! - **JSON invocation payload** (every other function): `POST /{FunctionName}` with
+//!   `{"Data": {...}, "Metadata": {..., "sys": {"MethodName", "UtcNow", "RandGuid"}}}`; a
+//!   non-2xx answer fails the invocation and its `Logs` are dropped (as the host does);
+//!   a 2xx answer's `Outputs`, `Logs` and `ReturnValue` (keys matched ignoring case) are read,
+//!   and the Logs are printed prefixed with the function's name.
+//!
+//! Before a call the invoker waits for the handler to be ready (it may be restarting). Each
+//! invocation is printed on stdout (function, invocation id, status, duration) and kept as an
+//! [`InvocationRecord`] that tests can wait for.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::{json, Map, Value};
+use tokio::sync::watch;
+use warp::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+
+use super::app::get_ci;
+use super::worker::{self, HandlerState};
+
+/// The version the simulator announces (`X-Azure-Functions-HostVersion`, User-Agent).
+pub const HOST_VERSION: &str = "4.0.0.0";
+/// The header carrying a new id for every invocation.
+pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
+/// The header carrying the host's version.
+pub const HOST_VERSION_HEADER: &str = "x-azure-functions-hostversion";
+/// The product the host adds to the User-Agent.
+pub const USER_AGENT_PRODUCT: &str = "Azure-Functions-Host";
+
+/// Characters left as they are in a rebuilt query (RFC 3986 unreserved), like .NET's UrlEncoder.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Headers that describe one connection, never forwarded.
+pub const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// What the simulator received from a client.
+#[derive(Debug, Clone)]
+pub struct IncomingRequest {
+    pub method: Method,
+    /// The path as received (percent-encoded).
+    pub raw_path: String,
+    /// The query as received, without `?`.
+    pub raw_query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl IncomingRequest {
+    /// The query parsed as ASP.NET does: keys grouped ignoring case (first spelling kept),
+    /// `+` as space, percent-decoded, in order of first appearance.
+    pub fn query(&self) -> Vec<(String, Vec<String>)> {
+        let mut grouped: Vec<(String, Vec<String>)> = Vec::new();
+        let Some(raw) = self.raw_query.as_deref() else {
+            return grouped;
+        };
+        for pair in raw.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = decode_query_part(key);
+            let value = decode_query_part(value);
+            match grouped
+                .iter_mut()
+                .find(|(k, _)| k.eq_ignore_ascii_case(&key))
+            {
+                Some((_, values)) => values.push(value),
+                None => grouped.push((key, vec![value])),
+            }
+        }
+        grouped
+    }
+
+    /// One query value (values of a repeated key joined by commas).
+    pub fn query_value(&self, key: &str) -> Option<String> {
+        self.query()
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, values)| values.join(","))
+    }
+
+    /// The declared Content-Length, when present and valid.
+    pub fn content_length(&self) -> Option<u64> {
+        self.headers
+            .get(header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The headers grouped by name: name → values.
+    pub fn header_groups(&self) -> Vec<(String, Vec<String>)> {
+        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+        for (name, value) in &self.headers {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            match groups.iter_mut().find(|(n, _)| n == name.as_str()) {
+                Some((_, values)) => values.push(value),
+                None => groups.push((name.as_str().to_string(), vec![value])),
+            }
+        }
+        groups
+    }
+}
+
+fn decode_query_part(part: &str) -> String {
+    let spaced = part.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The query the host sends on: `key=v1%2Cv2&...`.
+pub fn rebuild_query(query: &[(String, Vec<String>)]) -> String {
+    query
+        .iter()
+        .map(|(key, values)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(key, QUERY_VALUE),
+                utf8_percent_encode(&values.join(","), QUERY_VALUE)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A response to give back to the client.
+#[derive(Debug, Clone)]
+pub struct OutgoingResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl OutgoingResponse {
+    pub fn empty(status: StatusCode) -> Self {
+        Self {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn text(status: StatusCode, text: impl Into<String>) -> Self {
+        let mut response = Self::empty(status);
+        response.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response.body = Bytes::from(text.into());
+        response
+    }
+
+    pub fn json(status: StatusCode, value: &Value) -> Self {
+        let mut response = Self::empty(status);
+        response.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        response.body = Bytes::from(value.to_string());
+        response
+    }
+}
+
+/// One invocation of a function, as the simulator saw it.
+#[derive(Debug, Clone)]
+pub struct InvocationRecord {
+    pub function: String,
+    pub invocation_id: String,
+    /// `http`, `eventGrid`, `timer`, `admin`, ...
+    pub reason: String,
+    pub succeeded: bool,
+    /// The handler's HTTP status, when it answered.
+    pub status: Option<u16>,
+    pub duration: Duration,
+    /// `Outputs` of a JSON invocation (Null for forwarded calls).
+    pub outputs: Value,
+    /// `Logs` of a successful JSON invocation.
+    pub logs: Vec<String>,
+    pub return_value: Value,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// The invocation log, with a change counter to wait on.
+pub struct Records {
+    list: Mutex<Vec<InvocationRecord>>,
+    changes: watch::Sender<u64>,
+}
+
+impl Records {
+    pub fn new() -> Self {
+        Self {
+            list: Mutex::new(Vec::new()),
+            changes: watch::channel(0).0,
+        }
+    }
+
+    fn push(&self, record: InvocationRecord) {
+        lock(&self.list).push(record);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    pub fn all(&self) -> Vec<InvocationRecord> {
+        lock(&self.list).clone()
+    }
+
+    /// Waits until `count` invocations of `function` (ignoring case) were recorded.
+    pub async fn wait_for(
+        &self,
+        function: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<InvocationRecord>> {
+        let mut changes = self.changes.subscribe();
+        let wait = async {
+            loop {
+                changes.borrow_and_update();
+                let matching: Vec<InvocationRecord> = lock(&self.list)
+                    .iter()
+                    .filter(|r| r.function.eq_ignore_ascii_case(function))
+                    .cloned()
+                    .collect();
+                if matching.len() >= count {
+                    return Ok(matching);
+                }
+                if changes.changed().await.is_err() {
+                    anyhow::bail!("the simulator stopped");
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => {
+                let seen = lock(&self.list)
+                    .iter()
+                    .filter(|r| r.function.eq_ignore_ascii_case(function))
+                    .count();
+                anyhow::bail!(
+                    "{seen} invocation(s) of {function} within {timeout:?}; expected {count}"
+                )
+            }
+        }
+    }
+}
+
+impl Default for Records {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The outcome of a JSON invocation.
+#[derive(Debug, Clone)]
+pub struct JsonOutcome {
+    pub succeeded: bool,
+    pub outputs: Value,
+    pub return_value: Value,
+    pub error: Option<String>,
+}
+
+/// Calls the handler.
+pub struct Invoker {
+    handler_base: String,
+    forward_client: reqwest::Client,
+    json_client: reqwest::Client,
+    state: watch::Receiver<HandlerState>,
+    ready_timeout: Duration,
+    pub records: Arc<Records>,
+}
+
+impl Invoker {
+    pub fn new(
+        handler_port: u16,
+        state: watch::Receiver<HandlerState>,
+        ready_timeout: Duration,
+        function_timeout: Option<Duration>,
+        records: Arc<Records>,
+    ) -> anyhow::Result<Self> {
+        let mut forward = reqwest::Client::builder()
+            .no_proxy()
+            // No default `Accept: */*`: only what the client sent.
+            .default_headers(HeaderMap::new())
+            .redirect(reqwest::redirect::Policy::none());
+        let mut json_client = reqwest::Client::builder().no_proxy();
+        if let Some(timeout) = function_timeout {
+            forward = forward.timeout(timeout);
+            json_client = json_client.timeout(timeout);
+        }
+        Ok(Self {
+            handler_base: format!("http://127.0.0.1:{handler_port}"),
+            forward_client: forward.build()?,
+            json_client: json_client.build()?,
+            state,
+            ready_timeout,
+            records,
+        })
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        worker::wait_ready(self.state.clone(), self.ready_timeout)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// Forwards a client's request to the handler and gives back its answer.
+    pub async fn forward(&self, function: &str, request: &IncomingRequest) -> OutgoingResponse {
+        let started = Instant::now();
+        let invocation_id = uuid::Uuid::new_v4().to_string();
+        let outcome = match self.ready().await {
+            Ok(()) => self.send_forwarded(request, &invocation_id).await,
+            Err(error) => Err(error),
+        };
+        let (response, status, error) = match outcome {
+            Ok(response) => {
+                let status = response.status.as_u16();
+                (response, Some(status), None)
+            }
+            Err(error) => (
+                OutgoingResponse::empty(StatusCode::INTERNAL_SERVER_ERROR),
+                None,
+                Some(error),
+            ),
+        };
+        self.record(InvocationRecord {
+            function: function.to_string(),
+            invocation_id,
+            reason: "http".into(),
+            succeeded: error.is_none(),
+            status,
+            duration: started.elapsed(),
+            outputs: Value::Null,
+            logs: Vec::new(),
+            return_value: Value::Null,
+            error,
+        });
+        response
+    }
+
+    async fn send_forwarded(
+        &self,
+        request: &IncomingRequest,
+        invocation_id: &str,
+    ) -> Result<OutgoingResponse, String> {
+        let query = rebuild_query(&request.query());
+        let url = if query.is_empty() {
+            format!("{}{}", self.handler_base, request.raw_path)
+        } else {
+            format!("{}{}?{query}", self.handler_base, request.raw_path)
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in &request.headers {
+            let lower = name.as_str();
+            if HOP_BY_HOP.contains(&lower) || lower.starts_with("content-") || lower == "expect" {
+                continue;
+            }
+            headers.append(name.clone(), value.clone());
+        }
+        let user_agent = match request.headers.get(header::USER_AGENT) {
+            Some(original) => format!(
+                "{} {USER_AGENT_PRODUCT}/{HOST_VERSION}",
+                String::from_utf8_lossy(original.as_bytes())
+            ),
+            None => format!("{USER_AGENT_PRODUCT}/{HOST_VERSION}"),
+        };
+        headers.insert(
+            header::USER_AGENT,
+            HeaderValue::from_str(&user_agent).map_err(|e| e.to_string())?,
+        );
+        add_host_headers(&mut headers, invocation_id)?;
+        let body_length = request.content_length().unwrap_or(0);
+        let mut builder = self
+            .forward_client
+            .request(request.method.clone(), &url)
+            .headers(headers);
+        if body_length > 0 {
+            if let Some(content_type) = request.headers.get(header::CONTENT_TYPE) {
+                builder = builder.header(header::CONTENT_TYPE, content_type.clone());
+            }
+            builder = builder
+                .header(header::CONTENT_LENGTH, request.body.len())
+                .body(request.body.clone());
+        }
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| format!("forwarding to the handler failed: {e}"))?;
+        let status = response.status();
+        let mut headers = HeaderMap::new();
+        for (name, value) in response.headers() {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the handler's answer failed: {e}"))?;
+        Ok(OutgoingResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Sends a JSON invocation payload for `function`. `metadata` gets `sys` added.
+    pub async fn invoke(
+        &self,
+        function: &str,
+        reason: &str,
+        data: Map<String, Value>,
+        mut metadata: Map<String, Value>,
+    ) -> JsonOutcome {
+        let started = Instant::now();
+        let invocation_id = uuid::Uuid::new_v4().to_string();
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        metadata.insert(
+            "sys".into(),
+            json!({
+                "MethodName": function,
+                "UtcNow": now,
+                "RandGuid": uuid::Uuid::new_v4().to_string(),
+            }),
+        );
+        let payload = json!({ "Data": data, "Metadata": metadata });
+        let answer = match self.ready().await {
+            Ok(()) => self.send_json(function, &payload, &invocation_id).await,
+            Err(error) => Err((None, error)),
+        };
+        let (record, outcome) = match answer {
+            Ok((status, body)) => {
+                let outputs = get_ci(&body, "Outputs").cloned().unwrap_or(Value::Null);
+                let return_value = get_ci(&body, "ReturnValue").cloned().unwrap_or(Value::Null);
+                let logs: Vec<String> = match get_ci(&body, "Logs") {
+                    Some(Value::Array(items)) => items
+                        .iter()
+                        .map(|v| {
+                            v.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string())
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for line in &logs {
+                    println!("[hostsim] {function}: {line}");
+                }
+                (
+                    (Some(status), true, logs, None),
+                    JsonOutcome {
+                        succeeded: true,
+                        outputs,
+                        return_value,
+                        error: None,
+                    },
+                )
+            }
+            Err((status, error)) => (
+                (status, false, Vec::new(), Some(error.clone())),
+                JsonOutcome {
+                    succeeded: false,
+                    outputs: Value::Null,
+                    return_value: Value::Null,
+                    error: Some(error),
+                },
+            ),
+        };
+        let (status, succeeded, logs, error) = record;
+        self.record(InvocationRecord {
+            function: function.to_string(),
+            invocation_id,
+            reason: reason.to_string(),
+            succeeded,
+            status,
+            duration: started.elapsed(),
+            outputs: outcome.outputs.clone(),
+            logs,
+            return_value: outcome.return_value.clone(),
+            error,
+        });
+        outcome
+    }
+
+    /// Records a failure that happened before the handler was called (a binding error).
+    pub fn record_failure(&self, function: &str, reason: &str, error: String) {
+        self.record(InvocationRecord {
+            function: function.to_string(),
+            invocation_id: uuid::Uuid::new_v4().to_string(),
+            reason: reason.to_string(),
+            succeeded: false,
+            status: None,
+            duration: Duration::ZERO,
+            outputs: Value::Null,
+            logs: Vec::new(),
+            return_value: Value::Null,
+            error: Some(error),
+        });
+    }
+
+    async fn send_json(
+        &self,
+        function: &str,
+        payload: &Value,
+        invocation_id: &str,
+    ) -> Result<(u16, Value), (Option<u16>, String)> {
+        let mut headers = HeaderMap::new();
+        add_host_headers(&mut headers, invocation_id).map_err(|e| (None, e))?;
+        let user_agent = format!("{USER_AGENT_PRODUCT}/{HOST_VERSION}");
+        headers.insert(
+            header::USER_AGENT,
+            HeaderValue::from_str(&user_agent).map_err(|e| (None, e.to_string()))?,
+        );
+        let response = self
+            .json_client
+            .post(format!("{}/{function}", self.handler_base))
+            .headers(headers)
+            .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+            .body(payload.to_string())
+            .send()
+            .await
+            .map_err(|e| (None, format!("calling the handler failed: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            // The host calls EnsureSuccessStatusCode: the body and its Logs are dropped.
+            return Err((
+                Some(status.as_u16()),
+                format!(
+                    "Response status code does not indicate success: {} ({}).",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or("")
+                ),
+            ));
+        }
+        let body = response.bytes().await.map_err(|e| {
+            (
+                Some(status.as_u16()),
+                format!("reading the answer failed: {e}"),
+            )
+        })?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok((status.as_u16(), Value::Null));
+        }
+        let value: Value = serde_json::from_slice(&body).map_err(|e| {
+            (
+                Some(status.as_u16()),
+                format!(
+                    "Invalid HttpResponseMessage: the body is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&body[..body.len().min(200)])
+                ),
+            )
+        })?;
+        Ok((status.as_u16(), value))
+    }
+
+    fn record(&self, record: InvocationRecord) {
+        println!(
+            "[hostsim] Executed 'Functions.{}' ({}, Id={}, Status={}, Duration={}ms){}",
+            record.function,
+            if record.succeeded {
+                "Succeeded"
+            } else {
+                "Failed"
+            },
+            record.invocation_id,
+            record
+                .status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
+            record.duration.as_millis(),
+            record
+                .error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default(),
+        );
+        self.records.push(record);
+    }
+}
+
+fn add_host_headers(headers: &mut HeaderMap, invocation_id: &str) -> Result<(), String> {
+    headers.append(
+        HeaderName::from_static(HOST_VERSION_HEADER),
+        HeaderValue::from_static(HOST_VERSION),
+    );
+    headers.append(
+        HeaderName::from_static(INVOCATION_ID_HEADER),
+        HeaderValue::from_str(invocation_id).map_err(|e| e.to_string())?,
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(query: Option<&str>) -> IncomingRequest {
+        IncomingRequest {
+            method: Method::GET,
+            raw_path: "/api/x".into(),
+            raw_query: query.map(str::to_string),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn repeated_keys_are_joined_with_commas_and_reencoded() {
+        let r = request(Some("a=1&b=x+y&A=2&c=%26&d"));
+        let q = r.query();
+        assert_eq!(
+            q,
+            vec![
+                ("a".to_string(), vec!["1".to_string(), "2".to_string()]),
+                ("b".to_string(), vec!["x y".to_string()]),
+                ("c".to_string(), vec!["&".to_string()]),
+                ("d".to_string(), vec![String::new()]),
+            ]
+        );
+        assert_eq!(rebuild_query(&q), "a=1%2C2&b=x%20y&c=%26&d=");
+        assert_eq!(r.query_value("A").as_deref(), Some("1,2"));
+        assert!(request(None).query().is_empty());
+    }
+}
