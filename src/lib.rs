@@ -5,6 +5,7 @@
 //! - [`storage`]: backends that implement it (Azure Table storage, Append Blobs, memory).
 //! - [`projection`]: folds over a stream, as of a sequence or a time, with snapshots and
 //!   classifications.
+//! - [`notify`]: Event Grid notifications (new entity, new event): shapes, schemas, publisher.
 //! - [`config`]: app settings, read once at start-up without I/O.
 //! - [`app`]: the backends and projections every function shares.
 //! - [`functions`]: the handler layer (the only code that knows the HTTP framework): the
@@ -16,6 +17,7 @@
 pub mod app;
 pub mod config;
 pub mod functions;
+pub mod notify;
 pub mod projection;
 pub mod storage;
 pub mod stream;

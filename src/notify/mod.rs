@@ -1,0 +1,37 @@
+//! Event Grid notifications: "a stream was created" and "an event was appended", published
+//! to an Event Grid custom topic (or, locally, straight to the Functions host's Event Grid
+//! webhook) so Event Grid-triggered functions (the Projector) can react.
+//!
+//! What this module guarantees, and what it leaves to its callers:
+//! - notifications are deterministic: the same stored event always gives the same
+//!   notification, id included ([`notification`]), so redelivery and republishing are safe and
+//!   receivers deduplicate by id;
+//! - both Event Grid schemas are written by hand-made serde types ([`schema`]), and read back
+//!   by [`Notification::from_event_slice`];
+//! - publishing respects Event Grid's limits and retries only what can succeed later
+//!   ([`publisher`]);
+//! - settings are checked at start-up and the key never shows ([`settings`]).
+//!
+//! Not here: making "event stored" and "notification sent" one atomic step. The caller (the
+//! transactional outbox) records pending notifications with the events, builds them with
+//! [`notifications_for`], and drains them into a [`NotificationSink`], retrying on
+//! [`PublishError::is_transient`] errors.
+
+pub mod notification;
+pub mod publisher;
+pub mod retry;
+pub mod schema;
+pub mod settings;
+pub mod sink;
+
+pub use notification::{
+    notification_id, notifications_for, read_path, subject, Notification, NotificationData,
+    NotificationKind, RaiseSwitches, MAX_EVENT_BYTES, NOTIFICATION_NAMESPACE,
+};
+pub use publisher::{
+    plan_batches, PublishError, Publisher, MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES,
+};
+pub use retry::RetryPolicy;
+pub use schema::{DecodeError, NotificationSchema};
+pub use settings::{NotificationSettings, NotificationTarget, TopicKey};
+pub use sink::{MemorySink, NotificationSink};

@@ -1,0 +1,402 @@
+//! What a notification says: the schema-independent shape of "a stream was created" and "an
+//! event was appended", built from a stored event.
+//!
+//! Guarantees:
+//! - **Deterministic identity.** A notification's id is a UUID v5 under [`NOTIFICATION_NAMESPACE`]
+//!   over the name `{domain}/{entity}/{instance}/{sequence}/{kind}` (UTF-8; no part can contain
+//!   `/`, so the name is unambiguous). Publishing the same notification twice, from two
+//!   processes or after a crash, yields the same id, so every receiver can drop duplicates.
+//! - **Deterministic content.** Everything in a notification comes from the stored event (its
+//!   time is the event's append time, not the publish time): a re-published notification is
+//!   byte-for-byte the one sent before.
+//! - **Always publishable.** When the event data would make the notification exceed Event
+//!   Grid's per-event limit ([`MAX_EVENT_BYTES`]) in either schema, the payload is left out;
+//!   the data then says `payloadTooLarge: true` and carries `payloadRef`, the path of the
+//!   generic HTTP read that returns exactly that event.
+//!
+//! The names are the seed's: event type `{Domain}.{Entity}.NewEntity` (raised with the first
+//! event of a stream) or `{Domain}.{Entity}.{EventType}`, subject
+//! `eventsourcing/{Domain}/{Entity}/{Instance}`, and `instanceKey` in the data beside
+//! `instance`. Because a user's event type may itself be called `NewEntity`, the data also
+//! says which kind of notification it is (`notificationKind`).
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::schema::NotificationSchema;
+use crate::stream::{RecordedEvent, StreamId};
+
+/// The UUID namespace of notification ids (fixed forever: changing it breaks deduplication
+/// across versions).
+pub const NOTIFICATION_NAMESPACE: Uuid = Uuid::from_u128(0xeb47_2ac1_0f07_4fda_9261_800b_5125_89cb);
+/// Event Grid's limit on one event and on one request, "1 MB", in bytes. Read as decimal
+/// megabytes: 4.6 % below 1 MiB, it is safe whichever Event Grid means.
+pub const MAX_EVENT_BYTES: usize = 1_000_000;
+/// Bytes a request body adds around a single event (`[` and `]`).
+const ARRAY_OVERHEAD: usize = 2;
+/// Prefix of every notification subject (the seed's).
+pub const SUBJECT_PREFIX: &str = "eventsourcing";
+/// Prefix of the CloudEvents `source` attribute: `/streamfold/{Domain}/{Entity}`.
+pub const SOURCE_PREFIX: &str = "/streamfold";
+/// Last part of the event type of a new-entity notification.
+pub const NEW_ENTITY_SUFFIX: &str = "NewEntity";
+/// Version of the data shape (Event Grid `dataVersion`).
+pub const DATA_VERSION: &str = "1.0";
+/// Path of the generic stream read (`src/functions/streams.rs`) a payload reference points to.
+pub const READ_PATH_PREFIX: &str = "/api/streams";
+
+/// Characters escaped in a path segment of a payload reference: all but RFC 3986 unreserved.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Which notification: a stream came into being, or an event was appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NotificationKind {
+    /// Raised once per stream, with its first event.
+    NewEntity,
+    /// Raised for every event.
+    NewEvent,
+}
+
+impl NotificationKind {
+    /// The name used in ids and in `notificationKind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NewEntity => "NewEntity",
+            Self::NewEvent => "NewEvent",
+        }
+    }
+}
+
+/// The `data` of a notification, identical in both schemas (serialized in camelCase).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationData {
+    pub notification_kind: NotificationKind,
+    pub domain: String,
+    pub entity: String,
+    pub instance: String,
+    /// Same as `instance` (the seed's name for it).
+    pub instance_key: String,
+    pub sequence_number: u64,
+    /// The stored event's type (for a new-entity notification: the first event's type).
+    pub event_type: String,
+    pub event_id: Uuid,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    /// When the event was appended.
+    #[serde(with = "time::serde::rfc3339")]
+    pub timestamp: OffsetDateTime,
+    /// The event data exactly as stored; absent when too large (see `payload_ref`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_raw"
+    )]
+    pub payload: Option<Box<RawValue>>,
+    /// True when the payload was left out because of Event Grid's event size limit.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub payload_too_large: bool,
+    /// With `payload_too_large`: the path (under the function app's base URL) of the read
+    /// that returns this one event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_ref: Option<String>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// A present `payload` is kept even when it is JSON `null` (an event's data may be `null`).
+fn present_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+/// One notification, ready to encode in either schema.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    /// Deterministic (see the module documentation).
+    pub id: Uuid,
+    /// `{Domain}.{Entity}.NewEntity` or `{Domain}.{Entity}.{EventType}`.
+    pub event_type: String,
+    /// `eventsourcing/{Domain}/{Entity}/{Instance}`.
+    pub subject: String,
+    /// CloudEvents `source`: `/streamfold/{Domain}/{Entity}`.
+    pub source: String,
+    /// The event's append time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub data: NotificationData,
+}
+
+impl Notification {
+    /// The notification that a stream was created, raised with its first event.
+    pub fn new_entity(stream: &StreamId, event: &RecordedEvent) -> Self {
+        Self::build(NotificationKind::NewEntity, stream, event)
+    }
+
+    /// The notification that an event was appended.
+    pub fn new_event(stream: &StreamId, event: &RecordedEvent) -> Self {
+        Self::build(NotificationKind::NewEvent, stream, event)
+    }
+
+    /// A notification of `kind` about `event`, with the payload left out when it would not fit
+    /// in one Event Grid event.
+    pub fn build(kind: NotificationKind, stream: &StreamId, event: &RecordedEvent) -> Self {
+        let suffix = match kind {
+            NotificationKind::NewEntity => NEW_ENTITY_SUFFIX,
+            NotificationKind::NewEvent => event.event_type.as_str(),
+        };
+        let notification = Self {
+            id: notification_id(stream, event.sequence, kind),
+            event_type: format!("{}.{}.{suffix}", stream.domain(), stream.entity()),
+            subject: subject(stream),
+            source: format!("{SOURCE_PREFIX}/{}/{}", stream.domain(), stream.entity()),
+            time: event.timestamp,
+            data: NotificationData {
+                notification_kind: kind,
+                domain: stream.domain().to_owned(),
+                entity: stream.entity().to_owned(),
+                instance: stream.instance().to_owned(),
+                instance_key: stream.instance().to_owned(),
+                sequence_number: event.sequence,
+                event_type: event.event_type.clone(),
+                event_id: event.event_id,
+                correlation_id: event.metadata.correlation_id.clone(),
+                causation_id: event.metadata.causation_id.clone(),
+                timestamp: event.timestamp,
+                payload: Some(event.data.clone()),
+                payload_too_large: false,
+                payload_ref: None,
+            },
+        };
+        if notification.fits() {
+            notification
+        } else {
+            notification.without_payload()
+        }
+    }
+
+    /// Which notification this is.
+    pub fn kind(&self) -> NotificationKind {
+        self.data.notification_kind
+    }
+
+    /// The same notification with the payload replaced by a reference to the read that
+    /// returns the event.
+    pub fn without_payload(mut self) -> Self {
+        self.data.payload = None;
+        self.data.payload_too_large = true;
+        self.data.payload_ref = Some(read_path(
+            &self.data.domain,
+            &self.data.entity,
+            &self.data.instance,
+            self.data.sequence_number,
+        ));
+        self
+    }
+
+    /// True when the encoded notification, alone in a request body, is within
+    /// [`MAX_EVENT_BYTES`] in every schema.
+    pub fn fits(&self) -> bool {
+        [
+            NotificationSchema::EventGridEvent,
+            NotificationSchema::CloudEvent,
+        ]
+        .iter()
+        .all(|schema| {
+            schema
+                .encode(self)
+                .map(|bytes| bytes.len() + ARRAY_OVERHEAD <= MAX_EVENT_BYTES)
+                .unwrap_or(false)
+        })
+    }
+}
+
+/// The notifications of one append, in order: `NewEntity` (when the append starts the stream
+/// and `raise.entity_creation`), then one `NewEvent` per event (when `raise.event`).
+pub fn notifications_for(
+    stream: &StreamId,
+    events: &[RecordedEvent],
+    raise: RaiseSwitches,
+) -> Vec<Notification> {
+    let mut out = Vec::new();
+    for event in events {
+        if raise.entity_creation && event.sequence == 1 {
+            out.push(Notification::new_entity(stream, event));
+        }
+        if raise.event {
+            out.push(Notification::new_event(stream, event));
+        }
+    }
+    out
+}
+
+/// Which notifications are raised (the seed's `RaiseEntityCreationNotification` and
+/// `RaiseEventNotification`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaiseSwitches {
+    pub entity_creation: bool,
+    pub event: bool,
+}
+
+impl RaiseSwitches {
+    pub const ALL: Self = Self {
+        entity_creation: true,
+        event: true,
+    };
+    pub const NONE: Self = Self {
+        entity_creation: false,
+        event: false,
+    };
+
+    /// True when at least one kind of notification is raised.
+    pub fn any(self) -> bool {
+        self.entity_creation || self.event
+    }
+}
+
+/// The deterministic id of the `kind` notification about event `sequence` of `stream`.
+pub fn notification_id(stream: &StreamId, sequence: u64, kind: NotificationKind) -> Uuid {
+    let name = format!("{stream}/{sequence}/{}", kind.as_str());
+    Uuid::new_v5(&NOTIFICATION_NAMESPACE, name.as_bytes())
+}
+
+/// `eventsourcing/{Domain}/{Entity}/{Instance}`.
+pub fn subject(stream: &StreamId) -> String {
+    format!(
+        "{SUBJECT_PREFIX}/{}/{}/{}",
+        stream.domain(),
+        stream.entity(),
+        stream.instance()
+    )
+}
+
+/// `/api/streams/{domain}/{entity}/{instance}?fromSequence=N&toSequence=N`, the instance
+/// percent-encoded as one path segment.
+pub fn read_path(domain: &str, entity: &str, instance: &str, sequence: u64) -> String {
+    let segment = |s: &str| utf8_percent_encode(s, PATH_SEGMENT).to_string();
+    format!(
+        "{READ_PATH_PREFIX}/{}/{}/{}?fromSequence={sequence}&toSequence={sequence}",
+        segment(domain),
+        segment(entity),
+        segment(instance)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::EventMetadata;
+    use time::macros::datetime;
+
+    fn event(sequence: u64, data: &str) -> RecordedEvent {
+        RecordedEvent {
+            sequence,
+            event_id: Uuid::from_u128(sequence as u128),
+            event_type: "Deposited".into(),
+            data: RawValue::from_string(data.into()).unwrap(),
+            timestamp: datetime!(2024-05-01 10:00:00.25 UTC),
+            metadata: EventMetadata {
+                correlation_id: Some("corr".into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn stream() -> StreamId {
+        StreamId::new("Bank", "Account", "ACC 1 ü%").unwrap()
+    }
+
+    #[test]
+    fn names_follow_the_seed() {
+        let n = Notification::new_event(&stream(), &event(3, r#"{"amount":"1.10"}"#));
+        assert_eq!(n.event_type, "Bank.Account.Deposited");
+        assert_eq!(n.subject, "eventsourcing/Bank/Account/ACC 1 ü%");
+        assert_eq!(n.data.instance_key, "ACC 1 ü%");
+        assert_eq!(
+            n.data.payload.as_ref().unwrap().get(),
+            r#"{"amount":"1.10"}"#
+        );
+        let e = Notification::new_entity(&stream(), &event(1, "{}"));
+        assert_eq!(e.event_type, "Bank.Account.NewEntity");
+        assert_eq!(e.kind(), NotificationKind::NewEntity);
+    }
+
+    #[test]
+    fn ids_are_deterministic_and_distinct() {
+        let a = Notification::new_event(&stream(), &event(3, "1"));
+        let b = Notification::new_event(&stream(), &event(3, "2"));
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.id.get_version_num(), 5);
+        let other_seq = Notification::new_event(&stream(), &event(4, "1"));
+        let other_kind = Notification::new_entity(&stream(), &event(3, "1"));
+        let other_stream = Notification::new_event(
+            &StreamId::new("Bank", "Account", "ACC 2").unwrap(),
+            &event(3, "1"),
+        );
+        assert_ne!(a.id, other_seq.id);
+        assert_ne!(a.id, other_kind.id);
+        assert_ne!(a.id, other_stream.id);
+        // Pinned: other implementations must be able to compute the same id.
+        assert_eq!(
+            notification_id(
+                &StreamId::new("Bank", "Account", "42").unwrap(),
+                1,
+                NotificationKind::NewEvent
+            ),
+            Uuid::new_v5(&NOTIFICATION_NAMESPACE, b"Bank/Account/42/1/NewEvent")
+        );
+    }
+
+    #[test]
+    fn oversized_payload_becomes_a_reference() {
+        let big = format!("\"{}\"", "x".repeat(MAX_EVENT_BYTES));
+        let n = Notification::new_event(&stream(), &event(7, &big));
+        assert!(n.data.payload.is_none());
+        assert!(n.data.payload_too_large);
+        assert_eq!(
+            n.data.payload_ref.as_deref(),
+            Some("/api/streams/Bank/Account/ACC%201%20%C3%BC%25?fromSequence=7&toSequence=7")
+        );
+        assert!(n.fits());
+    }
+
+    #[test]
+    fn switches_choose_the_notifications() {
+        let events = [event(1, "{}"), event(2, "{}")];
+        let kinds = |raise| {
+            notifications_for(&stream(), &events, raise)
+                .iter()
+                .map(|n| (n.kind(), n.data.sequence_number))
+                .collect::<Vec<_>>()
+        };
+        use NotificationKind::*;
+        assert_eq!(
+            kinds(RaiseSwitches::ALL),
+            [(NewEntity, 1), (NewEvent, 1), (NewEvent, 2)]
+        );
+        let only_entity = RaiseSwitches {
+            entity_creation: true,
+            event: false,
+        };
+        assert_eq!(kinds(only_entity), [(NewEntity, 1)]);
+        assert!(kinds(RaiseSwitches::NONE).is_empty());
+    }
+
+    #[test]
+    fn null_payload_survives_a_round_trip() {
+        let n = Notification::new_event(&stream(), &event(2, "null"));
+        let json = serde_json::to_string(&n).unwrap();
+        let back: Notification = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.data.payload.unwrap().get(), "null");
+        assert_eq!(back.id, n.id);
+    }
+}

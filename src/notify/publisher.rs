@@ -1,0 +1,468 @@
+//! Publishing notifications over HTTP to an Event Grid topic, or to a Functions host's Event
+//! Grid webhook during local development.
+//!
+//! Guarantees:
+//! - **Within Event Grid's limits.** Notifications are encoded once, then packed in order into
+//!   requests of at most [`MAX_EVENTS_PER_REQUEST`] events and [`MAX_REQUEST_BYTES`] bytes of
+//!   body. A notification too large to send alone is refused before anything is sent
+//!   ([`PublishError::EventTooLarge`]); [`Notification::build`] never makes one.
+//! - **In order, stopping at the first failure.** Requests are sent one after another; when
+//!   one fails for good, later ones are not sent, and the error says which notifications were
+//!   in the failed request (`batch`, indexes into the slice given) and how many before it were
+//!   accepted ([`PublishError::published`]). Resending everything is always safe: ids are
+//!   deterministic, so receivers drop what they already have.
+//! - **Bounded retries.** 5xx, 408, 429, timeouts and connection errors are retried on the
+//!   [`RetryPolicy`] (exponential backoff with jitter, bounded attempts and time). 400 and 413
+//!   are final ([`PublishError::Rejected`]: the content is wrong and resending cannot help);
+//!   other 4xx (401, 403, 404, ...) mean the endpoint or key is wrong
+//!   ([`PublishError::Misconfigured`]).
+//! - **The key stays secret.** It is only ever put in the `aeg-sas-key` header; errors and logs
+//!   show the endpoint without its query string.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use uuid::Uuid;
+
+use super::notification::{Notification, MAX_EVENT_BYTES};
+use super::retry::{random_unit, RetryPolicy, DEFAULT_CONNECT_TIMEOUT};
+use super::schema::{join_array, NotificationSchema};
+use super::settings::{NotificationSettings, NotificationTarget, TopicKey};
+use super::sink::NotificationSink;
+
+/// Largest request body, in bytes (Event Grid: 1 MB per request).
+pub const MAX_REQUEST_BYTES: usize = MAX_EVENT_BYTES;
+/// Most events in one request (Event Grid: 5,000).
+pub const MAX_EVENTS_PER_REQUEST: usize = 5_000;
+/// Query parameter every topic request carries.
+pub const API_VERSION_PARAMETER: &str = "api-version";
+/// The Event Grid data-plane API version used.
+pub const API_VERSION: &str = "2018-01-01";
+/// Header carrying the topic key.
+pub const SAS_KEY_HEADER: &str = "aeg-sas-key";
+/// Header a Functions host's Event Grid webhook requires.
+pub const EVENT_TYPE_HEADER: &str = "aeg-event-type";
+/// Its value for a delivery of events.
+pub const NOTIFICATION_EVENT_TYPE: &str = "Notification";
+/// Longest part of an error response body kept in a [`PublishError`], in characters.
+pub const MAX_ERROR_BODY_CHARS: usize = 1_024;
+
+/// Why notifications were not all published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// A notification cannot fit in one request; nothing was sent.
+    #[error("notification {id} (index {index}) is {bytes} bytes, over the {MAX_REQUEST_BYTES}-byte request limit")]
+    EventTooLarge {
+        index: usize,
+        id: Uuid,
+        bytes: usize,
+    },
+    /// A notification could not be encoded; nothing was sent.
+    #[error("notification {id} (index {index}) could not be encoded: {reason}")]
+    Encode {
+        index: usize,
+        id: Uuid,
+        reason: String,
+    },
+    /// 400 or 413: the receiver refused the content of the request holding `batch`.
+    #[error("{endpoint} rejected notifications {batch:?} with {status}: {body}")]
+    Rejected {
+        status: u16,
+        body: String,
+        endpoint: String,
+        batch: Range<usize>,
+    },
+    /// 401, 403, 404 or another 4xx: the endpoint or the key is wrong.
+    #[error("{endpoint} answered {status} (check the topic endpoint and key): {body}")]
+    Misconfigured {
+        status: u16,
+        body: String,
+        endpoint: String,
+        batch: Range<usize>,
+    },
+    /// Every attempt failed with a transient error (5xx, 429, timeout, connection).
+    #[error("{endpoint} unavailable after {attempts} attempt(s): {last}")]
+    Unavailable {
+        attempts: u32,
+        last: String,
+        endpoint: String,
+        batch: Range<usize>,
+    },
+    /// The HTTP client could not be built.
+    #[error("could not build the HTTP client: {0}")]
+    Client(String),
+}
+
+impl PublishError {
+    /// How many notifications, from the start of the slice given, were accepted before the
+    /// failure.
+    pub fn published(&self) -> usize {
+        match self {
+            Self::Rejected { batch, .. }
+            | Self::Misconfigured { batch, .. }
+            | Self::Unavailable { batch, .. } => batch.start,
+            _ => 0,
+        }
+    }
+
+    /// True when trying again later may succeed (the receiver was unavailable).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
+/// Publishes notifications to one target in one schema.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    client: reqwest::Client,
+    url: Url,
+    key: Option<TopicKey>,
+    schema: NotificationSchema,
+    retry: RetryPolicy,
+}
+
+impl Publisher {
+    /// A publisher to `target` with the default [`RetryPolicy`].
+    pub fn new(
+        target: NotificationTarget,
+        schema: NotificationSchema,
+    ) -> Result<Self, PublishError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| PublishError::Client(e.to_string()))?;
+        let (url, key) = match target {
+            NotificationTarget::Topic { mut endpoint, key } => {
+                let has_version = endpoint
+                    .query_pairs()
+                    .any(|(name, _)| name == API_VERSION_PARAMETER);
+                if !has_version {
+                    endpoint
+                        .query_pairs_mut()
+                        .append_pair(API_VERSION_PARAMETER, API_VERSION);
+                }
+                (endpoint, Some(key))
+            }
+            NotificationTarget::LocalWebhook { url } => (url, None),
+        };
+        Ok(Self {
+            client,
+            url,
+            key,
+            schema,
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    /// The publisher the settings describe; `None` when notifications are off.
+    pub fn from_settings(settings: &NotificationSettings) -> Result<Option<Self>, PublishError> {
+        match &settings.target {
+            Some(target) if settings.raise.any() => {
+                Self::new(target.clone(), settings.schema).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Replaces the retry schedule (tests shorten it).
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The URL requests go to (with `api-version` for a topic).
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    pub fn schema(&self) -> NotificationSchema {
+        self.schema
+    }
+
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// Publishes `notifications` in order, in as few requests as Event Grid's limits allow.
+    pub async fn publish(&self, notifications: &[Notification]) -> Result<(), PublishError> {
+        let encoded = self.encode_all(notifications)?;
+        let sizes: Vec<usize> = encoded.iter().map(Vec::len).collect();
+        for batch in plan_batches(&sizes) {
+            let body = join_array(encoded[batch.clone()].iter().map(Vec::as_slice));
+            self.send(Bytes::from(body), batch).await?;
+        }
+        Ok(())
+    }
+
+    fn encode_all(&self, notifications: &[Notification]) -> Result<Vec<Vec<u8>>, PublishError> {
+        notifications
+            .iter()
+            .enumerate()
+            .map(|(index, n)| {
+                let bytes = self.schema.encode(n).map_err(|e| PublishError::Encode {
+                    index,
+                    id: n.id,
+                    reason: e.to_string(),
+                })?;
+                if request_size(bytes.len(), 1) > MAX_REQUEST_BYTES {
+                    return Err(PublishError::EventTooLarge {
+                        index,
+                        id: n.id,
+                        bytes: bytes.len(),
+                    });
+                }
+                Ok(bytes)
+            })
+            .collect()
+    }
+
+    /// The endpoint as shown in errors and logs: no query string (it may carry a key).
+    fn shown_endpoint(&self) -> String {
+        let mut shown = self.url.clone();
+        shown.set_query(None);
+        shown.to_string()
+    }
+
+    /// Sends one request body, retrying transient failures.
+    async fn send(&self, body: Bytes, batch: Range<usize>) -> Result<(), PublishError> {
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let (last, retry_after) = match self.attempt(body.clone()).await {
+                Attempt::Accepted => {
+                    tracing::debug!(
+                        endpoint = %self.shown_endpoint(),
+                        notifications = batch.len(),
+                        bytes = body.len(),
+                        attempts,
+                        "published notifications"
+                    );
+                    return Ok(());
+                }
+                Attempt::Final { status, body } => {
+                    let endpoint = self.shown_endpoint();
+                    return Err(if matches!(status, 400 | 413) {
+                        PublishError::Rejected {
+                            status,
+                            body,
+                            endpoint,
+                            batch,
+                        }
+                    } else {
+                        PublishError::Misconfigured {
+                            status,
+                            body,
+                            endpoint,
+                            batch,
+                        }
+                    });
+                }
+                Attempt::Transient { what, retry_after } => (what, retry_after),
+            };
+            let wait = self.retry.backoff(attempts, random_unit(), retry_after);
+            if attempts >= self.retry.max_attempts.max(1)
+                || started.elapsed() + wait > self.retry.max_elapsed
+            {
+                return Err(PublishError::Unavailable {
+                    attempts,
+                    last,
+                    endpoint: self.shown_endpoint(),
+                    batch,
+                });
+            }
+            tracing::warn!(
+                endpoint = %self.shown_endpoint(),
+                attempt = attempts,
+                wait_ms = wait.as_millis() as u64,
+                error = %last,
+                "publishing notifications failed; retrying"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(&self, body: Bytes) -> Attempt {
+        let mut request = self
+            .client
+            .post(self.url.clone())
+            .timeout(self.retry.request_timeout)
+            .header(
+                CONTENT_TYPE,
+                HeaderValue::from_static(self.schema.batch_content_type()),
+            )
+            .body(body);
+        request = match &self.key {
+            Some(key) => match HeaderValue::from_str(key.expose()) {
+                Ok(mut value) => {
+                    value.set_sensitive(true);
+                    request.header(SAS_KEY_HEADER, value)
+                }
+                Err(_) => {
+                    return Attempt::Final {
+                        status: StatusCode::UNAUTHORIZED.as_u16(),
+                        body: "the topic key is not a valid header value".into(),
+                    }
+                }
+            },
+            None => request.header(EVENT_TYPE_HEADER, NOTIFICATION_EVENT_TYPE),
+        };
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                return Attempt::Transient {
+                    what: describe(&e),
+                    retry_after: None,
+                }
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Attempt::Accepted;
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.unwrap_or_default();
+        let body: String = text.chars().take(MAX_ERROR_BODY_CHARS).collect();
+        if status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+        {
+            Attempt::Transient {
+                what: format!("{status}: {body}"),
+                retry_after,
+            }
+        } else {
+            Attempt::Final {
+                status: status.as_u16(),
+                body,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl NotificationSink for Publisher {
+    async fn publish(&self, batch: &[Notification]) -> Result<(), PublishError> {
+        Publisher::publish(self, batch).await
+    }
+}
+
+/// The outcome of one HTTP attempt.
+enum Attempt {
+    Accepted,
+    Final {
+        status: u16,
+        body: String,
+    },
+    Transient {
+        what: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// A transport error without its URL (which `reqwest` includes, query string and all).
+fn describe(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut text = kind.to_owned();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Bytes of a JSON array body holding `count` events of `event_bytes` bytes in all.
+fn request_size(event_bytes: usize, count: usize) -> usize {
+    event_bytes + count.saturating_sub(1) + 2
+}
+
+/// Splits events of the given encoded sizes, in order, into requests within
+/// [`MAX_EVENTS_PER_REQUEST`] and [`MAX_REQUEST_BYTES`]. An event too large for any request
+/// gets a request of its own (callers refuse such events first).
+pub fn plan_batches(sizes: &[usize]) -> Vec<Range<usize>> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, &size) in sizes.iter().enumerate() {
+        let count = i - start;
+        let fits = count < MAX_EVENTS_PER_REQUEST
+            && request_size(bytes + size, count + 1) <= MAX_REQUEST_BYTES;
+        if count > 0 && !fits {
+            batches.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < sizes.len() {
+        batches.push(start..sizes.len());
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(sizes: &[usize]) -> Vec<Range<usize>> {
+        let batches = plan_batches(sizes);
+        let mut next = 0;
+        for b in &batches {
+            assert_eq!(b.start, next, "batches are contiguous and in order");
+            assert!(!b.is_empty());
+            assert!(b.len() <= MAX_EVENTS_PER_REQUEST);
+            let body = request_size(sizes[b.clone()].iter().sum(), b.len());
+            assert!(body <= MAX_REQUEST_BYTES || b.len() == 1, "{b:?}: {body}");
+            next = b.end;
+        }
+        assert_eq!(next, sizes.len());
+        batches
+    }
+
+    #[test]
+    fn packs_by_bytes() {
+        assert!(check(&[]).is_empty());
+        assert_eq!(check(&[10, 10]), [0..2]);
+        let half = MAX_REQUEST_BYTES / 2;
+        // Two halves plus brackets and a comma are 3 bytes too many.
+        assert_eq!(check(&[half, half, 1]), [0..1, 1..3]);
+        assert_eq!(check(&[half - 2, half - 1]), [0..2]);
+        assert_eq!(check(&[half - 1, half - 1]), [0..1, 1..2]);
+        assert_eq!(check(&[MAX_REQUEST_BYTES - 2, 1]), [0..1, 1..2]);
+    }
+
+    #[test]
+    fn packs_by_count() {
+        let sizes = vec![100; MAX_EVENTS_PER_REQUEST * 2 + 1];
+        assert_eq!(check(&sizes), [0..5_000, 5_000..10_000, 10_000..10_001]);
+    }
+
+    #[test]
+    fn published_counts_the_requests_before_the_failure() {
+        let e = PublishError::Unavailable {
+            attempts: 3,
+            last: "503".into(),
+            endpoint: "x".into(),
+            batch: 7..9,
+        };
+        assert_eq!(e.published(), 7);
+        assert!(e.is_transient());
+    }
+}
