@@ -76,6 +76,9 @@ fn parse_args() -> anyhow::Result<Args> {
 
 async fn run() -> anyhow::Result<()> {
     let args = parse_args()?;
+    // Registered before anything starts, so an early signal still stops the handler cleanly.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let port = args
         .port
         .or_else(|| app::local_http_port(&args.app_dir))
@@ -88,7 +91,6 @@ async fn run() -> anyhow::Result<()> {
     let host = HostSim::start(config).await?;
     println!("[hostsim] Host started; press Ctrl-C to stop");
 
-    let mut terminate = signal(SignalKind::terminate())?;
     let mut states = host.handler_state_changes();
     let gave_up = async {
         match states
@@ -103,7 +105,7 @@ async fn run() -> anyhow::Result<()> {
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => println!("[hostsim] Ctrl-C: shutting down"),
+        _ = interrupt.recv() => println!("[hostsim] Ctrl-C: shutting down"),
         _ = terminate.recv() => println!("[hostsim] SIGTERM: shutting down"),
         reason = gave_up => {
             drop(host);

@@ -127,7 +127,7 @@ impl FunctionDef {
                     .methods
                     .as_ref()
                     .map(|m| m.join(","))
-                    .unwrap_or_else(|| "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS,...".into());
+                    .unwrap_or_else(|| "all methods".into());
                 format!("[{methods}] /{}", http.route.text())
             }
             Trigger::EventGrid { .. } => "eventGridTrigger".into(),

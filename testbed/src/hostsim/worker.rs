@@ -16,6 +16,8 @@
 //! - a process that fails or dies is restarted; after [`MAX_FAILURES`] failures less than
 //!   [`FAILURE_WINDOW`] apart the supervisor gives up ([`HandlerState::Failed`]), as the host
 //!   shuts itself down;
+//! - the handler gets `PR_SET_PDEATHSIG = SIGKILL`: if the simulator is killed outright (no
+//!   destructors run), the kernel kills the handler too instead of leaving it on its port;
 //! - the handler's stdout and stderr are copied line by line to the simulator's stdout and
 //!   stderr (optionally prefixed) and kept (the last [`OUTPUT_LINES_KEPT`] lines) for tests.
 
@@ -488,6 +490,17 @@ fn spawn(spec: &WorkerSpec, shared: &Arc<Shared>) -> anyhow::Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
+    // which is async-signal-safe. It asks the kernel to SIGKILL the handler if the thread
+    // that started it dies, so a simulator killed outright leaves no orphan on the port.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", spec.program.display()))?;

@@ -1,0 +1,205 @@
+//! The counting proxy in front of a small upstream that reports what it received, and in
+//! front of real Azurite.
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use streamfold_testbed::{Azurite, CountingProxy};
+use warp::http::{HeaderMap, Method};
+use warp::Filter;
+
+/// Bytes of every upstream GET body.
+const BODY_SIZE: usize = 1000;
+
+/// An upstream on a free port: GET answers BODY_SIZE bytes; HEAD answers Content-Length
+/// BODY_SIZE and no body; anything else answers what it received as JSON.
+async fn upstream() -> u16 {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let query = warp::query::raw()
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify();
+    let routes = warp::method()
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(warp::body::bytes())
+        .map(
+            |method: Method,
+             path: warp::path::FullPath,
+             query: Option<String>,
+             headers: HeaderMap,
+             body: Bytes| {
+                if method == Method::GET {
+                    let mut r = warp::reply::Response::new(vec![b'x'; BODY_SIZE].into());
+                    r.headers_mut().insert("x-upstream", "1".parse().unwrap());
+                    return r;
+                }
+                if method == Method::HEAD {
+                    let mut r = warp::reply::Response::new(Bytes::new().into());
+                    r.headers_mut()
+                        .insert("content-length", BODY_SIZE.to_string().parse().unwrap());
+                    return r;
+                }
+                let headers: serde_json::Map<String, Value> = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap())))
+                    .collect();
+                let echo = json!({
+                    "method": method.as_str(),
+                    "path": path.as_str(),
+                    "query": query,
+                    "headers": headers,
+                    "body": String::from_utf8_lossy(&body),
+                });
+                let mut r = warp::reply::Response::new(echo.to_string().into());
+                *r.status_mut() = warp::http::StatusCode::CREATED;
+                r
+            },
+        );
+    tokio::spawn(warp::serve(routes).incoming(listener).run());
+    port
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+#[tokio::test]
+async fn forwards_unchanged_and_counts() {
+    let port = upstream().await;
+    let proxy = CountingProxy::start(&format!("http://127.0.0.1:{port}/ignored/path"))
+        .await
+        .unwrap();
+    let response = client()
+        .put(format!(
+            "{}/devstoreaccount1/Tables('t')?comp=x&%24filter=a%20eq%20%27b%27",
+            proxy.url()
+        ))
+        .header("x-ms-date", "Wed, 01 May 2024 10:00:00 GMT")
+        .header("authorization", "SharedKey devstoreaccount1:sig")
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let echo: Value = response.json().await.unwrap();
+    assert_eq!(echo["method"], "PUT");
+    assert_eq!(echo["path"], "/devstoreaccount1/Tables('t')");
+    assert_eq!(echo["query"], "comp=x&%24filter=a%20eq%20%27b%27");
+    assert_eq!(echo["body"], "payload");
+    assert_eq!(
+        echo["headers"]["x-ms-date"],
+        "Wed, 01 May 2024 10:00:00 GMT"
+    );
+    assert_eq!(
+        echo["headers"]["authorization"],
+        "SharedKey devstoreaccount1:sig"
+    );
+    assert_eq!(echo["headers"]["content-length"], "7");
+    // The upstream sees its own address as Host, not the proxy's.
+    assert_eq!(echo["headers"]["host"], format!("127.0.0.1:{port}"));
+    assert_eq!(proxy.requests(), 1);
+
+    let response = client()
+        .get(format!("{}/devstoreaccount1/c/b", proxy.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-upstream"], "1");
+    assert_eq!(response.bytes().await.unwrap().len(), BODY_SIZE);
+    let head = client()
+        .head(format!("{}/devstoreaccount1/c/b", proxy.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.headers()["content-length"],
+        BODY_SIZE.to_string().as_str()
+    );
+
+    assert_eq!(proxy.requests(), 3);
+    assert_eq!(
+        proxy.log(),
+        [
+            "PUT /devstoreaccount1/Tables('t')?comp=x&%24filter=a%20eq%20%27b%27",
+            "GET /devstoreaccount1/c/b",
+            "HEAD /devstoreaccount1/c/b",
+        ]
+    );
+    // Only response bodies count: the PUT's echo, the GET's body, nothing for HEAD.
+    let entries = proxy.entries();
+    assert_eq!(entries[1].response_bytes, BODY_SIZE as u64);
+    assert_eq!(entries[2].response_bytes, 0);
+    assert_eq!(
+        proxy.bytes_received_from_upstream(),
+        entries[0].response_bytes + BODY_SIZE as u64
+    );
+
+    proxy.reset();
+    assert_eq!(proxy.requests(), 0);
+    assert_eq!(proxy.bytes_received_from_upstream(), 0);
+    assert!(proxy.log().is_empty());
+    client()
+        .get(format!("{}/x", proxy.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxy.requests(), 1);
+    assert_eq!(proxy.bytes_received_from_upstream(), BODY_SIZE as u64);
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_gives_502() {
+    let port = streamfold_testbed::free_port().unwrap();
+    let proxy = CountingProxy::start(&format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let response = client()
+        .get(format!("{}/devstoreaccount1", proxy.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(proxy.requests(), 1);
+    assert_eq!(proxy.bytes_received_from_upstream(), 0);
+}
+
+#[tokio::test]
+async fn passes_azurite_answers_through() {
+    let azurite = Azurite::start().await.unwrap();
+    let proxy = CountingProxy::start(&azurite.blob_endpoint())
+        .await
+        .unwrap();
+    // An unsigned request: Azurite refuses it, and the refusal comes back unchanged.
+    let direct = client()
+        .get(format!("{}?comp=list", azurite.blob_endpoint()))
+        .send()
+        .await
+        .unwrap();
+    let direct_status = direct.status();
+    let direct_body = direct.text().await.unwrap();
+    let proxied = client()
+        .get(format!("{}/devstoreaccount1?comp=list", proxy.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), direct_status);
+    let proxied_body = proxied.text().await.unwrap();
+    // Azurite's error bodies carry a request id and time: compare the error code.
+    let code = |body: &str| {
+        body.split("<Code>")
+            .nth(1)
+            .and_then(|rest| rest.split("</Code>").next())
+            .map(str::to_string)
+    };
+    assert!(code(&proxied_body).is_some(), "{proxied_body}");
+    assert_eq!(code(&proxied_body), code(&direct_body));
+    assert_eq!(proxy.requests(), 1);
+    assert_eq!(
+        proxy.bytes_received_from_upstream(),
+        proxied_body.len() as u64
+    );
+}
