@@ -2,10 +2,12 @@
 //! limits (batch sizes, property sizes, key encoding); nothing outside a backend's module sees
 //! a PartitionKey, a RowKey or a blob name.
 
+pub mod blob;
 pub mod connection;
 pub mod memory;
 pub mod table;
 
+pub use blob::BlobStore;
 pub use connection::{ConnectionStringError, StorageAccount};
 pub use memory::MemoryStore;
 pub use table::TableStore;

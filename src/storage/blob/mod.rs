@@ -1,0 +1,373 @@
+//! The Append Blob backend: every stream of an app in one container, one append blob per stream
+//! segment, every append one block.
+//!
+//! # Layout
+//! Container [`DEFAULT_CONTAINER`] (or another, [`BlobStore::with_container`]); stream
+//! `domain / entity / instance` lives in `{domain}/{entity}/{escaped instance}/000000.jsonl`,
+//! `000001.jsonl`, ... ([`naming`]). Each segment is newline-delimited JSON, one
+//! self-describing record per event ([`record`]), so any tool can read a stream. Segment
+//! metadata (`firstsequence`, and `version`/`length` at some point of the segment) is only a
+//! hint for finding the tail; the content is the truth.
+//!
+//! # Appends ([`append`])
+//! One block per append (all or nothing, at most [`MAX_BLOCK_BYTES`]), written with the append
+//! position this process believes the segment has, so a stale writer gets 412 and never writes
+//! twice. A per-process cache of each stream's tail ([`tail`]) makes an append whose expected
+//! version matches the cache cost one request; a cold cache costs a listing and a read of the
+//! tail after the hint. When a segment holds [`MAX_BLOCKS_PER_SEGMENT`] blocks (or fewer, see
+//! [`BlobStore::with_max_blocks_per_segment`]) the stream continues in the next segment.
+//!
+//! # Idempotent appends
+//! Retries are recognised against the events of the last [`IDEMPOTENCY_WINDOW_BYTES`] bytes of
+//! the stream (see [`tail`] for exactly when the window is read).
+//!
+//! # Reads ([`view`])
+//! A read lists the stream's segments and reads from the segment that holds the first
+//! requested event (by the segments' `firstsequence` metadata) to the end; when this process
+//! knows where the requested event starts (a reader catching up), it reads only from there.
+//!
+//! # Listing
+//! Instances are the virtual directories under `{domain}/{entity}/`: a page is one listing
+//! request with the `/` delimiter, and the continuation is the service's marker. Pages come in
+//! the order of the *escaped* names (bytes outside `A-Z a-z 0-9 - _ .` sort as `%XX`), which is
+//! not always the order of the keys. A stream whose first append failed after its segment was
+//! created is an empty segment: it reads as version 0 but is listed.
+//!
+//! # Failure
+//! Every request has bounded timeouts and retries (see [`crate::storage::connection`]); an
+//! outage gives `Unavailable` within seconds, never a hang. After any error other than a
+//! refused expectation, the cached tail of that stream is dropped.
+//!
+//! # Not supported
+//! Writers of one container must agree on the block limit per segment (it is a test knob; in
+//! production it is the service's 50,000). Deleting streams is not part of the contract.
+
+mod append;
+mod client;
+mod naming;
+mod policy;
+mod record;
+mod tail;
+mod view;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::storage::connection::StorageAccount;
+use crate::stream::{
+    check_new_events, validate_name, AppendOutcome, EventStore, ExpectedVersion, NewEvent,
+    ReadRequest, StoreError, StreamId, StreamPage, StreamSlice,
+};
+use client::BlobApi;
+use tail::Tail;
+use view::StreamBlobs;
+
+pub use append::{HINT_INTERVAL_BYTES, MAX_ATTEMPTS};
+pub use naming::{escape_instance, unescape_instance, DEFAULT_CONTAINER, MAX_BLOB_NAME_LEN};
+pub use record::{record_size_bound, MAX_BLOCK_BYTES};
+pub use tail::IDEMPOTENCY_WINDOW_BYTES;
+
+/// Most blocks the service lets an append blob have.
+pub const MAX_BLOCKS_PER_SEGMENT: u32 = 50_000;
+/// Streams whose tail one store keeps in memory; past this, an arbitrary entry is dropped.
+pub const MAX_CACHED_STREAMS: usize = 1_024;
+/// Container names: 3 to 63 characters.
+const CONTAINER_NAME_LEN: std::ops::RangeInclusive<usize> = 3..=63;
+
+/// Event streams in append blobs of one container. Cheap to clone; clones share the container
+/// client, the "container created" state and the cache of stream tails.
+#[derive(Clone)]
+pub struct BlobStore {
+    account: StorageAccount,
+    container_name: String,
+    max_blocks_per_segment: u32,
+    /// The container client, or why none could be built (reported by every operation).
+    api: Arc<Result<BlobApi, String>>,
+    cache: Arc<Mutex<HashMap<StreamId, Tail>>>,
+}
+
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobStore")
+            .field("account", &self.account)
+            .field("container_name", &self.container_name)
+            .field("max_blocks_per_segment", &self.max_blocks_per_segment)
+            .finish()
+    }
+}
+
+impl BlobStore {
+    /// A store in the container [`DEFAULT_CONTAINER`] of `account`. No I/O: the container is
+    /// created before the first write.
+    pub fn new(account: StorageAccount) -> Self {
+        Self::build(
+            account,
+            DEFAULT_CONTAINER.to_owned(),
+            MAX_BLOCKS_PER_SEGMENT,
+        )
+    }
+
+    /// The same account, another container (tests use one container each). No I/O; an invalid
+    /// name is reported as `Misconfigured` by every operation.
+    pub fn with_container(self, container_name: impl Into<String>) -> Self {
+        Self::build(
+            self.account,
+            container_name.into(),
+            self.max_blocks_per_segment,
+        )
+    }
+
+    /// Moves streams on to a new segment after `max_blocks` blocks (1 to
+    /// [`MAX_BLOCKS_PER_SEGMENT`]; tests lower it to see segments roll over). Every writer of a
+    /// container must use the same value.
+    pub fn with_max_blocks_per_segment(mut self, max_blocks: u32) -> Self {
+        self.max_blocks_per_segment = max_blocks.clamp(1, MAX_BLOCKS_PER_SEGMENT);
+        self
+    }
+
+    pub fn container_name(&self) -> &str {
+        &self.container_name
+    }
+
+    pub fn max_blocks_per_segment(&self) -> u32 {
+        self.max_blocks_per_segment
+    }
+
+    pub fn account(&self) -> &StorageAccount {
+        &self.account
+    }
+
+    fn build(account: StorageAccount, container_name: String, max_blocks: u32) -> Self {
+        let api = validate_container_name(&container_name).and_then(|()| {
+            client::client_options(&account)
+                .and_then(|options| account.blob_service_client_with_options(options))
+                .map(|service| BlobApi::new(service.container_client(container_name.clone())))
+                .map_err(|e| e.to_string())
+        });
+        Self {
+            account,
+            container_name,
+            max_blocks_per_segment: max_blocks,
+            api: Arc::new(api),
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn api(&self) -> Result<&BlobApi, StoreError> {
+        self.api
+            .as_ref()
+            .as_ref()
+            .map_err(|reason| StoreError::Misconfigured(reason.clone()))
+    }
+
+    fn blobs<'a>(&self, api: &'a BlobApi, stream: &'a StreamId) -> StreamBlobs<'a> {
+        StreamBlobs::new(api, stream, u64::from(self.max_blocks_per_segment))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<StreamId, Tail>> {
+        // Entries are replaced whole, so a panic elsewhere cannot leave one half-written.
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn cached(&self, stream: &StreamId) -> Option<Tail> {
+        self.lock().get(stream).cloned()
+    }
+
+    /// Keeps `tail` unless the cache already holds a view further along the stream.
+    fn remember(&self, stream: &StreamId, tail: Tail) {
+        let position = |t: &Tail| {
+            t.current
+                .as_ref()
+                .map(|c| (c.segment.number, c.segment.length))
+        };
+        let mut cache = self.lock();
+        if let Some(cached) = cache.get(stream) {
+            if position(cached) > position(&tail) {
+                return;
+            }
+        } else if cache.len() >= MAX_CACHED_STREAMS {
+            if let Some(evicted) = cache.keys().next().cloned() {
+                cache.remove(&evicted);
+            }
+        }
+        cache.insert(stream.clone(), tail);
+    }
+
+    fn forget(&self, stream: &StreamId) {
+        self.lock().remove(stream);
+    }
+}
+
+fn validate_container_name(name: &str) -> Result<(), String> {
+    let bytes = name.as_bytes();
+    let valid = CONTAINER_NAME_LEN.contains(&name.len())
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && bytes.first().is_some_and(|b| *b != b'-')
+        && bytes.last().is_some_and(|b| *b != b'-')
+        && !name.contains("--");
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid container name {name:?}: 3 to 63 lower-case letters, digits and single \
+             hyphens, starting and ending with a letter or digit"
+        ))
+    }
+}
+
+#[async_trait]
+impl EventStore for BlobStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        check_new_events(&events)?;
+        record::check_block_limits(&events)?;
+        let api = self.api()?;
+        api.ensure_container().await?;
+        let blobs = self.blobs(api, stream);
+        let mut tail = match self.cached(stream) {
+            Some(tail) => tail,
+            None => blobs.cold_load().await?,
+        };
+        let result = append::append(&blobs, &mut tail, expected, &events).await;
+        match &result {
+            Ok(_)
+            | Err(StoreError::WrongExpectedVersion { .. } | StoreError::EventIdReused { .. }) => {
+                self.remember(stream, tail)
+            }
+            Err(_) => self.forget(stream),
+        }
+        result
+    }
+
+    async fn read(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+    ) -> Result<StreamSlice, StoreError> {
+        let api = self.api()?;
+        let blobs = self.blobs(api, stream);
+        if let Some(mut tail) = self.cached(stream) {
+            let after = request.from_sequence.saturating_sub(1);
+            if let Some(offset) = tail.position_after(after) {
+                match blobs.advance(&mut tail, offset).await {
+                    Ok(Some(stored)) => {
+                        let version = tail.version;
+                        self.remember(stream, tail);
+                        return Ok(StreamSlice {
+                            version,
+                            events: stored
+                                .into_iter()
+                                .map(|s| s.event)
+                                .filter(|e| request.includes(e))
+                                .collect(),
+                        });
+                    }
+                    Ok(None) => self.forget(stream),
+                    Err(error) => {
+                        self.forget(stream);
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        let full = blobs.read_full(&request).await?;
+        self.remember(stream, full.tail);
+        Ok(StreamSlice {
+            version: full.version,
+            events: full.events,
+        })
+    }
+
+    async fn version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        let api = self.api()?;
+        let blobs = self.blobs(api, stream);
+        let loaded = match self.cached(stream) {
+            Some(mut tail) => blobs.refresh(&mut tail).await.map(|()| tail),
+            None => blobs.cold_load().await,
+        };
+        match loaded {
+            Ok(tail) => {
+                let version = tail.version;
+                self.remember(stream, tail);
+                Ok(version)
+            }
+            Err(error) => {
+                self.forget(stream);
+                Err(error)
+            }
+        }
+    }
+
+    async fn list_streams(
+        &self,
+        domain: &str,
+        entity: &str,
+        continuation: Option<&str>,
+        page_size: usize,
+    ) -> Result<StreamPage, StoreError> {
+        validate_name("domain", domain)?;
+        validate_name("entity type", entity)?;
+        let api = self.api()?;
+        let prefix = naming::entity_prefix(domain, entity);
+        let page = api
+            .list_directories(
+                &prefix,
+                naming::DELIMITER,
+                continuation,
+                page_size,
+                &format!("{domain}/{entity}"),
+            )
+            .await?;
+        Ok(StreamPage {
+            instances: page
+                .prefixes
+                .iter()
+                .filter_map(|listed| naming::instance_of_prefix(&prefix, listed))
+                .collect(),
+            continuation: page.next_marker,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_names() {
+        for good in ["streamfold", "abc", "a-b-1", "0ab"] {
+            assert!(validate_container_name(good).is_ok(), "{good}");
+        }
+        for bad in ["ab", "Abc", "-ab", "ab-", "a--b", "a_b", &"a".repeat(64)] {
+            assert!(validate_container_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn constructors_do_no_io() {
+        // A port nothing listens on: building the store must not fail or wait.
+        let account = StorageAccount::from_connection_string(
+            "UseDevelopmentStorage=true;DevelopmentStorageProxyUri=http://127.0.0.1:1",
+        )
+        .unwrap();
+        let store = BlobStore::new(account)
+            .with_container("other")
+            .with_max_blocks_per_segment(0);
+        assert_eq!(store.container_name(), "other");
+        assert_eq!(store.max_blocks_per_segment(), 1);
+        assert!(BlobStore::new(StorageAccount::development_storage())
+            .with_container("Bad_Name")
+            .api()
+            .is_err());
+    }
+}

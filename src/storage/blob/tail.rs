@@ -1,0 +1,413 @@
+//! What one process knows about the end of a stream (its [`Tail`]), and how an append is
+//! recognised as a retry of an earlier one.
+//!
+//! The blob content is the truth; a `Tail` is a cached view of it: the stream's last segment
+//! and its length, the version at that length, and the last events (ids and positions) within
+//! the *idempotency window*. Offsets in a tail are stream-wide: a segment starts at the sum of
+//! the lengths of the segments before it ([`Segment::base`]).
+//!
+//! # The idempotency window
+//! An append is compared with the events of the last [`IDEMPOTENCY_WINDOW_BYTES`] bytes of the
+//! stream, reaching back at most into the segment before the current one. Whenever a retry is
+//! possible — the expectation is not met (an `Exact`/`NoStream` retry of an append that
+//! succeeded), the expectation is `Any` or `Exists` (a retry meets it again), or one of the ids
+//! is already known — the whole window is read before deciding. An append whose `Exact` or
+//! `NoStream` expectation is met and none of whose ids this process knows is written without
+//! reading the window (that keeps it at one request): such an append cannot be the retry of an
+//! append that succeeded, since that append would have moved the version on. An id reused from
+//! further back than the window is not detected (the Table backend, which indexes every id,
+//! does detect it).
+//!
+//! An append that began before the window is still recognised: records carry the sequence
+//! numbers of their append, so the part inside the window is checked event by event and the
+//! part before it is taken on trust.
+
+use std::collections::{HashMap, VecDeque};
+
+use uuid::Uuid;
+
+use super::record::{AppendSpan, StoredEvent};
+use crate::stream::{NewEvent, StoreError, StreamId};
+
+/// How far back (in bytes of records) appends are compared for idempotent retries.
+pub const IDEMPOTENCY_WINDOW_BYTES: u64 = 128 * 1024;
+
+/// One segment blob of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub number: u32,
+    /// Where the segment starts in the stream's bytes (the lengths of earlier segments).
+    pub base: u64,
+    /// Its length in bytes, as last seen.
+    pub length: u64,
+    /// The sequence number its first event has or will have.
+    pub first_sequence: u64,
+}
+
+impl Segment {
+    pub fn end(&self) -> u64 {
+        self.base + self.length
+    }
+}
+
+/// The segment appends go to, with what the service last said about it.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub segment: Segment,
+    /// Blocks committed at `segment.length` (`None`: not known).
+    pub committed_blocks: Option<u64>,
+    /// The service refused a block because the segment holds the most it can.
+    pub refused_block: bool,
+    /// ETag at `segment.length` (for the conditional metadata write).
+    pub etag: Option<String>,
+    /// Length recorded in the segment's metadata hint, as far as this process knows.
+    pub hint_length: u64,
+}
+
+/// An event whose record lies in the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    pub event_id: Uuid,
+    pub sequence: u64,
+    pub append: AppendSpan,
+    /// Stream-wide offsets of its record.
+    pub start: u64,
+    pub end: u64,
+}
+
+/// A view of the end of one stream.
+#[derive(Debug, Clone, Default)]
+pub struct Tail {
+    /// The stream's last segment; `None` when the stream has no segment blob.
+    pub current: Option<Current>,
+    /// The (full, final) segment before `current`, if known.
+    pub previous: Option<Segment>,
+    /// The stream's version at the end of `current`.
+    pub version: u64,
+    /// The last events, in sequence order, every one whose record starts at or after
+    /// `known_from`.
+    pub known: VecDeque<Known>,
+    /// Stream-wide offset from which every event is in `known`.
+    pub known_from: u64,
+}
+
+impl Tail {
+    /// Stream-wide offset of the end of the stream as known.
+    pub fn end(&self) -> u64 {
+        self.current.as_ref().map_or(0, |c| c.segment.end())
+    }
+
+    /// Where the idempotency window starts.
+    pub fn window_start(&self) -> u64 {
+        let floor = self
+            .previous
+            .map(|p| p.base)
+            .or(self.current.as_ref().map(|c| c.segment.base))
+            .unwrap_or(0);
+        self.end()
+            .saturating_sub(IDEMPOTENCY_WINDOW_BYTES)
+            .max(floor)
+    }
+
+    /// Whether every event of the window is in `known`.
+    pub fn window_complete(&self) -> bool {
+        self.known_from <= self.window_start()
+    }
+
+    /// Whether the current segment takes no more blocks.
+    pub fn is_full(&self, max_blocks: u64) -> bool {
+        self.current.as_ref().is_some_and(|c| {
+            c.refused_block
+                || c.committed_blocks
+                    .is_some_and(|blocks| blocks >= max_blocks)
+        })
+    }
+
+    /// Whether any of `events` has an id this view knows.
+    pub fn knows_any(&self, events: &[NewEvent]) -> bool {
+        events
+            .iter()
+            .any(|e| self.known.iter().any(|k| k.event_id == e.event_id))
+    }
+
+    fn known_at(&self, sequence: u64) -> Option<&Known> {
+        let first = self.known.front()?.sequence;
+        let index = usize::try_from(sequence.checked_sub(first)?).ok()?;
+        self.known.get(index).filter(|k| k.sequence == sequence)
+    }
+
+    /// Adds events read from the current segment. Events up to the version are already
+    /// counted and skipped; the rest must continue it without a gap.
+    pub fn absorb(&mut self, stream: &StreamId, events: &[StoredEvent]) -> Result<(), StoreError> {
+        let Some(current) = &self.current else {
+            return Ok(());
+        };
+        let base = current.segment.base;
+        for stored in events {
+            let sequence = stored.event.sequence;
+            if sequence <= self.version {
+                continue;
+            }
+            if sequence != self.version + 1 {
+                return Err(StoreError::Corrupt {
+                    stream: stream.to_string(),
+                    detail: format!(
+                        "segment {} holds event {sequence} right after event {}",
+                        current.segment.number, self.version
+                    ),
+                });
+            }
+            self.known.push_back(Known {
+                event_id: stored.event.event_id,
+                sequence,
+                append: stored.append,
+                start: base + stored.start,
+                end: base + stored.end,
+            });
+            self.version = sequence;
+        }
+        self.trim();
+        Ok(())
+    }
+
+    /// Records an append this process just wrote at `position` of the current segment:
+    /// `ends` are the ends of its records relative to `position`.
+    pub fn record_append(
+        &mut self,
+        events: &[NewEvent],
+        span: AppendSpan,
+        position: u64,
+        ends: &[usize],
+    ) {
+        let Some(current) = self.current.as_mut() else {
+            return;
+        };
+        let base = current.segment.base + position;
+        let mut start = base;
+        for ((event, sequence), &end) in events.iter().zip(span.first..).zip(ends) {
+            let end = base + end as u64;
+            self.known.push_back(Known {
+                event_id: event.event_id,
+                sequence,
+                append: span,
+                start,
+                end,
+            });
+            start = end;
+        }
+        current.segment.length = start - current.segment.base;
+        self.version = span.last;
+        self.trim();
+    }
+
+    /// Moves on to the next segment, which starts with event `first_sequence`; the current one
+    /// becomes the previous (final) segment.
+    pub fn roll_over(&mut self, first_sequence: u64) {
+        let Some(current) = self.current.take() else {
+            return;
+        };
+        let old = current.segment;
+        self.previous = Some(old);
+        self.current = Some(Current {
+            segment: Segment {
+                number: old.number + 1,
+                base: old.end(),
+                length: 0,
+                first_sequence,
+            },
+            committed_blocks: Some(0),
+            refused_block: false,
+            etag: None,
+            hint_length: 0,
+        });
+    }
+
+    /// Replaces what is known with the events of a window read that started at `from`
+    /// (stream-wide) and ran to the end of the stream.
+    pub fn replace_known(&mut self, from: u64, known: VecDeque<Known>) {
+        self.known = known;
+        self.known_from = from;
+        self.trim();
+    }
+
+    /// Forgets the events that have left the window.
+    fn trim(&mut self) {
+        let start = self.window_start();
+        while let Some(front) = self.known.front().copied() {
+            if front.end > start {
+                break;
+            }
+            self.known.pop_front();
+            self.known_from = self.known_from.max(front.end);
+        }
+    }
+
+    /// Where, in the current segment, the event after `sequence` starts, if known.
+    pub fn position_after(&self, sequence: u64) -> Option<u64> {
+        let current = self.current.as_ref()?;
+        let segment = current.segment;
+        if sequence >= self.version {
+            return Some(segment.length);
+        }
+        if sequence + 1 == segment.first_sequence {
+            return Some(0);
+        }
+        self.known_at(sequence)
+            .filter(|k| k.start >= segment.base)
+            .map(|k| k.end - segment.base)
+    }
+
+    /// The append that already stored `events`, if they are a retry of it. Ids seen in the
+    /// window in any other arrangement are `EventIdReused`.
+    pub fn earlier_append(
+        &self,
+        stream: &StreamId,
+        events: &[NewEvent],
+    ) -> Result<Option<AppendSpan>, StoreError> {
+        let by_id: HashMap<Uuid, &Known> = self.known.iter().map(|k| (k.event_id, k)).collect();
+        let Some((index, found)) = events
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| by_id.get(&e.event_id).map(|k| (i, *k)))
+        else {
+            return Ok(None);
+        };
+        let reused = || StoreError::EventIdReused {
+            stream: stream.to_string(),
+            event_id: events[index].event_id,
+        };
+        let span = found.append;
+        if span.last - span.first + 1 != events.len() as u64
+            || found.sequence != span.first + index as u64
+        {
+            return Err(reused());
+        }
+        let first_known = self.known.front().map_or(u64::MAX, |k| k.sequence);
+        for (event, sequence) in events.iter().zip(span.first..) {
+            match self.known_at(sequence) {
+                Some(known) if known.event_id == event.event_id && known.append == span => {}
+                Some(_) => return Err(reused()),
+                // Before the window: the part of the append we can see matched.
+                None if sequence < first_known && !by_id.contains_key(&event.event_id) => {}
+                None => return Err(reused()),
+            }
+        }
+        Ok(Some(span))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    fn stream() -> StreamId {
+        StreamId::new("Bank", "Account", "1").unwrap()
+    }
+
+    fn new_event() -> NewEvent {
+        NewEvent::from_raw("Deposited", RawValue::from_string("1".into()).unwrap())
+    }
+
+    /// A tail holding appends of the given sizes, every record 10 bytes.
+    fn tail_with(appends: &[usize]) -> (Tail, Vec<Vec<NewEvent>>) {
+        let mut tail = Tail {
+            current: Some(Current {
+                segment: Segment {
+                    number: 0,
+                    base: 0,
+                    length: 0,
+                    first_sequence: 1,
+                },
+                committed_blocks: Some(0),
+                refused_block: false,
+                etag: None,
+                hint_length: 0,
+            }),
+            ..Tail::default()
+        };
+        let mut batches = Vec::new();
+        for &size in appends {
+            let batch: Vec<NewEvent> = (0..size).map(|_| new_event()).collect();
+            let first = tail.version + 1;
+            let span = AppendSpan {
+                first,
+                last: first + size as u64 - 1,
+            };
+            let offset = tail.end();
+            let stored: Vec<StoredEvent> = batch
+                .iter()
+                .zip(first..)
+                .enumerate()
+                .map(|(i, (e, sequence))| StoredEvent {
+                    event: crate::stream::RecordedEvent {
+                        sequence,
+                        event_id: e.event_id,
+                        event_type: e.event_type.clone(),
+                        data: e.data.clone(),
+                        timestamp: time::OffsetDateTime::UNIX_EPOCH,
+                        metadata: Default::default(),
+                    },
+                    append: span,
+                    start: offset + 10 * i as u64,
+                    end: offset + 10 * (i as u64 + 1),
+                })
+                .collect();
+            if let Some(c) = tail.current.as_mut() {
+                c.segment.length += 10 * size as u64;
+            }
+            tail.absorb(&stream(), &stored).unwrap();
+            batches.push(batch);
+        }
+        (tail, batches)
+    }
+
+    #[test]
+    fn retries_and_reuses() {
+        let (tail, batches) = tail_with(&[2, 3, 1]);
+        assert_eq!(tail.version, 6);
+        let retry = tail.earlier_append(&stream(), &batches[1]).unwrap();
+        assert_eq!(retry, Some(AppendSpan { first: 3, last: 5 }));
+        assert_eq!(
+            tail.earlier_append(&stream(), &[new_event()]).unwrap(),
+            None
+        );
+        // A part of an append, a mix of two appends, a known id with a new one, a reordering.
+        let cases = [
+            vec![batches[1][0].clone()],
+            vec![batches[0][1].clone(), batches[1][0].clone()],
+            vec![batches[2][0].clone(), new_event()],
+            vec![batches[0][1].clone(), batches[0][0].clone()],
+        ];
+        for case in cases {
+            assert!(matches!(
+                tail.earlier_append(&stream(), &case),
+                Err(StoreError::EventIdReused { .. })
+            ));
+        }
+        assert_eq!(tail.position_after(2), Some(20));
+        assert_eq!(tail.position_after(0), Some(0));
+        assert_eq!(tail.position_after(6), Some(60));
+    }
+
+    #[test]
+    fn window_forgets_old_events_and_accepts_appends_cut_by_it() {
+        let per_append = (IDEMPOTENCY_WINDOW_BYTES / 10) as usize;
+        let (tail, batches) = tail_with(&[3, per_append - 1, 4]);
+        assert!(tail.window_complete());
+        // The first append left the window entirely: not recognised.
+        assert_eq!(tail.earlier_append(&stream(), &batches[0]).unwrap(), None);
+        // The second is partly before the window: its visible part matches.
+        let span = tail
+            .earlier_append(&stream(), &batches[1])
+            .unwrap()
+            .unwrap();
+        assert_eq!(span.first, 4);
+        // But a changed event in its visible part is a reuse.
+        let mut changed = batches[1].clone();
+        let last = changed.len() - 1;
+        changed[last] = new_event();
+        assert!(tail.earlier_append(&stream(), &changed).is_err());
+    }
+}
