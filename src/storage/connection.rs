@@ -75,6 +75,8 @@ const KEY_SHARED_ACCESS_SIGNATURE: &str = "SharedAccessSignature";
 const KEY_ENDPOINT_SUFFIX: &str = "EndpointSuffix";
 const KEY_BLOB_ENDPOINT: &str = "BlobEndpoint";
 const KEY_TABLE_ENDPOINT: &str = "TableEndpoint";
+/// Longest unknown key repeated in an error (longer ones may be pieces of a secret).
+const MAX_SHOWN_KEY_LEN: usize = 32;
 /// Keys that are valid in a connection string but name services streamfold does not use.
 const IGNORED_KEYS: [&str; 6] = [
     "QueueEndpoint",
@@ -450,8 +452,16 @@ fn parse_pairs(connection_string: &str) -> Result<Vec<(&str, &str)>, ConnectionS
             .chain(IGNORED_KEYS.iter())
             .any(|known| known.eq_ignore_ascii_case(key))
         {
+            // A stray `;` inside a secret makes a "key" out of part of it: name only keys that
+            // look like setting names.
+            let looks_like_a_name =
+                key.len() <= MAX_SHOWN_KEY_LEN && key.chars().all(|c| c.is_ascii_alphabetic());
             return Err(ConnectionStringError::UnknownKey {
-                key: key.to_owned(),
+                key: if looks_like_a_name {
+                    key.to_owned()
+                } else {
+                    format!("in part {}", index + 1)
+                },
             });
         }
         if pairs.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)) {
