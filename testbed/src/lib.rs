@@ -3,12 +3,14 @@
 //! - [`azurite`]: the real Azure Storage emulator on free loopback ports in a temporary folder.
 //! - [`hostsim`]: a stand-in for the Azure Functions host running a custom handler app.
 //! - [`proxy`]: a counting HTTP proxy, to count the storage requests an operation costs.
+//! - [`topic`]: an Event Grid topic simulator: strict publish checks, chaotic delivery.
 //!
 //! Nothing here is a mock of storage: tests talk to Azurite over HTTP.
 
 pub mod azurite;
 pub mod hostsim;
 pub mod proxy;
+pub mod topic;
 
 pub use azurite::Azurite;
 pub use hostsim::{HostConfig, HostSim};
