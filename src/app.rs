@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::config::{BackendKind, ConfigError, Settings, StorageTarget};
 use crate::projection::{ProjectionRegistry, ProjectionRunner, SnapshotStore};
 use crate::storage::connection::StorageAccount;
-use crate::storage::MemoryStore;
+use crate::storage::{MemoryStore, TableStore};
 use crate::stream::{EventStore, StoreError};
 
 /// One configured backend: its event store and, where it has one, its snapshot store.
@@ -111,11 +111,10 @@ fn build_backend(target: &StorageTarget) -> Result<Backend, ConfigError> {
     })?;
     match target.kind {
         BackendKind::Table => {
-            // TODO(table backend): wire TableStore once it lands.
-            let _ = account;
-            Err(ConfigError {
-                setting: target.connection_setting.clone(),
-                reason: "the Table backend is not available in this build".into(),
+            let store = Arc::new(TableStore::new(account));
+            Ok(Backend {
+                events: store,
+                snapshots: None,
             })
         }
         BackendKind::AppendBlob => Err(ConfigError {

@@ -3,7 +3,7 @@
 
 mod support;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use support::{Client, TestApp};
 
 const APPEND_BLOB: &[(&str, &str)] = &[("Bank.Account", "AppendBlob;AzureWebJobsStorage")];
@@ -79,7 +79,7 @@ async fn scenario(client: &Client) {
     // Closing needs a zero balance; a closed account refuses money.
     client.post("/api/CloseAccount/ACC-1", &json!({})).await.problem(422);
     client.post("/api/Deposit/ACC-1", &json!({"amount": 100})).await.ok(200);
-    let closed = client.post("/api/CloseAccount/ACC-1", &Value::Null).await;
+    let closed = client.send(client.http().post(client.url("/api/CloseAccount/ACC-1"))).await;
     assert_eq!(closed.ok(200)["status"], "closed");
     let after = client.post("/api/Deposit/ACC-1", &json!({"amount": 1})).await;
     after.problem(422);
@@ -130,9 +130,10 @@ async fn concurrent_withdrawals(client: &Client) {
     client.post("/api/OpenAccount/RACE-1", &json!({})).await.ok(201);
     client.post("/api/Deposit/RACE-1", &json!({"amount": 100})).await.ok(200);
     for round in 0..5 {
+        let sixty = json!({"amount": 60});
         let (a, b) = tokio::join!(
-            client.post("/api/Withdraw/RACE-1", &json!({"amount": 60})),
-            client.post("/api/Withdraw/RACE-1", &json!({"amount": 60})),
+            client.post("/api/Withdraw/RACE-1", &sixty),
+            client.post("/api/Withdraw/RACE-1", &sixty),
         );
         let ok = [&a, &b].iter().filter(|r| r.status == 200).count();
         assert_eq!(ok, 1, "round {round}: {a:?} {b:?}");
@@ -154,4 +155,26 @@ async fn concurrent_withdrawals_on_table_storage() {
 async fn concurrent_withdrawals_on_append_blobs() {
     let app = TestApp::start_with(APPEND_BLOB).await;
     concurrent_withdrawals(&app.client).await;
+}
+
+#[tokio::test]
+async fn projections_and_the_overdraft_classification_run_through_the_generic_api() {
+    let app = TestApp::start().await;
+    let c = &app.client;
+    c.post("/api/OpenAccount/P-1", &json!({"overdraftLimit": 50})).await.ok(201);
+    c.post("/api/Withdraw/P-1", &json!({"amount": 20})).await.ok(200);
+    c.post("/api/Deposit/P-1", &json!({"amount": 30})).await.ok(200);
+
+    let now = c.get("/api/projections/Bank/Account/P-1/account").await;
+    assert_eq!(now.ok(200)["state"]["balance"], "10.00");
+    assert_eq!(now.body["sequence"], 3);
+    let in_overdraft = c.get("/api/projections/Bank/Account/P-1/in-overdraft?asOfSequence=2").await;
+    assert_eq!(in_overdraft.ok(200)["state"]["member"], true);
+    let later = c.get("/api/projections/Bank/Account/P-1/in-overdraft").await;
+    assert_eq!(later.ok(200)["state"]["member"], false);
+
+    let unknown = c.get("/api/projections/Bank/Account/P-1/nope").await;
+    unknown.problem(404);
+    assert!(unknown.body["registered"].as_array().unwrap().contains(&json!("account")));
+    c.get("/api/projections/Bank/Account/NOPE/account").await.problem(404);
 }

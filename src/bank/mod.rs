@@ -4,6 +4,7 @@
 //! - [`money`]: exact decimal amounts;
 //! - [`events`]: what can happen to an account;
 //! - [`account`]: the state, the rules, the projection;
+//! - [`overdraft`]: the "in overdraft" classification;
 //! - [`service`]: commands decided on fresh state, appended with its exact version;
 //! - [`http`]: the HTTP functions.
 //!
@@ -13,12 +14,13 @@ pub mod account;
 pub mod events;
 pub mod http;
 pub mod money;
+pub mod overdraft;
 pub mod service;
 
 use std::sync::Arc;
 
 use streamfold::app::App;
-use streamfold::projection::RegistryError;
+use streamfold::projection::{RegistryError, StatefulClassifier};
 
 pub use service::Bank;
 
@@ -30,7 +32,12 @@ pub const SOURCE: &str = "streamfold-bank";
 /// Registers the bank's projections so the generic projection API can run them.
 pub fn register(app: &mut App) -> Result<(), RegistryError> {
     app.projections_mut()
-        .register(DOMAIN, ENTITY, account::AccountProjection)?;
+        .register(DOMAIN, ENTITY, account::AccountProjection)?
+        .register(
+            DOMAIN,
+            ENTITY,
+            StatefulClassifier::new(overdraft::InOverdraft),
+        )?;
     Ok(())
 }
 

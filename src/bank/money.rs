@@ -66,7 +66,9 @@ pub fn parse_amount(field: &'static str, raw: &RawValue, sign: Sign) -> Result<D
     if value > MAX_AMOUNT {
         return Err(fail(format!("must be at most {MAX_AMOUNT}")));
     }
-    Ok(value.round_dp(CURRENCY_DECIMALS))
+    let mut exact = value;
+    exact.rescale(CURRENCY_DECIMALS);
+    Ok(exact)
 }
 
 /// Formats money with exactly the currency's decimal places (`12.5` → `"12.50"`).

@@ -17,9 +17,48 @@ pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
 /// Longest correlation id accepted from a client.
 pub const MAX_CORRELATION_ID_LEN: usize = 128;
 
-/// The raw request body, at most [`MAX_BODY_BYTES`] (413 beyond).
+/// The raw request body, at most [`MAX_BODY_BYTES`] (413 beyond). A missing body is empty:
+/// the Functions host forwards a body only when Content-Length > 0, and may then send no
+/// Content-Length at all. The limit is enforced while reading, so an oversized chunked body
+/// is never buffered whole.
 pub fn body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::bytes())
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(collect_body)
+}
+
+async fn collect_body<S, B>(declared: Option<u64>, stream: S) -> Result<Bytes, Rejection>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(reject(body_too_large()));
+    }
+    let mut stream = std::pin::pin!(stream);
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| {
+            reject(Problem::bad_request(
+                "unreadable-body",
+                format!("the request body could not be read: {e}"),
+            ))
+        })?;
+        if (body.len() + chunk.remaining()) as u64 > MAX_BODY_BYTES {
+            return Err(reject(body_too_large()));
+        }
+        bytes::BufMut::put(&mut body, chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// 413 for a body over [`MAX_BODY_BYTES`].
+pub fn body_too_large() -> Problem {
+    Problem::new(
+        warp::http::StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+    )
 }
 
 /// One path segment, percent-decoded (warp leaves `%20` as it is).

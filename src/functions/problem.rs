@@ -186,20 +186,7 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
             "this route does not accept this HTTP method",
         )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body-too-large",
-            format!(
-                "the request body is larger than {} bytes",
-                super::MAX_BODY_BYTES
-            ),
-        )
-    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
-        Problem::new(
-            StatusCode::LENGTH_REQUIRED,
-            "length-required",
-            "send the body with a Content-Length header",
-        )
+        super::filters::body_too_large()
     } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
         Problem::bad_request("invalid-query", e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
@@ -234,7 +221,12 @@ pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
 /// Parses a JSON request body, naming the problem precisely when it fails (where in the body,
 /// and whether it is malformed JSON or a wrong type).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
-    let text = if body.is_empty() { b"{}" as &[u8] } else { body };
+    // No body (or only whitespace) means "no fields", like `{}`.
+    let text = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}" as &[u8]
+    } else {
+        body
+    };
     serde_json::from_slice(text).map_err(|e| {
         let slug = if e.is_syntax() || e.is_eof() {
             "malformed-json"
