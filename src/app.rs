@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::config::{BackendKind, ConfigError, Settings, StorageTarget};
 use crate::projection::{ProjectionRegistry, ProjectionRunner, SnapshotStore};
 use crate::storage::connection::StorageAccount;
-use crate::storage::{MemoryStore, TableStore};
+use crate::storage::{BlobStore, MemoryStore, TableStore};
 use crate::stream::{EventStore, StoreError};
 
 /// One configured backend: its event store and, where it has one, its snapshot store.
@@ -117,9 +117,9 @@ fn build_backend(target: &StorageTarget) -> Result<Backend, ConfigError> {
                 snapshots: None,
             })
         }
-        BackendKind::AppendBlob => Err(ConfigError {
-            setting: target.connection_setting.clone(),
-            reason: "the AppendBlob backend is not available in this build".into(),
+        BackendKind::AppendBlob => Ok(Backend {
+            events: Arc::new(BlobStore::new(account)),
+            snapshots: None,
         }),
     }
 }
