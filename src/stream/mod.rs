@@ -10,6 +10,7 @@ mod error;
 mod event;
 mod expected;
 mod id;
+mod outbox;
 mod store;
 
 pub use error::StoreError;
@@ -18,6 +19,7 @@ pub use expected::ExpectedVersion;
 pub use id::{
     validate_instance_key, validate_name, KeyError, StreamId, MAX_INSTANCE_KEY_BYTES, MAX_NAME_LEN,
 };
+pub use outbox::{Outbox, PendingStream};
 pub use store::{
     check_new_events, AppendOutcome, EventStore, ReadRequest, StreamPage, StreamSlice,
     DEFAULT_PAGE_SIZE,
