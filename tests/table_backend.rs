@@ -673,3 +673,30 @@ async fn request_counts_of_each_operation() {
     assert_wrong(store.append(&s, Exact(1), events(1)).await, Exact(1), 54);
     cost("conflict: transaction + id query + header read", 3);
 }
+
+#[tokio::test]
+async fn reads_during_appends_see_every_event_up_to_their_version() {
+    const APPENDS: u64 = 40;
+    let (_azurite, store) = setup().await;
+    let store = Arc::new(store);
+    let s = stream("racing");
+    let writer = {
+        let store = store.clone();
+        let s = s.clone();
+        tokio::spawn(async move {
+            for version in 0..APPENDS {
+                store.append(&s, Exact(version), events(1)).await.unwrap();
+            }
+        })
+    };
+    let mut last_version = 0;
+    while !writer.is_finished() {
+        let slice = store.read(&s, ReadRequest::all()).await.unwrap();
+        let sequences: Vec<u64> = slice.events.iter().map(|e| e.sequence).collect();
+        assert_eq!(sequences, (1..=slice.version).collect::<Vec<_>>());
+        assert!(slice.version >= last_version);
+        last_version = slice.version;
+    }
+    writer.await.unwrap();
+    assert_eq!(store.version(&s).await.unwrap(), APPENDS);
+}

@@ -94,6 +94,17 @@ pub async fn append(
     events: Vec<NewEvent>,
 ) -> Result<AppendOutcome, StoreError> {
     check_new_events(&events)?;
+    let too_large = |bytes: usize| StoreError::AppendTooLarge {
+        events: events.len(),
+        bytes,
+        limit: format!(
+            "the Table backend writes at most {MAX_EVENTS_PER_APPEND} events and \
+             {MAX_TRANSACTION_BYTES} bytes per append (one entity group transaction)"
+        ),
+    };
+    if events.len() > MAX_EVENTS_PER_APPEND {
+        return Err(too_large(events.iter().map(|e| e.data.get().len()).sum()));
+    }
     let what = stream.to_string();
     let partition_key = keys::partition_key(stream);
     let recorded = entity::storage_time(OffsetDateTime::now_utc());
@@ -102,15 +113,8 @@ pub async fn append(
         .map(|event| entity::encode_event(&partition_key, event, recorded))
         .collect::<Result<Vec<_>, _>>()?;
     let bytes = transaction_bytes(api, &partition_key, &encoded);
-    if events.len() > MAX_EVENTS_PER_APPEND || bytes > MAX_TRANSACTION_BYTES {
-        return Err(StoreError::AppendTooLarge {
-            events: events.len(),
-            bytes,
-            limit: format!(
-                "the Table backend writes at most {MAX_EVENTS_PER_APPEND} events and \
-                 {MAX_TRANSACTION_BYTES} bytes per append (one entity group transaction)"
-            ),
-        });
+    if bytes > MAX_TRANSACTION_BYTES {
+        return Err(too_large(bytes));
     }
     api.ensure_table().await?;
 
