@@ -700,3 +700,115 @@ async fn reads_during_appends_see_every_event_up_to_their_version() {
     writer.await.unwrap();
     assert_eq!(store.version(&s).await.unwrap(), APPENDS);
 }
+
+/// A loopback proxy that forwards every request to `upstream_port` but, for entity group
+/// transactions (`$batch`), closes the client's connection as soon as the answer starts: the
+/// write reaches storage, its response is lost.
+async fn start_response_losing_proxy(upstream_port: u16) -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn relay(mut client: TcpStream, upstream_port: u16) -> std::io::Result<()> {
+        loop {
+            // One request: the head, then Content-Length bytes of body.
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") {
+                if client.read(&mut byte).await? == 0 {
+                    return Ok(());
+                }
+                request.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&request).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            client.read_exact(&mut body).await?;
+            request.extend_from_slice(&body);
+            let lose_response = head.lines().next().is_some_and(|l| l.contains("$batch"));
+
+            let mut upstream = TcpStream::connect(("127.0.0.1", upstream_port)).await?;
+            upstream.write_all(&request).await?;
+            let mut response = vec![0u8; 1 << 20];
+            let n = upstream.read(&mut response).await?;
+            if lose_response || n == 0 {
+                return Ok(()); // drops the client connection mid-answer
+            }
+            // Forward the rest of this response: read until the upstream has sent it all
+            // (Azurite answers small non-batch requests in one or two reads here).
+            let mut answer = response[..n].to_vec();
+            let header_end = loop {
+                if let Some(i) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                let n = upstream.read(&mut response).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                answer.extend_from_slice(&response[..n]);
+            };
+            let head = String::from_utf8_lossy(&answer[..header_end]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while answer.len() < header_end + length {
+                let n = upstream.read(&mut response).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                answer.extend_from_slice(&response[..n]);
+            }
+            client.write_all(&answer).await?;
+        }
+    }
+
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(relay(client, upstream_port));
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn a_lost_response_is_maybe_applied_and_a_retry_is_a_duplicate() {
+    let (azurite, direct) = setup().await;
+    let (port, proxy) = start_response_losing_proxy(azurite.table_port).await;
+    let connection = Azurite::connection_string_for(
+        &azurite.blob_endpoint(),
+        &format!(
+            "http://127.0.0.1:{port}/{}",
+            streamfold_testbed::azurite::ACCOUNT
+        ),
+    );
+    let lossy = TableStore::new(StorageAccount::from_connection_string(&connection).unwrap())
+        .with_table_name(direct.table_name().to_owned());
+    let s = stream("lost");
+    let batch = events(2);
+
+    match lossy.append(&s, NoStream, batch.clone()).await {
+        Err(StoreError::Unavailable { maybe_applied, .. }) => assert!(maybe_applied),
+        other => panic!("{other:?}"),
+    }
+    // It was applied, once; the retry with the same ids says so.
+    assert_eq!(direct.version(&s).await.unwrap(), 2);
+    let retry = direct.append(&s, NoStream, batch).await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!((retry.first_sequence, retry.version), (1, 2));
+    // Reads through the proxy are unaffected.
+    assert_eq!(lossy.version(&s).await.unwrap(), 2);
+    proxy.abort();
+}
