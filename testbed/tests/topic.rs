@@ -1,11 +1,13 @@
 //! The Event Grid topic simulator: its publish checks, and delivery with chaos and retries,
-//! against a small webhook receiver in this file.
+//! against a small webhook receiver in this file and through the host simulator's Event Grid
+//! webhook to the echo-handler.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use streamfold_testbed::hostsim::{stage_app, HostConfig, HostSim};
 use streamfold_testbed::topic::{
     AttemptOutcome, Chaos, DeliveryRetry, DeliveryStats, DownMode, InputSchema, Subscription,
     TopicConfig, TopicSim, MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES,
@@ -515,4 +517,95 @@ async fn chaos_is_at_least_once_unordered_and_reproducible() {
     // Another seed, other choices.
     let (_, log_other, _, _) = chaos_run(43).await;
     assert_ne!(log, log_other);
+}
+
+/// An app with one Event Grid function, `Projector`, run by the echo-handler (which fails an
+/// invocation whose event has `data.fail == true`).
+fn projector_app() -> tempfile::TempDir {
+    let template = tempfile::tempdir().unwrap();
+    let root = template.path();
+    let host_json = json!({
+        "version": "2.0",
+        "customHandler": {"description": {"defaultExecutablePath": "handler"}}
+    });
+    std::fs::write(root.join("host.json"), host_json.to_string()).unwrap();
+    std::fs::create_dir(root.join("Projector")).unwrap();
+    std::fs::write(
+        root.join("Projector/function.json"),
+        r#"{"bindings":[{"type":"eventGridTrigger","direction":"in","name":"event"}]}"#,
+    )
+    .unwrap();
+    stage_app(
+        root,
+        std::path::Path::new(env!("CARGO_BIN_EXE_echo-handler")),
+        "handler",
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn delivers_through_the_host_simulator_webhook_in_both_schemas() {
+    let app = projector_app();
+    let host = HostSim::start(HostConfig::new(app.path())).await.unwrap();
+    let url = format!(
+        "{}/runtime/webhooks/EventGrid?functionName=Projector",
+        host.base_url()
+    );
+    for (schema, content_type, event) in [
+        (
+            InputSchema::EventGridEvent,
+            "application/json",
+            eg_event as fn(&str) -> Value,
+        ),
+        (
+            InputSchema::CloudEvent,
+            "application/cloudevents-batch+json",
+            cloud_event,
+        ),
+    ] {
+        let subscription = Subscription::new(url.clone()).with_retry(fast_retry(3));
+        let sim = TopicSim::start(TopicConfig::with_schema(schema).subscribe(subscription))
+            .await
+            .unwrap();
+        let mut publish = Publish::to(&sim);
+        publish.content_type = content_type;
+        let mut failing = event("bad");
+        failing["data"] = json!({"fail": true});
+        let batch = json!([event("good-1"), failing, event("good-2")]);
+        assert_eq!(publish.json(&batch).await.0, 200);
+        sim.wait_idle(IDLE).await.unwrap();
+
+        let mut outcomes: BTreeMap<String, Vec<AttemptOutcome>> = BTreeMap::new();
+        for a in sim.delivery_log() {
+            outcomes.entry(a.event_id).or_default().push(a.outcome);
+        }
+        use AttemptOutcome::Status;
+        assert_eq!(outcomes["good-1"], [Status(202)], "{schema:?}");
+        assert_eq!(outcomes["good-2"], [Status(202)], "{schema:?}");
+        // The handler fails it, the host answers 500, the topic retries, then drops it.
+        assert_eq!(outcomes["bad"], vec![Status(500); 3], "{schema:?}");
+        let stats = sim.stats();
+        assert_eq!((stats.delivered, stats.dropped), (2, 1), "{schema:?}");
+    }
+    // The handler saw every attempt: 2 + 3 per schema.
+    let invocations: Vec<Value> = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!(
+            "http://127.0.0.1:{}/__received",
+            host.handler_port()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let projector = invocations
+        .iter()
+        .filter(|r| r["path"] == "/Projector")
+        .count();
+    assert_eq!(projector, 10);
+    host.shutdown().await.unwrap();
 }
