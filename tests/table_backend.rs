@@ -812,3 +812,31 @@ async fn a_lost_response_is_maybe_applied_and_a_retry_is_a_duplicate() {
     assert_eq!(lossy.version(&s).await.unwrap(), 2);
     proxy.abort();
 }
+
+#[tokio::test]
+async fn reads_follow_continuation_tokens_past_a_page() {
+    const APPENDS: u64 = 24;
+    let (_azurite, store) = setup().await;
+    let s = stream("long");
+    let per_append = MAX_EVENTS_PER_APPEND as u64;
+    for n in 0..APPENDS {
+        store
+            .append(&s, Exact(n * per_append), events(MAX_EVENTS_PER_APPEND))
+            .await
+            .unwrap();
+    }
+    let total = APPENDS * per_append;
+    assert!(total > 1_000, "more than one query page");
+    let slice = store.read(&s, ReadRequest::all()).await.unwrap();
+    assert_eq!(slice.version, total);
+    let sequences: Vec<u64> = slice.events.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=total).collect::<Vec<_>>());
+    let tail = store
+        .read(&s, ReadRequest::range(995, Some(1_005)))
+        .await
+        .unwrap();
+    assert_eq!(
+        tail.events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        (995..=1_005).collect::<Vec<_>>()
+    );
+}
