@@ -19,6 +19,7 @@
 //! - **The key stays secret.** It is only ever put in the `aeg-sas-key` header; errors and logs
 //!   show the endpoint without its query string.
 
+use std::fmt;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,7 @@ use uuid::Uuid;
 use super::notification::{Notification, MAX_EVENT_BYTES};
 use super::retry::{random_unit, RetryPolicy, DEFAULT_CONNECT_TIMEOUT};
 use super::schema::{join_array, NotificationSchema};
-use super::settings::{NotificationSettings, NotificationTarget, TopicKey};
+use super::settings::{without_query, NotificationSettings, NotificationTarget, TopicKey};
 use super::sink::NotificationSink;
 
 /// Largest request body, in bytes (Event Grid: 1 MB per request).
@@ -116,13 +117,24 @@ impl PublishError {
 }
 
 /// Publishes notifications to one target in one schema.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Publisher {
     client: reqwest::Client,
     url: Url,
     key: Option<TopicKey>,
     schema: NotificationSchema,
     retry: RetryPolicy,
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("url", &without_query(&self.url))
+            .field("key", &self.key)
+            .field("schema", &self.schema)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Publisher {
@@ -222,9 +234,7 @@ impl Publisher {
 
     /// The endpoint as shown in errors and logs: no query string (it may carry a key).
     fn shown_endpoint(&self) -> String {
-        let mut shown = self.url.clone();
-        shown.set_query(None);
-        shown.to_string()
+        without_query(&self.url)
     }
 
     /// Sends one request body, retrying transient failures.

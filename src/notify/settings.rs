@@ -77,14 +77,44 @@ impl fmt::Display for TopicKey {
     }
 }
 
-/// Where notifications are published.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where notifications are published. `Debug` leaves out URL query strings: a deployed
+/// webhook URL carries its key as `code=`.
+#[derive(Clone, PartialEq, Eq)]
 pub enum NotificationTarget {
     /// An Event Grid custom topic: `aeg-sas-key` header, `api-version` query parameter.
     Topic { endpoint: Url, key: TopicKey },
     /// An Event Grid webhook of a Functions host (local development): header
     /// `aeg-event-type: Notification`, no key.
     LocalWebhook { url: Url },
+}
+
+impl fmt::Debug for NotificationTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Topic { endpoint, key } => f
+                .debug_struct("Topic")
+                .field("endpoint", &without_query(endpoint))
+                .field("key", key)
+                .finish(),
+            Self::LocalWebhook { url } => f
+                .debug_struct("LocalWebhook")
+                .field("url", &without_query(url))
+                .finish(),
+        }
+    }
+}
+
+/// A URL as shown in logs and errors: its query string (which may hold a key) replaced by
+/// `?…` when there is one.
+pub fn without_query(url: &Url) -> String {
+    let mut shown = url.clone();
+    let had_query = shown.query().is_some();
+    shown.set_query(None);
+    if had_query {
+        format!("{shown}?…")
+    } else {
+        shown.to_string()
+    }
 }
 
 /// The notification part of the app settings.
