@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use streamfold_testbed::hostsim::{HandlerState, HostConfig, HostSim, TriggerValueEncoding};
+use streamfold_testbed::hostsim::{
+    stage_app, HandlerState, HostConfig, HostSim, TriggerValueEncoding,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -17,10 +19,11 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-/// An app dir with the echo-handler as `handler` and a set of functions.
+/// An app dir with the echo-handler as `handler` and a set of functions, staged from a
+/// template the way streamfold's tests stage the real app.
 fn app_dir(forwarding: bool) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let template = tempfile::tempdir().unwrap();
+    let root = template.path();
     write(
         &root.join("host.json"),
         &json!({
@@ -33,9 +36,6 @@ fn app_dir(forwarding: bool) -> tempfile::TempDir {
         })
         .to_string(),
     );
-    let handler = root.join("handler");
-    std::fs::copy(env!("CARGO_BIN_EXE_echo-handler"), &handler).unwrap();
-    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755)).unwrap();
     write(
         &root.join("local.settings.json"),
         r#"{"IsEncrypted":false,"Values":{"FUNCTIONS_WORKER_RUNTIME":"custom","ECHO_SETTING":"from-local"}}"#,
@@ -75,7 +75,12 @@ fn app_dir(forwarding: bool) -> tempfile::TempDir {
         &root.join("nested/Deep/function.json"),
         r#"{"bindings":[{"type":"eventGridTrigger","direction":"in","name":"event"}]}"#,
     );
-    dir
+    stage_app(
+        root,
+        Path::new(env!("CARGO_BIN_EXE_echo-handler")),
+        "handler",
+    )
+    .unwrap()
 }
 
 fn config(dir: &Path) -> HostConfig {
@@ -147,6 +152,11 @@ async fn forwards_http_requests_as_the_host_does() {
         json!(["test-client/1 Azure-Functions-Host/4.0.0.0"])
     );
     assert_eq!(headers["x-azure-functions-hostversion"], json!(["4.0.0.0"]));
+    // The original Host header is kept, as the host's HttpClient sends the copied one.
+    assert_eq!(
+        headers["host"],
+        json!([format!("127.0.0.1:{}", host.port())])
+    );
     let first_id = headers["x-azure-functions-invocationid"][0]
         .as_str()
         .unwrap();

@@ -15,7 +15,8 @@
 //!   them where a handler can tell;
 //! - [`eventgrid`]: the Event Grid webhook with its handshakes, one invocation per event;
 //! - [`timer`] and [`ncrontab`]: timer triggers on their schedules, plus the admin endpoint
-//!   `POST /admin/functions/{name}` to run any non-HTTP function at once.
+//!   `POST /admin/functions/{name}` to run any non-HTTP function at once;
+//! - [`stage`]: a test's copy of an app template with the handler binary made executable.
 //!
 //! It is not a security boundary: keys (`?code=`, `x-functions-key`) are not checked, as
 //! locally in the real host. Output bindings other than `http` are not executed; their values
@@ -27,6 +28,7 @@ pub mod invoke;
 pub mod ncrontab;
 pub mod route;
 pub mod server;
+pub mod stage;
 pub mod timer;
 pub mod worker;
 
@@ -43,6 +45,7 @@ use tokio::task::JoinHandle;
 
 pub use app::{AppDefinition, FunctionDef, Trigger};
 pub use invoke::{InvocationRecord, HOST_VERSION};
+pub use stage::stage_app;
 pub use worker::HandlerState;
 
 /// The port `func host start` uses by default.

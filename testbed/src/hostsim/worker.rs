@@ -56,6 +56,10 @@ const READY_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_FAILURES: usize = 3;
 /// Failures further apart than this start a new count (`WorkerRestartErrorIntervalThresholdInMinutes`).
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(30 * 60);
+/// How many times a spawn failing with ETXTBSY is retried.
+const BUSY_TEXT_RETRIES: u32 = 40;
+/// The pause between those retries.
+const BUSY_TEXT_PAUSE: Duration = Duration::from_millis(25);
 /// Lines of handler output kept for [`Supervisor::output`].
 pub const OUTPUT_LINES_KEPT: usize = 10_000;
 
@@ -368,7 +372,7 @@ async fn supervise(
     };
     let mut failures: Vec<Instant> = Vec::new();
     loop {
-        let mut child = match spawn(&spec, &shared) {
+        let mut child = match spawn_retrying_busy_text(&spec, &shared).await {
             Ok(child) => child,
             Err(error) => {
                 let reason = format!("{error:#}");
@@ -477,7 +481,30 @@ async fn stop_child(
     status
 }
 
-fn spawn(spec: &WorkerSpec, shared: &Arc<Shared>) -> anyhow::Result<Child> {
+/// Spawns the handler, retrying while exec fails with ETXTBSY ("text file busy"): in a
+/// multi-threaded process (parallel tests) a freshly copied executable can still be open for
+/// writing in another thread's forked child for a moment (rust-lang/rust#114554).
+async fn spawn_retrying_busy_text(
+    spec: &WorkerSpec,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<Child> {
+    let mut attempts = 0;
+    loop {
+        match spawn(spec, shared) {
+            Err(error)
+                if attempts < BUSY_TEXT_RETRIES && error.raw_os_error() == Some(libc::ETXTBSY) =>
+            {
+                attempts += 1;
+                tokio::time::sleep(BUSY_TEXT_PAUSE).await;
+            }
+            result => {
+                return result.with_context(|| format!("starting {}", spec.program.display()))
+            }
+        }
+    }
+}
+
+fn spawn(spec: &WorkerSpec, shared: &Arc<Shared>) -> std::io::Result<Child> {
     let worker_id = uuid::Uuid::new_v4().to_string();
     let mut command = Command::new(&spec.program);
     command
@@ -501,9 +528,7 @@ fn spawn(spec: &WorkerSpec, shared: &Arc<Shared>) -> anyhow::Result<Child> {
             Ok(())
         });
     }
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting {}", spec.program.display()))?;
+    let mut child = command.spawn()?;
     if let Some(stdout) = child.stdout.take() {
         tokio::spawn(copy_lines(
             stdout,
