@@ -25,7 +25,7 @@ use crate::stream::{EventMetadata, NewEvent, RecordedEvent, StoreError};
 /// A JSON object of entity properties.
 pub type Properties = Map<String, Value>;
 
-/// Largest entity Table storage stores (1 MiB, counted as in [`entity_size`]).
+/// Largest entity Table storage stores (1 MiB, counted as `TableStore::event_entity_size` counts).
 pub const MAX_ENTITY_BYTES: usize = 1024 * 1024;
 /// Longest string property, in UTF-16 code units (64 KiB).
 pub const MAX_STRING_PROPERTY_UTF16: usize = 32 * 1024;

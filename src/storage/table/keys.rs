@@ -28,7 +28,7 @@ pub const HEADER_ROW_KEY: &str = "HEAD";
 pub const EVENT_ROW_PREFIX: &str = "E-";
 /// Digits of the zero-padded sequence number in an event RowKey.
 pub const SEQUENCE_WIDTH: usize = 10;
-/// Largest sequence number that fits [`SEQUENCE_WIDTH`] digits.
+/// Largest sequence number that fits `SEQUENCE_WIDTH` (10) digits.
 pub const MAX_SEQUENCE: u64 = 9_999_999_999;
 /// RowKey prefix of event-id rows (one per stored event, for idempotent retries).
 pub const EVENT_ID_ROW_PREFIX: &str = "ID-";

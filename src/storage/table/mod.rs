@@ -2,15 +2,15 @@
 //! partition, every append one entity group transaction.
 //!
 //! # Layout
-//! PartitionKey `{domain}|{entity}|{instance}` ([`keys`]); in each partition:
+//! PartitionKey `{domain}|{entity}|{instance}` (module `keys`); in each partition:
 //! - `HEAD`: the stream header, `Version` (`Edm.Int64`, the last sequence number) and `Created`;
 //! - `E-{sequence:010}`: one row per event: `EventId`, `EventType`, `Recorded` (the append's
 //!   time), the metadata properties and the data as JSON text in `Data`, `Data01`, ... chunks
-//!   ([`entity`]);
+//!   (module `entity`);
 //! - `ID-{event id}`: one row per event (`Sequence`, `FirstSequence`, `LastSequence` of the
 //!   append that stored it), so a retried append is recognised and a reused id refused.
 //!
-//! # Appends ([`append`])
+//! # Appends (module `append`)
 //! An append is one entity group transaction, all or nothing, and its expectation is checked
 //! by the same transaction:
 //! - `NoStream` / `Exact(0)`: insert the header, the event rows and the id rows; a 409 means the
@@ -28,8 +28,16 @@
 //! successful path stays one request. One operation per transaction is reserved for a future
 //! outbox row, which fixes [`MAX_EVENTS_PER_APPEND`] at 48.
 //!
-//! # Reads ([`read`])
-//! RowKey range queries within the partition, plus a point read of the header for the version.
+//! If the transport retries a transaction whose first answer was lost and which had been
+//! applied, the retry is rolled back (its rows exist) and the event-id rows identify it: the
+//! caller gets the append's outcome with `duplicate = true`, and the events are stored once.
+//! `Recorded` is the appending process's clock, so `as_of` reads are as exact as the writers'
+//! clocks. The crate cannot ask for `Prefer: return-no-content`, so storage echoes inserted
+//! entities in the transaction's answer (download traffic about equal to the upload).
+//!
+//! # Reads (module `read`)
+//! RowKey range queries within the partition (1,000 entities a page, continuation followed),
+//! plus a point read of the header for the version; both run concurrently.
 //!
 //! # Failure
 //! Every request has bounded timeouts and retries (see [`crate::storage::connection`]); an
