@@ -203,6 +203,27 @@ async fn retries_503_and_429_then_succeeds() {
 }
 
 #[tokio::test]
+async fn a_request_that_times_out_is_retried() {
+    let sim = TopicSim::start(TopicConfig::default()).await.unwrap();
+    let mut retry = fast_retry(5);
+    retry.request_timeout = Duration::from_millis(300);
+    let publisher =
+        publisher_for(&sim, NotificationSchema::EventGridEvent).with_retry_policy(retry);
+    sim.stall_next(2);
+    // A hung topic must not hang the publisher: the bound is far above 2 timeouts + backoff.
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        publisher.publish(&history("t", 1, 10)),
+    )
+    .await
+    .expect("the publisher waited on a hung request")
+    .unwrap();
+    let statuses: Vec<u16> = sim.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [0, 0, 200], "two stalls, then accepted");
+    assert_eq!(sim.received().len(), 2);
+}
+
+#[tokio::test]
 async fn gives_up_after_the_attempt_limit() {
     let sim = TopicSim::start(TopicConfig::default()).await.unwrap();
     let publisher =

@@ -5,18 +5,21 @@
 //! Publishing (`POST {endpoint}`, `endpoint()` = `http://127.0.0.1:{port}/api/events`), checks
 //! in this order:
 //! 1. down ([`TopicSim::set_down`]): connection refused, or 503;
-//! 2. an injected failure ([`TopicSim::fail_next`]): that status;
-//! 3. anything but `POST /api/events` → 404;
-//! 4. `aeg-sas-key` missing or wrong → 401;
-//! 5. no `api-version` query parameter → 400;
-//! 6. body over [`MAX_REQUEST_BYTES`] → 413;
-//! 7. content type: `application/json` for an Event Grid schema topic;
+//! 2. a stall ([`TopicSim::stall_next`]): no answer at all (recorded with status 0) until
+//!    [`TopicSim::release_stalls`], the topic going down or being dropped, then 503 — a hung
+//!    server, to test publishers' timeouts;
+//! 3. an injected failure ([`TopicSim::fail_next`]): that status;
+//! 4. anything but `POST /api/events` → 404;
+//! 5. `aeg-sas-key` missing or wrong → 401;
+//! 6. no `api-version` query parameter → 400;
+//! 7. body over [`MAX_REQUEST_BYTES`] → 413;
+//! 8. content type: `application/json` for an Event Grid schema topic;
 //!    `application/cloudevents-batch+json` (an array) or `application/cloudevents+json` (one
 //!    event) for a CloudEvents topic → else 400;
-//! 8. not JSON, or not an array (object for a single CloudEvent) → 400; more than
+//! 9. not JSON, or not an array (object for a single CloudEvent) → 400; more than
 //!    [`MAX_EVENTS_PER_REQUEST`] events → 413; an event over [`MAX_EVENT_BYTES`] (its bytes as
 //!    sent) → 413;
-//! 9. every event against the topic's schema → 400 naming the event index and the problem
+//! 10. every event against the topic's schema → 400 naming the event index and the problem
 //!    (EventGridEvent: `id`, `subject`, `eventType`, `eventTime` (RFC 3339), `data`,
 //!    `dataVersion` required, `topic` omitted or equal to this topic's resource id — so an
 //!    explicit `"topic": null` is refused, `metadataVersion` omitted or `"1"`; CloudEvents 1.0:
@@ -320,6 +323,9 @@ struct State {
     received: Mutex<Vec<Value>>,
     requests: Mutex<Vec<PublishRecord>>,
     injected: Mutex<VecDeque<u16>>,
+    stalls: Mutex<usize>,
+    /// Bumped to release every stalled request.
+    release: watch::Sender<u64>,
     down: Mutex<Option<DownMode>>,
     stats: Mutex<DeliveryStats>,
     log: Mutex<Vec<DeliveryAttempt>>,
@@ -363,6 +369,8 @@ impl TopicSim {
             received: Mutex::default(),
             requests: Mutex::default(),
             injected: Mutex::default(),
+            stalls: Mutex::default(),
+            release: watch::channel(0).0,
             down: Mutex::default(),
             stats: Mutex::default(),
             log: Mutex::default(),
@@ -416,10 +424,24 @@ impl TopicSim {
         lock(&self.state.injected).extend(std::iter::repeat_n(status, count));
     }
 
+    /// Makes the next `count` publish requests hang without an answer (see the module
+    /// documentation).
+    pub fn stall_next(&self, count: usize) {
+        *lock(&self.state.stalls) += count;
+    }
+
+    /// Answers every stalled request (503).
+    pub fn release_stalls(&self) {
+        self.state
+            .release
+            .send_modify(|generation| *generation += 1);
+    }
+
     /// Takes the topic down: connections refused (the port is closed) or 503 to everything.
     pub async fn set_down(&self, mode: DownMode) -> anyhow::Result<()> {
         *lock(&self.state.down) = Some(mode);
         if mode == DownMode::Refuse {
+            self.release_stalls();
             if let Some(server) = self.server.lock().await.take() {
                 let _ = server.shutdown.send(());
                 server.task.await.context("stopping the topic server")?;
@@ -481,6 +503,7 @@ impl TopicSim {
 
 impl Drop for TopicSim {
     fn drop(&mut self) {
+        self.release_stalls();
         if let Ok(mut server) = self.server.try_lock() {
             if let Some(server) = server.take() {
                 let _ = server.shutdown.send(());
@@ -515,6 +538,9 @@ fn serve(listener: tokio::net::TcpListener, state: Arc<State>) -> Server {
                   body: Bytes| {
                 let state = state.clone();
                 async move {
+                    if let Some(reply) = stall(&state, &headers, body.len()).await {
+                        return reply;
+                    }
                     let (status, reason) = publish(
                         &state,
                         &method,
@@ -540,6 +566,40 @@ fn serve(listener: tokio::net::TcpListener, state: Arc<State>) -> Server {
     Server { shutdown, task }
 }
 
+/// When a stall is due: records the request, waits for a release, and answers 503.
+async fn stall(state: &State, headers: &HeaderMap, bytes: usize) -> Option<warp::reply::Response> {
+    if lock(&state.down).is_some() {
+        return None;
+    }
+    {
+        let mut stalls = lock(&state.stalls);
+        if *stalls == 0 {
+            return None;
+        }
+        *stalls -= 1;
+    }
+    let mut release = state.release.subscribe();
+    let generation = *release.borrow_and_update();
+    lock(&state.requests).push(PublishRecord {
+        status: 0,
+        events: 0,
+        bytes,
+        content_type: content_type(headers),
+        reason: Some("stalled: no answer".into()),
+    });
+    let _ = release.wait_for(|g| *g > generation).await;
+    let mut reply = warp::reply::Response::new("released after a stall".into());
+    *reply.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    Some(reply)
+}
+
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(warp::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// Handles one publish request; the status and, when refused, why.
 fn publish(
     state: &Arc<State>,
@@ -549,10 +609,7 @@ fn publish(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> (StatusCode, Option<String>) {
-    let content_type = headers
-        .get(warp::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let content_type = content_type(headers);
     let (status, events, reason) = match check(
         state,
         method,

@@ -234,6 +234,38 @@ async fn injected_failures_and_downtime() {
     assert_eq!(sim.received().len(), 2);
 }
 
+#[tokio::test]
+async fn stalled_requests_get_no_answer_until_released() {
+    let sim = TopicSim::start(TopicConfig::default()).await.unwrap();
+    sim.stall_next(1);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let send = || {
+        client
+            .post(format!("{}?api-version=2018-01-01", sim.endpoint()))
+            .header("content-type", "application/json")
+            .header("aeg-sas-key", sim.key())
+            .body(json!([eg_event("a")]).to_string())
+    };
+    let err = send()
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert_eq!(send().send().await.unwrap().status(), 200);
+    // A stalled request still waiting is answered 503 when released.
+    sim.stall_next(1);
+    let waiting = tokio::spawn(send().send());
+    while sim.requests().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sim.release_stalls();
+    assert_eq!(waiting.await.unwrap().unwrap().status(), 503);
+    let statuses: Vec<u16> = sim.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [0, 200, 0]);
+    assert_eq!(sim.received().len(), 1);
+}
+
 async fn futures_statuses(publish: &Publish<'_>, batch: &Value, n: usize) -> Vec<u16> {
     let mut out = Vec::new();
     for _ in 0..n {
