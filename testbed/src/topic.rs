@@ -20,12 +20,12 @@
 //!    [`MAX_EVENTS_PER_REQUEST`] events → 413; an event over [`MAX_EVENT_BYTES`] (its bytes as
 //!    sent) → 413;
 //! 10. every event against the topic's schema → 400 naming the event index and the problem
-//!    (EventGridEvent: `id`, `subject`, `eventType`, `eventTime` (RFC 3339), `data`,
-//!    `dataVersion` required, `topic` omitted or equal to this topic's resource id — so an
-//!    explicit `"topic": null` is refused, `metadataVersion` omitted or `"1"`; CloudEvents 1.0:
-//!    `specversion` `"1.0"`, non-empty `id`, `source`, `type`, an RFC 3339 `time` when present,
-//!    string `subject`/`datacontenttype`/`dataschema`, not both `data` and `data_base64`,
-//!    attribute names of lower-case letters and digits).
+//!     (EventGridEvent: `id`, `subject`, `eventType`, `eventTime` (RFC 3339), `data`,
+//!     `dataVersion` required, `topic` omitted or equal to this topic's resource id — so an
+//!     explicit `"topic": null` is refused, `metadataVersion` omitted or `"1"`; CloudEvents 1.0:
+//!     `specversion` `"1.0"`, non-empty `id`, `source`, `type`, an RFC 3339 `time` when present,
+//!     string `subject`/`datacontenttype`/`dataschema`, not both `data` and `data_base64`,
+//!     attribute names of lower-case letters and digits).
 //!
 //! A request is all-or-nothing: one bad event refuses the whole request, as Event Grid does.
 //! Every request and its status is recorded ([`TopicSim::requests`]); accepted events are
