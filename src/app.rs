@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use crate::config::{BackendKind, ConfigError, Settings, StorageTarget};
 use crate::projection::{ProjectionRegistry, ProjectionRunner, SnapshotStore};
+use crate::readmodel::{MemoryReadModelStore, ReadModelStore, TableReadModelStore};
 use crate::storage::connection::StorageAccount;
-use crate::storage::{BlobStore, MemoryStore, TableStore};
+use crate::storage::{BlobStore, MemoryStore, TableSnapshotStore, TableStore};
 use crate::stream::{EventStore, StoreError};
 
 /// One configured backend: its event store and, where it has one, its snapshot store.
@@ -24,6 +25,10 @@ pub struct App {
     /// Used for every domain when the app runs without configured storage (unit tests).
     fallback: Option<Backend>,
     projections: ProjectionRegistry,
+    /// Read models (`crate::readmodel`): where their rows live (`None` without storage
+    /// settings) and which projections are kept as rows.
+    read_model_store: Option<Arc<dyn ReadModelStore>>,
+    read_models: ProjectionRegistry,
 }
 
 impl App {
@@ -37,11 +42,17 @@ impl App {
             }
             backends.insert(target.clone(), build_backend(target)?);
         }
+        let read_model_store = match &settings.read_model_storage {
+            Some(target) => Some(build_read_model_store(target)?),
+            None => None,
+        };
         Ok(Self {
             settings,
             backends,
             fallback: None,
             projections: ProjectionRegistry::default(),
+            read_model_store,
+            read_models: ProjectionRegistry::default(),
         })
     }
 
@@ -56,6 +67,8 @@ impl App {
                 snapshots: None,
             }),
             projections: ProjectionRegistry::default(),
+            read_model_store: Some(Arc::new(MemoryReadModelStore::new())),
+            read_models: ProjectionRegistry::default(),
         }
     }
 
@@ -69,6 +82,31 @@ impl App {
 
     pub fn projections_mut(&mut self) -> &mut ProjectionRegistry {
         &mut self.projections
+    }
+
+    /// The projections kept as read models (rows updated from notifications).
+    pub fn read_models(&self) -> &ProjectionRegistry {
+        &self.read_models
+    }
+
+    pub fn read_models_mut(&mut self) -> &mut ProjectionRegistry {
+        &mut self.read_models
+    }
+
+    /// Where read-model rows live.
+    pub fn read_model_store(&self) -> Result<Arc<dyn ReadModelStore>, StoreError> {
+        self.read_model_store.clone().ok_or_else(|| {
+            StoreError::Misconfigured(format!(
+                "no read-model storage is configured (set AzureWebJobsStorage or {})",
+                crate::config::READ_MODEL_STORAGE_SETTING
+            ))
+        })
+    }
+
+    /// Replaces the read-model store (tests use their own).
+    pub fn with_read_model_store(mut self, store: Arc<dyn ReadModelStore>) -> Self {
+        self.read_model_store = Some(store);
+        self
     }
 
     /// The backend that holds the streams of `domain` / `entity`.
@@ -110,16 +148,26 @@ fn build_backend(target: &StorageTarget) -> Result<Backend, ConfigError> {
         }
     })?;
     match target.kind {
-        BackendKind::Table => {
-            let store = Arc::new(TableStore::new(account));
-            Ok(Backend {
-                events: store,
-                snapshots: None,
-            })
-        }
+        BackendKind::Table => Ok(Backend {
+            events: Arc::new(TableStore::new(account.clone())),
+            snapshots: Some(Arc::new(TableSnapshotStore::new(account))),
+        }),
+        // Snapshots of blob streams live in Table storage of the same account: they are small,
+        // replaced in place, and read by key, which is what tables do well.
         BackendKind::AppendBlob => Ok(Backend {
-            events: Arc::new(BlobStore::new(account)),
-            snapshots: None,
+            events: Arc::new(BlobStore::new(account.clone())),
+            snapshots: Some(Arc::new(TableSnapshotStore::new(account))),
         }),
     }
+}
+
+fn build_read_model_store(target: &StorageTarget) -> Result<Arc<dyn ReadModelStore>, ConfigError> {
+    let account =
+        StorageAccount::from_connection_string(&target.connection_string).map_err(|e| {
+            ConfigError {
+                setting: target.connection_setting.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+    Ok(Arc::new(TableReadModelStore::new(&account)))
 }

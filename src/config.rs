@@ -29,6 +29,9 @@ pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100;
 /// Times a command is retried from fresh state after losing a race to another writer.
 pub const CONFLICT_RETRIES_SETTING: &str = "StreamfoldConflictRetries";
 pub const DEFAULT_CONFLICT_RETRIES: u32 = 5;
+/// Names the app setting holding the connection string of read-model storage (Table storage;
+/// see `crate::readmodel`); [`DEFAULT_CONNECTION_SETTING`] when absent.
+pub const READ_MODEL_STORAGE_SETTING: &str = "StreamfoldReadModelStorage";
 /// Port the Functions host tells the handler to listen on.
 pub const PORT_SETTING: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
 pub const DEFAULT_PORT: u16 = 7072;
@@ -111,6 +114,8 @@ pub struct Settings {
     pub storage: StorageRouting,
     pub snapshot_every: u64,
     pub conflict_retries: u32,
+    /// Where read-model rows live (Table storage); `None` when no connection string is set.
+    pub read_model_storage: Option<StorageTarget>,
 }
 
 impl Settings {
@@ -127,6 +132,7 @@ impl Settings {
             storage: storage_routing(&env)?,
             snapshot_every: parse_or(&env, SNAPSHOT_EVERY_SETTING, DEFAULT_SNAPSHOT_EVERY)?,
             conflict_retries: parse_or(&env, CONFLICT_RETRIES_SETTING, DEFAULT_CONFLICT_RETRIES)?,
+            read_model_storage: read_model_storage(&env)?,
         })
     }
 }
@@ -179,6 +185,29 @@ fn storage_routing(env: &HashMap<String, String>) -> Result<StorageRouting, Conf
             connection_string: cs.clone(),
         });
     Ok(StorageRouting { rules, default })
+}
+
+/// The read-model storage: the connection string named by [`READ_MODEL_STORAGE_SETTING`], or
+/// `AzureWebJobsStorage` when that setting is absent.
+fn read_model_storage(env: &HashMap<String, String>) -> Result<Option<StorageTarget>, ConfigError> {
+    let named = env
+        .get(READ_MODEL_STORAGE_SETTING)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty());
+    let connection_setting = named.unwrap_or(DEFAULT_CONNECTION_SETTING);
+    let connection_string = env.get(connection_setting).filter(|v| !v.trim().is_empty());
+    match (connection_string, named) {
+        (Some(cs), _) => Ok(Some(StorageTarget {
+            kind: BackendKind::Table,
+            connection_setting: connection_setting.to_owned(),
+            connection_string: cs.clone(),
+        })),
+        (None, Some(name)) => Err(ConfigError::new(
+            READ_MODEL_STORAGE_SETTING,
+            format!("names connection string setting {name:?}, which is not set"),
+        )),
+        (None, None) => Ok(None),
+    }
 }
 
 fn parse_target(
@@ -272,6 +301,19 @@ mod tests {
     fn secrets_stay_out_of_debug() {
         let s = settings(&[("AzureWebJobsStorage", "AccountKey=secret")]).unwrap();
         assert!(!format!("{s:?}").contains("secret"));
+    }
+
+    #[test]
+    fn read_model_storage_defaults_to_azure_web_jobs_storage() {
+        let s = settings(&[("AzureWebJobsStorage", "a")]).unwrap();
+        let t = s.read_model_storage.unwrap();
+        assert_eq!(t.connection_setting, DEFAULT_CONNECTION_SETTING);
+        assert_eq!(t.kind, BackendKind::Table);
+        let s = settings(&[(READ_MODEL_STORAGE_SETTING, "Views"), ("Views", "b")]).unwrap();
+        assert_eq!(s.read_model_storage.unwrap().connection_string, "b");
+        assert!(settings(&[]).unwrap().read_model_storage.is_none());
+        let err = settings(&[(READ_MODEL_STORAGE_SETTING, "Missing")]).unwrap_err();
+        assert_eq!(err.setting, READ_MODEL_STORAGE_SETTING);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`projection`]: folds over a stream, as of a sequence or a time, with snapshots and
 //!   classifications.
 //! - [`notify`]: Event Grid notifications (new entity, new event): shapes, schemas, publisher.
+//! - [`readmodel`]: projections kept as rows per stream, exact under at-least-once, unordered
+//!   notifications; rebuilt from the streams on demand.
 //! - [`config`]: app settings, read once at start-up without I/O.
 //! - [`app`]: the backends and projections every function shares.
 //! - [`functions`]: the handler layer (the only code that knows the HTTP framework): the
@@ -19,6 +21,7 @@ pub mod config;
 pub mod functions;
 pub mod notify;
 pub mod projection;
+pub mod readmodel;
 pub mod storage;
 pub mod stream;
 pub mod telemetry;

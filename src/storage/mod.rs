@@ -10,4 +10,4 @@ pub mod table;
 pub use blob::BlobStore;
 pub use connection::{ConnectionStringError, StorageAccount};
 pub use memory::MemoryStore;
-pub use table::TableStore;
+pub use table::{TableSnapshotStore, TableStore};

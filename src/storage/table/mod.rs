@@ -44,10 +44,11 @@
 //! outage gives `Unavailable` within seconds, never a hang.
 
 mod append;
-mod client;
-mod entity;
-mod keys;
+pub(crate) mod client;
+pub(crate) mod entity;
+pub(crate) mod keys;
 mod read;
+mod snapshot;
 
 use std::sync::Arc;
 
@@ -63,6 +64,7 @@ use client::TableApi;
 pub use append::{MAX_ATTEMPTS, MAX_EVENTS_PER_APPEND, MAX_TRANSACTION_BYTES};
 pub use entity::{MAX_ENTITY_BYTES, MAX_STRING_PROPERTY_UTF16};
 pub use keys::MAX_SEQUENCE;
+pub use snapshot::{TableSnapshotStore, DEFAULT_SNAPSHOT_TABLE};
 
 /// The table that holds the streams unless another is chosen.
 pub const DEFAULT_TABLE_NAME: &str = "streamfold";

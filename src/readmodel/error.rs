@@ -1,0 +1,66 @@
+//! The one error type of read models, with what a caller needs to decide: retry later (the
+//! storage was unavailable, other writers kept winning, the notification is ahead of the
+//! stream) or fix something (a state too large to store, an event the projection refuses).
+
+use crate::projection::ProjectionError;
+use crate::stream::{KeyError, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadModelError {
+    /// Reading the events or the rows failed (unavailable, misconfigured, corrupt data).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    /// A projection refused an event or its state could not be serialized.
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+
+    /// Other invocations kept saving the same row first; nothing is lost (it was saved by
+    /// them), but this notification was not applied and should be delivered again.
+    #[error("read model {model} of {stream}: gave up after {attempts} conflicting saves")]
+    Contention {
+        model: String,
+        stream: String,
+        attempts: u32,
+    },
+
+    /// A notification names an event the stream does not have (yet): retried later, it finds
+    /// the event once the append that wrote it is visible.
+    #[error(
+        "notification for event {sequence} of {stream}, but the stream is at version {version}"
+    )]
+    AheadOfStream {
+        stream: String,
+        sequence: u64,
+        version: u64,
+    },
+
+    /// The state is larger than one row can hold.
+    #[error(
+        "read model {model} of {stream}: the state is {bytes} bytes; a row holds at most {limit}"
+    )]
+    StateTooLarge {
+        model: String,
+        stream: String,
+        bytes: usize,
+        limit: usize,
+    },
+
+    /// A domain, entity type or instance key (from a notification, say) is not valid.
+    #[error(transparent)]
+    InvalidKey(#[from] KeyError),
+}
+
+impl ReadModelError {
+    /// True when the same call may succeed later (the caller should have it retried, e.g. by
+    /// answering Event Grid with a failure).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Store(StoreError::Unavailable { .. })
+                | Self::Projection(ProjectionError::Store(StoreError::Unavailable { .. }))
+                | Self::Contention { .. }
+                | Self::AheadOfStream { .. }
+        )
+    }
+}

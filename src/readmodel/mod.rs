@@ -1,0 +1,62 @@
+//! Read models: registered projections whose state is kept, per stream, in a store, together
+//! with the sequence number it is as of (its *checkpoint*), and kept up to date from Event Grid
+//! notifications.
+//!
+//! Event Grid delivers at least once and in no particular order, so a notification is only a
+//! hint that "stream S has an event n". What this module guarantees, whatever the delivery:
+//! - **never applied twice**: a row at sequence `c` only ever has events `c+1..` folded into it,
+//!   read from the event store, and a row is only written with the storage concurrency token
+//!   (ETag) it was read with, so two invocations can never both advance it from the same point;
+//! - **never lost**: handling "event n of S" leaves the row at sequence ≥ n (it reads up to the
+//!   end of the stream, which also fills gaps when notifications arrive before their
+//!   predecessors), or fails so that Event Grid delivers it again;
+//! - **self-healing**: a row written by another projection version, or whose state no longer
+//!   reads back, is recomputed from the start of the stream; [`rebuild`] recomputes every row
+//!   of an entity type from its streams.
+//!
+//! Nothing here knows about HTTP: the Event Grid entry points live in
+//! `crate::functions::webhook`.
+//!
+//! # Layout
+//! - `store`: the [`ReadModelStore`] contract, [`Checkpoint`], [`SaveCondition`].
+//! - `memory`: [`MemoryReadModelStore`], for unit tests.
+//! - `table`: [`TableReadModelStore`], rows in their own Azure table.
+//! - `projector`: [`ReadModelProjector`], applying one notification to every read model.
+//! - `rebuild`: [`rebuild`], recomputing every row of a domain / entity type.
+//! - `error`: [`ReadModelError`].
+
+mod error;
+mod memory;
+mod projector;
+mod rebuild;
+mod store;
+mod table;
+
+pub use error::ReadModelError;
+pub use memory::MemoryReadModelStore;
+pub use projector::{ProjectOutcome, ReadModelProjector, MAX_SAVE_ATTEMPTS};
+pub use rebuild::{rebuild, RebuildFailure, RebuildReport, REBUILD_CONCURRENCY};
+pub use store::{
+    Checkpoint, ETag, ReadModelRow, ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint,
+    UNREADABLE_ROW_VERSION,
+};
+pub use table::{TableReadModelStore, DEFAULT_READ_MODEL_TABLE};
+
+use crate::app::App;
+
+/// The projector for the read models of `domain` / `entity` in `app`: its event store, its
+/// read-model store and its registered read models.
+pub fn projector_for(
+    app: &App,
+    domain: &str,
+    entity: &str,
+) -> Result<ReadModelProjector, ReadModelError> {
+    Ok(ReadModelProjector::new(
+        app.store(domain, entity)?,
+        app.read_model_store()?,
+        app.read_models().projections(domain, entity),
+    ))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,352 @@
+//! Applying a notification "stream S has event n" to every read model registered for S's
+//! domain / entity type, exactly once, whatever order and however often notifications arrive.
+//!
+//! For each read model, one attempt is: load the row (state, sequence `c`, ETag); if `c ≥ n`
+//! the notification is a duplicate (or was overtaken) and nothing happens; otherwise read the
+//! stream's events after `c` up to its end, fold them into the row's state, and save with the
+//! row's ETag (or "must not exist" for a first row). Reading to the end, rather than applying
+//! only event n, is what makes out-of-order delivery harmless: a notification that arrives
+//! before its predecessors applies them too, and theirs then find nothing left to do.
+//!
+//! A save that loses to a concurrent invocation (another notification of the same stream)
+//! changes nothing; the attempt is made again from the fresh row, at most
+//! [`MAX_SAVE_ATTEMPTS`] times. Events are only ever folded into the state read with the ETag
+//! the save is conditioned on, so none is applied twice, and the row's sequence never goes
+//! down.
+//!
+//! All read models of one stream are loaded together and the stream is read once per attempt
+//! (from the oldest row's sequence).
+//!
+//! A row written by another projection version, one whose state no longer deserializes, or
+//! one that claims a sequence past the end of the stream is recomputed from the first event.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+
+use super::store::{Checkpoint, ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint};
+use super::ReadModelError;
+use crate::projection::{DynProjection, Fold, ProjectionError};
+use crate::stream::{EventStore, ReadRequest, RecordedEvent, StreamId};
+
+/// Attempts per read model before a notification gives up (and is delivered again later).
+pub const MAX_SAVE_ATTEMPTS: u32 = 10;
+
+/// What one call did to one read model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectOutcome {
+    /// The read model's (projection's) name.
+    pub model: String,
+    /// The row's sequence before (0 = no row).
+    pub before: u64,
+    /// The row's sequence after.
+    pub after: u64,
+    /// Events folded in by this call.
+    pub applied: u64,
+    /// The row was already at or past the notified sequence: nothing was written.
+    pub duplicate: bool,
+    /// Attempts made (more than 1 after losing to concurrent invocations).
+    pub attempts: u32,
+}
+
+/// Keeps the read models of one domain / entity type up to date.
+#[derive(Clone)]
+pub struct ReadModelProjector {
+    pub(super) events: Arc<dyn EventStore>,
+    pub(super) store: Arc<dyn ReadModelStore>,
+    pub(super) models: Vec<Arc<dyn DynProjection>>,
+}
+
+/// A save decided by an attempt.
+struct Save {
+    index: usize,
+    before: u64,
+    applied: u64,
+    checkpoint: Checkpoint,
+    condition: SaveCondition,
+}
+
+/// One read model's work within an attempt.
+struct Lane<'a> {
+    index: usize,
+    fold: Box<dyn Fold + 'a>,
+    /// Events up to here are in the fold.
+    start: u64,
+    loaded: Option<StoredCheckpoint>,
+}
+
+impl ReadModelProjector {
+    /// A projector of `models` (projections registered as read models) over the streams of
+    /// `events`, with rows in `store`.
+    pub fn new(
+        events: Arc<dyn EventStore>,
+        store: Arc<dyn ReadModelStore>,
+        models: Vec<Arc<dyn DynProjection>>,
+    ) -> Self {
+        Self {
+            events,
+            store,
+            models,
+        }
+    }
+
+    /// The names of the read models kept.
+    pub fn models(&self) -> Vec<&str> {
+        self.models.iter().map(|m| m.name()).collect()
+    }
+
+    /// Handles a notification about event `sequence` of `stream`: afterwards every read model's
+    /// row is at `sequence` or later. Outcomes are in the order of [`Self::models`].
+    pub async fn project(
+        &self,
+        stream: &StreamId,
+        sequence: u64,
+    ) -> Result<Vec<ProjectOutcome>, ReadModelError> {
+        self.advance(stream, Some(sequence)).await
+    }
+
+    /// Brings every read model's row of `stream` to the end of the stream.
+    pub async fn catch_up(&self, stream: &StreamId) -> Result<Vec<ProjectOutcome>, ReadModelError> {
+        self.advance(stream, None).await
+    }
+
+    async fn advance(
+        &self,
+        stream: &StreamId,
+        notified: Option<u64>,
+    ) -> Result<Vec<ProjectOutcome>, ReadModelError> {
+        let mut outcomes: Vec<Option<ProjectOutcome>> = vec![None; self.models.len()];
+        let mut pending: Vec<usize> = (0..self.models.len()).collect();
+        for attempt in 1..=MAX_SAVE_ATTEMPTS {
+            if pending.is_empty() {
+                break;
+            }
+            pending = self
+                .attempt(stream, notified, &pending, attempt, &mut outcomes)
+                .await?;
+        }
+        if let Some(&index) = pending.first() {
+            return Err(ReadModelError::Contention {
+                model: self.models[index].name().to_owned(),
+                stream: stream.to_string(),
+                attempts: MAX_SAVE_ATTEMPTS,
+            });
+        }
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    /// One attempt for the read models in `pending`; returns those that lost a save race.
+    async fn attempt(
+        &self,
+        stream: &StreamId,
+        notified: Option<u64>,
+        pending: &[usize],
+        attempt: u32,
+        outcomes: &mut [Option<ProjectOutcome>],
+    ) -> Result<Vec<usize>, ReadModelError> {
+        let loads = join_all(
+            pending
+                .iter()
+                .map(|&i| self.store.load(self.models[i].name(), stream)),
+        )
+        .await;
+        let mut lanes = Vec::new();
+        for (&index, loaded) in pending.iter().zip(loads) {
+            let loaded = loaded?;
+            let model = &self.models[index];
+            let before = loaded.as_ref().map_or(0, |row| row.checkpoint.sequence);
+            let mut fold = model.start();
+            let start = match &loaded {
+                Some(row) if resumable(model.as_ref(), fold.as_mut(), stream, row) => {
+                    row.checkpoint.sequence
+                }
+                _ => 0,
+            };
+            if start > 0 && notified.is_some_and(|n| start >= n) {
+                outcomes[index] = Some(ProjectOutcome {
+                    model: model.name().to_owned(),
+                    before,
+                    after: before,
+                    applied: 0,
+                    duplicate: true,
+                    attempts: attempt,
+                });
+                continue;
+            }
+            lanes.push(Lane {
+                index,
+                fold,
+                start,
+                loaded,
+            });
+        }
+        if lanes.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        let (version, events) = self.read_for(stream, &mut lanes).await?;
+        if let Some(n) = notified {
+            if version < n {
+                return Err(ReadModelError::AheadOfStream {
+                    stream: stream.to_string(),
+                    sequence: n,
+                    version,
+                });
+            }
+        }
+
+        let mut saves = Vec::new();
+        for mut lane in lanes {
+            let model = &self.models[lane.index];
+            let before = lane.loaded.as_ref().map_or(0, |r| r.checkpoint.sequence);
+            let mut applied = 0;
+            for event in events.iter().filter(|e| e.sequence > lane.start) {
+                lane.fold
+                    .apply(event)
+                    .map_err(|source| ProjectionError::Apply {
+                        projection: model.name().to_owned(),
+                        source,
+                    })?;
+                applied += 1;
+            }
+            if applied == 0 && (lane.start > 0 || version == 0) {
+                // Nothing new: the row is at the end of the stream (a catch-up), or there is
+                // no stream at all.
+                outcomes[lane.index] = Some(ProjectOutcome {
+                    model: model.name().to_owned(),
+                    before,
+                    after: before,
+                    applied: 0,
+                    duplicate: true,
+                    attempts: attempt,
+                });
+                continue;
+            }
+            let state = lane
+                .fold
+                .to_raw()
+                .map_err(|source| ProjectionError::State {
+                    projection: model.name().to_owned(),
+                    source,
+                })?;
+            saves.push(Save {
+                index: lane.index,
+                before,
+                applied,
+                checkpoint: Checkpoint {
+                    state,
+                    sequence: version,
+                    projection_version: model.version(),
+                },
+                condition: SaveCondition::after_load(lane.loaded.as_ref()),
+            });
+        }
+
+        let results = join_all(saves.iter().map(|save| {
+            self.store.save(
+                self.models[save.index].name(),
+                stream,
+                &save.checkpoint,
+                &save.condition,
+            )
+        }))
+        .await;
+        let mut lost = Vec::new();
+        for (save, result) in saves.into_iter().zip(results) {
+            let model = self.models[save.index].name();
+            match result? {
+                SaveOutcome::Saved => {
+                    tracing::debug!(
+                        stream = %stream,
+                        model,
+                        before = save.before,
+                        after = save.checkpoint.sequence,
+                        applied = save.applied,
+                        attempt,
+                        "read model saved"
+                    );
+                    outcomes[save.index] = Some(ProjectOutcome {
+                        model: model.to_owned(),
+                        before: save.before,
+                        after: save.checkpoint.sequence,
+                        applied: save.applied,
+                        duplicate: false,
+                        attempts: attempt,
+                    });
+                }
+                SaveOutcome::Conflict => {
+                    tracing::debug!(
+                        stream = %stream,
+                        model,
+                        attempt,
+                        "read model save lost a race; retrying from the fresh row"
+                    );
+                    lost.push(save.index);
+                }
+            }
+        }
+        Ok(lost)
+    }
+
+    /// Reads the events after the oldest lane's start to the end of the stream. A lane whose
+    /// row claims more events than the stream has is reset to replay from the first event.
+    async fn read_for(
+        &self,
+        stream: &StreamId,
+        lanes: &mut [Lane<'_>],
+    ) -> Result<(u64, Vec<RecordedEvent>), ReadModelError> {
+        let after = lanes.iter().map(|l| l.start).min().unwrap_or(0);
+        let slice = self.events.read(stream, ReadRequest::after(after)).await?;
+        let mut reset = false;
+        for lane in lanes.iter_mut().filter(|l| l.start > slice.version) {
+            tracing::warn!(
+                stream = %stream,
+                model = self.models[lane.index].name(),
+                row_sequence = lane.start,
+                stream_version = slice.version,
+                "read model row is past the end of the stream; recomputing it"
+            );
+            lane.fold.reset();
+            lane.start = 0;
+            reset = true;
+        }
+        if reset && after > 0 {
+            let full = self.events.read(stream, ReadRequest::all()).await?;
+            return Ok((full.version, full.events));
+        }
+        Ok((slice.version, slice.events))
+    }
+}
+
+/// Whether `row` can be resumed from: same projection version and a state that reads back
+/// (restored into `fold`). Otherwise `fold` stays at the initial state, with a log line.
+fn resumable(
+    model: &dyn DynProjection,
+    fold: &mut dyn Fold,
+    stream: &StreamId,
+    row: &StoredCheckpoint,
+) -> bool {
+    if row.checkpoint.projection_version != model.version() {
+        tracing::info!(
+            stream = %stream,
+            model = model.name(),
+            row_version = row.checkpoint.projection_version,
+            version = model.version(),
+            "read model row is of another projection version; recomputing it"
+        );
+        return false;
+    }
+    match fold.restore(&row.checkpoint.state) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                stream = %stream,
+                model = model.name(),
+                error = %e,
+                "read model state cannot be read; recomputing it"
+            );
+            fold.reset();
+            false
+        }
+    }
+}

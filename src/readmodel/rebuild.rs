@@ -1,0 +1,265 @@
+//! Recomputing every read-model row of a domain / entity type from its streams, for when rows
+//! are missing (streams written before the read model existed, notifications that never came)
+//! or wrong (a bug fixed, a row edited by hand).
+//!
+//! Each stream is replayed from its first event, once for all read models, and each row is
+//! written with the same conditions the projector uses, so a rebuild can run while
+//! notifications are being handled:
+//! - a missing row is created ("must not exist");
+//! - a row equal to the replay is left alone;
+//! - a row behind the replay, or at the same sequence with another state or projection
+//!   version, is replaced (If-Match);
+//! - a row *ahead* of the replay is left alone when a concurrent projector legitimately got
+//!   further (the stream has grown to the row's sequence since the replay); when the stream
+//!   has not, the row claims events that do not exist and is replaced.
+//!
+//! A lost save race makes the stream be replayed again, at most
+//! [`super::MAX_SAVE_ATTEMPTS`] times. Streams are handled [`REBUILD_CONCURRENCY`] at a time;
+//! a stream that fails is counted and reported without stopping the others.
+
+use futures::future::join_all;
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::projector::ReadModelProjector;
+use super::store::{Checkpoint, SaveCondition, SaveOutcome, StoredCheckpoint};
+use super::{ReadModelError, MAX_SAVE_ATTEMPTS};
+use crate::projection::{DynProjection, ProjectionError};
+use crate::stream::{validate_name, ReadRequest, StreamId, StreamSlice};
+
+/// Streams rebuilt at the same time.
+pub const REBUILD_CONCURRENCY: usize = 8;
+/// Instance keys listed per page.
+pub const REBUILD_LIST_PAGE: usize = 500;
+/// Failures described in a report (all are counted).
+pub const MAX_REPORTED_FAILURES: usize = 10;
+
+/// What a rebuild did, counted in rows (one per read model and stream) unless said otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RebuildReport {
+    /// Streams replayed.
+    pub streams: u64,
+    /// Rows created or replaced.
+    pub written: u64,
+    /// Rows already equal to the replay.
+    pub unchanged: u64,
+    /// Rows left alone because a concurrent projector had taken them further.
+    pub newer: u64,
+    /// Streams that could not be rebuilt.
+    pub failed: u64,
+    /// The first few failures: instance key and error.
+    pub failures: Vec<RebuildFailure>,
+}
+
+/// A stream that could not be rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RebuildFailure {
+    pub instance: String,
+    pub error: String,
+}
+
+/// What became of one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowResult {
+    Written,
+    Unchanged,
+    Newer,
+}
+
+/// What to do with one row, given the replay.
+enum Decision {
+    Done(RowResult),
+    Save(SaveCondition),
+    /// The stream grew since the replay and the row cannot be trusted: replay again.
+    Replay,
+}
+
+/// Recomputes every row of the projector's read models for the streams of `domain` /
+/// `entity`. Fails only when the streams cannot be listed; per-stream failures are in the
+/// report.
+pub async fn rebuild(
+    projector: &ReadModelProjector,
+    domain: &str,
+    entity: &str,
+) -> Result<RebuildReport, ReadModelError> {
+    validate_name("domain", domain)?;
+    validate_name("entity type", entity)?;
+    let mut report = RebuildReport::default();
+    if projector.models.is_empty() {
+        return Ok(report);
+    }
+    let mut continuation: Option<String> = None;
+    loop {
+        let page = projector
+            .events
+            .list_streams(domain, entity, continuation.as_deref(), REBUILD_LIST_PAGE)
+            .await?;
+        let results: Vec<(String, Result<Vec<RowResult>, ReadModelError>)> =
+            futures::stream::iter(page.instances.into_iter().map(|instance| async move {
+                let result = match StreamId::new(domain, entity, instance.as_str()) {
+                    Ok(stream) => rebuild_stream(projector, &stream).await,
+                    Err(e) => Err(e.into()),
+                };
+                (instance, result)
+            }))
+            .buffer_unordered(REBUILD_CONCURRENCY)
+            .collect()
+            .await;
+        for (instance, result) in results {
+            match result {
+                Ok(rows) => {
+                    report.streams += 1;
+                    for row in rows {
+                        match row {
+                            RowResult::Written => report.written += 1,
+                            RowResult::Unchanged => report.unchanged += 1,
+                            RowResult::Newer => report.newer += 1,
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(domain, entity, instance, error = %error, "read model rebuild failed for a stream");
+                    report.failed += 1;
+                    if report.failures.len() < MAX_REPORTED_FAILURES {
+                        report.failures.push(RebuildFailure {
+                            instance,
+                            error: error.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        match page.continuation {
+            Some(next) => continuation = Some(next),
+            None => break,
+        }
+    }
+    tracing::info!(domain, entity, ?report, "read models rebuilt");
+    Ok(report)
+}
+
+/// Rebuilds every read model's row of one stream.
+async fn rebuild_stream(
+    projector: &ReadModelProjector,
+    stream: &StreamId,
+) -> Result<Vec<RowResult>, ReadModelError> {
+    let models = &projector.models;
+    let mut results: Vec<Option<RowResult>> = vec![None; models.len()];
+    let mut pending: Vec<usize> = (0..models.len()).collect();
+    for _ in 0..MAX_SAVE_ATTEMPTS {
+        if pending.is_empty() {
+            break;
+        }
+        let slice = projector.events.read(stream, ReadRequest::all()).await?;
+        if slice.version == 0 {
+            // Listed, but gone (or never written): nothing to rebuild.
+            return Ok(Vec::new());
+        }
+        let replays = pending
+            .iter()
+            .map(|&i| replay(models[i].as_ref(), &slice))
+            .collect::<Result<Vec<_>, _>>()?;
+        let loads = join_all(
+            pending
+                .iter()
+                .map(|&i| projector.store.load(models[i].name(), stream)),
+        )
+        .await;
+        let mut saves = Vec::new();
+        let mut again = Vec::new();
+        for ((&index, replayed), loaded) in pending.iter().zip(replays).zip(loads) {
+            let loaded = loaded?;
+            match decide(
+                projector,
+                stream,
+                models[index].as_ref(),
+                &replayed,
+                loaded.as_ref(),
+            )
+            .await?
+            {
+                Decision::Done(result) => results[index] = Some(result),
+                Decision::Save(condition) => saves.push((index, replayed, condition)),
+                Decision::Replay => again.push(index),
+            }
+        }
+        let outcomes = join_all(saves.iter().map(|(index, checkpoint, condition)| {
+            projector
+                .store
+                .save(models[*index].name(), stream, checkpoint, condition)
+        }))
+        .await;
+        for ((index, _, _), outcome) in saves.iter().zip(outcomes) {
+            match outcome? {
+                SaveOutcome::Saved => results[*index] = Some(RowResult::Written),
+                SaveOutcome::Conflict => again.push(*index),
+            }
+        }
+        pending = again;
+    }
+    if let Some(&index) = pending.first() {
+        return Err(ReadModelError::Contention {
+            model: models[index].name().to_owned(),
+            stream: stream.to_string(),
+            attempts: MAX_SAVE_ATTEMPTS,
+        });
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// The read model's row as a full replay of `slice` makes it.
+fn replay(model: &dyn DynProjection, slice: &StreamSlice) -> Result<Checkpoint, ReadModelError> {
+    let mut fold = model.start();
+    for event in &slice.events {
+        fold.apply(event).map_err(|source| ProjectionError::Apply {
+            projection: model.name().to_owned(),
+            source,
+        })?;
+    }
+    let state = fold.to_raw().map_err(|source| ProjectionError::State {
+        projection: model.name().to_owned(),
+        source,
+    })?;
+    Ok(Checkpoint {
+        state,
+        sequence: slice.version,
+        projection_version: model.version(),
+    })
+}
+
+async fn decide(
+    projector: &ReadModelProjector,
+    stream: &StreamId,
+    model: &dyn DynProjection,
+    replayed: &Checkpoint,
+    loaded: Option<&StoredCheckpoint>,
+) -> Result<Decision, ReadModelError> {
+    let Some(row) = loaded else {
+        return Ok(Decision::Save(SaveCondition::MustNotExist));
+    };
+    if row.checkpoint == *replayed {
+        return Ok(Decision::Done(RowResult::Unchanged));
+    }
+    let replace = Decision::Save(SaveCondition::IfMatch(row.etag.clone()));
+    if row.checkpoint.sequence <= replayed.sequence {
+        return Ok(replace);
+    }
+    // The row is ahead of the replay: legitimate only if the stream has grown that far.
+    let version = projector.events.version(stream).await?;
+    let same_version = row.checkpoint.projection_version == model.version();
+    Ok(if version == replayed.sequence {
+        tracing::warn!(
+            stream = %stream,
+            model = model.name(),
+            row_sequence = row.checkpoint.sequence,
+            stream_version = version,
+            "read model row is past the end of the stream; replacing it"
+        );
+        replace
+    } else if same_version && row.checkpoint.sequence <= version {
+        Decision::Done(RowResult::Newer)
+    } else {
+        Decision::Replay
+    })
+}

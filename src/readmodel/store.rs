@@ -1,0 +1,119 @@
+//! The read-model storage contract: one row per (read model, stream), holding a projection's
+//! state and the sequence number it is as of, written only under a concurrency condition.
+//!
+//! Guarantees every implementation gives:
+//! - `load` returns the row with an opaque [`ETag`] that changes on every successful save;
+//! - `save` is atomic and conditional: with [`SaveCondition::MustNotExist`] it creates the row
+//!   only if there is none, with [`SaveCondition::IfMatch`] it replaces the row only if it was
+//!   not saved since that ETag was read; otherwise nothing is written and the answer is
+//!   [`SaveOutcome::Conflict`]. Two writers that loaded the same row can never both save;
+//! - the state's JSON text is kept as given, byte for byte;
+//! - `list` returns every row of a read model for a domain / entity type, in instance-key
+//!   order (backends follow their continuation tokens).
+
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+
+use super::ReadModelError;
+use crate::stream::StreamId;
+
+/// A read model's state for one stream, and where in the stream it stands.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The projection's state as JSON text.
+    pub state: Box<RawValue>,
+    /// Sequence number of the last event folded in (0 = none).
+    pub sequence: u64,
+    /// The projection version that wrote the state; a row of another version is recomputed.
+    pub projection_version: u32,
+}
+
+impl PartialEq for Checkpoint {
+    fn eq(&self, other: &Self) -> bool {
+        self.state.get() == other.state.get()
+            && self.sequence == other.sequence
+            && self.projection_version == other.projection_version
+    }
+}
+
+/// The projection version a backend reports for a row it cannot read back (hand-edited or
+/// written by incompatible code). Such a row comes back at sequence 0 with a `null` state, so
+/// the projector and the rebuild recompute and replace it; projection versions must therefore
+/// be below this value.
+pub const UNREADABLE_ROW_VERSION: u32 = u32::MAX;
+
+/// The concurrency token of a stored row (an HTTP ETag for Table storage).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ETag(pub String);
+
+/// A loaded row with its concurrency token.
+#[derive(Debug, Clone)]
+pub struct StoredCheckpoint {
+    pub checkpoint: Checkpoint,
+    pub etag: ETag,
+}
+
+/// One row of a listing.
+#[derive(Debug, Clone)]
+pub struct ReadModelRow {
+    /// The stream's instance key.
+    pub instance: String,
+    pub checkpoint: Checkpoint,
+}
+
+/// When a save may happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveCondition {
+    /// Only if there is no row yet (the first save of a row).
+    MustNotExist,
+    /// Only if the row is still the one read with this ETag.
+    IfMatch(ETag),
+}
+
+impl SaveCondition {
+    /// The condition for replacing what `load` returned (or creating it when it was absent).
+    pub fn after_load(loaded: Option<&StoredCheckpoint>) -> Self {
+        match loaded {
+            Some(row) => Self::IfMatch(row.etag.clone()),
+            None => Self::MustNotExist,
+        }
+    }
+}
+
+/// What a conditional save did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveOutcome {
+    /// The row was written.
+    Saved,
+    /// The condition did not hold (another writer saved first, or the row appeared or
+    /// disappeared); nothing was written.
+    Conflict,
+}
+
+/// Where read-model rows are kept.
+#[async_trait]
+pub trait ReadModelStore: Send + Sync + 'static {
+    /// The row of read model `model` for `stream`, if there is one.
+    async fn load(
+        &self,
+        model: &str,
+        stream: &StreamId,
+    ) -> Result<Option<StoredCheckpoint>, ReadModelError>;
+
+    /// Writes the row of `model` for `stream` if `condition` holds.
+    async fn save(
+        &self,
+        model: &str,
+        stream: &StreamId,
+        checkpoint: &Checkpoint,
+        condition: &SaveCondition,
+    ) -> Result<SaveOutcome, ReadModelError>;
+
+    /// Every row of `model` for the streams of `domain` / `entity`, in instance-key order.
+    async fn list(
+        &self,
+        model: &str,
+        domain: &str,
+        entity: &str,
+    ) -> Result<Vec<ReadModelRow>, ReadModelError>;
+}

@@ -1,0 +1,334 @@
+//! Read-model rows in their own Azure table ([`DEFAULT_READ_MODEL_TABLE`]), next to the event
+//! streams but never in the same table, so a read model can be dropped and rebuilt without
+//! touching an event.
+//!
+//! # Layout
+//! - PartitionKey `{domain}|{entity}|{model}`: every row of one read model of one entity type
+//!   in one partition, so listing is one partition scan. Domain, entity type and projection
+//!   names cannot contain the separator, so partitions never collide;
+//! - RowKey: the instance key (valid as a RowKey by the stream key rules);
+//! - `Sequence` and `ProjectionVersion` (`Edm.Int64`), the state's JSON text in `Data`,
+//!   `Data01`, ... chunks of at most 64 KiB each, and `DataChunks`, how many chunks are
+//!   current. A save merges, so chunks past `DataChunks` left from a larger earlier state are
+//!   ignored on reading.
+//!
+//! Saves are single-operation entity group transactions (insert for "must not exist", merge
+//! with `If-Match` otherwise): the client module of the Table backend does the talking,
+//! escaping and error mapping, and reports a failed condition (409, 412, 404) as a rolled-back
+//! batch, which is a [`SaveOutcome::Conflict`] here.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use azure_core::Etag;
+use azure_data_tables::prelude::IfMatchCondition;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::store::{
+    Checkpoint, ETag, ReadModelRow, ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint,
+    UNREADABLE_ROW_VERSION,
+};
+use super::ReadModelError;
+use crate::storage::connection::StorageAccount;
+use crate::storage::table::client::{BatchOutcome, Operation, TableApi};
+use crate::storage::table::entity::{
+    self, data_chunks, data_property, get_str, get_u64, set_int64, with_keys, Properties,
+    MAX_DATA_CHUNKS, MAX_ENTITY_BYTES, ROW_KEY,
+};
+use crate::storage::table::keys::{odata_string, KEY_SEPARATOR};
+use crate::stream::{validate_name, StoreError, StreamId};
+
+/// The table that holds read-model rows.
+pub const DEFAULT_READ_MODEL_TABLE: &str = "streamfoldreadmodels";
+/// Property: sequence number of the last event folded in.
+pub const SEQUENCE: &str = entity::SEQUENCE;
+/// Property: the projection version that wrote the state.
+pub const PROJECTION_VERSION: &str = "ProjectionVersion";
+/// Property: how many `Data` chunks hold the current state.
+pub const DATA_CHUNKS: &str = "DataChunks";
+/// Bytes reserved in an entity for keys, system and bookkeeping properties, so that a state
+/// passes the size check only if its row is surely within [`MAX_ENTITY_BYTES`].
+const ROW_OVERHEAD_BYTES: usize = 8 * 1024;
+/// HTTP statuses of a rolled-back save that mean "the condition did not hold".
+const CONFLICT_STATUSES: [u16; 3] = [404, 409, 412];
+
+/// Read-model rows in an Azure table. Cheap to clone; clones share the table client.
+#[derive(Clone)]
+pub struct TableReadModelStore {
+    table_name: String,
+    api: Arc<Result<TableApi, String>>,
+}
+
+impl std::fmt::Debug for TableReadModelStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableReadModelStore")
+            .field("table_name", &self.table_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TableReadModelStore {
+    /// Rows in [`DEFAULT_READ_MODEL_TABLE`] of `account`. No I/O: the table is created on
+    /// first use.
+    pub fn new(account: &StorageAccount) -> Self {
+        Self::with_table_name(account, DEFAULT_READ_MODEL_TABLE)
+    }
+
+    /// Rows in another table of `account` (tests use one table each). No I/O.
+    pub fn with_table_name(account: &StorageAccount, table_name: &str) -> Self {
+        let endpoint = account
+            .table_endpoint()
+            .map(|url| url.as_str().to_owned())
+            .unwrap_or_default();
+        let api = account
+            .table_service_client()
+            .map(|service| TableApi::new(service.table_client(table_name.to_owned()), &endpoint))
+            .map_err(|e| e.to_string());
+        Self {
+            table_name: table_name.to_owned(),
+            api: Arc::new(api),
+        }
+    }
+
+    pub fn table_name(&self) -> &str {
+        &self.table_name
+    }
+
+    async fn api(&self) -> Result<&TableApi, ReadModelError> {
+        let api = self
+            .api
+            .as_ref()
+            .as_ref()
+            .map_err(|reason| StoreError::Misconfigured(reason.clone()))?;
+        api.ensure_table().await?;
+        Ok(api)
+    }
+}
+
+/// The partition of every row of `model` for `domain` / `entity`.
+pub fn partition_key(model: &str, domain: &str, entity: &str) -> String {
+    [domain, entity, model].join(&KEY_SEPARATOR.to_string())
+}
+
+fn describe(model: &str, stream: &StreamId) -> String {
+    format!("read model {model} of {stream}")
+}
+
+/// The row's properties (without keys).
+fn encode(
+    model: &str,
+    stream: &StreamId,
+    checkpoint: &Checkpoint,
+) -> Result<Properties, ReadModelError> {
+    let text = checkpoint.state.get();
+    let chunks = data_chunks(text);
+    let keys_bytes = 2
+        * (partition_key(model, stream.domain(), stream.entity()).len() + stream.instance().len());
+    let bytes = 2 * text.encode_utf16().count() + keys_bytes + ROW_OVERHEAD_BYTES;
+    if chunks.len() > MAX_DATA_CHUNKS || bytes > MAX_ENTITY_BYTES {
+        return Err(ReadModelError::StateTooLarge {
+            model: model.to_owned(),
+            stream: stream.to_string(),
+            bytes: text.len(),
+            limit: MAX_ENTITY_BYTES - ROW_OVERHEAD_BYTES,
+        });
+    }
+    let mut properties = Properties::new();
+    set_int64(&mut properties, SEQUENCE, checkpoint.sequence);
+    set_int64(
+        &mut properties,
+        PROJECTION_VERSION,
+        u64::from(checkpoint.projection_version),
+    );
+    set_int64(&mut properties, DATA_CHUNKS, chunks.len() as u64);
+    for (index, chunk) in chunks.into_iter().enumerate() {
+        properties.insert(data_property(index), Value::String(chunk.to_owned()));
+    }
+    Ok(properties)
+}
+
+/// A row read back; `Err` says why it cannot be.
+fn decode(entity: &Properties) -> Result<Checkpoint, String> {
+    let sequence = get_u64(entity, SEQUENCE)?;
+    let projection_version = u32::try_from(get_u64(entity, PROJECTION_VERSION)?)
+        .map_err(|_| format!("{PROJECTION_VERSION} is out of range"))?;
+    let chunks = usize::try_from(get_u64(entity, DATA_CHUNKS)?)
+        .ok()
+        .filter(|n| (1..=MAX_DATA_CHUNKS).contains(n))
+        .ok_or_else(|| format!("{DATA_CHUNKS} is not between 1 and {MAX_DATA_CHUNKS}"))?;
+    let mut text = String::new();
+    for index in 0..chunks {
+        text.push_str(get_str(entity, &data_property(index))?);
+    }
+    let state = RawValue::from_string(text).map_err(|e| format!("the state is not JSON: {e}"))?;
+    Ok(Checkpoint {
+        state,
+        sequence,
+        projection_version,
+    })
+}
+
+/// The stand-in for a row that cannot be read: recomputed by whoever loads it.
+fn unreadable() -> Checkpoint {
+    Checkpoint {
+        state: RawValue::from_string("null".to_owned())
+            .unwrap_or_else(|_| unreachable!("null is JSON")),
+        sequence: 0,
+        projection_version: UNREADABLE_ROW_VERSION,
+    }
+}
+
+#[async_trait]
+impl ReadModelStore for TableReadModelStore {
+    async fn load(
+        &self,
+        model: &str,
+        stream: &StreamId,
+    ) -> Result<Option<StoredCheckpoint>, ReadModelError> {
+        let api = self.api().await?;
+        let what = describe(model, stream);
+        let partition = partition_key(model, stream.domain(), stream.entity());
+        let Some(fetched) = api.get(&partition, stream.instance(), &what).await? else {
+            return Ok(None);
+        };
+        let checkpoint = decode(&fetched.entity).unwrap_or_else(|reason| {
+            tracing::warn!(stream = %stream, model, reason, "read model row cannot be read; it will be recomputed");
+            unreadable()
+        });
+        Ok(Some(StoredCheckpoint {
+            checkpoint,
+            etag: ETag(fetched.etag.to_string()),
+        }))
+    }
+
+    async fn save(
+        &self,
+        model: &str,
+        stream: &StreamId,
+        checkpoint: &Checkpoint,
+        condition: &SaveCondition,
+    ) -> Result<SaveOutcome, ReadModelError> {
+        let properties = encode(model, stream, checkpoint)?;
+        let api = self.api().await?;
+        let what = describe(model, stream);
+        let partition = partition_key(model, stream.domain(), stream.entity());
+        let operation = match condition {
+            SaveCondition::MustNotExist => {
+                Operation::Insert(with_keys(&partition, stream.instance(), &properties))
+            }
+            SaveCondition::IfMatch(etag) => Operation::Merge {
+                row_key: stream.instance().to_owned(),
+                properties,
+                if_match: IfMatchCondition::Etag(Etag::from(etag.0.clone())),
+            },
+        };
+        match api.transaction(&partition, vec![operation], &what).await? {
+            BatchOutcome::Committed => Ok(SaveOutcome::Saved),
+            BatchOutcome::RolledBack { status } if CONFLICT_STATUSES.contains(&status) => {
+                Ok(SaveOutcome::Conflict)
+            }
+            BatchOutcome::RolledBack { status } => Err(StoreError::Corrupt {
+                stream: what,
+                detail: format!("storage refused the read model row with HTTP {status}"),
+            }
+            .into()),
+        }
+    }
+
+    async fn list(
+        &self,
+        model: &str,
+        domain: &str,
+        entity: &str,
+    ) -> Result<Vec<ReadModelRow>, ReadModelError> {
+        validate_name("domain", domain)?;
+        validate_name("entity type", entity)?;
+        let api = self.api().await?;
+        let partition = partition_key(model, domain, entity);
+        let what = format!("read model {model} of {domain}/{entity}");
+        let filter = format!("PartitionKey eq {}", odata_string(&partition));
+        let entities = api.query(filter, None, &what).await?;
+        let mut rows = Vec::with_capacity(entities.len());
+        for entity_row in &entities {
+            let instance = get_str(entity_row, ROW_KEY)
+                .map_err(|detail| StoreError::Corrupt {
+                    stream: what.clone(),
+                    detail,
+                })?
+                .to_owned();
+            match decode(entity_row) {
+                Ok(checkpoint) => rows.push(ReadModelRow {
+                    instance,
+                    checkpoint,
+                }),
+                Err(reason) => tracing::warn!(
+                    model,
+                    domain,
+                    entity,
+                    instance,
+                    reason,
+                    "read model row cannot be read; left out of the listing until it is recomputed"
+                ),
+            }
+        }
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(state: &str) -> Checkpoint {
+        Checkpoint {
+            state: RawValue::from_string(state.to_owned()).unwrap(),
+            sequence: 7,
+            projection_version: 2,
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_through_properties() {
+        let stream = StreamId::new("Bank", "Account", "O'Brien").unwrap();
+        let big = format!("{{\"s\":\"{}\"}}", "x".repeat(100_000));
+        for state in [r#"{"balance":"0.10"}"#, big.as_str()] {
+            let mut properties = encode("account", &stream, &checkpoint(state)).unwrap();
+            assert_eq!(decode(&properties).unwrap(), checkpoint(state));
+            // A stale chunk left by a larger earlier state is ignored.
+            properties.insert(
+                data_property(MAX_DATA_CHUNKS - 1),
+                Value::String("junk".into()),
+            );
+            assert_eq!(decode(&properties).unwrap(), checkpoint(state));
+        }
+        assert_eq!(
+            partition_key("account", "Bank", "Account"),
+            "Bank|Account|account"
+        );
+    }
+
+    #[test]
+    fn oversized_and_unreadable_rows() {
+        let stream = StreamId::new("Bank", "Account", "1").unwrap();
+        let huge = format!("\"{}\"", "x".repeat(MAX_ENTITY_BYTES));
+        assert!(matches!(
+            encode("account", &stream, &checkpoint(&huge)),
+            Err(ReadModelError::StateTooLarge { .. })
+        ));
+        let mut properties = encode("account", &stream, &checkpoint("[1,2]")).unwrap();
+        properties.insert(data_property(0), Value::String("[1,".into()));
+        assert!(decode(&properties).is_err());
+        assert!(decode(&Properties::new()).is_err());
+    }
+
+    #[test]
+    fn constructors_do_no_io() {
+        let account = StorageAccount::from_connection_string(
+            "UseDevelopmentStorage=true;DevelopmentStorageProxyUri=http://127.0.0.1:1",
+        )
+        .unwrap();
+        let store = TableReadModelStore::new(&account);
+        assert_eq!(store.table_name(), DEFAULT_READ_MODEL_TABLE);
+    }
+}

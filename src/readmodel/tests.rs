@@ -1,0 +1,386 @@
+//! Unit tests of the projector and the rebuild on the in-memory stores, with a projection that
+//! records every event it folds, so an event applied twice or skipped shows in the state.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+
+use super::*;
+use crate::projection::{ApplyError, DynProjection, Projection};
+use crate::storage::MemoryStore;
+use crate::stream::{EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StreamId};
+
+/// State: the sequence numbers folded in, in order.
+struct Trail;
+
+impl Projection for Trail {
+    type State = Vec<u64>;
+    fn name(&self) -> &str {
+        "trail"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn initial(&self) -> Vec<u64> {
+        Vec::new()
+    }
+    fn apply(&self, state: &mut Vec<u64>, event: &RecordedEvent) -> Result<(), ApplyError> {
+        state.push(event.sequence);
+        Ok(())
+    }
+}
+
+/// State: how many events were folded in.
+struct Count;
+
+impl Projection for Count {
+    type State = u64;
+    fn name(&self) -> &str {
+        "count"
+    }
+    fn version(&self) -> u32 {
+        3
+    }
+    fn initial(&self) -> u64 {
+        0
+    }
+    fn apply(&self, n: &mut u64, _: &RecordedEvent) -> Result<(), ApplyError> {
+        *n += 1;
+        Ok(())
+    }
+}
+
+/// A read-model store that yields to other tasks before each operation, so concurrent
+/// projector calls interleave between load and save, as they do against real storage.
+struct Yielding(MemoryReadModelStore);
+
+#[async_trait]
+impl ReadModelStore for Yielding {
+    async fn load(
+        &self,
+        model: &str,
+        stream: &StreamId,
+    ) -> Result<Option<StoredCheckpoint>, ReadModelError> {
+        tokio::task::yield_now().await;
+        self.0.load(model, stream).await
+    }
+    async fn save(
+        &self,
+        model: &str,
+        stream: &StreamId,
+        checkpoint: &Checkpoint,
+        condition: &SaveCondition,
+    ) -> Result<SaveOutcome, ReadModelError> {
+        tokio::task::yield_now().await;
+        self.0.save(model, stream, checkpoint, condition).await
+    }
+    async fn list(
+        &self,
+        model: &str,
+        domain: &str,
+        entity: &str,
+    ) -> Result<Vec<ReadModelRow>, ReadModelError> {
+        self.0.list(model, domain, entity).await
+    }
+}
+
+struct Fixture {
+    events: Arc<MemoryStore>,
+    rows: Arc<Yielding>,
+    projector: ReadModelProjector,
+}
+
+fn fixture() -> Fixture {
+    let events = Arc::new(MemoryStore::new());
+    let rows = Arc::new(Yielding(MemoryReadModelStore::new()));
+    let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(Count)];
+    let projector = ReadModelProjector::new(events.clone(), rows.clone(), models);
+    Fixture {
+        events,
+        rows,
+        projector,
+    }
+}
+
+fn stream(instance: &str) -> StreamId {
+    StreamId::new("Bank", "Account", instance).unwrap()
+}
+
+async fn append(events: &MemoryStore, stream: &StreamId, count: usize) {
+    let new = (0..count)
+        .map(|_| NewEvent::from_raw("Happened", RawValue::from_string("{}".into()).unwrap()))
+        .collect();
+    events
+        .append(stream, ExpectedVersion::Any, new)
+        .await
+        .unwrap();
+}
+
+async fn trail(f: &Fixture, stream: &StreamId) -> Option<(Vec<u64>, u64)> {
+    let row = f.rows.0.load("trail", stream).await.unwrap()?;
+    Some((
+        serde_json::from_str(row.checkpoint.state.get()).unwrap(),
+        row.checkpoint.sequence,
+    ))
+}
+
+async fn count(f: &Fixture, stream: &StreamId) -> Option<(u64, u64)> {
+    let row = f.rows.0.load("count", stream).await.unwrap()?;
+    Some((
+        serde_json::from_str(row.checkpoint.state.get()).unwrap(),
+        row.checkpoint.sequence,
+    ))
+}
+
+/// Both rows equal a full replay of the stream.
+async fn assert_exact(f: &Fixture, stream: &StreamId) {
+    let version = f.events.version(stream).await.unwrap();
+    let all: Vec<u64> = (1..=version).collect();
+    assert_eq!(trail(f, stream).await, Some((all, version)));
+    assert_eq!(count(f, stream).await, Some((version, version)));
+}
+
+#[tokio::test]
+async fn in_order_duplicated_and_reversed_notifications_apply_each_event_once() {
+    let f = fixture();
+    let s = stream("1");
+    append(&f.events, &s, 1).await;
+    let outcome = f.projector.project(&s, 1).await.unwrap();
+    assert_eq!(outcome.len(), 2);
+    assert!(outcome.iter().all(|o| o.applied == 1 && !o.duplicate));
+    assert_exact(&f, &s).await;
+
+    // A duplicate changes nothing and writes nothing.
+    let saves = f.rows.0.saves();
+    let again = f.projector.project(&s, 1).await.unwrap();
+    assert!(again.iter().all(|o| o.duplicate && o.applied == 0));
+    assert_eq!(f.rows.0.saves(), saves);
+
+    // Events 2..=4 appended; 4 is notified first: the gap is filled.
+    append(&f.events, &s, 3).await;
+    let jumped = f.projector.project(&s, 4).await.unwrap();
+    assert!(jumped
+        .iter()
+        .all(|o| o.before == 1 && o.after == 4 && o.applied == 3));
+    assert_exact(&f, &s).await;
+    for n in [3, 2, 4, 1] {
+        let late = f.projector.project(&s, n).await.unwrap();
+        assert!(late.iter().all(|o| o.duplicate), "{n}: {late:?}");
+    }
+    assert_eq!(f.rows.0.saves(), saves + 2);
+    assert_exact(&f, &s).await;
+}
+
+#[tokio::test]
+async fn concurrent_notifications_of_one_stream_lose_nothing_and_double_nothing() {
+    let f = fixture();
+    let s = stream("busy");
+    append(&f.events, &s, 30).await;
+    // Every notification at once, several times over, interleaving at every storage call.
+    let calls = (1..=30u64)
+        .chain((1..=30).rev())
+        .map(|n| f.projector.project(&s, n));
+    let outcomes = futures::future::join_all(calls).await;
+    let outcomes: Vec<_> = outcomes.into_iter().map(Result::unwrap).collect();
+    assert_exact(&f, &s).await;
+    // Races happened, and were resolved by retrying from the fresh row.
+    assert!(outcomes.iter().flatten().any(|o| o.attempts > 1));
+    let applied: u64 = outcomes
+        .iter()
+        .flatten()
+        .filter(|o| o.model == "trail")
+        .map(|o| o.applied)
+        .sum();
+    assert_eq!(
+        applied, 30,
+        "each event folded into the saved rows exactly once"
+    );
+}
+
+#[tokio::test]
+async fn interleaved_appends_and_notifications_converge() {
+    let f = fixture();
+    let s = stream("grow");
+    for round in 1..=10u64 {
+        append(&f.events, &s, 2).await;
+        let version = f.events.version(&s).await.unwrap();
+        let late = f.projector.project(&s, version - 1);
+        let early = f.projector.project(&s, version);
+        let (a, b) = futures::join!(late, early);
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(
+            count(&f, &s).await,
+            Some((version, version)),
+            "round {round}"
+        );
+    }
+    assert_exact(&f, &s).await;
+}
+
+#[tokio::test]
+async fn notifications_ahead_of_the_stream_fail_for_a_retry() {
+    let f = fixture();
+    let s = stream("2");
+    append(&f.events, &s, 2).await;
+    let error = f.projector.project(&s, 3).await.unwrap_err();
+    assert!(matches!(
+        error,
+        ReadModelError::AheadOfStream {
+            sequence: 3,
+            version: 2,
+            ..
+        }
+    ));
+    assert!(error.is_transient());
+    let missing = stream("none");
+    assert!(f.projector.project(&missing, 1).await.is_err());
+    // Catching up a stream that does not exist writes nothing.
+    f.projector.catch_up(&missing).await.unwrap();
+    assert!(trail(&f, &missing).await.is_none());
+}
+
+#[tokio::test]
+async fn rows_of_another_version_unreadable_or_past_the_stream_are_recomputed() {
+    let f = fixture();
+    let s = stream("3");
+    append(&f.events, &s, 3).await;
+    f.projector.project(&s, 3).await.unwrap();
+    let bad = |state: &str, sequence, projection_version| Checkpoint {
+        state: RawValue::from_string(state.into()).unwrap(),
+        sequence,
+        projection_version,
+    };
+
+    // Another projection version at an earlier sequence: recomputed, not resumed.
+    f.rows.0.overwrite("trail", &s, bad("[99]", 2, 0));
+    f.projector.project(&s, 3).await.unwrap();
+    assert_exact(&f, &s).await;
+
+    // A state that does not read back.
+    f.rows.0.overwrite("trail", &s, bad("\"garbage\"", 1, 1));
+    f.projector.project(&s, 3).await.unwrap();
+    assert_exact(&f, &s).await;
+
+    // The marker of a row a backend could not read.
+    f.rows
+        .0
+        .overwrite("count", &s, bad("null", 0, UNREADABLE_ROW_VERSION));
+    f.projector.project(&s, 2).await.unwrap();
+    assert_exact(&f, &s).await;
+
+    // A row claiming events the stream does not have: a catch-up replays from the start.
+    f.rows.0.overwrite("trail", &s, bad("[1,2,3,4,5]", 5, 1));
+    f.projector.catch_up(&s).await.unwrap();
+    assert_exact(&f, &s).await;
+}
+
+#[tokio::test]
+async fn rebuild_fills_missing_rows_fixes_wrong_ones_and_keeps_newer_ones() {
+    let f = fixture();
+    let (a, b, c) = (stream("a"), stream("b"), stream("c"));
+    append(&f.events, &a, 2).await;
+    append(&f.events, &b, 3).await;
+    append(&f.events, &c, 1).await;
+    f.projector.project(&c, 1).await.unwrap();
+    // b's count row is wrong at the right sequence; a has no rows; c is right.
+    f.rows.0.overwrite(
+        "count",
+        &b,
+        Checkpoint {
+            state: RawValue::from_string("42".into()).unwrap(),
+            sequence: 3,
+            projection_version: 3,
+        },
+    );
+    let report = rebuild(&f.projector, "Bank", "Account").await.unwrap();
+    assert_eq!(report.streams, 3);
+    assert_eq!(report.failed, 0);
+    // a: 2 created; b: trail created, count replaced; c: 2 unchanged.
+    assert_eq!((report.written, report.unchanged, report.newer), (4, 2, 0));
+    for s in [&a, &b, &c] {
+        assert_exact(&f, s).await;
+    }
+    let again = rebuild(&f.projector, "Bank", "Account").await.unwrap();
+    assert_eq!((again.written, again.unchanged), (0, 6));
+
+    // A row ahead of the stream (corrupt) is replaced by the replay.
+    f.rows.0.overwrite(
+        "count",
+        &c,
+        Checkpoint {
+            state: RawValue::from_string("9".into()).unwrap(),
+            sequence: 9,
+            projection_version: 3,
+        },
+    );
+    let fixed = rebuild(&f.projector, "Bank", "Account").await.unwrap();
+    assert_eq!(fixed.written, 1);
+    assert_exact(&f, &c).await;
+}
+
+/// An event store that, right after the first full read of a stream, appends two events to it
+/// and lets another projector handle them: the race between a rebuild's replay and a
+/// concurrent notification, made deterministic.
+struct GrowsDuringReplay {
+    inner: Arc<MemoryStore>,
+    concurrent: std::sync::Mutex<Option<(ReadModelProjector, StreamId)>>,
+}
+
+#[async_trait]
+impl EventStore for GrowsDuringReplay {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<crate::stream::AppendOutcome, crate::stream::StoreError> {
+        self.inner.append(stream, expected, events).await
+    }
+    async fn read(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+    ) -> Result<crate::stream::StreamSlice, crate::stream::StoreError> {
+        let slice = self.inner.read(stream, request).await?;
+        let concurrent = self.concurrent.lock().unwrap().take();
+        if let Some((projector, stream)) = concurrent {
+            append(&self.inner, &stream, 2).await;
+            projector.project(&stream, slice.version + 2).await.unwrap();
+        }
+        Ok(slice)
+    }
+    async fn version(&self, stream: &StreamId) -> Result<u64, crate::stream::StoreError> {
+        self.inner.version(stream).await
+    }
+    async fn list_streams(
+        &self,
+        domain: &str,
+        entity: &str,
+        continuation: Option<&str>,
+        page_size: usize,
+    ) -> Result<crate::stream::StreamPage, crate::stream::StoreError> {
+        self.inner
+            .list_streams(domain, entity, continuation, page_size)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn rebuild_leaves_rows_a_projector_took_further() {
+    let f = fixture();
+    let s = stream("race");
+    append(&f.events, &s, 2).await;
+    let growing = Arc::new(GrowsDuringReplay {
+        inner: f.events.clone(),
+        concurrent: std::sync::Mutex::new(Some((f.projector.clone(), s.clone()))),
+    });
+    let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(Count)];
+    let rebuilding = ReadModelProjector::new(growing, f.rows.clone(), models);
+    let report = rebuild(&rebuilding, "Bank", "Account").await.unwrap();
+    // The replay saw version 2; the rows were at 4 by the time it would have saved.
+    assert_eq!((report.written, report.newer), (0, 2));
+    assert_eq!(f.events.version(&s).await.unwrap(), 4);
+    assert_exact(&f, &s).await;
+}

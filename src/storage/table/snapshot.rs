@@ -1,0 +1,163 @@
+//! Projection snapshots in Azure Table storage, for streams of every backend of the same
+//! storage account.
+//!
+//! One table ([`DEFAULT_SNAPSHOT_TABLE`]); PartitionKey = the stream's partition key (as in the
+//! event table), RowKey = the projection name (projection names are ASCII letters, digits, `-`
+//! and `_`, so they need no escaping). Properties: `ProjectionVersion`, `Sequence`,
+//! `MaxTimestamp`, `Chunks` and the state's JSON text in `Data`, `Data01`, ... (64 KiB each).
+//!
+//! Snapshots are an optimisation the projection runner validates before use, so this store is
+//! allowed to lose one: a state too large for one entity is not saved (logged), and a save
+//! that races another save of the same snapshot lets the last one win. `Chunks` says how many
+//! data properties belong to the snapshot, so a merge over a larger older snapshot never mixes
+//! their texts.
+
+use async_trait::async_trait;
+use azure_data_tables::prelude::IfMatchCondition;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::client::{BatchOutcome, Operation, TableApi};
+use super::entity::{
+    data_chunks, data_property, get_str, get_time, get_u64, set_int64, set_time, with_keys,
+    Properties, MAX_DATA_CHUNKS,
+};
+use super::keys;
+use crate::projection::{Snapshot, SnapshotStore};
+use crate::storage::connection::StorageAccount;
+use crate::stream::{StoreError, StreamId};
+
+/// The table that holds snapshots unless another is chosen.
+pub const DEFAULT_SNAPSHOT_TABLE: &str = "streamfoldsnapshots";
+const PROJECTION_VERSION: &str = "ProjectionVersion";
+const SEQUENCE: &str = "Sequence";
+const MAX_TIMESTAMP: &str = "MaxTimestamp";
+const CHUNKS: &str = "Chunks";
+/// HTTP status of an insert whose row exists.
+const CONFLICT: u16 = 409;
+
+/// Snapshots in one Azure Table.
+#[derive(Clone)]
+pub struct TableSnapshotStore {
+    inner: super::TableStore,
+}
+
+impl TableSnapshotStore {
+    /// Snapshots in [`DEFAULT_SNAPSHOT_TABLE`] of `account`. No I/O.
+    pub fn new(account: StorageAccount) -> Self {
+        Self {
+            inner: super::TableStore::new(account).with_table_name(DEFAULT_SNAPSHOT_TABLE),
+        }
+    }
+
+    /// The same account, another table. No I/O.
+    pub fn with_table_name(self, table_name: impl Into<String>) -> Self {
+        Self {
+            inner: self.inner.with_table_name(table_name),
+        }
+    }
+
+    async fn api(&self) -> Result<&TableApi, StoreError> {
+        let api = self.inner.api()?;
+        api.ensure_table().await?;
+        Ok(api)
+    }
+}
+
+fn encode(snapshot: &Snapshot) -> Option<Properties> {
+    let chunks = data_chunks(snapshot.state.get());
+    if chunks.len() > MAX_DATA_CHUNKS {
+        return None;
+    }
+    let mut properties = Properties::new();
+    set_int64(
+        &mut properties,
+        PROJECTION_VERSION,
+        u64::from(snapshot.projection_version),
+    );
+    set_int64(&mut properties, SEQUENCE, snapshot.sequence);
+    set_time(&mut properties, MAX_TIMESTAMP, snapshot.max_timestamp);
+    set_int64(&mut properties, CHUNKS, chunks.len() as u64);
+    for (index, chunk) in chunks.into_iter().enumerate() {
+        properties.insert(data_property(index), Value::String(chunk.to_owned()));
+    }
+    Some(properties)
+}
+
+fn decode(projection: &str, entity: &Properties) -> Result<Snapshot, String> {
+    let chunks = get_u64(entity, CHUNKS)? as usize;
+    if chunks == 0 || chunks > MAX_DATA_CHUNKS {
+        return Err(format!("{chunks} data chunks"));
+    }
+    let mut text = String::new();
+    for index in 0..chunks {
+        text.push_str(get_str(entity, &data_property(index))?);
+    }
+    let state = RawValue::from_string(text).map_err(|e| format!("state is not JSON: {e}"))?;
+    Ok(Snapshot {
+        projection: projection.to_owned(),
+        projection_version: u32::try_from(get_u64(entity, PROJECTION_VERSION)?)
+            .map_err(|_| "projection version out of range".to_owned())?,
+        sequence: get_u64(entity, SEQUENCE)?,
+        max_timestamp: get_time(entity, MAX_TIMESTAMP)?,
+        state,
+    })
+}
+
+#[async_trait]
+impl SnapshotStore for TableSnapshotStore {
+    async fn load(
+        &self,
+        stream: &StreamId,
+        projection: &str,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let partition_key = keys::partition_key(stream);
+        let fetched = self
+            .api()
+            .await?
+            .get(&partition_key, projection, &format!("snapshot of {stream}"))
+            .await?;
+        fetched
+            .map(|row| {
+                decode(projection, &row.entity).map_err(|detail| StoreError::Corrupt {
+                    stream: stream.to_string(),
+                    detail: format!("snapshot {projection}: {detail}"),
+                })
+            })
+            .transpose()
+    }
+
+    async fn save(&self, stream: &StreamId, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let Some(properties) = encode(snapshot) else {
+            tracing::warn!(%stream, projection = %snapshot.projection, "snapshot state too large for one entity; not saved");
+            return Ok(());
+        };
+        let api = self.api().await?;
+        let partition_key = keys::partition_key(stream);
+        let what = format!("snapshot of {stream}");
+        let insert = Operation::Insert(with_keys(
+            &partition_key,
+            &snapshot.projection,
+            &properties,
+        ));
+        match api.transaction(&partition_key, vec![insert], &what).await? {
+            BatchOutcome::Committed => Ok(()),
+            BatchOutcome::RolledBack { status: CONFLICT } => {
+                let merge = Operation::Merge {
+                    row_key: snapshot.projection.clone(),
+                    properties,
+                    if_match: IfMatchCondition::Any,
+                };
+                match api.transaction(&partition_key, vec![merge], &what).await? {
+                    BatchOutcome::Committed => Ok(()),
+                    BatchOutcome::RolledBack { status } => Err(StoreError::unavailable(format!(
+                        "saving {what} failed with status {status}"
+                    ))),
+                }
+            }
+            BatchOutcome::RolledBack { status } => Err(StoreError::unavailable(format!(
+                "saving {what} failed with status {status}"
+            ))),
+        }
+    }
+}
