@@ -134,19 +134,22 @@ impl App {
         let backend = self.backend(domain, entity)?;
         let runner = ProjectionRunner::new(backend.events.clone());
         Ok(match &backend.snapshots {
-            Some(snapshots) => runner.with_snapshots(snapshots.clone(), self.settings.snapshot_every),
+            Some(snapshots) => {
+                runner.with_snapshots(snapshots.clone(), self.settings.snapshot_every)
+            }
             None => runner,
         })
     }
 }
 
 fn build_backend(target: &StorageTarget) -> Result<Backend, ConfigError> {
-    let account = StorageAccount::from_connection_string(&target.connection_string).map_err(|e| {
-        ConfigError {
-            setting: target.connection_setting.clone(),
-            reason: e.to_string(),
-        }
-    })?;
+    let account =
+        StorageAccount::from_connection_string(&target.connection_string).map_err(|e| {
+            ConfigError {
+                setting: target.connection_setting.clone(),
+                reason: e.to_string(),
+            }
+        })?;
     match target.kind {
         BackendKind::Table => Ok(Backend {
             events: Arc::new(TableStore::new(account.clone())),

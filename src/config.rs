@@ -125,7 +125,9 @@ impl Settings {
     }
 
     /// Reads settings from name/value pairs (the environment, or a test's map).
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn from_pairs(
+        pairs: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let env: HashMap<String, String> = pairs.into_iter().collect();
         Ok(Self {
             port: parse_or(&env, PORT_SETTING, DEFAULT_PORT)?,
@@ -167,7 +169,8 @@ fn storage_routing(env: &HashMap<String, String>) -> Result<StorageRouting, Conf
             continue;
         };
         let target = parse_target(env, name, value)?;
-        if let Some(previous) = rules.insert((domain.to_owned(), entity.to_owned()), target.clone()) {
+        if let Some(previous) = rules.insert((domain.to_owned(), entity.to_owned()), target.clone())
+        {
             if previous != target {
                 return Err(ConfigError::new(
                     name,

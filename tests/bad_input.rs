@@ -13,29 +13,111 @@ async fn bad_input_is_named_and_writes_nothing() {
     let app = TestApp::start().await;
     let c = &app.client;
     c.post("/api/OpenAccount/GOOD-1", &json!({})).await.ok(201);
-    c.post("/api/Deposit/GOOD-1", &json!({"amount": 10})).await.ok(200);
+    c.post("/api/Deposit/GOOD-1", &json!({"amount": 10}))
+        .await
+        .ok(200);
 
     // (path, body, status, problem slug)
     let money_cases: Vec<(&str, &str, u16, &str)> = vec![
-        ("/api/Deposit/GOOD-1", r#"{"amount": "#, 400, "malformed-json"),
+        (
+            "/api/Deposit/GOOD-1",
+            r#"{"amount": "#,
+            400,
+            "malformed-json",
+        ),
         ("/api/Deposit/GOOD-1", r#"not json"#, 400, "malformed-json"),
-        ("/api/Deposit/GOOD-1", r#"{"amount": true}"#, 400, "invalid-amount"),
-        ("/api/Deposit/GOOD-1", r#"{"amount": [1]}"#, 400, "invalid-amount"),
-        ("/api/Deposit/GOOD-1", r#"{"amount": null}"#, 400, "invalid-amount"),
-        ("/api/Deposit/GOOD-1", r#"{"amount": -5}"#, 400, "invalid-amount"),
-        ("/api/Deposit/GOOD-1", r#"{"amount": 0}"#, 400, "invalid-amount"),
-        ("/api/Deposit/GOOD-1", r#"{"amount": "0.00"}"#, 400, "invalid-amount"),
-        ("/api/Deposit/GOOD-1", r#"{"amount": "ten"}"#, 400, "invalid-amount"),
-        ("/api/Deposit/GOOD-1", r#"{"amount": 1.001}"#, 400, "invalid-amount"),
-        ("/api/Deposit/GOOD-1", r#"{"amount": "1e400"}"#, 400, "invalid-amount"),
-        ("/api/Deposit/GOOD-1", r#"{"amount": 1, "commentary": 5}"#, 400, "invalid-body"),
-        ("/api/Deposit/GOOD-1", r#"{"amount": 1, "amout": 2}"#, 400, "invalid-body"),
+        (
+            "/api/Deposit/GOOD-1",
+            r#"{"amount": true}"#,
+            400,
+            "invalid-amount",
+        ),
+        (
+            "/api/Deposit/GOOD-1",
+            r#"{"amount": [1]}"#,
+            400,
+            "invalid-amount",
+        ),
+        (
+            "/api/Deposit/GOOD-1",
+            r#"{"amount": null}"#,
+            400,
+            "invalid-amount",
+        ),
+        (
+            "/api/Deposit/GOOD-1",
+            r#"{"amount": -5}"#,
+            400,
+            "invalid-amount",
+        ),
+        (
+            "/api/Deposit/GOOD-1",
+            r#"{"amount": 0}"#,
+            400,
+            "invalid-amount",
+        ),
+        (
+            "/api/Deposit/GOOD-1",
+            r#"{"amount": "0.00"}"#,
+            400,
+            "invalid-amount",
+        ),
+        (
+            "/api/Deposit/GOOD-1",
+            r#"{"amount": "ten"}"#,
+            400,
+            "invalid-amount",
+        ),
+        (
+            "/api/Deposit/GOOD-1",
+            r#"{"amount": 1.001}"#,
+            400,
+            "invalid-amount",
+        ),
+        (
+            "/api/Deposit/GOOD-1",
+            r#"{"amount": "1e400"}"#,
+            400,
+            "invalid-amount",
+        ),
+        (
+            "/api/Deposit/GOOD-1",
+            r#"{"amount": 1, "commentary": 5}"#,
+            400,
+            "invalid-body",
+        ),
+        (
+            "/api/Deposit/GOOD-1",
+            r#"{"amount": 1, "amout": 2}"#,
+            400,
+            "invalid-body",
+        ),
         ("/api/Deposit/GOOD-1", r#"{}"#, 400, "invalid-body"),
         ("/api/Deposit/GOOD-1", r#"[]"#, 400, "invalid-body"),
-        ("/api/Withdraw/GOOD-1", r#"{"amount": -1}"#, 400, "invalid-amount"),
-        ("/api/SetOverdraftLimit/GOOD-1", r#"{"limit": -1}"#, 400, "invalid-amount"),
-        ("/api/OpenAccount/NEW-1", r#"{"overdraftLimit": "lots"}"#, 400, "invalid-amount"),
-        ("/api/OpenAccount/NEW-1", r#"{"overdraftLimit": 1, "x": 1}"#, 400, "invalid-body"),
+        (
+            "/api/Withdraw/GOOD-1",
+            r#"{"amount": -1}"#,
+            400,
+            "invalid-amount",
+        ),
+        (
+            "/api/SetOverdraftLimit/GOOD-1",
+            r#"{"limit": -1}"#,
+            400,
+            "invalid-amount",
+        ),
+        (
+            "/api/OpenAccount/NEW-1",
+            r#"{"overdraftLimit": "lots"}"#,
+            400,
+            "invalid-amount",
+        ),
+        (
+            "/api/OpenAccount/NEW-1",
+            r#"{"overdraftLimit": 1, "x": 1}"#,
+            400,
+            "invalid-body",
+        ),
     ];
     for (path, body, status, slug) in money_cases {
         let reply = c.post_raw(path, body.to_owned()).await;
@@ -78,7 +160,10 @@ async fn bad_input_is_named_and_writes_nothing() {
             .body("{}");
         let reply = c.send(request).await;
         assert!(reply.status.is_client_error(), "{method} {path}: {reply:?}");
-        assert_eq!(reply.content_type, "application/problem+json", "{method} {path}");
+        assert_eq!(
+            reply.content_type, "application/problem+json",
+            "{method} {path}"
+        );
     }
 
     // Query parameters.
@@ -95,21 +180,60 @@ async fn bad_input_is_named_and_writes_nothing() {
     }
 
     // An oversized body.
-    let huge = format!(r#"{{"amount": 1, "commentary": "{}"}}"#, "x".repeat(6 * 1024 * 1024));
+    let huge = format!(
+        r#"{{"amount": 1, "commentary": "{}"}}"#,
+        "x".repeat(6 * 1024 * 1024)
+    );
     let reply = c.post_raw("/api/Deposit/GOOD-1", huge).await;
     reply.problem(413);
 
     // The generic API.
     let append_cases: Vec<(&str, serde_json::Value, &str)> = vec![
-        ("/api/streams/Shop/Cart/c1", json!({"expectedVersion": "sometimes", "events": [{"eventType": "A", "data": {}}]}), "invalid-expected-version"),
-        ("/api/streams/Shop/Cart/c1", json!({"expectedVersion": -1, "events": [{"eventType": "A", "data": {}}]}), "invalid-expected-version"),
-        ("/api/streams/Shop/Cart/c1", json!({"events": []}), "empty-append"),
-        ("/api/streams/Shop/Cart/c1", json!({"events": [{"eventType": "", "data": {}}]}), "invalid-event"),
-        ("/api/streams/Shop/Cart/c1", json!({"events": [{"eventType": "has space", "data": {}}]}), "invalid-event"),
-        ("/api/streams/Shop/Cart/c1", json!({"events": [{"eventType": "A"}]}), "invalid-body"),
-        ("/api/streams/Shop/Cart/c1", json!({"events": [{"eventType": "A", "data": {}, "eventId": "nope"}]}), "invalid-body"),
-        ("/api/streams/1Shop/Cart/c1", json!({"events": [{"eventType": "A", "data": {}}]}), "invalid-key"),
-        ("/api/streams/Shop/Ca.rt/c1", json!({"events": [{"eventType": "A", "data": {}}]}), "invalid-key"),
+        (
+            "/api/streams/Shop/Cart/c1",
+            json!({"expectedVersion": "sometimes", "events": [{"eventType": "A", "data": {}}]}),
+            "invalid-expected-version",
+        ),
+        (
+            "/api/streams/Shop/Cart/c1",
+            json!({"expectedVersion": -1, "events": [{"eventType": "A", "data": {}}]}),
+            "invalid-expected-version",
+        ),
+        (
+            "/api/streams/Shop/Cart/c1",
+            json!({"events": []}),
+            "empty-append",
+        ),
+        (
+            "/api/streams/Shop/Cart/c1",
+            json!({"events": [{"eventType": "", "data": {}}]}),
+            "invalid-event",
+        ),
+        (
+            "/api/streams/Shop/Cart/c1",
+            json!({"events": [{"eventType": "has space", "data": {}}]}),
+            "invalid-event",
+        ),
+        (
+            "/api/streams/Shop/Cart/c1",
+            json!({"events": [{"eventType": "A"}]}),
+            "invalid-body",
+        ),
+        (
+            "/api/streams/Shop/Cart/c1",
+            json!({"events": [{"eventType": "A", "data": {}, "eventId": "nope"}]}),
+            "invalid-body",
+        ),
+        (
+            "/api/streams/1Shop/Cart/c1",
+            json!({"events": [{"eventType": "A", "data": {}}]}),
+            "invalid-key",
+        ),
+        (
+            "/api/streams/Shop/Ca.rt/c1",
+            json!({"events": [{"eventType": "A", "data": {}}]}),
+            "invalid-key",
+        ),
     ];
     for (path, body, slug) in append_cases {
         let reply = c.post(path, &body).await;

@@ -7,8 +7,8 @@ mod support;
 use std::collections::HashMap;
 
 use serde_json::json;
-use support::{start_host, Client};
 use streamfold_testbed::Azurite;
+use support::{start_host, Client};
 
 const PROCESSES: usize = 3;
 const WRITERS: usize = 32;
@@ -61,9 +61,18 @@ async fn three_processes_and_32_writers_on_one_stream() {
     let azurite = Azurite::start().await.unwrap();
     let mut hosts = Vec::new();
     for _ in 0..PROCESSES {
-        hosts.push(start_host(vec![("AzureWebJobsStorage".into(), azurite.connection_string())]).await);
+        hosts.push(
+            start_host(vec![(
+                "AzureWebJobsStorage".into(),
+                azurite.connection_string(),
+            )])
+            .await,
+        );
     }
-    let clients: Vec<Client> = hosts.iter().map(|(h, _)| Client::new(h.base_url())).collect();
+    let clients: Vec<Client> = hosts
+        .iter()
+        .map(|(h, _)| Client::new(h.base_url()))
+        .collect();
 
     let tasks: Vec<_> = (0..WRITERS)
         .map(|w| tokio::spawn(writer(clients[w % PROCESSES].clone(), w)))
@@ -81,12 +90,20 @@ async fn three_processes_and_32_writers_on_one_stream() {
     let body = stream.ok(200);
     let events = body["events"].as_array().unwrap();
     assert_eq!(body["version"].as_u64().unwrap() as usize, acked.len());
-    assert_eq!(events.len(), acked.len(), "no more and no fewer events than acknowledged");
+    assert_eq!(
+        events.len(),
+        acked.len(),
+        "no more and no fewer events than acknowledged"
+    );
     for (i, event) in events.iter().enumerate() {
         let sequence = event["sequence"].as_u64().unwrap();
         assert_eq!(sequence, i as u64 + 1, "contiguous from 1");
         let id = uuid::Uuid::parse_str(event["eventId"].as_str().unwrap()).unwrap();
-        assert_eq!(acked.get(&id), Some(&sequence), "acknowledged at this sequence");
+        assert_eq!(
+            acked.get(&id),
+            Some(&sequence),
+            "acknowledged at this sequence"
+        );
     }
     for id in rejected {
         assert!(!acked.contains_key(&id));

@@ -16,7 +16,8 @@ fn functions_routes() -> BTreeSet<(String, String)> {
     let mut routes = BTreeSet::new();
     for entry in std::fs::read_dir(repo_root().join("functions")).unwrap() {
         let path = entry.unwrap().path().join("function.json");
-        let function: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let function: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         for binding in function["bindings"].as_array().unwrap() {
             if binding["type"] != "httpTrigger" {
                 continue;
@@ -26,7 +27,10 @@ fn functions_routes() -> BTreeSet<(String, String)> {
                 continue;
             }
             for method in binding["methods"].as_array().unwrap() {
-                routes.insert((format!("/api/{route}"), method.as_str().unwrap().to_lowercase()));
+                routes.insert((
+                    format!("/api/{route}"),
+                    method.as_str().unwrap().to_lowercase(),
+                ));
             }
         }
     }

@@ -13,15 +13,22 @@ const BATCH: usize = 40;
 
 async fn long_account_reads_only_the_tail(backend: Option<&str>) {
     let azurite = Azurite::start().await.unwrap();
-    let tables = CountingProxy::start(&azurite.table_endpoint()).await.unwrap();
-    let blobs = CountingProxy::start(&azurite.blob_endpoint()).await.unwrap();
+    let tables = CountingProxy::start(&azurite.table_endpoint())
+        .await
+        .unwrap();
+    let blobs = CountingProxy::start(&azurite.blob_endpoint())
+        .await
+        .unwrap();
     let connection = Azurite::connection_string_for(
         &format!("{}/devstoreaccount1", blobs.url()),
         &format!("{}/devstoreaccount1", tables.url()),
     );
     let mut settings = vec![("AzureWebJobsStorage".to_owned(), connection)];
     if let Some(backend) = backend {
-        settings.push(("Bank.Account".into(), format!("{backend};AzureWebJobsStorage")));
+        settings.push((
+            "Bank.Account".into(),
+            format!("{backend};AzureWebJobsStorage"),
+        ));
     }
     let (host, _dir) = start_host(settings).await;
     let c = Client::new(host.base_url());
@@ -46,7 +53,9 @@ async fn long_account_reads_only_the_tail(backend: Option<&str>) {
     assert_eq!(full.body["sequence"], EVENTS as u64);
 
     for _ in 0..3 {
-        c.post("/api/Deposit/LONG-1", &json!({"amount": 1})).await.ok(200);
+        c.post("/api/Deposit/LONG-1", &json!({"amount": 1}))
+            .await
+            .ok(200);
     }
 
     tables.reset();
@@ -64,12 +73,20 @@ async fn long_account_reads_only_the_tail(backend: Option<&str>) {
         tables.log(),
         blobs.log()
     );
-    assert!(bytes < 64 * 1024, "read {bytes} bytes: {:?} {:?}", tables.log(), blobs.log());
+    assert!(
+        bytes < 64 * 1024,
+        "read {bytes} bytes: {:?} {:?}",
+        tables.log(),
+        blobs.log()
+    );
 
     // The same answer as a replay without the snapshot (as of a sequence past the snapshot's
     // would use it too, so compare with the history's own sum instead).
     let history = c
-        .get(&format!("/api/GetAccountHistory/LONG-1?fromSequence={}", EVENTS + 1))
+        .get(&format!(
+            "/api/GetAccountHistory/LONG-1?fromSequence={}",
+            EVENTS + 1
+        ))
         .await;
     assert_eq!(history.ok(200)["events"].as_array().unwrap().len(), 3);
 }

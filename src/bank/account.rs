@@ -207,6 +207,9 @@ mod tests {
             ..Account::default()
         };
         assert_eq!(closed.deposit(dec("1")).unwrap_err(), Refusal::Closed);
-        assert_eq!(Account::default().deposit(dec("1")).unwrap_err(), Refusal::NotOpened);
+        assert_eq!(
+            Account::default().deposit(dec("1")).unwrap_err(),
+            Refusal::NotOpened
+        );
     }
 }

@@ -63,11 +63,9 @@ impl From<BankError> for Problem {
             }
             BankError::Store(e) => e.into(),
             BankError::Projection(e) => e.into(),
-            BankError::Serialize(_) => Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                detail,
-            ),
+            BankError::Serialize(_) => {
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
+            }
         }
     }
 }
@@ -180,8 +178,14 @@ fn account_response(
     response
 }
 
-fn context(correlation_id: String, commentary: Option<String>) -> Result<CommandContext, Rejection> {
-    if commentary.as_ref().is_some_and(|c| c.chars().count() > MAX_COMMENTARY_LEN) {
+fn context(
+    correlation_id: String,
+    commentary: Option<String>,
+) -> Result<CommandContext, Rejection> {
+    if commentary
+        .as_ref()
+        .is_some_and(|c| c.chars().count() > MAX_COMMENTARY_LEN)
+    {
         return Err(reject(Problem::bad_request(
             "invalid-commentary",
             format!("commentary must be at most {MAX_COMMENTARY_LEN} characters"),
@@ -196,9 +200,7 @@ fn context(correlation_id: String, commentary: Option<String>) -> Result<Command
 
 fn amount(field: &'static str, raw: &RawValue, sign: Sign) -> Result<Decimal, Rejection> {
     parse_amount(field, raw, sign).map_err(|e| {
-        reject(
-            Problem::bad_request("invalid-amount", e.to_string()).with("field", e.field),
-        )
+        reject(Problem::bad_request("invalid-amount", e.to_string()).with("field", e.field))
     })
 }
 
@@ -206,7 +208,7 @@ fn amount(field: &'static str, raw: &RawValue, sign: Sign) -> Result<Decimal, Re
 fn account_key(account_number: &str) -> Result<(), Rejection> {
     Bank::stream(account_number)
         .map(|_| ())
-        .map_err(|e| reject(Problem::from(e)).into())
+        .map_err(|e| reject(Problem::from(e)))
 }
 
 async fn open_account(
@@ -248,7 +250,12 @@ async fn deposit(
         .deposit(&account_number, value, &ctx)
         .await
         .map_err(reject)?;
-    Ok(account_response(StatusCode::OK, &account_number, &view, Some(&ctx.correlation_id)))
+    Ok(account_response(
+        StatusCode::OK,
+        &account_number,
+        &view,
+        Some(&ctx.correlation_id),
+    ))
 }
 
 async fn withdraw(
@@ -265,7 +272,12 @@ async fn withdraw(
         .withdraw(&account_number, value, &ctx)
         .await
         .map_err(reject)?;
-    Ok(account_response(StatusCode::OK, &account_number, &view, Some(&ctx.correlation_id)))
+    Ok(account_response(
+        StatusCode::OK,
+        &account_number,
+        &view,
+        Some(&ctx.correlation_id),
+    ))
 }
 
 async fn set_overdraft_limit(
@@ -282,7 +294,12 @@ async fn set_overdraft_limit(
         .set_overdraft_limit(&account_number, limit, &ctx)
         .await
         .map_err(reject)?;
-    Ok(account_response(StatusCode::OK, &account_number, &view, Some(&ctx.correlation_id)))
+    Ok(account_response(
+        StatusCode::OK,
+        &account_number,
+        &view,
+        Some(&ctx.correlation_id),
+    ))
 }
 
 async fn close_account(
@@ -295,7 +312,12 @@ async fn close_account(
     let body: CommentBody = parse_json(&body).map_err(reject)?;
     let ctx = context(correlation_id, body.commentary)?;
     let view = bank.close(&account_number, &ctx).await.map_err(reject)?;
-    Ok(account_response(StatusCode::OK, &account_number, &view, Some(&ctx.correlation_id)))
+    Ok(account_response(
+        StatusCode::OK,
+        &account_number,
+        &view,
+        Some(&ctx.correlation_id),
+    ))
 }
 
 async fn get_balance(
@@ -306,11 +328,13 @@ async fn get_balance(
     account_key(&account_number)?;
     only_known_params(&query, &["asOfSequence", "asOf"]).map_err(reject)?;
     let as_of = as_of_params(&query).map_err(reject)?;
-    let view = bank
-        .balance(&account_number, as_of)
-        .await
-        .map_err(reject)?;
-    Ok(account_response(StatusCode::OK, &account_number, &view, None))
+    let view = bank.balance(&account_number, as_of).await.map_err(reject)?;
+    Ok(account_response(
+        StatusCode::OK,
+        &account_number,
+        &view,
+        None,
+    ))
 }
 
 #[derive(Serialize)]
@@ -331,7 +355,10 @@ async fn get_account_history(
 ) -> Result<Response, Rejection> {
     account_key(&account_number)?;
     only_known_params(&query, &["fromSequence", "pageSize"]).map_err(reject)?;
-    let from = u64_param(&query, "fromSequence").map_err(reject)?.unwrap_or(1).max(1);
+    let from = u64_param(&query, "fromSequence")
+        .map_err(reject)?
+        .unwrap_or(1)
+        .max(1);
     let page_size = u64_param(&query, "pageSize")
         .map_err(reject)?
         .unwrap_or(DEFAULT_HISTORY_PAGE);

@@ -30,7 +30,11 @@ pub enum Sign {
 }
 
 /// Parses the JSON text of an amount field: a number or a string holding a decimal.
-pub fn parse_amount(field: &'static str, raw: &RawValue, sign: Sign) -> Result<Decimal, AmountError> {
+pub fn parse_amount(
+    field: &'static str,
+    raw: &RawValue,
+    sign: Sign,
+) -> Result<Decimal, AmountError> {
     let fail = |reason: String| AmountError { field, reason };
     let text = raw.get().trim();
     let digits: String = if text.starts_with('"') {
@@ -93,13 +97,28 @@ mod tests {
         assert_eq!(format_money(parse("\"12.50\"").unwrap()), "12.50");
         assert_eq!(format_money(parse("0.1").unwrap()), "0.10");
         assert_eq!(format_money(parse("1e2").unwrap()), "100.00");
-        assert_eq!(format_money(parse("999999999999999").unwrap()), "999999999999999.00");
+        assert_eq!(
+            format_money(parse("999999999999999").unwrap()),
+            "999999999999999.00"
+        );
         assert_eq!(format_money(parse("12.500").unwrap()), "12.50");
     }
 
     #[test]
     fn bad_amounts_are_named() {
-        for bad in ["0", "-1", "\"abc\"", "true", "null", "{}", "1.001", "\"1.001\"", "1e400", "1000000000000001", "\"\""] {
+        for bad in [
+            "0",
+            "-1",
+            "\"abc\"",
+            "true",
+            "null",
+            "{}",
+            "1.001",
+            "\"1.001\"",
+            "1e400",
+            "1000000000000001",
+            "\"\"",
+        ] {
             let err = parse(bad).unwrap_err();
             assert_eq!(err.field, "amount", "{bad}");
         }
@@ -113,6 +132,9 @@ mod tests {
     #[test]
     fn overdraft_limits_may_be_zero() {
         let raw = RawValue::from_string("0".into()).unwrap();
-        assert_eq!(parse_amount("limit", &raw, Sign::NonNegative).unwrap(), Decimal::ZERO);
+        assert_eq!(
+            parse_amount("limit", &raw, Sign::NonNegative).unwrap(),
+            Decimal::ZERO
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use streamfold::app::App;
-use streamfold::projection::{AsOf, ProjectionError, Projected};
+use streamfold::projection::{AsOf, Projected, ProjectionError};
 use streamfold::stream::{
     AppendOutcome, EventMetadata, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent,
     StoreError, StreamId,
@@ -100,7 +100,11 @@ impl Bank {
         let event = AccountEvent::Opened(AccountOpened { overdraft_limit });
         let store = self.app.store(DOMAIN, ENTITY)?;
         match store
-            .append(&stream, ExpectedVersion::NoStream, vec![to_new_event(&event, context)?])
+            .append(
+                &stream,
+                ExpectedVersion::NoStream,
+                vec![to_new_event(&event, context)?],
+            )
             .await
         {
             Ok(outcome) => Ok(AccountView {
@@ -158,7 +162,11 @@ impl Bank {
 
     /// The account as of now, a sequence number or a time; `NotFound` when it was not open
     /// then.
-    pub async fn balance(&self, account_number: &str, as_of: AsOf) -> Result<AccountView, BankError> {
+    pub async fn balance(
+        &self,
+        account_number: &str,
+        as_of: AsOf,
+    ) -> Result<AccountView, BankError> {
         let stream = Self::stream(account_number)?;
         let Projected {
             state, sequence, ..
@@ -186,7 +194,9 @@ impl Bank {
         let stream = Self::stream(account_number)?;
         let store = self.app.store(DOMAIN, ENTITY)?;
         let to = from.saturating_add(page_size.saturating_sub(1));
-        let slice = store.read(&stream, ReadRequest::range(from, Some(to))).await?;
+        let slice = store
+            .read(&stream, ReadRequest::range(from, Some(to)))
+            .await?;
         if slice.version == 0 {
             return Err(BankError::NotFound(account_number.to_owned()));
         }
@@ -211,7 +221,9 @@ impl Bank {
         let runner = self.app.runner(DOMAIN, ENTITY)?;
         let attempts = self.app.settings().conflict_retries + 1;
         for _ in 0..attempts {
-            let current = runner.run(&stream, &AccountProjection, AsOf::Latest).await?;
+            let current = runner
+                .run(&stream, &AccountProjection, AsOf::Latest)
+                .await?;
             if current.state.status == Status::NotOpened {
                 return Err(BankError::NotFound(account_number.to_owned()));
             }

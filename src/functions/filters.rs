@@ -107,9 +107,7 @@ pub fn query_pairs() -> impl Filter<Extract = (Vec<(String, String)>,), Error = 
     warp::query::raw()
         .or(warp::any().map(String::new))
         .unify()
-        .map(|raw: String| {
-            url_pairs(&raw)
-        })
+        .map(|raw: String| url_pairs(&raw))
 }
 
 fn url_pairs(raw: &str) -> Vec<(String, String)> {
@@ -148,21 +146,6 @@ pub fn only_known_params(pairs: &[(String, String)], known: &[&str]) -> Result<(
             "unknown-query-parameter",
             format!("unknown query parameter {k:?}; this route accepts {known:?}"),
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_pairs_are_decoded() {
-        let pairs = url_pairs("asOf=2024-01-01T00%3A00%3A00%2B01%3A00&x=a+b&flag");
-        assert_eq!(query_param(&pairs, "ASOF"), Some("2024-01-01T00:00:00+01:00"));
-        assert_eq!(query_param(&pairs, "x"), Some("a b"));
-        assert_eq!(query_param(&pairs, "flag"), Some(""));
-        assert!(only_known_params(&pairs, &["asOf", "x", "flag"]).is_ok());
-        assert!(only_known_params(&pairs, &["asOf"]).is_err());
     }
 }
 
@@ -218,5 +201,23 @@ pub fn as_of_params(pairs: &[(String, String)]) -> Result<crate::projection::AsO
         (Some(sequence), None) => Ok(AsOf::Sequence(sequence)),
         (None, Some(time)) => Ok(AsOf::Time(time)),
         (None, None) => Ok(AsOf::Latest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_pairs_are_decoded() {
+        let pairs = url_pairs("asOf=2024-01-01T00%3A00%3A00%2B01%3A00&x=a+b&flag");
+        assert_eq!(
+            query_param(&pairs, "ASOF"),
+            Some("2024-01-01T00:00:00+01:00")
+        );
+        assert_eq!(query_param(&pairs, "x"), Some("a b"));
+        assert_eq!(query_param(&pairs, "flag"), Some(""));
+        assert!(only_known_params(&pairs, &["asOf", "x", "flag"]).is_ok());
+        assert!(only_known_params(&pairs, &["asOf"]).is_err());
     }
 }

@@ -12,6 +12,7 @@ pub mod problem;
 pub mod projections;
 pub mod server;
 pub mod streams;
+pub mod webhook;
 
 pub use problem::{Problem, PROBLEM_CONTENT_TYPE};
 pub use server::serve;
@@ -19,13 +20,16 @@ pub use server::serve;
 /// Largest request body accepted (an append of events is bounded by storage limits well below).
 pub const MAX_BODY_BYTES: u64 = 5 * 1024 * 1024;
 
-/// Every generic function of the library (the event-stream and projection API).
+/// Every generic function of the library (the event-stream and projection API, the Event Grid
+/// entry points of the read-model projector).
 pub fn routes(
     app: std::sync::Arc<crate::app::App>,
 ) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
     use warp::Filter;
     streams::routes(app.clone())
-        .or(projections::routes(app))
+        .or(projections::routes(app.clone()))
+        .unify()
+        .or(webhook::routes(app))
         .unify()
         .or(openapi::routes())
         .unify()

@@ -176,10 +176,7 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         problem.clone()
     } else if rejection.is_not_found() {
         Problem::not_found("no-such-route", "no function answers this path")
-    } else if rejection
-        .find::<warp::reject::MethodNotAllowed>()
-        .is_some()
-    {
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method-not-allowed",

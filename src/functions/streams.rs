@@ -120,7 +120,9 @@ async fn append_handler(
         .into_iter()
         .map(|e| {
             let mut metadata = e.metadata;
-            metadata.correlation_id.get_or_insert_with(|| correlation_id.clone());
+            metadata
+                .correlation_id
+                .get_or_insert_with(|| correlation_id.clone());
             NewEvent::from_raw(e.event_type, e.data)
                 .with_id(e.event_id.unwrap_or_else(Uuid::new_v4))
                 .with_metadata(metadata)

@@ -80,9 +80,9 @@ impl EventStore for MemoryStore {
         check_new_events(&events)?;
         let mut streams = self.lock();
         let entry = streams.entry(stream.clone()).or_default();
-        if let Some((first, last)) =
-            earlier_append(stream, &events, |id| entry.appends_by_event_id.get(id).copied())?
-        {
+        if let Some((first, last)) = earlier_append(stream, &events, |id| {
+            entry.appends_by_event_id.get(id).copied()
+        })? {
             return Ok(AppendOutcome {
                 first_sequence: first,
                 version: last,
@@ -105,18 +105,23 @@ impl EventStore for MemoryStore {
         let first = actual + 1;
         let last = actual + events.len() as u64;
         for event in &events {
-            entry.appends_by_event_id.insert(event.event_id, (first, last));
+            entry
+                .appends_by_event_id
+                .insert(event.event_id, (first, last));
         }
-        entry
-            .events
-            .extend(events.into_iter().zip(first..).map(|(e, sequence)| RecordedEvent {
-                sequence,
-                event_id: e.event_id,
-                event_type: e.event_type,
-                data: e.data,
-                timestamp,
-                metadata: e.metadata,
-            }));
+        entry.events.extend(
+            events
+                .into_iter()
+                .zip(first..)
+                .map(|(e, sequence)| RecordedEvent {
+                    sequence,
+                    event_id: e.event_id,
+                    event_type: e.event_type,
+                    data: e.data,
+                    timestamp,
+                    metadata: e.metadata,
+                }),
+        );
         Ok(AppendOutcome {
             first_sequence: first,
             version: last,
@@ -149,10 +154,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        Ok(self
-            .lock()
-            .get(stream)
-            .map_or(0, |s| s.events.len() as u64))
+        Ok(self.lock().get(stream).map_or(0, |s| s.events.len() as u64))
     }
 
     async fn list_streams(

@@ -25,7 +25,9 @@ pub enum StoreError {
     InvalidEvent { event_id: Uuid, reason: String },
 
     /// One event is larger than the backend can store.
-    #[error("event {event_id} is {size} bytes; this backend stores events of at most {limit} bytes")]
+    #[error(
+        "event {event_id} is {size} bytes; this backend stores events of at most {limit} bytes"
+    )]
     EventTooLarge {
         event_id: Uuid,
         size: usize,

@@ -145,7 +145,9 @@ mod tests {
 
     #[test]
     fn rejects_forbidden_characters_in_instance_keys() {
-        for bad in ["a/b", "a\\b", "a#b", "a?b", "a\u{1}b", "a\u{7f}b", "a\u{85}b", "", " a"] {
+        for bad in [
+            "a/b", "a\\b", "a#b", "a?b", "a\u{1}b", "a\u{7f}b", "a\u{85}b", "", " a",
+        ] {
             let err = StreamId::new("Bank", "Account", bad).unwrap_err();
             assert_eq!(err.what, "instance key", "{bad:?}");
         }
@@ -157,8 +159,14 @@ mod tests {
     #[test]
     fn rejects_bad_names() {
         for bad in ["", "1Bank", "Ba nk", "Bank.", "Bänk"] {
-            assert_eq!(StreamId::new(bad, "Account", "1").unwrap_err().what, "domain");
-            assert_eq!(StreamId::new("Bank", bad, "1").unwrap_err().what, "entity type");
+            assert_eq!(
+                StreamId::new(bad, "Account", "1").unwrap_err().what,
+                "domain"
+            );
+            assert_eq!(
+                StreamId::new("Bank", bad, "1").unwrap_err().what,
+                "entity type"
+            );
         }
         assert!(StreamId::new("B".repeat(MAX_NAME_LEN + 1), "Account", "1").is_err());
     }

@@ -116,8 +116,11 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<AppendOutcome, StoreError>;
 
     /// Reads events of a stream. A stream that does not exist reads as version 0, no events.
-    async fn read(&self, stream: &StreamId, request: ReadRequest)
-        -> Result<StreamSlice, StoreError>;
+    async fn read(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+    ) -> Result<StreamSlice, StoreError>;
 
     /// The stream's current version (0 = it does not exist), without reading its events.
     async fn version(&self, stream: &StreamId) -> Result<u64, StoreError>;

@@ -71,7 +71,9 @@ pub async fn start_host(settings: Vec<(String, String)>) -> (HostSim, tempfile::
     config.settings = settings;
     config.settings.push(("RUST_LOG".into(), "warn".into()));
     config.run_timers = false;
-    let host = HostSim::start(config).await.expect("start the host simulator");
+    let host = HostSim::start(config)
+        .await
+        .expect("start the host simulator");
     (host, app_dir)
 }
 
@@ -88,9 +90,16 @@ impl Reply {
     /// Asserts a problem response with this status, and returns its body.
     pub fn problem(&self, status: u16) -> &Value {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
-        assert_eq!(self.content_type, "application/problem+json", "body: {}", self.body);
+        assert_eq!(
+            self.content_type, "application/problem+json",
+            "body: {}",
+            self.body
+        );
         assert_eq!(self.body["status"], status);
-        assert!(self.body["type"].as_str().unwrap().starts_with("urn:streamfold:problem:"));
+        assert!(self.body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:streamfold:problem:"));
         assert!(!self.body["detail"].as_str().unwrap().is_empty());
         &self.body
     }

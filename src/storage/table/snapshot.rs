@@ -135,11 +135,8 @@ impl SnapshotStore for TableSnapshotStore {
         let api = self.api().await?;
         let partition_key = keys::partition_key(stream);
         let what = format!("snapshot of {stream}");
-        let insert = Operation::Insert(with_keys(
-            &partition_key,
-            &snapshot.projection,
-            &properties,
-        ));
+        let insert =
+            Operation::Insert(with_keys(&partition_key, &snapshot.projection, &properties));
         match api.transaction(&partition_key, vec![insert], &what).await? {
             BatchOutcome::Committed => Ok(()),
             BatchOutcome::RolledBack { status: CONFLICT } => {
