@@ -56,18 +56,15 @@ async fn writer(client: Client, writer: usize) -> (HashMap<uuid::Uuid, u64>, Vec
     (acked, rejected)
 }
 
-#[tokio::test]
-async fn three_processes_and_32_writers_on_one_stream() {
+async fn writers_in_processes_on_one_stream(backend: &str) {
     let azurite = Azurite::start().await.unwrap();
     let mut hosts = Vec::new();
     for _ in 0..PROCESSES {
-        hosts.push(
-            start_host(vec![(
-                "AzureWebJobsStorage".into(),
-                azurite.connection_string(),
-            )])
-            .await,
-        );
+        let settings = vec![
+            ("AzureWebJobsStorage".into(), azurite.connection_string()),
+            ("ALL.ALL".into(), format!("{backend};AzureWebJobsStorage")),
+        ];
+        hosts.push(start_host(settings).await);
     }
     let clients: Vec<Client> = hosts
         .iter()
@@ -108,4 +105,14 @@ async fn three_processes_and_32_writers_on_one_stream() {
     for id in rejected {
         assert!(!acked.contains_key(&id));
     }
+}
+
+#[tokio::test]
+async fn three_processes_and_32_writers_on_one_table_stream() {
+    writers_in_processes_on_one_stream("Table").await;
+}
+
+#[tokio::test]
+async fn three_processes_and_32_writers_on_one_blob_stream() {
+    writers_in_processes_on_one_stream("AppendBlob").await;
 }
