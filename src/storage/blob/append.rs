@@ -40,10 +40,12 @@ pub const MAX_ATTEMPTS: usize = 16;
 pub const HINT_INTERVAL_BYTES: u64 = 64 * 1024;
 
 /// Appends `events` (already checked) to the stream of `blobs`, starting from the view `tail`,
-/// which is updated with everything learned.
+/// which is updated with everything learned. `fresh` says whether `tail` was just read from
+/// storage (rather than taken from the cache, where it may be behind).
 pub async fn append(
     blobs: &StreamBlobs<'_>,
     tail: &mut Tail,
+    mut fresh: bool,
     expected: ExpectedVersion,
     events: &[NewEvent],
 ) -> Result<AppendOutcome, StoreError> {
@@ -51,11 +53,20 @@ pub async fn append(
     let tracker = DeliveryTracker::new();
     let mut attempted_first = None;
     for _ in 0..MAX_ATTEMPTS {
-        let could_be_retry = !expected.is_met_by(tail.version)
+        let met = expected.is_met_by(tail.version);
+        let could_be_retry = !met
             || matches!(expected, ExpectedVersion::Any | ExpectedVersion::Exists)
             || tail.knows_any(events);
         if could_be_retry && !tail.window_complete() {
+            // Reads on to the end of the stream too.
             blobs.load_window(tail).await?;
+            fresh = true;
+        } else if !met && !fresh {
+            // A cached view that misses the expectation may just be behind: look again
+            // before refusing (or before recognising a retry).
+            blobs.refresh(tail).await?;
+            fresh = true;
+            continue;
         }
         if let Some(span) = tail.earlier_append(stream, events)? {
             let written_by_this_call =
@@ -84,6 +95,7 @@ pub async fn append(
                 first_sequence: tail.version + 1,
                 version: tail.version,
                 length: 0,
+                blocks: 0,
             };
             match blobs
                 .api
@@ -97,7 +109,10 @@ pub async fn append(
                     }
                 }
                 // Another writer rolled over first: read what it wrote.
-                CreateResult::AlreadyExists => blobs.refresh(tail).await?,
+                CreateResult::AlreadyExists => {
+                    blobs.refresh(tail).await?;
+                    fresh = true;
+                }
             }
             continue;
         }
@@ -134,7 +149,9 @@ pub async fn append(
                 tail.record_append(events, encoded.span, segment.length, &encoded.ends);
                 if let Some(current) = tail.current.as_mut() {
                     current.etag = etag;
-                    current.committed_blocks = committed_blocks;
+                    // The service's count for this very append; our own count otherwise.
+                    current.committed_blocks =
+                        committed_blocks.unwrap_or(current.committed_blocks + 1);
                     refresh_hint(blobs, current, tail.version).await;
                 }
                 return Ok(AppendOutcome {
@@ -144,7 +161,10 @@ pub async fn append(
                     duplicate: false,
                 });
             }
-            AppendResult::PositionConflict => blobs.refresh(tail).await?,
+            AppendResult::PositionConflict => {
+                blobs.refresh(tail).await?;
+                fresh = true;
+            }
             AppendResult::SegmentFull => {
                 if let Some(current) = tail.current.as_mut() {
                     current.refused_block = true;
@@ -169,6 +189,7 @@ async fn create_first_segment(blobs: &StreamBlobs<'_>, tail: &mut Tail) -> Resul
         first_sequence: 1,
         version: 0,
         length: 0,
+        blocks: 0,
     };
     match blobs
         .api
@@ -184,7 +205,7 @@ async fn create_first_segment(blobs: &StreamBlobs<'_>, tail: &mut Tail) -> Resul
                         length: 0,
                         first_sequence: 1,
                     },
-                    committed_blocks: Some(0),
+                    committed_blocks: 0,
                     refused_block: false,
                     etag: Some(etag),
                     hint_length: 0,
@@ -214,6 +235,7 @@ async fn refresh_hint(blobs: &StreamBlobs<'_>, current: &mut Current, version: u
         first_sequence: current.segment.first_sequence,
         version,
         length,
+        blocks: current.committed_blocks,
     };
     let name = blobs.segment_name(current.segment.number);
     if let Some(etag) = blobs.api.set_hint(&name, &etag, hint).await {

@@ -15,6 +15,10 @@
 //! - the outcome of an append is read from its raw headers (ETag, append offset, committed
 //!   blocks, see [`super::policy`]), and a refused append is classified by its error code:
 //!   position conflict (412), segment full (`BlockCountExceedsLimit`), blob gone (404);
+//! - of a read's answer only the body and `Content-Range` are used for the stream's state:
+//!   Azurite answers a read with the ETag, block count and metadata of a *later* state when an
+//!   append lands while it sends the body (measured here), so a read's ETag and metadata are
+//!   treated as hints and its block count is not used at all;
 //! - errors are classified like the Table backend's: unreachable storage, timeouts, 408/429/5xx
 //!   become `Unavailable` (with `maybe_applied` from the [`DeliveryTracker`] for writes), 401/403
 //!   `Misconfigured`, answers of an unexpected shape `Corrupt`.
@@ -58,8 +62,10 @@ pub const MAX_LIST_PAGE: usize = 5_000;
 pub const META_FIRST_SEQUENCE: &str = "firstsequence";
 /// A version of the stream that the segment has reached...
 pub const META_VERSION: &str = "version";
-/// ... and the segment's length in bytes at that version.
+/// ... the segment's length in bytes at that version...
 pub const META_LENGTH: &str = "length";
+/// ... and the number of blocks (appends) it had then.
+pub const META_BLOCKS: &str = "blocks";
 
 /// What a segment's metadata says: a hint, verified against the content before use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +73,7 @@ pub struct SegmentHint {
     pub first_sequence: u64,
     pub version: u64,
     pub length: u64,
+    pub blocks: u64,
 }
 
 impl SegmentHint {
@@ -75,6 +82,7 @@ impl SegmentHint {
         metadata.insert(META_FIRST_SEQUENCE, self.first_sequence.to_string());
         metadata.insert(META_VERSION, self.version.to_string());
         metadata.insert(META_LENGTH, self.length.to_string());
+        metadata.insert(META_BLOCKS, self.blocks.to_string());
         metadata
     }
 
@@ -84,8 +92,13 @@ impl SegmentHint {
             first_sequence: number(META_FIRST_SEQUENCE)?,
             version: number(META_VERSION)?,
             length: number(META_LENGTH)?,
+            blocks: number(META_BLOCKS)?,
         };
-        (hint.first_sequence >= 1 && hint.version + 1 >= hint.first_sequence).then_some(hint)
+        let consistent = hint.first_sequence >= 1
+            && hint.version + 1 >= hint.first_sequence
+            && hint.blocks <= hint.version + 1 - hint.first_sequence
+            && (hint.blocks == 0) == (hint.length == 0);
+        consistent.then_some(hint)
     }
 }
 
@@ -106,8 +119,9 @@ pub struct TailBytes {
     pub offset: u64,
     /// The blob's length at the time of the read.
     pub length: u64,
+    /// The blob's ETag (on Azurite possibly of a later state than `bytes`).
     pub etag: Option<String>,
-    pub committed_blocks: Option<u64>,
+    /// The blob's metadata hint (on Azurite possibly of a later state than `bytes`).
     pub hint: Option<SegmentHint>,
 }
 
@@ -290,7 +304,7 @@ impl BlobApi {
             .get()
             .range(start..start + OPEN_ENDED_READ_BYTES)
             .chunk_size(OPEN_ENDED_READ_BYTES)
-            .context(captured.into_context(Context::new()))
+            .context(captured.in_context(Context::new()))
             .into_stream();
         let response = match pages.next().await {
             None => {
@@ -313,7 +327,6 @@ impl BlobApi {
                                 offset: 0,
                                 length: 0,
                                 etag: None,
-                                committed_blocks: None,
                                 hint: None,
                             }))
                         } else {
@@ -364,7 +377,6 @@ impl BlobApi {
             offset,
             length,
             etag: captured.etag(),
-            committed_blocks: captured.committed_block_count(),
             hint,
         }))
     }
@@ -418,7 +430,7 @@ impl BlobApi {
             .blob_client(name)
             .append_block(block)
             .condition_append_position(ConditionAppendPosition::from(position))
-            .context(captured.into_context(tracker.context()))
+            .context(captured.in_context(tracker.context()))
             .await;
         match result {
             Ok(_) => Ok(AppendResult::Appended {

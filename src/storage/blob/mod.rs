@@ -234,11 +234,11 @@ impl EventStore for BlobStore {
         let api = self.api()?;
         api.ensure_container().await?;
         let blobs = self.blobs(api, stream);
-        let mut tail = match self.cached(stream) {
-            Some(tail) => tail,
-            None => blobs.cold_load().await?,
+        let (mut tail, fresh) = match self.cached(stream) {
+            Some(tail) => (tail, false),
+            None => (blobs.cold_load().await?, true),
         };
-        let result = append::append(&blobs, &mut tail, expected, &events).await;
+        let result = append::append(&blobs, &mut tail, fresh, expected, &events).await;
         match &result {
             Ok(_)
             | Err(StoreError::WrongExpectedVersion { .. } | StoreError::EventIdReused { .. }) => {

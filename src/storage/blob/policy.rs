@@ -39,7 +39,7 @@ impl Captured {
     }
 
     /// `context` with this slot added.
-    pub fn into_context(&self, mut context: Context) -> Context {
+    pub fn in_context(&self, mut context: Context) -> Context {
         context.insert(self.clone());
         context
     }

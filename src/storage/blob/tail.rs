@@ -54,8 +54,9 @@ impl Segment {
 #[derive(Debug, Clone)]
 pub struct Current {
     pub segment: Segment,
-    /// Blocks committed at `segment.length` (`None`: not known).
-    pub committed_blocks: Option<u64>,
+    /// Blocks committed at `segment.length`. Counted from the content (each append is one
+    /// block and its records name it), never taken from a read's headers.
+    pub committed_blocks: u64,
     /// The service refused a block because the segment holds the most it can.
     pub refused_block: bool,
     /// ETag at `segment.length` (for the conditional metadata write).
@@ -116,11 +117,9 @@ impl Tail {
 
     /// Whether the current segment takes no more blocks.
     pub fn is_full(&self, max_blocks: u64) -> bool {
-        self.current.as_ref().is_some_and(|c| {
-            c.refused_block
-                || c.committed_blocks
-                    .is_some_and(|blocks| blocks >= max_blocks)
-        })
+        self.current
+            .as_ref()
+            .is_some_and(|c| c.refused_block || c.committed_blocks >= max_blocks)
     }
 
     /// Whether any of `events` has an id this view knows.
@@ -137,9 +136,10 @@ impl Tail {
     }
 
     /// Adds events read from the current segment. Events up to the version are already
-    /// counted and skipped; the rest must continue it without a gap.
+    /// counted and skipped; the rest must continue it without a gap, and each append among
+    /// them is one more block.
     pub fn absorb(&mut self, stream: &StreamId, events: &[StoredEvent]) -> Result<(), StoreError> {
-        let Some(current) = &self.current else {
+        let Some(current) = self.current.as_mut() else {
             return Ok(());
         };
         let base = current.segment.base;
@@ -156,6 +156,9 @@ impl Tail {
                         current.segment.number, self.version
                     ),
                 });
+            }
+            if stored.append.first == sequence {
+                current.committed_blocks += 1;
             }
             self.known.push_back(Known {
                 event_id: stored.event.event_id,
@@ -215,7 +218,7 @@ impl Tail {
                 length: 0,
                 first_sequence,
             },
-            committed_blocks: Some(0),
+            committed_blocks: 0,
             refused_block: false,
             etag: None,
             hint_length: 0,
@@ -252,9 +255,9 @@ impl Tail {
         if sequence + 1 == segment.first_sequence {
             return Some(0);
         }
-        self.known_at(sequence)
+        self.known_at(sequence + 1)
             .filter(|k| k.start >= segment.base)
-            .map(|k| k.end - segment.base)
+            .map(|k| k.start - segment.base)
     }
 
     /// The append that already stored `events`, if they are a retry of it. Ids seen in the
@@ -320,7 +323,7 @@ mod tests {
                     length: 0,
                     first_sequence: 1,
                 },
-                committed_blocks: Some(0),
+                committed_blocks: 0,
                 refused_block: false,
                 etag: None,
                 hint_length: 0,

@@ -118,7 +118,13 @@ impl<'a> StreamBlobs<'a> {
                     .is_none_or(|e| e.event.sequence == hint.version + 1)
                 {
                     let mut tail = Tail {
-                        current: Some(current_from(*number, base, hint.first_sequence, &read)),
+                        current: Some(current_from(
+                            *number,
+                            base,
+                            hint.first_sequence,
+                            hint.blocks,
+                            &read,
+                        )),
                         previous,
                         version: hint.version,
                         known: VecDeque::new(),
@@ -160,7 +166,7 @@ impl<'a> StreamBlobs<'a> {
             }
         }
         let mut tail = Tail {
-            current: Some(current_from(*number, base, first_sequence, &read)),
+            current: Some(current_from(*number, base, first_sequence, 0, &read)),
             previous,
             version: first_sequence - 1,
             known: VecDeque::new(),
@@ -337,8 +343,13 @@ impl<'a> StreamBlobs<'a> {
             }
         }
         push(current.segment.base, &events, &mut expected_next)?;
+        let new_blocks = events
+            .iter()
+            .filter(|s| s.event.sequence > tail.version && s.event.sequence == s.append.first)
+            .count() as u64;
         if let Some(current) = tail.current.as_mut() {
             update_current(current, &read);
+            current.committed_blocks += new_blocks;
         }
         if let Some(last) = known.back() {
             if last.sequence < tail.version {
@@ -426,7 +437,7 @@ impl<'a> StreamBlobs<'a> {
                     }
                 });
                 tail = Tail {
-                    current: Some(current_from(*number, base, first_sequence, &read)),
+                    current: Some(current_from(*number, base, first_sequence, 0, &read)),
                     previous,
                     version: first_sequence - 1,
                     known: VecDeque::new(),
@@ -450,8 +461,15 @@ impl<'a> StreamBlobs<'a> {
     }
 }
 
-/// The current-segment state after reading it (from any offset) to its end.
-fn current_from(number: u32, base: u64, first_sequence: u64, read: &TailBytes) -> Current {
+/// The current-segment state after reading it to its end, before the events read are
+/// absorbed: `blocks` is the number of blocks before the first event read.
+fn current_from(
+    number: u32,
+    base: u64,
+    first_sequence: u64,
+    blocks: u64,
+    read: &TailBytes,
+) -> Current {
     Current {
         segment: Segment {
             number,
@@ -459,7 +477,7 @@ fn current_from(number: u32, base: u64, first_sequence: u64, read: &TailBytes) -
             length: read.length,
             first_sequence,
         },
-        committed_blocks: read.committed_blocks,
+        committed_blocks: blocks,
         refused_block: false,
         etag: read.etag.clone(),
         hint_length: read.hint.map_or(0, |h| h.length),
@@ -468,9 +486,6 @@ fn current_from(number: u32, base: u64, first_sequence: u64, read: &TailBytes) -
 
 fn update_current(current: &mut Current, read: &TailBytes) {
     current.segment.length = read.length;
-    if read.committed_blocks.is_some() {
-        current.committed_blocks = read.committed_blocks;
-    }
     if read.etag.is_some() {
         current.etag = read.etag.clone();
     }
