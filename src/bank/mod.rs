@@ -6,7 +6,8 @@
 //! - [`account`]: the state, the rules, the projection;
 //! - [`overdraft`]: the "in overdraft" classification;
 //! - [`service`]: commands decided on fresh state, appended with its exact version;
-//! - [`http`]: the HTTP functions.
+//! - [`http`]: the HTTP functions;
+//! - [`readmodels`]: the account rows kept from notifications, `Accounts`, `RebuildReadModels`.
 //!
 //! Streams: domain `Bank`, entity type `Account`, instance key = the account number.
 
@@ -15,6 +16,7 @@ pub mod events;
 pub mod http;
 pub mod money;
 pub mod overdraft;
+pub mod readmodels;
 pub mod service;
 
 use std::sync::Arc;
@@ -38,10 +40,15 @@ pub fn register(app: &mut App) -> Result<(), RegistryError> {
             ENTITY,
             StatefulClassifier::new(overdraft::InOverdraft),
         )?;
+    readmodels::register(app)?;
     Ok(())
 }
 
 /// The bank's HTTP functions.
 pub fn routes(app: Arc<App>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
-    http::routes(Bank::new(app))
+    use warp::Filter;
+    http::routes(Bank::new(app.clone()))
+        .or(readmodels::routes(app))
+        .unify()
+        .boxed()
 }

@@ -74,7 +74,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let projector = warp::post()
         .and(warp::path(PROJECTOR_FUNCTION))
         .and(warp::path::end())
-        .and(invocation_id.clone())
+        .and(invocation_id)
         .and(filters::body())
         .and(with_app.clone())
         .then(projector_handler);
@@ -304,7 +304,9 @@ fn validation_code(events: &[Value]) -> Result<String, Problem> {
     };
     match data.get("validationCode") {
         Some(Value::String(code)) if !code.is_empty() => Ok(code.clone()),
-        _ => Err(invalid("the subscription validation event has no data.validationCode")),
+        _ => Err(invalid(
+            "the subscription validation event has no data.validationCode",
+        )),
     }
 }
 
@@ -451,6 +453,37 @@ mod tests {
         (Arc::new(app), stream, recorded)
     }
 
+    /// Serves the routes on a free loopback port, as the handler does; the base URL.
+    async fn serve_routes(app: Arc<App>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(crate::functions::serve(
+            listener,
+            routes(app),
+            std::future::pending(),
+        ));
+        base
+    }
+
+    struct Answer {
+        status: u16,
+        headers: reqwest::header::HeaderMap,
+        body: Value,
+    }
+
+    async fn send(request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
     async fn count_row(app: &App, stream: &StreamId) -> Option<u64> {
         let row = app
             .read_model_store()
@@ -469,104 +502,110 @@ mod tests {
     #[tokio::test]
     async fn projector_invocations_accept_objects_and_strings_in_either_schema() {
         let (app, stream, recorded) = app_with_stream(3).await;
-        let routes = routes(app.clone()).recover(crate::functions::problem::recover);
-        let payload = |event: Value| json!({"Data": {"event": event}, "Metadata": {}});
-        let second = event(NotificationSchema::CloudEvent, &stream, &recorded[1]);
-        let answer = warp::test::request()
-            .method("POST")
-            .path("/Projector")
-            .json(&payload(Value::String(second.to_string())))
-            .reply(&routes)
-            .await;
-        assert_eq!(answer.status(), 200, "{:?}", answer.body());
-        let body: Value = serde_json::from_slice(answer.body()).unwrap();
-        assert!(body["Logs"][0].as_str().unwrap().contains("count 0→2"));
-        assert_eq!(count_row(&app, &stream).await, Some(2));
+        let base = serve_routes(app.clone()).await;
+        let http = reqwest::Client::new();
+        let invoke = |event: Value| {
+            http.post(format!("{base}/Projector"))
+                .json(&json!({"Data": {"event": event}, "Metadata": {}}))
+        };
 
-        let third = event(NotificationSchema::EventGridEvent, &stream, &recorded[2]);
-        let answer = warp::test::request()
-            .method("POST")
-            .path("/Projector")
-            .json(&payload(third))
-            .reply(&routes)
-            .await;
-        assert_eq!(answer.status(), 200);
+        let second = event(NotificationSchema::CloudEvent, &stream, &recorded[1]);
+        let answer = send(invoke(Value::String(second.to_string()))).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let log = answer.body["Logs"][0].as_str().unwrap().to_owned();
+        // It reads to the end of the stream: event 3 is applied too.
+        assert!(log.contains("count 0→3 (3 applied"), "{log}");
         assert_eq!(count_row(&app, &stream).await, Some(3));
 
+        let third = event(NotificationSchema::EventGridEvent, &stream, &recorded[2]);
+        let duplicate = send(invoke(third)).await;
+        assert_eq!(duplicate.status, 200);
+        let log = duplicate.body["Logs"][0].as_str().unwrap().to_owned();
+        assert!(log.contains("count already at 3"), "{log}");
+
         // Not a notification: logged and acknowledged, nothing changes.
-        let answer = warp::test::request()
-            .method("POST")
-            .path("/Projector")
-            .json(&payload(json!({"id": "x", "data": {}})))
-            .reply(&routes)
-            .await;
-        assert_eq!(answer.status(), 200);
+        let foreign = send(invoke(json!({"id": "x", "data": {}}))).await;
+        assert_eq!(foreign.status, 200);
+        assert!(foreign.body["Logs"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("ignored"));
+
         // A notification ahead of the stream fails, for a redelivery.
         let mut ahead = event(NotificationSchema::EventGridEvent, &stream, &recorded[2]);
         ahead["data"]["sequenceNumber"] = json!(9);
-        let answer = warp::test::request()
-            .method("POST")
-            .path("/Projector")
-            .json(&payload(ahead))
-            .reply(&routes)
-            .await;
-        assert_eq!(answer.status(), 503);
+        let failed = send(invoke(ahead)).await;
+        assert_eq!(failed.status, 503, "{}", failed.body);
+        assert_eq!(count_row(&app, &stream).await, Some(3));
     }
 
     #[tokio::test]
     async fn the_plain_webhook_answers_both_handshakes_and_deliveries() {
         let (app, stream, recorded) = app_with_stream(2).await;
-        let routes = routes(app.clone()).recover(crate::functions::problem::recover);
-        let validation = warp::test::request()
-            .method("POST")
-            .path("/api/eventgrid")
-            .header(EVENT_TYPE_HEADER, SUBSCRIPTION_VALIDATION)
-            .json(&json!([{"id": "1", "eventType": VALIDATION_EVENT_TYPE, "subject": "", "eventTime": "2024-01-01T00:00:00Z", "data": {"validationCode": "abc-123", "validationUrl": "https://x"}, "dataVersion": "1"}]))
-            .reply(&routes)
-            .await;
-        assert_eq!(validation.status(), 200);
-        let body: Value = serde_json::from_slice(validation.body()).unwrap();
-        assert_eq!(body, json!({"validationResponse": "abc-123"}));
+        let base = serve_routes(app.clone()).await;
+        let url = format!("{base}/api/eventgrid");
+        let http = reqwest::Client::new();
 
-        let options = warp::test::request()
-            .method("OPTIONS")
-            .path("/api/eventgrid")
-            .header("WebHook-Request-Origin", "eventgrid.azure.net")
-            .reply(&routes)
-            .await;
-        assert_eq!(options.status(), 200);
-        assert_eq!(options.headers()[ALLOWED_ORIGIN_HEADER], "eventgrid.azure.net");
-        assert_eq!(options.headers()[ALLOWED_RATE_HEADER], ALLOWED_RATE);
+        let validation = send(
+            http.post(&url)
+                .header(EVENT_TYPE_HEADER, SUBSCRIPTION_VALIDATION)
+                .json(&json!([{
+                    "id": "1", "eventType": VALIDATION_EVENT_TYPE, "subject": "",
+                    "eventTime": "2024-01-01T00:00:00Z", "dataVersion": "1",
+                    "data": {"validationCode": "abc-123", "validationUrl": "https://x"}
+                }])),
+        )
+        .await;
+        assert_eq!(validation.status, 200);
+        assert_eq!(validation.body, json!({"validationResponse": "abc-123"}));
+
+        let options = send(
+            http.request(reqwest::Method::OPTIONS, &url)
+                .header("WebHook-Request-Origin", "eventgrid.azure.net"),
+        )
+        .await;
+        assert_eq!(options.status, 200);
+        assert_eq!(
+            options.headers[ALLOWED_ORIGIN_HEADER],
+            "eventgrid.azure.net"
+        );
+        assert_eq!(options.headers[ALLOWED_RATE_HEADER], ALLOWED_RATE);
+        let no_origin = send(http.request(reqwest::Method::OPTIONS, &url)).await;
+        assert_eq!(no_origin.status, 400);
 
         // One CloudEvent, no aeg-event-type: its content type says what it is.
-        let single = warp::test::request()
-            .method("POST")
-            .path("/api/eventgrid")
-            .header("content-type", "application/cloudevents+json; charset=utf-8")
-            .body(event(NotificationSchema::CloudEvent, &stream, &recorded[0]).to_string())
-            .reply(&routes)
-            .await;
-        assert_eq!(single.status(), 200, "{:?}", single.body());
-        assert_eq!(count_row(&app, &stream).await, Some(1));
-
-        // An array with a foreign event: the notification is applied, the delivery refused.
-        let mixed = warp::test::request()
-            .method("POST")
-            .path("/api/eventgrid")
-            .header(EVENT_TYPE_HEADER, NOTIFICATION)
-            .json(&json!([event(NotificationSchema::EventGridEvent, &stream, &recorded[1]), {"id": "x"}]))
-            .reply(&routes)
-            .await;
-        assert_eq!(mixed.status(), 400);
+        let single = send(
+            http.post(&url)
+                .header(
+                    "content-type",
+                    "application/cloudevents+json; charset=utf-8",
+                )
+                .body(event(NotificationSchema::CloudEvent, &stream, &recorded[0]).to_string()),
+        )
+        .await;
+        assert_eq!(single.status, 200, "{}", single.body);
         assert_eq!(count_row(&app, &stream).await, Some(2));
 
-        let unknown = warp::test::request()
-            .method("POST")
-            .path("/api/eventgrid")
-            .header(EVENT_TYPE_HEADER, "Surprise")
-            .json(&json!([]))
-            .reply(&routes)
-            .await;
-        assert_eq!(unknown.status(), 400);
+        // An array with a foreign event: the notification is handled, the delivery refused.
+        let mixed = send(
+            http.post(&url)
+                .header(EVENT_TYPE_HEADER, NOTIFICATION)
+                .json(&json!([
+                    event(NotificationSchema::EventGridEvent, &stream, &recorded[1]),
+                    {"id": "x"}
+                ])),
+        )
+        .await;
+        assert_eq!(mixed.status, 400);
+        assert_eq!(mixed.body["index"], 1);
+        assert_eq!(count_row(&app, &stream).await, Some(2));
+
+        let unknown = send(
+            http.post(&url)
+                .header(EVENT_TYPE_HEADER, "Surprise")
+                .json(&json!([])),
+        )
+        .await;
+        assert_eq!(unknown.status, 400);
     }
 }
