@@ -17,6 +17,7 @@
 //! [`notifications_for`], and drains them into a [`NotificationSink`], retrying on
 //! [`PublishError::is_transient`] errors.
 
+pub mod dispatch;
 pub mod notification;
 pub mod publisher;
 pub mod retry;
@@ -24,6 +25,7 @@ pub mod schema;
 pub mod settings;
 pub mod sink;
 
+pub use dispatch::{Dispatcher, NotifyingStore, SweepReport, DEFAULT_SWEEP_LIMIT};
 pub use notification::{
     notification_id, notifications_for, read_path, subject, Notification, NotificationData,
     NotificationKind, RaiseSwitches, MAX_EVENT_BYTES, NOTIFICATION_NAMESPACE,

@@ -37,8 +37,9 @@ pub const MAX_TRANSACTION_BYTES: usize = 4 * 1024 * 1024;
 pub const HEADER_OPERATIONS: usize = 1;
 /// The no-property merge of row `E-{n}` that proves an `Exact(n)` stream has at least n events.
 pub const VERSION_CHECK_OPERATIONS: usize = 1;
-/// Kept free for the outbox row of a future notification feature (issue "Notifications"),
-/// so adding it will not lower the number of events an append may hold.
+/// The insert-or-merge of the stream's notification outbox row (module `outbox`), written when
+/// the store's outbox is on; always counted, so turning it on does not lower the number of
+/// events an append may hold.
 pub const RESERVED_OUTBOX_OPERATIONS: usize = 1;
 /// Rows written per event: the event row and its event-id row.
 pub const ROWS_PER_EVENT: usize = 2;
@@ -92,6 +93,7 @@ pub async fn append(
     stream: &StreamId,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
+    outbox: bool,
 ) -> Result<AppendOutcome, StoreError> {
     check_new_events(&events)?;
     let too_large = |bytes: usize| StoreError::AppendTooLarge {
@@ -148,7 +150,10 @@ pub async fn append(
             });
         }
         let created = matches!(plan, Plan::Create);
-        let operations = operations(&partition_key, plan, &encoded, recorded);
+        let mut operations = operations(&partition_key, plan, &encoded, recorded);
+        if outbox {
+            operations.push(super::outbox::pending_operation(last));
+        }
         match api.transaction(&partition_key, operations, &what).await? {
             BatchOutcome::Committed => {
                 return Ok(AppendOutcome {
@@ -211,7 +216,10 @@ fn operations(
     let first = plan.version() + 1;
     let last = plan.version() + encoded.len() as u64;
     let mut operations = Vec::with_capacity(
-        HEADER_OPERATIONS + VERSION_CHECK_OPERATIONS + ROWS_PER_EVENT * encoded.len(),
+        HEADER_OPERATIONS
+            + VERSION_CHECK_OPERATIONS
+            + RESERVED_OUTBOX_OPERATIONS
+            + ROWS_PER_EVENT * encoded.len(),
     );
     match plan {
         Plan::Create => operations.push(Operation::Insert(entity::with_keys(

@@ -41,6 +41,12 @@ pub enum Operation {
         properties: Properties,
         if_match: IfMatchCondition,
     },
+    /// Merge properties into an entity, inserting it if it is missing (insert-or-merge); never
+    /// fails on the entity's state.
+    Upsert {
+        row_key: String,
+        properties: Properties,
+    },
 }
 
 /// What storage did with a transaction that it answered.
@@ -177,6 +183,10 @@ impl TableApi {
                     properties,
                     if_match,
                 } => batch.merge(keys::url_key(&row_key), properties, Some(if_match)),
+                Operation::Upsert {
+                    row_key,
+                    properties,
+                } => batch.insert_or_merge(keys::url_key(&row_key), properties),
             }
             .map_err(|error| StoreError::Corrupt {
                 stream: what.to_owned(),

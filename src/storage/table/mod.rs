@@ -8,7 +8,10 @@
 //!   time), the metadata properties and the data as JSON text in `Data`, `Data01`, ... chunks
 //!   (module `entity`);
 //! - `ID-{event id}`: one row per event (`Sequence`, `FirstSequence`, `LastSequence` of the
-//!   append that stored it), so a retried append is recognised and a reused id refused.
+//!   append that stored it), so a retried append is recognised and a reused id refused;
+//! - `OUTBOX`: only when the outbox is on ([`TableStore::with_outbox`]): the stream's version and
+//!   how far its notifications were published, written by the append's transaction (module
+//!   `outbox`).
 //!
 //! # Appends (module `append`)
 //! An append is one entity group transaction, all or nothing, and its expectation is checked
@@ -25,8 +28,8 @@
 //!   the batch fail and the append is retried, a bounded number of times.
 //!
 //! A failed batch is explained afterwards with reads (event-id rows, then the header), so the
-//! successful path stays one request. One operation per transaction is reserved for a future
-//! outbox row, which fixes [`MAX_EVENTS_PER_APPEND`] at 48.
+//! successful path stays one request. One operation per transaction is reserved for the
+//! notification outbox row, which fixes [`MAX_EVENTS_PER_APPEND`] at 48.
 //!
 //! If the transport retries a transaction whose first answer was lost and which had been
 //! applied, the retry is rolled back (its rows exist) and the event-id rows identify it: the
@@ -47,6 +50,7 @@ mod append;
 pub(crate) mod client;
 pub(crate) mod entity;
 pub(crate) mod keys;
+mod outbox;
 mod read;
 mod snapshot;
 
@@ -64,6 +68,7 @@ use client::TableApi;
 pub use append::{MAX_ATTEMPTS, MAX_EVENTS_PER_APPEND, MAX_TRANSACTION_BYTES};
 pub use entity::{MAX_ENTITY_BYTES, MAX_STRING_PROPERTY_UTF16};
 pub use keys::MAX_SEQUENCE;
+pub use outbox::{OUTBOX_NOTIFIED, OUTBOX_PENDING, OUTBOX_ROW_KEY, OUTBOX_VERSION};
 pub use snapshot::{TableSnapshotStore, DEFAULT_SNAPSHOT_TABLE};
 
 /// The table that holds the streams unless another is chosen.
@@ -81,6 +86,8 @@ pub struct TableStore {
     table_name: String,
     /// The table client, or why none could be built (reported by every operation).
     api: Arc<Result<TableApi, String>>,
+    /// Whether every append also marks the stream's notifications pending (module `outbox`).
+    outbox: bool,
 }
 
 impl std::fmt::Debug for TableStore {
@@ -88,6 +95,7 @@ impl std::fmt::Debug for TableStore {
         f.debug_struct("TableStore")
             .field("account", &self.account)
             .field("table_name", &self.table_name)
+            .field("outbox", &self.outbox)
             .finish()
     }
 }
@@ -101,7 +109,21 @@ impl TableStore {
 
     /// The same account, another table (tests use one table each). No I/O.
     pub fn with_table_name(self, table_name: impl Into<String>) -> Self {
-        Self::build(self.account, table_name.into())
+        let outbox = self.outbox;
+        Self::build(self.account, table_name.into()).with_outbox(outbox)
+    }
+
+    /// Turns the notification outbox on or off (off by default). When on, every append also
+    /// writes the stream's outbox row in its transaction (see module `outbox`), still one
+    /// request; when off, no outbox row is written.
+    pub fn with_outbox(mut self, enabled: bool) -> Self {
+        self.outbox = enabled;
+        self
+    }
+
+    /// Whether appends record pending notifications.
+    pub fn outbox_enabled(&self) -> bool {
+        self.outbox
     }
 
     pub fn table_name(&self) -> &str {
@@ -133,6 +155,7 @@ impl TableStore {
             account,
             table_name,
             api: Arc::new(api),
+            outbox: false,
         }
     }
 
@@ -166,7 +189,7 @@ impl EventStore for TableStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
-        append::append(self.api()?, stream, expected, events).await
+        append::append(self.api()?, stream, expected, events, self.outbox).await
     }
 
     async fn read(
