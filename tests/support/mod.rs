@@ -183,3 +183,46 @@ impl Client {
         &self.http
     }
 }
+
+/// The path of the simulator's Event Grid webhook for `function` (what an Event Grid
+/// subscription to a locally running app targets).
+pub fn event_grid_webhook_path(function: &str) -> String {
+    format!("/runtime/webhooks/EventGrid?functionName={function}")
+}
+
+/// Every event of a stream, read over the generic HTTP API and decoded from the response text
+/// (so event data stays byte for byte). Empty when the stream does not exist.
+pub async fn recorded_events(
+    client: &Client,
+    domain: &str,
+    entity: &str,
+    instance: &str,
+    from_sequence: u64,
+) -> Vec<streamfold::stream::RecordedEvent> {
+    #[derive(serde::Deserialize)]
+    struct Slice {
+        events: Vec<streamfold::stream::RecordedEvent>,
+    }
+    let instance =
+        percent_encoding::utf8_percent_encode(instance, percent_encoding::NON_ALPHANUMERIC);
+    let url = client.url(&format!(
+        "/api/streams/{domain}/{entity}/{instance}?fromSequence={from_sequence}"
+    ));
+    let response = client
+        .http()
+        .get(url)
+        .send()
+        .await
+        .expect("read the stream");
+    match response.status().as_u16() {
+        404 => Vec::new(),
+        200 => {
+            let text = response.text().await.unwrap();
+            serde_json::from_str::<Slice>(&text).unwrap().events
+        }
+        other => panic!(
+            "reading {domain}/{entity}/{instance}: {other} {}",
+            response.text().await.unwrap_or_default()
+        ),
+    }
+}
