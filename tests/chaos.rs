@@ -1,0 +1,309 @@
+//! The "done when": 20 accounts and a few thousand random operations over HTTP
+//! (opens, deposits, withdrawals including refused ones, limit changes, some refused), their
+//! notifications published to an Event Grid topic (the simulator) that delivers them to the
+//! host's Projector webhook duplicated, reordered and with 30% of attempts failing — while
+//! the operations go on. Once every delivery is done, every read-model row equals the replay
+//! of its stream (`GetBalance`, `RunProjection`), and no delivery was given up.
+//!
+//! Publishing: until the app publishes by itself (the outbox), [`publish_new_events`] reads
+//! each stream past what it already published and publishes its notifications with the
+//! library's `Publisher`, after every round of operations. It is the only place that knows
+//! how notifications get to the topic; switching to the app's own publishing means pointing
+//! the app's topic settings at the simulator and replacing that function with a wait.
+//!
+//! Everything random comes from one fixed seed (the operations, and the topic's chaos), so a
+//! failure can be run again; which worker wins a race still depends on timing.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use streamfold::notify::{
+    notifications_for, NotificationSchema, NotificationTarget, Publisher, RaiseSwitches, TopicKey,
+};
+use streamfold::stream::StreamId;
+use streamfold_testbed::topic::{Chaos, DeliveryRetry, Subscription, TopicConfig, TopicSim};
+use support::{event_grid_webhook_path, recorded_events, Client, TestApp};
+
+const SEED: u64 = 0x5eed_c4a0_5000_0001;
+const ACCOUNTS: usize = 20;
+/// Operations after the accounts are opened.
+const OPERATIONS: usize = 2_400;
+/// Operations between two publishing rounds.
+const ROUND: usize = 200;
+/// Clients sending operations at the same time.
+const WORKERS: usize = 4;
+/// How long every delivery may take to finish once all is published.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(240);
+const DOMAIN: &str = "Bank";
+const ENTITY: &str = "Account";
+/// The app must not publish by itself while the test publishes.
+const NO_SELF_PUBLISHING: &[(&str, &str)] = &[
+    ("RaiseEntityCreationNotification", "false"),
+    ("RaiseEventNotification", "false"),
+];
+
+/// SplitMix64: small and reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// An amount of money with cents, from 0.01 to `whole_max`.99.
+    fn money(&mut self, whole_max: u64) -> String {
+        format!("{}.{:02}", self.below(whole_max + 1), 1 + self.below(99))
+    }
+}
+
+fn account_name(index: usize) -> String {
+    format!("CHAOS-{index:02}")
+}
+
+/// What the operations got back, by kind and status.
+type Tally = BTreeMap<(&'static str, u16), u64>;
+
+/// One random operation; statuses other than the expected ones fail the test.
+async fn random_operation(client: &Client, rng: &mut Rng, tally: &mut Tally) {
+    let account = account_name(rng.below(ACCOUNTS as u64) as usize);
+    let roll = rng.below(100);
+    let (kind, path, body) = match roll {
+        0..=34 => (
+            "deposit",
+            format!("/api/Deposit/{account}"),
+            json!({"amount": rng.money(200)}),
+        ),
+        35..=74 => (
+            "withdraw",
+            format!("/api/Withdraw/{account}"),
+            // Often more than balance + limit: refused with 422.
+            json!({"amount": rng.money(300)}),
+        ),
+        75..=91 => (
+            "limit",
+            format!("/api/SetOverdraftLimit/{account}"),
+            // Sometimes below what is already overdrawn: refused with 422.
+            json!({"limit": rng.money(150)}),
+        ),
+        92..=95 => (
+            "open-again",
+            format!("/api/OpenAccount/{account}"),
+            json!({}),
+        ),
+        _ => (
+            "unknown-account",
+            format!("/api/Deposit/NOPE-{}", rng.below(1_000)),
+            json!({"amount": "1"}),
+        ),
+    };
+    let reply = client.post(&path, &body).await;
+    let status = reply.status.as_u16();
+    let expected: &[u16] = match kind {
+        "deposit" => &[200, 409],
+        "withdraw" | "limit" => &[200, 409, 422],
+        "open-again" => &[409],
+        _ => &[404],
+    };
+    assert!(
+        expected.contains(&status),
+        "{kind} {path}: {status} {}",
+        reply.body
+    );
+    *tally.entry((kind, status)).or_default() += 1;
+}
+
+/// Publishes the notifications of every event appended since the last call (`published`
+/// holds, per account, the last sequence published). The one place that decides how
+/// notifications reach the topic.
+async fn publish_new_events(
+    client: &Client,
+    publisher: &Publisher,
+    published: &mut [u64],
+) -> usize {
+    let mut notifications = Vec::new();
+    for (index, last) in published.iter_mut().enumerate() {
+        let account = account_name(index);
+        let events = recorded_events(client, DOMAIN, ENTITY, &account, *last + 1).await;
+        let stream = StreamId::new(DOMAIN, ENTITY, &account).unwrap();
+        notifications.extend(notifications_for(&stream, &events, RaiseSwitches::ALL));
+        if let Some(event) = events.last() {
+            *last = event.sequence;
+        }
+    }
+    publisher
+        .publish(&notifications)
+        .await
+        .expect("publish to the topic");
+    notifications.len()
+}
+
+fn decimal(value: &Value) -> Decimal {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a decimal string: {value}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn read_models_are_exact_under_duplicated_reordered_failing_delivery() {
+    let app = TestApp::start_with(NO_SELF_PUBLISHING).await;
+    let client = &app.client;
+    let webhook = format!(
+        "{}{}",
+        app.host.base_url(),
+        event_grid_webhook_path("Projector")
+    );
+    let chaos = Chaos {
+        seed: SEED,
+        duplicate: 0.3,
+        reorder: 0.5,
+        max_delay: Duration::from_millis(200),
+        transient_failure: 0.3,
+    };
+    // Event Grid's schedule is minutes; a shorter one keeps the run short. Enough attempts
+    // that a 30% failure rate (plus the app's own 5xx on contention) never exhausts them.
+    let retry = DeliveryRetry {
+        schedule: [10, 20, 50, 100, 200, 400]
+            .into_iter()
+            .map(Duration::from_millis)
+            .collect(),
+        max_attempts: 30,
+        timeout: Duration::from_secs(30),
+        jitter: 0.5,
+    };
+    let topic = TopicSim::start(
+        TopicConfig::default().subscribe(
+            Subscription::new(webhook)
+                .with_chaos(chaos)
+                .with_retry(retry),
+        ),
+    )
+    .await
+    .unwrap();
+    let publisher = Publisher::new(
+        NotificationTarget::Topic {
+            endpoint: topic.endpoint().parse().unwrap(),
+            key: TopicKey::new(topic.key()),
+        },
+        NotificationSchema::EventGridEvent,
+    )
+    .unwrap();
+
+    let mut rng = Rng::new(SEED);
+    for index in 0..ACCOUNTS {
+        let limit = rng.money(100);
+        client
+            .post(
+                &format!("/api/OpenAccount/{}", account_name(index)),
+                &json!({"overdraftLimit": limit}),
+            )
+            .await
+            .ok(201);
+    }
+    let mut published = vec![0u64; ACCOUNTS];
+    let mut total_published = publish_new_events(client, &publisher, &mut published).await;
+
+    let mut tally = Tally::new();
+    for round in 0..OPERATIONS / ROUND {
+        let workers = (0..WORKERS).map(|worker| {
+            let client = client.clone();
+            let seed = rng.next() ^ (round * WORKERS + worker) as u64;
+            async move {
+                let mut rng = Rng::new(seed);
+                let mut tally = Tally::new();
+                for _ in 0..ROUND / WORKERS {
+                    random_operation(&client, &mut rng, &mut tally).await;
+                }
+                tally
+            }
+        });
+        for worker_tally in futures::future::join_all(workers).await {
+            for (key, count) in worker_tally {
+                *tally.entry(key).or_default() += count;
+            }
+        }
+        // Deliveries of this round go on while the next round runs.
+        total_published += publish_new_events(client, &publisher, &mut published).await;
+    }
+    println!("operations: {tally:?}");
+    assert!(
+        tally.get(&("withdraw", 422)).is_some_and(|n| *n > 0),
+        "some withdrawals were refused"
+    );
+
+    topic.wait_idle(IDLE_TIMEOUT).await.unwrap();
+    let stats = topic.stats();
+    println!("published {total_published} notifications; deliveries: {stats:?}");
+    assert_eq!(stats.accepted, total_published as u64);
+    assert_eq!(stats.dropped, 0, "every delivery got through in the end");
+    assert!(stats.duplicated > 0 && stats.delayed > 0 && stats.injected_failures > 0);
+    assert_eq!(stats.delivered, stats.accepted + stats.duplicated);
+
+    let rows = client.get("/api/Accounts").await;
+    let rows = rows.ok(200)["accounts"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), ACCOUNTS);
+    for (index, row) in rows.iter().enumerate() {
+        let account = account_name(index);
+        assert_eq!(row["accountNumber"], account.as_str());
+        let replay = client.get(&format!("/api/GetBalance/{account}")).await;
+        let replay = replay.ok(200);
+        for field in [
+            "balance",
+            "overdraftLimit",
+            "available",
+            "status",
+            "inOverdraft",
+            "sequence",
+        ] {
+            assert_eq!(
+                row[field], replay[field],
+                "{account}.{field}: row {row} replay {replay}"
+            );
+        }
+        assert_eq!(
+            row["sequence"], published[index],
+            "{account}: the row is at the stream's end"
+        );
+        let projected = client
+            .get(&format!(
+                "/api/projections/{DOMAIN}/{ENTITY}/{account}/account"
+            ))
+            .await;
+        let state = &projected.ok(200)["state"];
+        assert_eq!(decimal(&row["balance"]), decimal(&state["balance"]));
+        assert_eq!(
+            decimal(&row["overdraftLimit"]),
+            decimal(&state["overdraftLimit"])
+        );
+        let classified = client
+            .get(&format!(
+                "/api/projections/{DOMAIN}/{ENTITY}/{account}/in-overdraft"
+            ))
+            .await;
+        assert_eq!(
+            row["inOverdraft"],
+            classified.ok(200)["state"]["member"],
+            "{account}"
+        );
+    }
+    let in_overdraft = client.get("/api/Accounts?inOverdraft=true").await;
+    let expected = rows.iter().filter(|r| r["inOverdraft"] == true).count();
+    assert_eq!(in_overdraft.ok(200)["count"], expected);
+}
