@@ -92,15 +92,20 @@ pub fn routes(bank: Bank) -> BoxedFilter<(Response,)> {
             .and(filters::query_pairs())
             .and(bank.clone())
     };
+    let run = |kind: Command| {
+        move |account: String, correlation: String, body: Bytes, bank: Bank| {
+            run_command(kind, account, correlation, body, bank)
+        }
+    };
     command("OpenAccount")
         .and_then(open_account)
-        .or(command("Deposit").and_then(deposit))
+        .or(command("Deposit").and_then(run(Command::Deposit)))
         .unify()
-        .or(command("Withdraw").and_then(withdraw))
+        .or(command("Withdraw").and_then(run(Command::Withdraw)))
         .unify()
-        .or(command("SetOverdraftLimit").and_then(set_overdraft_limit))
+        .or(command("SetOverdraftLimit").and_then(run(Command::SetOverdraftLimit)))
         .unify()
-        .or(command("CloseAccount").and_then(close_account))
+        .or(command("CloseAccount").and_then(run(Command::Close)))
         .unify()
         .or(query("GetBalance").and_then(get_balance))
         .unify()
@@ -236,82 +241,68 @@ async fn open_account(
     ))
 }
 
-async fn deposit(
-    account_number: String,
-    correlation_id: String,
-    body: Bytes,
-    bank: Bank,
-) -> Result<Response, Rejection> {
-    account_key(&account_number)?;
-    let body: MoneyBody = parse_json(&body).map_err(reject)?;
-    let value = amount("amount", &body.amount, Sign::Positive)?;
-    let ctx = context(correlation_id, body.commentary)?;
-    let view = bank
-        .deposit(&account_number, value, &ctx)
-        .await
-        .map_err(reject)?;
-    Ok(account_response(
-        StatusCode::OK,
-        &account_number,
-        &view,
-        Some(&ctx.correlation_id),
-    ))
+/// A command on an existing account, as named by its route.
+#[derive(Debug, Clone, Copy)]
+enum Command {
+    Deposit,
+    Withdraw,
+    SetOverdraftLimit,
+    Close,
 }
 
-async fn withdraw(
-    account_number: String,
-    correlation_id: String,
-    body: Bytes,
-    bank: Bank,
-) -> Result<Response, Rejection> {
-    account_key(&account_number)?;
-    let body: MoneyBody = parse_json(&body).map_err(reject)?;
-    let value = amount("amount", &body.amount, Sign::Positive)?;
-    let ctx = context(correlation_id, body.commentary)?;
-    let view = bank
-        .withdraw(&account_number, value, &ctx)
-        .await
-        .map_err(reject)?;
-    Ok(account_response(
-        StatusCode::OK,
-        &account_number,
-        &view,
-        Some(&ctx.correlation_id),
-    ))
+/// The command with its validated arguments.
+enum Action {
+    Deposit(Decimal),
+    Withdraw(Decimal),
+    SetOverdraftLimit(Decimal),
+    Close,
 }
 
-async fn set_overdraft_limit(
-    account_number: String,
-    correlation_id: String,
-    body: Bytes,
-    bank: Bank,
-) -> Result<Response, Rejection> {
-    account_key(&account_number)?;
-    let body: LimitBody = parse_json(&body).map_err(reject)?;
-    let limit = amount("limit", &body.limit, Sign::NonNegative)?;
-    let ctx = context(correlation_id, body.commentary)?;
-    let view = bank
-        .set_overdraft_limit(&account_number, limit, &ctx)
-        .await
-        .map_err(reject)?;
-    Ok(account_response(
-        StatusCode::OK,
-        &account_number,
-        &view,
-        Some(&ctx.correlation_id),
-    ))
+/// Parses and validates a command's body into its action and commentary.
+fn parse_command(command: Command, body: &[u8]) -> Result<(Action, Option<String>), Rejection> {
+    Ok(match command {
+        Command::Deposit | Command::Withdraw => {
+            let body: MoneyBody = parse_json(body).map_err(reject)?;
+            let value = amount("amount", &body.amount, Sign::Positive)?;
+            let action = match command {
+                Command::Deposit => Action::Deposit(value),
+                _ => Action::Withdraw(value),
+            };
+            (action, body.commentary)
+        }
+        Command::SetOverdraftLimit => {
+            let body: LimitBody = parse_json(body).map_err(reject)?;
+            let limit = amount("limit", &body.limit, Sign::NonNegative)?;
+            (Action::SetOverdraftLimit(limit), body.commentary)
+        }
+        Command::Close => {
+            let body: CommentBody = parse_json(body).map_err(reject)?;
+            (Action::Close, body.commentary)
+        }
+    })
 }
 
-async fn close_account(
+/// Deposit, Withdraw, SetOverdraftLimit and CloseAccount: validate, decide on fresh state,
+/// answer with the account after the command.
+async fn run_command(
+    command: Command,
     account_number: String,
     correlation_id: String,
     body: Bytes,
     bank: Bank,
 ) -> Result<Response, Rejection> {
     account_key(&account_number)?;
-    let body: CommentBody = parse_json(&body).map_err(reject)?;
-    let ctx = context(correlation_id, body.commentary)?;
-    let view = bank.close(&account_number, &ctx).await.map_err(reject)?;
+    let (action, commentary) = parse_command(command, &body)?;
+    let ctx = context(correlation_id, commentary)?;
+    let view = match action {
+        Action::Deposit(amount) => bank.deposit(&account_number, amount, &ctx).await,
+        Action::Withdraw(amount) => bank.withdraw(&account_number, amount, &ctx).await,
+        Action::SetOverdraftLimit(limit) => {
+            bank.set_overdraft_limit(&account_number, limit, &ctx).await
+        }
+        Action::Close => bank.close(&account_number, &ctx).await,
+    }
+    .map_err(reject)?;
     Ok(account_response(
         StatusCode::OK,
         &account_number,
