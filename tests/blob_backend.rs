@@ -952,6 +952,11 @@ async fn appends_read_only_the_tail_and_warm_appends_cost_one_request() {
         .unwrap();
     assert_eq!(outcome.version, EVENTS as u64 + 1);
     let cold_bytes = proxy.bytes_received_from_upstream();
+    eprintln!(
+        "cold append: {} requests, {cold_bytes} response bytes; blob {blob_len} bytes: {:?}",
+        proxy.requests(),
+        proxy.log()
+    );
     assert!(
         cold_bytes < 16 * 1024,
         "a cold append read {cold_bytes} bytes of a {blob_len}-byte blob: {:?}",
@@ -983,4 +988,72 @@ async fn appends_read_only_the_tail_and_warm_appends_cost_one_request() {
     let all = reader.read(&s, ReadRequest::all()).await.unwrap();
     assert_eq!(all.events.len(), EVENTS + 2);
     assert!(proxy.bytes_received_from_upstream() >= blob_len);
+}
+
+/// Metadata is a hint: a wrong one is detected against the content and ignored. Content that
+/// breaks the sequence is reported as `Corrupt`, never skipped over.
+#[tokio::test]
+async fn hints_are_checked_and_broken_streams_are_reported() {
+    let setup = Setup::new().await;
+    let s = stream("hinted");
+    setup.store.append(&s, NoStream, events(3)).await.unwrap();
+    let name = "Bank/Account/hinted/000000.jsonl";
+    let content = setup.blob_content(name).await;
+    let first_record_end = content.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let blob = setup.container_client().blob_client(name);
+    let set_hint = |version: u64, length: usize| {
+        let mut metadata = azure_core::prelude::Metadata::new();
+        metadata.insert("firstsequence", "1");
+        metadata.insert("version", version.to_string());
+        metadata.insert("length", length.to_string());
+        metadata.insert("blocks", "1");
+        blob.set_metadata().metadata(metadata)
+    };
+
+    // An offset inside a record; a record boundary with the wrong version; past the end.
+    let mut version = 3;
+    for (hinted_version, length) in [
+        (1, first_record_end - 3),
+        (2, first_record_end),
+        (9, content.len() + 1_000),
+    ] {
+        set_hint(hinted_version, length).await.unwrap();
+        assert_eq!(
+            setup.fresh_store().version(&s).await.unwrap(),
+            version,
+            "hint ({hinted_version}, {length})"
+        );
+        let outcome = setup
+            .fresh_store()
+            .append(&s, Exact(version), events(1))
+            .await
+            .unwrap();
+        assert_eq!(outcome.first_sequence, version + 1);
+        version += 1;
+    }
+    assert_eq!(contiguous(&setup.store, &s).await.len() as u64, version);
+
+    // A segment that does not continue the stream: its first record repeats event 1.
+    let bogus = setup
+        .container_client()
+        .blob_client("Bank/Account/hinted/000001.jsonl");
+    bogus.put_append_blob().await.unwrap();
+    bogus
+        .append_block(content[..first_record_end].to_vec())
+        .await
+        .unwrap();
+    let reader = setup.fresh_store();
+    let results = [
+        reader.read(&s, ReadRequest::all()).await.map(|_| ()),
+        setup.fresh_store().version(&s).await.map(|_| ()),
+    ];
+    for result in results {
+        match result {
+            Err(StoreError::Corrupt { stream, detail }) => {
+                assert_eq!(stream, "Bank/Account/hinted");
+                assert!(detail.contains("segment 1"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -6,16 +6,20 @@
 //! `domain / entity / instance` lives in `{domain}/{entity}/{escaped instance}/000000.jsonl`,
 //! `000001.jsonl`, ... ([`naming`]). Each segment is newline-delimited JSON, one
 //! self-describing record per event ([`record`]), so any tool can read a stream. Segment
-//! metadata (`firstsequence`, and `version`/`length` at some point of the segment) is only a
-//! hint for finding the tail; the content is the truth.
+//! metadata (`firstsequence`, and `version`/`length`/`blocks` at some point of the segment) is
+//! only a hint for finding the tail, checked against the content before use; the content is
+//! the truth.
 //!
 //! # Appends ([`append`])
 //! One block per append (all or nothing, at most [`MAX_BLOCK_BYTES`]), written with the append
 //! position this process believes the segment has, so a stale writer gets 412 and never writes
 //! twice. A per-process cache of each stream's tail ([`tail`]) makes an append whose expected
 //! version matches the cache cost one request; a cold cache costs a listing and a read of the
-//! tail after the hint. When a segment holds [`MAX_BLOCKS_PER_SEGMENT`] blocks (or fewer, see
-//! [`BlobStore::with_max_blocks_per_segment`]) the stream continues in the next segment.
+//! tail after the hint (measured on a 2 MB, 5,000-event stream: four requests and about 1 KiB
+//! of responses, see `tests/blob_backend.rs`). When a segment holds
+//! [`MAX_BLOCKS_PER_SEGMENT`] blocks (or fewer, see [`BlobStore::with_max_blocks_per_segment`])
+//! the stream continues in the next segment. Blocks are counted from the records (one append,
+//! one block), which every writer reads alike, so all writers agree on when a segment is full.
 //!
 //! # Idempotent appends
 //! Retries are recognised against the events of the last [`IDEMPOTENCY_WINDOW_BYTES`] bytes of

@@ -12,6 +12,10 @@
 //! - sequence numbers are checked wherever records are read: gap-free within a segment, the
 //!   first record of a segment is the next sequence after the previous segment, and a
 //!   segment's `firstsequence` metadata agrees; a violation is `Corrupt`, never papered over;
+//! - a segment's block count is counted from its records (each append is one block, and its
+//!   first record is the one whose sequence is the append's `first`), starting from the hint's
+//!   `blocks` or from zero; a read's block-count header is never used (Azurite can send one of
+//!   a later state than the body);
 //! - a full segment (as many blocks as the store allows) is followed into the next segment
 //!   when one exists, so readers and writers cross segment boundaries transparently.
 
@@ -147,14 +151,13 @@ impl<'a> StreamBlobs<'a> {
             }
         };
         let events = self.decode(*number, &read)?;
-        let first_sequence = match (last.hint.or(read.hint), events.first()) {
-            (Some(hint), _) => hint.first_sequence,
-            (None, Some(first)) => first.event.sequence,
-            (None, None) if *number == 0 => 1,
-            (None, None) => {
-                return Err(self.corrupt(format!(
-                    "segment {number} has neither records nor its metadata"
-                )))
+        // Every segment is created with its metadata; without it, only the first segment's
+        // start is known.
+        let first_sequence = match last.hint.or(read.hint) {
+            Some(hint) => hint.first_sequence,
+            None if *number == 0 => 1,
+            None => {
+                return Err(self.corrupt(format!("segment {number} has no firstsequence metadata")))
             }
         };
         if let Some(first) = events.first() {
@@ -211,6 +214,16 @@ impl<'a> StreamBlobs<'a> {
             }
             let number = current.segment.number;
             let events = self.decode(number, &read)?;
+            if read.offset == 0 {
+                if let Some(first) = events.first() {
+                    if first.event.sequence != current.segment.first_sequence {
+                        return Err(self.corrupt(format!(
+                            "segment {number} starts with event {} instead of {}",
+                            first.event.sequence, current.segment.first_sequence
+                        )));
+                    }
+                }
+            }
             update_current(current, &read);
             tail.absorb(self.stream, &events)?;
             collected.extend(events);
