@@ -162,6 +162,14 @@ async fn project(
 ) -> Result<Vec<ProjectOutcome>, ReadModelError> {
     let data = &notification.data;
     let stream = StreamId::new(&data.domain, &data.entity, &data.instance)?;
+    if app
+        .read_models()
+        .names(stream.domain(), stream.entity())
+        .is_empty()
+    {
+        // Nothing to keep for this entity type: no storage needs to be reachable.
+        return Ok(Vec::new());
+    }
     projector_for(app, stream.domain(), stream.entity())?
         .project(&stream, data.sequence_number)
         .await
@@ -530,6 +538,14 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("ignored"));
+
+        // An entity type without read models: acknowledged, nothing to do.
+        let cart = StreamId::new("Shop", "Cart", "1").unwrap();
+        let other = event(NotificationSchema::EventGridEvent, &cart, &recorded[0]);
+        let ignored = send(invoke(other)).await;
+        assert_eq!(ignored.status, 200);
+        let log = ignored.body["Logs"][0].as_str().unwrap().to_owned();
+        assert!(log.contains("no read models registered"), "{log}");
 
         // A notification ahead of the stream fails, for a redelivery.
         let mut ahead = event(NotificationSchema::EventGridEvent, &stream, &recorded[2]);
