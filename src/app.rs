@@ -1,15 +1,26 @@
 //! The application context every function shares: the configured backends (built once at
 //! start-up, without I/O) and the registered projections.
+//!
+//! When notifications are on ([`crate::notify::NotificationSettings::enabled`]), every backend
+//! is built with its notification outbox on and wrapped in a [`NotifyingStore`], so each
+//! append records its pending notifications atomically and publishes them right after in the
+//! background; [`App::dispatchers`] lists the backends' dispatchers for the
+//! `NotificationSweep` timer function. With notifications off, nothing of this exists: no
+//! outbox row is written and no dispatch runs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{BackendKind, ConfigError, Settings, StorageTarget};
+use crate::notify::settings::{LOCAL_URL_SETTING, TOPIC_ENDPOINT_SETTING};
+use crate::notify::{
+    Dispatcher, NotificationSink, NotificationTarget, NotifyingStore, Publisher, RaiseSwitches,
+};
 use crate::projection::{ProjectionRegistry, ProjectionRunner, SnapshotStore};
 use crate::readmodel::{MemoryReadModelStore, ReadModelStore, TableReadModelStore};
 use crate::storage::connection::StorageAccount;
 use crate::storage::{BlobStore, MemoryStore, TableSnapshotStore, TableStore};
-use crate::stream::{EventStore, StoreError};
+use crate::stream::{EventStore, Outbox, StoreError};
 
 /// One configured backend: its event store and, where it has one, its snapshot store.
 #[derive(Clone)]
@@ -29,18 +40,30 @@ pub struct App {
     /// settings) and which projections are kept as rows.
     read_model_store: Option<Arc<dyn ReadModelStore>>,
     read_models: ProjectionRegistry,
+    /// One per backend when notifications are on; empty otherwise.
+    dispatchers: Vec<Arc<Dispatcher>>,
+}
+
+/// Where notifications go and which are raised, when they are on.
+struct Notifications {
+    sink: Arc<dyn NotificationSink>,
+    raise: RaiseSwitches,
 }
 
 impl App {
     /// Builds a backend for every storage target the settings name. No I/O happens here: the
     /// first request to a backend creates its table or container.
     pub fn from_settings(settings: Settings) -> Result<Self, ConfigError> {
+        let notifications = notifications(&settings)?;
         let mut backends = HashMap::new();
+        let mut dispatchers = Vec::new();
         for target in settings.storage.targets() {
             if backends.contains_key(target) {
                 continue;
             }
-            backends.insert(target.clone(), build_backend(target)?);
+            let (backend, dispatcher) = build_backend(target, notifications.as_ref())?;
+            backends.insert(target.clone(), backend);
+            dispatchers.extend(dispatcher);
         }
         let read_model_store = match &settings.read_model_storage {
             Some(target) => Some(build_read_model_store(target)?),
@@ -53,6 +76,7 @@ impl App {
             projections: ProjectionRegistry::default(),
             read_model_store,
             read_models: ProjectionRegistry::default(),
+            dispatchers,
         })
     }
 
@@ -69,6 +93,7 @@ impl App {
             projections: ProjectionRegistry::default(),
             read_model_store: Some(Arc::new(MemoryReadModelStore::new())),
             read_models: ProjectionRegistry::default(),
+            dispatchers: Vec::new(),
         }
     }
 
@@ -109,6 +134,11 @@ impl App {
         self
     }
 
+    /// The notification dispatchers of the backends (empty when notifications are off).
+    pub fn dispatchers(&self) -> &[Arc<Dispatcher>] {
+        &self.dispatchers
+    }
+
     /// The backend that holds the streams of `domain` / `entity`.
     pub fn backend(&self, domain: &str, entity: &str) -> Result<&Backend, StoreError> {
         self.settings
@@ -142,7 +172,29 @@ impl App {
     }
 }
 
-fn build_backend(target: &StorageTarget) -> Result<Backend, ConfigError> {
+/// The sink and switches of the settings, when notifications are on.
+fn notifications(settings: &Settings) -> Result<Option<Notifications>, ConfigError> {
+    let publisher = Publisher::from_settings(&settings.notifications).map_err(|e| {
+        let setting = match settings.notifications.target {
+            Some(NotificationTarget::LocalWebhook { .. }) => LOCAL_URL_SETTING,
+            _ => TOPIC_ENDPOINT_SETTING,
+        };
+        ConfigError {
+            setting: setting.to_owned(),
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(publisher.map(|publisher| Notifications {
+        sink: Arc::new(publisher),
+        raise: settings.notifications.raise,
+    }))
+}
+
+/// The backend of `target`, with its outbox on and its dispatcher when notifications are on.
+fn build_backend(
+    target: &StorageTarget,
+    notifications: Option<&Notifications>,
+) -> Result<(Backend, Option<Arc<Dispatcher>>), ConfigError> {
     let account =
         StorageAccount::from_connection_string(&target.connection_string).map_err(|e| {
             ConfigError {
@@ -150,18 +202,38 @@ fn build_backend(target: &StorageTarget) -> Result<Backend, ConfigError> {
                 reason: e.to_string(),
             }
         })?;
-    match target.kind {
-        BackendKind::Table => Ok(Backend {
-            events: Arc::new(TableStore::new(account.clone())),
-            snapshots: Some(Arc::new(TableSnapshotStore::new(account))),
-        }),
-        // Snapshots of blob streams live in Table storage of the same account: they are small,
-        // replaced in place, and read by key, which is what tables do well.
-        BackendKind::AppendBlob => Ok(Backend {
-            events: Arc::new(BlobStore::new(account.clone())),
-            snapshots: Some(Arc::new(TableSnapshotStore::new(account))),
-        }),
-    }
+    let (events, outbox): (Arc<dyn EventStore>, Arc<dyn Outbox>) = match target.kind {
+        BackendKind::Table => {
+            let store =
+                Arc::new(TableStore::new(account.clone()).with_outbox(notifications.is_some()));
+            (store.clone(), store)
+        }
+        // Appends to blobs write nothing for the outbox: pending notifications are derived
+        // from the content (`crate::storage::blob::outbox`).
+        BackendKind::AppendBlob => {
+            let store = Arc::new(BlobStore::new(account.clone()));
+            (store.clone(), store)
+        }
+    };
+    // Snapshots of blob streams live in Table storage of the same account too: they are
+    // small, replaced in place, and read by key, which is what tables do well.
+    let snapshots: Option<Arc<dyn SnapshotStore>> =
+        Some(Arc::new(TableSnapshotStore::new(account)));
+    let Some(notifications) = notifications else {
+        return Ok((Backend { events, snapshots }, None));
+    };
+    let dispatcher = Arc::new(Dispatcher::new(
+        format!("{:?};{}", target.kind, target.connection_setting),
+        events.clone(),
+        outbox,
+        notifications.sink.clone(),
+        notifications.raise,
+    ));
+    let backend = Backend {
+        events: Arc::new(NotifyingStore::new(events, dispatcher.clone())),
+        snapshots,
+    };
+    Ok((backend, Some(dispatcher)))
 }
 
 fn build_read_model_store(target: &StorageTarget) -> Result<Arc<dyn ReadModelStore>, ConfigError> {

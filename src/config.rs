@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use crate::notify::NotificationSettings;
 use crate::stream::validate_name;
 
 /// The app setting holding the default connection string.
@@ -32,6 +33,10 @@ pub const DEFAULT_CONFLICT_RETRIES: u32 = 5;
 /// Names the app setting holding the connection string of read-model storage (Table storage;
 /// see `crate::readmodel`); [`DEFAULT_CONNECTION_SETTING`] when absent.
 pub const READ_MODEL_STORAGE_SETTING: &str = "StreamfoldReadModelStorage";
+/// Most streams with pending notifications one run of the `NotificationSweep` timer function
+/// publishes (per backend).
+pub const NOTIFICATION_SWEEP_LIMIT_SETTING: &str = "StreamfoldNotificationSweepLimit";
+pub const DEFAULT_NOTIFICATION_SWEEP_LIMIT: usize = crate::notify::DEFAULT_SWEEP_LIMIT;
 /// Port the Functions host tells the handler to listen on.
 pub const PORT_SETTING: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
 pub const DEFAULT_PORT: u16 = 7072;
@@ -116,6 +121,10 @@ pub struct Settings {
     pub conflict_retries: u32,
     /// Where read-model rows live (Table storage); `None` when no connection string is set.
     pub read_model_storage: Option<StorageTarget>,
+    /// Event Grid notifications (see `crate::notify::settings`).
+    pub notifications: NotificationSettings,
+    /// Pending streams one notification sweep publishes, per backend (at least 1).
+    pub notification_sweep_limit: usize,
 }
 
 impl Settings {
@@ -135,7 +144,24 @@ impl Settings {
             snapshot_every: parse_or(&env, SNAPSHOT_EVERY_SETTING, DEFAULT_SNAPSHOT_EVERY)?,
             conflict_retries: parse_or(&env, CONFLICT_RETRIES_SETTING, DEFAULT_CONFLICT_RETRIES)?,
             read_model_storage: read_model_storage(&env)?,
+            notifications: NotificationSettings::from_map(&env)?,
+            notification_sweep_limit: positive(
+                &env,
+                NOTIFICATION_SWEEP_LIMIT_SETTING,
+                DEFAULT_NOTIFICATION_SWEEP_LIMIT,
+            )?,
         })
+    }
+}
+
+fn positive(
+    env: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match parse_or(env, name, default)? {
+        0 => Err(ConfigError::new(name, "must be at least 1")),
+        n => Ok(n),
     }
 }
 
@@ -317,6 +343,33 @@ mod tests {
         assert!(settings(&[]).unwrap().read_model_storage.is_none());
         let err = settings(&[(READ_MODEL_STORAGE_SETTING, "Missing")]).unwrap_err();
         assert_eq!(err.setting, READ_MODEL_STORAGE_SETTING);
+    }
+
+    #[test]
+    fn notification_settings_are_read_and_checked_at_start_up() {
+        let s = settings(&[
+            (
+                "EventGridTopicEndpoint",
+                "https://t.westeurope-1.eventgrid.azure.net/api/events",
+            ),
+            ("EventGridKeyValue", "s3cret"),
+            ("RaiseEventNotification", "false"),
+        ])
+        .unwrap();
+        assert!(s.notifications.enabled());
+        assert!(s.notifications.raise.entity_creation && !s.notifications.raise.event);
+        assert_eq!(s.notification_sweep_limit, DEFAULT_NOTIFICATION_SWEEP_LIMIT);
+        assert!(!format!("{s:?}").contains("s3cret"));
+        let err = settings(&[("RaiseEventNotification", "maybe")]).unwrap_err();
+        assert_eq!(err.setting, "RaiseEventNotification");
+        let err = settings(&[("EventGridTopicEndpoint", "https://t/api/events")]).unwrap_err();
+        assert_eq!(err.setting, "EventGridTopicEndpoint");
+        for bad in ["0", "x"] {
+            let err = settings(&[(NOTIFICATION_SWEEP_LIMIT_SETTING, bad)]).unwrap_err();
+            assert_eq!(err.setting, NOTIFICATION_SWEEP_LIMIT_SETTING);
+        }
+        let s = settings(&[(NOTIFICATION_SWEEP_LIMIT_SETTING, "7")]).unwrap();
+        assert_eq!(s.notification_sweep_limit, 7);
     }
 
     #[test]

@@ -13,10 +13,13 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::value::RawValue;
+use serde_json::{json, Value};
 use streamfold::notify::dispatch::{DispatchOutcome, Dispatcher};
+use streamfold::notify::retry::DEFAULT_MAX_ATTEMPTS;
 use streamfold::notify::{
     notification_id, MemorySink, Notification, NotificationKind, NotificationSink, PublishError,
     RaiseSwitches,
@@ -24,8 +27,11 @@ use streamfold::notify::{
 use streamfold::storage::table::TableStore;
 use streamfold::storage::{BlobStore, StorageAccount};
 use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, Outbox, StreamId};
+use streamfold_testbed::hostsim::InvocationRecord;
 use streamfold_testbed::proxy::CountingProxy;
+use streamfold_testbed::topic::{DownMode, TopicConfig, TopicSim};
 use streamfold_testbed::Azurite;
+use support::TestApp;
 use uuid::Uuid;
 
 use ExpectedVersion::{Exact, NoStream};
@@ -53,7 +59,6 @@ fn table_store(account: StorageAccount) -> TableStore {
     TableStore::new(account).with_table_name(format!("t{}", Uuid::new_v4().simple()))
 }
 
-#[cfg(any())]
 fn blob_store(account: StorageAccount) -> BlobStore {
     BlobStore::new(account).with_container(format!("c{}", Uuid::new_v4().simple()))
 }
@@ -74,7 +79,6 @@ impl Backend {
         }
     }
 
-    #[cfg(any())]
     fn blob(store: BlobStore) -> Self {
         let store = Arc::new(store);
         Self {
@@ -265,4 +269,373 @@ async fn table_append_with_outbox_is_one_request() {
     // And that one request recorded the pending notifications.
     let pending = store.pending_for(&s).await.unwrap().unwrap();
     assert_eq!((pending.notified, pending.version), (0, 4));
+
+    // What publishing them costs, measured: the outbox row, the events (header and rows,
+    // read concurrently) and the mark.
+    let backend = Backend::table(store);
+    let sink = Arc::new(MemorySink::new());
+    proxy.reset();
+    backend.dispatcher(sink.clone()).dispatch(&s).await.unwrap();
+    println!("a dispatch of 4 pending events: {:?}", proxy.log());
+    assert_eq!(sink.published().len(), 5);
+    assert!(proxy.requests() <= 4, "{:?}", proxy.log());
+}
+
+/// Through the app, with notifications on: an append with a known version is still one
+/// storage request. Counted: every request to the Table endpoint between the reset and the
+/// append's answer, at a moment when background dispatches are paused (the topic has just
+/// failed for good), so the append is the only thing that can make a request.
+#[tokio::test]
+async fn table_append_through_the_app_is_one_request_with_notifications_on() {
+    let azurite = Azurite::start().await.unwrap();
+    let proxy = CountingProxy::start(&format!("http://127.0.0.1:{}", azurite.table_port))
+        .await
+        .unwrap();
+    let connection = Azurite::connection_string_for(
+        &azurite.blob_endpoint(),
+        &format!("{}/devstoreaccount1", proxy.url()),
+    );
+    let topic = TopicSim::start(TopicConfig::default()).await.unwrap();
+    topic.set_down(DownMode::Unavailable).await.unwrap();
+    let (host, _dir) = support::start_host(vec![
+        ("AzureWebJobsStorage".into(), connection),
+        ("EventGridTopicEndpoint".into(), topic.endpoint()),
+        ("EventGridKeyValue".into(), topic.key().to_owned()),
+        ("RaiseEntityCreationNotification".into(), "true".into()),
+        ("RaiseEventNotification".into(), "true".into()),
+    ])
+    .await;
+    let c = support::Client::new(host.base_url());
+    let path = "/api/streams/Shop/Cart/c1";
+    let append = |expected: Value| json!({"expectedVersion": expected, "events": [{"eventType": "ItemAdded", "data": {}}]});
+
+    // The first append creates the table; its background dispatch reads the outbox and the
+    // events, then fails to publish through the publisher's whole retry schedule.
+    c.post(path, &append(json!("noStream"))).await.ok(201);
+    let waited = tokio::time::timeout(PATIENCE, async {
+        while topic.requests().len() < DEFAULT_MAX_ATTEMPTS as usize {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "{:?}", topic.requests());
+
+    proxy.reset();
+    c.post(path, &append(json!(1))).await.ok(201);
+    assert_eq!(proxy.requests(), 1, "{:?}", proxy.log());
+    assert!(proxy.log()[0].starts_with("POST ") && proxy.log()[0].ends_with("$batch"));
+
+    // That one request recorded the notifications as pending: the sweep publishes them.
+    topic.set_up().await.unwrap();
+    let admin = c.url("/admin/functions/NotificationSweep");
+    let accepted = c
+        .http()
+        .post(admin)
+        .json(&json!({"input": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status().as_u16(), 202);
+    let sweep = host
+        .wait_for_invocations("NotificationSweep", 1, PATIENCE)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(sweep.succeeded, "{sweep:?}");
+    let received: BTreeSet<String> = topic
+        .received()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(received, expected_ids("c1", 2));
+}
+
+#[tokio::test]
+async fn blob_outbox_publishes_then_marks() {
+    let azurite = Azurite::start().await.unwrap();
+    publishes_then_marks(Backend::blob(blob_store(account(&azurite)))).await;
+}
+
+#[tokio::test]
+async fn blob_outbox_never_skips_a_racing_append() {
+    let azurite = Azurite::start().await.unwrap();
+    let backend = Backend::blob(blob_store(account(&azurite)));
+    // On blobs an append does not touch the marker: the mark stops at the version that was
+    // read, and the racing event stays pending for the next dispatch.
+    assert!(a_racing_append_is_never_skipped(backend).await);
+}
+
+#[tokio::test]
+async fn blob_pending_is_derived_from_the_content_by_any_process() {
+    let azurite = Azurite::start().await.unwrap();
+    // Two segments' worth of appends: the position of a mark crosses segment boundaries.
+    let writer = blob_store(account(&azurite)).with_max_blocks_per_segment(2);
+    let container = writer.container_name().to_owned();
+    // Another process, with no cache: it learns everything from the blobs.
+    let sweeper = || {
+        Backend::blob(
+            BlobStore::new(account(&azurite))
+                .with_container(container.clone())
+                .with_max_blocks_per_segment(2),
+        )
+    };
+    let (a, b) = (stream("a"), stream("b"));
+    for version in 0..3u64 {
+        writer.append(&a, Exact(version), events(1)).await.unwrap();
+    }
+    writer.append(&b, NoStream, events(2)).await.unwrap();
+
+    let sink = Arc::new(MemorySink::new());
+    let first = sweeper();
+    let pending = first.outbox.pending(100).await.unwrap();
+    let seen: Vec<(String, u64, u64)> = pending
+        .iter()
+        .map(|p| (p.stream.instance().to_owned(), p.notified, p.version))
+        .collect();
+    assert_eq!(seen, vec![("a".into(), 0, 3), ("b".into(), 0, 2)]);
+    let report = first.dispatcher(sink.clone()).sweep(100).await.unwrap();
+    assert_eq!((report.dispatched, report.published), (2, 3 + 1 + 2 + 1));
+    // The markers are not streams.
+    let page = writer
+        .list_streams("Bank", "Account", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.instances, vec!["a", "b"]);
+
+    // A fresh process finds nothing pending; two more events on `a` (in its second segment)
+    // are found by yet another.
+    assert!(sweeper().outbox.pending(100).await.unwrap().is_empty());
+    writer.append(&a, Exact(3), events(2)).await.unwrap();
+    let again = sweeper();
+    let pending = again.outbox.pending(100).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!((pending[0].notified, pending[0].version), (3, 5));
+    let report = again.dispatcher(sink.clone()).sweep(100).await.unwrap();
+    assert_eq!(report.published, 2);
+    assert!(sweeper().outbox.pending(100).await.unwrap().is_empty());
+    let a_events: Vec<u64> = published(&sink)
+        .iter()
+        .filter(|(_, kind)| *kind == NotificationKind::NewEvent)
+        .map(|(sequence, _)| *sequence)
+        .collect();
+    assert_eq!(a_events.iter().filter(|s| **s == 5).count(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The assembled app under the host simulator, publishing to a topic simulator.
+
+/// How long the tests wait for something that should happen within a second or two.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A function app whose notifications go to a topic simulator, on Azurite.
+struct NotifyingApp {
+    topic: TopicSim,
+    app: TestApp,
+    sweeps: usize,
+}
+
+impl NotifyingApp {
+    /// Every stream lives on `backend` (`Table` or `AppendBlob`); both notification kinds on.
+    async fn start(backend: &str) -> Self {
+        let topic = TopicSim::start(TopicConfig::default()).await.unwrap();
+        let settings = [
+            ("EventGridTopicEndpoint".to_owned(), topic.endpoint()),
+            ("EventGridKeyValue".to_owned(), topic.key().to_owned()),
+            (
+                "RaiseEntityCreationNotification".to_owned(),
+                "true".to_owned(),
+            ),
+            ("RaiseEventNotification".to_owned(), "true".to_owned()),
+            (
+                "ALL.ALL".to_owned(),
+                format!("{backend};AzureWebJobsStorage"),
+            ),
+        ];
+        let borrowed: Vec<(&str, &str)> = settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let app = TestApp::start_with(&borrowed).await;
+        Self {
+            topic,
+            app,
+            sweeps: 0,
+        }
+    }
+
+    /// Appends `n` events to `Shop/Cart/{instance}` with `expected`; returns the new version.
+    async fn append(&self, instance: &str, expected: Value, n: usize) -> u64 {
+        let events: Vec<Value> = (0..n)
+            .map(|i| json!({"eventType": "ItemAdded", "data": {"i": i}}))
+            .collect();
+        let reply = self
+            .app
+            .client
+            .post(
+                &format!("/api/streams/Shop/Cart/{instance}"),
+                &json!({"expectedVersion": expected, "events": events}),
+            )
+            .await;
+        reply.ok(201)["version"].as_u64().unwrap()
+    }
+
+    /// Runs the `NotificationSweep` function through the simulator's admin endpoint and waits
+    /// for it; returns its invocation.
+    async fn sweep(&mut self) -> InvocationRecord {
+        let url = self.app.client.url("/admin/functions/NotificationSweep");
+        let response = self
+            .app
+            .client
+            .http()
+            .post(url)
+            .json(&json!({"input": ""}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 202);
+        self.sweeps += 1;
+        self.app
+            .host
+            .wait_for_invocations("NotificationSweep", self.sweeps, PATIENCE)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap()
+    }
+
+    /// The ids of every event the topic accepted (duplicates included).
+    fn received(&self) -> Vec<String> {
+        self.topic
+            .received()
+            .iter()
+            .map(|event| event["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Waits until the topic has accepted every id of `expected`.
+    async fn wait_received(&self, expected: &BTreeSet<String>) {
+        let waited = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let received: BTreeSet<String> = self.received().into_iter().collect();
+                if expected.is_subset(&received) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+        .await;
+        let received: BTreeSet<String> = self.received().into_iter().collect();
+        assert!(
+            waited.is_ok(),
+            "not published: {:?}",
+            expected.difference(&received).collect::<Vec<_>>()
+        );
+    }
+
+    /// Waits until the topic has answered `count` publish requests.
+    async fn wait_requests(&self, count: usize) {
+        let waited = tokio::time::timeout(PATIENCE, async {
+            while self.topic.requests().len() < count {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "{} publish request(s), expected {count}",
+            self.topic.requests().len()
+        );
+    }
+}
+
+/// The ids of the notifications of events `1..=version` of `Shop/Cart/{instance}`.
+fn expected_ids(instance: &str, version: u64) -> BTreeSet<String> {
+    let s = StreamId::new("Shop", "Cart", instance).unwrap();
+    let mut ids = BTreeSet::from([notification_id(&s, 1, NotificationKind::NewEntity).to_string()]);
+    for sequence in 1..=version {
+        ids.insert(notification_id(&s, sequence, NotificationKind::NewEvent).to_string());
+    }
+    ids
+}
+
+fn report(invocation: &InvocationRecord) -> (u64, u64) {
+    assert!(invocation.succeeded, "{invocation:?}");
+    let value = &invocation.return_value;
+    (
+        value["pending"].as_u64().unwrap(),
+        value["published"].as_u64().unwrap(),
+    )
+}
+
+/// An append publishes its notifications right away, with the deterministic ids, once each;
+/// a sweep then finds nothing to do.
+async fn publishes_right_away(backend: &str) {
+    let mut app = NotifyingApp::start(backend).await;
+    let version = app.append("c1", json!("noStream"), 2).await;
+    app.wait_received(&expected_ids("c1", version)).await;
+    let version = app.append("c1", json!(version), 1).await;
+    let expected = expected_ids("c1", version);
+    app.wait_received(&expected).await;
+    assert_eq!(report(&app.sweep().await), (0, 0));
+    let received = app.received();
+    assert_eq!(received.len(), expected.len(), "duplicates: {received:?}");
+    // The topic's own checks (key, schema, limits) accepted every request.
+    assert!(app.topic.requests().iter().all(|r| r.status == 200));
+}
+
+#[tokio::test]
+async fn table_append_publishes_right_away() {
+    publishes_right_away("Table").await;
+}
+
+#[tokio::test]
+async fn blob_append_publishes_right_away() {
+    publishes_right_away("AppendBlob").await;
+}
+
+/// With the topic down, appends succeed and their background publishes fail for good; once the
+/// topic is back, one sweep publishes everything and a second one publishes nothing.
+async fn nothing_is_lost_while_the_topic_is_down(backend: &str) {
+    let mut app = NotifyingApp::start(backend).await;
+    app.topic.set_down(DownMode::Unavailable).await.unwrap();
+    let streams = [("c1", 2), ("c2", 1), ("c3", 3)];
+    let mut versions = Vec::new();
+    for (instance, n) in streams {
+        versions.push((instance, app.append(instance, json!("noStream"), n).await));
+    }
+    // Each stream's background dispatch tried its publisher's full retry schedule and gave up
+    // (so the sweep below is what publishes).
+    app.wait_requests(streams.len() * DEFAULT_MAX_ATTEMPTS as usize)
+        .await;
+    assert!(app.received().is_empty());
+    assert!(app.topic.requests().iter().all(|r| r.status == 503));
+
+    app.topic.set_up().await.unwrap();
+    // An append right after the outage: its background publish is paused (the sink failed
+    // moments ago), so only the sweep publishes it.
+    let c1 = app.append("c1", json!(versions[0].1), 1).await;
+    versions[0].1 = c1;
+    let expected: BTreeSet<String> = versions
+        .iter()
+        .flat_map(|(instance, version)| expected_ids(instance, *version))
+        .collect();
+
+    let (pending, published) = report(&app.sweep().await);
+    assert_eq!(pending, streams.len() as u64);
+    assert!(published > 0);
+    let received: BTreeSet<String> = app.received().into_iter().collect();
+    assert_eq!(received, expected);
+    assert_eq!(report(&app.sweep().await), (0, 0));
+    let received: BTreeSet<String> = app.received().into_iter().collect();
+    assert_eq!(received, expected);
+}
+
+#[tokio::test]
+async fn table_notifications_survive_a_topic_outage() {
+    nothing_is_lost_while_the_topic_is_down("Table").await;
+}
+
+#[tokio::test]
+async fn blob_notifications_survive_a_topic_outage() {
+    nothing_is_lost_while_the_topic_is_down("AppendBlob").await;
 }

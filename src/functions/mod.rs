@@ -12,6 +12,7 @@ pub mod problem;
 pub mod projections;
 pub mod server;
 pub mod streams;
+pub mod sweep;
 pub mod webhook;
 
 pub use problem::{Problem, PROBLEM_CONTENT_TYPE};
@@ -21,7 +22,7 @@ pub use server::serve;
 pub const MAX_BODY_BYTES: u64 = 5 * 1024 * 1024;
 
 /// Every generic function of the library (the event-stream and projection API, the Event Grid
-/// entry points of the read-model projector).
+/// entry points of the read-model projector, the notification sweep).
 pub fn routes(
     app: std::sync::Arc<crate::app::App>,
 ) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
@@ -29,7 +30,9 @@ pub fn routes(
     streams::routes(app.clone())
         .or(projections::routes(app.clone()))
         .unify()
-        .or(webhook::routes(app))
+        .or(webhook::routes(app.clone()))
+        .unify()
+        .or(sweep::routes(app))
         .unify()
         .or(openapi::routes())
         .unify()

@@ -63,12 +63,27 @@ impl TestApp {
     }
 }
 
-/// Starts one host simulator (with its own handler process) with exactly these settings.
+/// Settings every test app starts with unless the test sets them itself: notifications off.
+/// With no topic configured they would default to the local loop on `localhost:7071`, which is
+/// not the test's simulator (and the background publish would add storage requests to the
+/// tests that count them).
+pub const TEST_DEFAULT_SETTINGS: [(&str, &str); 2] = [
+    ("RaiseEntityCreationNotification", "false"),
+    ("RaiseEventNotification", "false"),
+];
+
+/// Starts one host simulator (with its own handler process) with these settings, on top of
+/// [`TEST_DEFAULT_SETTINGS`].
 pub async fn start_host(settings: Vec<(String, String)>) -> (HostSim, tempfile::TempDir) {
     let app_dir = tempfile::tempdir().unwrap();
     assemble_app(app_dir.path());
     let mut config = HostConfig::new(app_dir.path());
-    config.settings = settings;
+    // Later settings win (the simulator collects them into a map in order).
+    config.settings = TEST_DEFAULT_SETTINGS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain(settings)
+        .collect();
     config.settings.push(("RUST_LOG".into(), "warn".into()));
     config.run_timers = false;
     let host = HostSim::start(config)

@@ -196,6 +196,12 @@ impl BlobApi {
         self.container.container_name()
     }
 
+    /// The container client itself, for the notification outbox's marker blobs
+    /// ([`super::outbox`]), which are not segments.
+    pub fn container(&self) -> &ContainerClient {
+        &self.container
+    }
+
     /// Creates the container unless this API already did (or found it).
     pub async fn ensure_container(&self) -> Result<(), StoreError> {
         self.created

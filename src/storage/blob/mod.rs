@@ -37,6 +37,11 @@
 //! not always the order of the keys. A stream whose first append failed after its segment was
 //! created is an empty segment: it reads as version 0 but is listed.
 //!
+//! # Notifications ([`outbox`])
+//! Appends write nothing for notifications. A stream's "notified up to" mark is a separate
+//! marker blob under [`MARKER_PREFIX`], and what is pending is derived from the segments'
+//! lengths compared with that mark.
+//!
 //! # Failure
 //! Every request has bounded timeouts and retries (see [`crate::storage::connection`]); an
 //! outage gives `Unavailable` within seconds, never a hang. After any error other than a
@@ -49,6 +54,7 @@
 mod append;
 mod client;
 mod naming;
+mod outbox;
 mod policy;
 mod record;
 mod tail;
@@ -70,6 +76,7 @@ use view::StreamBlobs;
 
 pub use append::{HINT_INTERVAL_BYTES, MAX_ATTEMPTS};
 pub use naming::{escape_instance, unescape_instance, DEFAULT_CONTAINER, MAX_BLOB_NAME_LEN};
+pub use outbox::MARKER_PREFIX;
 pub use record::{record_size_bound, MAX_BLOCK_BYTES};
 pub use tail::IDEMPOTENCY_WINDOW_BYTES;
 
