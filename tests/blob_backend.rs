@@ -4,6 +4,7 @@
 //! Each test starts its own Azurite and uses its own container.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1056,4 +1057,164 @@ async fn hints_are_checked_and_broken_streams_are_reported() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// A proxy in front of Azurite's blob service that forwards every request, but answers the
+/// next `n` append-block requests with 500 whatever storage did with them: a response lost
+/// after the write was applied (or not).
+struct LossyProxy {
+    port: u16,
+    lose: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LossyProxy {
+    /// Headers that belong to one connection, not forwarded either way.
+    const HOP_BY_HOP: [&'static str; 4] = ["host", "connection", "transfer-encoding", "keep-alive"];
+
+    async fn start(upstream_origin: String) -> Self {
+        use warp::http::{HeaderMap, Method, StatusCode};
+        use warp::Filter;
+
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lose = Arc::new(AtomicUsize::new(0));
+        let shared = lose.clone();
+        let query = warp::query::raw()
+            .map(Some)
+            .or(warp::any().map(|| None))
+            .unify();
+        let routes = warp::method()
+            .and(warp::path::full())
+            .and(query)
+            .and(warp::header::headers_cloned())
+            .and(warp::body::bytes())
+            .then(
+                move |method: Method,
+                      path: warp::path::FullPath,
+                      query: Option<String>,
+                      headers: HeaderMap,
+                      body: bytes::Bytes| {
+                    let (client, origin, lose) =
+                        (client.clone(), upstream_origin.clone(), shared.clone());
+                    async move {
+                        let url = match &query {
+                            Some(q) => format!("{origin}{}?{q}", path.as_str()),
+                            None => format!("{origin}{}", path.as_str()),
+                        };
+                        let mut forwarded = HeaderMap::new();
+                        for (name, value) in &headers {
+                            if !Self::HOP_BY_HOP.contains(&name.as_str()) {
+                                forwarded.append(name.clone(), value.clone());
+                            }
+                        }
+                        let response = client
+                            .request(method, &url)
+                            .headers(forwarded)
+                            .body(body)
+                            .send()
+                            .await
+                            .unwrap();
+                        let is_append = query
+                            .as_deref()
+                            .is_some_and(|q| q.contains("comp=appendblock"));
+                        let lost = is_append
+                            && lose
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    n.checked_sub(1)
+                                })
+                                .is_ok();
+                        if lost {
+                            let mut reply = warp::reply::Response::new(bytes::Bytes::new().into());
+                            *reply.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                            return reply;
+                        }
+                        let status = response.status();
+                        let mut reply_headers = HeaderMap::new();
+                        for (name, value) in response.headers() {
+                            if !Self::HOP_BY_HOP.contains(&name.as_str()) {
+                                reply_headers.append(name.clone(), value.clone());
+                            }
+                        }
+                        let body = response.bytes().await.unwrap();
+                        let mut reply = warp::reply::Response::new(body.into());
+                        *reply.status_mut() = status;
+                        *reply.headers_mut() = reply_headers;
+                        reply
+                    }
+                },
+            );
+        let task = tokio::spawn(warp::serve(routes).incoming(listener).run());
+        Self { port, lose, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Loses the responses of the next `n` append-block requests.
+    fn lose(&self, n: usize) {
+        self.lose.store(n, Ordering::SeqCst);
+    }
+}
+
+impl Drop for LossyProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A write whose response is lost is never written twice: the client's own retry (412) is
+/// recognised as this append, and when every response is lost the caller is told the write
+/// may have been applied, and its retry with the same ids is answered as a duplicate.
+#[tokio::test]
+async fn a_lost_append_response_never_writes_twice() {
+    let azurite = Azurite::start().await.unwrap();
+    let proxy = LossyProxy::start(format!("http://127.0.0.1:{}", azurite.blob_port)).await;
+    let connection = Azurite::connection_string_for(
+        &format!("{}/{}", proxy.url(), streamfold_testbed::azurite::ACCOUNT),
+        &azurite.table_endpoint(),
+    );
+    let account = StorageAccount::from_connection_string(&connection).unwrap();
+    let store = BlobStore::new(account.clone()).with_container("lossy");
+    let s = stream("lossy");
+    store.append(&s, NoStream, events(2)).await.unwrap();
+
+    // One lost response: the transport's retry gets 412, and the events found at the position
+    // this call wrote them are reported as written now.
+    proxy.lose(1);
+    let batch = events(3);
+    let outcome = store.append(&s, Exact(2), batch.clone()).await.unwrap();
+    assert_eq!(
+        (outcome.first_sequence, outcome.version, outcome.duplicate),
+        (3, 5, false)
+    );
+    assert_eq!(contiguous(&store, &s).await[2..], ids(&batch)[..]);
+
+    // Every response lost: the outcome is unknown, and said to be.
+    proxy.lose(usize::MAX);
+    let unknown = events(2);
+    match store.append(&s, Exact(5), unknown.clone()).await {
+        Err(StoreError::Unavailable { maybe_applied, .. }) => assert!(maybe_applied),
+        other => panic!("{other:?}"),
+    }
+    proxy.lose(0);
+    let cold = BlobStore::new(account).with_container("lossy");
+    for retrier in [store.clone(), cold] {
+        let retry = retrier.append(&s, Exact(5), unknown.clone()).await.unwrap();
+        assert_eq!(
+            (retry.first_sequence, retry.version, retry.duplicate),
+            (6, 7, true)
+        );
+    }
+    let stored = contiguous(&store, &s).await;
+    assert_eq!(stored.len(), 7);
+    assert_eq!(stored[5..], ids(&unknown)[..]);
 }
