@@ -22,7 +22,7 @@
 //! numbers of their append, so the part inside the window is checked event by event and the
 //! part before it is taken on trust.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use uuid::Uuid;
 
@@ -124,9 +124,8 @@ impl Tail {
 
     /// Whether any of `events` has an id this view knows.
     pub fn knows_any(&self, events: &[NewEvent]) -> bool {
-        events
-            .iter()
-            .any(|e| self.known.iter().any(|k| k.event_id == e.event_id))
+        let known: HashSet<Uuid> = self.known.iter().map(|k| k.event_id).collect();
+        events.iter().any(|e| known.contains(&e.event_id))
     }
 
     fn known_at(&self, sequence: u64) -> Option<&Known> {
