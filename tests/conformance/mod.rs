@@ -11,11 +11,14 @@ use serde_json::value::RawValue;
 use streamfold::stream::ExpectedVersion::{self, Any, Exact, Exists, NoStream};
 use streamfold::stream::{EventMetadata, EventStore, NewEvent, ReadRequest, StoreError, StreamId};
 
+/// Whether one event fits a backend's per-event limit (computed, no I/O).
+pub type Fits = Box<dyn Fn(&StreamId, &NewEvent) -> bool + Send + Sync>;
+
 /// A fresh, empty store of one backend, and what the cases need to know of its limits.
 pub struct Fixture {
     pub store: Arc<dyn EventStore>,
-    /// Whether one event fits the backend's per-event limit (no I/O); `None` = no limit.
-    pub fits: Option<Box<dyn Fn(&StreamId, &NewEvent) -> bool + Send + Sync>>,
+    /// The backend's per-event limit; `None` = no limit.
+    pub fits: Option<Fits>,
     /// Whatever must live as long as the store (an Azurite process).
     pub guard: Box<dyn std::any::Any + Send>,
 }
