@@ -1,0 +1,256 @@
+//! Section 4, replay: a projection run (`ProjectionRunner`, in process) over a long account
+//! stream, in events per second, against raw reads of the same stored data; and GetBalance on
+//! that stream against one point read.
+//!
+//! - Table: the runner reads the header and the event rows (paged queries, 1,000 rows a page)
+//!   and decodes and folds every event; raw is the crate's paged query of the same rows.
+//! - Append Blob: the runner, on a fresh store each time (cold: a listing, then the segment),
+//!   reads, parses and folds; raw is one open-ended download of the same segment.
+//!
+//! Runs alternate (streamfold, raw, streamfold, ...) and the medians are compared. The stream
+//! is written in process in appends of 48 events (the Table backend's most per append). The
+//! fold is the bank's balance: a sum of decimal amounts, so decoding the data is included.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::bail;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use streamfold::projection::{decode_data, ApplyError, AsOf, Projection, ProjectionRunner};
+use streamfold::storage::{blob, table, BlobStore, TableStore};
+use streamfold::stream::{EventStore, RecordedEvent, StreamId};
+
+use crate::env::{expect_status, Env, BANK_DOMAIN, BANK_ENTITY, MONEY_DEPOSITED};
+use crate::raw::{RawBlobs, RawTable};
+use crate::report::{Row, Samples, Target};
+use crate::requests::{write_account, Findings};
+use crate::Plan;
+
+const SECTION: &str = "replay";
+/// The issue's target: replay at least this fraction of raw reads.
+pub const TARGET_RATIO: f64 = 0.8;
+/// The issue's target: GetBalance with a snapshot within this multiple of one point read.
+pub const SNAPSHOT_TARGET_RATIO: f64 = 2.0;
+/// The account whose stream is replayed.
+const INSTANCE: &str = "R-1";
+/// The Append Blob stream's entity type (the app keeps `Bench/Blob` in append blobs).
+const BLOB_DOMAIN: &str = crate::env::DOMAIN;
+
+/// The bank's balance, folded the way the bank folds it (decimal amounts from the data).
+struct Balance;
+
+#[derive(Clone, Serialize, Deserialize, Default)]
+struct BalanceState {
+    balance: Decimal,
+}
+
+#[derive(Deserialize)]
+struct Amount {
+    #[serde(with = "rust_decimal::serde::str")]
+    amount: Decimal,
+}
+
+impl Projection for Balance {
+    type State = BalanceState;
+
+    fn name(&self) -> &str {
+        "benchbalance"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn initial(&self) -> BalanceState {
+        BalanceState::default()
+    }
+
+    fn apply(&self, state: &mut BalanceState, event: &RecordedEvent) -> Result<(), ApplyError> {
+        if event.event_type == MONEY_DEPOSITED {
+            state.balance += decode_data::<Amount>(event)?.amount;
+        }
+        Ok(())
+    }
+}
+
+pub async fn run(env: &Env, plan: &Plan, findings: Findings) -> anyhow::Result<Vec<Row>> {
+    let events = plan.replay_events;
+    let mut rows = Vec::new();
+
+    // Table.
+    let table_store: Arc<dyn EventStore> = Arc::new(TableStore::new(env.account.clone()));
+    let stream = StreamId::new(BANK_DOMAIN, BANK_ENTITY, INSTANCE)?;
+    let started = Instant::now();
+    write_account(&table_store, &stream, events).await?;
+    let write_rate = events as f64 / started.elapsed().as_secs_f64();
+    let raw_table = RawTable::new(&env.account, table::DEFAULT_TABLE_NAME)?;
+    let partition_key = format!("{BANK_DOMAIN}|{BANK_ENTITY}|{INSTANCE}");
+    let mut ours = Samples::default();
+    let mut raw = Samples::default();
+    for _ in 0..plan.replay_runs {
+        let runner = ProjectionRunner::new(Arc::new(TableStore::new(env.account.clone())));
+        let t = Instant::now();
+        let projected = runner.run(&stream, &Balance, AsOf::Latest).await?;
+        ours.push(t.elapsed());
+        check_replay(projected.events_read, projected.state.balance, events)?;
+        let t = Instant::now();
+        let rows_read = raw_table.read_event_rows(&partition_key).await?;
+        raw.push(t.elapsed());
+        if rows_read as u64 != events {
+            bail!("the raw query read {rows_read} rows, expected {events}");
+        }
+    }
+    rows.push(rate_row(
+        "replay.table",
+        &format!("replay {events} events, Table: ProjectionRunner (read, decode, fold)"),
+        events,
+        &ours,
+        &raw,
+        "Table replay: the crate's paged query of the same event rows (1,000 a page), no decoding",
+    ));
+    rows.push(
+        Row::compare(
+            "replay.table.write",
+            SECTION,
+            "writing that stream in process, 48 events per append (Table)",
+            "events/s",
+            write_rate,
+            None,
+            "",
+        )
+        .note("setup of the replay, for scale: one entity group transaction per 48 events"),
+    );
+
+    // GetBalance on the long Table stream against one point read.
+    let balance_url = format!("{}/api/GetBalance/{INSTANCE}", env.app.front_url());
+    expect_status(env.http.get(&balance_url), 200, "GetBalance").await?;
+    let mut balance = Samples::default();
+    let mut point = Samples::default();
+    for _ in 0..plan.balance_samples {
+        let t = Instant::now();
+        expect_status(env.http.get(&balance_url), 200, "GetBalance").await?;
+        balance.push(t.elapsed());
+        let t = Instant::now();
+        raw_table.point_read(&partition_key, "HEAD").await?;
+        point.push(t.elapsed());
+    }
+    let point_what = "one point read of a row (the stream header), direct";
+    if findings.snapshots_persisted {
+        rows.push(
+            Row::compare(
+                "replay.balance.snapshot.p50",
+                SECTION,
+                format!("GetBalance with a snapshot, {events}-event stream, full path p50"),
+                "ms",
+                balance.median_ms().unwrap_or_default(),
+                point.median_ms(),
+                point_what,
+            )
+            .target(Target::RatioAtMost(SNAPSHOT_TARGET_RATIO)),
+        );
+    } else {
+        rows.push(
+            Row::not_available(
+                "replay.balance.snapshot.p50",
+                SECTION,
+                format!("GetBalance with a snapshot, {events}-event stream, full path p50"),
+                "ms",
+                "snapshots are not persisted by the backends yet (see the storage requests section)",
+            )
+            .target(Target::RatioAtMost(SNAPSHOT_TARGET_RATIO)),
+        );
+        rows.push(Row::compare(
+            "replay.balance.nosnapshot.p50",
+            SECTION,
+            format!("GetBalance, {events}-event stream, no snapshot (full replay), full path p50"),
+            "ms",
+            balance.median_ms().unwrap_or_default(),
+            point.median_ms(),
+            point_what,
+        ));
+    }
+
+    // Append Blob.
+    let blob_stream = StreamId::new(BLOB_DOMAIN, crate::env::BLOB_ENTITY, INSTANCE)?;
+    let blob_store: Arc<dyn EventStore> = Arc::new(BlobStore::new(env.account.clone()));
+    write_account(&blob_store, &blob_stream, events).await?;
+    let raw_blobs = RawBlobs::new(&env.account, blob::DEFAULT_CONTAINER)?;
+    let prefix = format!(
+        "{BLOB_DOMAIN}/{}/{}/",
+        crate::env::BLOB_ENTITY,
+        blob::escape_instance(INSTANCE)
+    );
+    let segments = raw_blobs.names(&prefix).await?;
+    let mut ours = Samples::default();
+    let mut raw = Samples::default();
+    for _ in 0..plan.replay_runs {
+        let runner = ProjectionRunner::new(Arc::new(BlobStore::new(env.account.clone())));
+        let t = Instant::now();
+        let projected = runner.run(&blob_stream, &Balance, AsOf::Latest).await?;
+        ours.push(t.elapsed());
+        check_replay(projected.events_read, projected.state.balance, events)?;
+        let t = Instant::now();
+        let mut lines = 0;
+        for name in &segments {
+            let bytes = raw_blobs.download(name).await?;
+            lines += bytes.iter().filter(|&&b| b == b'\n').count();
+        }
+        raw.push(t.elapsed());
+        if lines as u64 != events {
+            bail!("the raw download held {lines} records, expected {events}");
+        }
+    }
+    rows.push(rate_row(
+        "replay.blob",
+        &format!("replay {events} events, Append Blob: ProjectionRunner, cold store"),
+        events,
+        &ours,
+        &raw,
+        "Append Blob replay: one open-ended download of the same segment(s), records counted",
+    ));
+    Ok(rows)
+}
+
+/// Every event read and every deposit of 1.00 summed.
+fn check_replay(events_read: u64, balance: Decimal, events: u64) -> anyhow::Result<()> {
+    let deposits = Decimal::from(events.saturating_sub(1));
+    if events_read != events || balance != deposits {
+        bail!(
+            "the replay read {events_read} events with balance {balance}; expected {events} \
+             events and {deposits}"
+        );
+    }
+    Ok(())
+}
+
+fn rate_row(
+    id: &str,
+    operation: &str,
+    events: u64,
+    ours: &Samples,
+    raw: &Samples,
+    raw_what: &str,
+) -> Row {
+    let rate = |s: &Samples| {
+        s.median_ms()
+            .filter(|ms| *ms > 0.0)
+            .map(|ms| events as f64 / (ms / 1000.0))
+    };
+    Row::compare(
+        id,
+        SECTION,
+        operation,
+        "events/s",
+        rate(ours).unwrap_or_default(),
+        rate(raw),
+        raw_what,
+    )
+    .target(Target::RatioAtLeast(TARGET_RATIO))
+    .note(format!(
+        "{operation}: median of {} runs, {:.0} ms vs {:.0} ms raw",
+        ours.len(),
+        ours.median_ms().unwrap_or_default(),
+        raw.median_ms().unwrap_or_default()
+    ))
+}
