@@ -27,7 +27,7 @@ use streamfold::notify::{
 use streamfold::storage::table::TableStore;
 use streamfold::storage::{BlobStore, StorageAccount};
 use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, Outbox, StreamId};
-use streamfold_testbed::hostsim::InvocationRecord;
+use streamfold_testbed::hostsim::{HostConfig, HostSim, InvocationRecord};
 use streamfold_testbed::proxy::CountingProxy;
 use streamfold_testbed::topic::{DownMode, TopicConfig, TopicSim};
 use streamfold_testbed::Azurite;
@@ -638,4 +638,56 @@ async fn table_notifications_survive_a_topic_outage() {
 #[tokio::test]
 async fn blob_notifications_survive_a_topic_outage() {
     nothing_is_lost_while_the_topic_is_down("AppendBlob").await;
+}
+
+/// With no topic configured, notifications go to the Functions host's own Event Grid webhook
+/// (the local development loop): open an account, deposit, and the `Projector` brings the
+/// read model along — through the outbox, the dispatcher and the host simulator.
+#[tokio::test]
+async fn the_local_loop_delivers_to_the_projector() {
+    let azurite = Azurite::start().await.unwrap();
+    let port = streamfold_testbed::free_port().unwrap();
+    let app_dir = tempfile::tempdir().unwrap();
+    support::assemble_app(app_dir.path());
+    let mut config = HostConfig::new(app_dir.path());
+    config.port = port;
+    config.run_timers = false;
+    config.settings = vec![
+        ("AzureWebJobsStorage".into(), azurite.connection_string()),
+        (
+            "StreamfoldLocalEventGridUrl".into(),
+            format!(
+                "http://127.0.0.1:{port}{}",
+                support::event_grid_webhook_path("Projector")
+            ),
+        ),
+        ("RUST_LOG".into(), "warn".into()),
+    ];
+    let host = HostSim::start(config).await.unwrap();
+    let c = support::Client::new(host.base_url());
+    c.post("/api/OpenAccount/L-1", &json!({})).await.ok(201);
+    c.post("/api/Deposit/L-1", &json!({"amount": "25.50"}))
+        .await
+        .ok(200);
+    let waited = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let accounts = c.get("/api/Accounts").await;
+            let row = accounts.ok(200)["accounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|row| row["accountNumber"] == "L-1")
+                .cloned();
+            if row.as_ref().is_some_and(|row| row["balance"] == "25.50") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the read model did not follow");
+    // NewEntity + OpenAccount's event + the deposit, one invocation each.
+    host.wait_for_invocations("Projector", 3, PATIENCE)
+        .await
+        .unwrap();
 }
