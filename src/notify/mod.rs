@@ -10,12 +10,12 @@
 //!   by [`Notification::from_event_slice`];
 //! - publishing respects Event Grid's limits and retries only what can succeed later
 //!   ([`publisher`]);
-//! - settings are checked at start-up and the key never shows ([`settings`]).
-//!
-//! Not here: making "event stored" and "notification sent" one atomic step. The caller (the
-//! transactional outbox) records pending notifications with the events, builds them with
-//! [`notifications_for`], and drains them into a [`NotificationSink`], retrying on
-//! [`PublishError::is_transient`] errors.
+//! - settings are checked at start-up and the key never shows ([`settings`]);
+//! - every acknowledged append is notified at least once ([`dispatch`]): the backends record
+//!   pending notifications atomically with the events (their outbox, see
+//!   [`crate::stream::Outbox`]), and the dispatcher publishes them into a [`NotificationSink`]
+//!   before it moves the notified mark — right after each append, and from the
+//!   `NotificationSweep` timer function for whatever is left.
 
 pub mod dispatch;
 pub mod notification;

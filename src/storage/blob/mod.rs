@@ -37,7 +37,7 @@
 //! not always the order of the keys. A stream whose first append failed after its segment was
 //! created is an empty segment: it reads as version 0 but is listed.
 //!
-//! # Notifications ([`outbox`])
+//! # Notifications (module `outbox`)
 //! Appends write nothing for notifications. A stream's "notified up to" mark is a separate
 //! marker blob under [`MARKER_PREFIX`], and what is pending is derived from the segments'
 //! lengths compared with that mark.
