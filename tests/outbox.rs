@@ -432,6 +432,8 @@ struct NotifyingApp {
     topic: TopicSim,
     app: TestApp,
     sweeps: usize,
+    /// The app's outbox, read directly (the app's default table or container).
+    outbox: Arc<dyn Outbox>,
 }
 
 impl NotifyingApp {
@@ -456,11 +458,29 @@ impl NotifyingApp {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let app = TestApp::start_with(&borrowed).await;
+        let account = account(&app.azurite);
+        let outbox: Arc<dyn Outbox> = match backend {
+            "Table" => Arc::new(TableStore::new(account)),
+            _ => Arc::new(BlobStore::new(account)),
+        };
         Self {
             topic,
             app,
             sweeps: 0,
+            outbox,
         }
+    }
+
+    /// Waits until nothing of `Shop/Cart/{instance}` is pending (its dispatch has marked).
+    async fn wait_marked(&self, instance: &str) {
+        let stream = StreamId::new("Shop", "Cart", instance).unwrap();
+        let waited = tokio::time::timeout(PATIENCE, async {
+            while self.outbox.pending_for(&stream).await.unwrap().is_some() {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "{instance} is still pending");
     }
 
     /// Appends `n` events to `Shop/Cart/{instance}` with `expected`; returns the new version.
@@ -576,6 +596,8 @@ async fn publishes_right_away(backend: &str) {
     let version = app.append("c1", json!(version), 1).await;
     let expected = expected_ids("c1", version);
     app.wait_received(&expected).await;
+    // The background dispatch marks right after the topic accepted its publish.
+    app.wait_marked("c1").await;
     assert_eq!(report(&app.sweep().await), (0, 0));
     let received = app.received();
     assert_eq!(received.len(), expected.len(), "duplicates: {received:?}");
