@@ -23,7 +23,6 @@ use async_trait::async_trait;
 use azure_core::Etag;
 use azure_data_tables::prelude::IfMatchCondition;
 use serde_json::value::RawValue;
-use serde_json::Value;
 
 use super::store::{
     Checkpoint, ETag, ReadModelRow, ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint,
@@ -33,8 +32,8 @@ use super::ReadModelError;
 use crate::storage::connection::StorageAccount;
 use crate::storage::table::client::{BatchOutcome, Operation, TableApi};
 use crate::storage::table::entity::{
-    self, data_chunks, data_property, get_str, get_u64, set_int64, with_keys, Properties,
-    MAX_DATA_CHUNKS, MAX_ENTITY_BYTES, ROW_KEY,
+    self, get_json_text, get_str, get_u64, set_int64, set_json_text, with_keys, Properties,
+    MAX_ENTITY_BYTES, ROW_KEY,
 };
 use crate::storage::table::keys::{odata_string, KEY_SEPARATOR};
 use crate::stream::{validate_name, StoreError, StreamId};
@@ -45,8 +44,6 @@ pub const DEFAULT_READ_MODEL_TABLE: &str = "streamfoldreadmodels";
 pub const SEQUENCE: &str = entity::SEQUENCE;
 /// Property: the projection version that wrote the state.
 pub const PROJECTION_VERSION: &str = "ProjectionVersion";
-/// Property: how many `Data` chunks hold the current state.
-pub const DATA_CHUNKS: &str = "DataChunks";
 /// Bytes reserved in an entity for keys, system and bookkeeping properties, so that a state
 /// passes the size check only if its row is surely within [`MAX_ENTITY_BYTES`].
 const ROW_OVERHEAD_BYTES: usize = 8 * 1024;
@@ -122,29 +119,26 @@ fn encode(
     checkpoint: &Checkpoint,
 ) -> Result<Properties, ReadModelError> {
     let text = checkpoint.state.get();
-    let chunks = data_chunks(text);
+    let too_large = || ReadModelError::StateTooLarge {
+        model: model.to_owned(),
+        stream: stream.to_string(),
+        bytes: text.len(),
+        limit: MAX_ENTITY_BYTES - ROW_OVERHEAD_BYTES,
+    };
     let keys_bytes = 2
         * (partition_key(model, stream.domain(), stream.entity()).len() + stream.instance().len());
     let bytes = 2 * text.encode_utf16().count() + keys_bytes + ROW_OVERHEAD_BYTES;
-    if chunks.len() > MAX_DATA_CHUNKS || bytes > MAX_ENTITY_BYTES {
-        return Err(ReadModelError::StateTooLarge {
-            model: model.to_owned(),
-            stream: stream.to_string(),
-            bytes: text.len(),
-            limit: MAX_ENTITY_BYTES - ROW_OVERHEAD_BYTES,
-        });
+    if bytes > MAX_ENTITY_BYTES {
+        return Err(too_large());
     }
     let mut properties = Properties::new();
+    set_json_text(&mut properties, text).ok_or_else(too_large)?;
     set_int64(&mut properties, SEQUENCE, checkpoint.sequence);
     set_int64(
         &mut properties,
         PROJECTION_VERSION,
         u64::from(checkpoint.projection_version),
     );
-    set_int64(&mut properties, DATA_CHUNKS, chunks.len() as u64);
-    for (index, chunk) in chunks.into_iter().enumerate() {
-        properties.insert(data_property(index), Value::String(chunk.to_owned()));
-    }
     Ok(properties)
 }
 
@@ -153,15 +147,7 @@ fn decode(entity: &Properties) -> Result<Checkpoint, String> {
     let sequence = get_u64(entity, SEQUENCE)?;
     let projection_version = u32::try_from(get_u64(entity, PROJECTION_VERSION)?)
         .map_err(|_| format!("{PROJECTION_VERSION} is out of range"))?;
-    let chunks = usize::try_from(get_u64(entity, DATA_CHUNKS)?)
-        .ok()
-        .filter(|n| (1..=MAX_DATA_CHUNKS).contains(n))
-        .ok_or_else(|| format!("{DATA_CHUNKS} is not between 1 and {MAX_DATA_CHUNKS}"))?;
-    let mut text = String::new();
-    for index in 0..chunks {
-        text.push_str(get_str(entity, &data_property(index))?);
-    }
-    let state = RawValue::from_string(text).map_err(|e| format!("the state is not JSON: {e}"))?;
+    let state = get_json_text(entity).map_err(|e| format!("the state: {e}"))?;
     Ok(Checkpoint {
         state,
         sequence,
@@ -279,6 +265,8 @@ impl ReadModelStore for TableReadModelStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::table::entity::{data_property, MAX_DATA_CHUNKS};
+    use serde_json::Value;
 
     fn checkpoint(state: &str) -> Checkpoint {
         Checkpoint {

@@ -249,6 +249,37 @@ pub fn encode_event(
     })
 }
 
+/// Counts the `Data`, `Data01`, … properties of a JSON document stored by [`set_json_text`].
+pub const DATA_CHUNKS: &str = "DataChunks";
+
+/// Stores a JSON document (a snapshot's or read model's state) as `Data`, `Data01`, … with
+/// its chunk count in [`DATA_CHUNKS`], so a merge over a longer older document never mixes the
+/// two. `None` when the text needs more chunks than an entity may hold.
+pub fn set_json_text(properties: &mut Properties, text: &str) -> Option<()> {
+    let chunks = data_chunks(text);
+    if chunks.len() > MAX_DATA_CHUNKS {
+        return None;
+    }
+    set_int64(properties, DATA_CHUNKS, chunks.len() as u64);
+    for (index, chunk) in chunks.into_iter().enumerate() {
+        properties.insert(data_property(index), Value::String(chunk.to_owned()));
+    }
+    Some(())
+}
+
+/// Reads a JSON document stored by [`set_json_text`].
+pub fn get_json_text(entity: &Properties) -> Result<Box<serde_json::value::RawValue>, String> {
+    let chunks = usize::try_from(get_u64(entity, DATA_CHUNKS)?)
+        .ok()
+        .filter(|n| (1..=MAX_DATA_CHUNKS).contains(n))
+        .ok_or_else(|| format!("{DATA_CHUNKS} is not between 1 and {MAX_DATA_CHUNKS}"))?;
+    let mut text = String::new();
+    for index in 0..chunks {
+        text.push_str(get_str(entity, &data_property(index))?);
+    }
+    serde_json::value::RawValue::from_string(text).map_err(|e| format!("not JSON: {e}"))
+}
+
 /// A complete entity: keys plus properties.
 pub fn with_keys(partition_key: &str, row_key: &str, properties: &Properties) -> Properties {
     let mut entity = Properties::with_capacity(properties.len() + 2);

@@ -4,23 +4,19 @@
 //! One table ([`DEFAULT_SNAPSHOT_TABLE`]); PartitionKey = the stream's partition key (as in the
 //! event table), RowKey = the projection name (projection names are ASCII letters, digits, `-`
 //! and `_`, so they need no escaping). Properties: `ProjectionVersion`, `Sequence`,
-//! `MaxTimestamp`, `Chunks` and the state's JSON text in `Data`, `Data01`, ... (64 KiB each).
+//! `MaxTimestamp`, and the state's JSON text in `Data`, `Data01`, ... (64 KiB each) with their
+//! count in `DataChunks`.
 //!
 //! Snapshots are an optimisation the projection runner validates before use, so this store is
 //! allowed to lose one: a state too large for one entity is not saved (logged), and a save
-//! that races another save of the same snapshot lets the last one win. `Chunks` says how many
-//! data properties belong to the snapshot, so a merge over a larger older snapshot never mixes
-//! their texts.
+//! that races another save of the same snapshot lets the last one win.
 
 use async_trait::async_trait;
 use azure_data_tables::prelude::IfMatchCondition;
-use serde_json::value::RawValue;
-use serde_json::Value;
 
 use super::client::{BatchOutcome, Operation, TableApi};
 use super::entity::{
-    data_chunks, data_property, get_str, get_time, get_u64, set_int64, set_time, with_keys,
-    Properties, MAX_DATA_CHUNKS,
+    get_json_text, get_time, get_u64, set_int64, set_json_text, set_time, with_keys, Properties,
 };
 use super::keys;
 use crate::projection::{Snapshot, SnapshotStore};
@@ -32,7 +28,6 @@ pub const DEFAULT_SNAPSHOT_TABLE: &str = "streamfoldsnapshots";
 const PROJECTION_VERSION: &str = "ProjectionVersion";
 const SEQUENCE: &str = "Sequence";
 const MAX_TIMESTAMP: &str = "MaxTimestamp";
-const CHUNKS: &str = "Chunks";
 /// HTTP status of an insert whose row exists.
 const CONFLICT: u16 = 409;
 
@@ -65,11 +60,8 @@ impl TableSnapshotStore {
 }
 
 fn encode(snapshot: &Snapshot) -> Option<Properties> {
-    let chunks = data_chunks(snapshot.state.get());
-    if chunks.len() > MAX_DATA_CHUNKS {
-        return None;
-    }
     let mut properties = Properties::new();
+    set_json_text(&mut properties, snapshot.state.get())?;
     set_int64(
         &mut properties,
         PROJECTION_VERSION,
@@ -77,23 +69,11 @@ fn encode(snapshot: &Snapshot) -> Option<Properties> {
     );
     set_int64(&mut properties, SEQUENCE, snapshot.sequence);
     set_time(&mut properties, MAX_TIMESTAMP, snapshot.max_timestamp);
-    set_int64(&mut properties, CHUNKS, chunks.len() as u64);
-    for (index, chunk) in chunks.into_iter().enumerate() {
-        properties.insert(data_property(index), Value::String(chunk.to_owned()));
-    }
     Some(properties)
 }
 
 fn decode(projection: &str, entity: &Properties) -> Result<Snapshot, String> {
-    let chunks = get_u64(entity, CHUNKS)? as usize;
-    if chunks == 0 || chunks > MAX_DATA_CHUNKS {
-        return Err(format!("{chunks} data chunks"));
-    }
-    let mut text = String::new();
-    for index in 0..chunks {
-        text.push_str(get_str(entity, &data_property(index))?);
-    }
-    let state = RawValue::from_string(text).map_err(|e| format!("state is not JSON: {e}"))?;
+    let state = get_json_text(entity).map_err(|e| format!("state: {e}"))?;
     Ok(Snapshot {
         projection: projection.to_owned(),
         projection_version: u32::try_from(get_u64(entity, PROJECTION_VERSION)?)
