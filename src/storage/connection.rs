@@ -37,6 +37,8 @@ use azure_storage_blobs::prelude::{BlobServiceClient, ClientBuilder as BlobClien
 use base64::Engine as _;
 use futures::TryStreamExt;
 
+use crate::stream::StoreError;
+
 /// The development account of Azurite and the legacy storage emulator.
 pub const DEVELOPMENT_ACCOUNT: &str = "devstoreaccount1";
 /// The published key of the development account (public, not a secret).
@@ -687,6 +689,79 @@ impl HttpClient for QuietTransport {
             azure_core::Error::full(ErrorKind::Io, error, "reading a storage response failed")
         });
         Ok(Response::new(status, headers, Box::pin(body)))
+    }
+}
+
+/// The HTTP status of an error answer.
+pub fn status_of(error: &azure_core::Error) -> Option<StatusCode> {
+    match error.kind() {
+        ErrorKind::HttpResponse { status, .. } => Some(*status),
+        _ => None,
+    }
+}
+
+/// The service's error code of an error answer.
+pub fn error_code(error: &azure_core::Error) -> Option<&str> {
+    match error.kind() {
+        ErrorKind::HttpResponse { error_code, .. } => error_code.as_deref(),
+        _ => None,
+    }
+}
+
+/// Classifies an error of the azure crates, for every backend. `what` names the stream,
+/// table or container for the message; `write` is the tracker of a write, whose failure may
+/// leave it applied; `gone` is the service's error code for "the table / container itself does
+/// not exist" and `parent` what to call it in the message.
+pub fn map_error(
+    error: &azure_core::Error,
+    what: &str,
+    write: Option<&DeliveryTracker>,
+    gone: &str,
+    parent: &str,
+) -> StoreError {
+    let maybe_applied = write.is_some_and(DeliveryTracker::may_have_reached_storage);
+    match error.kind() {
+        ErrorKind::HttpResponse { status, error_code } => {
+            let code = error_code.as_deref().unwrap_or("no error code");
+            let status_number = u16::from(*status);
+            match status_number {
+                401 | 403 => StoreError::Misconfigured(format!(
+                    "storage refused access to {what} (HTTP {status_number}, {code}): check the \
+                     account key or SAS"
+                )),
+                404 if code == gone => StoreError::Misconfigured(format!(
+                    "the {parent} of {what} does not exist (was it deleted?)"
+                )),
+                408 | 429 | 500..=599 => StoreError::Unavailable {
+                    message: format!("storage answered HTTP {status_number} ({code}) for {what}"),
+                    maybe_applied,
+                },
+                _ => StoreError::Misconfigured(format!(
+                    "storage refused a request for {what}: HTTP {status_number} ({code})"
+                )),
+            }
+        }
+        ErrorKind::DataConversion => StoreError::Corrupt {
+            stream: what.to_owned(),
+            detail: format!(
+                "storage sent an answer that could not be read: {}",
+                describe_error(error)
+            ),
+        },
+        ErrorKind::Credential => {
+            StoreError::Misconfigured(format!("storage credentials are unusable for {what}"))
+        }
+        ErrorKind::Io | ErrorKind::Other | ErrorKind::MockFramework => StoreError::Unavailable {
+            message: if is_timeout_error(error) {
+                format!("storage did not answer in time for {what}")
+            } else {
+                format!(
+                    "storage could not be reached for {what}: {}",
+                    describe_error(error)
+                )
+            },
+            maybe_applied,
+        },
     }
 }
 

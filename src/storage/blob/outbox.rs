@@ -41,10 +41,11 @@ use azure_core::StatusCode;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use super::client::{error_code, map_error, status_of};
+use super::client::map_error;
 use super::naming;
 use super::tail::Tail;
 use super::BlobStore;
+use crate::storage::connection::{error_code, status_of};
 use crate::stream::{Outbox, PendingStream, StoreError, StreamId};
 
 /// Prefix of every marker blob.

@@ -12,7 +12,6 @@
 //!   `Unavailable` (with `maybe_applied` from the [`DeliveryTracker`] for writes), 401/403 and a
 //!   missing table become `Misconfigured`, answers of an unexpected shape become `Corrupt`.
 
-use azure_core::error::ErrorKind;
 use azure_core::{Etag, StatusCode};
 use azure_data_tables::prelude::{Filter, IfMatchCondition, TableClient, Top};
 use futures::StreamExt;
@@ -20,7 +19,7 @@ use tokio::sync::OnceCell;
 
 use super::entity::Properties;
 use super::keys;
-use crate::storage::connection::{describe_error, is_timeout_error, DeliveryTracker};
+use crate::storage::connection::{self, error_code, status_of, DeliveryTracker};
 use crate::stream::StoreError;
 
 /// Error code of a create-table request for a table that exists.
@@ -220,69 +219,11 @@ impl TableApi {
     }
 }
 
-fn status_of(error: &azure_core::Error) -> Option<StatusCode> {
-    match error.kind() {
-        ErrorKind::HttpResponse { status, .. } => Some(*status),
-        _ => None,
-    }
-}
-
-fn error_code(error: &azure_core::Error) -> Option<&str> {
-    match error.kind() {
-        ErrorKind::HttpResponse { error_code, .. } => error_code.as_deref(),
-        _ => None,
-    }
-}
-
-/// Classifies an error of the azure crates. `what` names the stream or table for the message;
-/// `write` is the tracker of a write, whose failure may leave it applied.
+/// Classifies an error of the azure crates (see [`connection::map_error`]).
 pub fn map_error(
     error: &azure_core::Error,
     what: &str,
     write: Option<&DeliveryTracker>,
 ) -> StoreError {
-    let maybe_applied = write.is_some_and(DeliveryTracker::may_have_reached_storage);
-    match error.kind() {
-        ErrorKind::HttpResponse { status, error_code } => {
-            let code = error_code.as_deref().unwrap_or("no error code");
-            let status_number = u16::from(*status);
-            match status_number {
-                401 | 403 => StoreError::Misconfigured(format!(
-                    "storage refused access to {what} (HTTP {status_number}, {code}): check the \
-                     account key or SAS"
-                )),
-                404 if code == TABLE_NOT_FOUND => StoreError::Misconfigured(format!(
-                    "the table of {what} does not exist (was it deleted?)"
-                )),
-                408 | 429 | 500..=599 => StoreError::Unavailable {
-                    message: format!("storage answered HTTP {status_number} ({code}) for {what}"),
-                    maybe_applied,
-                },
-                _ => StoreError::Misconfigured(format!(
-                    "storage refused a request for {what}: HTTP {status_number} ({code})"
-                )),
-            }
-        }
-        ErrorKind::DataConversion => StoreError::Corrupt {
-            stream: what.to_owned(),
-            detail: format!(
-                "storage sent an answer that could not be read: {}",
-                describe_error(error)
-            ),
-        },
-        ErrorKind::Credential => {
-            StoreError::Misconfigured(format!("storage credentials are unusable for {what}"))
-        }
-        ErrorKind::Io | ErrorKind::Other | ErrorKind::MockFramework => StoreError::Unavailable {
-            message: if is_timeout_error(error) {
-                format!("storage did not answer in time for {what}")
-            } else {
-                format!(
-                    "storage could not be reached for {what}: {}",
-                    describe_error(error)
-                )
-            },
-            maybe_applied,
-        },
-    }
+    connection::map_error(error, what, write, TABLE_NOT_FOUND, "table")
 }
