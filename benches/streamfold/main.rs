@@ -72,6 +72,8 @@ pub struct Plan {
     pub balance_samples: usize,
     pub starts: usize,
     pub load_time: Duration,
+    pub projector_lag_samples: usize,
+    pub projector_notifications: usize,
 }
 
 impl Plan {
@@ -86,6 +88,8 @@ impl Plan {
             balance_samples: 5,
             starts: 5,
             load_time: Duration::from_secs(2),
+            projector_lag_samples: 10,
+            projector_notifications: 100,
         }
     }
 
@@ -100,6 +104,8 @@ impl Plan {
             balance_samples: 20,
             starts: 20,
             load_time: Duration::from_secs(8),
+            projector_lag_samples: 100,
+            projector_notifications: 1_000,
         }
     }
 
@@ -115,6 +121,8 @@ impl Plan {
             "balanceSamples": self.balance_samples,
             "starts": self.starts,
             "loadSeconds": self.load_time.as_secs_f64(),
+            "projectorLagSamples": self.projector_lag_samples,
+            "projectorNotifications": self.projector_notifications,
         });
         match value {
             serde_json::Value::Object(map) => map,
@@ -247,7 +255,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if wants("projector") {
-        report.extend(projector::run().await?);
+        progress("projector");
+        report.extend(projector::run(&plan).await.context("projector")?);
     }
     progress(&format!(
         "measured in {:.0} s",

@@ -37,6 +37,8 @@ const EVENT_ROW_PREFIX: &str = "E-";
 const EVENT_ID_ROW_PREFIX: &str = "ID-";
 /// Error code of creating a table that exists.
 const TABLE_ALREADY_EXISTS: &str = "TableAlreadyExists";
+/// HTTP status of a missing entity.
+const NOT_FOUND: u16 = 404;
 /// Error code of creating a container that exists.
 const CONTAINER_ALREADY_EXISTS: &str = "ContainerAlreadyExists";
 /// An open-ended read: larger than any blob and over 4 MiB, so the crate asks for no CRC64
@@ -212,12 +214,66 @@ impl RawTable {
         Ok(())
     }
 
+    /// One point read that may find nothing (404 is not an error); whether the row exists.
+    pub async fn point_read_optional(
+        &self,
+        partition_key: &str,
+        row_key: &str,
+    ) -> anyhow::Result<bool> {
+        let result = self
+            .table
+            .partition_key_client(partition_key)
+            .entity_client(row_key)
+            .get::<Map<String, Value>>()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    azure_core::error::ErrorKind::HttpResponse { status, .. }
+                        if u16::from(*status) == NOT_FOUND
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error).context("point read"),
+        }
+    }
+
+    /// Inserts a small row (a read-model row's keys and a sequence number).
+    pub async fn insert_row(
+        &self,
+        partition_key: &str,
+        row_key: &str,
+        sequence: u64,
+    ) -> anyhow::Result<()> {
+        let mut row = Map::new();
+        row.insert("PartitionKey".into(), json!(partition_key));
+        row.insert("RowKey".into(), json!(row_key));
+        int64(&mut row, "Sequence", sequence);
+        self.table
+            .insert::<_, Map<String, Value>>(Value::Object(row))?
+            .await
+            .with_context(|| format!("inserting {partition_key}/{row_key}"))?;
+        Ok(())
+    }
+
     /// Reads every event row of a partition with the crate's paged query; returns how many.
     pub async fn read_event_rows(&self, partition_key: &str) -> anyhow::Result<usize> {
+        self.read_event_rows_from(partition_key, 1).await
+    }
+
+    /// Reads the event rows of a partition from sequence `from` on; returns how many.
+    pub async fn read_event_rows_from(
+        &self,
+        partition_key: &str,
+        from: u64,
+    ) -> anyhow::Result<usize> {
         let filter = format!(
             "PartitionKey eq '{}' and RowKey ge '{}' and RowKey le '{}'",
             partition_key.replace('\'', "''"),
-            event_row_key(1),
+            event_row_key(from),
             event_row_key(10_u64.pow(SEQUENCE_WIDTH as u32) - 1)
         );
         let mut pages = self

@@ -154,9 +154,16 @@ pub async fn run() -> anyhow::Result<(Vec<Row>, Findings)> {
     let front = app.front_url();
     let api = |path: &str| format!("{front}/api/{path}");
 
-    // Warm-up: this handler process creates the table and the container.
+    // Warm-up: this handler process creates its tables (events, snapshots) and container.
     HttpStream::create(&http, &front, TABLE_ENTITY, "warm-up").await?;
     HttpStream::create(&http, &front, BLOB_ENTITY, "warm-up").await?;
+    expect_status(
+        http.post(api("OpenAccount/W-1")).json(&json!({})),
+        201,
+        "OpenAccount",
+    )
+    .await?;
+    expect_status(http.get(api("GetBalance/W-1")), 200, "GetBalance").await?;
 
     let mut rows = Vec::new();
     let seed = Some(SEED_REQUESTS_PER_APPEND);
