@@ -3,20 +3,33 @@
 mod conformance;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use conformance::Fixture;
+use conformance::{EventLimit, Fixture};
 use streamfold::storage::blob::{record_size_bound, MAX_BLOCK_BYTES};
 use streamfold::storage::{BlobStore, StorageAccount};
+use streamfold::stream::EventStore;
 use streamfold_testbed::Azurite;
+
+/// Segments of a few blocks, so that the cases also cross segment boundaries (the service's
+/// 50,000 changes only when a stream moves on to its next segment).
+const BLOCKS_PER_SEGMENT: u32 = 4;
 
 async fn blob() -> Fixture {
     let azurite = Azurite::start().await.unwrap();
     let account = StorageAccount::from_connection_string(&azurite.connection_string()).unwrap();
+    // Another process: a new store on the same container, with its own cache of tails.
+    let open = move || -> Arc<dyn EventStore> {
+        Arc::new(BlobStore::new(account.clone()).with_max_blocks_per_segment(BLOCKS_PER_SEGMENT))
+    };
     Fixture {
-        store: Arc::new(BlobStore::new(account)),
-        fits: Some(Box::new(|_stream, event| {
-            record_size_bound(event).is_ok_and(|size| size <= MAX_BLOCK_BYTES)
-        })),
+        store: open(),
+        reopen: Box::new(open),
+        event_limit: Some(EventLimit {
+            bytes: MAX_BLOCK_BYTES,
+            size: Box::new(|_stream, event| record_size_bound(event).unwrap_or(usize::MAX)),
+        }),
+        as_of_resolution: Duration::from_nanos(1),
         guard: Box::new(azurite),
     }
 }
