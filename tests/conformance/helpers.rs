@@ -175,6 +175,16 @@ pub fn wrong_key_account(azurite: &Azurite) -> StorageAccount {
     StorageAccount::from_connection_string(&connection).unwrap()
 }
 
+/// Every operation of `store` (on an account signed with [`WRONG_KEY`]) fails as
+/// `Misconfigured`, and no message leaks the key.
+pub async fn assert_misconfigured_everywhere(store: &dyn EventStore) {
+    let s = stream("x");
+    assert_misconfigured(store.version(&s).await);
+    assert_misconfigured(store.append(&s, ExpectedVersion::Any, events(1)).await);
+    assert_misconfigured(store.read(&s, ReadRequest::all()).await);
+    assert_misconfigured(store.list_streams(DOMAIN, ENTITY, None, 5).await);
+}
+
 /// Checks that `result` is `Misconfigured` and that its message does not leak the key.
 #[track_caller]
 pub fn assert_misconfigured(result: Result<impl std::fmt::Debug, StoreError>) {
