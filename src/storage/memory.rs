@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::stream::{
-    check_new_events, AppendOutcome, EventStore, ExpectedVersion, NewEvent, ReadRequest,
-    RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
+    check_new_events, validate_name, AppendOutcome, EventStore, ExpectedVersion, NewEvent,
+    ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
 };
 
 #[derive(Default)]
@@ -164,6 +164,8 @@ impl EventStore for MemoryStore {
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<StreamPage, StoreError> {
+        validate_name("domain", domain)?;
+        validate_name("entity type", entity)?;
         let streams = self.lock();
         let mut instances: Vec<String> = streams
             .keys()
