@@ -67,6 +67,7 @@ pub struct Plan {
     pub latency_warmup: usize,
     pub latency_samples: usize,
     pub throughput_time: Duration,
+    pub throughput_rounds: usize,
     pub replay_events: u64,
     pub replay_runs: usize,
     pub balance_samples: usize,
@@ -83,6 +84,7 @@ impl Plan {
             latency_warmup: 5,
             latency_samples: 40,
             throughput_time: Duration::from_secs(1),
+            throughput_rounds: 1,
             replay_events: 2_000,
             replay_runs: 3,
             balance_samples: 5,
@@ -98,7 +100,8 @@ impl Plan {
             short: false,
             latency_warmup: 30,
             latency_samples: 500,
-            throughput_time: Duration::from_secs(8),
+            throughput_time: Duration::from_secs(4),
+            throughput_rounds: 3,
             replay_events: 10_000,
             replay_runs: 5,
             balance_samples: 20,
@@ -115,6 +118,7 @@ impl Plan {
             "latencyWarmup": self.latency_warmup,
             "latencySamples": self.latency_samples,
             "throughputSecondsPerPath": self.throughput_time.as_secs_f64(),
+            "throughputRounds": self.throughput_rounds,
             "throughputConcurrency": throughput::CONCURRENCY,
             "replayEvents": self.replay_events,
             "replayRuns": self.replay_runs,
@@ -221,10 +225,12 @@ async fn main() -> anyhow::Result<()> {
         let env = env::Env::start().await?;
         if wants("latency") {
             progress("append latency");
+            report.note_load("latency");
             report.extend(latency::run(&env, &plan).await.context("append latency")?);
         }
         if wants("throughput") {
             progress("append throughput");
+            report.note_load("throughput");
             report.extend(
                 throughput::run(&env, &plan)
                     .await
@@ -235,6 +241,7 @@ async fn main() -> anyhow::Result<()> {
     let mut findings = requests::Findings::default();
     if wants("requests") {
         progress("storage requests per operation");
+        report.note_load("requests");
         let (rows, found) = requests::run().await.context("storage requests")?;
         report.extend(rows);
         findings = found;
@@ -243,10 +250,12 @@ async fn main() -> anyhow::Result<()> {
         let env = env::Env::start().await?;
         if wants("replay") {
             progress("replay");
+            report.note_load("replay");
             report.extend(replay::run(&env, &plan, findings).await.context("replay")?);
         }
         if wants("footprint") {
             progress("start-up and footprint");
+            report.note_load("footprint");
             report.extend(
                 footprint::run(&env.azurite.connection_string(), &plan)
                     .await
@@ -256,6 +265,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("projector") {
         progress("projector");
+        report.note_load("projector");
         report.extend(projector::run(&plan).await.context("projector")?);
     }
     progress(&format!(

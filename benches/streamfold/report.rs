@@ -192,11 +192,23 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Settings of the run (mode, sample counts...), copied into the JSON.
     pub settings: serde_json::Map<String, Value>,
+    /// The 1-minute load average when each section started (other work on the machine).
+    pub load_average: Vec<(String, f64)>,
 }
 
 impl Report {
     pub fn extend(&mut self, rows: impl IntoIterator<Item = Row>) {
         self.rows.extend(rows);
+    }
+
+    /// Records the machine's 1-minute load average as `section` starts.
+    pub fn note_load(&mut self, section: &str) {
+        let load = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|text| text.split_whitespace().next()?.parse().ok());
+        if let Some(load) = load {
+            self.load_average.push((section.to_owned(), load));
+        }
     }
 
     /// The table printed at the end of a run.
@@ -243,6 +255,18 @@ impl Report {
             }
         }
         let mut out = String::new();
+        if !self.load_average.is_empty() {
+            let loads: Vec<String> = self
+                .load_average
+                .iter()
+                .map(|(section, load)| format!("{section} {load:.1}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "load average (1 min) as each section started: {}\n",
+                loads.join(", ")
+            );
+        }
         let mut put = |cells: &[String]| {
             let mut text = String::new();
             for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
@@ -297,6 +321,11 @@ impl Report {
             "dirty": run.dirty,
             "machine": {"cpus": run.cpus},
             "settings": Value::Object(self.settings.clone()),
+            "loadAverage1m": self
+                .load_average
+                .iter()
+                .map(|(section, load)| (section.clone(), json!(load)))
+                .collect::<serde_json::Map<_, _>>(),
             "rows": self.rows.iter().map(Row::to_json).collect::<Vec<_>>(),
         })
     }

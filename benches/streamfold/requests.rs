@@ -47,8 +47,8 @@ const SNAPSHOT_BYTES_FRACTION: f64 = 0.5;
 /// What later sections need to know from this one.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Findings {
-    /// Whether GetBalance resumed from a persisted snapshot.
-    pub snapshots_persisted: bool,
+    /// Whether GetBalance resumed from a persisted snapshot (`None`: not measured).
+    pub snapshots_persisted: Option<bool>,
 }
 
 /// Both proxies, counted together.
@@ -304,7 +304,7 @@ pub async fn run() -> anyhow::Result<(Vec<Row>, Findings)> {
     Ok((
         rows,
         Findings {
-            snapshots_persisted,
+            snapshots_persisted: Some(snapshots_persisted),
         },
     ))
 }
