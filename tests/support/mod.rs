@@ -48,11 +48,17 @@ impl TestApp {
 
     /// The app on a fresh Azurite with extra settings.
     pub async fn start_with(settings: &[(&str, &str)]) -> Self {
+        Self::start_on(0, settings).await
+    }
+
+    /// The same, with the host simulator on `port` (0 = a free one), for tests that must tell
+    /// another component the host's address before it starts.
+    pub async fn start_on(port: u16, settings: &[(&str, &str)]) -> Self {
         let azurite = Azurite::start().await.expect("start Azurite");
         let connection = azurite.connection_string();
         let mut all = vec![("AzureWebJobsStorage".to_owned(), connection)];
         all.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let (host, app_dir) = start_host(all).await;
+        let (host, app_dir) = start_host_on(port, all).await;
         let client = Client::new(host.base_url());
         Self {
             azurite,
@@ -75,9 +81,18 @@ pub const TEST_DEFAULT_SETTINGS: [(&str, &str); 2] = [
 /// Starts one host simulator (with its own handler process) with these settings, on top of
 /// [`TEST_DEFAULT_SETTINGS`].
 pub async fn start_host(settings: Vec<(String, String)>) -> (HostSim, tempfile::TempDir) {
+    start_host_on(0, settings).await
+}
+
+/// [`start_host`] on a given port (0 = a free one).
+pub async fn start_host_on(
+    port: u16,
+    settings: Vec<(String, String)>,
+) -> (HostSim, tempfile::TempDir) {
     let app_dir = tempfile::tempdir().unwrap();
     assemble_app(app_dir.path());
     let mut config = HostConfig::new(app_dir.path());
+    config.port = port;
     // Later settings win (the simulator collects them into a map in order).
     config.settings = TEST_DEFAULT_SETTINGS
         .iter()
