@@ -20,7 +20,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use streamfold_testbed::topic::{Chaos, DeliveryRetry, Subscription, TopicConfig, TopicSim};
-use support::{event_grid_webhook_path, Client, TestApp};
+use support::{event_grid_webhook_path, publishing_to, Client, TestApp};
 
 const SEED: u64 = 0x5eed_c4a0_5000_0001;
 const ACCOUNTS: usize = 20;
@@ -188,18 +188,7 @@ async fn read_models_are_exact_under_duplicated_reordered_failing_delivery() {
     )
     .await
     .unwrap();
-    let endpoint = topic.endpoint();
-    let key = topic.key().to_owned();
-    let app = TestApp::start_on(
-        port,
-        &[
-            ("EventGridTopicEndpoint", endpoint.as_str()),
-            ("EventGridKeyValue", key.as_str()),
-            ("RaiseEntityCreationNotification", "true"),
-            ("RaiseEventNotification", "true"),
-        ],
-    )
-    .await;
+    let app = TestApp::start_on(port, publishing_to(&topic)).await;
     let client = &app.client;
 
     let mut rng = Rng::new(SEED);

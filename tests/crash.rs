@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use streamfold::notify::{notification_id, NotificationKind};
 use streamfold::stream::StreamId;
 use streamfold_testbed::topic::{TopicConfig, TopicSim};
-use support::TestApp;
+use support::{publishing_to, TestApp};
 
 /// How long the test waits for what should take a second or two.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -48,24 +48,9 @@ fn received_ids(topic: &TopicSim) -> BTreeSet<String> {
 
 async fn killed_between_write_and_publish(backend: &str) {
     let topic = TopicSim::start(TopicConfig::default()).await.unwrap();
-    let settings = [
-        ("EventGridTopicEndpoint".to_owned(), topic.endpoint()),
-        ("EventGridKeyValue".to_owned(), topic.key().to_owned()),
-        (
-            "RaiseEntityCreationNotification".to_owned(),
-            "true".to_owned(),
-        ),
-        ("RaiseEventNotification".to_owned(), "true".to_owned()),
-        (
-            "ALL.ALL".to_owned(),
-            format!("{backend};AzureWebJobsStorage"),
-        ),
-    ];
-    let borrowed: Vec<(&str, &str)> = settings
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let app = TestApp::start_with(&borrowed).await;
+    let mut settings = publishing_to(&topic);
+    settings.push(("ALL.ALL".into(), format!("{backend};AzureWebJobsStorage")));
+    let app = TestApp::start_on(0, settings).await;
 
     // One hanging publish per stream: each stream's first background dispatch.
     topic.stall_next(STREAMS.len());

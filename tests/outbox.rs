@@ -28,10 +28,9 @@ use streamfold::storage::table::TableStore;
 use streamfold::storage::{BlobStore, StorageAccount};
 use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, Outbox, StreamId};
 use streamfold_testbed::hostsim::{HostConfig, HostSim, InvocationRecord};
-use streamfold_testbed::proxy::CountingProxy;
 use streamfold_testbed::topic::{DownMode, TopicConfig, TopicSim};
 use streamfold_testbed::Azurite;
-use support::TestApp;
+use support::{publishing_to, CountedStorage, TestApp};
 use uuid::Uuid;
 
 use ExpectedVersion::{Exact, NoStream};
@@ -245,13 +244,8 @@ async fn table_outbox_off_writes_no_row() {
 #[tokio::test]
 async fn table_append_with_outbox_is_one_request() {
     let azurite = Azurite::start().await.unwrap();
-    let proxy = CountingProxy::start(&format!("http://127.0.0.1:{}", azurite.table_port))
-        .await
-        .unwrap();
-    let connection = Azurite::connection_string_for(
-        &azurite.blob_endpoint(),
-        &format!("{}/devstoreaccount1", proxy.url()),
-    );
+    let counted = CountedStorage::start(&azurite).await;
+    let (proxy, connection) = (&counted.tables, counted.connection.clone());
     let store =
         table_store(StorageAccount::from_connection_string(&connection).unwrap()).with_outbox(true);
     let s = stream("count");
@@ -288,13 +282,8 @@ async fn table_append_with_outbox_is_one_request() {
 #[tokio::test]
 async fn table_append_through_the_app_is_one_request_with_notifications_on() {
     let azurite = Azurite::start().await.unwrap();
-    let proxy = CountingProxy::start(&format!("http://127.0.0.1:{}", azurite.table_port))
-        .await
-        .unwrap();
-    let connection = Azurite::connection_string_for(
-        &azurite.blob_endpoint(),
-        &format!("{}/devstoreaccount1", proxy.url()),
-    );
+    let counted = CountedStorage::start(&azurite).await;
+    let (proxy, connection) = (&counted.tables, counted.connection.clone());
     let topic = TopicSim::start(TopicConfig::default()).await.unwrap();
     topic.set_down(DownMode::Unavailable).await.unwrap();
     let (host, _dir) = support::start_host(vec![
@@ -440,24 +429,9 @@ impl NotifyingApp {
     /// Every stream lives on `backend` (`Table` or `AppendBlob`); both notification kinds on.
     async fn start(backend: &str) -> Self {
         let topic = TopicSim::start(TopicConfig::default()).await.unwrap();
-        let settings = [
-            ("EventGridTopicEndpoint".to_owned(), topic.endpoint()),
-            ("EventGridKeyValue".to_owned(), topic.key().to_owned()),
-            (
-                "RaiseEntityCreationNotification".to_owned(),
-                "true".to_owned(),
-            ),
-            ("RaiseEventNotification".to_owned(), "true".to_owned()),
-            (
-                "ALL.ALL".to_owned(),
-                format!("{backend};AzureWebJobsStorage"),
-            ),
-        ];
-        let borrowed: Vec<(&str, &str)> = settings
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let app = TestApp::start_with(&borrowed).await;
+        let mut settings = publishing_to(&topic);
+        settings.push(("ALL.ALL".into(), format!("{backend};AzureWebJobsStorage")));
+        let app = TestApp::start_on(0, settings).await;
         let account = account(&app.azurite);
         let outbox: Arc<dyn Outbox> = match backend {
             "Table" => Arc::new(TableStore::new(account)),

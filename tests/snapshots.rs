@@ -4,25 +4,19 @@
 mod support;
 
 use serde_json::json;
-use streamfold_testbed::proxy::CountingProxy;
 use streamfold_testbed::Azurite;
-use support::{start_host, Client};
+use support::{start_host, Client, CountedStorage};
 
 const EVENTS: usize = 10_000;
 const BATCH: usize = 40;
 
 async fn long_account_reads_only_the_tail(backend: Option<&str>) {
     let azurite = Azurite::start().await.unwrap();
-    let tables = CountingProxy::start(&azurite.table_endpoint())
-        .await
-        .unwrap();
-    let blobs = CountingProxy::start(&azurite.blob_endpoint())
-        .await
-        .unwrap();
-    let connection = Azurite::connection_string_for(
-        &format!("{}/devstoreaccount1", blobs.url()),
-        &format!("{}/devstoreaccount1", tables.url()),
-    );
+    let CountedStorage {
+        tables,
+        blobs,
+        connection,
+    } = CountedStorage::start(&azurite).await;
     let mut settings = vec![("AzureWebJobsStorage".to_owned(), connection)];
     if let Some(backend) = backend {
         settings.push((

@@ -5,20 +5,14 @@
 mod support;
 
 use serde_json::json;
-use streamfold_testbed::proxy::CountingProxy;
 use streamfold_testbed::Azurite;
-use support::{start_host, Client};
+use support::{start_host, Client, CountedStorage};
 
 #[tokio::test]
 async fn an_append_with_a_known_version_is_one_table_request() {
     let azurite = Azurite::start().await.unwrap();
-    let proxy = CountingProxy::start(&format!("http://127.0.0.1:{}", azurite.table_port))
-        .await
-        .unwrap();
-    let connection = Azurite::connection_string_for(
-        &azurite.blob_endpoint(),
-        &format!("{}/devstoreaccount1", proxy.url()),
-    );
+    let counted = CountedStorage::start(&azurite).await;
+    let (proxy, connection) = (&counted.tables, counted.connection.clone());
     let (host, _dir) = start_host(vec![("AzureWebJobsStorage".into(), connection)]).await;
     let c = Client::new(host.base_url());
     let path = "/api/streams/Shop/Cart/c1";

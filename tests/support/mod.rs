@@ -9,6 +9,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 use streamfold_testbed::hostsim::{HostConfig, HostSim};
+use streamfold_testbed::proxy::CountingProxy;
+use streamfold_testbed::topic::TopicSim;
 use streamfold_testbed::Azurite;
 
 /// The repository root.
@@ -48,16 +50,16 @@ impl TestApp {
 
     /// The app on a fresh Azurite with extra settings.
     pub async fn start_with(settings: &[(&str, &str)]) -> Self {
-        Self::start_on(0, settings).await
+        Self::start_on(0, owned(settings)).await
     }
 
     /// The same, with the host simulator on `port` (0 = a free one), for tests that must tell
     /// another component the host's address before it starts.
-    pub async fn start_on(port: u16, settings: &[(&str, &str)]) -> Self {
+    pub async fn start_on(port: u16, settings: Vec<(String, String)>) -> Self {
         let azurite = Azurite::start().await.expect("start Azurite");
         let connection = azurite.connection_string();
         let mut all = vec![("AzureWebJobsStorage".to_owned(), connection)];
-        all.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        all.extend(settings);
         let (host, app_dir) = start_host_on(port, all).await;
         let client = Client::new(host.base_url());
         Self {
@@ -65,6 +67,52 @@ impl TestApp {
             host,
             client,
             _app_dir: app_dir,
+        }
+    }
+}
+
+fn owned(settings: &[(&str, &str)]) -> Vec<(String, String)> {
+    settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Settings that publish the app's notifications, both kinds, to the topic simulator.
+pub fn publishing_to(topic: &TopicSim) -> Vec<(String, String)> {
+    let mut settings = owned(&[
+        ("RaiseEntityCreationNotification", "true"),
+        ("RaiseEventNotification", "true"),
+    ]);
+    settings.push(("EventGridTopicEndpoint".into(), topic.endpoint()));
+    settings.push(("EventGridKeyValue".into(), topic.key().to_owned()));
+    settings
+}
+
+/// Counting proxies in front of Azurite's table and blob endpoints, and a connection string
+/// that sends every storage request through them.
+pub struct CountedStorage {
+    pub tables: CountingProxy,
+    pub blobs: CountingProxy,
+    pub connection: String,
+}
+
+impl CountedStorage {
+    pub async fn start(azurite: &Azurite) -> Self {
+        let tables = CountingProxy::start(&azurite.table_endpoint())
+            .await
+            .unwrap();
+        let blobs = CountingProxy::start(&azurite.blob_endpoint())
+            .await
+            .unwrap();
+        let connection = Azurite::connection_string_for(
+            &format!("{}/{}", blobs.url(), streamfold_testbed::azurite::ACCOUNT),
+            &format!("{}/{}", tables.url(), streamfold_testbed::azurite::ACCOUNT),
+        );
+        Self {
+            tables,
+            blobs,
+            connection,
         }
     }
 }
