@@ -120,13 +120,16 @@ pub async fn run(connection: &str, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         Row::compare(
             "footprint.binary",
             SECTION,
-            "release handler binary size (stripped)",
+            "release handler binary size",
             "MiB",
             size as f64 / (1024.0 * 1024.0),
             None,
             "",
         )
-        .note(format!("binary: {}", exe.display())),
+        .note(format!(
+            "binary: {} (release profile of Cargo.toml: thin LTO, symbols stripped)",
+            exe.display()
+        )),
     );
 
     // Start to ready, and idle RSS of the first process.
