@@ -8,6 +8,9 @@
 //! /work/shared/reference/prior-art.md): an append there is three requests (read the header,
 //! bump it with If-Match, insert the event row).
 //!
+//! The Projector's cost is counted too: one notification delivered to the host's Event Grid
+//! webhook for an account whose read-model row is behind, then the same one again.
+//!
 //! GetBalance "with a snapshot" is counted only if a snapshot is actually used: the second
 //! GetBalance of a stream longer than the snapshot interval must read far fewer bytes than the
 //! first. If it does not, the backends do not persist snapshots yet and the row says so.
@@ -15,10 +18,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use serde_json::json;
+use streamfold::notify::{Notification, NotificationSchema};
 use streamfold::storage::TableStore;
-use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, StreamId};
+use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, ReadRequest, StreamId};
 use streamfold_testbed::proxy::CountingProxy;
 use streamfold_testbed::Azurite;
 
@@ -256,9 +260,46 @@ pub async fn run() -> anyhow::Result<(Vec<Row>, Findings)> {
         None,
     ));
 
-    // GetBalance twice on a stream past the snapshot interval.
+    // The Projector: one notification (the last event of B-1) delivered as Event Grid
+    // delivers it, then the same notification again (Event Grid delivers at least once).
     let account = streamfold::storage::StorageAccount::from_connection_string(&connection)?;
     let store: Arc<dyn EventStore> = Arc::new(TableStore::new(account));
+    let b1 = StreamId::new(BANK_DOMAIN, BANK_ENTITY, "B-1")?;
+    let slice = store.read(&b1, ReadRequest::all()).await?;
+    let last = slice.events.last().context("account B-1 has no events")?;
+    let notification: serde_json::Value = serde_json::from_slice(
+        &NotificationSchema::EventGridEvent.encode(&Notification::new_event(&b1, last))?,
+    )?;
+    let webhook = format!("{front}/runtime/webhooks/EventGrid?functionName=Projector");
+    let deliver = || {
+        let request = http
+            .post(&webhook)
+            .header("aeg-event-type", "Notification")
+            .json(&json!([notification]));
+        async move {
+            let status = request.send().await?.status().as_u16();
+            if !(200..=202).contains(&status) {
+                bail!("the Projector webhook answered {status}");
+            }
+            Ok(())
+        }
+    };
+    let count = counter.count(deliver()).await?;
+    rows.extend(counted(
+        "projector.apply",
+        "Projector: apply one notification (the row is behind)",
+        count,
+        None,
+    ));
+    let count = counter.count(deliver()).await?;
+    rows.extend(counted(
+        "projector.duplicate",
+        "Projector: the same notification again (row already there)",
+        count,
+        None,
+    ));
+
+    // GetBalance twice on a stream past the snapshot interval.
     let stream = StreamId::new(BANK_DOMAIN, BANK_ENTITY, "B-snapshot")?;
     write_account(&store, &stream, SNAPSHOT_STREAM_EVENTS).await?;
     let balance = || {
