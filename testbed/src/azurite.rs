@@ -18,6 +18,10 @@ pub const KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Fresh port sets tried before giving up.
+const START_ATTEMPTS: usize = 3;
+/// Azurite's `Server` response header (`Azurite-Blob/3.x`, `Azurite-Table/3.x`).
+const SERVER_HEADER_PREFIX: &str = "Azurite";
 
 /// A running Azurite.
 pub struct Azurite {
@@ -31,17 +35,30 @@ pub struct Azurite {
 impl Azurite {
     /// Starts Azurite on free ports and waits until its blob and table endpoints accept
     /// connections.
+    ///
+    /// A free port can be taken by another process between the moment it is picked and the
+    /// moment Azurite binds it; Azurite then exits. Start-up is therefore confirmed by the
+    /// `Server` header of Azurite's own answer (not by a connection, which a stranger could
+    /// accept), and retried on new ports a few times.
     pub async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let mut azurite = Self {
-            child: None,
-            dir,
-            blob_port: crate::free_port()?,
-            table_port: crate::free_port()?,
-            queue_port: crate::free_port()?,
-        };
-        azurite.spawn().await?;
-        Ok(azurite)
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            let mut azurite = Self {
+                child: None,
+                dir: tempfile::tempdir()?,
+                blob_port: crate::free_port()?,
+                table_port: crate::free_port()?,
+                queue_port: crate::free_port()?,
+            };
+            match azurite.spawn().await {
+                Ok(()) => return Ok(azurite),
+                Err(error) => {
+                    azurite.stop().await;
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("Azurite did not start")))
     }
 
     fn executable() -> PathBuf {
@@ -76,13 +93,28 @@ impl Azurite {
             .with_context(|| format!("starting {}", exe.display()))?;
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
         for port in [self.blob_port, self.table_port] {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_err()
-            {
+            loop {
+                if let Some(child) = self.child.as_mut() {
+                    if let Some(status) = child.try_wait()? {
+                        bail!("Azurite exited during start-up ({status}); port {port} taken?");
+                    }
+                }
+                let answer = http.get(format!("http://127.0.0.1:{port}/")).send().await;
+                let is_azurite = answer.is_ok_and(|r| {
+                    r.headers()
+                        .get("server")
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.starts_with(SERVER_HEADER_PREFIX))
+                });
+                if is_azurite {
+                    break;
+                }
                 if Instant::now() > deadline {
-                    bail!("Azurite did not listen on port {port} within {START_TIMEOUT:?}");
+                    bail!("Azurite did not answer on port {port} within {START_TIMEOUT:?}");
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
