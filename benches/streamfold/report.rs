@@ -345,9 +345,14 @@ impl Report {
             let Some(before) = earlier.iter().find(|r| r["id"] == row.id.as_str()) else {
                 continue;
             };
-            let (now, then, what) = match (row.ratio(), before["ratio"].as_f64()) {
-                (Some(now), Some(then)) => (now, then, "ratio"),
-                _ => match (row.streamfold, before["streamfold"].as_f64()) {
+            // Counts compare as counts; measurements with a raw baseline as ratios.
+            let ratios = match row.unit {
+                "requests" => None,
+                _ => row.ratio().zip(before["ratio"].as_f64()),
+            };
+            let (now, then, what) = match ratios {
+                Some((now, then)) => (now, then, "ratio"),
+                None => match (row.streamfold, before["streamfold"].as_f64()) {
                     (Some(now), Some(then)) => (now, then, row.unit),
                     _ => continue,
                 },
@@ -359,7 +364,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "  {:<58} {what:>9}: {} -> {}  ({change})",
+                "  {:<92} {what:>9}: {} -> {}  ({change})",
                 row.operation,
                 format_value(Some(then)),
                 format_value(Some(now)),
