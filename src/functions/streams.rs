@@ -22,7 +22,7 @@ use super::filters::{self, only_known_params, time_param, u64_param};
 use super::problem::{json_response, parse_json, reject, Problem};
 use crate::app::App;
 use crate::stream::{
-    validate_name, EventMetadata, ExpectedVersion, NewEvent, ReadRequest, StreamId,
+    validate_entity_type, EventMetadata, ExpectedVersion, NewEvent, ReadRequest, StreamId,
     DEFAULT_PAGE_SIZE,
 };
 
@@ -210,8 +210,7 @@ async fn list_handler(
     query: Vec<(String, String)>,
     app: Arc<App>,
 ) -> Result<Response, Rejection> {
-    validate_name("domain", &domain)
-        .and_then(|_| validate_name("entity type", &entity))
+    validate_entity_type(&domain, &entity)
         .map_err(|e| reject(Problem::from(crate::stream::StoreError::from(e))))?;
     only_known_params(&query, &["continuation", "pageSize"]).map_err(reject)?;
     let page_size = u64_param(&query, "pageSize")

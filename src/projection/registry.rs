@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::stream::{validate_name, KeyError};
+use crate::stream::{validate_entity_type, KeyError};
 
 use super::{validate_projection_name, DynProjection, Projection};
 
@@ -61,8 +61,7 @@ impl ProjectionRegistry {
         entity: &str,
         projection: Arc<dyn DynProjection>,
     ) -> Result<&mut Self, RegistryError> {
-        validate_name("domain", domain)?;
-        validate_name("entity type", entity)?;
+        validate_entity_type(domain, entity)?;
         let name = projection.name().to_owned();
         validate_projection_name(&name).map_err(|reason| RegistryError::InvalidName {
             projection: name.clone(),

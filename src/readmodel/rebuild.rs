@@ -25,7 +25,7 @@ use super::projector::ReadModelProjector;
 use super::store::{Checkpoint, SaveCondition, SaveOutcome, StoredCheckpoint};
 use super::{ReadModelError, MAX_SAVE_ATTEMPTS};
 use crate::projection::{DynProjection, ProjectionError};
-use crate::stream::{validate_name, ReadRequest, StreamId, StreamSlice};
+use crate::stream::{validate_entity_type, ReadRequest, StreamId, StreamSlice};
 
 /// Streams rebuilt at the same time.
 pub const REBUILD_CONCURRENCY: usize = 8;
@@ -83,8 +83,7 @@ pub async fn rebuild(
     domain: &str,
     entity: &str,
 ) -> Result<RebuildReport, ReadModelError> {
-    validate_name("domain", domain)?;
-    validate_name("entity type", entity)?;
+    validate_entity_type(domain, entity)?;
     let mut report = RebuildReport::default();
     if projector.models.is_empty() {
         return Ok(report);

@@ -36,7 +36,7 @@ use crate::storage::table::entity::{
     MAX_ENTITY_BYTES, ROW_KEY,
 };
 use crate::storage::table::keys::{odata_string, KEY_SEPARATOR};
-use crate::stream::{validate_name, StoreError, StreamId};
+use crate::stream::{validate_entity_type, StoreError, StreamId};
 
 /// The table that holds read-model rows.
 pub const DEFAULT_READ_MODEL_TABLE: &str = "streamfoldreadmodels";
@@ -228,8 +228,7 @@ impl ReadModelStore for TableReadModelStore {
         domain: &str,
         entity: &str,
     ) -> Result<Vec<ReadModelRow>, ReadModelError> {
-        validate_name("domain", domain)?;
-        validate_name("entity type", entity)?;
+        validate_entity_type(domain, entity)?;
         let api = self.api().await?;
         let partition = partition_key(model, domain, entity);
         let what = format!("read model {model} of {domain}/{entity}");

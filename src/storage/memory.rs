@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::stream::{
-    check_new_events, validate_name, AppendOutcome, EventStore, ExpectedVersion, NewEvent,
+    check_new_events, validate_entity_type, AppendOutcome, EventStore, ExpectedVersion, NewEvent,
     ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
 };
 
@@ -164,8 +164,7 @@ impl EventStore for MemoryStore {
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<StreamPage, StoreError> {
-        validate_name("domain", domain)?;
-        validate_name("entity type", entity)?;
+        validate_entity_type(domain, entity)?;
         let streams = self.lock();
         let mut instances: Vec<String> = streams
             .keys()

@@ -46,8 +46,7 @@ impl StreamId {
         let domain = domain.into();
         let entity = entity.into();
         let instance = instance.into();
-        validate_name("domain", &domain)?;
-        validate_name("entity type", &entity)?;
+        validate_entity_type(&domain, &entity)?;
         validate_instance_key(&instance)?;
         Ok(Self {
             domain,
@@ -97,6 +96,13 @@ pub fn validate_name(what: &'static str, value: &str) -> Result<(), KeyError> {
         return fail(&format!("must be at most {MAX_NAME_LEN} characters"));
     }
     Ok(())
+}
+
+/// Checks the domain and entity-type names of a group of streams (for listing them), naming the
+/// first that breaks a rule.
+pub fn validate_entity_type(domain: &str, entity: &str) -> Result<(), KeyError> {
+    validate_name("domain", domain)?;
+    validate_name("entity type", entity)
 }
 
 /// Checks an instance key against the rules every backend can store.

@@ -17,7 +17,8 @@ pub use error::StoreError;
 pub use event::{EventMetadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use expected::ExpectedVersion;
 pub use id::{
-    validate_instance_key, validate_name, KeyError, StreamId, MAX_INSTANCE_KEY_BYTES, MAX_NAME_LEN,
+    validate_entity_type, validate_instance_key, validate_name, KeyError, StreamId,
+    MAX_INSTANCE_KEY_BYTES, MAX_NAME_LEN,
 };
 pub use outbox::{Outbox, PendingStream};
 pub use store::{

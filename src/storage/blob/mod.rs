@@ -67,7 +67,7 @@ use async_trait::async_trait;
 
 use crate::storage::connection::StorageAccount;
 use crate::stream::{
-    check_new_events, validate_name, AppendOutcome, EventStore, ExpectedVersion, NewEvent,
+    check_new_events, validate_entity_type, AppendOutcome, EventStore, ExpectedVersion, NewEvent,
     ReadRequest, StoreError, StreamId, StreamPage, StreamSlice,
 };
 use client::BlobApi;
@@ -326,8 +326,7 @@ impl EventStore for BlobStore {
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<StreamPage, StoreError> {
-        validate_name("domain", domain)?;
-        validate_name("entity type", entity)?;
+        validate_entity_type(domain, entity)?;
         let api = self.api()?;
         let prefix = naming::entity_prefix(domain, entity);
         let page = api

@@ -18,7 +18,7 @@ use super::client::TableApi;
 use super::entity::{self, Properties};
 use super::keys;
 use crate::stream::{
-    validate_name, ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
+    validate_entity_type, ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
 };
 
 pub async fn read(
@@ -149,8 +149,7 @@ pub async fn list_streams(
     continuation: Option<&str>,
     page_size: usize,
 ) -> Result<StreamPage, StoreError> {
-    validate_name("domain", domain)?;
-    validate_name("entity type", entity)?;
+    validate_entity_type(domain, entity)?;
     api.ensure_table().await?;
     let page_size = page_size.max(1);
     let prefix = keys::stream_prefix(domain, entity);
