@@ -553,6 +553,23 @@ impl DeliveryTracker {
 #[derive(Debug)]
 struct DeliveryTrackerPolicy;
 
+/// Passes a request on to the rest of the pipeline, for policies that only observe it.
+/// `policy` names the caller in the error a misbuilt pipeline (no policy after it) gives.
+pub(crate) async fn send_next(
+    ctx: &Context,
+    request: &mut Request,
+    next: &[Arc<dyn Policy>],
+    policy: &str,
+) -> PolicyResult {
+    match next.first() {
+        Some(first) => first.send(ctx, request, &next[1..]).await,
+        None => Err(azure_core::Error::message(
+            ErrorKind::Other,
+            format!("the {policy} policy must not be the last policy"),
+        )),
+    }
+}
+
 #[async_trait]
 impl Policy for DeliveryTrackerPolicy {
     async fn send(
@@ -561,13 +578,7 @@ impl Policy for DeliveryTrackerPolicy {
         request: &mut Request,
         next: &[Arc<dyn Policy>],
     ) -> PolicyResult {
-        let result = match next.first() {
-            Some(policy) => policy.send(ctx, request, &next[1..]).await,
-            None => Err(azure_core::Error::message(
-                ErrorKind::Other,
-                "the delivery tracker policy must not be the last policy",
-            )),
-        };
+        let result = send_next(ctx, request, next, "delivery tracker").await;
         if let Some(tracker) = ctx.get::<DeliveryTracker>() {
             tracker.record(match &result {
                 Ok(response) => {

@@ -15,7 +15,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use azure_core::error::ErrorKind;
+
+use crate::storage::connection::send_next;
 use azure_core::headers::{HeaderName, Headers};
 use azure_core::{Context, Policy, PolicyResult, Request, StatusCode};
 
@@ -108,13 +109,7 @@ impl Policy for CapturePolicy {
         request: &mut Request,
         next: &[Arc<dyn Policy>],
     ) -> PolicyResult {
-        let result = match next.first() {
-            Some(policy) => policy.send(ctx, request, &next[1..]).await,
-            None => Err(azure_core::Error::message(
-                ErrorKind::Other,
-                "the header capture policy must not be the last policy",
-            )),
-        };
+        let result = send_next(ctx, request, next, "header capture").await;
         if let Some(captured) = ctx.get::<Captured>() {
             captured.set(
                 result
