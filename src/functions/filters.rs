@@ -8,7 +8,7 @@ use percent_encoding::percent_decode_str;
 use warp::{Filter, Rejection};
 
 use super::problem::{reject, Problem};
-use super::MAX_BODY_BYTES;
+use super::{MAX_BODY_BYTES, MAX_DRAINED_BODY_BYTES};
 
 /// Header carrying the correlation id of a request (stored in event metadata, echoed back).
 pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
@@ -19,8 +19,9 @@ pub const MAX_CORRELATION_ID_LEN: usize = 128;
 
 /// The raw request body, at most [`MAX_BODY_BYTES`] (413 beyond). A missing body is empty:
 /// the Functions host forwards a body only when Content-Length > 0, and may then send no
-/// Content-Length at all. The limit is enforced while reading, so an oversized chunked body
-/// is never buffered whole.
+/// Content-Length at all. The limit is enforced while reading, so an oversized body is never
+/// buffered whole; it is read to its end and dropped (up to [`MAX_DRAINED_BODY_BYTES`]) so the
+/// sender receives the 413 rather than a reset connection.
 pub fn body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
@@ -32,10 +33,11 @@ where
     S: futures::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,
 {
+    let mut stream = std::pin::pin!(stream);
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        drain(stream, 0).await;
         return Err(reject(body_too_large()));
     }
-    let mut stream = std::pin::pin!(stream);
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
         let chunk = chunk.map_err(|e| {
@@ -44,12 +46,29 @@ where
                 format!("the request body could not be read: {e}"),
             ))
         })?;
-        if (body.len() + chunk.remaining()) as u64 > MAX_BODY_BYTES {
+        let read = (body.len() + chunk.remaining()) as u64;
+        if read > MAX_BODY_BYTES {
+            drain(stream, read).await;
             return Err(reject(body_too_large()));
         }
         bytes::BufMut::put(&mut body, chunk);
     }
     Ok(body.freeze())
+}
+
+/// Reads and drops the rest of a body of which `read` bytes were already seen, until its end,
+/// a read error, or [`MAX_DRAINED_BODY_BYTES`] in all.
+async fn drain<S, B>(mut stream: std::pin::Pin<&mut S>, mut read: u64)
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    while read <= MAX_DRAINED_BODY_BYTES {
+        match futures::StreamExt::next(&mut stream).await {
+            Some(Ok(chunk)) => read += chunk.remaining() as u64,
+            Some(Err(_)) | None => return,
+        }
+    }
 }
 
 /// 413 for a body over [`MAX_BODY_BYTES`].
@@ -207,6 +226,44 @@ pub fn as_of_params(pairs: &[(String, String)]) -> Result<crate::projection::AsO
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chunks(sizes: &[usize]) -> Vec<Result<Bytes, warp::Error>> {
+        sizes
+            .iter()
+            .map(|&n| Ok(Bytes::from(vec![b'x'; n])))
+            .collect()
+    }
+
+    /// Collects `sizes` as a body, returning the outcome and how many chunks stayed unread.
+    async fn collect(declared: Option<u64>, sizes: &[usize]) -> (Result<Bytes, Rejection>, usize) {
+        let mut source = futures::stream::iter(chunks(sizes));
+        let outcome = collect_body(declared, &mut source).await;
+        (outcome, futures::StreamExt::count(source).await)
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_refused_after_being_read_to_the_end() {
+        let mib = 1024 * 1024;
+        let (ok, left) = collect(None, &[mib, mib]).await;
+        assert_eq!(ok.map(|b| b.len()).ok(), Some(2 * mib));
+        assert_eq!(left, 0);
+
+        // Streamed past the limit: refused, and every chunk was still consumed.
+        let (refused, left) = collect(None, &[3 * mib, 3 * mib, mib, mib]).await;
+        assert!(refused.is_err());
+        assert_eq!(left, 0);
+
+        // Declared past the limit: refused without buffering, still consumed.
+        let (refused, left) = collect(Some(8 * mib as u64), &[4 * mib, 4 * mib]).await;
+        assert!(refused.is_err());
+        assert_eq!(left, 0);
+
+        // Past the drain bound the rest is left unread (the connection is closed instead).
+        let huge = MAX_DRAINED_BODY_BYTES as usize;
+        let (refused, left) = collect(None, &[huge, huge, mib]).await;
+        assert!(refused.is_err());
+        assert_eq!(left, 1);
+    }
 
     #[test]
     fn query_pairs_are_decoded() {
