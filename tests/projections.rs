@@ -182,6 +182,9 @@ fn sum(from: i64, to: i64) -> i64 {
 #[derive(Default)]
 struct ScriptedStore {
     events: Mutex<Vec<RecordedEvent>>,
+    /// Answered once by `version` instead of the true version (a read that was served
+    /// before appends that another read already saw).
+    stale_version: Mutex<Option<u64>>,
 }
 
 impl ScriptedStore {
@@ -230,6 +233,9 @@ impl EventStore for ScriptedStore {
     }
 
     async fn version(&self, _: &StreamId) -> Result<u64, StoreError> {
+        if let Some(stale) = self.stale_version.lock().unwrap().take() {
+            return Ok(stale);
+        }
         Ok(self.events.lock().unwrap().len() as u64)
     }
 
@@ -652,6 +658,49 @@ async fn a_long_stream_with_a_snapshot_reads_only_the_events_after_it() {
         (5, Some(EVENTS as u64))
     );
     assert_eq!((store.reads(), store.events_read()), (1, 5));
+}
+
+#[tokio::test]
+async fn a_snapshot_at_the_head_of_the_stream_needs_no_read_of_events() {
+    let store = Arc::new(CountingStore::new(MemoryStore::new()));
+    let stream = account("head");
+    deposits(store.as_ref(), &stream, 1, 30).await;
+    let (runner, _snapshots) = snapshotting(store.clone(), 10);
+    runner.run(&stream, &BALANCE, AsOf::Latest).await.unwrap();
+
+    store.reset();
+    let p = runner.run(&stream, &BALANCE, AsOf::Latest).await.unwrap();
+    assert_eq!(p.state, sum(1, 30));
+    assert_eq!((p.sequence, p.stream_version), (30, 30));
+    assert_eq!((p.events_read, p.snapshot_sequence), (0, Some(30)));
+    assert_eq!(store.reads(), 0, "the version alone showed nothing to read");
+
+    // As of a sequence the snapshot passes, events are read (and the snapshot ignored).
+    let p = runner
+        .run(&stream, &BALANCE, AsOf::Sequence(12))
+        .await
+        .unwrap();
+    assert_eq!((p.state, p.snapshot_sequence), (sum(1, 12), None));
+    assert_eq!((store.reads(), store.events_read()), (1, 12));
+}
+
+#[tokio::test]
+async fn a_snapshot_newer_than_a_version_read_beside_it_is_kept() {
+    let store = Arc::new(ScriptedStore::default());
+    let stream = account("race");
+    for i in 0..10 {
+        store.push(DEPOSITED, 1, at(i));
+    }
+    let (runner, snapshots) = snapshotting(store.clone(), 0);
+    runner.run(&stream, &BALANCE, AsOf::Latest).await.unwrap();
+    assert_eq!(snapshots.get(&stream, "balance").unwrap().sequence, 10);
+
+    // The version is read before appends 9 and 10 landed, the snapshot after they did.
+    *store.stale_version.lock().unwrap() = Some(8);
+    store.push(DEPOSITED, 1, at(10));
+    let p = runner.run(&stream, &BALANCE, AsOf::Latest).await.unwrap();
+    assert_eq!((p.state, p.stream_version), (11, 11));
+    assert_eq!((p.events_read, p.snapshot_sequence), (1, Some(10)));
 }
 
 #[tokio::test]

@@ -43,7 +43,7 @@ use super::publisher::PublishError;
 use super::sink::NotificationSink;
 use crate::stream::{
     AppendOutcome, EventStore, ExpectedVersion, NewEvent, Outbox, PendingStream, ReadRequest,
-    StoreError, StreamId, StreamPage, StreamSlice,
+    RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
 };
 
 /// Pending streams one sweep dispatches unless told otherwise.
@@ -488,6 +488,15 @@ impl EventStore for NotifyingStore {
 
     async fn version(&self, stream: &StreamId) -> Result<u64, StoreError> {
         self.inner.version(stream).await
+    }
+
+    async fn read_known(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+        version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_known(stream, request, version).await
     }
 
     async fn list_streams(

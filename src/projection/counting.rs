@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use crate::stream::{
-    AppendOutcome, EventStore, ExpectedVersion, NewEvent, ReadRequest, StoreError, StreamId,
-    StreamPage, StreamSlice,
+    AppendOutcome, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError,
+    StreamId, StreamPage, StreamSlice,
 };
 
 /// Wraps an [`EventStore`] and counts its reads.
@@ -28,12 +28,12 @@ impl<S: EventStore> CountingStore<S> {
         }
     }
 
-    /// Calls to `read` that succeeded.
+    /// Calls to `read` and `read_known` that succeeded.
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
     }
 
-    /// Events returned by successful calls to `read`.
+    /// Events returned by successful calls to `read` and `read_known`.
     pub fn events_read(&self) -> u64 {
         self.events_read.load(Ordering::Relaxed)
     }
@@ -42,6 +42,11 @@ impl<S: EventStore> CountingStore<S> {
     pub fn reset(&self) {
         self.reads.store(0, Ordering::Relaxed);
         self.events_read.store(0, Ordering::Relaxed);
+    }
+
+    fn count(&self, events: usize) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.events_read.fetch_add(events as u64, Ordering::Relaxed);
     }
 
     pub fn inner(&self) -> &S {
@@ -66,14 +71,23 @@ impl<S: EventStore> EventStore for CountingStore<S> {
         request: ReadRequest,
     ) -> Result<StreamSlice, StoreError> {
         let slice = self.inner.read(stream, request).await?;
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        self.events_read
-            .fetch_add(slice.events.len() as u64, Ordering::Relaxed);
+        self.count(slice.events.len());
         Ok(slice)
     }
 
     async fn version(&self, stream: &StreamId) -> Result<u64, StoreError> {
         self.inner.version(stream).await
+    }
+
+    async fn read_known(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+        version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = self.inner.read_known(stream, request, version).await?;
+        self.count(events.len());
+        Ok(events)
     }
 
     async fn list_streams(

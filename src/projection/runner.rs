@@ -11,7 +11,10 @@
 //!   most `N`; its `max_timestamp` is at most `t`), it is consistent with the stream (not past
 //!   its version) and its state deserializes. Anything else (a missing, stale, corrupt or
 //!   unreachable snapshot) falls back to a replay from the start, with a log line;
-//! - [`ProjectionRunner::run_many`] reads the stream once for all the projections it is given.
+//! - [`ProjectionRunner::run_many`] reads the stream once for all the projections it is given;
+//! - with a snapshot store, the snapshots and the stream's version are read in one round trip,
+//!   then only the events past the oldest usable snapshot up to that version
+//!   ([`EventStore::read_known`]): a snapshot at the stream's head costs no read of events.
 //!
 //! Snapshots are written only after a run as of [`AsOf::Latest`] that folded more than the
 //! configured number of events past the point it started from; a failed save is logged and
@@ -19,7 +22,7 @@
 
 use std::sync::Arc;
 
-use futures::future::join_all;
+use futures::future::{join, join_all};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -181,36 +184,18 @@ impl ProjectionRunner {
         lanes: &mut [Lane<'_>],
         as_of: AsOf,
     ) -> Result<u64, ProjectionError> {
-        if let Some(snapshots) = &self.snapshots {
-            let loaded = join_all(lanes.iter().map(|lane| snapshots.load(stream, lane.name))).await;
-            for (lane, loaded) in lanes.iter_mut().zip(loaded) {
-                lane.resume(stream, loaded, as_of);
+        let (version, events) = match &self.snapshots {
+            Some(snapshots) => {
+                self.read_past_snapshots(snapshots, stream, lanes, as_of)
+                    .await?
             }
-        }
-
-        let slice = loop {
-            let after = lanes.iter().map(|lane| lane.start).min().unwrap_or(0);
-            let slice = self.store.read(stream, as_of.read_after(after)).await?;
-            let mut inconsistent = false;
-            for lane in lanes.iter_mut().filter(|lane| lane.start > slice.version) {
-                tracing::warn!(
-                    stream = %stream,
-                    projection = lane.name,
-                    snapshot_sequence = lane.start,
-                    stream_version = slice.version,
-                    "snapshot is past the end of the stream; replaying from the start"
-                );
-                lane.discard_snapshot();
-                inconsistent = true;
-            }
-            // A stream's version never goes down, so after discarding, every lane starts at or
-            // before the version of any later read: this loops at most twice.
-            if !inconsistent {
-                break slice;
+            None => {
+                let slice = self.store.read(stream, as_of.read_after(0)).await?;
+                (slice.version, slice.events)
             }
         };
 
-        for event in &slice.events {
+        for event in &events {
             for lane in lanes.iter_mut() {
                 lane.apply(event)?;
             }
@@ -219,7 +204,53 @@ impl ProjectionRunner {
         if as_of == AsOf::Latest {
             self.save_snapshots(stream, lanes).await;
         }
-        Ok(slice.version)
+        Ok(version)
+    }
+
+    /// Loads the lanes' snapshots and the stream's version in one round trip (two point reads
+    /// on Table storage), then reads only the events past the oldest usable snapshot, up to
+    /// that version: nothing at all when every snapshot is at the stream's head.
+    async fn read_past_snapshots(
+        &self,
+        snapshots: &Arc<dyn SnapshotStore>,
+        stream: &StreamId,
+        lanes: &mut [Lane<'_>],
+        as_of: AsOf,
+    ) -> Result<(u64, Vec<RecordedEvent>), ProjectionError> {
+        let loads = join_all(lanes.iter().map(|lane| snapshots.load(stream, lane.name)));
+        let (loaded, version) = join(loads, self.store.version(stream)).await;
+        let mut version = version?;
+        for (lane, loaded) in lanes.iter_mut().zip(loaded) {
+            lane.resume(stream, loaded, as_of);
+        }
+        if lanes.iter().any(|lane| lane.start > version) {
+            // Both were read at once: a snapshot saved after an append that landed after the
+            // version was read is ahead of it. A stream's version never goes down, so one more
+            // read settles it; a snapshot still ahead belongs to no history of this stream.
+            version = self.store.version(stream).await?;
+        }
+        for lane in lanes.iter_mut().filter(|lane| lane.start > version) {
+            tracing::warn!(
+                stream = %stream,
+                projection = lane.name,
+                snapshot_sequence = lane.start,
+                stream_version = version,
+                "snapshot is past the end of the stream; replaying from the start"
+            );
+            lane.discard_snapshot();
+        }
+
+        let after = lanes.iter().map(|lane| lane.start).min().unwrap_or(0);
+        let request = as_of.read_after(after).bounded_by(version);
+        let events = if request
+            .to_sequence
+            .is_some_and(|to| to < request.from_sequence)
+        {
+            Vec::new()
+        } else {
+            self.store.read_known(stream, request, version).await?
+        };
+        Ok((version, events))
     }
 
     async fn save_snapshots(&self, stream: &StreamId, lanes: &[Lane<'_>]) {

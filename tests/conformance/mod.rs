@@ -74,6 +74,7 @@ macro_rules! conformance_suite {
             multi_event_appends_are_atomic,
             retries_with_the_same_event_ids_are_idempotent,
             reads_by_range_and_as_of_a_time,
+            reads_up_to_a_known_version,
             data_and_metadata_round_trip_exactly,
             the_largest_event_fits_and_the_next_is_refused,
             invalid_appends_write_nothing,
@@ -401,6 +402,44 @@ pub async fn reads_by_range_and_as_of_a_time(f: &Fixture) {
             times
         );
     }
+}
+
+pub async fn reads_up_to_a_known_version(f: &Fixture) {
+    let s = stream("known");
+    f.store.append(&s, NoStream, events(3)).await.unwrap();
+    let known = f.store.version(&s).await.unwrap();
+    assert_eq!(known, 3);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let later = time::OffsetDateTime::now_utc();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    // The stream moves on after the version was learnt: nothing past it comes back.
+    f.store.append(&s, Exact(3), events(2)).await.unwrap();
+
+    for store in f.views() {
+        let read = |request, version| {
+            let (store, s) = (store.clone(), s.clone());
+            async move {
+                let events = store.read_known(&s, request, version).await.unwrap();
+                events.iter().map(|e| e.sequence).collect::<Vec<u64>>()
+            }
+        };
+        assert_eq!(read(ReadRequest::all(), known).await, vec![1, 2, 3]);
+        assert_eq!(read(ReadRequest::after(1), known).await, vec![2, 3]);
+        assert_eq!(read(ReadRequest::range(2, Some(2)), known).await, vec![2]);
+        assert_eq!(read(ReadRequest::after(3), known).await, Vec::<u64>::new());
+        assert_eq!(read(ReadRequest::all(), 5).await, vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            read(ReadRequest::all().as_of(later), 5).await,
+            vec![1, 2, 3]
+        );
+        // The same events, byte for byte, as a plain read gives.
+        let known_events = store.read_known(&s, ReadRequest::all(), 5).await.unwrap();
+        let plain = store.read(&s, ReadRequest::all()).await.unwrap();
+        assert_eq!(format!("{known_events:?}"), format!("{:?}", plain.events));
+    }
+    let missing = stream("known-missing");
+    let none = f.store.read_known(&missing, ReadRequest::all(), 0).await;
+    assert!(none.unwrap().is_empty());
 }
 
 pub async fn data_and_metadata_round_trip_exactly(f: &Fixture) {

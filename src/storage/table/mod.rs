@@ -60,8 +60,8 @@ use async_trait::async_trait;
 
 use crate::storage::connection::StorageAccount;
 use crate::stream::{
-    AppendOutcome, EventStore, ExpectedVersion, NewEvent, ReadRequest, StoreError, StreamId,
-    StreamPage, StreamSlice,
+    AppendOutcome, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError,
+    StreamId, StreamPage, StreamSlice,
 };
 use client::TableApi;
 
@@ -202,6 +202,15 @@ impl EventStore for TableStore {
 
     async fn version(&self, stream: &StreamId) -> Result<u64, StoreError> {
         read::version(self.api()?, stream).await
+    }
+
+    async fn read_known(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+        version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        read::read_known(self.api()?, stream, request, version).await
     }
 
     async fn list_streams(

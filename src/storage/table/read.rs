@@ -66,18 +66,57 @@ pub async fn read(
         // An append committed between the event query and the header read.
         events.extend(query_events(api, &partition_key, &what, next, upper, None).await?);
     }
-    check_order(&what, &events)?;
+    check_contiguous(&what, &events, from, upper)?;
+    Ok(StreamSlice { version, events })
+}
+
+/// Events of `request` up to `version`, which the caller has just read: one query, since the
+/// events up to a version exist and never change.
+pub async fn read_known(
+    api: &TableApi,
+    stream: &StreamId,
+    request: ReadRequest,
+    version: u64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    api.ensure_table().await?;
+    let what = stream.to_string();
+    let from = request.from_sequence.max(1);
+    let upper = request
+        .to_sequence
+        .unwrap_or(version)
+        .min(version)
+        .min(keys::MAX_SEQUENCE);
+    if from > upper {
+        return Ok(Vec::new());
+    }
+    let partition_key = keys::partition_key(stream);
+    let events = query_events(api, &partition_key, &what, from, upper, request.as_of).await?;
+    match request.as_of {
+        Some(_) => check_order(&what, &events)?,
+        None => check_contiguous(&what, &events, from, upper)?,
+    }
+    Ok(events)
+}
+
+/// Checks that `events` are exactly `from..=upper` (none when `from > upper`), in order.
+fn check_contiguous(
+    what: &str,
+    events: &[RecordedEvent],
+    from: u64,
+    upper: u64,
+) -> Result<(), StoreError> {
+    check_order(what, events)?;
     let expected_count = if from <= upper { upper - from + 1 } else { 0 };
     if events.len() as u64 != expected_count {
         return Err(StoreError::Corrupt {
-            stream: what,
+            stream: what.to_owned(),
             detail: format!(
                 "events {from}..={upper} should be stored, but {} were found",
                 events.len()
             ),
         });
     }
-    Ok(StreamSlice { version, events })
+    Ok(())
 }
 
 /// The stream's version from its header (0 if it does not exist).
