@@ -10,15 +10,16 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::stream::{
-    check_new_events, validate_entity_type, AppendOutcome, EventStore, ExpectedVersion, NewEvent,
-    ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
+    check_new_events, earlier_append, validate_entity_type, AppendOutcome, EventStore,
+    ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError, StoredEventId, StreamId,
+    StreamPage, StreamSlice,
 };
 
 #[derive(Default)]
 struct Stream {
     events: Vec<RecordedEvent>,
-    /// Event id → (first sequence, last sequence) of the append that stored it.
-    appends_by_event_id: HashMap<Uuid, (u64, u64)>,
+    /// Event id → where it was stored.
+    stored_event_ids: HashMap<Uuid, StoredEventId>,
 }
 
 /// Streams kept in a map behind one mutex.
@@ -41,34 +42,6 @@ impl MemoryStore {
     }
 }
 
-/// Decides whether `events` repeat one earlier append. `Ok(Some)` = a retry of that append;
-/// `Ok(None)` = new events; `Err` = ids reused for something else.
-pub(crate) fn earlier_append(
-    stream: &StreamId,
-    events: &[NewEvent],
-    lookup: impl Fn(&Uuid) -> Option<(u64, u64)>,
-) -> Result<Option<(u64, u64)>, StoreError> {
-    let found: Vec<Option<(u64, u64)>> = events.iter().map(|e| lookup(&e.event_id)).collect();
-    if found.iter().all(Option::is_none) {
-        return Ok(None);
-    }
-    let first = found[0];
-    let whole_append = first.is_some_and(|(from, to)| to - from + 1 == events.len() as u64);
-    if whole_append && found.iter().all(|f| *f == first) {
-        return Ok(first);
-    }
-    let reused = events
-        .iter()
-        .zip(&found)
-        .find(|(_, f)| f.is_some())
-        .map(|(e, _)| e.event_id)
-        .unwrap_or_default();
-    Err(StoreError::EventIdReused {
-        stream: stream.to_string(),
-        event_id: reused,
-    })
-}
-
 #[async_trait]
 impl EventStore for MemoryStore {
     async fn append(
@@ -81,7 +54,7 @@ impl EventStore for MemoryStore {
         let mut streams = self.lock();
         let entry = streams.entry(stream.clone()).or_default();
         if let Some((first, last)) = earlier_append(stream, &events, |id| {
-            entry.appends_by_event_id.get(id).copied()
+            entry.stored_event_ids.get(id).copied()
         })? {
             return Ok(AppendOutcome {
                 first_sequence: first,
@@ -104,10 +77,12 @@ impl EventStore for MemoryStore {
         let timestamp = OffsetDateTime::now_utc();
         let first = actual + 1;
         let last = actual + events.len() as u64;
-        for event in &events {
-            entry
-                .appends_by_event_id
-                .insert(event.event_id, (first, last));
+        for (event, sequence) in events.iter().zip(first..) {
+            let stored = StoredEventId {
+                sequence,
+                append: (first, last),
+            };
+            entry.stored_event_ids.insert(event.event_id, stored);
         }
         entry.events.extend(
             events

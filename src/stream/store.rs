@@ -6,13 +6,16 @@
 //!   none is;
 //! - the expectation is checked in the same atomic operation as the write;
 //! - sequence numbers start at 1 and have no gaps, whatever fails and whenever a process dies;
-//! - an append whose event ids were all stored before by one earlier append is answered with
-//!   that append's outcome (`duplicate = true`) and writes nothing.
+//! - an append whose events carry the ids of one earlier append, in the same order, is answered
+//!   with that append's outcome (`duplicate = true`) and writes nothing; ids stored before in
+//!   any other arrangement (part of an append, mixed with new ids, reordered) are
+//!   `EventIdReused`, since that outcome would place events where they are not.
 
 use std::collections::HashSet;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use super::{ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
 
@@ -178,4 +181,51 @@ pub fn check_new_events(events: &[NewEvent]) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Where an event id was stored: the event's sequence and the append that stored it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredEventId {
+    pub sequence: u64,
+    /// First and last sequence of the append that stored the event.
+    pub append: (u64, u64),
+}
+
+/// Decides whether `events` repeat one earlier append, given where each id was stored
+/// (`lookup`). `Ok(Some((first, last)))` = a retry of that append: the same ids, in the same
+/// order; `Ok(None)` = no id was stored before; `Err(EventIdReused)` = ids stored before in any
+/// other arrangement.
+pub fn earlier_append(
+    stream: &StreamId,
+    events: &[NewEvent],
+    lookup: impl Fn(&Uuid) -> Option<StoredEventId>,
+) -> Result<Option<(u64, u64)>, StoreError> {
+    let found: Vec<Option<StoredEventId>> = events.iter().map(|e| lookup(&e.event_id)).collect();
+    if found.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    if let Some(Some(StoredEventId { append, .. })) = found.first() {
+        let (first, last) = *append;
+        let same_append = last - first + 1 == events.len() as u64
+            && found.iter().zip(first..).all(|(stored, sequence)| {
+                *stored
+                    == Some(StoredEventId {
+                        sequence,
+                        append: *append,
+                    })
+            });
+        if same_append {
+            return Ok(Some(*append));
+        }
+    }
+    let reused = events
+        .iter()
+        .zip(&found)
+        .find(|(_, f)| f.is_some())
+        .map(|(e, _)| e.event_id)
+        .unwrap_or_default();
+    Err(StoreError::EventIdReused {
+        stream: stream.to_string(),
+        event_id: reused,
+    })
 }

@@ -24,9 +24,9 @@ use uuid::Uuid;
 use super::client::{BatchOutcome, Operation, TableApi};
 use super::entity::{self, EncodedEvent, Properties};
 use super::keys;
-use crate::storage::memory::earlier_append;
 use crate::stream::{
-    check_new_events, AppendOutcome, ExpectedVersion, NewEvent, StoreError, StreamId,
+    check_new_events, earlier_append, AppendOutcome, ExpectedVersion, NewEvent, StoreError,
+    StoredEventId, StreamId,
 };
 
 /// Most operations in one entity group transaction.
@@ -330,7 +330,7 @@ async fn earlier_append_of(
         );
         api.query(filter, None, &what)
     });
-    let mut found: HashMap<Uuid, (u64, u64)> = HashMap::new();
+    let mut found: HashMap<Uuid, StoredEventId> = HashMap::new();
     for entity in try_join_all(queries).await?.into_iter().flatten() {
         let (id, append) =
             entity::decode_event_id_row(&entity).map_err(|detail| StoreError::Corrupt {

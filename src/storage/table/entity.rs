@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::keys;
-use crate::stream::{EventMetadata, NewEvent, RecordedEvent, StoreError};
+use crate::stream::{EventMetadata, NewEvent, RecordedEvent, StoreError, StoredEventId};
 
 /// A JSON object of entity properties.
 pub type Properties = Map<String, Value>;
@@ -356,18 +356,26 @@ pub fn decode_header_version(entity: &Properties) -> Result<u64, String> {
 }
 
 /// The (first, last) sequence numbers of the append recorded in an event-id row.
-pub fn decode_event_id_row(entity: &Properties) -> Result<(Uuid, (u64, u64)), String> {
+pub fn decode_event_id_row(entity: &Properties) -> Result<(Uuid, StoredEventId), String> {
     let row_key = get_str(entity, ROW_KEY)?;
     let event_id = keys::parse_event_id_row_key(row_key)
         .ok_or_else(|| format!("{row_key:?} is not an event-id row key"))?;
+    let sequence = get_u64(entity, SEQUENCE)?;
     let first = get_u64(entity, FIRST_SEQUENCE)?;
     let last = get_u64(entity, LAST_SEQUENCE)?;
-    if first == 0 || last < first {
+    if first == 0 || last < first || !(first..=last).contains(&sequence) {
         return Err(format!(
-            "event-id row {row_key} records an impossible append {first}..{last}"
+            "event-id row {row_key} records an impossible append: event {sequence} of \
+             {first}..{last}"
         ));
     }
-    Ok((event_id, (first, last)))
+    Ok((
+        event_id,
+        StoredEventId {
+            sequence,
+            append: (first, last),
+        },
+    ))
 }
 
 /// An event row read back.
