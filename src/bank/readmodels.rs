@@ -1,11 +1,21 @@
 //! The bank's read models, kept up to date by the `Projector` from Event Grid notifications
 //! (see `streamfold::readmodel`), and the functions that serve them:
 //!
-//! - `GET /api/Accounts[?inOverdraft=true|false]` (function folder `Accounts`): every account
-//!   row, or only the accounts in (or not in) overdraft, from the read-model table — no event
-//!   stream is read;
+//! - `GET /api/Accounts[?pageSize=N&continuation=X&inOverdraft=true|false]` (function folder
+//!   `Accounts`): a page of the account rows, in account-number order, from the read-model
+//!   table — no event stream is read;
 //! - `POST /api/RebuildReadModels` (function folder `RebuildReadModels`): recomputes every row
 //!   from the streams and answers with counts.
+//!
+//! `Accounts` pages the way `ListStreams` does (same parameter names, default and largest page
+//! size, problem slugs): each answer holds the rows of one read of at most `pageSize` rows
+//! (default [`DEFAULT_PAGE_SIZE`], at most [`MAX_PAGE_SIZE`]) and, when more rows may follow,
+//! a `continuation` to pass back for the next page; an answer without one is the last page.
+//! The `inOverdraft` filter is applied to the rows of that read, not before it (as is the
+//! leaving out of rows written by another projection version), so a page may hold fewer than
+//! `pageSize` accounts — even none — while more follow: clients must follow `continuation`
+//! until it is absent, not stop at a short page. The read cannot filter: the balance is
+//! inside the row's state, which storage cannot query.
 //!
 //! The read model is the account projection itself ([`AccountProjection`], `account`): one row
 //! per account with its status, balance and overdraft limit, and the sequence number it is as
@@ -22,10 +32,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use streamfold::app::App;
-use streamfold::functions::filters::{self, only_known_params, query_param};
+use streamfold::functions::filters::{self, only_known_params, query_param, u64_param};
 use streamfold::functions::problem::{json_response, reject, Problem};
+use streamfold::functions::streams::MAX_PAGE_SIZE;
 use streamfold::projection::{Projection, RegistryError};
 use streamfold::readmodel::{projector_for, rebuild, ReadModelError};
+use streamfold::stream::{validate_instance_key, DEFAULT_PAGE_SIZE};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -37,6 +49,10 @@ use super::{DOMAIN, ENTITY};
 
 /// The query parameter that filters `Accounts` by overdraft.
 pub const IN_OVERDRAFT_PARAMETER: &str = "inOverdraft";
+/// The query parameter with the number of rows to read for a page (as `ListStreams`).
+pub const PAGE_SIZE_PARAMETER: &str = "pageSize";
+/// The query parameter with the continuation of the previous page (as `ListStreams`).
+pub const CONTINUATION_PARAMETER: &str = "continuation";
 
 /// Registers the bank's read models.
 pub fn register(app: &mut App) -> Result<(), RegistryError> {
@@ -80,10 +96,36 @@ struct AccountRow {
 struct AccountsBody {
     count: usize,
     accounts: Vec<AccountRow>,
+    /// Present only when more rows may follow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    continuation: Option<String>,
+}
+
+/// What a request for `Accounts` asks for.
+#[derive(Debug, PartialEq)]
+struct AccountsQuery {
+    in_overdraft: Option<bool>,
+    page_size: usize,
+    continuation: Option<String>,
+}
+
+fn accounts_query(query: &[(String, String)]) -> Result<AccountsQuery, Problem> {
+    only_known_params(
+        query,
+        &[
+            IN_OVERDRAFT_PARAMETER,
+            PAGE_SIZE_PARAMETER,
+            CONTINUATION_PARAMETER,
+        ],
+    )?;
+    Ok(AccountsQuery {
+        in_overdraft: in_overdraft_filter(query)?,
+        page_size: page_size(query)?,
+        continuation: continuation(query)?,
+    })
 }
 
 fn in_overdraft_filter(query: &[(String, String)]) -> Result<Option<bool>, Problem> {
-    only_known_params(query, &[IN_OVERDRAFT_PARAMETER])?;
     match query_param(query, IN_OVERDRAFT_PARAMETER).map(str::trim) {
         None => Ok(None),
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
@@ -96,19 +138,59 @@ fn in_overdraft_filter(query: &[(String, String)]) -> Result<Option<bool>, Probl
     }
 }
 
+/// `pageSize`, checked as `ListStreams` checks it (same slugs), naming the parameter.
+fn page_size(query: &[(String, String)]) -> Result<usize, Problem> {
+    let Some(asked) = u64_param(query, PAGE_SIZE_PARAMETER)? else {
+        return Ok(DEFAULT_PAGE_SIZE);
+    };
+    match usize::try_from(asked) {
+        Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
+        _ => Err(Problem::bad_request(
+            "invalid-page-size",
+            format!("{PAGE_SIZE_PARAMETER} must be between 1 and {MAX_PAGE_SIZE}"),
+        )
+        .with("parameter", PAGE_SIZE_PARAMETER)),
+    }
+}
+
+/// `continuation`: absent or empty starts from the first row; otherwise it must be what an
+/// earlier page returned, an account number.
+fn continuation(query: &[(String, String)]) -> Result<Option<String>, Problem> {
+    let Some(given) = query_param(query, CONTINUATION_PARAMETER).filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
+    validate_instance_key(given).map_err(|e| {
+        Problem::bad_request(
+            "invalid-query-parameter",
+            format!(
+                "{CONTINUATION_PARAMETER} must be the continuation of an earlier page: {}",
+                e.reason
+            ),
+        )
+        .with("parameter", CONTINUATION_PARAMETER)
+    })?;
+    Ok(Some(given.to_owned()))
+}
+
 async fn accounts_handler(
     query: Vec<(String, String)>,
     app: Arc<App>,
 ) -> Result<Response, Rejection> {
-    let filter = in_overdraft_filter(&query).map_err(reject)?;
+    let query = accounts_query(&query).map_err(reject)?;
     let store = app.read_model_store().map_err(reject)?;
-    let rows = store
-        .list(ACCOUNT_PROJECTION, DOMAIN, ENTITY)
+    let page = store
+        .list(
+            ACCOUNT_PROJECTION,
+            DOMAIN,
+            ENTITY,
+            query.continuation.as_deref(),
+            query.page_size,
+        )
         .await
         .map_err(|e| reject(Problem::from(e)))?;
     let version = Projection::version(&AccountProjection);
-    let mut accounts = Vec::with_capacity(rows.len());
-    for row in rows {
+    let mut accounts = Vec::with_capacity(page.rows.len());
+    for row in page.rows {
         let decoded = (row.checkpoint.projection_version == version)
             .then(|| serde_json::from_str::<Account>(row.checkpoint.state.get()).ok())
             .flatten();
@@ -122,7 +204,10 @@ async fn accounts_handler(
             );
             continue;
         };
-        if filter.is_some_and(|wanted| account.in_overdraft() != wanted) {
+        if query
+            .in_overdraft
+            .is_some_and(|wanted| account.in_overdraft() != wanted)
+        {
             continue;
         }
         accounts.push(AccountRow {
@@ -140,6 +225,7 @@ async fn accounts_handler(
         &AccountsBody {
             count: accounts.len(),
             accounts,
+            continuation: page.continuation,
         },
     ))
 }
@@ -178,4 +264,79 @@ async fn rebuild_handler(app: Arc<App>) -> Result<Response, Rejection> {
         return Err(reject(problem));
     }
     Ok(json_response(StatusCode::OK, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(raw: &[(&str, &str)]) -> Vec<(String, String)> {
+        raw.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The problem of a refused query, as JSON, with its status checked.
+    fn refused(raw: &[(&str, &str)]) -> serde_json::Value {
+        let problem = accounts_query(&pairs(raw)).unwrap_err();
+        assert_eq!(problem.status(), StatusCode::BAD_REQUEST, "{raw:?}");
+        serde_json::to_value(problem).unwrap()
+    }
+
+    #[test]
+    fn paging_parameters_default_and_are_checked() {
+        assert_eq!(
+            accounts_query(&[]).unwrap(),
+            AccountsQuery {
+                in_overdraft: None,
+                page_size: DEFAULT_PAGE_SIZE,
+                continuation: None,
+            }
+        );
+        let asked = pairs(&[
+            ("PAGESIZE", " 3 "),
+            ("continuation", "O'Brien"),
+            ("inOverdraft", "true"),
+        ]);
+        assert_eq!(
+            accounts_query(&asked).unwrap(),
+            AccountsQuery {
+                in_overdraft: Some(true),
+                page_size: 3,
+                continuation: Some("O'Brien".into()),
+            }
+        );
+        let empty = accounts_query(&pairs(&[("continuation", "")])).unwrap();
+        assert_eq!(empty.continuation, None);
+        let largest = MAX_PAGE_SIZE.to_string();
+        assert_eq!(
+            accounts_query(&pairs(&[("pageSize", &largest)]))
+                .unwrap()
+                .page_size,
+            MAX_PAGE_SIZE
+        );
+
+        let too_large = (MAX_PAGE_SIZE + 1).to_string();
+        for (bad, slug) in [
+            ("0", "invalid-page-size"),
+            (too_large.as_str(), "invalid-page-size"),
+            ("18446744073709551615", "invalid-page-size"),
+            ("-1", "invalid-query-parameter"),
+            ("ten", "invalid-query-parameter"),
+            ("1.5", "invalid-query-parameter"),
+        ] {
+            let problem = refused(&[("pageSize", bad)]);
+            assert_eq!(problem["type"], format!("urn:streamfold:problem:{slug}"));
+            assert_eq!(problem["parameter"], PAGE_SIZE_PARAMETER, "{bad}");
+        }
+        for bad in ["a/b", "#", "x\u{7}"] {
+            let problem = refused(&[("continuation", bad)]);
+            assert_eq!(
+                problem["type"],
+                "urn:streamfold:problem:invalid-query-parameter"
+            );
+            assert_eq!(problem["parameter"], CONTINUATION_PARAMETER, "{bad:?}");
+        }
+        assert!(accounts_query(&pairs(&[("page", "1")])).is_err());
+    }
 }

@@ -18,7 +18,8 @@
 //! `crate::functions::webhook`.
 //!
 //! # Layout
-//! - `store`: the [`ReadModelStore`] contract, [`Checkpoint`], [`SaveCondition`].
+//! - `store`: the [`ReadModelStore`] contract, [`Checkpoint`], [`SaveCondition`],
+//!   [`ReadModelPage`].
 //! - `memory`: [`MemoryReadModelStore`], for unit tests.
 //! - `table`: [`TableReadModelStore`], rows in their own Azure table.
 //! - `projector`: [`ReadModelProjector`], applying one notification to every read model.
@@ -37,8 +38,8 @@ pub use memory::MemoryReadModelStore;
 pub use projector::{ProjectOutcome, ReadModelProjector, MAX_SAVE_ATTEMPTS};
 pub use rebuild::{rebuild, RebuildFailure, RebuildReport, REBUILD_CONCURRENCY};
 pub use store::{
-    Checkpoint, ETag, ReadModelRow, ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint,
-    UNREADABLE_ROW_VERSION,
+    Checkpoint, ETag, ReadModelPage, ReadModelRow, ReadModelStore, SaveCondition, SaveOutcome,
+    StoredCheckpoint, UNREADABLE_ROW_VERSION,
 };
 pub use table::{TableReadModelStore, DEFAULT_READ_MODEL_TABLE};
 

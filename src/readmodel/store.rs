@@ -8,14 +8,21 @@
 //!   not saved since that ETag was read; otherwise nothing is written and the answer is
 //!   [`SaveOutcome::Conflict`]. Two writers that loaded the same row can never both save;
 //! - the state's JSON text is kept as given, byte for byte;
-//! - `list` returns every row of a read model for a domain / entity type, in instance-key
-//!   order (backends follow their continuation tokens).
+//! - `list` returns one page of the rows of a read model for a domain / entity type: the rows
+//!   whose instance key sorts after the continuation, in instance-key order, at most
+//!   `page_size` of them (1 when asked for 0), read with one bounded query (`$top`), never a
+//!   scan of the whole read model. The page's continuation is the instance key of the last
+//!   row the page read (`None` when no row follows), so following continuations visits every
+//!   row that exists throughout the walk exactly once; a row created during the walk is seen
+//!   only if its key sorts after the walk's position. A row a backend cannot read back is
+//!   left out of its page, so a page may hold fewer rows than asked for while more follow;
+//!   only `continuation == None` means the end.
 
 use async_trait::async_trait;
 use serde_json::value::RawValue;
 
 use super::ReadModelError;
-use crate::stream::StreamId;
+use crate::stream::{validate_instance_key, StreamId};
 
 /// A read model's state for one stream, and where in the stream it stands.
 #[derive(Debug, Clone)]
@@ -59,6 +66,27 @@ pub struct ReadModelRow {
     /// The stream's instance key.
     pub instance: String,
     pub checkpoint: Checkpoint,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct ReadModelPage {
+    /// The rows, in instance-key order.
+    pub rows: Vec<ReadModelRow>,
+    /// Pass back to [`ReadModelStore::list`] to get the next page; `None` on the last page.
+    pub continuation: Option<String>,
+}
+
+/// What every backend checks before listing a page: a continuation is an instance key (the
+/// last one of an earlier page). Returns the page size to use, at least 1.
+pub(super) fn checked_page_size(
+    continuation: Option<&str>,
+    page_size: usize,
+) -> Result<usize, ReadModelError> {
+    if let Some(after) = continuation {
+        validate_instance_key(after)?;
+    }
+    Ok(page_size.max(1))
 }
 
 /// When a save may happen.
@@ -109,11 +137,16 @@ pub trait ReadModelStore: Send + Sync + 'static {
         condition: &SaveCondition,
     ) -> Result<SaveOutcome, ReadModelError>;
 
-    /// Every row of `model` for the streams of `domain` / `entity`, in instance-key order.
+    /// A page of the rows of `model` for the streams of `domain` / `entity`: at most
+    /// `page_size` rows (at least 1) whose instance key sorts after `continuation` (from the
+    /// first row when `None`), in instance-key order. A continuation that is not a valid
+    /// instance key is [`ReadModelError::InvalidKey`].
     async fn list(
         &self,
         model: &str,
         domain: &str,
         entity: &str,
-    ) -> Result<Vec<ReadModelRow>, ReadModelError>;
+        continuation: Option<&str>,
+        page_size: usize,
+    ) -> Result<ReadModelPage, ReadModelError>;
 }

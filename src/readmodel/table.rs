@@ -4,9 +4,13 @@
 //!
 //! # Layout
 //! - PartitionKey `{domain}|{entity}|{model}`: every row of one read model of one entity type
-//!   in one partition, so listing is one partition scan. Domain, entity type and projection
+//!   in one partition, so a listing reads one partition. Domain, entity type and projection
 //!   names cannot contain the separator, so partitions never collide;
-//! - RowKey: the instance key (valid as a RowKey by the stream key rules);
+//! - RowKey: the instance key (valid as a RowKey by the stream key rules). Table storage
+//!   returns a partition's rows in RowKey order (as it compares keys), so a page of a
+//!   listing is one query: the partition's rows with a RowKey above the continuation, `$top`
+//!   one more than the page size (the extra row only says that more follow; it is not
+//!   returned);
 //! - `Sequence` and `ProjectionVersion` (`Edm.Int64`), the state's JSON text in `Data`,
 //!   `Data01`, ... chunks of at most 64 KiB each, and `DataChunks`, how many chunks are
 //!   current. A save merges, so chunks past `DataChunks` left from a larger earlier state are
@@ -25,15 +29,15 @@ use azure_data_tables::prelude::IfMatchCondition;
 use serde_json::value::RawValue;
 
 use super::store::{
-    Checkpoint, ETag, ReadModelRow, ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint,
-    UNREADABLE_ROW_VERSION,
+    checked_page_size, Checkpoint, ETag, ReadModelPage, ReadModelRow, ReadModelStore,
+    SaveCondition, SaveOutcome, StoredCheckpoint, UNREADABLE_ROW_VERSION,
 };
 use super::ReadModelError;
 use crate::storage::connection::StorageAccount;
 use crate::storage::table::client::{BatchOutcome, Operation, TableApi};
 use crate::storage::table::entity::{
     self, get_json_text, get_str, get_u64, set_int64, set_json_text, with_keys, Properties,
-    MAX_ENTITY_BYTES, ROW_KEY,
+    MAX_ENTITY_BYTES, PARTITION_KEY, ROW_KEY,
 };
 use crate::storage::table::keys::{odata_string, KEY_SEPARATOR};
 use crate::stream::{validate_entity_type, StoreError, StreamId};
@@ -106,6 +110,19 @@ impl TableReadModelStore {
 /// The partition of every row of `model` for `domain` / `entity`.
 pub fn partition_key(model: &str, domain: &str, entity: &str) -> String {
     [domain, entity, model].join(&KEY_SEPARATOR.to_string())
+}
+
+/// The OData filter of a listing page: the rows of `model` for `domain` / `entity` whose
+/// instance key sorts after `continuation` (every row of the partition when `None`).
+fn page_filter(model: &str, domain: &str, entity: &str, continuation: Option<&str>) -> String {
+    let partition = odata_string(&partition_key(model, domain, entity));
+    match continuation {
+        None => format!("{PARTITION_KEY} eq {partition}"),
+        Some(after) => format!(
+            "{PARTITION_KEY} eq {partition} and {ROW_KEY} gt {}",
+            odata_string(after)
+        ),
+    }
 }
 
 fn describe(model: &str, stream: &StreamId) -> String {
@@ -227,14 +244,21 @@ impl ReadModelStore for TableReadModelStore {
         model: &str,
         domain: &str,
         entity: &str,
-    ) -> Result<Vec<ReadModelRow>, ReadModelError> {
+        continuation: Option<&str>,
+        page_size: usize,
+    ) -> Result<ReadModelPage, ReadModelError> {
         validate_entity_type(domain, entity)?;
+        let page_size = checked_page_size(continuation, page_size)?;
         let api = self.api().await?;
-        let partition = partition_key(model, domain, entity);
         let what = format!("read model {model} of {domain}/{entity}");
-        let filter = format!("PartitionKey eq {}", odata_string(&partition));
-        let entities = api.query(filter, None, &what).await?;
+        let filter = page_filter(model, domain, entity, continuation);
+        let mut entities = api
+            .query(filter, Some(page_size.saturating_add(1)), &what)
+            .await?;
+        let more = entities.len() > page_size;
+        entities.truncate(page_size);
         let mut rows = Vec::with_capacity(entities.len());
+        let mut last = None;
         for entity_row in &entities {
             let instance = get_str(entity_row, ROW_KEY)
                 .map_err(|detail| StoreError::Corrupt {
@@ -242,6 +266,7 @@ impl ReadModelStore for TableReadModelStore {
                     detail,
                 })?
                 .to_owned();
+            last = Some(instance.clone());
             match decode(entity_row) {
                 Ok(checkpoint) => rows.push(ReadModelRow {
                     instance,
@@ -257,7 +282,10 @@ impl ReadModelStore for TableReadModelStore {
                 ),
             }
         }
-        Ok(rows)
+        // The last key read, not the last row returned: an unreadable row left out at the end
+        // of a page must not end the listing or be read again.
+        let continuation = if more { last } else { None };
+        Ok(ReadModelPage { rows, continuation })
     }
 }
 
@@ -307,6 +335,18 @@ mod tests {
         properties.insert(data_property(0), Value::String("[1,".into()));
         assert!(decode(&properties).is_err());
         assert!(decode(&Properties::new()).is_err());
+    }
+
+    #[test]
+    fn page_filters_stay_in_the_partition_and_escape_the_continuation() {
+        assert_eq!(
+            page_filter("account", "Bank", "Account", None),
+            "PartitionKey eq 'Bank|Account|account'"
+        );
+        assert_eq!(
+            page_filter("account", "Bank", "Account", Some("O'Brien")),
+            "PartitionKey eq 'Bank|Account|account' and RowKey gt 'O''Brien'"
+        );
     }
 
     #[test]

@@ -80,8 +80,12 @@ impl ReadModelStore for Yielding {
         model: &str,
         domain: &str,
         entity: &str,
-    ) -> Result<Vec<ReadModelRow>, ReadModelError> {
-        self.0.list(model, domain, entity).await
+        continuation: Option<&str>,
+        page_size: usize,
+    ) -> Result<ReadModelPage, ReadModelError> {
+        self.0
+            .list(model, domain, entity, continuation, page_size)
+            .await
     }
 }
 
