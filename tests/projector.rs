@@ -3,8 +3,8 @@
 //! way Event Grid delivers them — in order, duplicated, reversed (an event notified before its
 //! predecessors) and concurrently — and after each delivery the account's row equals what
 //! replaying its stream gives (`GetBalance`, `RunProjection .../account`). Also: the plain
-//! webhook's handshakes, the `Accounts` filter, and `RebuildReadModels` filling rows that were
-//! never notified and replacing rows that are wrong.
+//! webhook's handshakes, the `Accounts` filter and paging, and `RebuildReadModels` filling
+//! rows that were never notified and replacing rows that are wrong.
 
 mod support;
 
@@ -493,4 +493,148 @@ async fn accounts_filter_by_overdraft_and_rebuild_fills_and_fixes_rows() {
     for account in ["A", "B", "C"] {
         assert_row_is_exact(c, account).await;
     }
+}
+
+/// One `GET /api/Accounts` with these query pairs (encoded by the client).
+async fn accounts_page(client: &Client, query: &[(&str, &str)]) -> support::Reply {
+    client
+        .send(client.http().get(client.url("/api/Accounts")).query(query))
+        .await
+}
+
+/// Follows `continuation` from the first page with `pageSize` = `page_size` and the `extra`
+/// query pairs, to the page that has none: the account numbers of each page.
+async fn walk(client: &Client, page_size: usize, extra: &[(&str, &str)]) -> Vec<Vec<String>> {
+    let size = page_size.to_string();
+    let mut pages = Vec::new();
+    let mut continuation: Option<String> = None;
+    loop {
+        assert!(pages.len() < 100, "the walk does not end: {pages:?}");
+        let mut query = vec![("pageSize", size.as_str())];
+        query.extend_from_slice(extra);
+        if let Some(c) = &continuation {
+            query.push(("continuation", c.as_str()));
+        }
+        let reply = accounts_page(client, &query).await;
+        let body = reply.ok(200);
+        let accounts = body["accounts"].as_array().unwrap();
+        assert_eq!(body["count"], accounts.len(), "{body}");
+        assert!(accounts.len() <= page_size, "{body}");
+        pages.push(
+            accounts
+                .iter()
+                .map(|a| a["accountNumber"].as_str().unwrap().to_owned())
+                .collect(),
+        );
+        match body.get("continuation") {
+            None => return pages,
+            Some(next) => continuation = Some(next.as_str().unwrap().to_owned()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn accounts_are_listed_in_pages_following_continuations() {
+    let app = start().await;
+    let c = &app.client;
+    // In key order: `'` sorts before `-`, and puts a quote in a continuation.
+    let all = ["A-1", "A-2", "B'1", "B-2", "C-1", "C-2", "D-1"];
+    let overdrawn = ["A-2", "D-1"];
+    // Opened out of order; the rows come from a rebuild (nothing is notified here).
+    for account in all.iter().rev() {
+        open(c, account, "50").await;
+        if overdrawn.contains(account) {
+            withdraw(c, account, "30").await;
+        } else {
+            deposit(c, account, "10").await;
+        }
+    }
+    let report = c.post("/api/RebuildReadModels", &json!({})).await;
+    let r = report.ok(200);
+    assert_eq!(
+        (r["streams"].as_u64(), r["written"].as_u64()),
+        (Some(7), Some(7)),
+        "{r}"
+    );
+
+    // One default page holds them all, and says it is the last.
+    let whole = accounts_page(c, &[]).await;
+    let whole = whole.ok(200);
+    assert!(whole.get("continuation").is_none(), "{whole}");
+    let names: Vec<&str> = whole["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["accountNumber"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, all);
+
+    // Pages of 3: every account exactly once, in order, each page as read.
+    let pages = walk(c, 3, &[]).await;
+    assert_eq!(
+        pages,
+        [
+            vec!["A-1", "A-2", "B'1"],
+            vec!["B-2", "C-1", "C-2"],
+            vec!["D-1"]
+        ]
+    );
+    // The rows of a page are those of the whole listing.
+    let second = accounts_page(c, &[("pageSize", "3"), ("continuation", "B'1")]).await;
+    assert_eq!(
+        second.ok(200)["accounts"].as_array().unwrap()[..],
+        whole["accounts"].as_array().unwrap()[3..6]
+    );
+    // A page size that divides the rows exactly, or a larger one: one page, no continuation.
+    for size in [7, 1000] {
+        assert_eq!(walk(c, size, &[]).await, [all.to_vec()], "{size}");
+    }
+    let ones = walk(c, 1, &[]).await;
+    assert_eq!(ones.concat(), all);
+    assert!(ones.iter().all(|page| page.len() == 1), "{ones:?}");
+
+    // The filter applies to each page read: short pages, even an empty one, while more follow.
+    assert_eq!(
+        walk(c, 3, &[("inOverdraft", "true")]).await,
+        [vec!["A-2"], vec![], vec!["D-1"]]
+    );
+    assert_eq!(
+        walk(c, 3, &[("inOverdraft", "false")]).await,
+        [vec!["A-1", "B'1"], vec!["B-2", "C-1", "C-2"], vec![]]
+    );
+
+    // An empty continuation is the first page.
+    let first = accounts_page(c, &[("pageSize", "3"), ("continuation", "")]).await;
+    assert_eq!(first.ok(200)["continuation"], "B'1");
+
+    // Bad values: 400 problems naming the parameter, with ListStreams' slugs.
+    for (size, slug) in [
+        ("0", "invalid-page-size"),
+        ("1001", "invalid-page-size"),
+        ("ten", "invalid-query-parameter"),
+        ("-1", "invalid-query-parameter"),
+    ] {
+        let reply = accounts_page(c, &[("pageSize", size)]).await;
+        assert_eq!(reply.problem(400)["parameter"], "pageSize", "{size}");
+        assert_eq!(reply.slug(), slug, "{size}");
+        // ListStreams answers the same value with the same slug.
+        let streams = c
+            .send(
+                c.http()
+                    .get(c.url(&format!("/api/streams/{DOMAIN}/{ENTITY}")))
+                    .query(&[("pageSize", size)]),
+            )
+            .await;
+        streams.problem(400);
+        assert_eq!(streams.slug(), slug, "ListStreams {size}");
+    }
+    let too_long = "k".repeat(257);
+    for bad in ["a/b", "x#y", "tab\t", too_long.as_str()] {
+        let reply = accounts_page(c, &[("continuation", bad)]).await;
+        assert_eq!(reply.problem(400)["parameter"], "continuation", "{bad:?}");
+        assert_eq!(reply.slug(), "invalid-query-parameter");
+    }
+    let unknown = accounts_page(c, &[("page", "2")]).await;
+    unknown.problem(400);
+    assert_eq!(unknown.slug(), "unknown-query-parameter");
 }
