@@ -52,7 +52,8 @@ pub const MAX_EVENTS_PER_APPEND: usize = (MAX_TRANSACTION_OPERATIONS
 /// Transactions tried per append before giving up under contention.
 pub const MAX_ATTEMPTS: usize = 10;
 /// A safe bound on the multipart framing and headers of one operation in a batch body
-/// (boundary, `Content-Type`, `Accept`, `If-Match`, request line without the URL).
+/// (boundary, `Content-Type`, `Accept`, `If-Match`, `Prefer` (see `no_echo`), request line
+/// without the URL).
 const OPERATION_FRAMING_BYTES: usize = 512;
 /// Bound on the growth of a key when percent-encoded in a URL (`ü` → `%C3%BC`: 2 bytes → 6).
 const URL_ENCODING_FACTOR: usize = 3;

@@ -27,6 +27,9 @@
 //!   `If-Match: <etag>` (or insert it for a new stream under `Any`); a concurrent append makes
 //!   the batch fail and the append is retried, a bounded number of times.
 //!
+//! Inserts ask storage not to echo the rows in the answer (`Prefer: return-no-content`, added
+//! by [`NoEchoPolicy`]); only each operation's status is read.
+//!
 //! A failed batch is explained afterwards with reads (event-id rows, then the header), so the
 //! successful path stays one request. One operation per transaction is reserved for the
 //! notification outbox row, which fixes [`MAX_EVENTS_PER_APPEND`] at 48.
@@ -50,6 +53,7 @@ mod append;
 pub(crate) mod client;
 pub(crate) mod entity;
 pub(crate) mod keys;
+pub mod no_echo;
 mod outbox;
 mod read;
 mod snapshot;
@@ -68,6 +72,7 @@ use client::TableApi;
 pub use append::{MAX_ATTEMPTS, MAX_EVENTS_PER_APPEND, MAX_TRANSACTION_BYTES};
 pub use entity::{MAX_ENTITY_BYTES, MAX_STRING_PROPERTY_UTF16};
 pub use keys::MAX_SEQUENCE;
+pub use no_echo::NoEchoPolicy;
 pub use outbox::{OUTBOX_NOTIFIED, OUTBOX_PENDING, OUTBOX_ROW_KEY, OUTBOX_VERSION};
 pub use snapshot::{TableSnapshotStore, DEFAULT_SNAPSHOT_TABLE};
 
@@ -146,8 +151,12 @@ impl TableStore {
                 .table_endpoint()
                 .map(|url| url.as_str().to_owned())
                 .unwrap_or_default();
+            let mut options = account.client_options().map_err(|e| e.to_string())?;
+            options
+                .per_call_policies_mut()
+                .push(no_echo::NoEchoPolicy::new());
             account
-                .table_service_client()
+                .table_service_client_with_options(options)
                 .map(|service| TableApi::new(service.table_client(table_name.clone()), &endpoint))
                 .map_err(|e| e.to_string())
         });
