@@ -143,7 +143,7 @@ async fn transaction_inserts_ask_for_no_echo() {
         async move {
             let mut options = account.client_options().unwrap();
             if quiet {
-                options.per_call_policies_mut().push(NoEchoPolicy::new());
+                options.per_call_policies_mut().push(NoEchoPolicy::shared());
             }
             let table = account
                 .table_service_client_with_options(options)

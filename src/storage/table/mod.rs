@@ -154,7 +154,7 @@ impl TableStore {
             let mut options = account.client_options().map_err(|e| e.to_string())?;
             options
                 .per_call_policies_mut()
-                .push(no_echo::NoEchoPolicy::new());
+                .push(no_echo::NoEchoPolicy::shared());
             account
                 .table_service_client_with_options(options)
                 .map(|service| TableApi::new(service.table_client(table_name.clone()), &endpoint))

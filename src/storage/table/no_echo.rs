@@ -40,7 +40,8 @@ const REQUEST_LINE_END: &str = " HTTP/1.1";
 pub struct NoEchoPolicy;
 
 impl NoEchoPolicy {
-    pub fn new() -> Arc<dyn Policy> {
+    /// The policy, ready to push onto `ClientOptions::per_call_policies_mut()`.
+    pub fn shared() -> Arc<dyn Policy> {
         Arc::new(Self)
     }
 }
