@@ -1,5 +1,10 @@
 //! Serving: the readiness answer, request tracing with the Functions host's invocation id, the
-//! one `recover`, and graceful shutdown.
+//! one `recover`, one access-log line per request, and graceful shutdown.
+//!
+//! Every request runs in a `request` span (method, path, the host's invocation id), so each log
+//! line of an invocation carries them; when it is answered, one line records its status and
+//! duration (`warn` for a server error, `info` otherwise). warp's own request logging is turned
+//! off in [`crate::telemetry`]: two lines per request, without the duration, on the hot path.
 //!
 //! The host polls `GET /` until it gets any answer, with a 30 s limit, so [`serve`] answers it
 //! from the moment the listener is bound: no storage I/O happens before that.
@@ -29,6 +34,7 @@ pub async fn serve(
         .unify()
         .recover(recover)
         .unify()
+        .with(warp::log::custom(access_log))
         .with(warp::trace(|info| {
             let invocation_id = info
                 .request_headers()
@@ -48,4 +54,15 @@ pub async fn serve(
         .graceful(shutdown)
         .run()
         .await;
+}
+
+/// The one line logged when a request is answered (inside its `request` span).
+fn access_log(info: warp::log::Info<'_>) {
+    let status = info.status().as_u16();
+    let elapsed_ms = info.elapsed().as_micros() as f64 / 1000.0;
+    if info.status().is_server_error() {
+        tracing::warn!(status, elapsed_ms, "answered");
+    } else {
+        tracing::info!(status, elapsed_ms, "answered");
+    }
 }
