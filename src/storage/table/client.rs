@@ -15,6 +15,7 @@
 use azure_core::{Etag, StatusCode};
 use azure_data_tables::prelude::{Filter, IfMatchCondition, TableClient, Top};
 use futures::StreamExt;
+use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
 use super::entity::Properties;
@@ -143,6 +144,19 @@ impl TableApi {
         limit: Option<usize>,
         what: &str,
     ) -> Result<Vec<Properties>, StoreError> {
+        self.query_as(filter, limit, what).await
+    }
+
+    /// [`Self::query`], each entity deserialized as `E` straight from the answer.
+    pub async fn query_as<E>(
+        &self,
+        filter: String,
+        limit: Option<usize>,
+        what: &str,
+    ) -> Result<Vec<E>, StoreError>
+    where
+        E: DeserializeOwned + Send + Sync,
+    {
         let mut builder = self.table.query().filter(Filter::new(filter));
         if let Some(limit) = limit {
             let top = u32::try_from(limit)
@@ -150,7 +164,7 @@ impl TableApi {
                 .clamp(1, MAX_QUERY_PAGE);
             builder = builder.top(Top::new(top));
         }
-        let mut pages = builder.into_stream::<Properties>();
+        let mut pages = builder.into_stream::<E>();
         let mut entities = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|error| map_error(&error, what, None))?;

@@ -13,14 +13,13 @@
 //!   precision (the service's own), and the time returned to callers is that stored value;
 //! - a row that does not have the shape written here is reported as `Corrupt`, never guessed at.
 
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::keys;
-use crate::stream::{EventMetadata, NewEvent, RecordedEvent, StoreError, StoredEventId};
+use crate::stream::{EventMetadata, NewEvent, StoreError, StoredEventId};
 
 /// A JSON object of entity properties.
 pub type Properties = Map<String, Value>;
@@ -76,6 +75,22 @@ pub fn data_property(index: usize) -> String {
     } else {
         format!("{DATA}{index:0DATA_CHUNK_WIDTH$}")
     }
+}
+
+/// The chunk index of a data chunk property name (`Data` → 0, `Data01` → 1, ...), if it is
+/// one.
+pub fn data_chunk_index(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix(DATA)?;
+    if digits.is_empty() {
+        return Some(0);
+    }
+    if digits.len() != DATA_CHUNK_WIDTH || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits
+        .parse()
+        .ok()
+        .filter(|index| (1..MAX_DATA_CHUNKS).contains(index))
 }
 
 /// A time as Table storage keeps it: UTC, truncated to 100 ns.
@@ -314,7 +329,23 @@ pub fn event_id_properties(sequence: u64, first: u64, last: u64) -> Properties {
 
 /// Reads an integer property written as `Edm.Int64` (a string), or as a plain JSON number.
 pub fn get_u64(entity: &Properties, name: &str) -> Result<u64, String> {
-    match entity.get(name) {
+    u64_value(name, entity.get(name))
+}
+
+/// Reads a string property.
+pub fn get_str<'a>(entity: &'a Properties, name: &str) -> Result<&'a str, String> {
+    str_value(name, entity.get(name))
+}
+
+/// Reads an `Edm.DateTime` property.
+pub fn get_time(entity: &Properties, name: &str) -> Result<OffsetDateTime, String> {
+    time_value(name, entity.get(name))
+}
+
+/// The value of property `name` (`None` = absent) as an integer written as `Edm.Int64` (a
+/// string) or as a plain JSON number.
+pub fn u64_value(name: &str, value: Option<&Value>) -> Result<u64, String> {
+    match value {
         Some(Value::String(s)) => s
             .parse()
             .map_err(|_| format!("property {name} is not an integer: {s:?}")),
@@ -326,25 +357,18 @@ pub fn get_u64(entity: &Properties, name: &str) -> Result<u64, String> {
     }
 }
 
-/// Reads a string property.
-pub fn get_str<'a>(entity: &'a Properties, name: &str) -> Result<&'a str, String> {
-    match entity.get(name) {
+/// The value of property `name` (`None` = absent) as a string.
+pub fn str_value<'a>(name: &str, value: Option<&'a Value>) -> Result<&'a str, String> {
+    match value {
         Some(Value::String(s)) => Ok(s),
         Some(other) => Err(format!("property {name} is not a string: {other}")),
         None => Err(format!("property {name} is missing")),
     }
 }
 
-fn get_optional_str(entity: &Properties, name: &str) -> Result<Option<String>, String> {
-    match entity.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(_) => get_str(entity, name).map(|s| Some(s.to_owned())),
-    }
-}
-
-/// Reads an `Edm.DateTime` property.
-pub fn get_time(entity: &Properties, name: &str) -> Result<OffsetDateTime, String> {
-    let text = get_str(entity, name)?;
+/// The value of property `name` (`None` = absent) as an `Edm.DateTime`.
+pub fn time_value(name: &str, value: Option<&Value>) -> Result<OffsetDateTime, String> {
+    let text = str_value(name, value)?;
     OffsetDateTime::parse(text, &Rfc3339)
         .map(storage_time)
         .map_err(|e| format!("property {name} is not a date-time ({e}): {text:?}"))
@@ -378,56 +402,10 @@ pub fn decode_event_id_row(entity: &Properties) -> Result<(Uuid, StoredEventId),
     ))
 }
 
-/// An event row read back.
-pub fn decode_event(entity: &Properties) -> Result<RecordedEvent, String> {
-    let row_key = get_str(entity, ROW_KEY)?;
-    let sequence = keys::parse_event_row_key(row_key)
-        .ok_or_else(|| format!("{row_key:?} is not an event row key"))?;
-    let event_id = get_str(entity, EVENT_ID)?;
-    let event_id = Uuid::parse_str(event_id)
-        .map_err(|_| format!("event {sequence}: {EVENT_ID} is not a UUID: {event_id:?}"))?;
-    let mut data = String::new();
-    for index in 0..MAX_DATA_CHUNKS {
-        match entity.get(&data_property(index)) {
-            Some(Value::String(chunk)) => data.push_str(chunk),
-            Some(other) => {
-                return Err(format!(
-                    "event {sequence}: {} is not a string: {other}",
-                    data_property(index)
-                ))
-            }
-            None if index == 0 => return Err(format!("event {sequence}: {DATA} is missing")),
-            None => break,
-        }
-    }
-    let data = RawValue::from_string(data)
-        .map_err(|e| format!("event {sequence}: data is not JSON: {e}"))?;
-    let schema_version = match entity.get(SCHEMA_VERSION) {
-        None | Some(Value::Null) => None,
-        Some(_) => Some(
-            u32::try_from(get_u64(entity, SCHEMA_VERSION)?)
-                .map_err(|_| format!("event {sequence}: {SCHEMA_VERSION} is out of range"))?,
-        ),
-    };
-    Ok(RecordedEvent {
-        sequence,
-        event_id,
-        event_type: get_str(entity, EVENT_TYPE)?.to_owned(),
-        data,
-        timestamp: get_time(entity, RECORDED)?,
-        metadata: EventMetadata {
-            correlation_id: get_optional_str(entity, CORRELATION_ID)?,
-            causation_id: get_optional_str(entity, CAUSATION_ID)?,
-            who: get_optional_str(entity, WHO)?,
-            source: get_optional_str(entity, SOURCE)?,
-            commentary: get_optional_str(entity, COMMENTARY)?,
-            schema_version,
-        },
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::value::RawValue;
+
     use super::*;
 
     fn event(data: &str) -> NewEvent {
@@ -476,7 +454,9 @@ mod tests {
             &encoded.properties,
         );
         // What the service sends back carries the same properties (and more annotations).
-        let back = decode_event(&entity).unwrap();
+        let row: super::super::event_row::EventRow =
+            serde_json::from_value(Value::Object(entity)).unwrap();
+        let back = row.into_event().unwrap();
         assert_eq!(back.sequence, 3);
         assert_eq!(back.data.get(), raw);
         assert_eq!(back.metadata, e.metadata);
@@ -494,6 +474,24 @@ mod tests {
                 assert!(size > limit);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn data_chunk_names_round_trip() {
+        for index in 0..MAX_DATA_CHUNKS {
+            assert_eq!(data_chunk_index(&data_property(index)), Some(index));
+        }
+        for other in [
+            "Dat",
+            "Data1",
+            "Data001",
+            "Data16",
+            "Data00",
+            "DataChunks",
+            "Datax1",
+        ] {
+            assert_eq!(data_chunk_index(other), None, "{other}");
         }
     }
 

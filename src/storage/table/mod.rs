@@ -52,6 +52,7 @@
 mod append;
 pub(crate) mod client;
 pub(crate) mod entity;
+mod event_row;
 pub(crate) mod keys;
 pub mod no_echo;
 mod outbox;

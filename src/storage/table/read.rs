@@ -15,7 +15,8 @@ use time::OffsetDateTime;
 
 use super::append::read_header;
 use super::client::TableApi;
-use super::entity::{self, Properties};
+use super::entity;
+use super::event_row::EventRow;
 use super::keys;
 use crate::stream::{
     validate_entity_type, ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
@@ -152,15 +153,15 @@ async fn query_events(
             entity::format_time(as_of)
         ));
     }
-    api.query(filter, None, what)
+    api.query_as::<EventRow>(filter, None, what)
         .await?
-        .iter()
+        .into_iter()
         .map(|row| decode(what, row))
         .collect()
 }
 
-fn decode(what: &str, row: &Properties) -> Result<RecordedEvent, StoreError> {
-    entity::decode_event(row).map_err(|detail| StoreError::Corrupt {
+fn decode(what: &str, row: EventRow) -> Result<RecordedEvent, StoreError> {
+    row.into_event().map_err(|detail| StoreError::Corrupt {
         stream: what.to_owned(),
         detail,
     })
