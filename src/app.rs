@@ -16,7 +16,7 @@ use crate::notify::settings::{LOCAL_URL_SETTING, TOPIC_ENDPOINT_SETTING};
 use crate::notify::{
     Dispatcher, NotificationSink, NotificationTarget, NotifyingStore, Publisher, RaiseSwitches,
 };
-use crate::projection::{ProjectionRegistry, ProjectionRunner, SnapshotStore};
+use crate::projection::{ProjectionRegistry, ProjectionRunner, SnapshotStore, StateCache};
 use crate::readmodel::{MemoryReadModelStore, ReadModelStore, TableReadModelStore};
 use crate::storage::connection::StorageAccount;
 use crate::storage::{BlobStore, MemoryStore, TableSnapshotStore, TableStore};
@@ -42,6 +42,8 @@ pub struct App {
     read_models: ProjectionRegistry,
     /// One per backend when notifications are on; empty otherwise.
     dispatchers: Vec<Arc<Dispatcher>>,
+    /// Projection states kept in process, shared by every runner.
+    state_cache: Arc<StateCache>,
 }
 
 /// Where notifications go and which are raised, when they are on.
@@ -70,6 +72,7 @@ impl App {
             None => None,
         };
         Ok(Self {
+            state_cache: Arc::new(StateCache::new(settings.state_cache_bytes)),
             settings,
             backends,
             fallback: None,
@@ -84,6 +87,7 @@ impl App {
     pub fn in_memory(settings: Settings) -> Self {
         let store = Arc::new(MemoryStore::new());
         Self {
+            state_cache: Arc::new(StateCache::new(settings.state_cache_bytes)),
             settings,
             backends: HashMap::new(),
             fallback: Some(Backend {
@@ -159,10 +163,11 @@ impl App {
     }
 
     /// A projection runner over the streams of `domain` / `entity`, with snapshots where the
-    /// backend keeps them.
+    /// backend keeps them, and the app's state cache.
     pub fn runner(&self, domain: &str, entity: &str) -> Result<ProjectionRunner, StoreError> {
         let backend = self.backend(domain, entity)?;
-        let runner = ProjectionRunner::new(backend.events.clone());
+        let runner =
+            ProjectionRunner::new(backend.events.clone()).with_cache(self.state_cache.clone());
         Ok(match &backend.snapshots {
             Some(snapshots) => {
                 runner.with_snapshots(snapshots.clone(), self.settings.snapshot_every)

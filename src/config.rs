@@ -27,6 +27,9 @@ pub const STORAGE_SETTING_SEPARATOR: &str = "__";
 /// Events applied past the last snapshot before a projection run writes a new one.
 pub const SNAPSHOT_EVERY_SETTING: &str = "StreamfoldSnapshotEvery";
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100;
+/// MiB of projection states kept in process (see `crate::projection::StateCache`); 0 = none.
+pub const STATE_CACHE_MIB_SETTING: &str = "StreamfoldStateCacheMiB";
+pub const DEFAULT_STATE_CACHE_MIB: usize = 32;
 /// Times a command is retried from fresh state after losing a race to another writer.
 pub const CONFLICT_RETRIES_SETTING: &str = "StreamfoldConflictRetries";
 pub const DEFAULT_CONFLICT_RETRIES: u32 = 5;
@@ -118,6 +121,8 @@ pub struct Settings {
     pub port: u16,
     pub storage: StorageRouting,
     pub snapshot_every: u64,
+    /// Bytes of projection states kept in process (0 = none).
+    pub state_cache_bytes: usize,
     pub conflict_retries: u32,
     /// Where read-model rows live (Table storage); `None` when no connection string is set.
     pub read_model_storage: Option<StorageTarget>,
@@ -142,6 +147,8 @@ impl Settings {
             port: parse_or(&env, PORT_SETTING, DEFAULT_PORT)?,
             storage: storage_routing(&env)?,
             snapshot_every: parse_or(&env, SNAPSHOT_EVERY_SETTING, DEFAULT_SNAPSHOT_EVERY)?,
+            state_cache_bytes: parse_or(&env, STATE_CACHE_MIB_SETTING, DEFAULT_STATE_CACHE_MIB)?
+                .saturating_mul(1024 * 1024),
             conflict_retries: parse_or(&env, CONFLICT_RETRIES_SETTING, DEFAULT_CONFLICT_RETRIES)?,
             read_model_storage: read_model_storage(&env)?,
             notifications: NotificationSettings::from_map(&env)?,

@@ -19,7 +19,8 @@ use uuid::Uuid;
 use streamfold::projection::{
     decode_data, ApplyError, AsOf, Classification, Classified, Classifier, CountingStore,
     DynProjection, Membership, MemorySnapshotStore, Projected, Projection, ProjectionError,
-    ProjectionRunner, Snapshot, SnapshotStore, StatefulClassification, StatefulClassifier,
+    ProjectionRunner, Snapshot, SnapshotStore, StateCache, StatefulClassification,
+    StatefulClassifier,
 };
 use streamfold::storage::MemoryStore;
 use streamfold::stream::{
@@ -704,6 +705,71 @@ async fn a_snapshot_newer_than_a_version_read_beside_it_is_kept() {
 }
 
 #[tokio::test]
+async fn a_cached_state_at_the_head_costs_only_the_version_read() {
+    let store = Arc::new(CountingStore::new(MemoryStore::new()));
+    let stream = account("cached");
+    deposits(store.as_ref(), &stream, 1, 5).await;
+    // The snapshot store is down: whatever is saved, the cache alone makes runs cheap.
+    let cache = Arc::new(StateCache::new(1 << 20));
+    let runner = ProjectionRunner::new(store.clone())
+        .with_snapshots(Arc::new(BrokenSnapshots), 100)
+        .with_cache(cache.clone());
+    let p = runner.run(&stream, &BALANCE, AsOf::Latest).await.unwrap();
+    assert_eq!(
+        (p.state, p.events_read, p.snapshot_sequence),
+        (sum(1, 5), 5, None)
+    );
+
+    store.reset();
+    let p = runner.run(&stream, &BALANCE, AsOf::Latest).await.unwrap();
+    assert_eq!(
+        (p.state, p.events_read, p.snapshot_sequence),
+        (sum(1, 5), 0, Some(5))
+    );
+    assert_eq!(store.reads(), 0);
+
+    // The stream moves on: only the new events are read.
+    deposits(store.as_ref(), &stream, 6, 2).await;
+    let p = runner.run(&stream, &BALANCE, AsOf::Latest).await.unwrap();
+    assert_eq!(
+        (p.state, p.events_read, p.snapshot_sequence),
+        (sum(1, 7), 2, Some(5))
+    );
+    assert_eq!((store.reads(), store.events_read()), (1, 2));
+
+    // Points in the past never use the cache (a state as of the head is not one as of them).
+    let p = runner
+        .run(&stream, &BALANCE, AsOf::Sequence(3))
+        .await
+        .unwrap();
+    assert_eq!((p.state, p.snapshot_sequence), (sum(1, 3), None));
+
+    // Another runner without the cache sees none of it.
+    let p = ProjectionRunner::new(store.clone())
+        .run(&stream, &BALANCE, AsOf::Latest)
+        .await
+        .unwrap();
+    assert_eq!((p.events_read, p.snapshot_sequence), (7, None));
+    assert_eq!(cache.len(), 1);
+}
+
+#[tokio::test]
+async fn snapshots_keep_up_with_a_stream_read_through_the_cache() {
+    let store = Arc::new(MemoryStore::new());
+    let stream = account("cached-growing");
+    let (runner, snapshots) = snapshotting(store.clone(), 10);
+    let runner = runner.with_cache(Arc::new(StateCache::new(1 << 20)));
+    for n in 1..=25 {
+        deposits(store.as_ref(), &stream, n, 1).await;
+        let p = runner.run(&stream, &BALANCE, AsOf::Latest).await.unwrap();
+        assert_eq!(p.events_read, 1, "one new event per run");
+    }
+    // Each run folds one event past the cached state, yet a snapshot is saved whenever more
+    // than 10 events have passed since the last saved one.
+    assert_eq!(snapshots.get(&stream, "balance").unwrap().sequence, 22);
+}
+
+#[tokio::test]
 async fn a_snapshot_is_used_only_for_points_it_does_not_pass() {
     let store = Arc::new(ScriptedStore::default());
     let stream = account("A1");
@@ -869,7 +935,7 @@ async fn run_many_resumes_each_projection_from_its_own_snapshot() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Property: snapshots never change a result.
+// Property: snapshots and cached states never change a result.
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -964,7 +1030,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn snapshots_never_change_a_result(
+    fn snapshots_and_cached_states_never_change_a_result(
         history in prop::collection::vec((0usize..KINDS.len(), 1i64..50, 0i64..40), 0..40),
         ops in prop::collection::vec(op(), 1..16),
         every in 0u64..6,
@@ -973,7 +1039,10 @@ proptest! {
             let store = Arc::new(ScriptedStore::default());
             let stream = account("prop");
             let plain = ProjectionRunner::new(store.clone());
+            // Snapshots and a state cache of room for about three small states, so runs resume
+            // from either, or from nothing.
             let (runner, _snapshots) = snapshotting(store.clone(), every);
+            let runner = runner.with_cache(Arc::new(StateCache::new(3 * 400)));
             let frozen = Classifier::new(IsFrozen);
             let overdraft = StatefulClassifier::new(InOverdraft);
             let mut pending = history.iter();

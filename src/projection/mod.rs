@@ -10,11 +10,13 @@
 //! - `dynamic`: [`DynProjection`], projections with their state seen as JSON.
 //! - `runner`: [`ProjectionRunner`], [`AsOf`], [`Projected`].
 //! - `snapshot`: [`Snapshot`], [`SnapshotStore`], [`MemorySnapshotStore`].
+//! - `cache`: [`StateCache`], the latest states kept in process, checked like snapshots.
 //! - `classification`: group membership as of a point ([`Classification`], [`Classifier`]).
 //! - `registry`: [`ProjectionRegistry`], projections by domain / entity type / name.
 //! - `counting`: [`CountingStore`], an event store wrapper that counts reads, for tests.
 //! - `error`: [`ApplyError`], [`ProjectionError`].
 
+mod cache;
 mod classification;
 mod counting;
 mod definition;
@@ -24,6 +26,7 @@ mod registry;
 mod runner;
 mod snapshot;
 
+pub use cache::{StateCache, MAX_CACHED_STATE_BYTES};
 pub use classification::{
     Classification, Classified, Classifier, Membership, StatefulClassification, StatefulClassifier,
 };

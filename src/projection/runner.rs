@@ -14,7 +14,10 @@
 //! - [`ProjectionRunner::run_many`] reads the stream once for all the projections it is given;
 //! - with a snapshot store, the snapshots and the stream's version are read in one round trip,
 //!   then only the events past the oldest usable snapshot up to that version
-//!   ([`EventStore::read_known`]): a snapshot at the stream's head costs no read of events.
+//!   ([`EventStore::read_known`]): a snapshot at the stream's head costs no read of events;
+//! - with a [`StateCache`], a run as of the latest event starts from the state the last such run
+//!   of this process ended with, under the same checks as a snapshot, and reads no snapshot for
+//!   it: a stream that has not moved since costs one request, the read of its version.
 //!
 //! Snapshots are written only after a run as of [`AsOf::Latest`] that folded more than the
 //! configured number of events past the point it started from; a failed save is logged and
@@ -31,7 +34,7 @@ use crate::stream::{EventStore, ReadRequest, RecordedEvent, StoreError, StreamId
 use super::dynamic::TypedFold;
 use super::{
     validate_projection_name, DynProjection, Fold, Projection, ProjectionError, Snapshot,
-    SnapshotStore,
+    SnapshotStore, StateCache,
 };
 
 /// Which point of the stream's history a projection is run as of.
@@ -100,6 +103,7 @@ impl<S> Projected<S> {
 pub struct ProjectionRunner {
     store: Arc<dyn EventStore>,
     snapshots: Option<Arc<dyn SnapshotStore>>,
+    cache: Option<Arc<StateCache>>,
     /// A snapshot is saved after a latest run that folded more than this many events past the
     /// point it started from.
     every: u64,
@@ -111,8 +115,16 @@ impl ProjectionRunner {
         Self {
             store,
             snapshots: None,
+            cache: None,
             every: 0,
         }
+    }
+
+    /// Keeps the state each run as of the latest event ends with in `cache`, and starts the
+    /// next such run from it (see [`StateCache`]).
+    pub fn with_cache(mut self, cache: Arc<StateCache>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// Uses `snapshots`, saving a new one after a run as of [`AsOf::Latest`] that folded more
@@ -175,24 +187,21 @@ impl ProjectionRunner {
             .collect()
     }
 
-    /// Resumes each lane from its snapshot where it can, reads the stream once, folds each event
-    /// into every lane that has not seen it, and saves new snapshots. Returns the stream's
-    /// version.
+    /// Resumes each lane from its cached state or snapshot where it can, reads the stream once,
+    /// folds each event into every lane that has not seen it, then caches the states and saves
+    /// new snapshots. Returns the stream's version.
     async fn fold_lanes(
         &self,
         stream: &StreamId,
         lanes: &mut [Lane<'_>],
         as_of: AsOf,
     ) -> Result<u64, ProjectionError> {
-        let (version, events) = match &self.snapshots {
-            Some(snapshots) => {
-                self.read_past_snapshots(snapshots, stream, lanes, as_of)
-                    .await?
-            }
-            None => {
-                let slice = self.store.read(stream, as_of.read_after(0)).await?;
-                (slice.version, slice.events)
-            }
+        let cached = self.cache.is_some() && as_of == AsOf::Latest;
+        let (version, events) = if self.snapshots.is_some() || cached {
+            self.read_past_snapshots(stream, lanes, as_of).await?
+        } else {
+            let slice = self.store.read(stream, as_of.read_after(0)).await?;
+            (slice.version, slice.events)
         };
 
         for event in &events {
@@ -202,23 +211,76 @@ impl ProjectionRunner {
         }
 
         if as_of == AsOf::Latest {
-            self.save_snapshots(stream, lanes).await;
+            self.keep_states(stream, lanes).await;
         }
         Ok(version)
     }
 
+    /// After a run as of the latest event: saves a snapshot of each lane that folded more than
+    /// `every` events past its last saved snapshot, and caches every lane's state.
+    async fn keep_states(&self, stream: &StreamId, lanes: &mut [Lane<'_>]) {
+        let finals: Vec<Option<Snapshot>> = lanes
+            .iter()
+            .map(|lane| {
+                let wanted = self.cache.is_some() || self.snapshot_due(lane);
+                wanted.then(|| final_snapshot(stream, lane)).flatten()
+            })
+            .collect();
+        if let Some(snapshots) = &self.snapshots {
+            let saves = lanes
+                .iter_mut()
+                .zip(&finals)
+                .filter(|(lane, _)| self.snapshot_due(lane))
+                .filter_map(|(lane, snapshot)| snapshot.as_ref().map(|s| (lane, s)))
+                .map(|(lane, snapshot)| async move {
+                    if save_snapshot(snapshots.as_ref(), stream, snapshot).await {
+                        lane.persisted = snapshot.sequence;
+                    }
+                });
+            join_all(saves).await;
+        }
+        if let Some(cache) = &self.cache {
+            for (lane, snapshot) in lanes.iter().zip(finals) {
+                if let Some(snapshot) = snapshot {
+                    cache.put(stream, snapshot, lane.persisted);
+                }
+            }
+        }
+    }
+
+    /// Whether `lane` has folded more than `every` events past its last saved snapshot.
+    fn snapshot_due(&self, lane: &Lane<'_>) -> bool {
+        lane.read > 0 && lane.progress().sequence.saturating_sub(lane.persisted) > self.every
+    }
+
     /// Loads the lanes' snapshots and the stream's version in one round trip (two point reads
     /// on Table storage), then reads only the events past the oldest usable snapshot, up to
-    /// that version: nothing at all when every snapshot is at the stream's head.
+    /// that version: nothing at all when every snapshot is at the stream's head. A lane with a
+    /// cached state (runs as of the latest event) starts from it and loads no snapshot.
     async fn read_past_snapshots(
         &self,
-        snapshots: &Arc<dyn SnapshotStore>,
         stream: &StreamId,
         lanes: &mut [Lane<'_>],
         as_of: AsOf,
     ) -> Result<(u64, Vec<RecordedEvent>), ProjectionError> {
-        let loads = join_all(lanes.iter().map(|lane| snapshots.load(stream, lane.name)));
-        let (loaded, version) = join(loads, self.store.version(stream)).await;
+        let cached: Vec<Option<(Snapshot, u64)>> = lanes
+            .iter()
+            .map(|lane| match (&self.cache, as_of) {
+                (Some(cache), AsOf::Latest) => cache.get(stream, lane.name),
+                _ => None,
+            })
+            .collect();
+        let loads = lanes.iter().zip(&cached).map(|(lane, cached)| async move {
+            match (cached, &self.snapshots) {
+                (Some(cached), _) => Ok(Some(cached.clone())),
+                (None, Some(snapshots)) => snapshots
+                    .load(stream, lane.name)
+                    .await
+                    .map(|loaded| loaded.map(|s| (s.clone(), s.sequence))),
+                (None, None) => Ok(None),
+            }
+        });
+        let (loaded, version) = join(join_all(loads), self.store.version(stream)).await;
         let mut version = version?;
         for (lane, loaded) in lanes.iter_mut().zip(loaded) {
             lane.resume(stream, loaded, as_of);
@@ -252,46 +314,47 @@ impl ProjectionRunner {
         };
         Ok((version, events))
     }
+}
 
-    async fn save_snapshots(&self, stream: &StreamId, lanes: &[Lane<'_>]) {
-        let Some(snapshots) = &self.snapshots else {
-            return;
-        };
-        let due = lanes
-            .iter()
-            .filter(|lane| lane.read > self.every)
-            .filter_map(|lane| match lane.snapshot() {
-                Ok(snapshot) => snapshot,
-                Err(e) => {
-                    tracing::warn!(
-                        stream = %stream,
-                        projection = lane.name,
-                        error = %e,
-                        "state cannot be serialized; no snapshot saved"
-                    );
-                    None
-                }
-            });
-        let saves = due.map(|snapshot| async move {
-            let result = snapshots.save(stream, &snapshot).await;
-            (snapshot, result)
-        });
-        for (snapshot, result) in join_all(saves).await {
-            match result {
-                Ok(()) => tracing::debug!(
-                    stream = %stream,
-                    projection = %snapshot.projection,
-                    sequence = snapshot.sequence,
-                    "snapshot saved"
-                ),
-                Err(e) => tracing::warn!(
-                    stream = %stream,
-                    projection = %snapshot.projection,
-                    sequence = snapshot.sequence,
-                    error = %e,
-                    "snapshot could not be saved"
-                ),
-            }
+/// The state `lane` ended with, as a snapshot (`None` if it holds no event or cannot be
+/// serialized, which is logged).
+fn final_snapshot(stream: &StreamId, lane: &Lane<'_>) -> Option<Snapshot> {
+    lane.snapshot().unwrap_or_else(|e| {
+        tracing::warn!(
+            stream = %stream,
+            projection = lane.name,
+            error = %e,
+            "state cannot be serialized; not kept"
+        );
+        None
+    })
+}
+
+/// Saves `snapshot`; a failure is logged and does not fail the run. Whether it was saved.
+async fn save_snapshot(
+    snapshots: &dyn SnapshotStore,
+    stream: &StreamId,
+    snapshot: &Snapshot,
+) -> bool {
+    match snapshots.save(stream, snapshot).await {
+        Ok(()) => {
+            tracing::debug!(
+                stream = %stream,
+                projection = %snapshot.projection,
+                sequence = snapshot.sequence,
+                "snapshot saved"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!(
+                stream = %stream,
+                projection = %snapshot.projection,
+                sequence = snapshot.sequence,
+                error = %e,
+                "snapshot could not be saved"
+            );
+            false
         }
     }
 }
@@ -312,8 +375,11 @@ struct Lane<'a> {
     start: u64,
     /// The latest timestamp among the events in the fold, when known.
     max_timestamp: Option<OffsetDateTime>,
-    /// Whether `start` comes from a snapshot.
+    /// Whether `start` comes from a snapshot (or a cached state).
     from_snapshot: bool,
+    /// Sequence of the last snapshot saved of this projection over the stream, as far as this
+    /// run knows (0 = none).
+    persisted: u64,
     /// Sequence number of the last event folded in by this run.
     last: u64,
     /// Events folded in by this run.
@@ -348,6 +414,7 @@ impl<'a> Lane<'a> {
             start: 0,
             max_timestamp: None,
             from_snapshot: false,
+            persisted: 0,
             last: 0,
             read: 0,
         }
@@ -358,11 +425,11 @@ impl<'a> Lane<'a> {
     fn resume(
         &mut self,
         stream: &StreamId,
-        loaded: Result<Option<Snapshot>, StoreError>,
+        loaded: Result<Option<(Snapshot, u64)>, StoreError>,
         as_of: AsOf,
     ) {
-        let snapshot = match loaded {
-            Ok(Some(snapshot)) => snapshot,
+        let (snapshot, persisted) = match loaded {
+            Ok(Some(loaded)) => loaded,
             Ok(None) => return,
             Err(e) => {
                 tracing::warn!(
@@ -409,6 +476,7 @@ impl<'a> Lane<'a> {
         self.start = snapshot.sequence;
         self.max_timestamp = Some(snapshot.max_timestamp);
         self.from_snapshot = true;
+        self.persisted = persisted;
     }
 
     /// Goes back to the initial state, as if no snapshot had been found.
@@ -417,6 +485,7 @@ impl<'a> Lane<'a> {
         self.start = 0;
         self.max_timestamp = None;
         self.from_snapshot = false;
+        self.persisted = 0;
     }
 
     /// Folds `event` in unless the fold already holds it.
