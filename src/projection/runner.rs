@@ -273,10 +273,12 @@ impl ProjectionRunner {
         let loads = lanes.iter().zip(&cached).map(|(lane, cached)| async move {
             match (cached, &self.snapshots) {
                 (Some(cached), _) => Ok(Some(cached.clone())),
-                (None, Some(snapshots)) => snapshots
-                    .load(stream, lane.name)
-                    .await
-                    .map(|loaded| loaded.map(|s| (s.clone(), s.sequence))),
+                (None, Some(snapshots)) => snapshots.load(stream, lane.name).await.map(|loaded| {
+                    loaded.map(|snapshot| {
+                        let persisted = snapshot.sequence;
+                        (snapshot, persisted)
+                    })
+                }),
                 (None, None) => Ok(None),
             }
         });
