@@ -175,9 +175,13 @@ async fn bad_input_is_named_and_writes_nothing() {
         "/api/GetBalance/GOOD-1?when=now",
         "/api/GetAccountHistory/GOOD-1?pageSize=0",
         "/api/GetAccountHistory/GOOD-1?pageSize=100000",
+        "/api/streams/Bank/Account?pageSize=0",
     ] {
         c.get(path).await.problem(400);
     }
+    let made_up = c.get("/api/streams/Bank/Account?continuation=%01").await;
+    made_up.problem(400);
+    assert_eq!(made_up.slug(), "invalid-continuation", "{}", made_up.body);
 
     // An oversized body.
     let huge = format!(

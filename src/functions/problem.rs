@@ -138,6 +138,10 @@ impl From<StoreError> for Problem {
                 Problem::conflict("event-id-reused", detail).with("eventId", event_id.to_string())
             }
             StoreError::EmptyAppend => Problem::bad_request("empty-append", detail),
+            StoreError::InvalidContinuation { .. } => {
+                Problem::bad_request("invalid-continuation", detail)
+                    .with("parameter", "continuation")
+            }
             StoreError::Unavailable { .. } => {
                 tracing::warn!(error = %detail, "storage unavailable");
                 Problem::new(

@@ -10,9 +10,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::stream::{
-    check_new_events, earlier_append, validate_entity_type, AppendOutcome, EventStore,
-    ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError, StoredEventId, StreamId,
-    StreamPage, StreamSlice,
+    check_key_continuation, check_new_events, earlier_append, validate_entity_type, AppendOutcome,
+    EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError, StoredEventId,
+    StreamId, StreamPage, StreamSlice,
 };
 
 #[derive(Default)]
@@ -140,6 +140,7 @@ impl EventStore for MemoryStore {
         page_size: usize,
     ) -> Result<StreamPage, StoreError> {
         validate_entity_type(domain, entity)?;
+        check_key_continuation(continuation)?;
         let streams = self.lock();
         let mut instances: Vec<String> = streams
             .keys()

@@ -48,6 +48,13 @@ pub enum StoreError {
     #[error("event id {event_id} was already used in stream {stream} for a different append")]
     EventIdReused { stream: String, event_id: Uuid },
 
+    /// A listing's continuation token is not one this backend hands out.
+    #[error("continuation {continuation:?} is not valid here: {reason}")]
+    InvalidContinuation {
+        continuation: String,
+        reason: String,
+    },
+
     /// An append must contain at least one event.
     #[error("an append must contain at least one event")]
     EmptyAppend,

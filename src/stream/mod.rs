@@ -22,6 +22,6 @@ pub use id::{
 };
 pub use outbox::{Outbox, PendingStream};
 pub use store::{
-    check_new_events, earlier_append, AppendOutcome, EventStore, ReadRequest, StoredEventId,
-    StreamPage, StreamSlice, DEFAULT_PAGE_SIZE,
+    check_key_continuation, check_new_events, earlier_append, AppendOutcome, EventStore,
+    ReadRequest, StoredEventId, StreamPage, StreamSlice, DEFAULT_PAGE_SIZE,
 };

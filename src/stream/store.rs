@@ -149,7 +149,9 @@ pub trait EventStore: Send + Sync + 'static {
         Ok(self.read(stream, request).await?.events)
     }
 
-    /// A page of the instance keys that have a stream in `domain` / `entity`.
+    /// A page of the instance keys that have a stream in `domain` / `entity`. `continuation`
+    /// is a token an earlier page returned (opaque to callers); one this backend could not
+    /// have returned is `InvalidContinuation`.
     async fn list_streams(
         &self,
         domain: &str,
@@ -157,6 +159,20 @@ pub trait EventStore: Send + Sync + 'static {
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<StreamPage, StoreError>;
+}
+
+/// Checks a continuation that backends make of the last instance key of a page (Table
+/// storage, memory): it must be a valid instance key.
+pub fn check_key_continuation(continuation: Option<&str>) -> Result<(), StoreError> {
+    match continuation {
+        Some(token) => {
+            super::validate_instance_key(token).map_err(|e| StoreError::InvalidContinuation {
+                continuation: token.to_owned(),
+                reason: e.to_string(),
+            })
+        }
+        None => Ok(()),
+    }
 }
 
 /// Checks what every backend refuses before touching storage: an empty append, a bad event

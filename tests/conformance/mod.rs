@@ -718,6 +718,15 @@ pub async fn listing_pages_through_one_entity_type(f: &Fixture) {
                 Err(other) => panic!("{domain:?} {entity:?}: {other:?}"),
             }
         }
+        // A continuation no page could have returned is refused, not passed on to storage.
+        for token in ["bad\u{1}token".to_owned(), "x".repeat(5_000)] {
+            match store.list_streams(DOMAIN, ENTITY, Some(&token), 10).await {
+                Err(StoreError::InvalidContinuation { continuation, .. }) => {
+                    assert_eq!(continuation, token)
+                }
+                other => panic!("continuation {token:?}: {other:?}"),
+            }
+        }
     }
 }
 

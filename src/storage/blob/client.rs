@@ -55,6 +55,8 @@ pub const SEGMENT_CONTENT_TYPE: &str = "application/x-ndjson";
 const OPEN_ENDED_READ_BYTES: u64 = 1 << 40;
 /// Most entries the service returns per listing page.
 pub const MAX_LIST_PAGE: usize = 5_000;
+/// Longest listing marker accepted from a caller (the service's markers are far shorter).
+pub const MAX_MARKER_LEN: usize = 1_024;
 
 // Metadata keys of a segment blob (names must be C# identifiers; the service lower-cases).
 /// Sequence number of the segment's first event (fixed when the segment is created).
@@ -275,7 +277,9 @@ impl BlobApi {
         if let Some(size) = std::num::NonZeroU32::new(size) {
             builder = builder.max_results(MaxResults::new(size));
         }
-        if let Some(marker) = marker.filter(|m| !m.is_empty()) {
+        let marker = marker.filter(|m| !m.is_empty());
+        if let Some(marker) = marker {
+            check_marker(marker)?;
             builder = builder.marker(NextMarker::new(marker.to_owned()));
         }
         let page = match builder.into_stream().next().await {
@@ -283,6 +287,15 @@ impl BlobApi {
             Some(Ok(page)) => page,
             Some(Err(error)) if error_code(&error) == Some(CONTAINER_NOT_FOUND) => {
                 return Ok(DirectoryPage::default())
+            }
+            // The service refuses a marker it did not make with 400.
+            Some(Err(error))
+                if marker.is_some() && status_of(&error) == Some(StatusCode::BadRequest) =>
+            {
+                return Err(StoreError::InvalidContinuation {
+                    continuation: marker.unwrap_or_default().to_owned(),
+                    reason: "storage does not know this listing marker".into(),
+                })
             }
             Some(Err(error)) => return Err(map_error(&error, what, None)),
         };
@@ -488,4 +501,20 @@ pub fn client_options(
     let capture: Arc<dyn azure_core::Policy> = Arc::new(super::policy::CapturePolicy);
     options.per_retry_policies_mut().push(capture);
     Ok(options)
+}
+
+/// Refuses, before any I/O, a marker the service could not have made: too long, or with
+/// characters other than printable ASCII.
+fn check_marker(marker: &str) -> Result<(), StoreError> {
+    let reason = if marker.len() > MAX_MARKER_LEN {
+        format!("longer than {MAX_MARKER_LEN} bytes")
+    } else if !marker.bytes().all(|b| b.is_ascii_graphic()) {
+        "only printable ASCII characters make a listing marker".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::InvalidContinuation {
+        continuation: marker.to_owned(),
+        reason,
+    })
 }

@@ -19,7 +19,8 @@ use super::entity;
 use super::event_row::EventRow;
 use super::keys;
 use crate::stream::{
-    validate_entity_type, ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
+    check_key_continuation, validate_entity_type, ReadRequest, RecordedEvent, StoreError, StreamId,
+    StreamPage, StreamSlice,
 };
 
 pub async fn read(
@@ -190,6 +191,7 @@ pub async fn list_streams(
     page_size: usize,
 ) -> Result<StreamPage, StoreError> {
     validate_entity_type(domain, entity)?;
+    check_key_continuation(continuation)?;
     api.ensure_table().await?;
     let page_size = page_size.max(1);
     let prefix = keys::stream_prefix(domain, entity);
