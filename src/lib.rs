@@ -3,8 +3,8 @@
 //! # Layout
 //! - [`stream`]: the core model: stream ids, events, expectations, the `EventStore` contract.
 //! - [`storage`]: backends that implement it (Azure Table storage, Append Blobs, memory).
-//! - [`projection`]: folds over a stream, as of a sequence or a time, with snapshots and
-//!   classifications.
+//! - [`projection`]: folds over a stream, as of a sequence or a time, with snapshots, a state
+//!   cache and classifications.
 //! - [`notify`]: Event Grid notifications (new entity, new event): shapes, schemas, publisher.
 //! - [`readmodel`]: projections kept as rows per stream, exact under at-least-once, unordered
 //!   notifications; rebuilt from the streams on demand.
