@@ -237,6 +237,33 @@ async fn routes_templates_methods_and_constraints() {
 }
 
 #[tokio::test]
+async fn a_catch_all_route_yields_to_more_specific_ones_whatever_the_names() {
+    let dir = app_dir(true);
+    // "AllElse" comes before "Items" by name; the host still tries `items/...` first.
+    write(
+        &dir.path().join("AllElse/function.json"),
+        r#"{"bindings":[{"type":"httpTrigger","direction":"in","name":"req","route":"{*path}"},{"type":"http","direction":"out","name":"res"}]}"#,
+    );
+    let host = HostSim::start(config(dir.path())).await.unwrap();
+    let base = host.base_url();
+    for path in ["/api/items/5", "/api/nothing/at/all", "/api/items/abc"] {
+        let status = client()
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "{path}");
+    }
+    let invoked: Vec<String> = host
+        .invocations()
+        .iter()
+        .map(|i| i.function.clone())
+        .collect();
+    assert_eq!(invoked, ["Items", "AllElse", "AllElse"]);
+}
+
+#[tokio::test]
 async fn other_http_functions_get_the_json_invocation_payload() {
     let dir = app_dir(true);
     let host = HostSim::start(config(dir.path())).await.unwrap();

@@ -143,6 +143,9 @@ pub struct AppDefinition {
     pub root: PathBuf,
     pub host: HostSettings,
     pub functions: Vec<FunctionDef>,
+    /// Indexes into `functions` of the HTTP functions, in the order the host tries their
+    /// routes (see [`RouteTemplate::precedence`]; ties keep folder order).
+    pub http_routes: Vec<usize>,
     /// Functions that could not be loaded: (folder name, reason).
     pub errors: Vec<(String, String)>,
 }
@@ -176,10 +179,23 @@ impl AppDefinition {
                 Err(error) => errors.push((name, format!("{error:#}"))),
             }
         }
+        let mut http_routes: Vec<usize> = functions
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| matches!(f.trigger, Trigger::Http(_)))
+            .map(|(index, _)| index)
+            .collect();
+        http_routes.sort_by(
+            |&a, &b| match (&functions[a].trigger, &functions[b].trigger) {
+                (Trigger::Http(x), Trigger::Http(y)) => x.route.precedence(&y.route),
+                _ => std::cmp::Ordering::Equal,
+            },
+        );
         Ok(Self {
             root,
             host,
             functions,
+            http_routes,
             errors,
         })
     }

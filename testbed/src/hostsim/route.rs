@@ -10,6 +10,11 @@
 //!   (int, long, bool, guid, alpha, double, float, decimal, min, max, range, minlength,
 //!   maxlength, length); any other constraint (regex, datetime, custom) is accepted unchecked.
 //!
+//! Routes are tried in the host's order of precedence ([`RouteTemplate::precedence`], as
+//! `WebJobsRouteBuilder` sorts them), not in the order the functions were found: a literal
+//! segment before a parameter, of two parameters the one with more constraints, literals in
+//! case-insensitive ordinal order, and a longer template before its prefix.
+//!
 //! A route whose segment mixes literal text and parameters (`{a}.{b}`) is refused at load
 //! time: the simulator would not match it the way the host does, so it says so.
 
@@ -79,6 +84,38 @@ impl RouteTemplate {
             format!("{}/{}", prefix.trim_matches('/'), route.trim_matches('/'))
         };
         Ok(Self { text, segments })
+    }
+
+    /// How this template orders against `other` when the host tries routes: `Less` = tried
+    /// first. Segment by segment: a literal before a parameter; of two parameters, the one with
+    /// more inline constraints; of two literals, case-insensitive ordinal order; when one
+    /// template is a prefix of the other, the longer one first.
+    pub fn precedence(&self, other: &Self) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        for (index, mine) in self.segments.iter().enumerate() {
+            let Some(theirs) = other.segments.get(index) else {
+                return Ordering::Less;
+            };
+            let order = match (mine, theirs) {
+                (Segment::Literal(_), Segment::Param(_)) => Ordering::Less,
+                (Segment::Param(_), Segment::Literal(_)) => Ordering::Greater,
+                (Segment::Param(a), Segment::Param(b)) => {
+                    b.constraints.len().cmp(&a.constraints.len())
+                }
+                (Segment::Literal(a), Segment::Literal(b)) => a
+                    .chars()
+                    .flat_map(char::to_uppercase)
+                    .cmp(b.chars().flat_map(char::to_uppercase)),
+            };
+            if order != Ordering::Equal {
+                return order;
+            }
+        }
+        if other.segments.len() > self.segments.len() {
+            Ordering::Greater
+        } else {
+            Ordering::Equal
+        }
     }
 
     /// The template as written, prefix included, without a leading slash.
@@ -279,6 +316,36 @@ impl Constraint {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn routes_are_ordered_as_the_host_orders_them() {
+        let parse = |route: &str| RouteTemplate::parse("api", route).unwrap();
+        let mut routes = [
+            parse("{*path}"),
+            parse("OpenAccount/{id}"),
+            parse("streams/{domain}/{entity}"),
+            parse("streams/{domain}/{entity}/{instance}"),
+            parse("Accounts"),
+            parse("{id:int}"),
+            parse("{name}"),
+            parse("openapi.json"),
+        ];
+        routes.sort_by(|a, b| a.precedence(b));
+        let texts: Vec<&str> = routes.iter().map(|r| r.text()).collect();
+        assert_eq!(
+            texts,
+            [
+                "api/Accounts",
+                "api/OpenAccount/{id}",
+                "api/openapi.json",
+                "api/streams/{domain}/{entity}/{instance}",
+                "api/streams/{domain}/{entity}",
+                "api/{id:int}",
+                "api/{*path}",
+                "api/{name}",
+            ]
+        );
+    }
+
     use super::*;
 
     fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -126,7 +126,12 @@ async fn dispatch(sim: &Arc<SimState>, request: IncomingRequest) -> OutgoingResp
             OutgoingResponse::empty(StatusCode::NOT_FOUND)
         };
     }
-    for function in sim.app.functions.iter().filter(|f| !f.disabled) {
+    let routes = sim
+        .app
+        .http_routes
+        .iter()
+        .map(|&index| &sim.app.functions[index]);
+    for function in routes.filter(|f| !f.disabled) {
         let Trigger::Http(http) = &function.trigger else {
             continue;
         };
