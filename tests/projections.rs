@@ -770,6 +770,66 @@ async fn snapshots_keep_up_with_a_stream_read_through_the_cache() {
 }
 
 #[tokio::test]
+async fn an_append_of_this_process_moves_the_cached_state_to_the_head() {
+    let store = Arc::new(CountingStore::new(MemoryStore::new()));
+    let stream = account("remembered");
+    deposits(store.as_ref(), &stream, 1, 3).await;
+    let (runner, snapshots) = snapshotting(store.clone(), 0);
+    let runner = runner.with_cache(Arc::new(StateCache::new(1 << 20)));
+    runner.run(&stream, &BALANCE, AsOf::Latest).await.unwrap();
+
+    let new = vec![event(DEPOSITED, 4), event(DEPOSITED, 5)];
+    let outcome = store
+        .append(&stream, ExpectedVersion::Exact(3), new.clone())
+        .await
+        .unwrap();
+    runner.remember_append(&stream, &BALANCE, &new, &outcome);
+    store.reset();
+    let p = runner.run(&stream, &BALANCE, AsOf::Latest).await.unwrap();
+    assert_eq!((p.state, p.sequence, p.events_read), (sum(1, 5), 5, 0));
+    assert_eq!(store.reads(), 0, "nothing read back");
+    // The run saved a snapshot of the remembered state; its time is the stored one, so a
+    // point in time between the appends still excludes the remembered events.
+    let saved = snapshots.get(&stream, "balance").unwrap();
+    assert_eq!(saved.sequence, 5);
+    let stored = store.read(&stream, ReadRequest::all()).await.unwrap();
+    assert_eq!(saved.max_timestamp, stored.events[4].timestamp);
+    let before = stored.events[4].timestamp - Duration::nanoseconds(1);
+    let p = runner
+        .run(&stream, &BALANCE, AsOf::Time(before))
+        .await
+        .unwrap();
+    assert_eq!(p.state, sum(1, 3));
+
+    // Nothing moves when the cached state is not the one right before the append: another
+    // writer's event in between, a duplicate, or an outcome without its time.
+    let theirs = store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(5),
+            vec![event(DEPOSITED, 6)],
+        )
+        .await
+        .unwrap();
+    let mine = vec![event(DEPOSITED, 7)];
+    let outcome = store
+        .append(&stream, ExpectedVersion::Exact(6), mine.clone())
+        .await
+        .unwrap();
+    runner.remember_append(&stream, &BALANCE, &mine, &outcome);
+    let retry = store
+        .append(&stream, ExpectedVersion::Exact(6), mine.clone())
+        .await
+        .unwrap();
+    assert!(retry.duplicate && retry.recorded.is_none());
+    runner.remember_append(&stream, &BALANCE, &mine, &retry);
+    store.reset();
+    let p = runner.run(&stream, &BALANCE, AsOf::Latest).await.unwrap();
+    assert_eq!((p.state, p.sequence), (sum(1, 7), 7));
+    assert_eq!(p.events_read, 2, "both later events read: {theirs:?}");
+}
+
+#[tokio::test]
 async fn a_snapshot_is_used_only_for_points_it_does_not_pass() {
     let store = Arc::new(ScriptedStore::default());
     let stream = account("A1");

@@ -63,3 +63,66 @@ async fn an_append_with_a_known_version_is_one_table_request() {
     c.post("/api/OpenAccount/A-1", &json!({})).await.ok(201);
     assert_eq!(proxy.requests(), 1, "open account: {:?}", proxy.log());
 }
+
+/// A warm instance: a command starts from the state its last command left cached (so it reads
+/// only the stream's version), and a query after it reads nothing else either. Both backends.
+async fn commands_on_a_warm_instance(backend: &str) {
+    let azurite = Azurite::start().await.unwrap();
+    let counted = CountedStorage::start(&azurite).await;
+    let settings = vec![
+        ("AzureWebJobsStorage".into(), counted.connection.clone()),
+        (
+            "Bank.Account".into(),
+            format!("{backend};AzureWebJobsStorage"),
+        ),
+    ];
+    let (host, _dir) = start_host(settings).await;
+    let c = Client::new(host.base_url());
+    let requests = || counted.tables.requests() + counted.blobs.requests();
+    let log = || format!("{:?} {:?}", counted.tables.log(), counted.blobs.log());
+    let reset = || {
+        counted.tables.reset();
+        counted.blobs.reset();
+    };
+
+    c.post("/api/OpenAccount/W-1", &json!({})).await.ok(201);
+    // The first command reads the account (and makes the process's one-off table checks).
+    c.post("/api/Deposit/W-1", &json!({"amount": 5}))
+        .await
+        .ok(200);
+
+    reset();
+    let second = c.post("/api/Deposit/W-1", &json!({"amount": 7})).await;
+    assert_eq!(second.ok(200)["balance"], "12.00");
+    assert_eq!(requests(), 2, "the version, then the append: {}", log());
+
+    reset();
+    let balance = c.get("/api/GetBalance/W-1").await;
+    assert_eq!(balance.ok(200)["balance"], "12.00");
+    assert_eq!(balance.body["sequence"], 3);
+    assert_eq!(requests(), 1, "the version alone: {}", log());
+
+    // Another writer moves the stream: the next command reads what it wrote, and is right.
+    reset();
+    c.post(
+        "/api/streams/Bank/Account/W-1",
+        &json!({"expectedVersion": 3, "events": [{"eventType": "MoneyDeposited", "data": {"amount": "100.00"}}]}),
+    )
+    .await
+    .ok(201);
+    let third = c.post("/api/Withdraw/W-1", &json!({"amount": 112})).await;
+    assert_eq!(third.ok(200)["balance"], "0.00");
+    let balance = c.get("/api/GetBalance/W-1").await;
+    assert_eq!(balance.ok(200)["balance"], "0.00");
+    assert_eq!(balance.body["sequence"], 5);
+}
+
+#[tokio::test]
+async fn commands_on_a_warm_instance_read_only_the_version_on_table_storage() {
+    commands_on_a_warm_instance("Table").await;
+}
+
+#[tokio::test]
+async fn commands_on_a_warm_instance_read_only_the_version_on_append_blobs() {
+    commands_on_a_warm_instance("AppendBlob").await;
+}

@@ -11,8 +11,7 @@ use rust_decimal::Decimal;
 use streamfold::app::App;
 use streamfold::projection::{AsOf, Projected, ProjectionError};
 use streamfold::stream::{
-    AppendOutcome, EventMetadata, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent,
-    StoreError, StreamId,
+    EventMetadata, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError, StreamId,
 };
 
 use super::account::{Account, AccountProjection, Refusal, Status};
@@ -229,11 +228,12 @@ impl Bank {
             }
             let event = decide(&current.state)?;
             let expected = ExpectedVersion::Exact(current.sequence);
-            match store
-                .append(&stream, expected, vec![to_new_event(&event, context)?])
-                .await
-            {
-                Ok(AppendOutcome { version, .. }) => {
+            let new_events = vec![to_new_event(&event, context)?];
+            match store.append(&stream, expected, new_events.clone()).await {
+                Ok(outcome) => {
+                    // The next command or query of this instance starts from here.
+                    runner.remember_append(&stream, &AccountProjection, &new_events, &outcome);
+                    let version = outcome.version;
                     let mut account = current.state;
                     account.evolve(&event);
                     return Ok(AccountView {

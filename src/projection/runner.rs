@@ -17,7 +17,9 @@
 //!   ([`EventStore::read_known`]): a snapshot at the stream's head costs no read of events;
 //! - with a [`StateCache`], a run as of the latest event starts from the state the last such run
 //!   of this process ended with, under the same checks as a snapshot, and reads no snapshot for
-//!   it: a stream that has not moved since costs one request, the read of its version.
+//!   it: a stream that has not moved since costs one request, the read of its version;
+//!   [`ProjectionRunner::remember_append`] moves a cached state past an append this process
+//!   made, so a command's own events are not read back by the next run.
 //!
 //! Snapshots are written only after a run as of [`AsOf::Latest`] that folded more than the
 //! configured number of events past the point it started from; a failed save is logged and
@@ -29,7 +31,9 @@ use futures::future::{join, join_all};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::stream::{EventStore, ReadRequest, RecordedEvent, StoreError, StreamId};
+use crate::stream::{
+    AppendOutcome, EventStore, NewEvent, ReadRequest, RecordedEvent, StoreError, StreamId,
+};
 
 use super::dynamic::TypedFold;
 use super::{
@@ -133,6 +137,66 @@ impl ProjectionRunner {
         self.snapshots = Some(snapshots);
         self.every = every;
         self
+    }
+
+    /// Brings the cached state of `projection` over `stream` past an append this process just
+    /// made (`events`, answered with `outcome`), so the next run starts at the stream's head
+    /// instead of reading those events back. Only a state cached exactly at the sequence before
+    /// the append, by the same projection version, moves; anything else (no cache, no entry, a
+    /// duplicate, another writer in between, an event the projection refuses) leaves the cache
+    /// as it is, and the next run reads what it needs. The events are folded as a read would
+    /// return them: same ids, types, data and metadata, their sequence numbers from `outcome`,
+    /// their time from `outcome.recorded`.
+    pub fn remember_append(
+        &self,
+        stream: &StreamId,
+        projection: &dyn DynProjection,
+        events: &[NewEvent],
+        outcome: &AppendOutcome,
+    ) {
+        let (Some(cache), Some(recorded)) = (&self.cache, outcome.recorded) else {
+            return;
+        };
+        if outcome.duplicate || outcome.version + 1 != outcome.first_sequence + events.len() as u64
+        {
+            return;
+        }
+        let Some((before, persisted)) = cache.get(stream, projection.name()) else {
+            return;
+        };
+        if before.sequence + 1 != outcome.first_sequence
+            || before.projection_version != projection.version()
+        {
+            return;
+        }
+        let mut fold = projection.start();
+        if fold.restore(&before.state).is_err() {
+            return;
+        }
+        for (event, sequence) in events.iter().zip(outcome.first_sequence..) {
+            let recorded_event = RecordedEvent {
+                sequence,
+                event_id: event.event_id,
+                event_type: event.event_type.clone(),
+                data: event.data.clone(),
+                timestamp: recorded,
+                metadata: event.metadata.clone(),
+            };
+            if fold.apply(&recorded_event).is_err() {
+                return;
+            }
+        }
+        let Ok(state) = fold.to_raw() else {
+            return;
+        };
+        let after = Snapshot {
+            projection: before.projection,
+            projection_version: before.projection_version,
+            sequence: outcome.version,
+            max_timestamp: before.max_timestamp.max(recorded),
+            state,
+        };
+        cache.put(stream, after, persisted);
     }
 
     /// Runs one projection over `stream` as of `as_of`.
@@ -248,9 +312,10 @@ impl ProjectionRunner {
         }
     }
 
-    /// Whether `lane` has folded more than `every` events past its last saved snapshot.
+    /// Whether `lane` holds more than `every` events past its last saved snapshot (folded by
+    /// this run, or by earlier ones of this process through the cache).
     fn snapshot_due(&self, lane: &Lane<'_>) -> bool {
-        lane.read > 0 && lane.progress().sequence.saturating_sub(lane.persisted) > self.every
+        lane.progress().sequence.saturating_sub(lane.persisted) > self.every
     }
 
     /// Loads the lanes' snapshots and the stream's version in one round trip (two point reads

@@ -61,6 +61,7 @@ impl EventStore for MemoryStore {
                 version: last,
                 created: first == 1,
                 duplicate: true,
+                recorded: None,
             });
         }
         let actual = entry.events.len() as u64;
@@ -102,6 +103,7 @@ impl EventStore for MemoryStore {
             version: last,
             created: actual == 0,
             duplicate: false,
+            recorded: Some(timestamp),
         })
     }
 

@@ -103,6 +103,10 @@ pub struct AppendOutcome {
     pub created: bool,
     /// Whether the events had been stored before (an idempotent retry): nothing was written now.
     pub duplicate: bool,
+    /// When this call recorded the events: their `timestamp`, exactly as reads return it.
+    /// `None` when this call cannot tell (a duplicate, or a write recognised after its answer
+    /// was lost).
+    pub recorded: Option<OffsetDateTime>,
 }
 
 /// One page of the instance keys of a domain / entity type, in key order.

@@ -76,6 +76,7 @@ pub async fn append(
                 version: span.last,
                 created: span.first == 1,
                 duplicate: !written_by_this_call,
+                recorded: None,
             });
         }
         if !expected.is_met_by(tail.version) {
@@ -119,7 +120,8 @@ pub async fn append(
 
         let segment = current.segment;
         let first = tail.version + 1;
-        let encoded = encode_append(events, first, OffsetDateTime::now_utc())?;
+        let recorded = OffsetDateTime::now_utc();
+        let encoded = encode_append(events, first, recorded)?;
         let name = blobs.segment_name(segment.number);
         attempted_first = Some(first);
         let result = blobs
@@ -159,6 +161,7 @@ pub async fn append(
                     version: encoded.span.last,
                     created: encoded.span.first == 1,
                     duplicate: false,
+                    recorded: Some(recorded),
                 });
             }
             AppendResult::PositionConflict => {

@@ -162,6 +162,7 @@ pub async fn append(
                     version: last,
                     created,
                     duplicate: false,
+                    recorded: Some(recorded),
                 })
             }
             BatchOutcome::RolledBack { status } if CONFLICT_STATUSES.contains(&status) => {}
@@ -178,6 +179,7 @@ pub async fn append(
                 version: last,
                 created: first == 1,
                 duplicate: true,
+                recorded: None,
             });
         }
         if matches!(expected, ExpectedVersion::Any | ExpectedVersion::Exists) {
