@@ -267,6 +267,7 @@ pub async fn retries_with_the_same_event_ids_are_idempotent(f: &Fixture) {
                 (1, 3, true, true),
                 "{expected}"
             );
+            assert_eq!(retry.recorded, None, "a duplicate wrote nothing now");
         }
     }
     let later = events(2);
@@ -405,7 +406,7 @@ pub async fn reads_by_range_and_as_of_a_time(f: &Fixture) {
 
 pub async fn reads_up_to_a_known_version(f: &Fixture) {
     let s = stream("known");
-    f.store.append(&s, NoStream, events(3)).await.unwrap();
+    let first = f.store.append(&s, NoStream, events(3)).await.unwrap();
     let known = f.store.version(&s).await.unwrap();
     assert_eq!(known, 3);
     tokio::time::sleep(Duration::from_millis(30)).await;
@@ -435,6 +436,9 @@ pub async fn reads_up_to_a_known_version(f: &Fixture) {
         let known_events = store.read_known(&s, ReadRequest::all(), 5).await.unwrap();
         let plain = store.read(&s, ReadRequest::all()).await.unwrap();
         assert_eq!(format!("{known_events:?}"), format!("{:?}", plain.events));
+        // The time an append reports is the time its events read back with.
+        let recorded = first.recorded.expect("a first write reports its time");
+        assert!(plain.events[..3].iter().all(|e| e.timestamp == recorded));
     }
     let missing = stream("known-missing");
     let none = f.store.read_known(&missing, ReadRequest::all(), 0).await;
