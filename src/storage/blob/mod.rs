@@ -211,6 +211,33 @@ impl BlobStore {
     fn forget(&self, stream: &StreamId) {
         self.lock().remove(stream);
     }
+
+    /// Brings the stream's tail up to date with its blobs (from the cache when it holds one,
+    /// else a cold load), keeps it in the cache, and returns what `read` takes from it. A failed
+    /// load drops the cached tail.
+    async fn with_fresh_tail<T>(
+        &self,
+        stream: &StreamId,
+        read: impl FnOnce(&Tail) -> T,
+    ) -> Result<T, StoreError> {
+        let api = self.api()?;
+        let blobs = self.blobs(api, stream);
+        let loaded = match self.cached(stream) {
+            Some(mut tail) => blobs.refresh(&mut tail).await.map(|()| tail),
+            None => blobs.cold_load().await,
+        };
+        match loaded {
+            Ok(tail) => {
+                let value = read(&tail);
+                self.remember(stream, tail);
+                Ok(value)
+            }
+            Err(error) => {
+                self.forget(stream);
+                Err(error)
+            }
+        }
+    }
 }
 
 fn validate_container_name(name: &str) -> Result<(), String> {
@@ -300,23 +327,7 @@ impl EventStore for BlobStore {
     }
 
     async fn version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        let api = self.api()?;
-        let blobs = self.blobs(api, stream);
-        let loaded = match self.cached(stream) {
-            Some(mut tail) => blobs.refresh(&mut tail).await.map(|()| tail),
-            None => blobs.cold_load().await,
-        };
-        match loaded {
-            Ok(tail) => {
-                let version = tail.version;
-                self.remember(stream, tail);
-                Ok(version)
-            }
-            Err(error) => {
-                self.forget(stream);
-                Err(error)
-            }
-        }
+        self.with_fresh_tail(stream, |tail| tail.version).await
     }
 
     async fn list_streams(

@@ -195,26 +195,6 @@ impl BlobStore {
         }
     }
 
-    /// The stream's tail, brought up to date with its blobs (and kept in the cache).
-    async fn fresh_tail(&self, stream: &StreamId) -> Result<Tail, StoreError> {
-        let api = self.api()?;
-        let blobs = self.blobs(api, stream);
-        let loaded = match self.cached(stream) {
-            Some(mut tail) => blobs.refresh(&mut tail).await.map(|()| tail),
-            None => blobs.cold_load().await,
-        };
-        match loaded {
-            Ok(tail) => {
-                self.remember(stream, tail.clone());
-                Ok(tail)
-            }
-            Err(error) => {
-                self.forget(stream);
-                Err(error)
-            }
-        }
-    }
-
     /// Every stream whose last segment lies past its mark, by one listing of the container.
     async fn candidates(&self) -> Result<Vec<StreamId>, StoreError> {
         let container = self.api()?.container();
@@ -275,14 +255,15 @@ impl Outbox for BlobStore {
     /// so sweeps stop finding it.
     async fn pending_for(&self, stream: &StreamId) -> Result<Option<PendingStream>, StoreError> {
         let (mark, etag) = self.read_marker(stream).await?;
-        let tail = self.fresh_tail(stream).await?;
-        let position = end_position(&tail);
-        let behind = tail.version > mark.notified
-            || (tail.version == mark.notified && position > mark.position);
+        let (version, position) = self
+            .with_fresh_tail(stream, |tail| (tail.version, end_position(tail)))
+            .await?;
+        let behind =
+            version > mark.notified || (version == mark.notified && position > mark.position);
         Ok(behind.then(|| PendingStream {
             stream: stream.clone(),
             notified: mark.notified,
-            version: tail.version,
+            version,
             token: make_token(position, etag.as_deref()),
         }))
     }
