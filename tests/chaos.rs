@@ -122,19 +122,7 @@ async fn random_operation(client: &Client, rng: &mut Rng, tally: &mut Tally) {
 /// Waits until the topic accepted at least `expected` notifications, running the sweep once
 /// at the end of the operations so nothing pending is left to the next timer.
 async fn wait_published(app: &TestApp, topic: &TopicSim, expected: u64) {
-    let sweep = app
-        .client
-        .http()
-        .post(app.client.url("/admin/functions/NotificationSweep"))
-        .json(&json!({"input": ""}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sweep.status().as_u16(), 202);
-    app.host
-        .wait_for_invocations("NotificationSweep", 1, PUBLISH_TIMEOUT)
-        .await
-        .unwrap();
+    support::run_sweep(&app.client, &app.host, 1, PUBLISH_TIMEOUT).await;
     let deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
     while topic.stats().accepted < expected {
         assert!(
@@ -270,19 +258,7 @@ async fn read_models_are_exact_under_duplicated_reordered_failing_delivery() {
         assert_eq!(row["accountNumber"], account.as_str());
         let replay = client.get(&format!("/api/GetBalance/{account}")).await;
         let replay = replay.ok(200);
-        for field in [
-            "balance",
-            "overdraftLimit",
-            "available",
-            "status",
-            "inOverdraft",
-            "sequence",
-        ] {
-            assert_eq!(
-                row[field], replay[field],
-                "{account}.{field}: row {row} replay {replay}"
-            );
-        }
+        support::assert_row_matches_replay(&account, row, replay);
         assert_eq!(
             row["sequence"], versions[index],
             "{account}: the row is at the stream's end"

@@ -99,22 +99,7 @@ async fn killed_between_write_and_publish(backend: &str) {
     assert!(topic.received().is_empty());
 
     // The restarted handler knows nothing of the lost dispatches: the sweep finds them.
-    let admin = app.client.url("/admin/functions/NotificationSweep");
-    let accepted = app
-        .client
-        .http()
-        .post(admin)
-        .json(&json!({"input": ""}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(accepted.status().as_u16(), 202);
-    let sweep = app
-        .host
-        .wait_for_invocations("NotificationSweep", 1, PATIENCE)
-        .await
-        .unwrap()
-        .remove(0);
+    let sweep = support::run_sweep(&app.client, &app.host, 1, PATIENCE).await;
     assert!(sweep.succeeded, "{sweep:?}");
     let report: &Value = &sweep.return_value;
     assert_eq!(report["pending"], STREAMS.len());

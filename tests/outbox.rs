@@ -316,20 +316,7 @@ async fn table_append_through_the_app_is_one_request_with_notifications_on() {
 
     // That one request recorded the notifications as pending: the sweep publishes them.
     topic.set_up().await.unwrap();
-    let admin = c.url("/admin/functions/NotificationSweep");
-    let accepted = c
-        .http()
-        .post(admin)
-        .json(&json!({"input": ""}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(accepted.status().as_u16(), 202);
-    let sweep = host
-        .wait_for_invocations("NotificationSweep", 1, PATIENCE)
-        .await
-        .unwrap()
-        .remove(0);
+    let sweep = support::run_sweep(&c, &host, 1, PATIENCE).await;
     assert!(sweep.succeeded, "{sweep:?}");
     let received: BTreeSet<String> = topic
         .received()
@@ -476,25 +463,8 @@ impl NotifyingApp {
     /// Runs the `NotificationSweep` function through the simulator's admin endpoint and waits
     /// for it; returns its invocation.
     async fn sweep(&mut self) -> InvocationRecord {
-        let url = self.app.client.url("/admin/functions/NotificationSweep");
-        let response = self
-            .app
-            .client
-            .http()
-            .post(url)
-            .json(&json!({"input": ""}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 202);
         self.sweeps += 1;
-        self.app
-            .host
-            .wait_for_invocations("NotificationSweep", self.sweeps, PATIENCE)
-            .await
-            .unwrap()
-            .pop()
-            .unwrap()
+        support::run_sweep(&self.app.client, &self.app.host, self.sweeps, PATIENCE).await
     }
 
     /// The ids of every event the topic accepted (duplicates included).

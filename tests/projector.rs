@@ -130,19 +130,7 @@ async fn assert_row_is_exact(client: &Client, account: &str) {
         .unwrap_or_else(|| panic!("no row for {account}"));
     let balance = client.get(&format!("/api/GetBalance/{account}")).await;
     let replay = balance.ok(200);
-    for field in [
-        "balance",
-        "overdraftLimit",
-        "available",
-        "status",
-        "inOverdraft",
-        "sequence",
-    ] {
-        assert_eq!(
-            row[field], replay[field],
-            "{account}.{field}: row {row} replay {replay}"
-        );
-    }
+    support::assert_row_matches_replay(account, &row, replay);
     let projection = client
         .get(&format!(
             "/api/projections/{DOMAIN}/{ENTITY}/{account}/{MODEL}"

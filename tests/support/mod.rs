@@ -8,10 +8,56 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use streamfold_testbed::hostsim::{HostConfig, HostSim};
+use streamfold_testbed::hostsim::{HostConfig, HostSim, InvocationRecord};
 use streamfold_testbed::proxy::CountingProxy;
 use streamfold_testbed::topic::TopicSim;
 use streamfold_testbed::Azurite;
+
+/// The fields an `Accounts` row shares with `GetBalance`.
+pub const ACCOUNT_FIELDS: [&str; 6] = [
+    "balance",
+    "overdraftLimit",
+    "available",
+    "status",
+    "inOverdraft",
+    "sequence",
+];
+
+/// Asserts that an `Accounts` read-model row says what `GetBalance` (a replay) says.
+pub fn assert_row_matches_replay(account: &str, row: &Value, replay: &Value) {
+    for field in ACCOUNT_FIELDS {
+        assert_eq!(
+            row[field], replay[field],
+            "{account}.{field}: row {row} replay {replay}"
+        );
+    }
+}
+
+/// The timer function that publishes pending notifications.
+pub const SWEEP_FUNCTION: &str = "NotificationSweep";
+
+/// Runs the `NotificationSweep` timer function now, through the host's admin endpoint, waits
+/// until the host has recorded `nth` sweeps in all (1 for the first), and returns the latest.
+pub async fn run_sweep(
+    client: &Client,
+    host: &HostSim,
+    nth: usize,
+    timeout: Duration,
+) -> InvocationRecord {
+    let accepted = client
+        .http()
+        .post(client.url(&format!("/admin/functions/{SWEEP_FUNCTION}")))
+        .json(&serde_json::json!({"input": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status().as_u16(), 202);
+    host.wait_for_invocations(SWEEP_FUNCTION, nth, timeout)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+}
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
