@@ -122,7 +122,9 @@ impl StateCache {
 /// What one entry is counted to take.
 fn entry_bytes(stream: &StreamId, snapshot: &Snapshot) -> usize {
     ENTRY_OVERHEAD_BYTES
-        + stream.to_string().len()
+        + stream.domain().len()
+        + stream.entity().len()
+        + stream.instance().len()
         + snapshot.projection.len()
         + snapshot.state.get().len()
 }

@@ -21,9 +21,9 @@
 //!   [`ProjectionRunner::remember_append`] moves a cached state past an append this process
 //!   made, so a command's own events are not read back by the next run.
 //!
-//! Snapshots are written only after a run as of [`AsOf::Latest`] that folded more than the
-//! configured number of events past the point it started from; a failed save is logged and
-//! does not fail the run.
+//! Snapshots are written only after a run as of [`AsOf::Latest`], when the state holds more
+//! than the configured number of events past the last snapshot saved (as far as this process
+//! knows); a failed save is logged and does not fail the run.
 
 use std::sync::Arc;
 
@@ -108,8 +108,8 @@ pub struct ProjectionRunner {
     store: Arc<dyn EventStore>,
     snapshots: Option<Arc<dyn SnapshotStore>>,
     cache: Option<Arc<StateCache>>,
-    /// A snapshot is saved after a latest run that folded more than this many events past the
-    /// point it started from.
+    /// A snapshot is saved after a latest run whose state holds more than this many events
+    /// past the last snapshot saved.
     every: u64,
 }
 
@@ -131,8 +131,8 @@ impl ProjectionRunner {
         self
     }
 
-    /// Uses `snapshots`, saving a new one after a run as of [`AsOf::Latest`] that folded more
-    /// than `every` events past the snapshot it started from (or past the start).
+    /// Uses `snapshots`, saving a new one after a run as of [`AsOf::Latest`] whose state holds
+    /// more than `every` events past the last snapshot saved (or past the start).
     pub fn with_snapshots(mut self, snapshots: Arc<dyn SnapshotStore>, every: u64) -> Self {
         self.snapshots = Some(snapshots);
         self.every = every;
