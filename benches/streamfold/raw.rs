@@ -24,6 +24,7 @@ use azure_storage_blobs::prelude::{ConditionAppendPosition, ContainerClient};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
+use streamfold::storage::connection::error_code;
 use streamfold::storage::StorageAccount;
 use uuid::Uuid;
 
@@ -66,14 +67,6 @@ fn now_text() -> String {
         now.second(),
         now.nanosecond() / 100
     )
-}
-
-/// The error code of an HTTP error answer of the azure crates.
-fn error_code(error: &azure_core::Error) -> Option<&str> {
-    match error.kind() {
-        azure_core::error::ErrorKind::HttpResponse { error_code, .. } => error_code.as_deref(),
-        _ => None,
-    }
 }
 
 /// A table reached directly with the crate.
