@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
+use streamfold_testbed::rng::SplitMix64;
 use streamfold_testbed::topic::{Chaos, DeliveryRetry, Subscription, TopicConfig, TopicSim};
 use support::{event_grid_webhook_path, publishing_to, Client, TestApp};
 
@@ -37,24 +38,16 @@ const ENTITY: &str = "Account";
 /// Longest wait for the app to have published every notification.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// SplitMix64: small and reproducible.
-struct Rng(u64);
+/// The operations' generator: reproducible from its seed.
+struct Rng(SplitMix64);
 
 impl Rng {
     fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        Self(SplitMix64::new(seed))
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.below(n)
     }
 
     /// An amount of money with cents, from 0.01 to `whole_max`.99.
@@ -194,7 +187,7 @@ async fn read_models_are_exact_under_duplicated_reordered_failing_delivery() {
     for round in 0..OPERATIONS / ROUND {
         let workers = (0..WORKERS).map(|worker| {
             let client = client.clone();
-            let seed = rng.next() ^ (round * WORKERS + worker) as u64;
+            let seed = rng.0.next_u64() ^ (round * WORKERS + worker) as u64;
             async move {
                 let mut rng = Rng::new(seed);
                 let mut tally = Tally::new();

@@ -4,12 +4,14 @@
 //! - [`hostsim`]: a stand-in for the Azure Functions host running a custom handler app.
 //! - [`proxy`]: a counting HTTP proxy, to count the storage requests an operation costs.
 //! - [`topic`]: an Event Grid topic simulator: strict publish checks, chaotic delivery.
+//! - [`rng`]: the reproducible generator behind the chaos (and the tests' random operations).
 //!
 //! Nothing here is a mock of storage: tests talk to Azurite over HTTP.
 
 pub mod azurite;
 pub mod hostsim;
 pub mod proxy;
+pub mod rng;
 pub mod topic;
 
 pub use azurite::Azurite;

@@ -43,6 +43,7 @@
 //! seeded generator derived per event from (seed, acceptance index, copy), so with sequential
 //! publishes a chaos run makes the same choices every time.
 
+use crate::rng::SplitMix64;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -965,30 +966,24 @@ fn is_rfc3339(text: &str) -> bool {
     }
 }
 
-/// SplitMix64: small, fast, and good enough to make chaos reproducible.
+/// The chaos generator of one delivery (see [`SplitMix64`]).
 #[derive(Debug, Clone)]
-struct Rng(u64);
+struct Rng(SplitMix64);
 
 impl Rng {
     /// A generator for one (event index, copy) of a run seeded with `seed`.
     fn for_delivery(seed: u64, index: u64, copy: u32) -> Self {
-        let mut rng = Self(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        rng.0 ^= u64::from(copy).wrapping_mul(0xD1B5_4A32_D192_ED03);
-        rng.next();
-        rng
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        let seed = seed
+            ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ u64::from(copy).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let mut rng = SplitMix64::new(seed);
+        rng.next_u64();
+        Self(rng)
     }
 
     /// Uniform in `[0, 1)`.
     fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.unit()
     }
 
     fn chance(&mut self, probability: f64) -> bool {
@@ -1160,11 +1155,13 @@ mod tests {
 
     #[test]
     fn rng_is_reproducible() {
-        let a: Vec<u64> = (0..4).map(|_| Rng::for_delivery(7, 3, 0).next()).collect();
+        let a: Vec<u64> = (0..4)
+            .map(|_| Rng::for_delivery(7, 3, 0).0.next_u64())
+            .collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
         assert_ne!(
-            Rng::for_delivery(7, 3, 0).next(),
-            Rng::for_delivery(7, 3, 1).next()
+            Rng::for_delivery(7, 3, 0).0.next_u64(),
+            Rng::for_delivery(7, 3, 1).0.next_u64()
         );
         let mut rng = Rng::for_delivery(1, 1, 0);
         let hits = (0..10_000).filter(|_| rng.chance(0.25)).count();
