@@ -297,3 +297,41 @@ async fn storage_outage_answers_503_in_bounded_time() {
     }
     assert!(answered, "GetBalance works again after the outage");
 }
+
+/// A value storage refuses because of what the caller sent is a 4xx naming it; any other
+/// refusal is our fault and a 500. Azurite accepts what Azure refuses (an `asOf` before 1601,
+/// for one), so a proxy in front of it answers as Azure would.
+#[tokio::test]
+async fn storage_refusals_of_caller_values_are_client_errors() {
+    use streamfold_testbed::proxy::Fault;
+
+    let azurite = streamfold_testbed::Azurite::start().await.unwrap();
+    let storage = support::CountedStorage::start(&azurite).await;
+    let (host, _dir) =
+        support::start_host(vec![("AzureWebJobsStorage".into(), storage.connection.clone())]).await;
+    let c = support::Client::new(host.base_url());
+    let path = "/api/streams/Shop/Cart/C-1";
+    c.post(path, &json!({"events": [{"eventType": "Added", "data": {}}]}))
+        .await
+        .ok(201);
+    let read = format!("{path}?asOf=1700-01-01T00:00:00Z");
+
+    storage
+        .tables
+        .inject(Fault::new("devstoreaccount1", 400, "OutOfRangeInput"));
+    let refused = c.get(&read).await;
+    let problem = refused.problem(400);
+    assert_eq!(refused.slug(), "storage-refused-input", "{problem}");
+    assert_eq!(problem["storageErrorCode"], "OutOfRangeInput");
+
+    storage.tables.clear_faults();
+    storage
+        .tables
+        .inject(Fault::new("devstoreaccount1", 400, "InvalidHeaderValue"));
+    let ours = c.get(&read).await;
+    ours.problem(500);
+    assert_eq!(ours.slug(), "storage-error");
+
+    storage.tables.clear_faults();
+    c.get(&read).await.ok(200);
+}

@@ -153,29 +153,45 @@ pub fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a 
         .map(|(_, v)| v.as_str())
 }
 
-/// Rejects query parameters a route does not know, naming them.
+/// Rejects query parameters a route does not know, and a parameter given twice (the host
+/// joins repeated keys with commas; a direct caller could send both), naming them.
 pub fn only_known_params(pairs: &[(String, String)], known: &[&str]) -> Result<(), Problem> {
     // `code` carries the function key; the host strips nothing, so it is always allowed.
-    match pairs
+    if let Some((k, _)) = pairs
         .iter()
         .find(|(k, _)| k != "code" && !known.iter().any(|n| k.eq_ignore_ascii_case(n)))
     {
-        None => Ok(()),
-        Some((k, _)) => Err(Problem::bad_request(
+        return Err(Problem::bad_request(
             "unknown-query-parameter",
             format!("unknown query parameter {k:?}; this route accepts {known:?}"),
-        )),
+        )
+        .with("parameter", k.as_str()));
+    }
+    let repeated = pairs.iter().enumerate().find(|(i, (k, _))| {
+        pairs
+            .iter()
+            .take(*i)
+            .any(|(earlier, _)| earlier.eq_ignore_ascii_case(k))
+    });
+    match repeated {
+        None => Ok(()),
+        Some((_, (k, _))) => Err(Problem::bad_request(
+            "duplicate-query-parameter",
+            format!("query parameter {k:?} is given more than once"),
+        )
+        .with("parameter", k.as_str())),
     }
 }
 
-/// Parses an optional unsigned integer query parameter, naming it when it is not one.
+/// Parses an optional unsigned integer query parameter, naming it when it is not one. Only
+/// ASCII digits are accepted (no sign, spaces, `_` or exponent), up to `u64::MAX`.
 pub fn u64_param(pairs: &[(String, String)], name: &str) -> Result<Option<u64>, Problem> {
     query_param(pairs, name)
         .map(|v| {
-            v.trim().parse::<u64>().map_err(|_| {
+            parse_whole_number(v).ok_or_else(|| {
                 Problem::bad_request(
                     "invalid-query-parameter",
-                    format!("{name} must be a whole number ≥ 0, not {v:?}"),
+                    format!("{name} must be a whole number from 0 to {}, not {v:?}", u64::MAX),
                 )
                 .with("parameter", name)
             })
@@ -183,24 +199,44 @@ pub fn u64_param(pairs: &[(String, String)], name: &str) -> Result<Option<u64>, 
         .transpose()
 }
 
-/// Parses an optional RFC 3339 time query parameter. A `+` of a UTC offset that arrived as a
-/// space (an unencoded `+` in a query) is restored.
+/// A whole number written with ASCII digits only; `None` for anything else or past `u64::MAX`.
+pub fn parse_whole_number(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Earliest time a query may name: the start of Table storage's `Edm.DateTime` range.
+pub const EARLIEST_TIME: time::OffsetDateTime = time::macros::datetime!(1601-01-01 00:00:00 UTC);
+/// Latest time a query may name: the end of Table storage's `Edm.DateTime` range (year 9999).
+pub const LATEST_TIME: time::OffsetDateTime =
+    time::macros::datetime!(9999-12-31 23:59:59.999_999_999 UTC);
+
+/// Parses an optional RFC 3339 time query parameter into UTC. A `+` of a UTC offset that
+/// arrived as a space (an unencoded `+` in a query) is restored. Times outside what storage
+/// can hold ([`EARLIEST_TIME`] to [`LATEST_TIME`], once converted to UTC) are refused.
 pub fn time_param(
     pairs: &[(String, String)],
     name: &str,
 ) -> Result<Option<time::OffsetDateTime>, Problem> {
     query_param(pairs, name)
         .map(|v| {
-            let repaired = v.trim().replace(' ', "+");
-            time::OffsetDateTime::parse(&repaired, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| {
-                    Problem::bad_request(
-                        "invalid-query-parameter",
-                        format!(
-                            "{name} must be an RFC 3339 time such as 2024-05-01T10:00:00Z, not {v:?}"
-                        ),
-                    )
+            let invalid = |why: &str| {
+                Problem::bad_request("invalid-query-parameter", format!("{name} {why}, not {v:?}"))
                     .with("parameter", name)
+            };
+            let repaired = v.replace(' ', "+");
+            let parsed = time::OffsetDateTime::parse(
+                &repaired,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map_err(|_| invalid("must be an RFC 3339 time such as 2024-05-01T10:00:00Z"))?;
+            parsed
+                .checked_to_offset(time::UtcOffset::UTC)
+                .filter(|utc| (EARLIEST_TIME..=LATEST_TIME).contains(utc))
+                .ok_or_else(|| {
+                    invalid("must be between 1601-01-01T00:00:00Z and 9999-12-31T23:59:59Z in UTC")
                 })
         })
         .transpose()
@@ -263,6 +299,43 @@ mod tests {
         let (refused, left) = collect(None, &[huge, huge, mib]).await;
         assert!(refused.is_err());
         assert_eq!(left, 1);
+    }
+
+    #[test]
+    fn whole_numbers_are_digits_only() {
+        assert_eq!(parse_whole_number("0"), Some(0));
+        assert_eq!(parse_whole_number("18446744073709551615"), Some(u64::MAX));
+        for bad in ["", "+1", "-1", " 1", "1 ", "1_000", "1e3", "0x10", "18446744073709551616"] {
+            assert_eq!(parse_whole_number(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn times_outside_storage_range_are_refused() {
+        let param = |v: &str| time_param(&[("asOf".to_owned(), v.to_owned())], "asOf");
+        // 9999-12-31T23:30-05:00 is in the year 10000 in UTC: it used to panic.
+        for bad in [
+            "9999-12-31T23:30:00-05:00",
+            "1600-12-31T23:59:59Z",
+            "1601-01-01T00:30:00+01:00",
+            "2024-13-01T00:00:00Z",
+            "yesterday",
+        ] {
+            let problem = param(bad).unwrap_err();
+            assert_eq!(problem.status().as_u16(), 400, "{bad}");
+        }
+        let utc = param("2024-05-01T12:00:00 02:00").unwrap().unwrap();
+        assert_eq!(utc, time::macros::datetime!(2024-05-01 10:00:00 UTC));
+        assert_eq!(utc.offset(), time::UtcOffset::UTC);
+        assert!(param("9999-12-31T23:59:59Z").unwrap().is_some());
+        assert!(param("1601-01-01T00:00:00Z").unwrap().is_some());
+    }
+
+    #[test]
+    fn repeated_parameters_are_refused() {
+        let pairs = url_pairs("pageSize=1&PAGESIZE=2");
+        let problem = only_known_params(&pairs, &["pageSize"]).unwrap_err();
+        assert!(problem.detail().contains("more than once"));
     }
 
     #[test]

@@ -150,6 +150,20 @@ impl From<StoreError> for Problem {
                     "the storage service is unavailable; retry later (a retry with the same event ids is safe)",
                 )
             }
+            StoreError::InputRefused {
+                target,
+                status,
+                code,
+            } => {
+                let status = if status == StatusCode::PAYLOAD_TOO_LARGE.as_u16() {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                Problem::new(status, "storage-refused-input", detail)
+                    .with("target", target)
+                    .with("storageErrorCode", code)
+            }
             StoreError::Corrupt { .. } | StoreError::Misconfigured(_) => {
                 tracing::error!(error = %detail, "storage error");
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "storage-error", detail)

@@ -719,6 +719,26 @@ pub fn error_code(error: &azure_core::Error) -> Option<&str> {
     }
 }
 
+/// Error codes with which Table and Blob storage refuse a value a request carried (as opposed
+/// to a malformed request, which is our fault): the values come from callers (times, keys,
+/// event data, ranges), so these are client errors. Every other 4xx is ours and stays a 500.
+pub const INPUT_ERROR_CODES: [&str; 14] = [
+    "OutOfRangeInput",
+    "InvalidInput",
+    "InvalidValueType",
+    "PropertyValueTooLarge",
+    "PropertyNameTooLong",
+    "TooManyProperties",
+    "EntityTooLarge",
+    "KeyValueTooLarge",
+    "InvalidDuplicateRow",
+    "RequestBodyTooLarge",
+    "OutOfRangeQueryParameterValue",
+    "InvalidQueryParameterValue",
+    "InvalidRange",
+    "MetadataTooLarge",
+];
+
 /// Classifies an error of the azure crates, for every backend. `what` names the stream,
 /// table or container for the message; `write` is the tracker of a write, whose failure may
 /// leave it applied; `gone` is the service's error code for "the table / container itself does
@@ -743,6 +763,11 @@ pub fn map_error(
                 404 if code == gone => StoreError::Misconfigured(format!(
                     "the {parent} of {what} does not exist (was it deleted?)"
                 )),
+                400 | 413 | 416 if INPUT_ERROR_CODES.contains(&code) => StoreError::InputRefused {
+                    target: what.to_owned(),
+                    status: status_number,
+                    code: code.to_owned(),
+                },
                 408 | 429 | 500..=599 => StoreError::Unavailable {
                     message: format!("storage answered HTTP {status_number} ({code}) for {what}"),
                     maybe_applied,

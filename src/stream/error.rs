@@ -69,6 +69,19 @@ pub enum StoreError {
         maybe_applied: bool,
     },
 
+    /// The storage service refused a value that came from the caller (a time outside its
+    /// range, a property too large...): a client error, with the service's own status and code.
+    /// Nothing was written.
+    #[error("storage refused a value of the request for {target}: HTTP {status} ({code})")]
+    InputRefused {
+        /// The stream, table or container the request was for.
+        target: String,
+        /// The service's HTTP status (400, 413 or 416).
+        status: u16,
+        /// The service's error code (`OutOfRangeInput`, `PropertyValueTooLarge`...).
+        code: String,
+    },
+
     /// Stored data could not be understood: a bug or a hand-edited stream.
     #[error("stream {stream} is corrupt: {detail}")]
     Corrupt { stream: String, detail: String },

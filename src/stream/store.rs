@@ -226,7 +226,8 @@ pub fn earlier_append(
     }
     if let Some(Some(StoredEventId { append, .. })) = found.first() {
         let (first, last) = *append;
-        let same_append = last - first + 1 == events.len() as u64
+        let same_append = last.checked_sub(first).and_then(|n| n.checked_add(1))
+            == Some(events.len() as u64)
             && found.iter().zip(first..).all(|(stored, sequence)| {
                 *stored
                     == Some(StoredEventId {

@@ -12,6 +12,11 @@
 //! - [`CountingProxy::bytes_received_from_upstream`] sums the response BODY bytes read from
 //!   upstream (headers excluded), to prove that a read fetched only part of a blob.
 //!
+//! Faults can be injected ([`CountingProxy::inject`]): a request that matches a [`Fault`] is
+//! answered by the proxy itself with the fault's status and an Azure-style error (the
+//! `x-ms-error-code` header and a JSON `odata.error` body), counted and logged like any other,
+//! and never reaches the upstream.
+//!
 //! Only the origin (scheme, host, port) of the upstream address is used: paths are forwarded
 //! as they are, so `http://127.0.0.1:10000` and `http://127.0.0.1:10000/devstoreaccount1` as
 //! upstream both work with clients configured for `{proxy}/devstoreaccount1`.
@@ -63,11 +68,65 @@ impl std::fmt::Display for ProxiedRequest {
     }
 }
 
+/// An error the proxy answers instead of the upstream, for requests that match it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// Only requests with this method (any when `None`).
+    pub method: Option<String>,
+    /// Only requests whose path and query, as received, contain this text.
+    pub contains: String,
+    /// The status answered.
+    pub status: u16,
+    /// The Azure error code answered (`x-ms-error-code` and the body's `code`).
+    pub error_code: String,
+}
+
+impl Fault {
+    /// Every request whose path and query contain `contains` gets `status` with `error_code`.
+    pub fn new(contains: &str, status: u16, error_code: &str) -> Self {
+        Self {
+            method: None,
+            contains: contains.to_owned(),
+            status,
+            error_code: error_code.to_owned(),
+        }
+    }
+
+    fn matches(&self, request: &Forward) -> bool {
+        let target = match &request.query {
+            Some(query) => format!("{}?{query}", request.path),
+            None => request.path.clone(),
+        };
+        self.method
+            .as_deref()
+            .is_none_or(|m| request.method.as_str().eq_ignore_ascii_case(m))
+            && target.contains(&self.contains)
+    }
+
+    fn response(&self) -> (StatusCode, HeaderMap, Bytes) {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut headers = HeaderMap::new();
+        if let Ok(code) = self.error_code.parse() {
+            headers.insert("x-ms-error-code", code);
+        }
+        headers.insert(
+            "content-type",
+            warp::http::HeaderValue::from_static("application/json;odata=minimalmetadata"),
+        );
+        let body = serde_json::json!({"odata.error": {
+            "code": self.error_code,
+            "message": {"lang": "en-US", "value": "injected by the test proxy"},
+        }});
+        (status, headers, Bytes::from(body.to_string()))
+    }
+}
+
 #[derive(Default)]
 struct Stats {
     requests: AtomicUsize,
     bytes: AtomicU64,
     log: Mutex<Vec<ProxiedRequest>>,
+    faults: Mutex<Vec<Fault>>,
 }
 
 /// A running counting proxy on a free loopback port; stops when dropped.
@@ -168,6 +227,25 @@ impl CountingProxy {
             .clone()
     }
 
+    /// From now on, answers the requests that match `fault` with its error (the first matching
+    /// fault wins).
+    pub fn inject(&self, fault: Fault) {
+        self.stats
+            .faults
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(fault);
+    }
+
+    /// Removes every injected fault.
+    pub fn clear_faults(&self) {
+        self.stats
+            .faults
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
+
     /// Zeroes the counters and clears the log.
     pub fn reset(&self) {
         let mut log = self
@@ -223,22 +301,18 @@ async fn forward(
     if !request.body.is_empty() {
         builder = builder.body(request.body.clone());
     }
-    let outcome = match builder.send().await {
-        Ok(response) => {
-            let status = response.status();
-            let mut response_headers = HeaderMap::new();
-            for (name, value) in response.headers() {
-                if !NOT_FORWARDED.contains(&name.as_str()) {
-                    response_headers.append(name.clone(), value.clone());
-                }
-            }
-            match response.bytes().await {
-                Ok(body) => Ok((status, response_headers, body)),
-                Err(error) => Err(format!("reading the upstream answer failed: {error}")),
-            }
-        }
-        Err(error) => Err(format!("upstream unreachable: {error}")),
+    let fault = stats
+        .faults
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .find(|f| f.matches(&request))
+        .cloned();
+    let outcome = match fault {
+        Some(fault) => Ok(fault.response()),
+        None => send(builder).await,
     };
+
     let (status, response_headers, body, upstream_bytes) = match outcome {
         Ok((status, headers, body)) => {
             let length = body.len() as u64;
@@ -267,4 +341,25 @@ async fn forward(
     *reply.status_mut() = status;
     *reply.headers_mut() = response_headers;
     reply
+}
+
+async fn send(
+    builder: reqwest::RequestBuilder,
+) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    match builder.send().await {
+        Ok(response) => {
+            let status = response.status();
+            let mut response_headers = HeaderMap::new();
+            for (name, value) in response.headers() {
+                if !NOT_FORWARDED.contains(&name.as_str()) {
+                    response_headers.append(name.clone(), value.clone());
+                }
+            }
+            match response.bytes().await {
+                Ok(body) => Ok((status, response_headers, body)),
+                Err(error) => Err(format!("reading the upstream answer failed: {error}")),
+            }
+        }
+        Err(error) => Err(format!("upstream unreachable: {error}")),
+    }
 }

@@ -147,6 +147,11 @@ pub async fn expectations_against_an_existing_stream(f: &Fixture) {
             Exact(base - 1),
             Exact(base + 1),
             Exact(100),
+            // Versions no stream can reach: still a conflict that names the real version
+            // (never "too large", never an overflow).
+            Exact(9_999_999_999),
+            Exact(u64::MAX - 1),
+            Exact(u64::MAX),
         ];
         for expected in wrong {
             assert_wrong_version(store.append(&s, expected, events(1)).await, expected, base);

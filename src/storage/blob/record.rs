@@ -97,7 +97,7 @@ pub struct StoredEvent {
 
 /// The fixed-width RFC 3339 text of a time (UTC, nanoseconds).
 pub fn format_timestamp(time: OffsetDateTime) -> String {
-    let t = time.to_offset(UtcOffset::UTC);
+    let t = time.checked_to_offset(UtcOffset::UTC).unwrap_or(time);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:0width$}Z",
         t.year(),
@@ -247,7 +247,9 @@ fn decode_record(line: &[u8]) -> Result<StoredEvent, String> {
         _ => return Err("it must have exactly one of data and dataText".into()),
     };
     let timestamp = OffsetDateTime::parse(&record.timestamp, &Rfc3339)
-        .map_err(|e| format!("timestamp {:?}: {e}", record.timestamp))?;
+        .map_err(|e| format!("timestamp {:?}: {e}", record.timestamp))?
+        .checked_to_offset(UtcOffset::UTC)
+        .ok_or_else(|| format!("timestamp {:?} is out of range in UTC", record.timestamp))?;
     let span = record.append;
     if span.first == 0
         || span.last < span.first

@@ -141,15 +141,28 @@ pub async fn append(
                 }
             }
         };
-        let first = plan.version() + 1;
-        let last = plan.version() + events.len() as u64;
-        if last > keys::MAX_SEQUENCE {
+        let first = plan.version().saturating_add(1);
+        let Some(last) = plan
+            .version()
+            .checked_add(events.len() as u64)
+            .filter(|last| *last <= keys::MAX_SEQUENCE)
+        else {
+            // An expected version no stream of this backend can be at is a conflict with the
+            // version the stream really has, not an append too large.
+            if let ExpectedVersion::Exact(version) = expected {
+                let actual = read_header(api, &partition_key, &what)
+                    .await?
+                    .map_or(0, |(version, _)| version);
+                if actual != version {
+                    return Err(wrong_version(stream, expected, actual));
+                }
+            }
             return Err(StoreError::AppendTooLarge {
                 events: events.len(),
                 bytes,
                 limit: format!("a stream holds at most {} events", keys::MAX_SEQUENCE),
             });
-        }
+        };
         let created = matches!(plan, Plan::Create);
         let mut operations = operations(&partition_key, plan, &encoded, recorded);
         if outbox {
@@ -216,8 +229,9 @@ fn operations(
     encoded: &[EncodedEvent],
     recorded: OffsetDateTime,
 ) -> Vec<Operation> {
-    let first = plan.version() + 1;
-    let last = plan.version() + encoded.len() as u64;
+    // The caller checked that `last` is at most `keys::MAX_SEQUENCE`.
+    let first = plan.version().saturating_add(1);
+    let last = plan.version().saturating_add(encoded.len() as u64);
     let mut operations = Vec::with_capacity(
         HEADER_OPERATIONS
             + VERSION_CHECK_OPERATIONS

@@ -95,7 +95,9 @@ pub fn data_chunk_index(name: &str) -> Option<usize> {
 
 /// A time as Table storage keeps it: UTC, truncated to 100 ns.
 pub fn storage_time(time: OffsetDateTime) -> OffsetDateTime {
-    let time = time.to_offset(time::UtcOffset::UTC);
+    // A time whose UTC date is outside the `time` crate's range stays as given (the callers
+    // that read stored text refuse it first, in `time_value`).
+    let time = time.checked_to_offset(time::UtcOffset::UTC).unwrap_or(time);
     let nanos = time.nanosecond();
     time.replace_nanosecond(nanos - nanos % 100).unwrap_or(time)
 }
@@ -369,9 +371,12 @@ pub fn str_value<'a>(name: &str, value: Option<&'a Value>) -> Result<&'a str, St
 /// The value of property `name` (`None` = absent) as an `Edm.DateTime`.
 pub fn time_value(name: &str, value: Option<&Value>) -> Result<OffsetDateTime, String> {
     let text = str_value(name, value)?;
-    OffsetDateTime::parse(text, &Rfc3339)
+    let parsed = OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|e| format!("property {name} is not a date-time ({e}): {text:?}"))?;
+    parsed
+        .checked_to_offset(time::UtcOffset::UTC)
         .map(storage_time)
-        .map_err(|e| format!("property {name} is not a date-time ({e}): {text:?}"))
+        .ok_or_else(|| format!("property {name} is out of range in UTC: {text:?}"))
 }
 
 /// The stream version held by a header row.
