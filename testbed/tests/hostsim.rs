@@ -237,6 +237,37 @@ async fn routes_templates_methods_and_constraints() {
 }
 
 #[tokio::test]
+async fn literals_match_ignoring_case_and_the_original_path_is_forwarded() {
+    let dir = app_dir(true);
+    let host = HostSim::start(config(dir.path())).await.unwrap();
+    let base = host.base_url();
+    let get = |path: &str| client().get(format!("{base}{path}")).send();
+    for path in ["/API/ITEMS/5/Bob", "/api/Items/5/", "/Api/%69tems/7"] {
+        let echo: Value = get(path).await.unwrap().json().await.unwrap();
+        assert_eq!(echo["path"], path, "forwarded as it came");
+    }
+    // As ASP.NET splits paths: an empty segment matches no template, and case is compared as
+    // .NET's OrdinalIgnoreCase compares it (the dotless i is not an i).
+    for path in [
+        "/api//items/5",
+        "/api/items/5//",
+        "//api/items/5",
+        "/api/%C4%B1tems/5",
+    ] {
+        assert_eq!(get(path).await.unwrap().status(), 404, "{path}");
+    }
+    let forwarded: Vec<String> = received(&host)
+        .await
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        forwarded,
+        ["/API/ITEMS/5/Bob", "/api/Items/5/", "/Api/%69tems/7"]
+    );
+}
+
+#[tokio::test]
 async fn a_catch_all_route_yields_to_more_specific_ones_whatever_the_names() {
     let dir = app_dir(true);
     // "AllElse" comes before "Items" by name; the host still tries `items/...` first.

@@ -2,10 +2,16 @@
 //!
 //! Guarantees, mirroring the real host (`WebScriptHostHttpRoutesManager` builds one template
 //! route per HTTP function, `{routePrefix}/{route}`, with an `HttpMethodRouteConstraint`):
-//! - literal segments match case-insensitively; a trailing slash in the request is ignored;
-//! - `{name}` matches one non-empty segment, percent-decoded;
+//! - the request path is split as ASP.NET Core's `PathTokenizer` splits it: one trailing slash
+//!   is ignored, and an empty segment (`/api//x`, `/api/x//`) matches no template, up to a
+//!   catch-all;
+//! - literal segments match case-insensitively as .NET's `OrdinalIgnoreCase` compares them
+//!   (the Kelvin sign is not a `k`, the dotless `ı` not an `i`), against the percent-decoded
+//!   segment; the request is then forwarded with its path as it came;
+//! - `{name}` matches one non-empty segment, percent-decoded (but `%2F`, which Kestrel keeps);
 //! - `{name?}` and `{name=default}` may be absent at the end of the path;
-//! - `{*name}` (catch-all) takes the rest of the path, slashes included, possibly empty;
+//! - `{*name}` (catch-all) takes the rest of the path as it came (decoded), slashes included,
+//!   a trailing one too, possibly empty;
 //! - constraints (`{id:int}`, `{n:min(1)}`, `{s:alpha}`, ...) are checked for the common kinds
 //!   (int, long, bool, guid, alpha, double, float, decimal, min, max, range, minlength,
 //!   maxlength, length); any other constraint (regex, datetime, custom) is accepted unchecked.
@@ -104,8 +110,8 @@ impl RouteTemplate {
                 }
                 (Segment::Literal(a), Segment::Literal(b)) => a
                     .chars()
-                    .flat_map(char::to_uppercase)
-                    .cmp(b.chars().flat_map(char::to_uppercase)),
+                    .map(ordinal_upper)
+                    .cmp(b.chars().map(ordinal_upper)),
             };
             if order != Ordering::Equal {
                 return order;
@@ -126,24 +132,27 @@ impl RouteTemplate {
     /// Matches a raw (percent-encoded) request path. Returns the route values (parameters,
     /// with defaults filled in) when it matches.
     pub fn matches(&self, raw_path: &str) -> Option<BTreeMap<String, String>> {
-        let raw_segments: Vec<&str> = split_path(raw_path).collect();
+        let request = request_segments(raw_path);
         let mut values = BTreeMap::new();
         for (index, segment) in self.segments.iter().enumerate() {
+            let raw = request.get(index);
+            // The host refuses an empty segment anywhere up to a catch-all.
+            if raw.is_some_and(|(_, raw)| raw.is_empty()) {
+                return None;
+            }
             match segment {
                 Segment::Literal(literal) => {
-                    let actual = decode(raw_segments.get(index)?);
-                    if actual.to_lowercase() != literal.to_lowercase() {
+                    let (_, raw) = raw?;
+                    if !ordinal_eq_ignore_case(&decode(raw), literal) {
                         return None;
                     }
                 }
                 Segment::Param(param) if param.catch_all => {
-                    let rest: Vec<String> = raw_segments
-                        .get(index..)
-                        .unwrap_or(&[])
-                        .iter()
-                        .map(|s| decode(s))
-                        .collect();
-                    let rest = rest.join("/");
+                    // The rest of the path as it came (decoded), a trailing slash included.
+                    let rest = raw
+                        .and_then(|(start, _)| raw_path.get(*start..))
+                        .map(decode)
+                        .unwrap_or_default();
                     if rest.is_empty() {
                         if let Some(default) = &param.default {
                             values.insert(param.name.clone(), default.clone());
@@ -156,11 +165,10 @@ impl RouteTemplate {
                     }
                     return Some(values);
                 }
-                Segment::Param(param) => match raw_segments.get(index) {
-                    Some(raw) => {
+                Segment::Param(param) => match raw {
+                    Some((_, raw)) => {
                         let value = decode(raw);
-                        if value.is_empty() || !param.constraints.iter().all(|c| c.accepts(&value))
-                        {
+                        if !param.constraints.iter().all(|c| c.accepts(&value)) {
                             return None;
                         }
                         values.insert(param.name.clone(), value);
@@ -175,14 +183,14 @@ impl RouteTemplate {
                 },
             }
         }
-        if raw_segments.len() > self.segments.len() {
+        if request.len() > self.segments.len() {
             return None;
         }
         Some(values)
     }
 }
 
-/// Path segments without empty ones at the ends (a trailing slash is ignored, as ASP.NET does).
+/// Segments of a route template or prefix, without empty ones at the ends.
 fn split_path(path: &str) -> impl Iterator<Item = &str> {
     let trimmed = path.trim_matches('/');
     let mut parts = trimmed.split('/');
@@ -193,8 +201,68 @@ fn split_path(path: &str) -> impl Iterator<Item = &str> {
     parts
 }
 
+/// The segments of a request path as ASP.NET Core's router (`PathTokenizer`) sees them, each
+/// with its offset in the path: after the leading `/`, exactly one trailing `/` is ignored and
+/// the rest is split on `/`, empty segments kept (`/` has none, `/api/` one, `/api//` two, the
+/// second empty; an empty segment matches no template).
+fn request_segments(path: &str) -> Vec<(usize, &str)> {
+    let Some(body) = path.strip_prefix('/').filter(|body| !body.is_empty()) else {
+        return Vec::new();
+    };
+    let body = body.strip_suffix('/').unwrap_or(body);
+    let mut segments = Vec::new();
+    let mut start = 1;
+    for part in body.split('/') {
+        segments.push((start, part));
+        start += part.len() + 1;
+    }
+    segments
+}
+
+/// Percent-decodes a piece of path as Kestrel does before routing: everything but `%2F`, which
+/// stays encoded so that it can never split a segment.
 fn decode(raw: &str) -> String {
-    percent_decode_str(raw).decode_utf8_lossy().into_owned()
+    let mut decoded = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(at) = find_encoded_slash(rest) {
+        decoded.push_str(&percent_decode_str(&rest[..at]).decode_utf8_lossy());
+        decoded.push_str(&rest[at..at + 3]);
+        rest = &rest[at + 3..];
+    }
+    decoded.push_str(&percent_decode_str(rest).decode_utf8_lossy());
+    decoded
+}
+
+fn find_encoded_slash(text: &str) -> Option<usize> {
+    text.as_bytes()
+        .windows(3)
+        .position(|w| w[0] == b'%' && w[1] == b'2' && (w[2] == b'F' || w[2] == b'f'))
+}
+
+/// One character as .NET's `OrdinalIgnoreCase` compares it (which ASP.NET routing uses for
+/// literal segments): its simple, one-to-one uppercase mapping, except that the dotless `ı` and
+/// the long `ſ` keep theirs, so they never equal `I` and `S`; a character whose uppercase is
+/// several characters keeps its own. Unlike a Unicode lowercase comparison, the Kelvin sign
+/// `K` is not a `k`.
+fn ordinal_upper(c: char) -> char {
+    if c.is_ascii() {
+        return c.to_ascii_uppercase();
+    }
+    if c == '\u{131}' || c == '\u{17F}' {
+        return c;
+    }
+    let mut upper = c.to_uppercase();
+    match (upper.next(), upper.next()) {
+        (Some(single), None) => single,
+        _ => c,
+    }
+}
+
+fn ordinal_eq_ignore_case(a: &str, b: &str) -> bool {
+    a.chars().count() == b.chars().count()
+        && a.chars()
+            .zip(b.chars())
+            .all(|(x, y)| x == y || ordinal_upper(x) == ordinal_upper(y))
 }
 
 fn parse_segment(part: &str) -> anyhow::Result<Segment> {
@@ -405,6 +473,52 @@ mod tests {
         assert!(t.matches("/api/x").is_none());
         let t = RouteTemplate::parse("", "").unwrap();
         assert!(t.matches("/").is_some());
+    }
+
+    #[test]
+    fn literals_compare_as_dotnet_ordinal_ignore_case() {
+        let t = RouteTemplate::parse("api", "Deposit/{id}").unwrap();
+        assert!(t.matches("/API/deposit/A").is_some());
+        assert!(t.matches("/api/DEPOSIT/A").is_some());
+        assert!(t.matches("/api/%44eposit/A").is_some(), "compared decoded");
+        let t = RouteTemplate::parse("api", "Kelvin").unwrap();
+        // The Kelvin sign lowercases to `k`, but .NET's ordinal comparison uppercases, and it
+        // is its own uppercase.
+        assert!(t.matches("/api/%E2%84%AAelvin").is_none());
+        assert!(t.matches("/api/kELVIN").is_some());
+        let t = RouteTemplate::parse("api", "Withdraw").unwrap();
+        assert!(t.matches("/api/w%C4%B1thdraw").is_none(), "dotless i");
+        let t = RouteTemplate::parse("api", "Straße").unwrap();
+        assert!(t.matches("/api/STRA%C3%9FE").is_some());
+        assert!(t.matches("/api/STRASSE").is_none());
+    }
+
+    #[test]
+    fn request_paths_split_as_asp_net_splits_them() {
+        let t = RouteTemplate::parse("api", "Accounts").unwrap();
+        assert!(t.matches("/api/Accounts/").is_some(), "one trailing slash");
+        for path in ["/api/Accounts//", "//api/Accounts", "/api//Accounts"] {
+            assert!(t.matches(path).is_none(), "{path}");
+        }
+        let t = RouteTemplate::parse("api", "acct/{id}").unwrap();
+        assert!(t.matches("/api/acct//").is_none());
+        assert_eq!(
+            t.matches("/api/acct/a%2Fb%20c"),
+            Some(values(&[("id", "a%2Fb c")])),
+            "%2F stays encoded in a value, as Kestrel leaves it"
+        );
+        let t = RouteTemplate::parse("api", "{*path}").unwrap();
+        assert_eq!(t.matches("/api/"), Some(values(&[])), "an empty api/");
+        assert_eq!(t.matches("/api"), Some(values(&[])));
+        assert_eq!(
+            t.matches("/api/a//B/"),
+            Some(values(&[("path", "a//B/")])),
+            "the rest as it came, after the catch-all starts"
+        );
+        assert!(
+            t.matches("/api//a").is_none(),
+            "empty where the catch-all starts"
+        );
     }
 
     #[test]
