@@ -11,18 +11,32 @@
 //!   `aeg-event-type: Notification` deliveries (a JSON array or one event, either schema).
 //!
 //! Each notification runs [`crate::readmodel::ReadModelProjector::project`] for the stream and
-//! sequence it names. Success is only answered once every read model's row is at that
-//! sequence or later; any failure answers 5xx, so Event Grid delivers again (the projector is
-//! idempotent, so redelivery is always safe). A delivery that is not a streamfold
-//! notification cannot succeed by being retried: the plain webhook refuses it with 400 (Event
-//! Grid drops or dead-letters it), the `Projector` logs it and succeeds. Every log line
-//! carries the host's invocation id (from the request span and as a field).
+//! sequence it names. What this module guarantees, per event of a delivery:
+//! - **isolation**: a delivery is split into its events as JSON text, without building a
+//!   `serde_json::Value` of any event (whose data may be nested deeper than a `Value` parses
+//!   or hold numbers like `1e400`, both of which the event store accepts), and each event is
+//!   decoded and applied on its own, at most [`MAX_CONCURRENT_NOTIFICATIONS`] at a time;
+//! - **a notification that can never be applied is skipped, never the reason others are
+//!   lost**: an event that is not a streamfold notification, a notification whose id is not
+//!   the one streamfold derives from what it names (forged or damaged), and one the projector
+//!   refuses for good (an event its projection refuses, corrupt data, a state too large) is
+//!   logged with its index and reason, counted, and acknowledged, since Event Grid delivering
+//!   it again could not change the outcome;
+//! - **a transient failure is redelivered**: storage unavailable, contention, a notification
+//!   ahead of the stream or a misconfiguration fail the delivery (the plain webhook) or the
+//!   invocation (the `Projector`) with a 5xx, so Event Grid delivers it again; the projector is
+//!   idempotent, so redelivering the whole batch is always safe.
+//!
+//! Only a plain-webhook body that is not JSON at all, or neither an array nor an object, is a
+//! 400. Every log line carries the host's invocation id (from the request span and as a field).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::future::join_all;
-use serde_json::{json, Value};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
@@ -32,9 +46,10 @@ use super::filters::{self, INVOCATION_ID_HEADER};
 use super::invocation::{InvocationRequest, InvocationResponse};
 use super::problem::{json_response, parse_json, reject, Problem};
 use crate::app::App;
-use crate::notify::Notification;
+use crate::notify::{notification_id, Notification};
+use crate::projection::ProjectionError;
 use crate::readmodel::{projector_for, ProjectOutcome, ReadModelError};
-use crate::stream::StreamId;
+use crate::stream::{StoreError, StreamId};
 
 /// The Event Grid-triggered function (its folder name, and the path the host posts to).
 pub const PROJECTOR_FUNCTION: &str = "Projector";
@@ -60,6 +75,11 @@ pub const ALLOWED_ORIGIN_HEADER: &str = "webhook-allowed-origin";
 pub const ALLOWED_RATE_HEADER: &str = "webhook-allowed-rate";
 /// The rate granted: no limit (deliveries are idempotent and Event Grid paces itself).
 pub const ALLOWED_RATE: &str = "*";
+/// Notifications of one plain-webhook delivery applied at the same time (Event Grid sends up
+/// to 5,000 events per delivery; each application holds a stream read and a row save).
+pub const MAX_CONCURRENT_NOTIFICATIONS: usize = 8;
+/// Skipped events a delivery's answer describes one by one (all of them are counted).
+pub const MAX_REPORTED_SKIPS: usize = 20;
 /// Content types that mark a CloudEvents delivery (accepted without `aeg-event-type`).
 const CLOUDEVENTS_CONTENT_TYPES: [&str; 2] = [
     "application/cloudevents+json",
@@ -147,21 +167,97 @@ impl From<ReadModelError> for Problem {
     }
 }
 
-/// Why a delivered event is not something the projector can act on.
-fn not_a_notification(reason: impl std::fmt::Display) -> Problem {
-    Problem::bad_request(
-        "not-a-notification",
-        format!("the event is not a streamfold notification: {reason}"),
-    )
+/// What became of one delivered event.
+enum Handled {
+    /// Applied (or already applied, or nothing to keep): what the projector did, in words.
+    Applied(String),
+    /// It can never be applied: why, in words. Logged and acknowledged.
+    Skipped(String),
+    /// It may apply later: Event Grid must deliver it again.
+    Failed {
+        notification: uuid::Uuid,
+        error: ReadModelError,
+    },
 }
 
-/// Runs the projector for one notification.
+/// The stream a notification names, if the notification is what streamfold would have sent
+/// about it: valid keys, `instanceKey` equal to `instance`, a sequence number, and the id
+/// streamfold derives from the stream, sequence and kind (a forged or damaged notification
+/// has another).
+fn authentic_stream(notification: &Notification) -> Result<StreamId, String> {
+    let data = &notification.data;
+    let stream = StreamId::new(&data.domain, &data.entity, &data.instance)
+        .map_err(|e| format!("it names no valid stream: {e}"))?;
+    if data.instance_key != data.instance {
+        return Err("its instanceKey is not its instance".to_owned());
+    }
+    if data.sequence_number == 0 {
+        return Err("its sequenceNumber is 0 (events are numbered from 1)".to_owned());
+    }
+    let expected = notification_id(&stream, data.sequence_number, notification.kind());
+    if notification.id != expected {
+        return Err(format!(
+            "its id {} is not the id of notification {} of {stream} event {} ({expected})",
+            notification.id,
+            notification.kind().as_str(),
+            data.sequence_number
+        ));
+    }
+    Ok(stream)
+}
+
+/// Whether delivering a notification again can never change how `error` ends: the projector
+/// refuses one of the stream's events or its state, or the stored data is corrupt. Everything
+/// else (storage unavailable, contention, ahead of the stream, a misconfiguration an operator
+/// can fix) is worth a redelivery.
+fn is_permanent(error: &ReadModelError) -> bool {
+    match error {
+        ReadModelError::Projection(ProjectionError::Store(e)) | ReadModelError::Store(e) => {
+            matches!(e, StoreError::Corrupt { .. } | StoreError::InvalidKey(_))
+        }
+        ReadModelError::Projection(_)
+        | ReadModelError::InvalidKey(_)
+        | ReadModelError::StateTooLarge { .. } => true,
+        ReadModelError::Contention { .. } | ReadModelError::AheadOfStream { .. } => false,
+    }
+}
+
+/// Decodes one delivered event (JSON text, either schema) and runs the projector for it.
+async fn handle(app: &App, event: &str) -> Handled {
+    let notification = match Notification::from_event_slice(event.as_bytes()) {
+        Ok(notification) => notification,
+        Err(e) => {
+            return Handled::Skipped(format!("the event is not a streamfold notification: {e}"))
+        }
+    };
+    let stream = match authentic_stream(&notification) {
+        Ok(stream) => stream,
+        Err(reason) => {
+            return Handled::Skipped(format!(
+                "notification {} is not one streamfold sent: {reason}",
+                notification.id
+            ))
+        }
+    };
+    match project(app, &stream, notification.data.sequence_number).await {
+        Ok(outcomes) => Handled::Applied(describe(&notification, &outcomes)),
+        Err(error) if is_permanent(&error) => Handled::Skipped(format!(
+            "notification {} can never be applied: {error}",
+            notification.id
+        )),
+        Err(error) => Handled::Failed {
+            notification: notification.id,
+            error,
+        },
+    }
+}
+
+/// Runs the projector for event `sequence` of `stream`.
 async fn project(
     app: &App,
-    notification: &Notification,
+    stream: &StreamId,
+    sequence: u64,
 ) -> Result<Vec<ProjectOutcome>, ReadModelError> {
-    let data = &notification.data;
-    let stream = StreamId::new(&data.domain, &data.entity, &data.instance)?;
     if app
         .read_models()
         .names(stream.domain(), stream.entity())
@@ -171,8 +267,23 @@ async fn project(
         return Ok(Vec::new());
     }
     projector_for(app, stream.domain(), stream.entity())?
-        .project(&stream, data.sequence_number)
+        .project(stream, sequence)
         .await
+}
+
+/// The answer that makes Event Grid deliver again: `error`'s problem when it is a server
+/// error, else a 500 (the host and Event Grid drop a delivery answered with 400 or 413).
+fn redelivery(error: ReadModelError) -> Problem {
+    let problem = Problem::from(error);
+    if problem.status().is_server_error() {
+        problem
+    } else {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "projector-failed",
+            problem.detail().to_owned(),
+        )
+    }
 }
 
 /// One line about what the projector did, for the host's logs.
@@ -216,38 +327,30 @@ async fn projector_handler(invocation_id: String, body: Bytes, app: Arc<App>) ->
         )
         .into_response();
     };
-    let notification = match Notification::from_event_json(&event) {
-        Ok(notification) => notification,
-        Err(e) => {
-            // Retrying cannot make it one: succeed, so Event Grid does not deliver it again.
-            tracing::warn!(%invocation_id, error = %e, "ignoring an event that is not a streamfold notification");
-            response.log(format!("ignored: {}", not_a_notification(e).detail()));
-            return json_response(StatusCode::OK, &response);
-        }
-    };
-    match project(&app, &notification).await {
-        Ok(outcomes) => {
-            response.log(describe(&notification, &outcomes));
+    match handle(&app, event.get()).await {
+        Handled::Applied(line) => {
+            response.log(line);
             json_response(StatusCode::OK, &response)
         }
-        Err(error) => {
+        Handled::Skipped(reason) => {
+            // Retrying cannot change it: succeed, so Event Grid does not deliver it again.
+            tracing::warn!(%invocation_id, %reason, "skipping an event that can never be applied");
+            response.log(format!("ignored: {reason}"));
+            json_response(StatusCode::OK, &response)
+        }
+        Handled::Failed {
+            notification,
+            error,
+        } => {
             tracing::error!(
                 %invocation_id,
-                notification = %notification.id,
+                %notification,
                 error = %error,
                 transient = error.is_transient(),
                 "projector failed; Event Grid will deliver the notification again"
             );
-            let mut problem = Problem::from(error);
-            if problem.status().is_client_error() {
-                // The host turns any failure into a redelivery; say so with a server error.
-                problem = Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "projector-failed",
-                    problem.detail().to_owned(),
-                );
-            }
-            problem.into_response()
+            // The host turns any failure into a redelivery; say so with a server error.
+            redelivery(error).into_response()
         }
     }
 }
@@ -278,44 +381,74 @@ async fn abuse_protection(origin: Option<String>) -> Result<Response, Rejection>
     Ok(response)
 }
 
-/// The events of a delivery body: a JSON array, or one event.
-fn delivered_events(body: &[u8]) -> Result<Vec<Value>, Problem> {
-    match parse_json::<Value>(body)? {
-        Value::Array(events) => Ok(events),
-        event @ Value::Object(_) => Ok(vec![event]),
-        _ => Err(Problem::bad_request(
+/// The events of a delivery body, each as its JSON text: the elements of a JSON array, or
+/// the body itself when it is one object. Nothing inside an event is parsed here (an element
+/// may be nested to any depth); a body that is not JSON, or neither an array nor an object,
+/// is a 400.
+fn delivered_events(body: &[u8]) -> Result<Vec<&RawValue>, Problem> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        Problem::bad_request("malformed-json", format!("request body: not UTF-8: {e}"))
+    })?;
+    let trimmed = text.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == '\u{feff}');
+    let parsed = if trimmed.starts_with('[') {
+        serde_json::from_str::<Vec<&RawValue>>(trimmed)
+    } else if trimmed.starts_with('{') {
+        serde_json::from_str::<&RawValue>(trimmed).map(|event| vec![event])
+    } else {
+        return Err(Problem::bad_request(
             "invalid-body",
             "a delivery is a JSON array of events or one event",
-        )),
-    }
+        ));
+    };
+    parsed.map_err(|e| {
+        Problem::bad_request("malformed-json", format!("request body: {e}"))
+            .with("line", e.line())
+            .with("column", e.column())
+    })
+}
+
+/// What the subscription validation event is read for (either schema).
+#[derive(Deserialize)]
+struct ValidationEvent<'a> {
+    #[serde(default, rename = "eventType")]
+    event_type: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ValidationData {
+    #[serde(default, rename = "validationCode")]
+    validation_code: Option<String>,
 }
 
 /// `data.validationCode` of the first event of a validation handshake.
-fn validation_code(events: &[Value]) -> Result<String, Problem> {
+fn validation_code(events: &[&RawValue]) -> Result<String, Problem> {
     let invalid = |detail: &str| Problem::bad_request("invalid-validation-event", detail);
     let event = events
         .first()
         .ok_or_else(|| invalid("the subscription validation delivery has no event"))?;
-    let event_type = event
-        .get("eventType")
-        .or_else(|| event.get("type"))
-        .and_then(Value::as_str);
-    if event_type != Some(VALIDATION_EVENT_TYPE) {
+    let event: ValidationEvent<'_> = serde_json::from_str(event.get())
+        .map_err(|_| invalid("the subscription validation event is not an event object"))?;
+    if event.event_type.or(event.kind).as_deref() != Some(VALIDATION_EVENT_TYPE) {
         return Err(invalid(&format!(
             "the subscription validation event's eventType must be {VALIDATION_EVENT_TYPE}"
         )));
     }
-    let data = match event.get("data") {
-        Some(Value::String(text)) => serde_json::from_str(text).unwrap_or(Value::Null),
-        Some(other) => other.clone(),
-        None => Value::Null,
+    // `data` is an object, or a string holding one.
+    let data = event.data.map(RawValue::get).unwrap_or("null");
+    let unwrapped = if data.starts_with('"') {
+        serde_json::from_str::<String>(data).ok()
+    } else {
+        None
     };
-    match data.get("validationCode") {
-        Some(Value::String(code)) if !code.is_empty() => Ok(code.clone()),
-        _ => Err(invalid(
-            "the subscription validation event has no data.validationCode",
-        )),
-    }
+    let code = serde_json::from_str::<ValidationData>(unwrapped.as_deref().unwrap_or(data))
+        .ok()
+        .and_then(|d| d.validation_code)
+        .filter(|code| !code.is_empty());
+    code.ok_or_else(|| invalid("the subscription validation event has no data.validationCode"))
 }
 
 async fn webhook_handler(
@@ -359,55 +492,74 @@ async fn webhook_handler(
         )));
     }
 
-    let events = delivered_events(&body).map_err(reject)?;
-    let mut notifications = Vec::with_capacity(events.len());
-    let mut undecodable = Vec::new();
-    for (index, event) in events.iter().enumerate() {
-        match Notification::from_event_json(event) {
-            Ok(n) => notifications.push(n),
-            Err(e) => undecodable.push((index, e.to_string())),
-        }
-    }
-    let results = join_all(notifications.iter().map(|n| project(&app, n))).await;
+    // Each event's own text (the body is dropped before any projector runs).
+    let events: Vec<String> = delivered_events(&body)
+        .map_err(reject)?
+        .into_iter()
+        .map(|event| event.get().to_owned())
+        .collect();
+    drop(body);
+    let received = events.len();
+    let mut results = futures::stream::iter(events.into_iter().enumerate())
+        .map(|(index, event)| {
+            let app = app.clone();
+            async move { (index, handle(&app, &event).await) }
+        })
+        .buffer_unordered(MAX_CONCURRENT_NOTIFICATIONS);
+    let mut processed = 0usize;
+    let mut skipped = Vec::new();
     let mut failure = None;
-    for (notification, result) in notifications.iter().zip(results) {
-        match result {
-            Ok(outcomes) => tracing::info!(%invocation_id, "{}", describe(notification, &outcomes)),
-            Err(error) => {
+    let mut failed = 0usize;
+    while let Some((index, handled)) = results.next().await {
+        match handled {
+            Handled::Applied(line) => {
+                processed += 1;
+                tracing::info!(%invocation_id, index, "{line}");
+            }
+            Handled::Skipped(reason) => {
+                tracing::warn!(%invocation_id, index, %reason, "skipping an event that can never be applied");
+                skipped.push((index, reason));
+            }
+            Handled::Failed {
+                notification,
+                error,
+            } => {
                 tracing::error!(
                     %invocation_id,
-                    notification = %notification.id,
+                    index,
+                    %notification,
                     error = %error,
                     "projector failed; Event Grid will deliver the notification again"
                 );
+                failed += 1;
                 failure.get_or_insert(error);
             }
         }
     }
+    skipped.sort_by_key(|(index, _)| *index);
+    let skipped_count = skipped.len();
+    let described: Vec<_> = skipped
+        .into_iter()
+        .take(MAX_REPORTED_SKIPS)
+        .map(|(index, reason)| json!({ "index": index, "reason": reason }))
+        .collect();
     if let Some(error) = failure {
-        let problem = Problem::from(error);
-        // Only a server error makes Event Grid deliver again (400 and 413 are dropped).
-        return Err(reject(if problem.status().is_server_error() {
-            problem
-        } else {
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "projector-failed",
-                problem.detail().to_owned(),
-            )
-        }));
-    }
-    if let Some((index, reason)) = undecodable.first() {
-        tracing::warn!(%invocation_id, index, reason, "refusing an event that is not a streamfold notification");
         return Err(reject(
-            not_a_notification(reason)
-                .with("index", *index)
-                .with("refused", undecodable.len()),
+            redelivery(error)
+                .with("received", received)
+                .with("processed", processed)
+                .with("skipped", skipped_count)
+                .with("failed", failed),
         ));
     }
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "processed": notifications.len() }),
+        &json!({
+            "received": received,
+            "processed": processed,
+            "skipped": skipped_count,
+            "skippedEvents": described,
+        }),
     ))
 }
 
@@ -418,7 +570,7 @@ mod tests {
     use crate::notify::NotificationSchema;
     use crate::projection::{ApplyError, Projection};
     use crate::stream::{ExpectedVersion, NewEvent, RecordedEvent};
-    use serde_json::value::RawValue;
+    use serde_json::Value;
 
     struct Count;
 
@@ -433,7 +585,10 @@ mod tests {
         fn initial(&self) -> u64 {
             0
         }
-        fn apply(&self, n: &mut u64, _: &RecordedEvent) -> Result<(), ApplyError> {
+        fn apply(&self, n: &mut u64, event: &RecordedEvent) -> Result<(), ApplyError> {
+            if event.event_type == "Poison" {
+                return Err(ApplyError::new(event, "this projection refuses it"));
+            }
             *n += 1;
             Ok(())
         }
@@ -548,8 +703,9 @@ mod tests {
         assert!(log.contains("no read models registered"), "{log}");
 
         // A notification ahead of the stream fails, for a redelivery.
-        let mut ahead = event(NotificationSchema::EventGridEvent, &stream, &recorded[2]);
-        ahead["data"]["sequenceNumber"] = json!(9);
+        let mut ninth = recorded[2].clone();
+        ninth.sequence = 9;
+        let ahead = event(NotificationSchema::EventGridEvent, &stream, &ninth);
         let failed = send(invoke(ahead)).await;
         assert_eq!(failed.status, 503, "{}", failed.body);
         assert_eq!(count_row(&app, &stream).await, Some(3));
@@ -602,7 +758,7 @@ mod tests {
         assert_eq!(single.status, 200, "{}", single.body);
         assert_eq!(count_row(&app, &stream).await, Some(2));
 
-        // An array with a foreign event: the notification is handled, the delivery refused.
+        // An array with a foreign event: the notification is handled, the other skipped.
         let mixed = send(
             http.post(&url)
                 .header(EVENT_TYPE_HEADER, NOTIFICATION)
@@ -612,8 +768,10 @@ mod tests {
                 ])),
         )
         .await;
-        assert_eq!(mixed.status, 400);
-        assert_eq!(mixed.body["index"], 1);
+        assert_eq!(mixed.status, 200, "{}", mixed.body);
+        assert_eq!(mixed.body["processed"], 1);
+        assert_eq!(mixed.body["skipped"], 1);
+        assert_eq!(mixed.body["skippedEvents"][0]["index"], 1);
         assert_eq!(count_row(&app, &stream).await, Some(2));
 
         let unknown = send(
@@ -623,5 +781,181 @@ mod tests {
         )
         .await;
         assert_eq!(unknown.status, 400);
+    }
+
+    /// Appends one event of `event_type` with `data` (JSON text) to a new stream `instance`.
+    async fn append_one(app: &App, instance: &str, event_type: &str, data: &str) -> RecordedEvent {
+        let stream = StreamId::new("Bank", "Account", instance).unwrap();
+        let store = app.store("Bank", "Account").unwrap();
+        let event = NewEvent::from_raw(event_type, RawValue::from_string(data.into()).unwrap());
+        store
+            .append(&stream, ExpectedVersion::NoStream, vec![event])
+            .await
+            .unwrap();
+        let mut events = store
+            .read(&stream, crate::stream::ReadRequest::all())
+            .await
+            .unwrap()
+            .events;
+        events.pop().unwrap()
+    }
+
+    /// One notification as the JSON text a delivery carries.
+    fn text(schema: NotificationSchema, notification: &Notification) -> String {
+        String::from_utf8(schema.encode(notification).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_delivery_applies_each_notification_on_its_own() {
+        let (app, stream, recorded) = app_with_stream(2).await;
+        // Data the event store accepts but a serde_json::Value does not hold.
+        let nested = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let deep = append_one(&app, "Deep", "Happened", &nested).await;
+        let huge = append_one(&app, "Huge", "Happened", r#"{"n":1e400}"#).await;
+        let poison = append_one(&app, "P", "Poison", "{}").await;
+        let at = |instance: &str| StreamId::new("Bank", "Account", instance).unwrap();
+        let mut forged = Notification::new_event(&stream, &recorded[0]);
+        forged.id = uuid::Uuid::from_u128(7);
+        let body = format!(
+            "[{},{},{},{},{},{},42]",
+            text(
+                NotificationSchema::EventGridEvent,
+                &Notification::new_event(&stream, &recorded[1])
+            ),
+            text(
+                NotificationSchema::CloudEvent,
+                &Notification::new_event(&at("Deep"), &deep)
+            ),
+            text(
+                NotificationSchema::EventGridEvent,
+                &Notification::new_entity(&at("Huge"), &huge)
+            ),
+            text(NotificationSchema::EventGridEvent, &forged),
+            r#"{"id":"x","data":{"payload":1e400}}"#,
+            text(
+                NotificationSchema::EventGridEvent,
+                &Notification::new_event(&at("P"), &poison)
+            ),
+        );
+        assert!(serde_json::from_str::<Value>(&body).is_err());
+        let base = serve_routes(app.clone()).await;
+        let answer = send(
+            reqwest::Client::new()
+                .post(format!("{base}/api/eventgrid"))
+                .header(EVENT_TYPE_HEADER, NOTIFICATION)
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.body["received"], 7);
+        // The poisoned stream's notification is handled by the projector (its row is marked).
+        assert_eq!(answer.body["processed"], 4);
+        assert_eq!(answer.body["skipped"], 3);
+        let indexes: Vec<u64> = answer.body["skippedEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(indexes, [3, 4, 6]);
+        let reason = |i: usize| answer.body["skippedEvents"][i]["reason"].as_str().unwrap();
+        assert!(
+            reason(0).contains("not one streamfold sent"),
+            "{}",
+            reason(0)
+        );
+        assert!(
+            reason(1).contains("not a streamfold notification"),
+            "{}",
+            reason(1)
+        );
+        assert!(
+            reason(2).contains("not a streamfold notification"),
+            "{}",
+            reason(2)
+        );
+        assert_eq!(count_row(&app, &stream).await, Some(2));
+        assert_eq!(count_row(&app, &at("Deep")).await, Some(1));
+        assert_eq!(count_row(&app, &at("Huge")).await, Some(1));
+
+        // Through the host's invocation too: the event as an object, and as a string.
+        let invoke = |event: &str| {
+            reqwest::Client::new()
+                .post(format!("{base}/Projector"))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"Data":{{"event":{event}}},"Metadata":{{}}}}"#))
+        };
+        let deep_event = text(
+            NotificationSchema::EventGridEvent,
+            &Notification::new_entity(&at("Deep"), &deep),
+        );
+        for event in [
+            deep_event.clone(),
+            serde_json::to_string(&deep_event).unwrap(),
+        ] {
+            let applied = send(invoke(&event)).await;
+            assert_eq!(applied.status, 200, "{}", applied.body);
+            let log = applied.body["Logs"][0].as_str().unwrap();
+            assert!(log.contains("count already at 1"), "{log}");
+        }
+        for event in [
+            text(NotificationSchema::CloudEvent, &forged),
+            r#""not json at all""#.to_owned(),
+            r#"{"id":"x","data":{"payload":1e400}}"#.to_owned(),
+        ] {
+            let ignored = send(invoke(&event)).await;
+            assert_eq!(ignored.status, 200, "{}", ignored.body);
+            let log = ignored.body["Logs"][0].as_str().unwrap();
+            assert!(log.starts_with("ignored"), "{log}");
+        }
+
+        // Only a body that is not JSON, or neither an array nor an object, is refused.
+        for body in ["[1,", "7", "\"x\""] {
+            let refused = send(
+                reqwest::Client::new()
+                    .post(format!("{base}/api/eventgrid"))
+                    .header(EVENT_TYPE_HEADER, NOTIFICATION)
+                    .body(body),
+            )
+            .await;
+            assert_eq!(refused.status, 400, "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_storage_outage_answers_5xx_for_a_redelivery() {
+        let (app, stream, recorded) = app_with_stream(1).await;
+        let mut app = Arc::into_inner(app).unwrap();
+        // Read-model rows in a storage account nothing answers for.
+        let unreachable = crate::storage::connection::StorageAccount::from_connection_string(
+            "UseDevelopmentStorage=true;DevelopmentStorageProxyUri=http://127.0.0.1:1",
+        )
+        .unwrap();
+        app = app.with_read_model_store(Arc::new(crate::readmodel::TableReadModelStore::new(
+            &unreachable,
+        )));
+        let base = serve_routes(Arc::new(app)).await;
+        let good = text(
+            NotificationSchema::EventGridEvent,
+            &Notification::new_event(&stream, &recorded[0]),
+        );
+        let delivery = send(
+            reqwest::Client::new()
+                .post(format!("{base}/api/eventgrid"))
+                .header(EVENT_TYPE_HEADER, NOTIFICATION)
+                .body(format!(r#"[{good},{{"id":"x"}}]"#)),
+        )
+        .await;
+        assert_eq!(delivery.status, 503, "{}", delivery.body);
+        assert_eq!(delivery.body["failed"], 1);
+        assert_eq!(delivery.body["skipped"], 1);
+        let invocation = send(
+            reqwest::Client::new()
+                .post(format!("{base}/Projector"))
+                .body(format!(r#"{{"Data":{{"event":{good}}}}}"#)),
+        )
+        .await;
+        assert_eq!(invocation.status, 503, "{}", invocation.body);
     }
 }
