@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Fails when the library's modules depend on each other in a cycle, or a module imports a
+layer above its own.
+
+Why a script of our own: `cargo-modules` (the well-kept tool for this) builds rust-analyzer,
+which takes longer to compile on CI's two cores than the whole test suite runs; the rules we
+need are about `use` paths, which a small reader of the sources sees exactly.
+
+What it reads: every `crate::...`, `super::...` and `self::...` path in `src/**/*.rs` outside
+comments and string literals, resolved to the deepest module that exists (one `.rs` file or
+folder = one module). An edge from a module to its own ancestor or descendant is structure
+(declaring and re-exporting children), not a dependency, and is skipped. Then:
+  1. no cycle among the modules under one parent (siblings), at every level (the top-level
+     modules included);
+  2. each top-level module imports only modules of a lower layer (LAYERS below) or its own.
+Usage: scripts/check-modules.py [src-dir]   (exit 1 and a report on failure)
+"""
+
+import os
+import re
+import sys
+from collections import defaultdict
+
+# Lower index = lower layer. A module may import only modules of strictly lower layers (or
+# of its own top-level module). The binary (main.rs and its modules) is outside the library.
+LAYERS = [
+    # The core model and the contracts every adapter implements.
+    {"stream"},
+    # What folds and what notifies, over the contracts only.
+    {"projection", "notify", "telemetry"},
+    # Read models (built on the fold engine) and the storage adapters.
+    {"readmodel", "storage"},
+    # Settings, then the composition of the app from them.
+    {"config"},
+    {"app"},
+    # The HTTP layer, then what re-exports for users.
+    {"functions"},
+    {"prelude", "testing", "backend", "fuzzing"},
+]
+
+PATH = re.compile(r"\b(crate|super|self)((?:::[A-Za-z_][A-Za-z0-9_]*)+|::\{)")
+USE_GROUP = re.compile(r"\buse\s+(crate|super|self)::\{([^;]*)\};", re.S)
+
+
+def strip_comments_and_strings(text):
+    text = re.sub(r"//[^\n]*", "", text)
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    text = re.sub(r'r#*"(?:.|\n)*?"#*', '""', text)
+    text = re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
+    return text
+
+
+def module_of(path, src):
+    rel = os.path.relpath(path, src)[:-3].split(os.sep)
+    if rel[-1] in ("mod", "lib"):
+        rel = rel[:-1]
+    return tuple(rel)
+
+
+def collect(src):
+    modules = {}
+    for root, _, files in os.walk(src):
+        for name in files:
+            if name.endswith(".rs"):
+                path = os.path.join(root, name)
+                modules[module_of(path, src)] = path
+    return modules
+
+
+def library_roots(src):
+    roots = set()
+    text = strip_comments_and_strings(open(os.path.join(src, "lib.rs")).read())
+    for m in re.finditer(r"\bmod\s+([A-Za-z_][A-Za-z0-9_]*)\s*;", text):
+        roots.add(m.group(1))
+    return roots
+
+
+def resolve(base, segments, modules):
+    """The deepest existing module named by `base` + `segments`."""
+    path = list(base)
+    best = tuple(path)
+    for segment in segments:
+        if segment in ("super",):
+            path = path[:-1]
+            best = tuple(path)
+            continue
+        if segment == "self":
+            continue
+        path.append(segment)
+        if tuple(path) in modules:
+            best = tuple(path)
+        else:
+            break
+    return best
+
+
+def edges_of(module, path, modules):
+    text = strip_comments_and_strings(open(path).read())
+    found = set()
+    # Grouped imports: `use crate::{a::X, b::{Y, Z}};` -> one path per leading segment.
+    for m in USE_GROUP.finditer(text):
+        anchor = m.group(1)
+        for item in re.split(r",", m.group(2)):
+            item = item.strip().lstrip("{").strip()
+            if item:
+                found.add((anchor, tuple(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", item)[:4])))
+    for m in PATH.finditer(text):
+        anchor, rest = m.group(1), m.group(2)
+        found.add((anchor, tuple(s for s in rest.split("::") if s and s != "{")))
+    targets = set()
+    for anchor, segments in found:
+        # `self` is this module whether it is `x.rs` or `x/mod.rs`; `super` its parent.
+        base = {"crate": (), "self": module, "super": module[:-1]}[anchor]
+        target = resolve(base, segments, modules)
+        if target and target != module:
+            targets.add(target)
+    return targets
+
+
+def related(a, b):
+    return a[: len(b)] == b or b[: len(a)] == a
+
+
+def cycles(graph):
+    """The strongly connected components of `graph` with more than one node (Tarjan)."""
+    index, low, on_stack, stack, found = {}, {}, set(), [], []
+    counter = [0]
+
+    def visit(node):
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def layer_of(name):
+    for i, layer in enumerate(LAYERS):
+        if name in layer:
+            return i
+    return None
+
+
+def main():
+    src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "src"
+    )
+    modules = collect(src)
+    roots = library_roots(src)
+    lib = {m: p for m, p in modules.items() if m and m[0] in roots}
+    problems = []
+    deps = defaultdict(set)  # module -> modules (with why)
+    why = {}
+    for module, path in lib.items():
+        for target in edges_of(module, path, lib):
+            if related(module, target):
+                continue
+            deps[module].add(target)
+            why.setdefault((module, target), path)
+
+    # 1. Cycles among siblings, at every level.
+    by_parent = defaultdict(lambda: defaultdict(set))
+    for a, targets in deps.items():
+        for b in targets:
+            # The first differing level: a[:k] == b[:k], a[k] != b[k].
+            k = 0
+            while k < min(len(a), len(b)) and a[k] == b[k]:
+                k += 1
+            if k < len(a) and k < len(b):
+                parent = a[:k]
+                by_parent[parent][a[: k + 1]].add(b[: k + 1])
+    for parent, graph in sorted(by_parent.items()):
+        for component in cycles(graph):
+            names = ", ".join("::".join(m) for m in component)
+            problems.append(f"module cycle under {'::'.join(parent) or 'crate'}: {names}")
+
+    # 2. Layers of the top-level modules.
+    for a, targets in sorted(deps.items()):
+        for b in sorted(targets):
+            la, lb = layer_of(a[0]), layer_of(b[0])
+            if a[0] == b[0] or la is None or lb is None:
+                continue
+            if lb >= la:
+                problems.append(
+                    f"layering: {'::'.join(a)} ({why[(a, b)]}) imports {'::'.join(b)}, "
+                    f"which is not below it"
+                )
+    unknown = sorted(r for r in roots if layer_of(r) is None)
+    if unknown:
+        problems.append(f"top-level modules with no layer in LAYERS: {unknown}")
+
+    if problems:
+        print("module check failed:")
+        for p in problems:
+            print("  " + p)
+        return 1
+    print(f"module check: {len(lib)} modules, no cycle, layers respected")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
