@@ -10,7 +10,8 @@
 //!    server, to test publishers' timeouts;
 //! 3. an injected failure ([`TopicSim::fail_next`]): that status;
 //! 4. anything but `POST /api/events` → 404;
-//! 5. `aeg-sas-key` missing or wrong → 401;
+//! 5. `aeg-sas-key` missing or wrong, or the key revoked ([`TopicSim::revoke_key`], as a key
+//!    rotated on the topic) → 401;
 //! 6. no `api-version` query parameter → 400;
 //! 7. body over [`MAX_REQUEST_BYTES`] → 413;
 //! 8. content type: `application/json` for an Event Grid schema topic;
@@ -25,7 +26,10 @@
 //!     explicit `"topic": null` is refused, `metadataVersion` omitted or `"1"`; CloudEvents 1.0:
 //!     `specversion` `"1.0"`, non-empty `id`, `source`, `type`, an RFC 3339 `time` when present,
 //!     string `subject`/`datacontenttype`/`dataschema`, not both `data` and `data_base64`,
-//!     attribute names of lower-case letters and digits).
+//!     attribute names of lower-case letters and digits);
+//! 11. an event whose JSON text contains a marker given to [`TopicSim::refuse_matching`] → that
+//!     marker's status (400 say), every time, naming the event index: a notification the topic
+//!     refuses for good, until [`TopicSim::accept_all`].
 //!
 //! A request is all-or-nothing: one bad event refuses the whole request, as Event Grid does.
 //! Every request and its status is recorded ([`TopicSim::requests`]); accepted events are
@@ -328,6 +332,10 @@ struct State {
     /// Bumped to release every stalled request.
     release: watch::Sender<u64>,
     down: Mutex<Option<DownMode>>,
+    /// Markers whose events are refused, with the status.
+    refusals: Mutex<Vec<(String, u16)>>,
+    /// While true, every key is refused (401).
+    revoked: Mutex<bool>,
     stats: Mutex<DeliveryStats>,
     log: Mutex<Vec<DeliveryAttempt>>,
     next_index: AtomicU64,
@@ -373,6 +381,8 @@ impl TopicSim {
             stalls: Mutex::default(),
             release: watch::channel(0).0,
             down: Mutex::default(),
+            refusals: Mutex::default(),
+            revoked: Mutex::default(),
             stats: Mutex::default(),
             log: Mutex::default(),
             next_index: AtomicU64::new(0),
@@ -423,6 +433,24 @@ impl TopicSim {
     /// Makes the next `count` publish requests fail with `status` (e.g. 503, 500, 429).
     pub fn fail_next(&self, count: usize, status: u16) {
         lock(&self.state.injected).extend(std::iter::repeat_n(status, count));
+    }
+
+    /// Refuses for good, with `status` (a 4xx, say 400), every request holding an event whose
+    /// JSON text contains `marker` (a request is all-or-nothing: the whole request is refused,
+    /// the answer naming the event), until [`Self::accept_all`].
+    pub fn refuse_matching(&self, marker: impl Into<String>, status: u16) {
+        lock(&self.state.refusals).push((marker.into(), status));
+    }
+
+    /// Stops refusing events by [`Self::refuse_matching`].
+    pub fn accept_all(&self) {
+        lock(&self.state.refusals).clear();
+    }
+
+    /// Refuses every key with 401 while `revoked` (as a topic whose key was rotated), or
+    /// accepts the topic's key again.
+    pub fn revoke_key(&self, revoked: bool) {
+        *lock(&self.state.revoked) = revoked;
     }
 
     /// Makes the next `count` publish requests hang without an answer (see the module
@@ -685,6 +713,12 @@ fn check(
             format!("{SAS_KEY_HEADER} is missing or wrong"),
         ));
     }
+    if *lock(&state.revoked) {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "the key was revoked (rotated on the topic)",
+        ));
+    }
     let has_version = query.unwrap_or_default().split('&').any(|pair| {
         pair.split_once('=')
             .is_some_and(|(name, value)| name == API_VERSION_PARAMETER && !value.is_empty())
@@ -770,6 +804,17 @@ fn check(
             return Err(with_count(refuse(
                 StatusCode::BAD_REQUEST,
                 format!("event {i}: {problem}"),
+            )));
+        }
+    }
+    let refusals = lock(&state.refusals).clone();
+    for (i, event) in events.iter().enumerate() {
+        let text = event.to_string();
+        if let Some((marker, status)) = refusals.iter().find(|(m, _)| text.contains(m.as_str())) {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
+            return Err(with_count(refuse(
+                status,
+                format!("event {i}: refused for good (it matches {marker:?})"),
             )));
         }
     }
