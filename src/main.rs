@@ -2,9 +2,6 @@
 //! 127.0.0.1 on the port the host gives, and serves streamfold's functions and the bank's.
 
 mod bank;
-/// The `amount` fuzz target's body and its corpus replay (see the module).
-#[cfg(test)]
-mod fuzz_amount;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -12,8 +9,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use streamfold::app::App;
 use streamfold::config::Settings;
+use streamfold::functions::Functions;
 use streamfold::{functions, telemetry};
-use warp::Filter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -25,11 +22,17 @@ async fn main() -> anyhow::Result<()> {
     let mut app = App::from_settings(settings)?;
     bank::register(&mut app)?;
     let app = Arc::new(app);
-    let routes = functions::routes(app.clone())
-        .or(bank::routes(app))
-        .unify()
-        .boxed();
     tracing::info!(address = %listener.local_addr()?, "streamfold handler listening");
-    functions::serve(listener, routes, telemetry::shutdown_signal()).await;
+    functions::serve(listener, app_functions(app), telemetry::shutdown_signal()).await;
     Ok(())
 }
+
+/// Every function of the app: the library's generic ones and the bank's, with their routes.
+fn app_functions(app: Arc<App>) -> Functions {
+    functions::routes(app.clone()).or(bank::routes(app))
+}
+
+/// The app's routes checked against the function.json files and against its filters.
+#[cfg(test)]
+#[path = "main_tests.rs"]
+mod tests;

@@ -44,11 +44,40 @@ pub fn register(app: &mut App) -> Result<(), RegistryError> {
     Ok(())
 }
 
-/// The bank's HTTP functions.
-pub fn routes(app: Arc<App>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+/// The bank's HTTP functions, with their routes (as in their function.json files).
+pub fn routes(app: Arc<App>) -> streamfold::functions::Functions {
+    use streamfold::functions::{Functions, RouteTable};
+    use warp::http::Method;
     use warp::Filter;
-    http::routes(Bank::new(app.clone()))
+    let table = RouteTable::new()
+        .http(
+            "OpenAccount",
+            &[Method::POST],
+            "OpenAccount/{accountnumber}",
+        )
+        .http("Deposit", &[Method::POST], "Deposit/{accountnumber}")
+        .http("Withdraw", &[Method::POST], "Withdraw/{accountnumber}")
+        .http(
+            "SetOverdraftLimit",
+            &[Method::POST],
+            "SetOverdraftLimit/{accountnumber}",
+        )
+        .http(
+            "CloseAccount",
+            &[Method::POST],
+            "CloseAccount/{accountnumber}",
+        )
+        .http("GetBalance", &[Method::GET], "GetBalance/{accountnumber}")
+        .http(
+            "GetAccountHistory",
+            &[Method::GET],
+            "GetAccountHistory/{accountnumber}",
+        )
+        .http("Accounts", &[Method::GET], "Accounts")
+        .http("RebuildReadModels", &[Method::POST], "RebuildReadModels");
+    let filter = http::routes(Bank::new(app.clone()))
         .or(readmodels::routes(app))
         .unify()
-        .boxed()
+        .boxed();
+    Functions::new(table, filter)
 }

@@ -2,20 +2,24 @@
 //!
 //! This is the only part of the library that knows an HTTP framework. It provides the filters
 //! every function shares (bounded JSON bodies, decoded path keys, correlation ids), the
-//! generic event-stream API, the JSON invocation payload of non-HTTP triggers, and [`serve`],
-//! which adds request tracing with the host's invocation id and the one [`problem::recover`].
+//! generic event-stream API, the JSON invocation payload of non-HTTP triggers, the route table
+//! every function declares its route in ([`routing`]: routes matched as the host matches them,
+//! 404 and 405 decided there), and [`serve`], which adds request tracing with the host's
+//! invocation id, the one [`problem::recover`], and turns panics into 500 problems.
 
 pub mod filters;
 pub mod invocation;
 pub mod openapi;
 pub mod problem;
 pub mod projections;
+pub mod routing;
 pub mod server;
 pub mod streams;
 pub mod sweep;
 pub mod webhook;
 
 pub use problem::{Problem, PROBLEM_CONTENT_TYPE};
+pub use routing::{Functions, RouteTable};
 pub use server::serve;
 
 /// Largest request body accepted (an append of events is bounded by storage limits well below).
@@ -30,12 +34,50 @@ pub const MAX_BODY_BYTES: u64 = 5 * 1024 * 1024;
 pub const MAX_DRAINED_BODY_BYTES: u64 = 100 * 1024 * 1024;
 
 /// Every generic function of the library (the event-stream and projection API, the Event Grid
-/// entry points of the read-model projector, the notification sweep).
-pub fn routes(
-    app: std::sync::Arc<crate::app::App>,
-) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+/// entry points of the read-model projector, the notification sweep, the OpenAPI document, and
+/// the catch-all `NotFound` that has the host forward unknown paths), with their routes.
+pub fn routes(app: std::sync::Arc<crate::app::App>) -> Functions {
+    use warp::http::Method;
     use warp::Filter;
-    streams::routes(app.clone())
+    let table = RouteTable::new()
+        .http(
+            "AppendEvents",
+            &[Method::POST],
+            "streams/{domain}/{entity}/{instance}",
+        )
+        .http(
+            "ReadStream",
+            &[Method::GET],
+            "streams/{domain}/{entity}/{instance}",
+        )
+        .http("ListStreams", &[Method::GET], "streams/{domain}/{entity}")
+        .http(
+            "RunProjection",
+            &[Method::GET],
+            "projections/{domain}/{entity}/{instance}/{projection}",
+        )
+        .http(
+            "EventGridWebhook",
+            &[Method::POST, Method::OPTIONS],
+            webhook::WEBHOOK_ROUTE,
+        )
+        .http("OpenApi", &[Method::GET], "openapi.json")
+        .invocation(webhook::PROJECTOR_FUNCTION)
+        .invocation(sweep::SWEEP_FUNCTION)
+        .fallback(
+            "NotFound",
+            &[
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::HEAD,
+                Method::OPTIONS,
+            ],
+            "{*path}",
+        );
+    let filter = streams::routes(app.clone())
         .or(projections::routes(app.clone()))
         .unify()
         .or(webhook::routes(app.clone()))
@@ -44,5 +86,6 @@ pub fn routes(
         .unify()
         .or(openapi::routes())
         .unify()
-        .boxed()
+        .boxed();
+    Functions::new(table, filter)
 }

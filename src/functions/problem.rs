@@ -193,7 +193,7 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let problem = if let Some(problem) = rejection.find::<Problem>() {
         problem.clone()
     } else if rejection.is_not_found() {
-        Problem::not_found("no-such-route", "no function answers this path")
+        no_such_route()
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -226,6 +226,29 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         )
     };
     Ok(problem.into_response())
+}
+
+/// 404 `no-such-route`: no function's route has this path.
+pub fn no_such_route() -> Problem {
+    Problem::not_found("no-such-route", "no function answers this path")
+}
+
+/// 405 `method-not-allowed` for a function's path asked with another method: the methods it
+/// accepts in the `Allow` header and the `allow` member.
+pub fn method_not_allowed(allow: &[warp::http::Method]) -> Response {
+    let allow: Vec<&str> = allow.iter().map(|m| m.as_str()).collect();
+    let listed = allow.join(", ");
+    let mut response = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("this route accepts only {listed}"),
+    )
+    .with("allow", allow)
+    .into_response();
+    if let Ok(value) = HeaderValue::from_str(&listed) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
 }
 
 /// A JSON body with the given status.

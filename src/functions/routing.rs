@@ -1,0 +1,628 @@
+//! Routes as the Azure Functions host routes them: every function the handler serves declares
+//! its route, and a request is answered by the function the host would have chosen, whatever
+//! spelling of the path the host forwarded.
+//!
+//! The host matches a request to an HTTP function's template (`{routePrefix}/{route}`) with
+//! ASP.NET Core's template routing, then (with `enableForwardingHttpRequest`) forwards the
+//! request with its **original** path. Literal segments match ignoring case (.NET's
+//! `OrdinalIgnoreCase`), so `POST /api/deposit/ACC-1` reaches the handler for the template
+//! `Deposit/{accountnumber}`. warp matches literals exactly, so [`RouteTable::resolve`] runs
+//! first and rewrites the path's literal segments to the template's spelling; parameter
+//! segments are left as they are (they are case-sensitive keys). The matching follows the
+//! host's: one trailing slash is ignored, an empty segment matches nothing, a literal is
+//! compared with its percent-decoded segment, and templates are tried in the host's order of
+//! precedence (literal before parameter, longer before shorter).
+//!
+//! The table also decides what no filter should: a path no template matches is 404
+//! `no-such-route`, and a path that a template matches with another method is 405
+//! `method-not-allowed` with an `Allow` header. A catch-all function (the app's `NotFound`,
+//! `{*path}`, which makes the host forward unknown paths so they get a problem response) is
+//! declared as a [`RouteKind::Fallback`] and never counts as a match.
+//!
+//! Functions with other triggers (Event Grid, timer) are invoked by the host with
+//! `POST /{FunctionName}`, the name spelled as its folder is; they are declared as
+//! [`RouteKind::Invocation`] and matched the same way (a name differing only in case is the same
+//! function to the host).
+//!
+//! The declarations are checked against the `function.json` files by a test of the handler
+//! binary, so the two cannot drift apart.
+
+use std::cmp::Ordering;
+
+use percent_encoding::percent_decode_str;
+use warp::filters::BoxedFilter;
+use warp::http::Method;
+use warp::reply::Response;
+use warp::Filter;
+
+/// The route prefix of HTTP functions (`extensions.http.routePrefix` in host.json).
+pub const ROUTE_PREFIX: &str = "api";
+
+/// What kind of function a route belongs to, which says where its path lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// An HTTP-triggered function: `/{ROUTE_PREFIX}/{template}`.
+    Http,
+    /// A function with another trigger: the host posts its invocation payload to
+    /// `/{FunctionName}`.
+    Invocation,
+    /// A catch-all HTTP function that only exists so that unknown paths reach the handler and
+    /// get a problem response: declared, never a match.
+    Fallback,
+    /// The handler's readiness answer at `/` (added by [`super::serve`]).
+    Readiness,
+}
+
+/// One function's route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    function: String,
+    kind: RouteKind,
+    methods: Vec<Method>,
+    template: Template,
+}
+
+impl Route {
+    /// The function's name (its folder under `functions/`).
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
+    pub fn kind(&self) -> RouteKind {
+        self.kind
+    }
+
+    /// The methods it accepts.
+    pub fn methods(&self) -> &[Method] {
+        &self.methods
+    }
+
+    /// The template as declared: the `route` of an HTTP function's function.json (without the
+    /// prefix), or the function's name for an invocation.
+    pub fn template(&self) -> &str {
+        &self.template.declared
+    }
+}
+
+/// A parsed template.
+#[derive(Debug, Clone)]
+struct Template {
+    declared: String,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Literal(String),
+    /// `{name}` (constraints and defaults are the host's business: it only forwards what
+    /// satisfies them).
+    Parameter,
+    /// `{*name}`: the rest of the path, possibly empty.
+    CatchAll,
+}
+
+impl Template {
+    /// `prefix` (may be empty) and `declared`, split on `/`; a segment wholly in braces is a
+    /// parameter, a catch-all when its name starts with `*`; anything else is literal text.
+    fn parse(prefix: &str, declared: &str) -> Self {
+        let segments = prefix
+            .split('/')
+            .chain(declared.trim_start_matches('~').split('/'))
+            .filter(|part| !part.is_empty())
+            .map(
+                |part| match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                    Some(inner) if inner.starts_with('*') => Segment::CatchAll,
+                    Some(_) => Segment::Parameter,
+                    None => Segment::Literal(part.to_owned()),
+                },
+            )
+            .collect();
+        Self {
+            declared: declared.to_owned(),
+            segments,
+        }
+    }
+
+    /// The host's order of precedence (`Less` = tried first), segment by segment: a literal
+    /// before a parameter, literals in case-insensitive ordinal order, a longer template before
+    /// its prefix.
+    fn precedence(&self, other: &Self) -> Ordering {
+        for (index, mine) in self.segments.iter().enumerate() {
+            let Some(theirs) = other.segments.get(index) else {
+                return Ordering::Less;
+            };
+            let order = match (mine, theirs) {
+                (Segment::Literal(a), Segment::Literal(b)) => a
+                    .chars()
+                    .map(ordinal_upper)
+                    .cmp(b.chars().map(ordinal_upper)),
+                (Segment::Literal(_), _) => Ordering::Less,
+                (_, Segment::Literal(_)) => Ordering::Greater,
+                _ => Ordering::Equal,
+            };
+            if order != Ordering::Equal {
+                return order;
+            }
+        }
+        if other.segments.len() > self.segments.len() {
+            Ordering::Greater
+        } else {
+            Ordering::Equal
+        }
+    }
+
+    /// The path with this template's spelling of its literal segments, when the template
+    /// matches `segments` (of `path`, as [`tokenize`] found them).
+    fn canonical(&self, path: &str, segments: &[(usize, &str)]) -> Option<String> {
+        let mut canonical = String::with_capacity(path.len());
+        for (index, segment) in self.segments.iter().enumerate() {
+            let request = segments.get(index);
+            if request.is_some_and(|(_, raw)| raw.is_empty()) {
+                return None;
+            }
+            match segment {
+                Segment::CatchAll => {
+                    if let Some(rest) = request.and_then(|(start, _)| path.get(*start..)) {
+                        canonical.push('/');
+                        canonical.push_str(rest);
+                    }
+                    return Some(canonical);
+                }
+                Segment::Literal(literal) => {
+                    let (_, raw) = request?;
+                    let decoded = percent_decode_str(raw).decode_utf8().ok()?;
+                    if !ordinal_eq_ignore_case(&decoded, literal) {
+                        return None;
+                    }
+                    canonical.push('/');
+                    canonical.push_str(literal);
+                }
+                Segment::Parameter => {
+                    let (_, raw) = request?;
+                    canonical.push('/');
+                    canonical.push_str(raw);
+                }
+            }
+        }
+        if segments.len() > self.segments.len() {
+            return None;
+        }
+        if canonical.is_empty() {
+            canonical.push('/');
+        }
+        Some(canonical)
+    }
+}
+
+/// The segments of a request path as ASP.NET Core's router sees them, each with its offset in
+/// `path`: after the leading `/`, one trailing `/` is ignored and the rest split on `/`
+/// (`/` has none, `/api/` one, `/api//` two, the second empty).
+fn tokenize(path: &str) -> Vec<(usize, &str)> {
+    let Some(body) = path.strip_prefix('/').filter(|body| !body.is_empty()) else {
+        return Vec::new();
+    };
+    let body = body.strip_suffix('/').unwrap_or(body);
+    let mut segments = Vec::new();
+    let mut start = 1;
+    for part in body.split('/') {
+        segments.push((start, part));
+        start += part.len() + 1;
+    }
+    segments
+}
+
+/// One character as .NET's `OrdinalIgnoreCase` compares it: its simple (one-to-one) uppercase
+/// mapping, except that the dotless `ı` and the long `ſ` keep theirs (so they never equal
+/// `I` and `S`). A character whose uppercase is several characters keeps its own. For the
+/// ASCII literals of route templates this is exactly the host's comparison: only the ASCII
+/// letters themselves, in either case, equal them.
+fn ordinal_upper(c: char) -> char {
+    if c.is_ascii() {
+        return c.to_ascii_uppercase();
+    }
+    if c == '\u{131}' || c == '\u{17F}' {
+        return c;
+    }
+    let mut upper = c.to_uppercase();
+    match (upper.next(), upper.next()) {
+        (Some(single), None) => single,
+        _ => c,
+    }
+}
+
+/// `a` and `b` are equal under [`ordinal_upper`], character by character.
+fn ordinal_eq_ignore_case(a: &str, b: &str) -> bool {
+    a.chars().count() == b.chars().count()
+        && a.chars()
+            .zip(b.chars())
+            .all(|(x, y)| x == y || ordinal_upper(x) == ordinal_upper(y))
+}
+
+/// What the table says about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Serve it, with this path: the request's, its literal segments spelled as the chosen
+    /// route's template spells them.
+    Found { function: String, path: String },
+    /// The path is a route's, but none accepts the method: 405 with these in `Allow`.
+    WrongMethod { allow: Vec<Method> },
+    /// No route has this path: 404.
+    NotFound,
+}
+
+/// Every route the handler serves, in the host's order of precedence.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An HTTP function: `methods` on `/{ROUTE_PREFIX}/{template}`, `template` written as the
+    /// `route` of its function.json (`Deposit/{accountnumber}`).
+    pub fn http(self, function: &str, methods: &[Method], template: &str) -> Self {
+        self.with(function, RouteKind::Http, methods, ROUTE_PREFIX, template)
+    }
+
+    /// A function with another trigger: `POST /{function}`.
+    pub fn invocation(self, function: &str) -> Self {
+        self.with(
+            function,
+            RouteKind::Invocation,
+            &[Method::POST],
+            "",
+            function,
+        )
+    }
+
+    /// A catch-all HTTP function (`{*path}`) whose only purpose is to have the host forward
+    /// unknown paths: declared for the record, never a match.
+    pub fn fallback(self, function: &str, methods: &[Method], template: &str) -> Self {
+        self.with(
+            function,
+            RouteKind::Fallback,
+            methods,
+            ROUTE_PREFIX,
+            template,
+        )
+    }
+
+    /// The readiness answer, `GET /`.
+    pub(crate) fn readiness(self) -> Self {
+        self.with("", RouteKind::Readiness, &[Method::GET], "", "")
+    }
+
+    /// Both tables' routes.
+    pub fn merge(mut self, other: RouteTable) -> Self {
+        self.routes.extend(other.routes);
+        self.sort();
+        self
+    }
+
+    /// The routes, in the order they are tried.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    fn with(
+        mut self,
+        function: &str,
+        kind: RouteKind,
+        methods: &[Method],
+        prefix: &str,
+        template: &str,
+    ) -> Self {
+        self.routes.push(Route {
+            function: function.to_owned(),
+            kind,
+            methods: methods.to_vec(),
+            template: Template::parse(prefix, template),
+        });
+        self.sort();
+        self
+    }
+
+    fn sort(&mut self) {
+        self.routes
+            .sort_by(|a, b| a.template.precedence(&b.template));
+    }
+
+    /// Which route answers `method` on `path` (the request's raw, percent-encoded path): the
+    /// first in order of precedence whose template matches the path and which accepts the
+    /// method, as the host chooses.
+    pub fn resolve(&self, method: &Method, path: &str) -> Resolution {
+        let segments = tokenize(path);
+        let mut allow: Vec<Method> = Vec::new();
+        for route in &self.routes {
+            if route.kind == RouteKind::Fallback {
+                continue;
+            }
+            let Some(canonical) = route.template.canonical(path, &segments) else {
+                continue;
+            };
+            if route.methods.contains(method) {
+                return Resolution::Found {
+                    function: route.function.clone(),
+                    path: canonical,
+                };
+            }
+            for accepted in &route.methods {
+                if !allow.contains(accepted) {
+                    allow.push(accepted.clone());
+                }
+            }
+        }
+        if allow.is_empty() {
+            Resolution::NotFound
+        } else {
+            allow.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            Resolution::WrongMethod { allow }
+        }
+    }
+}
+
+/// A set of functions: the routes they declare and the warp filter that serves them.
+pub struct Functions {
+    table: Option<RouteTable>,
+    filter: BoxedFilter<(Response,)>,
+}
+
+impl Functions {
+    /// Functions whose routes are `table`, served by `filter`.
+    pub fn new(table: RouteTable, filter: BoxedFilter<(Response,)>) -> Self {
+        Self {
+            table: Some(table),
+            filter,
+        }
+    }
+
+    /// Both sets: the tables merged, `other`'s filter tried after this one's.
+    pub fn or(self, other: Functions) -> Self {
+        // With a bare filter on either side, nothing may be refused by a table that does not
+        // know its routes: the whole set goes undeclared.
+        let table = match (self.table, other.table) {
+            (Some(mine), Some(theirs)) => Some(mine.merge(theirs)),
+            _ => None,
+        };
+        Self {
+            table,
+            filter: self.filter.or(other.filter).unify().boxed(),
+        }
+    }
+
+    /// The declared routes (`None` for a bare filter, see the `From` conversion).
+    pub fn table(&self) -> Option<&RouteTable> {
+        self.table.as_ref()
+    }
+
+    pub(crate) fn into_parts(self) -> (Option<RouteTable>, BoxedFilter<(Response,)>) {
+        (self.table, self.filter)
+    }
+}
+
+/// A bare filter, with no route table: every request goes to it as it came, and warp's own
+/// rejections decide between 404 and 405 (for tests of one module's filters).
+impl From<BoxedFilter<(Response,)>> for Functions {
+    fn from(filter: BoxedFilter<(Response,)>) -> Self {
+        Self {
+            table: None,
+            filter,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        RouteTable::new()
+            .http("Deposit", &[Method::POST], "Deposit/{accountnumber}")
+            .http("GetBalance", &[Method::GET], "GetBalance/{accountnumber}")
+            .http("Accounts", &[Method::GET], "Accounts")
+            .http("Append", &[Method::POST], "streams/{d}/{e}/{i}")
+            .http("Read", &[Method::GET], "streams/{d}/{e}/{i}")
+            .http("List", &[Method::GET], "streams/{d}/{e}")
+            .http("Hook", &[Method::POST, Method::OPTIONS], "eventgrid")
+            .http("Files", &[Method::GET], "files/{*rest}")
+            .http("Special", &[Method::POST], "items/special")
+            .http("Item", &[Method::GET], "items/{id}")
+            .invocation("Projector")
+            .fallback("NotFound", &[Method::GET, Method::POST], "{*path}")
+    }
+
+    fn found(function: &str, path: &str) -> Resolution {
+        Resolution::Found {
+            function: function.into(),
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn literal_segments_match_ignoring_case_and_take_the_template_spelling() {
+        let t = table();
+        assert_eq!(
+            t.resolve(&Method::POST, "/api/deposit/ACC-1"),
+            found("Deposit", "/api/Deposit/ACC-1")
+        );
+        assert_eq!(
+            t.resolve(&Method::POST, "/API/DEPOSIT/acc-1"),
+            found("Deposit", "/api/Deposit/acc-1"),
+            "parameters keep their case"
+        );
+        assert_eq!(
+            t.resolve(&Method::GET, "/Api/STREAMS/Bank/Account/a%20b"),
+            found("Read", "/api/streams/Bank/Account/a%20b"),
+            "parameters stay percent-encoded"
+        );
+        assert_eq!(
+            t.resolve(&Method::POST, "/api/%44eposit/x"),
+            found("Deposit", "/api/Deposit/x"),
+            "a literal is compared decoded"
+        );
+        assert_eq!(
+            t.resolve(&Method::POST, "/projector"),
+            found("Projector", "/Projector")
+        );
+    }
+
+    #[test]
+    fn case_is_ignored_as_dotnet_ordinal_ignore_case_ignores_it() {
+        let t = RouteTable::new().http("K", &[Method::GET], "Kelvin").http(
+            "W",
+            &[Method::GET],
+            "Withdraw",
+        );
+        // KELVIN SIGN lowercases to `k`, but its uppercase is itself: not a `K` to .NET.
+        assert_eq!(
+            t.resolve(&Method::GET, "/api/%E2%84%AAelvin"),
+            Resolution::NotFound
+        );
+        // The dotless ı uppercases to `I` in Unicode, not in .NET's ordinal comparison.
+        assert_eq!(
+            t.resolve(&Method::GET, "/api/w%C4%B1thdraw"),
+            Resolution::NotFound
+        );
+        assert_eq!(
+            t.resolve(&Method::GET, "/api/wITHDRAW"),
+            found("W", "/api/Withdraw")
+        );
+        assert!(ordinal_eq_ignore_case("straße", "STRAßE"));
+        assert!(ordinal_eq_ignore_case("éte", "ÉTE"));
+        assert!(!ordinal_eq_ignore_case("straße", "STRASSE"));
+    }
+
+    #[test]
+    fn paths_split_as_the_host_splits_them() {
+        assert_eq!(tokenize("/"), vec![]);
+        assert_eq!(tokenize(""), vec![]);
+        assert_eq!(tokenize("/api"), vec![(1, "api")]);
+        assert_eq!(tokenize("/api/"), vec![(1, "api")]);
+        assert_eq!(tokenize("/api//"), vec![(1, "api"), (5, "")]);
+        assert_eq!(tokenize("//"), vec![(1, "")]);
+        assert_eq!(tokenize("/a/bc/d"), vec![(1, "a"), (3, "bc"), (6, "d")]);
+        let t = table();
+        assert_eq!(
+            t.resolve(&Method::GET, "/api/Accounts/"),
+            found("Accounts", "/api/Accounts"),
+            "one trailing slash is ignored"
+        );
+        for path in [
+            "/api/Accounts//",
+            "//api/Accounts",
+            "/api//Accounts",
+            "/api/GetBalance//",
+        ] {
+            assert_eq!(
+                t.resolve(&Method::GET, path),
+                Resolution::NotFound,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_paths_are_not_found_and_known_ones_with_another_method_are_405() {
+        let t = table();
+        for (method, path) in [
+            (Method::GET, "/api/NoSuchFunction/1"),
+            (Method::GET, "/api/"),
+            (Method::GET, "/api"),
+            (Method::GET, "/api/GetBalance/X/extra"),
+            (Method::GET, "/api/GetBalance"),
+            (Method::POST, "/NoSuchFunction"),
+            (Method::GET, "/"),
+        ] {
+            assert_eq!(
+                t.resolve(&method, path),
+                Resolution::NotFound,
+                "{method} {path}"
+            );
+        }
+        assert_eq!(
+            t.resolve(&Method::GET, "/api/deposit/1"),
+            Resolution::WrongMethod {
+                allow: vec![Method::POST]
+            }
+        );
+        assert_eq!(
+            t.resolve(&Method::DELETE, "/api/streams/a/b/c"),
+            Resolution::WrongMethod {
+                allow: vec![Method::GET, Method::POST]
+            }
+        );
+        assert_eq!(
+            t.resolve(&Method::GET, "/api/eventgrid"),
+            Resolution::WrongMethod {
+                allow: vec![Method::OPTIONS, Method::POST]
+            }
+        );
+        assert_eq!(
+            t.resolve(&Method::GET, "/Projector"),
+            Resolution::WrongMethod {
+                allow: vec![Method::POST]
+            }
+        );
+        let ready = RouteTable::new().readiness();
+        assert_eq!(ready.resolve(&Method::GET, "/"), found("", "/"));
+        assert_eq!(
+            ready.resolve(&Method::POST, "/"),
+            Resolution::WrongMethod {
+                allow: vec![Method::GET]
+            }
+        );
+    }
+
+    #[test]
+    fn routes_are_tried_in_the_hosts_order_of_precedence() {
+        let t = table();
+        assert_eq!(
+            t.resolve(&Method::POST, "/api/ITEMS/SPECIAL"),
+            found("Special", "/api/items/special")
+        );
+        // The literal route does not take GET; the parameter route does, and keeps the value.
+        assert_eq!(
+            t.resolve(&Method::GET, "/api/ITEMS/SPECIAL"),
+            found("Item", "/api/items/SPECIAL")
+        );
+        let order: Vec<&str> = t.routes().iter().map(|r| r.function()).collect();
+        assert_eq!(
+            order,
+            [
+                "Accounts",
+                "Deposit",
+                "Hook",
+                "Files",
+                "GetBalance",
+                "Special",
+                "Item",
+                "Append",
+                "Read",
+                "List",
+                "NotFound",
+                "Projector"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_catch_all_takes_the_rest_of_the_path_as_it_came() {
+        let t = table();
+        assert_eq!(
+            t.resolve(&Method::GET, "/API/Files/a//B/"),
+            found("Files", "/api/files/a//B/")
+        );
+        assert_eq!(
+            t.resolve(&Method::GET, "/api/files"),
+            found("Files", "/api/files")
+        );
+        assert_eq!(
+            t.resolve(&Method::GET, "/api/files//a"),
+            Resolution::NotFound,
+            "an empty segment where the catch-all starts"
+        );
+    }
+}
