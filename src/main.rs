@@ -2,6 +2,9 @@
 //! 127.0.0.1 on the port the host gives, and serves streamfold's functions and the bank's.
 
 mod bank;
+/// The `amount` fuzz target's body and its corpus replay (see the module).
+#[cfg(test)]
+mod fuzz_amount;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
