@@ -19,6 +19,9 @@
 pub mod app;
 pub mod config;
 pub mod functions;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod notify;
 pub mod projection;
 pub mod readmodel;

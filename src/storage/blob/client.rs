@@ -505,7 +505,7 @@ pub fn client_options(
 
 /// Refuses, before any I/O, a marker the service could not have made: too long, or with
 /// characters other than printable ASCII.
-fn check_marker(marker: &str) -> Result<(), StoreError> {
+pub(crate) fn check_marker(marker: &str) -> Result<(), StoreError> {
     let reason = if marker.len() > MAX_MARKER_LEN {
         format!("longer than {MAX_MARKER_LEN} bytes")
     } else if !marker.bytes().all(|b| b.is_ascii_graphic()) {

@@ -80,6 +80,18 @@ pub use outbox::MARKER_PREFIX;
 pub use record::{record_size_bound, MAX_BLOCK_BYTES};
 pub use tail::IDEMPOTENCY_WINDOW_BYTES;
 
+/// The decoders of this backend's stored bytes and names, for the fuzz targets
+/// (`crate::fuzzing`); not part of the API.
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz_access {
+    pub(crate) use super::client::check_marker;
+    pub(crate) use super::naming::{
+        entity_prefix, escape_instance, instance_of_prefix, parse_segment_name, segment_blob_name,
+        segment_file_name, stream_prefix, unescape_instance, MAX_BLOB_NAME_LEN,
+    };
+    pub(crate) use super::record::{decode_records, encode_append};
+}
+
 /// Most blocks the service lets an append blob have.
 pub const MAX_BLOCKS_PER_SEGMENT: u32 = 50_000;
 /// Streams whose tail one store keeps in memory; past this, an arbitrary entry is dropped.

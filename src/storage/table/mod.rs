@@ -77,6 +77,20 @@ pub use no_echo::NoEchoPolicy;
 pub use outbox::{OUTBOX_NOTIFIED, OUTBOX_PENDING, OUTBOX_ROW_KEY, OUTBOX_VERSION};
 pub use snapshot::{TableSnapshotStore, DEFAULT_SNAPSHOT_TABLE};
 
+/// The decoders of this backend's rows and keys, for the fuzz targets (`crate::fuzzing`); not
+/// part of the API.
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz_access {
+    pub(crate) use super::entity::{
+        decode_event_id_row, decode_header_version, encode_event, get_json_text, with_keys,
+    };
+    pub(crate) use super::event_row::EventRow;
+    pub(crate) use super::keys::{
+        event_row_key, odata_string, parse_event_id_row_key, parse_event_row_key, partition_key,
+        stream_prefix, stream_prefix_end,
+    };
+}
+
 /// The table that holds the streams unless another is chosen.
 pub const DEFAULT_TABLE_NAME: &str = "streamfold";
 /// Table names: 3 to 63 ASCII letters and digits, starting with a letter.

@@ -1,0 +1,5 @@
+//! libFuzzer target `notification`: the body is `streamfold::fuzzing::notification` (see its documentation),
+//! shared with the stable corpus replay in tests/fuzz_corpus.rs.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| streamfold::fuzzing::notification(data));

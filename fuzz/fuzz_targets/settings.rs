@@ -1,0 +1,5 @@
+//! libFuzzer target `settings`: the body is `streamfold::fuzzing::settings` (see its documentation),
+//! shared with the stable corpus replay in tests/fuzz_corpus.rs.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| streamfold::fuzzing::settings(data));
