@@ -15,6 +15,7 @@ use crate::config::{BackendKind, ConfigError, Settings, StorageTarget};
 use crate::notify::settings::{LOCAL_URL_SETTING, TOPIC_ENDPOINT_SETTING};
 use crate::notify::{
     Dispatcher, NotificationSink, NotificationTarget, NotifyingStore, Publisher, RaiseSwitches,
+    TableDeadLetters,
 };
 use crate::projection::{ProjectionRegistry, ProjectionRunner, SnapshotStore, StateCache};
 use crate::readmodel::{MemoryReadModelStore, ReadModelStore, TableReadModelStore};
@@ -207,23 +208,29 @@ fn build_backend(
                 reason: e.to_string(),
             }
         })?;
-    let (events, outbox): (Arc<dyn EventStore>, Arc<dyn Outbox>) = match target.kind {
-        BackendKind::Table => {
-            let store =
-                Arc::new(TableStore::new(account.clone()).with_outbox(notifications.is_some()));
-            (store.clone(), store)
-        }
-        // Appends to blobs write nothing for the outbox: pending notifications are derived
-        // from the content (`crate::storage::blob::outbox`).
-        BackendKind::AppendBlob => {
-            let store = Arc::new(BlobStore::new(account.clone()));
-            (store.clone(), store)
-        }
-    };
+    // The dead letters of each event store have a partition of their own (`crate::notify::
+    // deadletter`): the backend kind and the table or container name.
+    let (events, outbox, dead_letter_partition): (Arc<dyn EventStore>, Arc<dyn Outbox>, String) =
+        match target.kind {
+            BackendKind::Table => {
+                let store = Arc::new(
+                    TableStore::new(account.clone()).with_outbox(notifications.is_some()),
+                );
+                let partition = format!("{:?}|{}", target.kind, store.table_name());
+                (store.clone(), store, partition)
+            }
+            // Appends to blobs write nothing for the outbox: pending notifications are derived
+            // from the content (`crate::storage::blob::outbox`).
+            BackendKind::AppendBlob => {
+                let store = Arc::new(BlobStore::new(account.clone()));
+                let partition = format!("{:?}|{}", target.kind, store.container_name());
+                (store.clone(), store, partition)
+            }
+        };
     // Snapshots of blob streams live in Table storage of the same account too: they are
     // small, replaced in place, and read by key, which is what tables do well.
     let snapshots: Option<Arc<dyn SnapshotStore>> =
-        Some(Arc::new(TableSnapshotStore::new(account)));
+        Some(Arc::new(TableSnapshotStore::new(account.clone())));
     let Some(notifications) = notifications else {
         return Ok((Backend { events, snapshots }, None));
     };
@@ -232,6 +239,7 @@ fn build_backend(
         events.clone(),
         outbox,
         notifications.sink.clone(),
+        Arc::new(TableDeadLetters::new(&account, dead_letter_partition)),
         notifications.raise,
     ));
     let backend = Backend {

@@ -286,7 +286,7 @@ async fn does_not_retry_400_or_413() {
 }
 
 #[tokio::test]
-async fn a_wrong_key_is_a_misconfiguration_and_stays_secret() {
+async fn a_wrong_key_stops_publishing_and_stays_secret() {
     let sim = TopicSim::start(TopicConfig::default()).await.unwrap();
     let target = NotificationTarget::Topic {
         endpoint: sim.endpoint().parse().unwrap(),
@@ -297,14 +297,15 @@ async fn a_wrong_key_is_a_misconfiguration_and_stays_secret() {
         .with_retry_policy(fast_retry(5));
     let err = publisher.publish(&history("k", 1, 10)).await.unwrap_err();
     assert!(
-        matches!(&err, PublishError::Misconfigured { status: 401, .. }),
+        matches!(&err, PublishError::Unauthorized { status: 401, .. }),
         "{err:?}"
     );
+    assert!(err.stops_publishing() && err.refused().is_none());
     assert_eq!(sim.requests().len(), 1, "401 is not retried");
     assert!(!format!("{err} {err:?} {publisher:?}").contains("s3cret"));
     assert!(sim.received().is_empty());
 
-    // A wrong path is a misconfiguration too.
+    // Any other 4xx (a wrong path here) refuses the request for good: the caller dead-letters.
     let target = NotificationTarget::Topic {
         endpoint: format!("http://127.0.0.1:{}/api/nothing", sim.port())
             .parse()
@@ -314,9 +315,57 @@ async fn a_wrong_key_is_a_misconfiguration_and_stays_secret() {
     let publisher = Publisher::new(target, NotificationSchema::EventGridEvent).unwrap();
     let err = publisher.publish(&history("k", 1, 10)).await.unwrap_err();
     assert!(
-        matches!(&err, PublishError::Misconfigured { status: 404, .. }),
+        matches!(&err, PublishError::Rejected { status: 404, .. }),
         "{err:?}"
     );
+    assert_eq!(err.refused(), Some(0..2), "the whole request");
+}
+
+/// A key the topic refuses (rotated on the topic) pauses the publisher and its clones: no
+/// request at all until the pause ends, then one request that finds out whether the key works
+/// again; a refusal then pauses for longer, an acceptance ends the pause.
+#[tokio::test]
+async fn a_refused_key_pauses_every_clone_of_the_publisher() {
+    let sim = TopicSim::start(TopicConfig::default()).await.unwrap();
+    let pause = Duration::from_secs(1);
+    let margin = Duration::from_millis(50);
+    let publisher =
+        publisher_for(&sim, NotificationSchema::EventGridEvent).with_auth_pause(pause, pause * 4);
+    let clone = publisher.clone();
+    sim.revoke_key(true);
+    let err = publisher.publish(&history("p", 1, 10)).await.unwrap_err();
+    assert!(
+        matches!(&err, PublishError::Unauthorized { status: 401, .. }),
+        "{err:?}"
+    );
+    assert_eq!(sim.requests().len(), 1);
+    for _ in 0..5 {
+        let err = clone.publish(&history("p", 1, 10)).await.unwrap_err();
+        assert!(
+            matches!(&err, PublishError::Paused { status: 401, .. }),
+            "{err:?}"
+        );
+        assert!(err.stops_publishing());
+    }
+    assert!(publisher.paused().is_some_and(|why| why.contains("401")));
+    assert_eq!(sim.requests().len(), 1, "nothing is sent while paused");
+
+    // After the pause, one probe; refused again, the next pause is twice as long.
+    tokio::time::sleep(pause + margin).await;
+    assert!(publisher.paused().is_none());
+    let err = publisher.publish(&history("p", 1, 10)).await.unwrap_err();
+    assert!(matches!(&err, PublishError::Unauthorized { .. }), "{err:?}");
+    assert_eq!(sim.requests().len(), 2);
+    match clone.publish(&history("p", 1, 10)).await.unwrap_err() {
+        PublishError::Paused { remaining, .. } => assert!(remaining > pause, "{remaining:?}"),
+        other => panic!("{other:?}"),
+    }
+
+    sim.revoke_key(false);
+    tokio::time::sleep(pause * 2 + margin).await;
+    clone.publish(&history("p", 1, 10)).await.unwrap();
+    assert!(publisher.paused().is_none());
+    assert_eq!(sim.received().len(), 2);
 }
 
 #[tokio::test]

@@ -21,8 +21,8 @@ use serde_json::{json, Value};
 use streamfold::notify::dispatch::{DispatchOutcome, Dispatcher};
 use streamfold::notify::retry::DEFAULT_MAX_ATTEMPTS;
 use streamfold::notify::{
-    notification_id, MemorySink, Notification, NotificationKind, NotificationSink, PublishError,
-    RaiseSwitches,
+    notification_id, DeadLetterStore, MemoryDeadLetters, MemorySink, Notification,
+    NotificationKind, NotificationSink, PublishError, RaiseSwitches,
 };
 use streamfold::storage::table::TableStore;
 use streamfold::storage::{BlobStore, StorageAccount};
@@ -87,11 +87,20 @@ impl Backend {
     }
 
     fn dispatcher(&self, sink: Arc<dyn NotificationSink>) -> Dispatcher {
+        self.dispatcher_with(sink, Arc::new(MemoryDeadLetters::new()))
+    }
+
+    fn dispatcher_with(
+        &self,
+        sink: Arc<dyn NotificationSink>,
+        dead_letters: Arc<dyn DeadLetterStore>,
+    ) -> Dispatcher {
         Dispatcher::new(
             "test",
             self.store.clone(),
             self.outbox.clone(),
             sink,
+            dead_letters,
             RaiseSwitches::ALL,
         )
     }
@@ -114,7 +123,7 @@ async fn publishes_then_marks(backend: Backend) {
     backend.store.append(&s, NoStream, events(2)).await.unwrap();
     let pending = backend.outbox.pending_for(&s).await.unwrap().unwrap();
     assert_eq!((pending.notified, pending.version), (0, 2));
-    let swept = backend.outbox.pending(100).await.unwrap();
+    let swept = backend.outbox.pending(None, 100).await.unwrap().streams;
     assert_eq!(swept.len(), 1);
     assert_eq!(
         (&swept[0].stream, swept[0].notified, swept[0].version),
@@ -126,6 +135,7 @@ async fn publishes_then_marks(backend: Backend) {
         outcome,
         DispatchOutcome {
             published: 3,
+            dead_lettered: 0,
             marked: true
         }
     );
@@ -139,7 +149,13 @@ async fn publishes_then_marks(backend: Backend) {
         ]
     );
     assert!(backend.outbox.pending_for(&s).await.unwrap().is_none());
-    assert!(backend.outbox.pending(100).await.unwrap().is_empty());
+    assert!(backend
+        .outbox
+        .pending(None, 100)
+        .await
+        .unwrap()
+        .streams
+        .is_empty());
     assert_eq!(dispatcher.dispatch(&s).await.unwrap().published, 0);
 
     // More events: only they are pending.
@@ -152,7 +168,13 @@ async fn publishes_then_marks(backend: Backend) {
         (1, 1, 3)
     );
     assert_eq!(published(&sink).len(), 6);
-    assert!(backend.outbox.pending(100).await.unwrap().is_empty());
+    assert!(backend
+        .outbox
+        .pending(None, 100)
+        .await
+        .unwrap()
+        .streams
+        .is_empty());
 }
 
 /// A sink that appends one event to a stream while it publishes its first batch: an append
@@ -231,7 +253,7 @@ async fn table_outbox_off_writes_no_row() {
     let s = stream("old");
     plain.append(&s, NoStream, events(2)).await.unwrap();
     assert!(plain.pending_for(&s).await.unwrap().is_none());
-    assert!(plain.pending(100).await.unwrap().is_empty());
+    assert!(plain.pending(None, 100).await.unwrap().streams.is_empty());
 
     // Turned on later: the next append makes the whole stream pending (its history was never
     // published).
@@ -363,7 +385,7 @@ async fn blob_pending_is_derived_from_the_content_by_any_process() {
 
     let sink = Arc::new(MemorySink::new());
     let first = sweeper();
-    let pending = first.outbox.pending(100).await.unwrap();
+    let pending = first.outbox.pending(None, 100).await.unwrap().streams;
     let seen: Vec<(String, u64, u64)> = pending
         .iter()
         .map(|p| (p.stream.instance().to_owned(), p.notified, p.version))
@@ -380,15 +402,27 @@ async fn blob_pending_is_derived_from_the_content_by_any_process() {
 
     // A fresh process finds nothing pending; two more events on `a` (in its second segment)
     // are found by yet another.
-    assert!(sweeper().outbox.pending(100).await.unwrap().is_empty());
+    assert!(sweeper()
+        .outbox
+        .pending(None, 100)
+        .await
+        .unwrap()
+        .streams
+        .is_empty());
     writer.append(&a, Exact(3), events(2)).await.unwrap();
     let again = sweeper();
-    let pending = again.outbox.pending(100).await.unwrap();
+    let pending = again.outbox.pending(None, 100).await.unwrap().streams;
     assert_eq!(pending.len(), 1);
     assert_eq!((pending[0].notified, pending[0].version), (3, 5));
     let report = again.dispatcher(sink.clone()).sweep(100).await.unwrap();
     assert_eq!(report.published, 2);
-    assert!(sweeper().outbox.pending(100).await.unwrap().is_empty());
+    assert!(sweeper()
+        .outbox
+        .pending(None, 100)
+        .await
+        .unwrap()
+        .streams
+        .is_empty());
     let a_events: Vec<u64> = published(&sink)
         .iter()
         .filter(|(_, kind)| *kind == NotificationKind::NewEvent)

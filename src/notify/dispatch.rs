@@ -4,41 +4,57 @@
 //! Guarantees:
 //! - **Publish before marking.** Notifications for events `(notified, version]` are published
 //!   through the [`NotificationSink`] first; the mark moves only after the sink accepted all of
-//!   them. A crash, a failed publish or a failed mark in between leaves the stream pending, and
-//!   a later dispatch publishes the same notifications again (same ids: receivers drop
-//!   duplicates). Nothing is ever marked that was not published, so delivery is at-least-once,
-//!   never at-most-once.
+//!   them (or each one it refused for good is a dead letter, below). A crash, a failed publish
+//!   or a failed mark in between leaves the stream pending, and a later dispatch publishes the
+//!   same notifications again (same ids: receivers drop duplicates). Nothing is ever marked
+//!   that was not published or dead-lettered, so delivery is at-least-once, never at-most-once.
+//! - **A refused notification never blocks its stream.** When the sink refuses some
+//!   notifications for good ([`PublishError::refused`]: a 4xx other than 401, 403, 408 and 429,
+//!   413 included), the refused request is split in halves and each half published on its own,
+//!   down to the single notification that is refused; that one is written to the
+//!   [`DeadLetterStore`] with the status, the topic's error text and the time, and the stream's
+//!   later notifications go on. The count is in [`DispatchOutcome::dead_lettered`] and the
+//!   sweep's report, and each letter is logged. [`Dispatcher::redrive`] publishes dead letters
+//!   again (rebuilt from the stored events) and forgets those the topic accepts.
 //! - **The mark never hides newer events.** The mark is moved with the outbox's concurrency
 //!   token ([`Outbox::mark_notified`]); when it changed (a concurrent append on Table storage, or
 //!   another dispatcher), the stream is read again and the events it does not know were
-//!   published are published before it tries again ([`MAX_MARK_ROUNDS`] times, then the sweep
-//!   takes over).
+//!   published are published before it tries again ([`MAX_MARK_ROUNDS`] times). A stream that
+//!   keeps moving on under its dispatch is *busy*, not failed: everything the dispatch saw was
+//!   published, and the appends that moved it on start dispatches of their own (or the next
+//!   sweep takes them).
 //! - **Appends never wait.** [`NotifyingStore`] wraps a backend: after an append that wrote
 //!   something (not an idempotent retry) it starts a dispatch of that stream in the background
 //!   and answers at once; the dispatch's failures are logged and left to the sweep. Per stream
 //!   one background dispatch runs at a time (a later append asks it to run once more), at most
 //!   [`MAX_BACKGROUND_STREAMS`] streams are dispatched in the background at once, and after the
-//!   sink failed for good, background dispatches pause for [`SINK_COOLDOWN`] so that an outage
-//!   does not start a retry schedule per append. Work in flight when the process stops is
-//!   simply redone by the sweep.
-//! - **Bounded sweeps.** [`Dispatcher::sweep`] dispatches at most `limit` pending streams,
-//!   [`SWEEP_CONCURRENCY`] at a time; it starts no new dispatch after the sink failed for good
-//!   (the rest waits for the next sweep) or after [`SWEEP_TIME_BUDGET`].
+//!   sink stopped publishing (unavailable, or the key refused), background dispatches pause for
+//!   [`SINK_COOLDOWN`] so that an outage does not start a retry schedule per append. Work in
+//!   flight when the process stops is simply redone by the sweep.
+//! - **Bounded and fair sweeps.** [`Dispatcher::sweep`] dispatches at most `limit` pending
+//!   streams, [`SWEEP_CONCURRENCY`] at a time; it starts no new dispatch after the sink stopped
+//!   publishing (the rest waits for the next sweep) or after [`SWEEP_TIME_BUDGET`], and none at
+//!   all while the sink is paused ([`NotificationSink::paused`]: the topic refused the key).
+//!   Each sweep starts after the last stream the previous sweep of this dispatcher took
+//!   ([`Outbox::pending`] rotates the streams), so streams that keep failing, or that sort
+//!   first, cannot take every run. Outbox entries that cannot be read are reported (logged and
+//!   counted in [`SweepReport::unreadable`]) and skipped.
 //! - **Bounded memory.** Events are read and published [`READ_CHUNK_EVENTS`] at a time, however
 //!   long the stream was pending.
-//!
-//! A notification the receiver refuses for good (400/413, or a wrong key) is not marked either:
-//! the stream stays pending and every sweep logs the error until the cause is fixed.
 
 use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use serde::Serialize;
+use uuid::Uuid;
 
-use super::notification::{notifications_for, RaiseSwitches};
+use super::deadletter::{DeadLetter, DeadLetterPage, DeadLetterStore};
+use super::notification::{notifications_for, Notification, RaiseSwitches};
 use super::publisher::PublishError;
 use super::sink::NotificationSink;
 use crate::stream::{
@@ -60,13 +76,13 @@ pub const MAX_MARK_ROUNDS: usize = 3;
 /// Most streams dispatched in the background at once; appends to further streams are left to
 /// the sweep.
 pub const MAX_BACKGROUND_STREAMS: usize = 1_024;
-/// How long background dispatches pause after the sink failed for good.
+/// How long background dispatches pause after the sink stopped publishing.
 pub const SINK_COOLDOWN: Duration = Duration::from_secs(30);
 
 /// Why a dispatch did not finish. The stream stays pending either way.
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
-    /// The outbox or the stream could not be read, or the mark not written.
+    /// The outbox or the stream could not be read, or the mark or a dead letter not written.
     #[error("stream {stream}: {source}")]
     Store {
         stream: String,
@@ -83,12 +99,16 @@ pub enum DispatchError {
         #[source]
         source: PublishError,
     },
+    /// The dead letters could not be read.
+    #[error("reading the dead letters: {0}")]
+    DeadLetters(#[source] StoreError),
 }
 
 impl DispatchError {
-    /// True when the sink itself is unavailable (later publishes would fail too, for now).
+    /// True when the sink itself cannot publish now (unavailable, or the key refused): later
+    /// publishes would fail too, for now.
     pub fn is_sink_unavailable(&self) -> bool {
-        matches!(self, Self::Publish { source, .. } if source.is_transient())
+        matches!(self, Self::Publish { source, .. } if source.stops_publishing())
     }
 }
 
@@ -98,13 +118,15 @@ impl DispatchError {
 pub struct DispatchOutcome {
     /// Notifications the sink accepted.
     pub published: usize,
-    /// Whether the mark now covers every event seen pending (false: the stream is left pending
-    /// for a later dispatch because its mark kept moving).
+    /// Notifications the sink refused for good, now dead letters.
+    pub dead_lettered: usize,
+    /// Whether the mark now covers every event seen pending (false: the stream kept moving on
+    /// while it was dispatched, and is left pending for the dispatch of its newer events).
     pub marked: bool,
 }
 
 /// What one sweep did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SweepReport {
     /// Streams found pending (at most the limit).
@@ -113,20 +135,78 @@ pub struct SweepReport {
     pub dispatched: usize,
     /// Notifications the sink accepted.
     pub published: usize,
+    /// Notifications the sink refused for good, now dead letters.
+    pub dead_lettered: usize,
+    /// Streams whose every notification seen was published, but which moved on (new appends)
+    /// while they were dispatched: left pending for their newer events, not a failure.
+    pub busy: usize,
+    /// Outbox entries that could not be read: reported and skipped.
+    pub unreadable: usize,
     /// Streams left pending because their dispatch failed.
     pub failed: usize,
-    /// Streams not attempted (the sink failed for good, or the time budget ran out).
+    /// Streams not attempted (the sink stopped publishing, or the time budget ran out).
     pub skipped: usize,
+    /// Why publishing is paused, when it is (the topic refused the key): nothing was
+    /// attempted after that.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
 }
 
 impl SweepReport {
-    fn add(&mut self, other: &SweepReport) {
+    /// Adds the counts of `other` (the first pause reason is kept).
+    pub fn add(&mut self, other: &SweepReport) {
         self.pending += other.pending;
         self.dispatched += other.dispatched;
         self.published += other.published;
+        self.dead_lettered += other.dead_lettered;
+        self.busy += other.busy;
+        self.unreadable += other.unreadable;
         self.failed += other.failed;
         self.skipped += other.skipped;
+        if self.paused.is_none() {
+            self.paused.clone_from(&other.paused);
+        }
     }
+}
+
+/// What one re-drive of dead letters did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedriveReport {
+    /// Letters published, and forgotten.
+    pub redriven: usize,
+    /// Letters the sink refused again (kept, with the new reason and time).
+    pub refused: usize,
+    /// Letters that could not be re-driven (their event could not be read): kept.
+    pub failed: usize,
+    /// Letters not attempted: the sink stopped publishing, or more letters than the limit.
+    pub remaining: usize,
+    /// Rows of the dead letters that could not be read.
+    pub unreadable: usize,
+    /// Why publishing stopped, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+}
+
+impl RedriveReport {
+    /// Adds the counts of `other` (the first stop reason is kept).
+    pub fn add(&mut self, other: &RedriveReport) {
+        self.redriven += other.redriven;
+        self.refused += other.refused;
+        self.failed += other.failed;
+        self.remaining += other.remaining;
+        self.unreadable += other.unreadable;
+        if self.stopped.is_none() {
+            self.stopped.clone_from(&other.stopped);
+        }
+    }
+}
+
+/// What publishing a list of notifications came to.
+#[derive(Debug, Clone, Copy, Default)]
+struct Delivered {
+    published: usize,
+    dead_lettered: usize,
 }
 
 /// Publishes the pending notifications of one backend.
@@ -136,8 +216,11 @@ pub struct Dispatcher {
     store: Arc<dyn EventStore>,
     outbox: Arc<dyn Outbox>,
     sink: Arc<dyn NotificationSink>,
+    dead_letters: Arc<dyn DeadLetterStore>,
     raise: RaiseSwitches,
     background: Mutex<Background>,
+    /// The last stream the latest sweep took: the next sweep starts after it.
+    cursor: Mutex<Option<StreamId>>,
 }
 
 /// State of the background dispatches.
@@ -158,14 +241,24 @@ impl std::fmt::Debug for Dispatcher {
     }
 }
 
+/// Locks a mutex whose every update replaces whole values, so that a panic cannot have left
+/// one half-written.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Dispatcher {
     /// A dispatcher of `outbox` (the outbox of `store`, which it reads events from) into
-    /// `sink`, raising the notifications `raise` switches on. `name` names the backend in logs.
+    /// `sink`, raising the notifications `raise` switches on, keeping the notifications the sink
+    /// refuses for good in `dead_letters`. `name` names the backend in logs.
     pub fn new(
         name: impl Into<String>,
         store: Arc<dyn EventStore>,
         outbox: Arc<dyn Outbox>,
         sink: Arc<dyn NotificationSink>,
+        dead_letters: Arc<dyn DeadLetterStore>,
         raise: RaiseSwitches,
     ) -> Self {
         Self {
@@ -173,8 +266,10 @@ impl Dispatcher {
             store,
             outbox,
             sink,
+            dead_letters,
             raise,
             background: Mutex::new(Background::default()),
+            cursor: Mutex::new(None),
         }
     }
 
@@ -188,25 +283,40 @@ impl Dispatcher {
         match self.read_pending(stream).await? {
             Some(pending) => self.drain(pending).await,
             None => Ok(DispatchOutcome {
-                published: 0,
                 marked: true,
+                ..DispatchOutcome::default()
             }),
         }
     }
 
-    /// Dispatches up to `limit` pending streams (see the module documentation for the bounds).
+    /// Dispatches up to `limit` pending streams (see the module documentation for the bounds
+    /// and the order).
     pub async fn sweep(&self, limit: usize) -> Result<SweepReport, DispatchError> {
+        if let Some(reason) = self.sink.paused() {
+            tracing::warn!(backend = %self.name, %reason, "sweep: nothing attempted");
+            return Ok(SweepReport {
+                paused: Some(reason),
+                ..SweepReport::default()
+            });
+        }
         let started = Instant::now();
-        let pending = self
+        let after = lock(&self.cursor).clone();
+        let scan = self
             .outbox
-            .pending(limit)
+            .pending(after.as_ref(), limit)
             .await
             .map_err(DispatchError::Pending)?;
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let stop = &stop;
-        let results: Vec<SweepReport> = futures::stream::iter(pending)
-            .map(|pending| async move {
-                use std::sync::atomic::Ordering;
+        for entry in &scan.unreadable {
+            tracing::warn!(backend = %self.name, entry = %entry.key, detail = %entry.detail,
+                "sweep: an outbox entry that cannot be read was skipped");
+        }
+        let streams = scan.streams;
+        let stop = AtomicBool::new(false);
+        // One past the index of the last stream started (0: none).
+        let taken = AtomicUsize::new(0);
+        let (stop, taken) = (&stop, &taken);
+        let results: Vec<SweepReport> = futures::stream::iter(streams.iter().cloned().enumerate())
+            .map(|(index, pending)| async move {
                 let mut report = SweepReport {
                     pending: 1,
                     ..SweepReport::default()
@@ -215,14 +325,19 @@ impl Dispatcher {
                     report.skipped = 1;
                     return report;
                 }
+                taken.fetch_max(index + 1, Ordering::SeqCst);
                 let stream = pending.stream.clone();
                 match self.drain(pending).await {
                     Ok(outcome) => {
                         report.published = outcome.published;
+                        report.dead_lettered = outcome.dead_lettered;
                         if outcome.marked {
                             report.dispatched = 1;
                         } else {
-                            report.failed = 1;
+                            tracing::info!(backend = %self.name, stream = %stream,
+                                "sweep: the stream moved on while it was dispatched; its newer \
+                                 events are left to their own dispatch");
+                            report.busy = 1;
                         }
                     }
                     Err(error) => {
@@ -243,14 +358,150 @@ impl Dispatcher {
             .buffer_unordered(SWEEP_CONCURRENCY)
             .collect()
             .await;
-        let mut total = SweepReport::default();
+        let mut total = SweepReport {
+            unreadable: scan.unreadable.len(),
+            ..SweepReport::default()
+        };
         for report in &results {
             total.add(report);
+        }
+        let taken = taken.load(Ordering::SeqCst);
+        if let Some(last) = taken.checked_sub(1).and_then(|i| streams.get(i)) {
+            *lock(&self.cursor) = Some(last.stream.clone());
+        }
+        if stop.load(Ordering::SeqCst) {
+            total.paused = self.sink.paused();
         }
         if total.dispatched > 0 {
             self.background().paused_until = None;
         }
         Ok(total)
+    }
+
+    /// Up to `limit` dead letters of this backend with an id after `after`, in id order.
+    pub async fn dead_letters(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<DeadLetterPage, DispatchError> {
+        self.dead_letters
+            .list(after, limit)
+            .await
+            .map_err(DispatchError::DeadLetters)
+    }
+
+    /// Publishes dead letters again: those of `ids` that are this backend's (the others are
+    /// not found here and ignored), or when `ids` is `None` up to `limit` of them in id order.
+    /// A letter the sink accepts is forgotten; one it refuses again is kept with the new reason.
+    /// Stops at the first failure of the sink itself (unavailable, key refused). Returns the
+    /// report and the ids of `ids` found here.
+    pub async fn redrive(
+        &self,
+        ids: Option<&[Uuid]>,
+        limit: usize,
+    ) -> Result<(RedriveReport, Vec<Uuid>), DispatchError> {
+        let mut report = RedriveReport::default();
+        let mut letters = Vec::new();
+        match ids {
+            Some(ids) => {
+                for id in ids {
+                    let letter = self
+                        .dead_letters
+                        .get(*id)
+                        .await
+                        .map_err(DispatchError::DeadLetters)?;
+                    letters.extend(letter);
+                }
+            }
+            None => {
+                let page = self.dead_letters(None, limit).await?;
+                report.unreadable = page.unreadable.len();
+                if page.next.is_some() {
+                    // At least one more than the page: the exact count would need a scan.
+                    report.remaining = 1;
+                }
+                letters = page.letters;
+            }
+        }
+        let found: Vec<Uuid> = letters.iter().map(|l| l.id).collect();
+        if let Some(reason) = self.sink.paused() {
+            report.remaining += letters.len();
+            report.stopped = Some(reason);
+            return Ok((report, found));
+        }
+        let total = letters.len();
+        for (done, letter) in letters.into_iter().enumerate() {
+            match self.redrive_one(&letter).await {
+                Ok(Redriven::Published) => report.redriven += 1,
+                Ok(Redriven::Refused) => report.refused += 1,
+                Ok(Redriven::Failed) => report.failed += 1,
+                Err(error) if error.is_sink_unavailable() => {
+                    report.remaining += total - done;
+                    report.stopped = Some(error.to_string());
+                    break;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        tracing::info!(backend = %self.name, redriven = report.redriven, refused = report.refused,
+            failed = report.failed, remaining = report.remaining, "dead letters re-driven");
+        Ok((report, found))
+    }
+
+    async fn redrive_one(&self, letter: &DeadLetter) -> Result<Redriven, DispatchError> {
+        let stream = match letter.stream() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(backend = %self.name, id = %letter.id, %error,
+                    "dead letter of no stream: kept");
+                return Ok(Redriven::Failed);
+            }
+        };
+        let store_error = |source| DispatchError::Store {
+            stream: stream.to_string(),
+            source,
+        };
+        let sequence = letter.sequence_number;
+        let slice = match self
+            .store
+            .read(&stream, ReadRequest::range(sequence, Some(sequence)))
+            .await
+        {
+            Ok(slice) => slice,
+            Err(error @ StoreError::Unavailable { .. }) => return Err(store_error(error)),
+            Err(error) => {
+                tracing::warn!(backend = %self.name, id = %letter.id, stream = %stream,
+                    %error, "dead letter whose event cannot be read: kept");
+                return Ok(Redriven::Failed);
+            }
+        };
+        let Some(event) = slice.events.iter().find(|e| e.sequence == sequence) else {
+            tracing::warn!(backend = %self.name, id = %letter.id, stream = %stream, sequence,
+                "dead letter of an event the stream does not have: kept");
+            return Ok(Redriven::Failed);
+        };
+        let notification = Notification::build(letter.notification_kind, &stream, event);
+        match self.sink.publish(std::slice::from_ref(&notification)).await {
+            Ok(()) => {
+                self.dead_letters
+                    .remove(letter.id)
+                    .await
+                    .map_err(store_error)?;
+                Ok(Redriven::Published)
+            }
+            Err(error) if error.refused().is_some() => {
+                let again = DeadLetter::new(&notification, &error);
+                tracing::warn!(backend = %self.name, id = %letter.id, stream = %stream,
+                    status = ?again.status, reason = %again.reason,
+                    "dead letter refused again: kept");
+                self.dead_letters.put(&again).await.map_err(store_error)?;
+                Ok(Redriven::Refused)
+            }
+            Err(source) => Err(DispatchError::Publish {
+                stream: stream.to_string(),
+                source,
+            }),
+        }
     }
 
     /// Starts a dispatch of `stream` in the background (see the module documentation); never
@@ -287,7 +538,8 @@ impl Dispatcher {
                 let failed = match this.dispatch(&stream).await {
                     Ok(outcome) => {
                         tracing::debug!(backend = %this.name, stream = %stream,
-                            published = outcome.published, marked = outcome.marked,
+                            published = outcome.published,
+                            dead_lettered = outcome.dead_lettered, marked = outcome.marked,
                             "notifications dispatched");
                         false
                     }
@@ -295,8 +547,14 @@ impl Dispatcher {
                         if error.is_sink_unavailable() {
                             this.background().paused_until = Some(Instant::now() + SINK_COOLDOWN);
                         }
-                        tracing::warn!(backend = %this.name, stream = %stream, error = %error,
-                            "notifications left pending for the sweep");
+                        // A paused sink has said why once already (the publisher's own line).
+                        if this.sink.paused().is_some() {
+                            tracing::debug!(backend = %this.name, stream = %stream,
+                                error = %error, "notifications left pending for the sweep");
+                        } else {
+                            tracing::warn!(backend = %this.name, stream = %stream,
+                                error = %error, "notifications left pending for the sweep");
+                        }
                         true
                     }
                 };
@@ -313,10 +571,7 @@ impl Dispatcher {
     }
 
     fn background(&self) -> MutexGuard<'_, Background> {
-        // Every update replaces whole values, so a panic cannot leave one half-written.
-        self.background
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.background)
     }
 
     async fn read_pending(
@@ -342,11 +597,13 @@ impl Dispatcher {
         };
         // Events up to here are published (by this call, or before it).
         let mut published_to = pending.notified;
-        let mut published = 0;
+        let mut outcome = DispatchOutcome::default();
         for _ in 0..MAX_MARK_ROUNDS {
             let from = published_to.max(pending.notified);
             if pending.version > from {
-                published += self.publish_range(&stream, from, pending.version).await?;
+                let delivered = self.publish_range(&stream, from, pending.version).await?;
+                outcome.published += delivered.published;
+                outcome.dead_lettered += delivered.dead_lettered;
                 published_to = pending.version;
             }
             if self
@@ -355,38 +612,31 @@ impl Dispatcher {
                 .await
                 .map_err(store_error)?
             {
-                return Ok(DispatchOutcome {
-                    published,
-                    marked: true,
-                });
+                outcome.marked = true;
+                return Ok(outcome);
             }
             match self.read_pending(&stream).await? {
                 Some(again) => pending = again,
                 None => {
-                    return Ok(DispatchOutcome {
-                        published,
-                        marked: true,
-                    })
+                    outcome.marked = true;
+                    return Ok(outcome);
                 }
             }
         }
-        Ok(DispatchOutcome {
-            published,
-            marked: false,
-        })
+        Ok(outcome)
     }
 
-    /// Publishes the notifications of events `(after, to]`; returns how many.
+    /// Publishes the notifications of events `(after, to]`.
     async fn publish_range(
         &self,
         stream: &StreamId,
         after: u64,
         to: u64,
-    ) -> Result<usize, DispatchError> {
+    ) -> Result<Delivered, DispatchError> {
         // Only the first event raises anything when per-event notifications are off.
         let to = if self.raise.event { to } else { to.min(1) };
-        let mut published = 0;
-        let mut next = after + 1;
+        let mut delivered = Delivered::default();
+        let mut next = after.saturating_add(1);
         while next <= to {
             let end = to.min(next.saturating_add(READ_CHUNK_EVENTS - 1));
             let slice = self
@@ -413,19 +663,94 @@ impl Dispatcher {
                 });
             }
             let notifications = notifications_for(stream, &slice.events, self.raise);
-            if !notifications.is_empty() {
-                self.sink.publish(&notifications).await.map_err(|source| {
-                    DispatchError::Publish {
-                        stream: stream.to_string(),
-                        source,
-                    }
-                })?;
-                published += notifications.len();
-            }
-            next = end + 1;
+            let chunk = self.deliver(stream, &notifications).await?;
+            delivered.published += chunk.published;
+            delivered.dead_lettered += chunk.dead_lettered;
+            next = end.saturating_add(1);
         }
-        Ok(published)
+        Ok(delivered)
     }
+
+    /// Publishes `notifications` in order, dead-lettering each one the sink refuses for good
+    /// (found by splitting the refused request in halves, see the module documentation).
+    async fn deliver(
+        &self,
+        stream: &StreamId,
+        notifications: &[Notification],
+    ) -> Result<Delivered, DispatchError> {
+        let mut delivered = Delivered::default();
+        // Ranges still to publish; the next one is last.
+        let mut todo: Vec<Range<usize>> = Vec::new();
+        todo.push(0..notifications.len());
+        while let Some(range) = todo.pop() {
+            let Some(slice) = notifications.get(range.clone()).filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let error = match self.sink.publish(slice).await {
+                Ok(()) => {
+                    delivered.published += slice.len();
+                    continue;
+                }
+                Err(error) => error,
+            };
+            // The refused part, as indexes into `notifications`, when it lies within the range.
+            let refused = error
+                .refused()
+                .map(|r| (range.start + r.start)..(range.start + r.end))
+                .filter(|r| !r.is_empty() && r.end <= range.end);
+            let Some(refused) = refused else {
+                return Err(DispatchError::Publish {
+                    stream: stream.to_string(),
+                    source: error,
+                });
+            };
+            let accepted = error.published().min(refused.start - range.start);
+            delivered.published += accepted;
+            // In the order they are to be published (pushed in reverse): what was not sent
+            // before the refused part, the refused part (halved, or one notification that is
+            // dead-lettered), and the rest.
+            todo.push(refused.end..range.end);
+            if refused.len() == 1 {
+                if let Some(notification) = notifications.get(refused.start) {
+                    self.dead_letter(stream, notification, &error).await?;
+                    delivered.dead_lettered += 1;
+                }
+            } else {
+                let middle = refused.start + refused.len() / 2;
+                todo.push(middle..refused.end);
+                todo.push(refused.start..middle);
+            }
+            todo.push((range.start + accepted)..refused.start);
+        }
+        Ok(delivered)
+    }
+
+    async fn dead_letter(
+        &self,
+        stream: &StreamId,
+        notification: &Notification,
+        error: &PublishError,
+    ) -> Result<(), DispatchError> {
+        let letter = DeadLetter::new(notification, error);
+        tracing::warn!(backend = %self.name, stream = %stream,
+            sequence = letter.sequence_number, id = %letter.id, status = ?letter.status,
+            reason = %letter.reason,
+            "notification refused for good by the topic: dead-lettered, the stream goes on");
+        self.dead_letters
+            .put(&letter)
+            .await
+            .map_err(|source| DispatchError::Store {
+                stream: stream.to_string(),
+                source,
+            })
+    }
+}
+
+/// What re-driving one dead letter came to.
+enum Redriven {
+    Published,
+    Refused,
+    Failed,
 }
 
 /// Sweeps every dispatcher in turn; the first error of each is logged and counted as a failure
@@ -515,41 +840,70 @@ impl EventStore for NotifyingStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notify::deadletter::MemoryDeadLetters;
     use crate::notify::notification::{notification_id, NotificationKind};
     use crate::notify::sink::MemorySink;
     use crate::storage::MemoryStore;
     use std::collections::BTreeMap;
 
     /// An outbox over a [`MemoryStore`]: pending = version past the mark; the token is the
-    /// mark's own change counter (so, like the Blob outbox, appends do not change it).
+    /// mark's own change counter (so, like the Blob outbox, appends do not change it). A stream
+    /// in `poisoned` claims one event more than it has, so its every dispatch fails.
+    #[derive(Default)]
     struct MemoryOutbox {
         store: Arc<MemoryStore>,
         marks: Mutex<BTreeMap<StreamId, (u64, u64)>>,
+        poisoned: Mutex<Vec<StreamId>>,
+    }
+
+    impl MemoryOutbox {
+        fn new(store: Arc<MemoryStore>) -> Self {
+            Self {
+                store,
+                ..Self::default()
+            }
+        }
     }
 
     #[async_trait]
     impl Outbox for MemoryOutbox {
-        async fn pending(&self, limit: usize) -> Result<Vec<PendingStream>, StoreError> {
+        async fn pending(
+            &self,
+            after: Option<&StreamId>,
+            limit: usize,
+        ) -> Result<crate::stream::PendingScan, StoreError> {
             let page = self
                 .store
                 .list_streams("Bank", "Account", None, 1000)
                 .await?;
-            let mut out = Vec::new();
-            for instance in page.instances {
-                let stream = StreamId::new("Bank", "Account", instance).unwrap();
+            let mut streams: Vec<StreamId> = page
+                .instances
+                .into_iter()
+                .map(|instance| StreamId::new("Bank", "Account", instance).unwrap())
+                .collect();
+            streams.sort();
+            if let Some(after) = after {
+                let split = streams.partition_point(|s| s <= after);
+                streams.rotate_left(split);
+            }
+            let mut scan = crate::stream::PendingScan::default();
+            for stream in streams {
                 if let Some(p) = self.pending_for(&stream).await? {
-                    out.push(p);
+                    scan.streams.push(p);
                 }
             }
-            out.truncate(limit);
-            Ok(out)
+            scan.streams.truncate(limit);
+            Ok(scan)
         }
 
         async fn pending_for(
             &self,
             stream: &StreamId,
         ) -> Result<Option<PendingStream>, StoreError> {
-            let version = self.store.version(stream).await?;
+            let mut version = self.store.version(stream).await?;
+            if self.poisoned.lock().unwrap().contains(stream) {
+                version += 1;
+            }
             let (notified, changes) = self
                 .marks
                 .lock()
@@ -587,19 +941,31 @@ mod tests {
     }
 
     fn setup(sink: Arc<MemorySink>, raise: RaiseSwitches) -> (Arc<MemoryStore>, Arc<Dispatcher>) {
+        let (store, _, _, dispatcher) = setup_with_outbox(sink, raise);
+        (store, dispatcher)
+    }
+
+    fn setup_with_outbox(
+        sink: Arc<MemorySink>,
+        raise: RaiseSwitches,
+    ) -> (
+        Arc<MemoryStore>,
+        Arc<MemoryOutbox>,
+        Arc<MemoryDeadLetters>,
+        Arc<Dispatcher>,
+    ) {
         let store = Arc::new(MemoryStore::new());
-        let outbox = Arc::new(MemoryOutbox {
-            store: store.clone(),
-            marks: Mutex::default(),
-        });
+        let outbox = Arc::new(MemoryOutbox::new(store.clone()));
+        let dead_letters = Arc::new(MemoryDeadLetters::new());
         let dispatcher = Arc::new(Dispatcher::new(
             "memory",
             store.clone(),
-            outbox,
+            outbox.clone(),
             sink,
+            dead_letters.clone(),
             raise,
         ));
-        (store, dispatcher)
+        (store, outbox, dead_letters, dispatcher)
     }
 
     fn ids(sink: &MemorySink) -> Vec<uuid::Uuid> {
@@ -620,6 +986,7 @@ mod tests {
             outcome,
             DispatchOutcome {
                 published: 3,
+                dead_lettered: 0,
                 marked: true
             }
         );
@@ -685,6 +1052,7 @@ mod tests {
             dispatcher.dispatch(&s).await.unwrap(),
             DispatchOutcome {
                 published: 0,
+                dead_lettered: 0,
                 marked: true
             }
         );
@@ -759,15 +1127,13 @@ mod tests {
             stream: s.clone(),
             races: Mutex::new(1),
         });
-        let outbox = Arc::new(MemoryOutbox {
-            store: store.clone(),
-            marks: Mutex::default(),
-        });
+        let outbox = Arc::new(MemoryOutbox::new(store.clone()));
         let dispatcher = Dispatcher::new(
             "memory",
             store.clone(),
             outbox.clone(),
             sink,
+            Arc::new(MemoryDeadLetters::new()),
             RaiseSwitches::ALL,
         );
         store
@@ -810,5 +1176,149 @@ mod tests {
         }
         assert_eq!(sink.published().len(), 3);
         assert_eq!(first.version, 1);
+    }
+    fn new_event_id(s: &StreamId, sequence: u64) -> uuid::Uuid {
+        notification_id(s, sequence, NotificationKind::NewEvent)
+    }
+
+    #[tokio::test]
+    async fn a_refused_notification_is_dead_lettered_and_the_stream_goes_on() {
+        let sink = Arc::new(MemorySink::new());
+        let (store, _, dead_letters, dispatcher) =
+            setup_with_outbox(sink.clone(), RaiseSwitches::ALL);
+        let s = stream("1");
+        let refused = new_event_id(&s, 3);
+        sink.refuse(refused, 400);
+        store
+            .append(&s, ExpectedVersion::NoStream, events(5))
+            .await
+            .unwrap();
+        let outcome = dispatcher.dispatch(&s).await.unwrap();
+        assert_eq!(
+            outcome,
+            DispatchOutcome {
+                published: 5,
+                dead_lettered: 1,
+                marked: true
+            }
+        );
+        assert!(!ids(&sink).contains(&refused));
+        let letters = dead_letters.all();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].id, refused);
+        assert_eq!(letters[0].sequence_number, 3);
+        assert_eq!(letters[0].status, Some(400));
+        assert_eq!(letters[0].reason, crate::notify::sink::MEMORY_SINK_REFUSAL);
+        // Later events go on.
+        store
+            .append(&s, ExpectedVersion::Exact(5), events(1))
+            .await
+            .unwrap();
+        assert_eq!(dispatcher.dispatch(&s).await.unwrap().published, 1);
+        assert!(ids(&sink).contains(&new_event_id(&s, 6)));
+
+        // Re-driven while still refused: kept; once accepted: published and forgotten.
+        let (report, found) = dispatcher.redrive(None, 10).await.unwrap();
+        assert_eq!((report.redriven, report.refused), (0, 1));
+        assert_eq!(found, vec![refused]);
+        assert_eq!(dead_letters.all().len(), 1);
+        sink.accept_all();
+        let (report, _) = dispatcher.redrive(Some(&[refused]), 10).await.unwrap();
+        assert_eq!((report.redriven, report.refused, report.failed), (1, 0, 0));
+        assert!(dead_letters.all().is_empty());
+        assert_eq!(ids(&sink).last(), Some(&refused));
+    }
+
+    #[tokio::test]
+    async fn splitting_finds_every_refused_notification_and_keeps_the_order() {
+        let sink = Arc::new(MemorySink::new());
+        let only_events = RaiseSwitches {
+            entity_creation: false,
+            event: true,
+        };
+        let (store, _, dead_letters, dispatcher) = setup_with_outbox(sink.clone(), only_events);
+        let s = stream("1");
+        store
+            .append(&s, ExpectedVersion::NoStream, events(40))
+            .await
+            .unwrap();
+        for sequence in [1, 2, 17, 40] {
+            sink.refuse(new_event_id(&s, sequence), 413);
+        }
+        let outcome = dispatcher.dispatch(&s).await.unwrap();
+        assert_eq!((outcome.published, outcome.dead_lettered), (36, 4));
+        let sequences: Vec<u64> = sink
+            .published()
+            .iter()
+            .map(|n| n.data.sequence_number)
+            .collect();
+        let expected: Vec<u64> = (1..=40).filter(|q| ![1, 2, 17, 40].contains(q)).collect();
+        assert_eq!(sequences, expected, "in order, each once");
+        let letters: Vec<u64> = dead_letters
+            .all()
+            .iter()
+            .map(|l| l.sequence_number)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(letters, vec![1, 2, 17, 40]);
+        // Halving: a few calls per refused notification, not one per notification.
+        assert!(sink.calls() < 40, "{} calls", sink.calls());
+    }
+
+    #[tokio::test]
+    async fn sweeps_take_turns_so_failing_streams_cannot_starve_the_rest() {
+        let sink = Arc::new(MemorySink::new());
+        let (store, outbox, _, dispatcher) = setup_with_outbox(sink.clone(), RaiseSwitches::ALL);
+        // Five streams that sort first and fail every time, then one healthy stream.
+        for name in ["a0", "a1", "a2", "a3", "a4", "b"] {
+            store
+                .append(&stream(name), ExpectedVersion::NoStream, events(1))
+                .await
+                .unwrap();
+        }
+        for name in ["a0", "a1", "a2", "a3", "a4"] {
+            outbox.poisoned.lock().unwrap().push(stream(name));
+        }
+        let first = dispatcher.sweep(5).await.unwrap();
+        assert_eq!((first.pending, first.failed, first.dispatched), (5, 5, 0));
+        let second = dispatcher.sweep(5).await.unwrap();
+        assert_eq!(second.dispatched, 1, "{second:?}");
+        assert!(sink.published().iter().any(|n| n.data.instance == "b"));
+    }
+
+    /// A sink that says it is paused.
+    struct PausedSink;
+
+    #[async_trait]
+    impl NotificationSink for PausedSink {
+        async fn publish(&self, _: &[super::super::Notification]) -> Result<(), PublishError> {
+            panic!("a paused sink is not asked to publish");
+        }
+
+        fn paused(&self) -> Option<String> {
+            Some("the topic refused the key with 401".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_paused_sink_is_not_swept() {
+        let store = Arc::new(MemoryStore::new());
+        let outbox = Arc::new(MemoryOutbox::new(store.clone()));
+        let dispatcher = Dispatcher::new(
+            "memory",
+            store.clone(),
+            outbox,
+            Arc::new(PausedSink),
+            Arc::new(MemoryDeadLetters::new()),
+            RaiseSwitches::ALL,
+        );
+        store
+            .append(&stream("1"), ExpectedVersion::NoStream, events(1))
+            .await
+            .unwrap();
+        let report = dispatcher.sweep(10).await.unwrap();
+        assert_eq!(report.pending, 0);
+        assert!(report.paused.unwrap().contains("401"));
     }
 }

@@ -8,15 +8,18 @@
 //!   receivers deduplicate by id;
 //! - both Event Grid schemas are written by hand-made serde types ([`schema`]), and read back
 //!   by [`Notification::from_event_slice`];
-//! - publishing respects Event Grid's limits and retries only what can succeed later
-//!   ([`publisher`]);
+//! - publishing respects Event Grid's limits, retries only what can succeed later, and pauses
+//!   while the topic refuses the key ([`publisher`]);
 //! - settings are checked at start-up and the key never shows ([`settings`]);
 //! - every acknowledged append is notified at least once ([`dispatch`]): the backends record
 //!   pending notifications atomically with the events (their outbox, see
 //!   [`crate::stream::Outbox`]), and the dispatcher publishes them into a [`NotificationSink`]
 //!   before it moves the notified mark — right after each append, and from the
-//!   `NotificationSweep` timer function for whatever is left.
+//!   `NotificationSweep` timer function for whatever is left;
+//! - no notification blocks the ones after it: one the topic refuses for good becomes a dead
+//!   letter ([`deadletter`]) that an operator can list and re-drive.
 
+pub mod deadletter;
 pub mod dispatch;
 pub mod notification;
 pub mod publisher;
@@ -25,7 +28,11 @@ pub mod schema;
 pub mod settings;
 pub mod sink;
 
-pub use dispatch::{Dispatcher, NotifyingStore, SweepReport, DEFAULT_SWEEP_LIMIT};
+pub use deadletter::{
+    DeadLetter, DeadLetterPage, DeadLetterStore, MemoryDeadLetters, TableDeadLetters,
+    DEAD_LETTER_TABLE,
+};
+pub use dispatch::{Dispatcher, NotifyingStore, RedriveReport, SweepReport, DEFAULT_SWEEP_LIMIT};
 pub use notification::{
     notification_id, notifications_for, read_path, subject, Notification, NotificationData,
     NotificationKind, RaiseSwitches, MAX_EVENT_BYTES, NOTIFICATION_NAMESPACE,

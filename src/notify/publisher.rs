@@ -12,15 +12,25 @@
 //!   accepted ([`PublishError::published`]). Resending everything is always safe: ids are
 //!   deterministic, so receivers drop what they already have.
 //! - **Bounded retries.** 5xx, 408, 429, timeouts and connection errors are retried on the
-//!   [`RetryPolicy`] (exponential backoff with jitter, bounded attempts and time). 400 and 413
-//!   are final ([`PublishError::Rejected`]: the content is wrong and resending cannot help);
-//!   other 4xx (401, 403, 404, ...) mean the endpoint or key is wrong
-//!   ([`PublishError::Misconfigured`]).
+//!   [`RetryPolicy`] (exponential backoff with jitter, bounded attempts and time).
+//! - **Refusals say what was refused.** Any other 4xx but 401 and 403 (400, 404, 413, ...) is
+//!   final for that request ([`PublishError::Rejected`], with the request's `batch`): the topic
+//!   refused its content, and sending it again cannot help. The caller decides what to do with
+//!   it (the dispatcher splits the batch until it has the single notification that is refused,
+//!   and dead-letters it: see [`super::dispatch`]).
+//! - **A refused key pauses the whole publisher.** 401 and 403 mean the key (or the endpoint's
+//!   access) is wrong: every later request would be refused too. The publisher stops sending for
+//!   a pause ([`AUTH_PAUSE_INITIAL`], doubling up to [`AUTH_PAUSE_MAX`] while the topic keeps
+//!   refusing it), logs one error line when the pause starts (and one info line when the topic
+//!   accepts again), and answers every publish in between at once with
+//!   [`PublishError::Paused`], no request made. Clones of a publisher share the pause, so the
+//!   background publishes of every backend and the `NotificationSweep` all wait on it.
 //! - **The key stays secret.** It is only ever put in the `aeg-sas-key` header; errors and logs
 //!   show the endpoint without its query string.
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -51,6 +61,11 @@ pub const EVENT_TYPE_HEADER: &str = "aeg-event-type";
 pub const NOTIFICATION_EVENT_TYPE: &str = "Notification";
 /// Longest part of an error response body kept in a [`PublishError`], in characters.
 pub const MAX_ERROR_BODY_CHARS: usize = 1_024;
+/// How long publishing pauses after the topic first refused the key (401, 403).
+pub const AUTH_PAUSE_INITIAL: Duration = Duration::from_secs(30);
+/// Longest pause: each time the topic refuses the key again after a pause, the next pause is
+/// twice as long, up to this.
+pub const AUTH_PAUSE_MAX: Duration = Duration::from_secs(600);
 
 /// Why notifications were not all published.
 #[derive(Debug, thiserror::Error)]
@@ -69,23 +84,37 @@ pub enum PublishError {
         id: Uuid,
         reason: String,
     },
-    /// 400 or 413: the receiver refused the content of the request holding `batch`.
-    #[error("{endpoint} rejected notifications {batch:?} with {status}: {body}")]
+    /// A 4xx other than 401, 403, 408 and 429 (400, 404, 413, ...): the receiver refused the
+    /// request holding `batch`, for good.
+    #[error("{endpoint} refused notifications {batch:?} with {status}: {body}")]
     Rejected {
         status: u16,
         body: String,
         endpoint: String,
         batch: Range<usize>,
     },
-    /// 401, 403, 404 or another 4xx: the endpoint or the key is wrong.
-    #[error("{endpoint} answered {status} (check the topic endpoint and key): {body}")]
-    Misconfigured {
+    /// 401 or 403: the key is wrong (rotated, say) or lacks access; publishing pauses.
+    #[error("{endpoint} refused the key with {status} (check the topic key setting): {body}")]
+    Unauthorized {
         status: u16,
         body: String,
         endpoint: String,
         batch: Range<usize>,
     },
-    /// Every attempt failed with a transient error (5xx, 429, timeout, connection).
+    /// Nothing was sent: publishing is paused since the topic refused the key.
+    #[error(
+        "publishing to {endpoint} is paused for another {}s: the topic refused the key with \
+         {status}: {body}",
+        remaining.as_secs()
+    )]
+    Paused {
+        status: u16,
+        body: String,
+        endpoint: String,
+        remaining: Duration,
+        batch: Range<usize>,
+    },
+    /// Every attempt failed with a transient error (5xx, 408, 429, timeout, connection).
     #[error("{endpoint} unavailable after {attempts} attempt(s): {last}")]
     Unavailable {
         attempts: u32,
@@ -104,7 +133,8 @@ impl PublishError {
     pub fn published(&self) -> usize {
         match self {
             Self::Rejected { batch, .. }
-            | Self::Misconfigured { batch, .. }
+            | Self::Unauthorized { batch, .. }
+            | Self::Paused { batch, .. }
             | Self::Unavailable { batch, .. } => batch.start,
             _ => 0,
         }
@@ -113,6 +143,131 @@ impl PublishError {
     /// True when trying again later may succeed (the receiver was unavailable).
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable { .. })
+    }
+
+    /// True when no notification can be published for now, whatever it holds: the receiver
+    /// is unavailable or refuses the key. Callers stop publishing and leave the rest pending.
+    pub fn stops_publishing(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { .. }
+                | Self::Unauthorized { .. }
+                | Self::Paused { .. }
+                | Self::Client(_)
+        )
+    }
+
+    /// The notifications (indexes into the slice given) refused for good, when that is what
+    /// happened: the request the receiver refused, or the one notification that cannot be sent
+    /// at all. Those before `published()` were accepted; the others were not sent.
+    pub fn refused(&self) -> Option<Range<usize>> {
+        match self {
+            Self::Rejected { batch, .. } => Some(batch.clone()),
+            Self::EventTooLarge { index, .. } | Self::Encode { index, .. } => {
+                Some(*index..index.saturating_add(1))
+            }
+            _ => None,
+        }
+    }
+
+    /// The receiver's status of a refusal (none when nothing was sent).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Rejected { status, .. }
+            | Self::Unauthorized { status, .. }
+            | Self::Paused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Why and until when publishing is paused.
+#[derive(Debug, Clone)]
+struct Pause {
+    status: u16,
+    body: String,
+    until: Instant,
+    length: Duration,
+}
+
+/// The pause a refused key starts, shared by the clones of a publisher.
+#[derive(Debug)]
+struct AuthPause {
+    initial: Duration,
+    max: Duration,
+    /// The latest pause, kept after it ended until a publish succeeds (so that a key refused
+    /// again pauses for longer).
+    latest: Mutex<Option<Pause>>,
+}
+
+impl AuthPause {
+    fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max: max.max(initial),
+            latest: Mutex::new(None),
+        }
+    }
+
+    fn latest(&self) -> MutexGuard<'_, Option<Pause>> {
+        // Every update replaces the whole value, so a panic cannot leave it half-written.
+        self.latest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The pause under way, if any.
+    fn current(&self) -> Option<Pause> {
+        let now = Instant::now();
+        self.latest().clone().filter(|pause| now < pause.until)
+    }
+
+    /// The topic refused the key: pause (longer when the previous pause ended the same way).
+    fn refused(&self, status: u16, body: &str, endpoint: &str) {
+        let mut latest = self.latest();
+        let now = Instant::now();
+        if latest.as_ref().is_some_and(|pause| now < pause.until) {
+            // Requests already in flight when the pause started: one pause is enough.
+            return;
+        }
+        let length = match latest.as_ref() {
+            Some(previous) => previous.length.saturating_mul(2).min(self.max),
+            None => self.initial,
+        };
+        if latest.is_none() {
+            tracing::error!(
+                endpoint,
+                status,
+                body,
+                pause_s = length.as_secs(),
+                "the notification topic refused the key: publishing paused (notifications stay \
+                 pending); check the topic key setting"
+            );
+        } else {
+            tracing::debug!(
+                endpoint,
+                status,
+                pause_s = length.as_secs(),
+                "the notification topic still refuses the key: publishing paused again"
+            );
+        }
+        *latest = Some(Pause {
+            status,
+            body: body.to_owned(),
+            until: now + length,
+            length,
+        });
+    }
+
+    /// A publish went through: the pause is over for good.
+    fn accepted(&self, endpoint: &str) {
+        let mut latest = self.latest();
+        if latest.take().is_some() {
+            tracing::info!(
+                endpoint,
+                "the notification topic accepts the key again: publishing resumed"
+            );
+        }
     }
 }
 
@@ -124,6 +279,7 @@ pub struct Publisher {
     key: Option<TopicKey>,
     schema: NotificationSchema,
     retry: RetryPolicy,
+    pause: Arc<AuthPause>,
 }
 
 impl fmt::Debug for Publisher {
@@ -167,6 +323,7 @@ impl Publisher {
             key,
             schema,
             retry: RetryPolicy::default(),
+            pause: Arc::new(AuthPause::new(AUTH_PAUSE_INITIAL, AUTH_PAUSE_MAX)),
         })
     }
 
@@ -186,6 +343,28 @@ impl Publisher {
         self
     }
 
+    /// Replaces the pause after a refused key: `initial` the first time, doubling up to `max`
+    /// (tests shorten it). The publisher gets a pause of its own, no longer shared with the
+    /// clones made before.
+    pub fn with_auth_pause(mut self, initial: Duration, max: Duration) -> Self {
+        self.pause = Arc::new(AuthPause::new(initial, max));
+        self
+    }
+
+    /// Why publishing is paused and for how much longer, when it is (see the module
+    /// documentation).
+    pub fn paused(&self) -> Option<String> {
+        self.pause.current().map(|pause| {
+            let remaining = pause.until.saturating_duration_since(Instant::now());
+            format!(
+                "publishing to {} is paused for another {}s: the topic refused the key with {}",
+                self.shown_endpoint(),
+                remaining.as_secs(),
+                pause.status
+            )
+        })
+    }
+
     /// The URL requests go to (with `api-version` for a topic).
     pub fn url(&self) -> &Url {
         &self.url
@@ -199,8 +378,36 @@ impl Publisher {
         &self.retry
     }
 
-    /// Publishes `notifications` in order, in as few requests as Event Grid's limits allow.
+    /// Publishes `notifications` in order, in as few requests as Event Grid's limits allow;
+    /// sends nothing while publishing is paused.
     pub async fn publish(&self, notifications: &[Notification]) -> Result<(), PublishError> {
+        if let Some(pause) = self.pause.current() {
+            return Err(PublishError::Paused {
+                status: pause.status,
+                body: pause.body,
+                endpoint: self.shown_endpoint(),
+                remaining: pause.until.saturating_duration_since(Instant::now()),
+                batch: 0..notifications.len(),
+            });
+        }
+        let result = self.publish_now(notifications).await;
+        match &result {
+            // A refused content is an answer to an accepted key.
+            Ok(()) | Err(PublishError::Rejected { .. }) => {
+                self.pause.accepted(&self.shown_endpoint())
+            }
+            Err(PublishError::Unauthorized {
+                status,
+                body,
+                endpoint,
+                ..
+            }) => self.pause.refused(*status, body, endpoint),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn publish_now(&self, notifications: &[Notification]) -> Result<(), PublishError> {
         let encoded = self.encode_all(notifications)?;
         let sizes: Vec<usize> = encoded.iter().map(Vec::len).collect();
         for batch in plan_batches(&sizes) {
@@ -256,15 +463,15 @@ impl Publisher {
                 }
                 Attempt::Final { status, body } => {
                     let endpoint = self.shown_endpoint();
-                    return Err(if matches!(status, 400 | 413) {
-                        PublishError::Rejected {
+                    return Err(if matches!(status, 401 | 403) {
+                        PublishError::Unauthorized {
                             status,
                             body,
                             endpoint,
                             batch,
                         }
                     } else {
-                        PublishError::Misconfigured {
+                        PublishError::Rejected {
                             status,
                             body,
                             endpoint,
@@ -363,6 +570,10 @@ impl Publisher {
 impl NotificationSink for Publisher {
     async fn publish(&self, batch: &[Notification]) -> Result<(), PublishError> {
         Publisher::publish(self, batch).await
+    }
+
+    fn paused(&self) -> Option<String> {
+        Publisher::paused(self)
     }
 }
 

@@ -20,7 +20,7 @@ pub use id::{
     validate_entity_type, validate_instance_key, validate_name, KeyError, StreamId,
     MAX_INSTANCE_KEY_BYTES, MAX_NAME_LEN,
 };
-pub use outbox::{Outbox, PendingStream};
+pub use outbox::{Outbox, PendingScan, PendingStream, UnreadableEntry};
 pub use store::{
     check_key_continuation, check_new_events, earlier_append, AppendOutcome, EventStore,
     ReadRequest, StoredEventId, StreamPage, StreamSlice, DEFAULT_PAGE_SIZE,

@@ -24,11 +24,39 @@ pub struct PendingStream {
     pub token: String,
 }
 
+/// An outbox entry a sweep could not read (a row or marker that is not what the backend
+/// writes): reported and skipped, so it cannot stop the sweep of every other stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableEntry {
+    /// Where it is (a row's keys, a blob's name).
+    pub key: String,
+    /// What is wrong with it.
+    pub detail: String,
+}
+
+/// What one search of the outbox found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingScan {
+    /// Pending streams, in the order a sweep should take them.
+    pub streams: Vec<PendingStream>,
+    /// Entries met on the way that could not be read.
+    pub unreadable: Vec<UnreadableEntry>,
+}
+
 /// A backend's outbox.
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
-    /// Up to `limit` streams with pending events (a sweep over the whole store).
-    async fn pending(&self, limit: usize) -> Result<Vec<PendingStream>, StoreError>;
+    /// Up to `limit` streams with pending events (a sweep over the whole store), in the
+    /// backend's own order of streams **rotated to start after `after`**: the streams past it
+    /// first, then from the beginning up to it (included). A sweep that passes the last stream
+    /// it took the previous time therefore reaches every pending stream over its runs, however
+    /// many streams sort before the others and keep failing. Unreadable entries are reported
+    /// in the scan, never an error of the whole search.
+    async fn pending(
+        &self,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> Result<PendingScan, StoreError>;
 
     /// The pending events of one stream, if it has any (used right after an append).
     async fn pending_for(&self, stream: &StreamId) -> Result<Option<PendingStream>, StoreError>;

@@ -39,14 +39,14 @@ use async_trait::async_trait;
 use azure_core::prelude::{IfMatchCondition, Metadata};
 use azure_core::StatusCode;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use super::client::map_error;
 use super::naming;
 use super::tail::Tail;
 use super::BlobStore;
 use crate::storage::connection::{error_code, status_of};
-use crate::stream::{Outbox, PendingStream, StoreError, StreamId};
+use crate::stream::{Outbox, PendingScan, PendingStream, StoreError, StreamId, UnreadableEntry};
 
 /// Prefix of every marker blob.
 pub const MARKER_PREFIX: &str = "_outbox/";
@@ -195,11 +195,13 @@ impl BlobStore {
         }
     }
 
-    /// Every stream whose last segment lies past its mark, by one listing of the container.
-    async fn candidates(&self) -> Result<Vec<StreamId>, StoreError> {
+    /// Every stream whose last segment lies past its mark, by one listing of the container,
+    /// in stream order; and the markers that could not be read.
+    async fn candidates(&self) -> Result<(Vec<StreamId>, Vec<UnreadableEntry>), StoreError> {
         let container = self.api()?.container();
         let mut last_segments: HashMap<StreamId, Position> = HashMap::new();
         let mut marks: HashMap<StreamId, Position> = HashMap::new();
+        let mut unreadable = Vec::new();
         let mut pages = container.list_blobs().include_metadata(true).into_stream();
         while let Some(page) = pages.next().await {
             let page = match page {
@@ -208,7 +210,15 @@ impl BlobStore {
                 Err(error) => return Err(map_error(&error, OUTBOX_WHAT, None)),
             };
             for blob in page.blobs.blobs() {
-                if let Some(stream) = stream_of_marker(&blob.name) {
+                if blob.name.starts_with(MARKER_PREFIX) {
+                    let Some(stream) = stream_of_marker(&blob.name) else {
+                        unreadable.push(UnreadableEntry {
+                            key: blob.name.clone(),
+                            detail: "a blob under the marker prefix whose name is no stream's"
+                                .to_owned(),
+                        });
+                        continue;
+                    };
                     let metadata = blob.metadata.as_ref();
                     let mark = Mark::from_metadata(|key| {
                         metadata.and_then(|m| {
@@ -216,9 +226,19 @@ impl BlobStore {
                                 .find(|(k, _)| k.eq_ignore_ascii_case(key))
                                 .map(|(_, v)| v.clone())
                         })
-                    })
-                    .unwrap_or_default();
-                    marks.insert(stream, mark.position);
+                    });
+                    // An unreadable mark counts as none: the stream's events are published
+                    // again (at least once), and its next mark replaces the marker.
+                    if mark.is_none() {
+                        unreadable.push(UnreadableEntry {
+                            key: blob.name.clone(),
+                            detail: format!(
+                                "marker metadata {META_NOTIFIED}, {META_SEGMENT}, {META_LENGTH} \
+                                 missing or not numbers: {metadata:?}"
+                            ),
+                        });
+                    }
+                    marks.insert(stream, mark.unwrap_or_default().position);
                 } else if let Some((stream, number)) = segment_of(&blob.name) {
                     let position = (number, blob.properties.content_length);
                     let last = last_segments.entry(stream).or_insert(position);
@@ -232,22 +252,59 @@ impl BlobStore {
             .map(|(stream, _)| stream)
             .collect();
         candidates.sort();
-        Ok(candidates)
+        Ok((candidates, unreadable))
     }
+}
+
+/// `sorted` rotated to start after `after`: the streams past it, then those up to it.
+fn rotate(mut sorted: Vec<StreamId>, after: Option<&StreamId>) -> Vec<StreamId> {
+    if let Some(after) = after {
+        let split = sorted.partition_point(|stream| stream <= after);
+        sorted.rotate_left(split);
+    }
+    sorted
 }
 
 #[async_trait]
 impl Outbox for BlobStore {
-    async fn pending(&self, limit: usize) -> Result<Vec<PendingStream>, StoreError> {
-        let candidates = self.candidates().await?;
-        let found: Vec<Option<PendingStream>> = futures::stream::iter(candidates)
-            .map(|stream| async move { self.pending_for(&stream).await })
-            .buffered(CANDIDATE_CONCURRENCY)
-            .try_filter(|found| futures::future::ready(found.is_some()))
-            .take(limit)
-            .try_collect()
-            .await?;
-        Ok(found.into_iter().flatten().collect())
+    /// One listing of the container, then the candidates in stream order rotated after
+    /// `after`, [`CANDIDATE_CONCURRENCY`] at a time, until `limit` were found pending or
+    /// unreadable. A stream whose blobs cannot be read as a stream ([`StoreError::Corrupt`])
+    /// is an unreadable entry; any other error (storage unavailable) fails the search.
+    async fn pending(
+        &self,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> Result<PendingScan, StoreError> {
+        let mut scan = PendingScan::default();
+        if limit == 0 {
+            return Ok(scan);
+        }
+        let (candidates, unreadable_markers) = self.candidates().await?;
+        scan.unreadable = unreadable_markers;
+        let mut examined = 0usize;
+        let mut results = futures::stream::iter(rotate(candidates, after))
+            .map(|stream| async move {
+                let result = self.pending_for(&stream).await;
+                (stream, result)
+            })
+            .buffered(CANDIDATE_CONCURRENCY);
+        while let Some((stream, result)) = results.next().await {
+            match result {
+                Ok(Some(pending)) => scan.streams.push(pending),
+                Ok(None) => continue,
+                Err(StoreError::Corrupt { detail, .. }) => scan.unreadable.push(UnreadableEntry {
+                    key: format!("stream {stream}"),
+                    detail,
+                }),
+                Err(error) => return Err(error),
+            }
+            examined += 1;
+            if examined >= limit {
+                break;
+            }
+        }
+        Ok(scan)
     }
 
     /// Also answers a stream whose mark is at its version but behind its position (its last

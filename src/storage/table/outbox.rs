@@ -33,6 +33,14 @@
 //! one partition would make this cheap, but a second partition cannot join the append's
 //! transaction, so it would cost every append a second request. The sweep runs once a minute,
 //! so the scan is the price of one-request appends. [`Outbox::pending_for`] is a point read.
+//!
+//! A sweep passes the stream it took last the time before: the query then asks for the rows
+//! whose PartitionKey sorts after that stream's (`PartitionKey gt ...`), and, when fewer than
+//! `limit` are found, for the rows from the start up to it (`PartitionKey le ...`), so the
+//! streams that sort first cannot take every run. A row that is not one this module writes (a
+//! PartitionKey that is no stream's, a `Version` that is not a whole number, a `Pending` that
+//! is not a boolean) is an [`UnreadableEntry`] of the scan: reported, skipped, and never a
+//! failure of the whole search.
 
 use async_trait::async_trait;
 use azure_core::Etag;
@@ -43,7 +51,7 @@ use super::client::{BatchOutcome, Operation};
 use super::entity::{self, Properties};
 use super::keys;
 use super::TableStore;
-use crate::stream::{Outbox, PendingStream, StoreError, StreamId};
+use crate::stream::{Outbox, PendingScan, PendingStream, StoreError, StreamId, UnreadableEntry};
 
 /// RowKey of a stream's outbox row.
 pub const OUTBOX_ROW_KEY: &str = "OUTBOX";
@@ -131,35 +139,74 @@ fn parse_token(token: &str) -> Option<(u64, &str)> {
     Some((version.parse().ok()?, etag))
 }
 
+/// The filter of the pending outbox rows whose PartitionKey compares with `condition` (`gt`,
+/// `le`) to the given one, or of every pending row.
+fn pending_filter(bound: Option<(&str, &str)>) -> String {
+    let base = format!(
+        "RowKey eq {} and {OUTBOX_PENDING} eq true",
+        keys::odata_string(OUTBOX_ROW_KEY)
+    );
+    match bound {
+        None => base,
+        Some((condition, partition_key)) => format!(
+            "{base} and {} {condition} {}",
+            entity::PARTITION_KEY,
+            keys::odata_string(partition_key)
+        ),
+    }
+}
+
+/// Reads one row of a pending query into `scan`: a pending entry, nothing (the row has nothing
+/// pending), or an unreadable entry.
+fn scan_row(row: &Properties, scan: &mut PendingScan) {
+    let partition_key = entity::get_str(row, entity::PARTITION_KEY).unwrap_or_default();
+    let key = format!("{OUTBOX_WHAT}: row {OUTBOX_ROW_KEY} of partition {partition_key:?}");
+    let read = stream_of(partition_key).and_then(|stream| {
+        let decoded = decode_row(row)?;
+        let etag = entity::get_str(row, ODATA_ETAG)?;
+        Ok(pending_entry(stream, &decoded, etag))
+    });
+    match read {
+        Ok(Some(entry)) => scan.streams.push(entry),
+        Ok(None) => {}
+        Err(detail) => scan.unreadable.push(UnreadableEntry { key, detail }),
+    }
+}
+
 #[async_trait]
 impl Outbox for TableStore {
-    async fn pending(&self, limit: usize) -> Result<Vec<PendingStream>, StoreError> {
+    /// Two queries at most: the rows past `after`'s partition, then (when fewer than `limit`
+    /// were found) the rows from the start up to it. Each scans the table (see the module
+    /// documentation).
+    async fn pending(
+        &self,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> Result<PendingScan, StoreError> {
+        let mut scan = PendingScan::default();
         if limit == 0 {
-            return Ok(Vec::new());
+            return Ok(scan);
         }
         let api = self.api()?;
         api.ensure_table().await?;
-        let filter = format!(
-            "RowKey eq {} and {OUTBOX_PENDING} eq true",
-            keys::odata_string(OUTBOX_ROW_KEY)
-        );
-        let rows = api.query(filter, Some(limit), OUTBOX_WHAT).await?;
-        let corrupt = |detail: String| StoreError::Corrupt {
-            stream: OUTBOX_WHAT.to_owned(),
-            detail,
+        let after = after.map(keys::partition_key);
+        let first = match &after {
+            Some(partition_key) => pending_filter(Some(("gt", partition_key))),
+            None => pending_filter(None),
         };
-        let mut pending = Vec::new();
+        let rows = api.query(first, Some(limit), OUTBOX_WHAT).await?;
+        let left = limit.saturating_sub(rows.len());
         for row in rows.iter().take(limit) {
-            let partition_key = entity::get_str(row, entity::PARTITION_KEY).map_err(corrupt)?;
-            let stream = stream_of(partition_key).map_err(corrupt)?;
-            let decoded = decode_row(row)
-                .map_err(|detail| corrupt(format!("outbox row of {stream}: {detail}")))?;
-            let etag = entity::get_str(row, ODATA_ETAG).map_err(corrupt)?;
-            if let Some(entry) = pending_entry(stream, &decoded, etag) {
-                pending.push(entry);
+            scan_row(row, &mut scan);
+        }
+        if let (Some(partition_key), true) = (&after, left > 0) {
+            let second = pending_filter(Some(("le", partition_key)));
+            let rows = api.query(second, Some(left), OUTBOX_WHAT).await?;
+            for row in rows.iter().take(left) {
+                scan_row(row, &mut scan);
             }
         }
-        Ok(pending)
+        Ok(scan)
     }
 
     async fn pending_for(&self, stream: &StreamId) -> Result<Option<PendingStream>, StoreError> {
