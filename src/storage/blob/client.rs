@@ -5,9 +5,14 @@
 //! Guarantees:
 //! - the container is created at most once per [`BlobApi`], lazily, before the first write (a
 //!   failed attempt is not remembered; an existing container counts as created);
-//! - every read is open-ended (`offset..`, sent as a range far larger than any segment): the
-//!   crate adds `x-ms-range-get-content-crc64` to bounded ranges under 4 MiB, which strict
-//!   Azurite refuses, and a tail read must reach the end of the blob anyway;
+//! - a segment is read in ranged GETs of at most [`MAX_READ_RANGE_BYTES`], each its own request
+//!   with the transport's timeout and retries, so a segment of any length can be read (none is
+//!   ever asked for whole) and a reader holds at most about one range of it at a time
+//!   ([`BlobApi::scan`] hands whole records over range by range; a record cut by the end of a
+//!   range is carried into the next). The crate adds `x-ms-range-get-content-crc64` to ranges
+//!   under 4 MiB, which strict Azurite refuses with 500: each GET is built with a range of
+//!   exactly [`MAX_READ_RANGE_BYTES`] (no checksum asked for) and the range actually wanted
+//!   replaces it through the context's custom headers, before the request is signed;
 //! - a read from `offset > 0` asks for one byte more (`offset - 1..`) and checks that it is the
 //!   terminator of a record: it proves that `offset` is a record boundary and that the blob is
 //!   at least `offset` long, and it makes "nothing new" an ordinary one-byte answer rather than
@@ -25,14 +30,16 @@
 
 use std::sync::Arc;
 
+use azure_core::headers::{Headers, MS_RANGE};
 use azure_core::prelude::{Delimiter, IfMatchCondition, MaxResults, Metadata, NextMarker, Prefix};
-use azure_core::{Context, StatusCode};
+use azure_core::{Context, CustomHeaders, StatusCode};
 use azure_storage_blobs::prelude::{BlobContentType, ConditionAppendPosition, ContainerClient};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::sync::OnceCell;
 
 use super::policy::Captured;
+use super::record::RECORD_TERMINATOR;
 use crate::storage::connection::{self, error_code, status_of, DeliveryTracker};
 use crate::stream::StoreError;
 
@@ -50,9 +57,15 @@ const INVALID_RANGE: &str = "InvalidRange";
 const ANY_ETAG: &str = "*";
 /// Content type of a segment blob (newline-delimited JSON).
 pub const SEGMENT_CONTENT_TYPE: &str = "application/x-ndjson";
-/// The length asked for by an "open-ended" read: more than any segment holds
-/// (50,000 blocks of 4 MiB are about 195 GiB) and over 4 MiB, so no CRC64 is requested.
-const OPEN_ENDED_READ_BYTES: u64 = 1 << 40;
+/// Most bytes one ranged GET of a segment asks for (also the range the crate is given, which at
+/// 4 MiB is just long enough for it not to ask for a CRC64).
+pub const MAX_READ_RANGE_BYTES: u64 = 4 * 1024 * 1024;
+/// Fewest bytes a ranged GET asks for (a read that wants a few events asks for about what they
+/// take, but not less than this).
+pub const MIN_READ_RANGE_BYTES: u64 = 64 * 1024;
+/// Longest run of bytes without a record terminator a scan carries from one range to the next:
+/// one record is at most one block, so more than this is not a record.
+const MAX_CARRIED_BYTES: usize = super::record::MAX_BLOCK_BYTES + 1;
 /// Most entries the service returns per listing page.
 pub const MAX_LIST_PAGE: usize = 5_000;
 /// Longest listing marker accepted from a caller (the service's markers are far shorter).
@@ -124,6 +137,42 @@ pub struct TailBytes {
     pub etag: Option<String>,
     /// The blob's metadata hint (on Azurite possibly of a later state than `bytes`).
     pub hint: Option<SegmentHint>,
+}
+
+/// What [`BlobApi::scan`] hands records to: whole records and the offset where they start.
+pub type RecordSink<'a> = dyn FnMut(&[u8], u64) -> Result<Flow, StoreError> + Send + 'a;
+
+/// What a scan does after handing over a run of records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Read on; the next range should be about this many bytes.
+    More(u64),
+    /// Enough: stop reading.
+    Stop,
+}
+
+/// Where a scan ended, and the blob's state at its last request.
+#[derive(Debug, Clone)]
+pub struct ScanEnd {
+    /// Where the first record handed over starts in the blob.
+    pub offset: u64,
+    /// The blob's length at the last request.
+    pub length: u64,
+    /// The blob's ETag at the last request (on Azurite possibly of a later state).
+    pub etag: Option<String>,
+    /// The blob's metadata hint at the last request (on Azurite possibly of a later state).
+    pub hint: Option<SegmentHint>,
+}
+
+/// What a scan found.
+#[derive(Debug, Clone)]
+pub enum ScanOutcome {
+    Read(ScanEnd),
+    /// No blob of that name.
+    Missing,
+    /// The blob is shorter than the offset, or the byte before it is not a terminator (or,
+    /// aligning to the next record, no record starts at or after it).
+    NotABoundary,
 }
 
 /// Where a read may start.
@@ -305,9 +354,11 @@ impl BlobApi {
         })
     }
 
-    /// The bytes of blob `name` from `offset` to its end (see the module documentation).
-    /// With [`Alignment::NextRecord`], `offset` may fall inside a record: the bytes then start
-    /// at the next record boundary ([`TailBytes::offset`] says where).
+    /// The bytes of blob `name` from `offset` to its end (see the module documentation), read
+    /// in ranged GETs of [`MAX_READ_RANGE_BYTES`] and collected. With
+    /// [`Alignment::NextRecord`], `offset` may fall inside a record: the bytes then start at
+    /// the next record boundary ([`TailBytes::offset`] says where). For reads that need not
+    /// hold everything at once, see [`Self::scan`].
     pub async fn read_from(
         &self,
         name: &str,
@@ -315,88 +366,204 @@ impl BlobApi {
         alignment: Alignment,
         what: &str,
     ) -> Result<ReadOutcome, StoreError> {
-        let start = offset.saturating_sub(1);
-        let captured = Captured::new();
+        let mut collected = BytesMut::new();
+        let mut sink = |records: &[u8], _: u64| {
+            collected.extend_from_slice(records);
+            Ok(Flow::More(MAX_READ_RANGE_BYTES))
+        };
+        let outcome = self
+            .scan(
+                name,
+                offset,
+                alignment,
+                MAX_READ_RANGE_BYTES,
+                what,
+                &mut sink,
+            )
+            .await?;
+        Ok(match outcome {
+            ScanOutcome::Read(end) => ReadOutcome::Read(TailBytes {
+                bytes: collected.freeze(),
+                offset: end.offset,
+                length: end.length,
+                etag: end.etag,
+                hint: end.hint,
+            }),
+            ScanOutcome::Missing => ReadOutcome::Missing,
+            ScanOutcome::NotABoundary => ReadOutcome::NotABoundary,
+        })
+    }
+
+    /// Reads blob `name` from `offset` on (aligned as [`Self::read_from`] does) in ranged
+    /// GETs, the first of `first_range` bytes and each next of what `sink` asks for (between
+    /// [`MIN_READ_RANGE_BYTES`] and [`MAX_READ_RANGE_BYTES`]), and hands `sink` the whole
+    /// records of each range with the offset in the blob where they start. A record cut by
+    /// the end of a range is handed over with the next range; bytes after the last terminator
+    /// of the blob, if any, are handed over at the end (the decoder then reports them).
+    /// Stops at the end of the blob, or when `sink` says [`Flow::Stop`].
+    pub async fn scan(
+        &self,
+        name: &str,
+        offset: u64,
+        alignment: Alignment,
+        first_range: u64,
+        what: &str,
+        sink: &mut RecordSink<'_>,
+    ) -> Result<ScanOutcome, StoreError> {
         let blob = self.container.blob_client(name);
-        let mut pages = blob
-            .get()
-            .range(start..start + OPEN_ENDED_READ_BYTES)
-            .chunk_size(OPEN_ENDED_READ_BYTES)
-            .context(captured.in_context(Context::new()))
-            .into_stream();
-        let response = match pages.next().await {
-            None => {
-                return Err(StoreError::Corrupt {
-                    stream: what.to_owned(),
-                    detail: format!("reading segment {name} gave no answer"),
-                })
-            }
-            Some(Ok(response)) => response,
-            Some(Err(error)) => {
-                return match (status_of(&error), error_code(&error)) {
-                    // A missing container holds no segment either.
-                    (Some(StatusCode::NotFound), _) => Ok(ReadOutcome::Missing),
-                    (Some(StatusCode::RequestedRangeNotSatisfiable), _)
-                    | (_, Some(INVALID_RANGE)) => {
-                        if offset == 0 {
-                            // Any range of an empty blob is "not satisfiable".
-                            Ok(ReadOutcome::Read(TailBytes {
-                                bytes: Bytes::new(),
+        // From `offset > 0`, one byte more: it must end a record.
+        let start = offset.saturating_sub(1);
+        let mut position = start;
+        let mut range = first_range.clamp(MIN_READ_RANGE_BYTES, MAX_READ_RANGE_BYTES);
+        // Bytes read but not handed over yet (an unfinished record), and where they start.
+        let mut carry = BytesMut::new();
+        let mut carry_at = offset;
+        // Where the first record handed over starts; `None` while looking for it.
+        let mut records_from = (offset == 0 || alignment == Alignment::Exact).then_some(offset);
+        let mut first = true;
+        loop {
+            let captured = Captured::new();
+            let mut headers = Headers::new();
+            headers.insert(
+                MS_RANGE,
+                format!("bytes={position}-{}", position + range - 1),
+            );
+            let mut context = captured.in_context(Context::new());
+            context.insert(CustomHeaders::from(headers));
+            let mut pages = blob
+                .get()
+                .range(position..position + MAX_READ_RANGE_BYTES)
+                .chunk_size(MAX_READ_RANGE_BYTES)
+                .context(context)
+                .into_stream();
+            let response = match pages.next().await {
+                None => {
+                    return Err(StoreError::Corrupt {
+                        stream: what.to_owned(),
+                        detail: format!("reading segment {name} gave no answer"),
+                    })
+                }
+                Some(Ok(response)) => response,
+                Some(Err(error)) => {
+                    let unsatisfiable = status_of(&error)
+                        == Some(StatusCode::RequestedRangeNotSatisfiable)
+                        || error_code(&error) == Some(INVALID_RANGE);
+                    return match status_of(&error) {
+                        // A missing container holds no segment either.
+                        Some(StatusCode::NotFound) if first => Ok(ScanOutcome::Missing),
+                        // Any range of an empty blob is "not satisfiable".
+                        _ if unsatisfiable && first && offset == 0 => {
+                            Ok(ScanOutcome::Read(ScanEnd {
                                 offset: 0,
                                 length: 0,
                                 etag: None,
                                 hint: None,
                             }))
-                        } else {
-                            Ok(ReadOutcome::NotABoundary)
                         }
-                    }
-                    _ => Err(map_error(&error, what, None)),
-                };
-            }
-        };
-        let hint = SegmentHint::from_metadata(|key| {
-            response.blob.metadata.as_ref().and_then(|m| {
-                m.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                    .map(|(_, v)| v.clone())
-            })
-        });
-        let body = response
-            .data
-            .collect()
-            .await
-            .map_err(|error| map_error(&error, what, None))?;
-        let range_start = captured.range_start().unwrap_or(0);
-        if range_start != start {
-            return Err(StoreError::Corrupt {
-                stream: what.to_owned(),
-                detail: format!(
-                    "asked segment {name} for bytes from {start}, got bytes from {range_start}"
-                ),
+                        _ if unsatisfiable && first => Ok(ScanOutcome::NotABoundary),
+                        _ if unsatisfiable || status_of(&error) == Some(StatusCode::NotFound) => {
+                            Err(StoreError::Corrupt {
+                                stream: what.to_owned(),
+                                detail: format!(
+                                    "segment {name} got shorter than {position} bytes while being read"
+                                ),
+                            })
+                        }
+                        _ => Err(map_error(&error, what, None)),
+                    };
+                }
+            };
+            let hint = SegmentHint::from_metadata(|key| {
+                response.blob.metadata.as_ref().and_then(|m| {
+                    m.iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                        .map(|(_, v)| v.clone())
+                })
             });
-        }
-        let length = captured.total_length().unwrap_or(start + body.len() as u64);
-        let terminator = super::record::RECORD_TERMINATOR;
-        let (bytes, offset) = if offset == 0 {
-            (body, 0)
-        } else if body.first() == Some(&terminator) {
-            (body.slice(1..), offset)
-        } else if alignment == Alignment::NextRecord {
-            match body.iter().position(|&b| b == terminator) {
-                Some(index) => (body.slice(index + 1..), start + index as u64 + 1),
-                None => return Ok(ReadOutcome::NotABoundary),
+            let body = response
+                .data
+                .collect()
+                .await
+                .map_err(|error| map_error(&error, what, None))?;
+            let range_start = captured.range_start().unwrap_or(0);
+            if range_start != position {
+                return Err(StoreError::Corrupt {
+                    stream: what.to_owned(),
+                    detail: format!(
+                        "asked segment {name} for bytes from {position}, got bytes from {range_start}"
+                    ),
+                });
             }
-        } else {
-            return Ok(ReadOutcome::NotABoundary);
-        };
-        Ok(ReadOutcome::Read(TailBytes {
-            bytes,
-            offset,
-            length,
-            etag: captured.etag(),
-            hint,
-        }))
+            let length = captured
+                .total_length()
+                .unwrap_or(position + body.len() as u64);
+            let got = body.len() as u64;
+            let mut fresh = &body[..];
+            if first && offset > 0 {
+                // The byte before `offset` must end a record.
+                match fresh.split_first() {
+                    Some((&RECORD_TERMINATOR, rest)) => {
+                        fresh = rest;
+                        records_from = Some(offset);
+                    }
+                    Some(_) if alignment == Alignment::NextRecord => {}
+                    _ => return Ok(ScanOutcome::NotABoundary),
+                }
+            }
+            first = false;
+            if records_from.is_none() {
+                // Skipping the rest of a record to the next boundary.
+                let skipped_to = position + got - fresh.len() as u64;
+                match fresh.iter().position(|&b| b == RECORD_TERMINATOR) {
+                    Some(index) => {
+                        fresh = &fresh[index + 1..];
+                        records_from = Some(skipped_to + index as u64 + 1);
+                        carry_at = skipped_to + index as u64 + 1;
+                    }
+                    None => fresh = &[],
+                }
+            }
+            position += got;
+            let at_end = got == 0 || position >= length;
+            carry.extend_from_slice(fresh);
+            let whole = carry
+                .iter()
+                .rposition(|&b| b == RECORD_TERMINATOR)
+                .map_or(0, |last| last + 1);
+            let mut flow = Flow::More(range);
+            if whole > 0 {
+                let records = carry.split_to(whole);
+                flow = sink(&records, carry_at)?;
+                carry_at += whole as u64;
+            }
+            if at_end || matches!(flow, Flow::Stop) {
+                let Some(records_from) = records_from else {
+                    return Ok(ScanOutcome::NotABoundary);
+                };
+                if at_end && !matches!(flow, Flow::Stop) && !carry.is_empty() {
+                    sink(&carry, carry_at)?;
+                }
+                return Ok(ScanOutcome::Read(ScanEnd {
+                    offset: records_from,
+                    length,
+                    etag: captured.etag(),
+                    hint,
+                }));
+            }
+            if carry.len() > MAX_CARRIED_BYTES {
+                return Err(StoreError::Corrupt {
+                    stream: what.to_owned(),
+                    detail: format!(
+                        "segment {name} has {} bytes without a record terminator from offset \
+                         {carry_at}; no record is that long",
+                        carry.len()
+                    ),
+                });
+            }
+            if let Flow::More(wanted) = flow {
+                range = wanted.clamp(MIN_READ_RANGE_BYTES, MAX_READ_RANGE_BYTES);
+            }
+        }
     }
 
     /// Creates the empty append blob `name` unless a blob of that name exists.

@@ -26,9 +26,18 @@
 //! the stream (see [`tail`] for exactly when the window is read).
 //!
 //! # Reads ([`view`])
-//! A read lists the stream's segments and reads from the segment that holds the first
-//! requested event (by the segments' `firstsequence` metadata) to the end; when this process
-//! knows where the requested event starts (a reader catching up), it reads only from there.
+//! A read learns the stream's version (from the cached tail, refreshed, or a cold load), then
+//! reads the requested events up to it and no further, in ranged GETs of at most
+//! [`client::MAX_READ_RANGE_BYTES`] (each with its own timeout, so a segment of any length
+//! can be read) sized to what the range needs, decoding range by range: memory holds the
+//! events asked for and about one range, never a whole segment. It starts where it knows the
+//! first requested event is: where an earlier read of this process stopped (a
+//! [`bookmark`]: a reader walking a stream page by page or chunk by chunk reads each byte
+//! once), where the cached tail knows it is, at the segment's metadata hint when that is
+//! before it, or else at the start of the segment that holds it (by the segments'
+//! `firstsequence` metadata). When this process knows where the requested event starts
+//! within the tail it caches (a reader catching up), a read is one request from there to the
+//! end of the stream.
 //!
 //! # Listing
 //! Instances are the virtual directories under `{domain}/{entity}/`: a page is one listing
@@ -52,6 +61,7 @@
 //! production it is the service's 50,000). Deleting streams is not part of the contract.
 
 mod append;
+mod bookmark;
 mod client;
 mod naming;
 mod outbox;
@@ -68,13 +78,16 @@ use async_trait::async_trait;
 use crate::storage::connection::StorageAccount;
 use crate::stream::{
     check_new_events, validate_entity_type, AppendOutcome, EventStore, ExpectedVersion, NewEvent,
-    ReadRequest, StoreError, StreamId, StreamPage, StreamSlice,
+    ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
 };
+use bookmark::{Bookmark, Bookmarks};
 use client::BlobApi;
 use tail::Tail;
-use view::StreamBlobs;
+use view::{Position, StreamBlobs, ASSUMED_RECORD_BYTES};
 
 pub use append::{HINT_INTERVAL_BYTES, MAX_ATTEMPTS};
+pub use bookmark::{BOOKMARKS_PER_STREAM, MAX_BOOKMARKED_STREAMS};
+pub use client::{MAX_READ_RANGE_BYTES, MIN_READ_RANGE_BYTES};
 pub use naming::{escape_instance, unescape_instance, DEFAULT_CONTAINER, MAX_BLOB_NAME_LEN};
 pub use outbox::MARKER_PREFIX;
 pub use record::{record_size_bound, MAX_BLOCK_BYTES};
@@ -109,6 +122,8 @@ pub struct BlobStore {
     /// The container client, or why none could be built (reported by every operation).
     api: Arc<Result<BlobApi, String>>,
     cache: Arc<Mutex<HashMap<StreamId, Tail>>>,
+    /// Where recent range reads of each stream stopped.
+    bookmarks: Arc<Bookmarks>,
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -175,6 +190,7 @@ impl BlobStore {
             max_blocks_per_segment: max_blocks,
             api: Arc::new(api),
             cache: Arc::new(Mutex::new(HashMap::new())),
+            bookmarks: Arc::new(Bookmarks::default()),
         }
     }
 
@@ -222,6 +238,56 @@ impl BlobStore {
 
     fn forget(&self, stream: &StreamId) {
         self.lock().remove(stream);
+    }
+
+    /// The events of `request`, which ends at or before a version of the stream known to
+    /// exist, read from where a bookmark or the cached tail says the first one starts (else
+    /// from the segments' metadata); the bookmark of where it stopped is kept.
+    async fn read_range(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if request
+            .to_sequence
+            .is_none_or(|to| to < request.from_sequence)
+        {
+            return Ok(Vec::new());
+        }
+        let api = self.api()?;
+        let blobs = self.blobs(api, stream);
+        let from = request.from_sequence;
+        let bookmark = self.bookmarks.at(stream, from);
+        let start = bookmark.map(|b| b.position).or_else(|| {
+            let tail = self.cached(stream)?;
+            let current = tail.current.as_ref()?;
+            let offset = tail.position_after(from.checked_sub(1)?)?;
+            (from <= tail.version).then_some(Position {
+                segment: current.segment.number,
+                offset,
+                sequence: from,
+            })
+        });
+        let record_bytes = bookmark
+            .map(|b| b.record_bytes)
+            .or_else(|| self.bookmarks.record_bytes(stream))
+            .unwrap_or(ASSUMED_RECORD_BYTES);
+        match blobs.read_range(&request, start, record_bytes).await {
+            Ok(read) => {
+                self.bookmarks.remember(
+                    stream,
+                    Bookmark {
+                        position: read.next,
+                        record_bytes: read.record_bytes,
+                    },
+                );
+                Ok(read.events)
+            }
+            Err(error) => {
+                self.bookmarks.forget(stream);
+                Err(error)
+            }
+        }
     }
 
     /// Brings the stream's tail up to date with its blobs (from the cache when it holds one,
@@ -309,18 +375,15 @@ impl EventStore for BlobStore {
         if let Some(mut tail) = self.cached(stream) {
             let after = request.from_sequence.saturating_sub(1);
             if let Some(offset) = tail.position_after(after) {
-                match blobs.advance(&mut tail, offset).await {
-                    Ok(Some(stored)) => {
+                let first = after.min(tail.version) + 1;
+                match blobs
+                    .advance(&mut tail, offset, first, Some(&request))
+                    .await
+                {
+                    Ok(Some(events)) => {
                         let version = tail.version;
                         self.remember(stream, tail);
-                        return Ok(StreamSlice {
-                            version,
-                            events: stored
-                                .into_iter()
-                                .map(|s| s.event)
-                                .filter(|e| request.includes(e))
-                                .collect(),
-                        });
+                        return Ok(StreamSlice { version, events });
                     }
                     Ok(None) => self.forget(stream),
                     Err(error) => {
@@ -330,12 +393,18 @@ impl EventStore for BlobStore {
                 }
             }
         }
-        let full = blobs.read_full(&request).await?;
-        self.remember(stream, full.tail);
-        Ok(StreamSlice {
-            version: full.version,
-            events: full.events,
-        })
+        let version = self.with_fresh_tail(stream, |tail| tail.version).await?;
+        let events = self.read_range(stream, request.bounded_by(version)).await?;
+        Ok(StreamSlice { version, events })
+    }
+
+    async fn read_known(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+        version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_range(stream, request.bounded_by(version)).await
     }
 
     async fn version(&self, stream: &StreamId) -> Result<u64, StoreError> {

@@ -1,6 +1,6 @@
 //! Learning the state of a stream from its blobs: a cold load (list the segments, read the
 //! last one from its metadata hint), a refresh (read on from a known offset), a window read
-//! (for the idempotency check) and a full read (for `read`).
+//! (for the idempotency check), and range reads (for `read`: the events of a bounded range).
 //!
 //! Guarantees:
 //! - nothing is believed without the content: a hint is used only if the byte before its
@@ -17,15 +17,62 @@
 //!   `blocks` or from zero; a read's block-count header is never used (Azurite can send one of
 //!   a later state than the body);
 //! - a full segment (as many blocks as the store allows) is followed into the next segment
-//!   when one exists, so readers and writers cross segment boundaries transparently.
+//!   when one exists, so readers and writers cross segment boundaries transparently;
+//! - memory does not grow with a segment: segments are read range by range
+//!   ([`BlobApi::scan`]), each range's records decoded and absorbed (a tail keeps only the
+//!   idempotency window) or kept only when a read asked for them; a range read stops at the
+//!   last event asked for, and says where the next event starts ([`Position`]), so a reader
+//!   walking a stream chunk by chunk never reads the same bytes twice.
 
 use std::collections::VecDeque;
 
-use super::client::{Alignment, BlobApi, ListedSegment, ReadOutcome, TailBytes};
+use super::client::{
+    Alignment, BlobApi, Flow, ListedSegment, ReadOutcome, ScanEnd, ScanOutcome, TailBytes,
+    MAX_READ_RANGE_BYTES,
+};
 use super::naming;
 use super::record::{decode_records, StoredEvent};
 use super::tail::{Current, Known, Segment, Tail};
 use crate::stream::{ReadRequest, RecordedEvent, StoreError, StreamId};
+
+/// Bytes per record a range read assumes before it has seen any (it then uses what it saw).
+pub const ASSUMED_RECORD_BYTES: u64 = 512;
+
+/// A place in a stream's blobs where a record starts: segment, offset in it, and the sequence
+/// number of the event recorded there. Learned by reads; always checked against the content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub segment: u32,
+    pub offset: u64,
+    pub sequence: u64,
+}
+
+/// What a range read returned, and where it stopped.
+pub struct RangeRead {
+    /// The events of the request, in order.
+    pub events: Vec<RecordedEvent>,
+    /// Where the event after the last one asked for starts.
+    pub next: Position,
+    /// Average bytes per record among those read (for sizing the next read).
+    pub record_bytes: u64,
+}
+
+/// What reading a segment into a tail found.
+enum Absorbed {
+    Read(ScanEnd),
+    /// No segment of that number.
+    Missing,
+    /// The offset is not a record boundary, or the record there is not the expected event.
+    Wrong,
+}
+
+/// How the first record of a read's start compared with what was expected.
+enum StartCheck {
+    /// The start is a record boundary holding the expected event (or nothing at all yet).
+    Good,
+    /// The start is wrong (not a boundary, or another event): try another start.
+    Wrong,
+}
 
 /// Reads the blobs of one stream.
 pub struct StreamBlobs<'a> {
@@ -34,13 +81,6 @@ pub struct StreamBlobs<'a> {
     pub what: String,
     prefix: String,
     max_blocks: u64,
-}
-
-/// The events a full read returned and what it learned about the end of the stream.
-pub struct FullRead {
-    pub version: u64,
-    pub events: Vec<RecordedEvent>,
-    pub tail: Tail,
 }
 
 impl<'a> StreamBlobs<'a> {
@@ -71,7 +111,17 @@ impl<'a> StreamBlobs<'a> {
     }
 
     fn decode(&self, number: u32, read: &TailBytes) -> Result<Vec<StoredEvent>, StoreError> {
-        decode_records(&read.bytes, read.offset)
+        self.decode_at(number, &read.bytes, read.offset)
+    }
+
+    /// Decodes whole records that start at offset `at` of segment `number`.
+    fn decode_at(
+        &self,
+        number: u32,
+        bytes: &[u8],
+        at: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        decode_records(bytes, at)
             .map_err(|detail| self.corrupt(format!("segment {number}: {detail}")))
     }
 
@@ -96,7 +146,7 @@ impl<'a> StreamBlobs<'a> {
     }
 
     /// Learns the end of the stream with no cached knowledge: one listing and one read from the
-    /// last segment's hint (or, without a usable hint, from its start).
+    /// last segment's hint (or, without a usable hint, from its start), range by range.
     pub async fn cold_load(&self) -> Result<Tail, StoreError> {
         let listed = self.list().await?;
         let Some(((number, last), earlier)) = listed.split_last() else {
@@ -109,150 +159,175 @@ impl<'a> StreamBlobs<'a> {
             length: s.length,
             first_sequence: s.hint.map_or(0, |h| h.first_sequence),
         });
-        let name = self.segment_name(*number);
         if let Some(hint) = last.hint.filter(|h| h.length <= last.length) {
-            if let ReadOutcome::Read(read) = self
-                .api
-                .read_from(&name, hint.length, Alignment::Exact, &self.what)
+            let mut tail = Tail {
+                current: Some(current_at(
+                    *number,
+                    base,
+                    hint.first_sequence,
+                    hint.length,
+                    hint.blocks,
+                )),
+                previous,
+                version: hint.version,
+                known: VecDeque::new(),
+                known_from: base + hint.length,
+            };
+            if let Absorbed::Read(end) = self
+                .absorb_segment(&mut tail, hint.length, hint.version + 1, None)
                 .await?
             {
-                let events = self.decode(*number, &read)?;
-                if events
-                    .first()
-                    .is_none_or(|e| e.event.sequence == hint.version + 1)
-                {
-                    let mut tail = Tail {
-                        current: Some(current_from(
-                            *number,
-                            base,
-                            hint.first_sequence,
-                            hint.blocks,
-                            &read,
-                        )),
-                        previous,
-                        version: hint.version,
-                        known: VecDeque::new(),
-                        known_from: base + hint.length,
-                    };
-                    tail.absorb(self.stream, &events)?;
-                    return Ok(tail);
+                if let Some(current) = tail.current.as_mut() {
+                    update_current(current, &end);
                 }
+                return Ok(tail);
             }
         }
-        // No usable hint: read the whole (last) segment.
-        let read = match self
-            .api
-            .read_from(&name, 0, Alignment::Exact, &self.what)
-            .await?
-        {
-            ReadOutcome::Read(read) => read,
-            ReadOutcome::Missing | ReadOutcome::NotABoundary => {
-                return Err(self.corrupt(format!("segment {number} vanished while being read")))
-            }
-        };
-        let events = self.decode(*number, &read)?;
-        // Every segment is created with its metadata; without it, only the first segment's
-        // start is known.
-        let first_sequence = match last.hint.or(read.hint) {
+        // No usable hint: read the whole (last) segment. Every segment is created with its
+        // metadata; without it, only the first segment's start is known.
+        let first_sequence = match last.hint {
             Some(hint) => hint.first_sequence,
             None if *number == 0 => 1,
             None => {
                 return Err(self.corrupt(format!("segment {number} has no firstsequence metadata")))
             }
         };
-        if let Some(first) = events.first() {
-            if first.event.sequence != first_sequence {
-                return Err(self.corrupt(format!(
-                    "segment {number} starts with event {} but should start with {first_sequence}",
-                    first.event.sequence
-                )));
-            }
-        }
         let mut tail = Tail {
-            current: Some(current_from(*number, base, first_sequence, 0, &read)),
+            current: Some(current_at(*number, base, first_sequence, 0, 0)),
             previous,
             version: first_sequence - 1,
             known: VecDeque::new(),
             known_from: base,
         };
-        tail.absorb(self.stream, &events)?;
-        Ok(tail)
+        match self
+            .absorb_segment(&mut tail, 0, first_sequence, None)
+            .await?
+        {
+            Absorbed::Read(end) => {
+                if let Some(current) = tail.current.as_mut() {
+                    update_current(current, &end);
+                }
+                Ok(tail)
+            }
+            Absorbed::Missing | Absorbed::Wrong => Err(self.corrupt(format!(
+                "segment {number} vanished while being read, or does not start with event \
+                 {first_sequence}"
+            ))),
+        }
     }
 
-    /// Reads the current segment on from `from` (an offset in it that starts a record), follows
-    /// full segments into their successors, and adds what it finds to `tail`. Returns the
-    /// events read, or `None` when the blobs do not match `tail` (a reload is needed).
+    /// Reads `tail`'s current segment from `from` (an offset in it) to its end, range by
+    /// range, absorbing each range's events into `tail` and handing those `request` asks for
+    /// to `keep`. The first record read must be event `expect_first` (if any record follows
+    /// `from`); when it is not, or `from` is not a record boundary, nothing is absorbed.
+    async fn absorb_segment(
+        &self,
+        tail: &mut Tail,
+        from: u64,
+        expect_first: u64,
+        mut keep: Option<(&ReadRequest, &mut Vec<RecordedEvent>)>,
+    ) -> Result<Absorbed, StoreError> {
+        let Some(number) = tail.current.as_ref().map(|c| c.segment.number) else {
+            return Ok(Absorbed::Missing);
+        };
+        let mut start = StartCheck::Good;
+        let mut checked = false;
+        let stream = self.stream;
+        let mut sink = |records: &[u8], at: u64| -> Result<Flow, StoreError> {
+            let events = self.decode_at(number, records, at)?;
+            if !checked {
+                checked = true;
+                if events
+                    .first()
+                    .is_some_and(|e| e.event.sequence != expect_first)
+                {
+                    start = StartCheck::Wrong;
+                    return Ok(Flow::Stop);
+                }
+            }
+            tail.absorb(stream, &events)?;
+            if let Some((request, kept)) = keep.as_mut() {
+                kept.extend(
+                    events
+                        .into_iter()
+                        .map(|s| s.event)
+                        .filter(|e| request.includes(e)),
+                );
+            }
+            Ok(Flow::More(MAX_READ_RANGE_BYTES))
+        };
+        let outcome = self
+            .api
+            .scan(
+                &self.segment_name(number),
+                from,
+                Alignment::Exact,
+                MAX_READ_RANGE_BYTES,
+                &self.what,
+                &mut sink,
+            )
+            .await?;
+        Ok(match (outcome, start) {
+            (ScanOutcome::Read(end), StartCheck::Good) => Absorbed::Read(end),
+            (ScanOutcome::Missing, _) => Absorbed::Missing,
+            _ => Absorbed::Wrong,
+        })
+    }
+
+    /// Reads the current segment on from `from` (an offset in it where the record of event
+    /// `expect_first` starts, or the end), follows full segments into their successors, and
+    /// adds what it finds to `tail`. Returns the events read that `request` asks for (none
+    /// without a request), or `None` when the blobs do not match `tail` (a reload is needed).
     pub async fn advance(
         &self,
         tail: &mut Tail,
         from: u64,
-    ) -> Result<Option<Vec<StoredEvent>>, StoreError> {
-        let Some(current) = &tail.current else {
+        expect_first: u64,
+        request: Option<&ReadRequest>,
+    ) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
+        let mut collected = Vec::new();
+        let Some(current) = tail.current.as_ref() else {
             return Ok(None);
         };
-        let number = current.segment.number;
-        let mut outcome = self
-            .api
-            .read_from(
-                &self.segment_name(number),
-                from,
-                Alignment::Exact,
-                &self.what,
-            )
-            .await?;
-        let mut collected = Vec::new();
+        let known_length = current.segment.length;
+        let keep = request.map(|r| (r, &mut collected));
+        let mut end = match self.absorb_segment(tail, from, expect_first, keep).await? {
+            Absorbed::Read(end) if end.length >= known_length => end,
+            _ => return Ok(None),
+        };
         loop {
-            let read = match outcome {
-                ReadOutcome::Read(read) => read,
-                ReadOutcome::Missing | ReadOutcome::NotABoundary => return Ok(None),
-            };
             let Some(current) = tail.current.as_mut() else {
                 return Ok(None);
             };
-            if read.length < current.segment.length {
-                return Ok(None);
-            }
+            update_current(current, &end);
             let number = current.segment.number;
-            let events = self.decode(number, &read)?;
-            if read.offset == 0 {
-                if let Some(first) = events.first() {
-                    if first.event.sequence != current.segment.first_sequence {
-                        return Err(self.corrupt(format!(
-                            "segment {number} starts with event {} instead of {}",
-                            first.event.sequence, current.segment.first_sequence
-                        )));
-                    }
-                }
-            }
-            update_current(current, &read);
-            tail.absorb(self.stream, &events)?;
-            collected.extend(events);
             if !tail.is_full(self.max_blocks) {
                 return Ok(Some(collected));
             }
-            let next = self
-                .api
-                .read_from(
-                    &self.segment_name(number + 1),
-                    0,
-                    Alignment::Exact,
-                    &self.what,
-                )
-                .await?;
-            let ReadOutcome::Read(read) = &next else {
-                return Ok(Some(collected));
+            // The next segment, if there is one, starts right after this one.
+            let first_sequence = tail.version + 1;
+            let mut next = tail.clone();
+            next.roll_over(first_sequence);
+            let keep = request.map(|r| (r, &mut collected));
+            end = match self
+                .absorb_segment(&mut next, 0, first_sequence, keep)
+                .await?
+            {
+                Absorbed::Missing => return Ok(Some(collected)),
+                Absorbed::Read(end)
+                    if end.hint.is_none_or(|h| h.first_sequence == first_sequence) =>
+                {
+                    end
+                }
+                _ => {
+                    return Err(self.corrupt(format!(
+                        "segment {} does not start at event {first_sequence}, where segment \
+                         {number} ends",
+                        number + 1
+                    )))
+                }
             };
-            let first_sequence = read.hint.map_or(tail.version + 1, |h| h.first_sequence);
-            if first_sequence != tail.version + 1 {
-                return Err(self.corrupt(format!(
-                    "segment {} starts at event {first_sequence}, but segment {number} ends at \
-                     event {}",
-                    number + 1,
-                    tail.version
-                )));
-            }
-            tail.roll_over(first_sequence);
-            outcome = next;
+            *tail = next;
         }
     }
 
@@ -260,7 +335,10 @@ impl<'a> StreamBlobs<'a> {
     pub async fn refresh(&self, tail: &mut Tail) -> Result<(), StoreError> {
         let from = tail.current.as_ref().map(|c| c.segment.length);
         let advanced = match from {
-            Some(from) => self.advance(tail, from).await?.is_some(),
+            Some(from) => {
+                let next = tail.version + 1;
+                self.advance(tail, from, next, None).await?.is_some()
+            }
             None => false,
         };
         if !advanced {
@@ -361,7 +439,7 @@ impl<'a> StreamBlobs<'a> {
             .filter(|s| s.event.sequence > tail.version && s.event.sequence == s.append.first)
             .count() as u64;
         if let Some(current) = tail.current.as_mut() {
-            update_current(current, &read);
+            update_current_with(current, read.length, read.etag.as_ref(), read.hint);
             current.committed_blocks += new_blocks;
         }
         if let Some(last) = known.back() {
@@ -375,134 +453,221 @@ impl<'a> StreamBlobs<'a> {
         Ok(())
     }
 
-    /// Reads the events `request` asks for, from the segment holding `from_sequence` on (the
-    /// `firstsequence` metadata of the segments says which), and the end of the stream.
-    pub async fn read_full(&self, request: &ReadRequest) -> Result<FullRead, StoreError> {
-        let listed = self.list().await?;
-        if listed.is_empty() {
-            return Ok(FullRead {
-                version: 0,
-                events: Vec::new(),
-                tail: Tail::default(),
-            });
+    /// Reads the events of `request`, which must end (`to_sequence`) at or before a version of
+    /// the stream known to exist, range by range from `start` (a position at or before
+    /// `from_sequence`, as a bookmark or the cached tail knows it) or, when that proves wrong
+    /// or there is none, from what the segments' metadata says (the segment holding
+    /// `from_sequence`, from its hint when that is at or before it), crossing into later
+    /// segments as needed and stopping at `to_sequence`. `record_bytes` sizes the first range.
+    pub async fn read_range(
+        &self,
+        request: &ReadRequest,
+        start: Option<Position>,
+        record_bytes: u64,
+    ) -> Result<RangeRead, StoreError> {
+        let from = request.from_sequence.max(1);
+        let to = request.to_sequence.unwrap_or(from).max(from);
+        if let Some(start) = start.filter(|p| p.sequence <= from) {
+            if let Some(read) = self.scan_range(request, start, record_bytes).await? {
+                return Ok(read);
+            }
         }
-        let all_hinted = listed.iter().all(|(_, s)| s.hint.is_some());
-        let start_index = if all_hinted {
-            listed
-                .iter()
-                .rposition(|(_, s)| {
-                    s.hint
-                        .is_some_and(|h| h.first_sequence <= request.from_sequence)
-                })
-                .unwrap_or(0)
+        let (start, record_bytes) = if from == 1 {
+            (
+                Position {
+                    segment: 0,
+                    offset: 0,
+                    sequence: 1,
+                },
+                record_bytes,
+            )
         } else {
-            0
-        };
-        let mut base: u64 = listed[..start_index].iter().map(|(_, s)| s.length).sum();
-        let mut version = None::<u64>;
-        let mut events = Vec::new();
-        let mut tail = Tail::default();
-        for (index, (number, listed_segment)) in listed.iter().enumerate().skip(start_index) {
-            let read = match self
-                .api
-                .read_from(&self.segment_name(*number), 0, Alignment::Exact, &self.what)
-                .await?
-            {
-                ReadOutcome::Read(read) => read,
-                ReadOutcome::Missing | ReadOutcome::NotABoundary => {
-                    return Err(self.corrupt(format!("segment {number} vanished while being read")))
-                }
+            let listed = self.list().await?;
+            let holding = if listed.iter().all(|(_, s)| s.hint.is_some()) {
+                listed
+                    .iter()
+                    .rev()
+                    .find(|(_, s)| s.hint.is_some_and(|h| h.first_sequence <= from))
+            } else {
+                None
             };
-            let stored = self.decode(*number, &read)?;
-            let hinted_first = listed_segment.hint.or(read.hint).map(|h| h.first_sequence);
-            let first_sequence = match (version, hinted_first, stored.first()) {
-                (Some(v), _, _) => v + 1,
-                (None, Some(first), _) => first,
-                (None, None, Some(first)) => first.event.sequence,
-                (None, None, None) => 1,
-            };
-            if hinted_first.is_some_and(|h| h != first_sequence) {
-                return Err(self.corrupt(format!(
-                    "segment {number} says it starts at event {}, but the events before it end at {}",
-                    hinted_first.unwrap_or_default(),
-                    first_sequence - 1
-                )));
-            }
-            let mut next = first_sequence;
-            for s in &stored {
-                if s.event.sequence != next {
-                    return Err(self.corrupt(format!(
-                        "segment {number} holds event {} where event {next} belongs",
-                        s.event.sequence
-                    )));
-                }
-                next += 1;
-            }
-            version = Some(next - 1);
-            if index + 1 == listed.len() {
-                let previous = index.checked_sub(1).map(|p| {
-                    let (n, s) = &listed[p];
-                    Segment {
-                        number: *n,
-                        base: base - s.length,
-                        length: s.length,
-                        first_sequence: s.hint.map_or(0, |h| h.first_sequence),
+            match holding.and_then(|(n, s)| s.hint.map(|h| (*n, h))) {
+                Some((segment, hint)) => {
+                    let records = (hint.version + 1).saturating_sub(hint.first_sequence);
+                    let measured = hint.length.checked_div(records).unwrap_or(record_bytes);
+                    if hint.version < from && hint.version >= hint.first_sequence {
+                        let at_hint = Position {
+                            segment,
+                            offset: hint.length,
+                            sequence: hint.version + 1,
+                        };
+                        if let Some(read) = self.scan_range(request, at_hint, measured).await? {
+                            return Ok(read);
+                        }
                     }
-                });
-                tail = Tail {
-                    current: Some(current_from(*number, base, first_sequence, 0, &read)),
-                    previous,
-                    version: first_sequence - 1,
-                    known: VecDeque::new(),
-                    known_from: base,
-                };
-                tail.absorb(self.stream, &stored)?;
+                    let at_start = Position {
+                        segment,
+                        offset: 0,
+                        sequence: hint.first_sequence,
+                    };
+                    (at_start, measured)
+                }
+                None => (
+                    Position {
+                        segment: 0,
+                        offset: 0,
+                        sequence: 1,
+                    },
+                    record_bytes,
+                ),
             }
-            base += read.length;
-            events.extend(
-                stored
-                    .into_iter()
-                    .map(|s| s.event)
-                    .filter(|e| request.includes(e)),
-            );
+        };
+        self.scan_range(request, start, record_bytes)
+            .await?
+            .ok_or_else(|| {
+                self.corrupt(format!(
+                    "segment {} does not start with event {}, or events {from} to {to} are missing",
+                    start.segment, start.sequence
+                ))
+            })
+    }
+
+    /// [`Self::read_range`] from `start`; `None` when `start` proves wrong (not a record
+    /// boundary, another event there, no such segment) before any event was read.
+    async fn scan_range(
+        &self,
+        request: &ReadRequest,
+        start: Position,
+        record_bytes: u64,
+    ) -> Result<Option<RangeRead>, StoreError> {
+        let from = request.from_sequence.max(1);
+        let to = request.to_sequence.unwrap_or(from).max(from);
+        let mut events = Vec::new();
+        let mut position = start;
+        // Bytes and records seen, for sizing the ranges.
+        let mut bytes_seen = 0u64;
+        let mut records_seen = 0u64;
+        let mut next = None::<Position>;
+        loop {
+            let segment = position.segment;
+            let mut wrong = false;
+            let mut expected = position.sequence;
+            let mut sink = |records: &[u8], at: u64| -> Result<Flow, StoreError> {
+                let stored = self.decode_at(segment, records, at)?;
+                for record in stored {
+                    let sequence = record.event.sequence;
+                    if sequence != expected {
+                        if expected == start.sequence && records_seen == 0 {
+                            wrong = true;
+                            return Ok(Flow::Stop);
+                        }
+                        return Err(self.corrupt(format!(
+                            "segment {segment} holds event {sequence} where event {expected} \
+                             belongs"
+                        )));
+                    }
+                    expected += 1;
+                    records_seen += 1;
+                    bytes_seen += record.end - record.start;
+                    if sequence >= from && request.includes(&record.event) {
+                        events.push(record.event);
+                    }
+                    if sequence >= to {
+                        next = Some(Position {
+                            segment,
+                            offset: record.end,
+                            sequence: sequence + 1,
+                        });
+                        return Ok(Flow::Stop);
+                    }
+                }
+                let average = bytes_seen.checked_div(records_seen).unwrap_or(record_bytes);
+                Ok(Flow::More(wanted_bytes(expected, from, to, average)))
+            };
+            let first_range = wanted_bytes(position.sequence, from, to, record_bytes);
+            let outcome = self
+                .api
+                .scan(
+                    &self.segment_name(segment),
+                    position.offset,
+                    Alignment::Exact,
+                    first_range,
+                    &self.what,
+                    &mut sink,
+                )
+                .await?;
+            let untouched = records_seen == 0 && position == start;
+            match outcome {
+                _ if wrong => return Ok(None),
+                ScanOutcome::Read(_) => {}
+                ScanOutcome::Missing | ScanOutcome::NotABoundary if untouched => return Ok(None),
+                ScanOutcome::Missing | ScanOutcome::NotABoundary => {
+                    return Err(self.corrupt(format!(
+                        "events {expected} to {to} are missing: segment {segment} does not \
+                         continue the stream"
+                    )))
+                }
+            }
+            if let Some(next) = next {
+                return Ok(Some(RangeRead {
+                    events,
+                    next,
+                    record_bytes: bytes_seen.checked_div(records_seen).unwrap_or(record_bytes),
+                }));
+            }
+            // The segment ended before `to`: the stream goes on in the next one.
+            position = Position {
+                segment: segment
+                    .checked_add(1)
+                    .ok_or_else(|| self.corrupt("more segments than segment numbers".to_owned()))?,
+                offset: 0,
+                sequence: expected,
+            };
         }
-        Ok(FullRead {
-            version: version.unwrap_or(0),
-            events,
-            tail,
-        })
     }
 }
 
-/// The current-segment state after reading it to its end, before the events read are
-/// absorbed: `blocks` is the number of blocks before the first event read.
-fn current_from(
-    number: u32,
-    base: u64,
-    first_sequence: u64,
-    blocks: u64,
-    read: &TailBytes,
-) -> Current {
+/// Bytes a range read asks for next: the events still wanted (from `next`, at least `from`,
+/// up to `to`) at `record_bytes` each, plus a quarter (the scan bounds it).
+fn wanted_bytes(next: u64, from: u64, to: u64, record_bytes: u64) -> u64 {
+    let records = to.saturating_sub(next.max(from)).saturating_add(1);
+    records
+        .saturating_mul(record_bytes.max(1))
+        .saturating_add(records.saturating_mul(record_bytes.max(1)) / 4)
+}
+
+/// The current-segment state before a read of it: `length` bytes holding `blocks` blocks.
+fn current_at(number: u32, base: u64, first_sequence: u64, length: u64, blocks: u64) -> Current {
     Current {
         segment: Segment {
             number,
             base,
-            length: read.length,
+            length,
             first_sequence,
         },
         committed_blocks: blocks,
         refused_block: false,
-        etag: read.etag.clone(),
-        hint_length: read.hint.map_or(0, |h| h.length),
+        etag: None,
+        hint_length: 0,
     }
 }
 
-fn update_current(current: &mut Current, read: &TailBytes) {
-    current.segment.length = read.length;
-    if read.etag.is_some() {
-        current.etag = read.etag.clone();
+/// The current segment after a scan of it to its end.
+fn update_current(current: &mut Current, end: &ScanEnd) {
+    update_current_with(current, end.length, end.etag.as_ref(), end.hint);
+}
+
+fn update_current_with(
+    current: &mut Current,
+    length: u64,
+    etag: Option<&String>,
+    hint: Option<super::client::SegmentHint>,
+) {
+    current.segment.length = length;
+    if let Some(etag) = etag {
+        current.etag = Some(etag.clone());
     }
-    if let Some(hint) = read.hint {
+    if let Some(hint) = hint {
         current.hint_length = current.hint_length.max(hint.length);
     }
 }

@@ -1,0 +1,149 @@
+//! Append Blob reads in bounded ranges, against a real Azurite behind a counting proxy: a
+//! stream of several segments, each longer than one range, with records of very different
+//! sizes (so records straddle range boundaries), reads back whole and byte for byte; no GET
+//! answers more than [`MAX_READ_RANGE_BYTES`]; a reader walking the stream in small chunks
+//! (as `ReadStream` pages and replays do) reads each byte about once; ranges read by a cold
+//! store start from the segments' metadata and read back the same events.
+
+mod conformance;
+
+use conformance::helpers::{event, stream};
+use streamfold::storage::blob::{BlobStore, MAX_READ_RANGE_BYTES};
+use streamfold::storage::StorageAccount;
+use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent};
+use streamfold_testbed::{Azurite, CountingProxy};
+
+/// Appends per segment (the test knob): segments of about 10 MB.
+const BLOCKS_PER_SEGMENT: u32 = 24;
+/// Appends written: four segments, the last one partly filled.
+const APPENDS: u64 = 84;
+
+/// The data of event `sequence`: a JSON object padded to a size between 40 bytes and about
+/// 1.1 MB, varying so that record ends fall anywhere in a range.
+fn data_of(sequence: u64) -> String {
+    let size = match sequence % 7 {
+        0 => 1_100_000,
+        1 | 4 => 40,
+        2 => 333_333,
+        3 => 4_096,
+        5 => 77_777,
+        _ => 600_001,
+    } + (sequence * 7_919) % 1_000;
+    format!(
+        r#"{{"n":{sequence},"pad":"{}"}}"#,
+        "z".repeat(size as usize)
+    )
+}
+
+fn assert_same(read: &[RecordedEvent], written: &[NewEvent], first: u64) {
+    assert_eq!(read.len(), written.len());
+    for (i, (r, w)) in read.iter().zip(written).enumerate() {
+        assert_eq!(r.sequence, first + i as u64);
+        assert_eq!(r.event_id, w.event_id, "event {}", r.sequence);
+        assert!(r.data.get() == w.data.get(), "data of event {}", r.sequence);
+    }
+}
+
+#[tokio::test]
+async fn long_segments_are_read_in_bounded_ranges_and_back_whole() {
+    let azurite = Azurite::start().await.unwrap();
+    let proxy = CountingProxy::start(&azurite.blob_endpoint())
+        .await
+        .unwrap();
+    let connection = Azurite::connection_string_for(
+        &format!("{}/{}", proxy.url(), streamfold_testbed::azurite::ACCOUNT),
+        &azurite.table_endpoint(),
+    );
+    let account = StorageAccount::from_connection_string(&connection).unwrap();
+    let store = |name: &str| {
+        BlobStore::new(account.clone())
+            .with_container(name)
+            .with_max_blocks_per_segment(BLOCKS_PER_SEGMENT)
+    };
+    let writer = store("ranges");
+    let s = stream("long");
+    let mut written: Vec<NewEvent> = Vec::new();
+    for append in 0..APPENDS {
+        // One or two events per append (one block each, under 4 MiB).
+        let count = 1 + append % 2;
+        let first = written.len() as u64 + 1;
+        let batch: Vec<NewEvent> = (first..first + count)
+            .map(|n| event("Sized", &data_of(n)))
+            .collect();
+        writer
+            .append(&s, ExpectedVersion::Exact(first - 1), batch.clone())
+            .await
+            .unwrap();
+        written.extend(batch);
+    }
+    let version = written.len() as u64;
+    let stream_bytes: usize = written.iter().map(|e| e.data.get().len()).sum();
+    assert!(stream_bytes > 3 * BLOCKS_PER_SEGMENT as usize * 300_000);
+
+    // A cold reader reads everything back, byte for byte, in bounded GETs.
+    proxy.reset();
+    let reader = store("ranges");
+    let all = reader.read(&s, ReadRequest::all()).await.unwrap();
+    assert_eq!(all.version, version);
+    assert_same(&all.events, &written, 1);
+    let gets: Vec<u64> = proxy
+        .entries()
+        .iter()
+        .filter(|e| e.method == "GET" && !e.query.as_deref().unwrap_or("").contains("comp=list"))
+        .map(|e| e.response_bytes)
+        .collect();
+    assert!(gets.len() > 4, "several ranged GETs: {gets:?}");
+    assert!(
+        gets.iter().all(|&bytes| bytes <= MAX_READ_RANGE_BYTES),
+        "no GET over {MAX_READ_RANGE_BYTES} bytes: {gets:?}"
+    );
+
+    // A reader walking the stream chunk by chunk reads each byte about once.
+    proxy.reset();
+    let walker = store("ranges");
+    let mut walked = Vec::new();
+    let mut from = 1;
+    while from <= version {
+        let to = (from + 6).min(version);
+        let chunk = walker
+            .read_known(&s, ReadRequest::range(from, Some(to)), version)
+            .await
+            .unwrap();
+        assert_eq!(chunk.len() as u64, to - from + 1);
+        walked.extend(chunk);
+        from = to + 1;
+    }
+    assert_same(&walked, &written, 1);
+    let received = proxy.bytes_received_from_upstream();
+    assert!(
+        received < 2 * stream_bytes as u64,
+        "walking {stream_bytes} bytes of events took {received} bytes of answers"
+    );
+
+    // Ranges read by cold stores, from the metadata, anywhere in the stream.
+    for (from, to) in [
+        (2, 2),
+        (30, 31),
+        (
+            BLOCKS_PER_SEGMENT as u64 * 3 / 2 - 1,
+            BLOCKS_PER_SEGMENT as u64 * 3 / 2 + 2,
+        ),
+        (40, 100),
+        (version - 3, version),
+        (1, version),
+    ] {
+        let cold = store("ranges");
+        let events = cold
+            .read_known(&s, ReadRequest::range(from, Some(to)), version)
+            .await
+            .unwrap();
+        let expected = &written[(from - 1) as usize..to as usize];
+        assert_same(&events, expected, from);
+        let slice = store("ranges")
+            .read(&s, ReadRequest::range(from, Some(to)))
+            .await
+            .unwrap();
+        assert_eq!(slice.version, version);
+        assert_same(&slice.events, expected, from);
+    }
+}
