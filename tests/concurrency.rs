@@ -83,7 +83,7 @@ async fn writers_in_processes_on_one_stream(backend: &str) {
     }
     assert_eq!(acked.len(), WRITERS * APPENDS_PER_WRITER);
 
-    let stream = clients[0].get(PATH).await;
+    let stream = clients[0].get(&format!("{PATH}?pageSize=1000")).await;
     let body = stream.ok(200);
     let events = body["events"].as_array().unwrap();
     assert_eq!(body["version"].as_u64().unwrap() as usize, acked.len());

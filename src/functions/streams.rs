@@ -3,7 +3,9 @@
 //!
 //! Routes (function.json folders `AppendEvents`, `ReadStream`, `ListStreams`):
 //! - `POST /api/streams/{domain}/{entity}/{instance}` → 201 with the new version
-//! - `GET  /api/streams/{domain}/{entity}/{instance}?fromSequence=&toSequence=&asOf=`
+//! - `GET  /api/streams/{domain}/{entity}/{instance}?fromSequence=&toSequence=&asOf=&pageSize=`
+//!   → one page of at most [`MAX_READ_PAGE_SIZE`] events, with `nextFromSequence` while more
+//!   follow (a read never answers with, or holds in memory, a whole long stream)
 //! - `GET  /api/streams/{domain}/{entity}?continuation=&pageSize=`
 
 use std::sync::Arc;
@@ -158,8 +160,22 @@ struct ReadResponse<'a> {
     instance: &'a str,
     version: u64,
     events: Vec<crate::stream::RecordedEvent>,
+    /// Pass as `fromSequence` (with the same `toSequence` and `asOf`) for the next page;
+    /// absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_from_sequence: Option<u64>,
 }
 
+/// Sequence numbers one `ReadStream` page covers unless the caller asks for another size.
+pub const DEFAULT_READ_PAGE_SIZE: u64 = 100;
+/// Most sequence numbers one `ReadStream` page may cover: an answer holds at most this many
+/// events, whatever the length of the stream.
+pub const MAX_READ_PAGE_SIZE: u64 = 1000;
+
+/// One page of a stream: the events `fromSequence..=fromSequence + pageSize - 1` (and at most
+/// `toSequence`), as of `asOf` when given, with `nextFromSequence` while the range asked for
+/// (or the stream) goes on. With `asOf`, a page may hold fewer events than its size, even none,
+/// and still have a next page (timestamps need not follow sequence numbers).
 async fn read_handler(
     domain: String,
     entity: String,
@@ -168,10 +184,23 @@ async fn read_handler(
     app: Arc<App>,
 ) -> Result<Response, Rejection> {
     let stream = stream_id(domain, entity, instance).map_err(reject)?;
-    only_known_params(&query, &["fromSequence", "toSequence", "asOf"]).map_err(reject)?;
+    only_known_params(&query, &["fromSequence", "toSequence", "asOf", "pageSize"])
+        .map_err(reject)?;
     let from = u64_param(&query, "fromSequence").map_err(reject)?;
     let to = u64_param(&query, "toSequence").map_err(reject)?;
     let as_of = time_param(&query, "asOf").map_err(reject)?;
+    let page_size = u64_param(&query, "pageSize")
+        .map_err(reject)?
+        .unwrap_or(DEFAULT_READ_PAGE_SIZE);
+    if !(1..=MAX_READ_PAGE_SIZE).contains(&page_size) {
+        return Err(reject(
+            Problem::bad_request(
+                "invalid-page-size",
+                format!("pageSize must be between 1 and {MAX_READ_PAGE_SIZE}"),
+            )
+            .with("parameter", "pageSize"),
+        ));
+    }
     if let (Some(from), Some(to)) = (from, to) {
         if from > to {
             return Err(reject(Problem::bad_request(
@@ -180,7 +209,10 @@ async fn read_handler(
             )));
         }
     }
-    let mut request = ReadRequest::range(from.unwrap_or(1), to);
+    let from = from.unwrap_or(1).max(1);
+    let page_end = from.saturating_add(page_size - 1);
+    let last = to.map_or(page_end, |to| to.min(page_end));
+    let mut request = ReadRequest::range(from, Some(last));
     request.as_of = as_of;
     let store = app
         .store(stream.domain(), stream.entity())
@@ -192,6 +224,8 @@ async fn read_handler(
             format!("stream {stream} does not exist"),
         )));
     }
+    let end = to.map_or(slice.version, |to| to.min(slice.version));
+    let next_from_sequence = (last < end).then(|| last + 1);
     Ok(json_response(
         StatusCode::OK,
         &ReadResponse {
@@ -200,6 +234,7 @@ async fn read_handler(
             instance: stream.instance(),
             version: slice.version,
             events: slice.events,
+            next_from_sequence,
         },
     ))
 }

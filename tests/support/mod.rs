@@ -314,8 +314,9 @@ pub fn event_grid_webhook_path(function: &str) -> String {
     format!("/runtime/webhooks/EventGrid?functionName={function}")
 }
 
-/// Every event of a stream, read over the generic HTTP API and decoded from the response text
-/// (so event data stays byte for byte). Empty when the stream does not exist.
+/// Every event of a stream from `from_sequence` on, read over the generic HTTP API page by
+/// page (following `nextFromSequence`) and decoded from the response text (so event data
+/// stays byte for byte). Empty when the stream does not exist.
 pub async fn recorded_events(
     client: &Client,
     domain: &str,
@@ -324,29 +325,38 @@ pub async fn recorded_events(
     from_sequence: u64,
 ) -> Vec<streamfold::stream::RecordedEvent> {
     #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
     struct Slice {
         events: Vec<streamfold::stream::RecordedEvent>,
+        next_from_sequence: Option<u64>,
     }
     let instance =
         percent_encoding::utf8_percent_encode(instance, percent_encoding::NON_ALPHANUMERIC);
-    let url = client.url(&format!(
-        "/api/streams/{domain}/{entity}/{instance}?fromSequence={from_sequence}"
-    ));
-    let response = client
-        .http()
-        .get(url)
-        .send()
-        .await
-        .expect("read the stream");
-    match response.status().as_u16() {
-        404 => Vec::new(),
-        200 => {
-            let text = response.text().await.unwrap();
-            serde_json::from_str::<Slice>(&text).unwrap().events
+    let mut events = Vec::new();
+    let mut from = Some(from_sequence);
+    while let Some(from_sequence) = from {
+        let url = client.url(&format!(
+            "/api/streams/{domain}/{entity}/{instance}?fromSequence={from_sequence}&pageSize=1000"
+        ));
+        let response = client
+            .http()
+            .get(url)
+            .send()
+            .await
+            .expect("read the stream");
+        match response.status().as_u16() {
+            404 => return Vec::new(),
+            200 => {
+                let text = response.text().await.unwrap();
+                let page = serde_json::from_str::<Slice>(&text).unwrap();
+                events.extend(page.events);
+                from = page.next_from_sequence;
+            }
+            other => panic!(
+                "reading {domain}/{entity}/{instance}: {other} {}",
+                response.text().await.unwrap_or_default()
+            ),
         }
-        other => panic!(
-            "reading {domain}/{entity}/{instance}: {other} {}",
-            response.text().await.unwrap_or_default()
-        ),
     }
+    events
 }
