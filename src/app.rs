@@ -1,5 +1,7 @@
 //! The application context every function shares: the configured backends (built once at
-//! start-up, without I/O) and the registered projections.
+//! start-up, without I/O), the registered projections, and the stream guards of the domains
+//! that own their streams ([`App::guard_streams`]; every write of another writer goes through
+//! [`App::append`], which checks it against the owning domain's rules).
 //!
 //! When notifications are on ([`crate::notify::NotificationSettings::enabled`]), every backend
 //! is built with its notification outbox on and wrapped in a [`NotifyingStore`], so each
@@ -17,11 +19,16 @@ use crate::notify::{
     Dispatcher, NotificationSink, NotificationTarget, NotifyingStore, Publisher, RaiseSwitches,
     TableDeadLetters,
 };
-use crate::projection::{ProjectionRegistry, ProjectionRunner, SnapshotStore, StateCache};
+use crate::projection::{
+    GuardError, GuardRegistry, ProjectionRegistry, ProjectionRunner, RegistryError, SnapshotStore,
+    StateCache, StreamGuard,
+};
 use crate::readmodel::{MemoryReadModelStore, ReadModelStore, TableReadModelStore};
 use crate::storage::connection::StorageAccount;
 use crate::storage::{BlobStore, MemoryStore, TableSnapshotStore, TableStore};
-use crate::stream::{EventStore, Outbox, StoreError};
+use crate::stream::{
+    AppendOutcome, EventStore, ExpectedVersion, NewEvent, Outbox, StoreError, StreamId,
+};
 
 /// One configured backend: its event store and, where it has one, its snapshot store.
 #[derive(Clone)]
@@ -45,6 +52,8 @@ pub struct App {
     dispatchers: Vec<Arc<Dispatcher>>,
     /// Projection states kept in process, shared by every runner.
     state_cache: Arc<StateCache>,
+    /// The entity types a domain owns, with its check of other writers' events.
+    guards: GuardRegistry,
 }
 
 /// Where notifications go and which are raised, when they are on.
@@ -81,6 +90,7 @@ impl App {
             read_model_store,
             read_models: ProjectionRegistry::default(),
             dispatchers,
+            guards: GuardRegistry::default(),
         })
     }
 
@@ -99,6 +109,7 @@ impl App {
             read_model_store: Some(Arc::new(MemoryReadModelStore::new())),
             read_models: ProjectionRegistry::default(),
             dispatchers: Vec::new(),
+            guards: GuardRegistry::default(),
         }
     }
 
@@ -121,6 +132,49 @@ impl App {
 
     pub fn read_models_mut(&mut self) -> &mut ProjectionRegistry {
         &mut self.read_models
+    }
+
+    /// Makes a domain the owner of the streams of `domain` / `entity`: every append to them
+    /// through [`App::append`] (the generic AppendEvents API) is checked by `guard` against
+    /// the stream's state (see [`crate::projection::guarded_append`]). One guard per entity
+    /// type.
+    pub fn guard_streams<G: StreamGuard>(
+        &mut self,
+        domain: &str,
+        entity: &str,
+        guard: G,
+    ) -> Result<&mut Self, RegistryError> {
+        self.guards.register(domain, entity, guard)?;
+        Ok(self)
+    }
+
+    /// Whether a domain owns the streams of `domain` / `entity`.
+    pub fn is_guarded(&self, domain: &str, entity: &str) -> bool {
+        self.guards.get(domain, entity).is_some()
+    }
+
+    /// Appends for a writer outside the owning domain (the generic API): through the domain's
+    /// guard when one owns the stream, straight to the store otherwise. Appends of the owning
+    /// domain's own commands go to [`App::store`]: they are decided by its rules already.
+    pub async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, GuardError> {
+        match self.guards.get(stream.domain(), stream.entity()) {
+            Some(guard) => {
+                let runner = self.runner(stream.domain(), stream.entity())?;
+                let attempts = self.settings.conflict_retries.saturating_add(1);
+                guard
+                    .append(&runner, stream, expected, events, attempts)
+                    .await
+            }
+            None => Ok(self
+                .store(stream.domain(), stream.entity())?
+                .append(stream, expected, events)
+                .await?),
+        }
     }
 
     /// Where read-model rows live.

@@ -428,7 +428,9 @@ async fn a_known_event_with_bad_data_fails_the_run_and_names_the_event() {
         .await
         .unwrap_err();
     match err {
-        ProjectionError::Apply { projection, source } => {
+        ProjectionError::Apply {
+            projection, source, ..
+        } => {
             assert_eq!(projection, "balance");
             assert_eq!(source.sequence, 2);
             assert_eq!(source.event_type, DEPOSITED);

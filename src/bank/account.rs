@@ -6,7 +6,16 @@
 //! - a closed account refuses deposits, withdrawals and limit changes;
 //! - a withdrawal needs balance + overdraft limit ≥ amount;
 //! - a new overdraft limit is refused when the balance is already below minus that limit;
-//! - an account closes only at a zero balance.
+//! - an account closes only at a zero balance;
+//! - every amount and limit is a valid amount of the currency ([`super::money::check_amount`]).
+//!
+//! [`Account::accept`] is the one place where an event meets the state: it checks the event
+//! against these rules (as the command that would have decided it does) and computes the next
+//! state with checked arithmetic. Commands, the fold of stored events and the guard of the
+//! generic API ([`super::guard`]) all go through it, so a stream can only ever hold what the
+//! commands could have written, and a stream that holds anything else (written before the
+//! guard existed, or by another tool straight to storage) fails its fold with an error naming
+//! the event, never a panic or a state outside the rules.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -14,7 +23,7 @@ use streamfold::projection::{ApplyError, Projection};
 use streamfold::stream::RecordedEvent;
 
 use super::events::*;
-use super::money::format_money;
+use super::money::{check_amount, format_money, AmountError, Sign};
 
 /// Where an account is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -38,11 +47,13 @@ pub struct Account {
     pub overdraft_limit: Decimal,
 }
 
-/// A command refused by a business rule (the state is as the command saw it).
+/// An event refused by a business rule (the state is as the command or the fold saw it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("the account does not exist")]
     NotOpened,
+    #[error("the account is already open")]
+    AlreadyOpened,
     #[error("the account is closed")]
     Closed,
     #[error("insufficient funds: {} is available (balance {} + overdraft limit {})", format_money(*available), format_money(*balance), format_money(*overdraft_limit))]
@@ -55,12 +66,17 @@ pub enum Refusal {
     LimitBelowBalance { balance: Decimal, limit: Decimal },
     #[error("an account closes only at a zero balance; the balance is {}", format_money(*balance))]
     BalanceNotZero { balance: Decimal },
+    #[error(transparent)]
+    InvalidAmount(#[from] AmountError),
+    #[error("the balance would leave the range an account can hold")]
+    OutOfRange,
 }
 
 impl Account {
-    /// What can be withdrawn now.
-    pub fn available(&self) -> Decimal {
-        self.balance + self.overdraft_limit
+    /// What can be withdrawn now; `None` when it is out of range (a state no fold of valid
+    /// events makes, e.g. a hand-edited snapshot or row).
+    pub fn available(&self) -> Option<Decimal> {
+        self.balance.checked_add(self.overdraft_limit)
     }
 
     pub fn in_overdraft(&self) -> bool {
@@ -75,6 +91,13 @@ impl Account {
         }
     }
 
+    pub fn open(&self, overdraft_limit: Decimal) -> Result<AccountEvent, Refusal> {
+        if self.status != Status::NotOpened {
+            return Err(Refusal::AlreadyOpened);
+        }
+        Ok(AccountEvent::Opened(AccountOpened { overdraft_limit }))
+    }
+
     pub fn deposit(&self, amount: Decimal) -> Result<AccountEvent, Refusal> {
         self.must_be_open()?;
         Ok(AccountEvent::Deposited(MoneyMoved { amount }))
@@ -82,9 +105,10 @@ impl Account {
 
     pub fn withdraw(&self, amount: Decimal) -> Result<AccountEvent, Refusal> {
         self.must_be_open()?;
-        if self.available() < amount {
+        let available = self.available().ok_or(Refusal::OutOfRange)?;
+        if available < amount {
             return Err(Refusal::InsufficientFunds {
-                available: self.available(),
+                available,
                 balance: self.balance,
                 overdraft_limit: self.overdraft_limit,
             });
@@ -94,7 +118,12 @@ impl Account {
 
     pub fn set_overdraft_limit(&self, limit: Decimal) -> Result<AccountEvent, Refusal> {
         self.must_be_open()?;
-        if self.balance < -limit {
+        // balance < -limit, without negating or wrapping: a sum too large to hold is positive.
+        if self
+            .balance
+            .checked_add(limit)
+            .is_some_and(|covered| covered < Decimal::ZERO)
+        {
             return Err(Refusal::LimitBelowBalance {
                 balance: self.balance,
                 limit,
@@ -113,24 +142,55 @@ impl Account {
         Ok(AccountEvent::Closed(AccountClosed {}))
     }
 
-    /// Folds one decided event into the state.
-    pub fn evolve(&mut self, event: &AccountEvent) {
+    /// The state after `event`, when the rules allow `event` after this state: its amounts
+    /// are valid amounts of the currency, the command that makes it would decide it here,
+    /// and the new balance is within range. Never panics.
+    pub fn accept(&self, event: &AccountEvent) -> Result<Account, Refusal> {
+        let mut next = self.clone();
         match event {
             AccountEvent::Opened(e) => {
-                self.status = Status::Open;
-                self.overdraft_limit = e.overdraft_limit;
+                let limit = check_amount("overdraftLimit", e.overdraft_limit, Sign::NonNegative)?;
+                self.open(limit)?;
+                next.status = Status::Open;
+                next.overdraft_limit = limit;
             }
-            AccountEvent::Deposited(e) => self.balance += e.amount,
-            AccountEvent::Withdrawn(e) => self.balance -= e.amount,
-            AccountEvent::OverdraftLimitSet(e) => self.overdraft_limit = e.limit,
-            AccountEvent::Closed(_) => self.status = Status::Closed,
+            AccountEvent::Deposited(e) => {
+                let amount = check_amount("amount", e.amount, Sign::Positive)?;
+                self.deposit(amount)?;
+                next.balance = self
+                    .balance
+                    .checked_add(amount)
+                    .ok_or(Refusal::OutOfRange)?;
+            }
+            AccountEvent::Withdrawn(e) => {
+                let amount = check_amount("amount", e.amount, Sign::Positive)?;
+                self.withdraw(amount)?;
+                next.balance = self
+                    .balance
+                    .checked_sub(amount)
+                    .ok_or(Refusal::OutOfRange)?;
+            }
+            AccountEvent::OverdraftLimitSet(e) => {
+                let limit = check_amount("limit", e.limit, Sign::NonNegative)?;
+                self.set_overdraft_limit(limit)?;
+                next.overdraft_limit = limit;
+            }
+            AccountEvent::Closed(_) => {
+                self.close()?;
+                next.status = Status::Closed;
+            }
         }
+        Ok(next)
     }
 
-    /// Folds one stored event into the state; unknown event types change nothing.
+    /// Folds one stored event into the state; unknown event types change nothing. An event
+    /// that does not decode, or that the rules refuse after this state, is an error naming it
+    /// (and the state is left as it was).
     pub fn apply(&mut self, event: &RecordedEvent) -> Result<(), ApplyError> {
-        if let Some(event) = AccountEvent::decode(event)? {
-            self.evolve(&event);
+        if let Some(decoded) = AccountEvent::decode(event)? {
+            *self = self
+                .accept(&decoded)
+                .map_err(|refusal| ApplyError::new(event, refusal.to_string()))?;
         }
         Ok(())
     }
@@ -149,8 +209,12 @@ impl Projection for AccountProjection {
         ACCOUNT_PROJECTION
     }
 
+    /// 2 since the fold checks amounts and transitions (1 folded whatever was stored): a
+    /// snapshot or read-model row of version 1 may hold a state folded past an event version 2
+    /// refuses, so none is resumed from (rows are recomputed by the next notification or
+    /// `RebuildReadModels`).
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn initial(&self) -> Account {
@@ -211,5 +275,77 @@ mod tests {
             Account::default().deposit(dec("1")).unwrap_err(),
             Refusal::NotOpened
         );
+    }
+
+    fn deposited(amount: &str) -> AccountEvent {
+        AccountEvent::Deposited(MoneyMoved {
+            amount: dec(amount),
+        })
+    }
+
+    #[test]
+    fn accept_checks_amounts_and_transitions() {
+        let limit = |l: &str| {
+            AccountEvent::Opened(AccountOpened {
+                overdraft_limit: dec(l),
+            })
+        };
+        let opened = Account::default().accept(&limit("10")).unwrap();
+        assert_eq!(opened, open("0", "10"));
+        assert_eq!(
+            opened.accept(&limit("10")).unwrap_err(),
+            Refusal::AlreadyOpened
+        );
+        for bad in ["79228162514264337593543950335", "-1", "0.001"] {
+            assert!(matches!(
+                Account::default().accept(&limit(bad)),
+                Err(Refusal::InvalidAmount(_))
+            ));
+        }
+        for bad in ["-500", "0", "0.001", "1000000000000000.01"] {
+            assert!(matches!(
+                opened.accept(&deposited(bad)),
+                Err(Refusal::InvalidAmount(_))
+            ));
+        }
+        assert_eq!(
+            Account::default().accept(&deposited("1")).unwrap_err(),
+            Refusal::NotOpened
+        );
+        let withdrawn = AccountEvent::Withdrawn(MoneyMoved { amount: dec("11") });
+        assert!(matches!(
+            opened.accept(&withdrawn),
+            Err(Refusal::InsufficientFunds { .. })
+        ));
+        let closed = opened
+            .accept(&AccountEvent::Closed(AccountClosed {}))
+            .unwrap();
+        assert_eq!(closed.status, Status::Closed);
+        assert_eq!(closed.accept(&deposited("1")).unwrap_err(), Refusal::Closed);
+    }
+
+    /// States no valid history makes (hand-edited snapshots or rows) never panic.
+    #[test]
+    fn arithmetic_at_the_edges_is_checked() {
+        let huge = Account {
+            status: Status::Open,
+            balance: Decimal::MAX,
+            overdraft_limit: Decimal::MAX,
+        };
+        assert_eq!(huge.available(), None);
+        assert_eq!(
+            huge.accept(&deposited("1")).unwrap_err(),
+            Refusal::OutOfRange
+        );
+        assert_eq!(huge.withdraw(dec("1")).unwrap_err(), Refusal::OutOfRange);
+        assert!(huge.set_overdraft_limit(Decimal::MAX).is_ok());
+        let deep = Account {
+            status: Status::Open,
+            balance: Decimal::MIN,
+            overdraft_limit: Decimal::MAX,
+        };
+        let withdrawn = AccountEvent::Withdrawn(MoneyMoved { amount: dec("1") });
+        assert!(deep.accept(&withdrawn).is_err());
+        assert!(deep.set_overdraft_limit(dec("0")).is_err());
     }
 }

@@ -1,7 +1,9 @@
 //! The bank account's events: what happened to an account, in the words of the business.
 //!
 //! Amounts are stored as strings with the currency's decimal places (`"12.50"`), so any reader
-//! of the stream gets them exactly.
+//! of the stream gets them exactly, and are read back only in the strict grammar of
+//! [`super::money`]. Decoding says nothing of the rules (a negative deposit decodes); the
+//! account's fold ([`super::account`]) checks every value and transition.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -17,21 +19,21 @@ pub const ACCOUNT_CLOSED: &str = "AccountClosed";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountOpened {
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "super::money::stored")]
     pub overdraft_limit: Decimal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MoneyMoved {
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "super::money::stored")]
     pub amount: Decimal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OverdraftLimitSet {
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "super::money::stored")]
     pub limit: Decimal,
 }
 
@@ -70,7 +72,49 @@ impl AccountEvent {
         }
     }
 
-    /// Reads a stored event; `None` for event types the account does not know.
+    /// The data fields an event type has, exactly; `None` for types the account does not know.
+    pub fn fields(event_type: &str) -> Option<&'static [&'static str]> {
+        Some(match event_type {
+            ACCOUNT_OPENED => &["overdraftLimit"],
+            MONEY_DEPOSITED | MONEY_WITHDRAWN => &["amount"],
+            OVERDRAFT_LIMIT_SET => &["limit"],
+            ACCOUNT_CLOSED => &[],
+            _ => return None,
+        })
+    }
+
+    /// Reads an event offered by another writer, as strictly as the bank writes them: a known
+    /// event type, and data that is a JSON object with exactly that type's fields (no field
+    /// missing, none unknown), each in the stored form. The reason says what is wrong.
+    pub fn decode_exact(event: &RecordedEvent) -> Result<Self, String> {
+        let Some(fields) = Self::fields(&event.event_type) else {
+            return Err(format!(
+                "{:?} is not an event type of the account (known: {ACCOUNT_OPENED}, \
+                 {MONEY_DEPOSITED}, {MONEY_WITHDRAWN}, {OVERDRAFT_LIMIT_SET}, {ACCOUNT_CLOSED})",
+                event.event_type
+            ));
+        };
+        let object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(event.data.get())
+                .map_err(|_| "its data must be a JSON object".to_owned())?;
+        if let Some(unknown) = object.keys().find(|k| !fields.contains(&k.as_str())) {
+            return Err(format!(
+                "its data has a field {unknown:?} that {} does not have (fields: {fields:?})",
+                event.event_type
+            ));
+        }
+        match Self::decode(event) {
+            Ok(Some(decoded)) => Ok(decoded),
+            Ok(None) => Err(format!(
+                "{:?} is not an event type of the account",
+                event.event_type
+            )),
+            Err(e) => Err(e.reason),
+        }
+    }
+
+    /// Reads a stored event; `None` for event types the account does not know. Fields it does
+    /// not know are ignored (a later writer may add some); amounts must be in the stored form.
     pub fn decode(event: &RecordedEvent) -> Result<Option<Self>, ApplyError> {
         Ok(Some(match event.event_type.as_str() {
             ACCOUNT_OPENED => Self::Opened(decode_data(event)?),

@@ -40,6 +40,15 @@ impl From<BankError> for Problem {
                 Problem::not_found("account-not-found", detail)
             }
             BankError::Refused(Refusal::Closed) => Problem::unprocessable("account-closed", detail),
+            BankError::Refused(Refusal::AlreadyOpened) => {
+                Problem::conflict("account-exists", detail)
+            }
+            BankError::Refused(Refusal::InvalidAmount(e)) => {
+                Problem::bad_request("invalid-amount", detail).with("field", e.field)
+            }
+            BankError::Refused(Refusal::OutOfRange) => {
+                Problem::unprocessable("balance-out-of-range", detail)
+            }
             BankError::Refused(Refusal::InsufficientFunds {
                 available,
                 balance,
@@ -162,8 +171,27 @@ fn account_response(
     account_number: &str,
     view: &AccountView,
     correlation_id: Option<&str>,
-) -> Response {
+) -> Result<Response, Rejection> {
     let a = &view.account;
+    // Only a state no valid history makes (a hand-edited snapshot) has no available amount.
+    let available = a.available().ok_or_else(|| {
+        tracing::error!(
+            account = account_number,
+            sequence = view.sequence,
+            "account state is out of range"
+        );
+        reject(
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "account-state-out-of-range",
+                format!(
+                    "the state of account {account_number} as of sequence {} is out of range",
+                    view.sequence
+                ),
+            )
+            .with("sequence", view.sequence),
+        )
+    })?;
     let mut response = json_response(
         status,
         &AccountBody {
@@ -171,7 +199,7 @@ fn account_response(
             status: a.status,
             balance: format_money(a.balance),
             overdraft_limit: format_money(a.overdraft_limit),
-            available: format_money(a.available()),
+            available: format_money(available),
             in_overdraft: a.in_overdraft(),
             sequence: view.sequence,
             correlation_id,
@@ -180,7 +208,7 @@ fn account_response(
     if let Some(id) = correlation_id.and_then(|id| HeaderValue::from_str(id).ok()) {
         response.headers_mut().insert(CORRELATION_ID_HEADER, id);
     }
-    response
+    Ok(response)
 }
 
 fn context(
@@ -233,12 +261,12 @@ async fn open_account(
         .open(&account_number, limit, &ctx)
         .await
         .map_err(reject)?;
-    Ok(account_response(
+    account_response(
         StatusCode::CREATED,
         &account_number,
         &view,
         Some(&ctx.correlation_id),
-    ))
+    )
 }
 
 /// A command on an existing account, as named by its route.
@@ -303,12 +331,12 @@ async fn run_command(
         Action::Close => bank.close(&account_number, &ctx).await,
     }
     .map_err(reject)?;
-    Ok(account_response(
+    account_response(
         StatusCode::OK,
         &account_number,
         &view,
         Some(&ctx.correlation_id),
-    ))
+    )
 }
 
 async fn get_balance(
@@ -320,12 +348,7 @@ async fn get_balance(
     only_known_params(&query, &["asOfSequence", "asOf"]).map_err(reject)?;
     let as_of = as_of_params(&query).map_err(reject)?;
     let view = bank.balance(&account_number, as_of).await.map_err(reject)?;
-    Ok(account_response(
-        StatusCode::OK,
-        &account_number,
-        &view,
-        None,
-    ))
+    account_response(StatusCode::OK, &account_number, &view, None)
 }
 
 #[derive(Serialize)]

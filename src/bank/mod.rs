@@ -7,12 +7,16 @@
 //! - [`overdraft`]: the "in overdraft" classification;
 //! - [`service`]: commands decided on fresh state, appended with its exact version;
 //! - [`http`]: the HTTP functions;
-//! - [`readmodels`]: the account rows kept from notifications, `Accounts`, `RebuildReadModels`.
+//! - [`readmodels`]: the account rows kept from notifications, `Accounts`, `RebuildReadModels`;
+//! - [`guard`]: the bank's rules for events other writers append to its streams.
 //!
-//! Streams: domain `Bank`, entity type `Account`, instance key = the account number.
+//! Streams: domain `Bank`, entity type `Account`, instance key = the account number. The bank
+//! owns them: the generic AppendEvents API writes to them only what [`guard::AccountGuard`]
+//! accepts, i.e. what the bank's commands could have written.
 
 pub mod account;
 pub mod events;
+pub mod guard;
 pub mod http;
 pub mod money;
 pub mod overdraft;
@@ -31,8 +35,10 @@ pub const ENTITY: &str = "Account";
 /// The `source` stored in the metadata of every event the bank writes.
 pub const SOURCE: &str = "streamfold-bank";
 
-/// Registers the bank's projections so the generic projection API can run them.
+/// Registers the bank's projections so the generic projection API can run them, and makes
+/// the bank the owner of its streams (its guard checks what other writers append).
 pub fn register(app: &mut App) -> Result<(), RegistryError> {
+    app.guard_streams(DOMAIN, ENTITY, guard::AccountGuard)?;
     app.projections_mut()
         .register(DOMAIN, ENTITY, account::AccountProjection)?
         .register(

@@ -22,6 +22,12 @@
 //! of. So a row is exactly what `GetBalance` (or `RunProjection .../account`) returns as of
 //! that sequence.
 //!
+//! A row the projector marked failed (its stream holds an event the account projection
+//! refuses: see `streamfold::readmodel`) is listed under `unreadable` with the refused
+//! event's sequence and the reason, not under `accounts`; the other rows of the page are
+//! answered as usual. `RebuildReadModels` counts such streams in `unreadable` (and describes
+//! the first few in `unreadableStreams`) and still answers 200: the rows were written, marked.
+//!
 //! The accounts-in-overdraft group is derived from each row's balance (`balance < 0`) rather
 //! than kept as a second read model of the `in-overdraft` classification: membership there
 //! changes only on money movements, to "balance < 0 after it", and the balance changes only on
@@ -91,11 +97,26 @@ struct AccountRow {
     sequence: u64,
 }
 
+/// A row of the page whose account cannot be shown: its stream holds an event the account
+/// projection refuses (the projector marked the row), or its state is out of range.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UnreadableRow {
+    account_number: String,
+    /// The refused event's sequence (or the row's, for a state out of range).
+    sequence: u64,
+    /// Why, in words.
+    reason: String,
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AccountsBody {
     count: usize,
     accounts: Vec<AccountRow>,
+    /// The page's rows that cannot be shown as accounts (left out of `accounts`, not of the
+    /// page); empty when every row reads.
+    unreadable: Vec<UnreadableRow>,
     /// Present only when more rows may follow.
     #[serde(skip_serializing_if = "Option::is_none")]
     continuation: Option<String>,
@@ -190,7 +211,21 @@ async fn accounts_handler(
         .map_err(|e| reject(Problem::from(e)))?;
     let version = Projection::version(&AccountProjection);
     let mut accounts = Vec::with_capacity(page.rows.len());
+    let mut unreadable = Vec::new();
     for row in page.rows {
+        if let Some(failure) = row
+            .checkpoint
+            .failure
+            .as_ref()
+            .filter(|_| row.checkpoint.projection_version == version)
+        {
+            unreadable.push(UnreadableRow {
+                account_number: row.instance,
+                sequence: failure.sequence,
+                reason: failure.reason.clone(),
+            });
+            continue;
+        }
         let decoded = (row.checkpoint.projection_version == version)
             .then(|| serde_json::from_str::<Account>(row.checkpoint.state.get()).ok())
             .flatten();
@@ -204,6 +239,19 @@ async fn accounts_handler(
             );
             continue;
         };
+        let Some(available) = account.available() else {
+            // Only a hand-edited row can hold a state no fold of valid events makes.
+            tracing::warn!(
+                account = row.instance,
+                "account row is out of range; reported as unreadable"
+            );
+            unreadable.push(UnreadableRow {
+                account_number: row.instance,
+                sequence: row.checkpoint.sequence,
+                reason: "the row's balance and overdraft limit are out of range".into(),
+            });
+            continue;
+        };
         if query
             .in_overdraft
             .is_some_and(|wanted| account.in_overdraft() != wanted)
@@ -215,7 +263,7 @@ async fn accounts_handler(
             status: account.status,
             balance: format_money(account.balance),
             overdraft_limit: format_money(account.overdraft_limit),
-            available: format_money(account.available()),
+            available: format_money(available),
             in_overdraft: account.in_overdraft(),
             sequence: row.checkpoint.sequence,
         });
@@ -225,6 +273,7 @@ async fn accounts_handler(
         &AccountsBody {
             count: accounts.len(),
             accounts,
+            unreadable,
             continuation: page.continuation,
         },
     ))
@@ -294,7 +343,7 @@ mod tests {
             }
         );
         let asked = pairs(&[
-            ("PAGESIZE", " 3 "),
+            ("PAGESIZE", "3"),
             ("continuation", "O'Brien"),
             ("inOverdraft", "true"),
         ]);

@@ -97,6 +97,8 @@ impl Bank {
     ) -> Result<AccountView, BankError> {
         let stream = Self::stream(account_number)?;
         let event = AccountEvent::Opened(AccountOpened { overdraft_limit });
+        // Checked as the fold will check it (the stream is new, so the state is the initial one).
+        let account = Account::default().accept(&event)?;
         let store = self.app.store(DOMAIN, ENTITY)?;
         match store
             .append(
@@ -107,11 +109,7 @@ impl Bank {
             .await
         {
             Ok(outcome) => Ok(AccountView {
-                account: Account {
-                    status: Status::Open,
-                    balance: Decimal::ZERO,
-                    overdraft_limit,
-                },
+                account,
                 sequence: outcome.version,
             }),
             Err(StoreError::WrongExpectedVersion { .. }) => {
@@ -227,18 +225,18 @@ impl Bank {
                 return Err(BankError::NotFound(account_number.to_owned()));
             }
             let event = decide(&current.state)?;
+            // The state the event leads to, by the same rules the fold applies: a command
+            // never writes what a later fold would refuse.
+            let account = current.state.accept(&event)?;
             let expected = ExpectedVersion::Exact(current.sequence);
             let new_events = vec![to_new_event(&event, context)?];
             match store.append(&stream, expected, new_events.clone()).await {
                 Ok(outcome) => {
                     // The next command or query of this instance starts from here.
                     runner.remember_append(&stream, &AccountProjection, &new_events, &outcome);
-                    let version = outcome.version;
-                    let mut account = current.state;
-                    account.evolve(&event);
                     return Ok(AccountView {
                         account,
-                        sequence: version,
+                        sequence: outcome.version,
                     });
                 }
                 Err(StoreError::WrongExpectedVersion { .. }) => continue,

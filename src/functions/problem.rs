@@ -14,7 +14,7 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Rejection, Reply};
 
-use crate::projection::ProjectionError;
+use crate::projection::{GuardError, ProjectionError};
 use crate::stream::StoreError;
 
 /// Prefix of every problem `type` URI; the suffix is a stable slug.
@@ -176,6 +176,35 @@ impl From<ProjectionError> for Problem {
     fn from(error: ProjectionError) -> Self {
         match error {
             ProjectionError::Store(store) => store.into(),
+            ProjectionError::Apply {
+                stream,
+                projection,
+                source,
+            } => {
+                // Stored data the server cannot fold: the server's fault, not the request's,
+                // and permanent (retrying cannot help), so 500 with what names it.
+                let detail = format!(
+                    "stream {stream} holds an event that projection {projection} cannot fold: {source}"
+                );
+                tracing::error!(
+                    stream,
+                    projection,
+                    sequence = source.sequence,
+                    event_type = source.event_type,
+                    reason = source.reason,
+                    "stream unreadable"
+                );
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "stream-unreadable",
+                    detail,
+                )
+                .with("stream", stream)
+                .with("projection", projection)
+                .with("sequence", source.sequence)
+                .with("eventType", source.event_type)
+                .with("reason", source.reason)
+            }
             other => {
                 tracing::error!(error = %other, "projection failed");
                 Problem::new(
@@ -183,6 +212,33 @@ impl From<ProjectionError> for Problem {
                     "projection-failed",
                     other.to_string(),
                 )
+            }
+        }
+    }
+}
+
+impl From<GuardError> for Problem {
+    fn from(error: GuardError) -> Self {
+        let detail = error.to_string();
+        match error {
+            GuardError::Store(e) => e.into(),
+            GuardError::Projection(e) => e.into(),
+            GuardError::Refused {
+                stream,
+                index,
+                event_id,
+                event_type,
+                reason,
+            } => Problem::unprocessable("invalid-domain-event", detail)
+                .with("stream", stream)
+                .with("index", index)
+                .with("eventId", event_id.to_string())
+                .with("eventType", event_type)
+                .with("reason", reason),
+            GuardError::Contention { stream, attempts } => {
+                Problem::conflict("concurrency-conflict", detail)
+                    .with("stream", stream)
+                    .with("attempts", attempts)
             }
         }
     }

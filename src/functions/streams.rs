@@ -1,6 +1,12 @@
 //! The generic event-stream API, for systems that use streamfold over HTTP without Rust:
 //! append with an expectation, read (range, as of a time), list the streams of an entity type.
 //!
+//! An append to a stream whose entity type a domain owns (the bank's `Bank/Account`) is
+//! checked by that domain's rules first and refused with 422 `invalid-domain-event` when they
+//! refuse it ([`crate::app::App::append`]). `metadata.source` and `metadata.who` are the
+//! server's: a body that sets either is refused with 400 `server-owned-metadata`, and every
+//! event written here is stored with `source` = [`API_SOURCE`].
+//!
 //! Routes (function.json folders `AppendEvents`, `ReadStream`, `ListStreams`):
 //! - `POST /api/streams/{domain}/{entity}/{instance}` → 201 with the new version
 //! - `GET  /api/streams/{domain}/{entity}/{instance}?fromSequence=&toSequence=&asOf=&pageSize=`
@@ -78,7 +84,63 @@ struct EventBody {
     #[serde(default)]
     event_id: Option<Uuid>,
     #[serde(default)]
-    metadata: EventMetadata,
+    metadata: MetadataBody,
+}
+
+/// The metadata a caller may give an event. `source` and `who` are the server's to set: they
+/// are read only to refuse them (`null` counts as absent).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MetadataBody {
+    #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    causation_id: Option<String>,
+    #[serde(default)]
+    commentary: Option<String>,
+    #[serde(default)]
+    schema_version: Option<u32>,
+    #[serde(default)]
+    source: Option<Box<RawValue>>,
+    #[serde(default)]
+    who: Option<Box<RawValue>>,
+}
+
+/// The `source` of every event written through the generic API.
+pub const API_SOURCE: &str = "streamfold-api";
+
+impl MetadataBody {
+    /// The stored metadata: the caller's fields, `source` = [`API_SOURCE`], no `who` (the
+    /// generic API knows no authenticated caller to name). A body that sets `source` or
+    /// `who` is refused, naming the event and the field.
+    fn into_metadata(self, index: usize, correlation_id: &str) -> Result<EventMetadata, Problem> {
+        let claimed = [
+            ("source", self.source.is_some()),
+            ("who", self.who.is_some()),
+        ];
+        if let Some((field, _)) = claimed.iter().find(|(_, set)| *set) {
+            return Err(Problem::bad_request(
+                "server-owned-metadata",
+                format!(
+                    "events[{index}].metadata.{field} is set by the server, not by the caller \
+                     (the generic API stores source = {API_SOURCE:?}); leave it out"
+                ),
+            )
+            .with("index", index)
+            .with("field", format!("metadata.{field}")));
+        }
+        Ok(EventMetadata {
+            correlation_id: Some(
+                self.correlation_id
+                    .unwrap_or_else(|| correlation_id.to_owned()),
+            ),
+            causation_id: self.causation_id,
+            who: None,
+            source: Some(API_SOURCE.to_owned()),
+            commentary: self.commentary,
+            schema_version: self.schema_version,
+        })
+    }
 }
 
 /// Parses `expectedVersion`: a whole number, or "any", "noStream", "exists" (absent = any).
@@ -120,20 +182,16 @@ async fn append_handler(
     let events: Vec<NewEvent> = body
         .events
         .into_iter()
-        .map(|e| {
-            let mut metadata = e.metadata;
-            metadata
-                .correlation_id
-                .get_or_insert_with(|| correlation_id.clone());
-            NewEvent::from_raw(e.event_type, e.data)
+        .enumerate()
+        .map(|(index, e)| {
+            Ok(NewEvent::from_raw(e.event_type, e.data)
                 .with_id(e.event_id.unwrap_or_else(Uuid::new_v4))
-                .with_metadata(metadata)
+                .with_metadata(e.metadata.into_metadata(index, &correlation_id)?))
         })
-        .collect();
-    let store = app
-        .store(stream.domain(), stream.entity())
+        .collect::<Result<_, Problem>>()
         .map_err(reject)?;
-    let outcome = store
+    // Through the owning domain's rules when a domain owns the stream (`App::append`).
+    let outcome = app
         .append(&stream, expected, events)
         .await
         .map_err(reject)?;

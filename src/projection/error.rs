@@ -1,8 +1,12 @@
 //! Errors of projections: [`ApplyError`] when one event cannot be folded, [`ProjectionError`]
 //! for a whole run. A missing, stale or unreadable snapshot is never an error (the runner
 //! replays instead), so nothing here is about snapshots.
+//!
+//! A fold error names the stream, the projection and the event (sequence and type), so the
+//! HTTP layer can answer `stream-unreadable` with all three, and read models can mark the row
+//! of that stream and carry on with the others (`crate::readmodel`).
 
-use crate::stream::{RecordedEvent, StoreError};
+use crate::stream::{RecordedEvent, StoreError, StreamId};
 
 /// A known event could not be applied (its data does not have the expected shape, a value is
 /// out of range...). The projection's state is then unknown, so the run stops.
@@ -27,6 +31,17 @@ impl ApplyError {
     }
 }
 
+impl ProjectionError {
+    /// [`ProjectionError::Apply`] for `projection` over `stream`.
+    pub fn apply(stream: &StreamId, projection: &str, source: ApplyError) -> Self {
+        Self::Apply {
+            stream: stream.to_string(),
+            projection: projection.to_owned(),
+            source,
+        }
+    }
+}
+
 /// Why a projection run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -34,9 +49,13 @@ pub enum ProjectionError {
     #[error(transparent)]
     Store(#[from] StoreError),
 
-    /// The projection refused one of the stream's events.
-    #[error("projection {projection}: {source}")]
+    /// The projection refused one of the stream's events: the stream holds data this
+    /// projection cannot fold (written before a rule existed, or by another tool). The event
+    /// is named by `source`; it will be refused on every run, so retrying does not help.
+    #[error("stream {stream} cannot be folded by projection {projection}: {source}")]
     Apply {
+        /// The stream, as `domain/entity/instance`.
+        stream: String,
         projection: String,
         #[source]
         source: ApplyError,

@@ -13,6 +13,8 @@
 //! - `cache`: [`StateCache`], the latest states kept in process, checked like snapshots.
 //! - `classification`: group membership as of a point ([`Classification`], [`Classifier`]).
 //! - `registry`: [`ProjectionRegistry`], projections by domain / entity type / name.
+//! - `guard`: [`StreamGuard`], a domain's rules for events other writers append to its
+//!   streams, checked against the state its projection folds; [`guarded_append`].
 //! - `counting`: [`CountingStore`], an event store wrapper that counts reads, for tests.
 //! - `error`: [`ApplyError`], [`ProjectionError`].
 
@@ -22,6 +24,7 @@ mod counting;
 mod definition;
 mod dynamic;
 mod error;
+mod guard;
 mod registry;
 mod runner;
 mod snapshot;
@@ -34,6 +37,7 @@ pub use counting::CountingStore;
 pub use definition::{decode_data, validate_projection_name, Projection, MAX_PROJECTION_NAME_LEN};
 pub use dynamic::{DynProjection, Fold};
 pub use error::{ApplyError, ProjectionError};
+pub use guard::{guarded_append, DynStreamGuard, GuardError, GuardRegistry, StreamGuard};
 pub use registry::{ProjectionRegistry, RegistryError};
 pub use runner::{AsOf, Projected, ProjectionRunner};
 pub use snapshot::{MemorySnapshotStore, Snapshot, SnapshotStore};

@@ -29,6 +29,10 @@ pub enum RegistryError {
         entity: String,
         projection: String,
     },
+
+    /// A stream guard is already registered for this entity type (one owner per entity type).
+    #[error("the streams of {domain}/{entity} already have a guard")]
+    DuplicateGuard { domain: String, entity: String },
 }
 
 type EntityKey = (String, String);

@@ -124,6 +124,11 @@ impl ProjectionRunner {
         }
     }
 
+    /// The event store this runner reads.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
     /// Keeps the state each run as of the latest event ends with in `cache`, and starts the
     /// next such run from it (see [`StateCache`]).
     pub fn with_cache(mut self, cache: Arc<StateCache>) -> Self {
@@ -270,7 +275,8 @@ impl ProjectionRunner {
 
         for event in &events {
             for lane in lanes.iter_mut() {
-                lane.apply(event)?;
+                lane.apply(event)
+                    .map_err(|source| ProjectionError::apply(stream, lane.name, source))?;
             }
         }
 
@@ -556,16 +562,11 @@ impl<'a> Lane<'a> {
     }
 
     /// Folds `event` in unless the fold already holds it.
-    fn apply(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), super::ApplyError> {
         if event.sequence <= self.start.max(self.last) {
             return Ok(());
         }
-        self.fold
-            .apply(event)
-            .map_err(|source| ProjectionError::Apply {
-                projection: self.name.to_owned(),
-                source,
-            })?;
+        self.fold.apply(event)?;
         self.last = event.sequence;
         self.read += 1;
         self.max_timestamp = Some(

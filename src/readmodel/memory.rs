@@ -156,6 +156,7 @@ mod tests {
             state: RawValue::from_string(format!("{{\"n\":{sequence}}}")).unwrap(),
             sequence,
             projection_version: 1,
+            failure: None,
         }
     }
 

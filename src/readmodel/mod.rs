@@ -12,7 +12,14 @@
 //!   predecessors), or fails so that Event Grid delivers it again;
 //! - **self-healing**: a row written by another projection version, or whose state no longer
 //!   reads back, is recomputed from the start of the stream; [`rebuild`] recomputes every row
-//!   of an entity type from its streams.
+//!   of an entity type from its streams;
+//! - **one bad stream hurts no other**: an event a read model's projection refuses (data it
+//!   cannot decode, a rule or range it breaks) is permanent, so instead of failing every
+//!   delivery for ever, that model's row of that stream is saved *failed* (the refused event
+//!   and why: [`Checkpoint::failure`]), the refusal is logged and reported
+//!   ([`ProjectOutcome::failed`], [`RebuildReport::unreadable`]), and the call succeeds; the
+//!   other read models of the stream and every other stream carry on. Listings show a failed
+//!   row as unreadable, never as a state.
 //!
 //! Nothing here knows about HTTP: the Event Grid entry points live in
 //! `crate::functions::webhook`.
@@ -36,10 +43,10 @@ mod table;
 pub use error::ReadModelError;
 pub use memory::MemoryReadModelStore;
 pub use projector::{ProjectOutcome, ReadModelProjector, MAX_SAVE_ATTEMPTS};
-pub use rebuild::{rebuild, RebuildFailure, RebuildReport, REBUILD_CONCURRENCY};
+pub use rebuild::{rebuild, RebuildFailure, RebuildReport, UnreadableStream, REBUILD_CONCURRENCY};
 pub use store::{
-    Checkpoint, ETag, ReadModelPage, ReadModelRow, ReadModelStore, SaveCondition, SaveOutcome,
-    StoredCheckpoint, UNREADABLE_ROW_VERSION,
+    Checkpoint, ETag, FoldFailure, ReadModelPage, ReadModelRow, ReadModelStore, SaveCondition,
+    SaveOutcome, StoredCheckpoint, MAX_FAILURE_REASON_CHARS, UNREADABLE_ROW_VERSION,
 };
 pub use table::{TableReadModelStore, DEFAULT_READ_MODEL_TABLE};
 

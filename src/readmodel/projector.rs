@@ -19,12 +19,24 @@
 //!
 //! A row written by another projection version, one whose state no longer deserializes, or
 //! one that claims a sequence past the end of the stream is recomputed from the first event.
+//!
+//! An event the projection refuses (`ApplyError`: data it cannot decode, a value or transition
+//! its rules refuse, an overflow) is a permanent fault of that stream, not of the delivery:
+//! retrying can never fold it. The row is then saved *failed* ([`Checkpoint::failed`]: the
+//! initial state at the refused event's sequence, with the reason), the refusal is logged as
+//! an error and reported in [`ProjectOutcome::failed`], and the call succeeds, so Event Grid
+//! does not deliver the notification again forever. Later notifications of that stream find
+//! the failed row and do nothing (no read); the other read models of the stream, and every
+//! other stream, carry on. Only another projection version (or a rebuild, which marks the
+//! row the same way) writes the row again.
 
 use std::sync::Arc;
 
 use futures::future::join_all;
 
-use super::store::{Checkpoint, ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint};
+use super::store::{
+    Checkpoint, FoldFailure, ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint,
+};
 use super::ReadModelError;
 use crate::projection::{DynProjection, Fold, ProjectionError};
 use crate::stream::{EventStore, ReadRequest, RecordedEvent, StreamId};
@@ -47,6 +59,9 @@ pub struct ProjectOutcome {
     pub duplicate: bool,
     /// Attempts made (more than 1 after losing to concurrent invocations).
     pub attempts: u32,
+    /// Set when the projection refuses an event of the stream: the row is marked with it
+    /// (now, or by an earlier call) and this read model of the stream is not advanced again.
+    pub failed: Option<FoldFailure>,
 }
 
 /// Keeps the read models of one domain / entity type up to date.
@@ -155,6 +170,23 @@ impl ReadModelProjector {
             let loaded = loaded?;
             let model = &self.models[index];
             let before = loaded.as_ref().map_or(0, |row| row.checkpoint.sequence);
+            if let Some(failure) = loaded
+                .as_ref()
+                .filter(|row| row.checkpoint.projection_version == model.version())
+                .and_then(|row| row.checkpoint.failure.clone())
+            {
+                // Refused for good (events never change): nothing to read or write.
+                outcomes[index] = Some(ProjectOutcome {
+                    model: model.name().to_owned(),
+                    before,
+                    after: before,
+                    applied: 0,
+                    duplicate: true,
+                    attempts: attempt,
+                    failed: Some(failure),
+                });
+                continue;
+            }
             let mut fold = model.start();
             let start = match &loaded {
                 Some(row) if resumable(model.as_ref(), fold.as_mut(), stream, row) => {
@@ -170,6 +202,7 @@ impl ReadModelProjector {
                     applied: 0,
                     duplicate: true,
                     attempts: attempt,
+                    failed: None,
                 });
                 continue;
             }
@@ -200,14 +233,41 @@ impl ReadModelProjector {
             let model = &self.models[lane.index];
             let before = lane.loaded.as_ref().map_or(0, |r| r.checkpoint.sequence);
             let mut applied = 0;
+            let mut refused = None;
             for event in events.iter().filter(|e| e.sequence > lane.start) {
-                lane.fold
-                    .apply(event)
-                    .map_err(|source| ProjectionError::Apply {
+                if let Err(error) = lane.fold.apply(event) {
+                    refused = Some(error);
+                    break;
+                }
+                applied += 1;
+            }
+            if let Some(error) = refused {
+                // The stream holds an event this projection refuses: mark the row with it and
+                // succeed, so the notification is not delivered again and again for an event
+                // that will never fold; the other read models and streams carry on.
+                tracing::error!(
+                    stream = %stream,
+                    model = model.name(),
+                    sequence = error.sequence,
+                    event_type = error.event_type,
+                    reason = error.reason,
+                    "read model cannot fold an event of the stream; its row is marked unreadable"
+                );
+                let initial = model
+                    .start()
+                    .to_raw()
+                    .map_err(|source| ProjectionError::State {
                         projection: model.name().to_owned(),
                         source,
                     })?;
-                applied += 1;
+                saves.push(Save {
+                    index: lane.index,
+                    before,
+                    applied,
+                    checkpoint: Checkpoint::failed(initial, model.version(), &error),
+                    condition: SaveCondition::after_load(lane.loaded.as_ref()),
+                });
+                continue;
             }
             if applied == 0 && (lane.start > 0 || version == 0) {
                 // Nothing new: the row is at the end of the stream (a catch-up), or there is
@@ -219,6 +279,7 @@ impl ReadModelProjector {
                     applied: 0,
                     duplicate: true,
                     attempts: attempt,
+                    failed: None,
                 });
                 continue;
             }
@@ -237,6 +298,7 @@ impl ReadModelProjector {
                     state,
                     sequence: version,
                     projection_version: model.version(),
+                    failure: None,
                 },
                 condition: SaveCondition::after_load(lane.loaded.as_ref()),
             });
@@ -272,6 +334,7 @@ impl ReadModelProjector {
                         applied: save.applied,
                         duplicate: false,
                         attempts: attempt,
+                        failed: save.checkpoint.failure.clone(),
                     });
                 }
                 SaveOutcome::Conflict => {

@@ -16,13 +16,18 @@
 //! A lost save race makes the stream be replayed again, at most
 //! [`super::MAX_SAVE_ATTEMPTS`] times. Streams are handled [`REBUILD_CONCURRENCY`] at a time;
 //! a stream that fails is counted and reported without stopping the others.
+//!
+//! A stream holding an event a read model's projection refuses is not a failure of the
+//! rebuild: its row is written *failed*, exactly as the projector marks it (so the two agree),
+//! and the stream is counted in `unreadable` and described (the first few) in
+//! `unreadableStreams`.
 
 use futures::future::join_all;
 use futures::StreamExt;
 use serde::Serialize;
 
 use super::projector::ReadModelProjector;
-use super::store::{Checkpoint, SaveCondition, SaveOutcome, StoredCheckpoint};
+use super::store::{Checkpoint, FoldFailure, SaveCondition, SaveOutcome, StoredCheckpoint};
 use super::{ReadModelError, MAX_SAVE_ATTEMPTS};
 use crate::projection::{DynProjection, ProjectionError};
 use crate::stream::{validate_entity_type, ReadRequest, StreamId, StreamSlice};
@@ -50,6 +55,21 @@ pub struct RebuildReport {
     pub failed: u64,
     /// The first few failures: instance key and error.
     pub failures: Vec<RebuildFailure>,
+    /// Streams holding an event some read model's projection refuses (counted in `streams`
+    /// too: their rows were written, marked failed).
+    pub unreadable: u64,
+    /// The first few of them: instance key, the refused event's sequence, and why.
+    pub unreadable_streams: Vec<UnreadableStream>,
+}
+
+/// A stream whose events a read model cannot fold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnreadableStream {
+    pub instance: String,
+    pub model: String,
+    pub sequence: u64,
+    pub reason: String,
 }
 
 /// A stream that could not be rebuilt.
@@ -94,7 +114,7 @@ pub async fn rebuild(
             .events
             .list_streams(domain, entity, continuation.as_deref(), REBUILD_LIST_PAGE)
             .await?;
-        let results: Vec<(String, Result<Vec<RowResult>, ReadModelError>)> =
+        let results: Vec<(String, Result<Vec<RowOutcome>, ReadModelError>)> =
             futures::stream::iter(page.instances.into_iter().map(|instance| async move {
                 let result = match StreamId::new(domain, entity, instance.as_str()) {
                     Ok(stream) => rebuild_stream(projector, &stream).await,
@@ -109,11 +129,25 @@ pub async fn rebuild(
             match result {
                 Ok(rows) => {
                     report.streams += 1;
-                    for row in rows {
+                    let mut refused = None;
+                    for (row, failure) in rows {
                         match row {
                             RowResult::Written => report.written += 1,
                             RowResult::Unchanged => report.unchanged += 1,
                             RowResult::Newer => report.newer += 1,
+                        }
+                        refused = refused.or(failure);
+                    }
+                    if let Some((model, failure)) = refused {
+                        tracing::warn!(domain, entity, instance, model, sequence = failure.sequence, reason = failure.reason, "a read model cannot fold an event of the stream; its row is marked unreadable");
+                        report.unreadable += 1;
+                        if report.unreadable_streams.len() < MAX_REPORTED_FAILURES {
+                            report.unreadable_streams.push(UnreadableStream {
+                                instance,
+                                model,
+                                sequence: failure.sequence,
+                                reason: failure.reason,
+                            });
                         }
                     }
                 }
@@ -138,13 +172,17 @@ pub async fn rebuild(
     Ok(report)
 }
 
+/// What became of one row, with the refusal the row is marked with, if any (model name and
+/// failure).
+type RowOutcome = (RowResult, Option<(String, FoldFailure)>);
+
 /// Rebuilds every read model's row of one stream.
 async fn rebuild_stream(
     projector: &ReadModelProjector,
     stream: &StreamId,
-) -> Result<Vec<RowResult>, ReadModelError> {
+) -> Result<Vec<RowOutcome>, ReadModelError> {
     let models = &projector.models;
-    let mut results: Vec<Option<RowResult>> = vec![None; models.len()];
+    let mut results: Vec<Option<RowOutcome>> = vec![None; models.len()];
     let mut pending: Vec<usize> = (0..models.len()).collect();
     for _ in 0..MAX_SAVE_ATTEMPTS {
         if pending.is_empty() {
@@ -169,6 +207,10 @@ async fn rebuild_stream(
         let mut again = Vec::new();
         for ((&index, replayed), loaded) in pending.iter().zip(replays).zip(loads) {
             let loaded = loaded?;
+            let failure = replayed
+                .failure
+                .clone()
+                .map(|f| (models[index].name().to_owned(), f));
             match decide(
                 projector,
                 stream,
@@ -178,21 +220,21 @@ async fn rebuild_stream(
             )
             .await?
             {
-                Decision::Done(result) => results[index] = Some(result),
-                Decision::Save(condition) => saves.push((index, replayed, condition)),
+                Decision::Done(result) => results[index] = Some((result, failure)),
+                Decision::Save(condition) => saves.push((index, replayed, condition, failure)),
                 Decision::Replay => again.push(index),
             }
         }
-        let outcomes = join_all(saves.iter().map(|(index, checkpoint, condition)| {
+        let outcomes = join_all(saves.iter().map(|(index, checkpoint, condition, _)| {
             projector
                 .store
                 .save(models[*index].name(), stream, checkpoint, condition)
         }))
         .await;
-        for ((index, _, _), outcome) in saves.iter().zip(outcomes) {
+        for ((index, _, _, failure), outcome) in saves.into_iter().zip(outcomes) {
             match outcome? {
-                SaveOutcome::Saved => results[*index] = Some(RowResult::Written),
-                SaveOutcome::Conflict => again.push(*index),
+                SaveOutcome::Saved => results[index] = Some((RowResult::Written, failure)),
+                SaveOutcome::Conflict => again.push(index),
             }
         }
         pending = again;
@@ -207,23 +249,27 @@ async fn rebuild_stream(
     Ok(results.into_iter().flatten().collect())
 }
 
-/// The read model's row as a full replay of `slice` makes it.
+/// The read model's row as a full replay of `slice` makes it: the state at the stream's
+/// version, or the failed row of the first event the projection refuses (as the projector
+/// makes it, so the two agree).
 fn replay(model: &dyn DynProjection, slice: &StreamSlice) -> Result<Checkpoint, ReadModelError> {
-    let mut fold = model.start();
-    for event in &slice.events {
-        fold.apply(event).map_err(|source| ProjectionError::Apply {
-            projection: model.name().to_owned(),
-            source,
-        })?;
-    }
-    let state = fold.to_raw().map_err(|source| ProjectionError::State {
+    let state_error = |source| ProjectionError::State {
         projection: model.name().to_owned(),
         source,
-    })?;
+    };
+    let mut fold = model.start();
+    for event in &slice.events {
+        if let Err(error) = fold.apply(event) {
+            let initial = model.start().to_raw().map_err(state_error)?;
+            return Ok(Checkpoint::failed(initial, model.version(), &error));
+        }
+    }
+    let state = fold.to_raw().map_err(state_error)?;
     Ok(Checkpoint {
         state,
         sequence: slice.version,
         projection_version: model.version(),
+        failure: None,
     })
 }
 
@@ -241,7 +287,9 @@ async fn decide(
         return Ok(Decision::Done(RowResult::Unchanged));
     }
     let replace = Decision::Save(SaveCondition::IfMatch(row.etag.clone()));
-    if row.checkpoint.sequence <= replayed.sequence {
+    if row.checkpoint.sequence <= replayed.sequence || replayed.failure.is_some() {
+        // No projector can take a row past an event the projection refuses: a row past it
+        // was folded by code that did not refuse it, and is replaced by the failed row.
         return Ok(replace);
     }
     // The row is ahead of the replay: legitimate only if the stream has grown that far.

@@ -29,10 +29,52 @@ use crate::stream::{validate_instance_key, StreamId};
 pub struct Checkpoint {
     /// The projection's state as JSON text.
     pub state: Box<RawValue>,
-    /// Sequence number of the last event folded in (0 = none).
+    /// Sequence number of the last event folded in (0 = none); for a failed row, the event
+    /// the projection refused.
     pub sequence: u64,
     /// The projection version that wrote the state; a row of another version is recomputed.
     pub projection_version: u32,
+    /// Set when the projection refuses an event of the stream: the row then holds the
+    /// projection's initial state at the refused event's sequence, and stays so (events never
+    /// change) until another projection version recomputes it. Listings show such a row as
+    /// unreadable rather than as a state.
+    pub failure: Option<FoldFailure>,
+}
+
+/// Longest reason kept in a failed row, in characters (a refusal can quote event data).
+pub const MAX_FAILURE_REASON_CHARS: usize = 1000;
+
+/// The event a read model's projection refused, for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoldFailure {
+    /// Its sequence number.
+    pub sequence: u64,
+    /// Why, in words (names the event type).
+    pub reason: String,
+}
+
+impl Checkpoint {
+    /// The row of a stream whose event `sequence` the projection refuses: the projection's
+    /// `initial` state, at that sequence, with the reason.
+    pub fn failed(
+        initial: Box<RawValue>,
+        projection_version: u32,
+        error: &crate::projection::ApplyError,
+    ) -> Self {
+        Self {
+            state: initial,
+            sequence: error.sequence,
+            projection_version,
+            failure: Some(FoldFailure {
+                sequence: error.sequence,
+                reason: error
+                    .to_string()
+                    .chars()
+                    .take(MAX_FAILURE_REASON_CHARS)
+                    .collect(),
+            }),
+        }
+    }
 }
 
 impl PartialEq for Checkpoint {
@@ -40,6 +82,7 @@ impl PartialEq for Checkpoint {
         self.state.get() == other.state.get()
             && self.sequence == other.sequence
             && self.projection_version == other.projection_version
+            && self.failure == other.failure
     }
 }
 

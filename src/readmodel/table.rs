@@ -11,6 +11,8 @@
 //!   listing is one query: the partition's rows with a RowKey above the continuation, `$top`
 //!   one more than the page size (the extra row only says that more follow; it is not
 //!   returned);
+//! - `FailedSequence` (`Edm.Int64`, 0 = none) and `FailureReason`: the event the projection
+//!   refused, when it did (always written, so a merge clears an earlier failure);
 //! - `Sequence` and `ProjectionVersion` (`Edm.Int64`), the state's JSON text in `Data`,
 //!   `Data01`, ... chunks of at most 64 KiB each, and `DataChunks`, how many chunks are
 //!   current. A save merges, so chunks past `DataChunks` left from a larger earlier state are
@@ -29,7 +31,7 @@ use azure_data_tables::prelude::IfMatchCondition;
 use serde_json::value::RawValue;
 
 use super::store::{
-    checked_page_size, Checkpoint, ETag, ReadModelPage, ReadModelRow, ReadModelStore,
+    checked_page_size, Checkpoint, ETag, FoldFailure, ReadModelPage, ReadModelRow, ReadModelStore,
     SaveCondition, SaveOutcome, StoredCheckpoint, UNREADABLE_ROW_VERSION,
 };
 use super::ReadModelError;
@@ -48,6 +50,10 @@ pub const DEFAULT_READ_MODEL_TABLE: &str = "streamfoldreadmodels";
 pub const SEQUENCE: &str = entity::SEQUENCE;
 /// Property: the projection version that wrote the state.
 pub const PROJECTION_VERSION: &str = "ProjectionVersion";
+/// Property: the sequence of the event the projection refused (0 or absent = none).
+pub const FAILED_SEQUENCE: &str = "FailedSequence";
+/// Property: why it refused it (empty when none).
+pub const FAILURE_REASON: &str = "FailureReason";
 /// Bytes reserved in an entity for keys, system and bookkeeping properties, so that a state
 /// passes the size check only if its row is surely within [`MAX_ENTITY_BYTES`].
 const ROW_OVERHEAD_BYTES: usize = 8 * 1024;
@@ -156,6 +162,13 @@ fn encode(
         PROJECTION_VERSION,
         u64::from(checkpoint.projection_version),
     );
+    // Always both, so a save (a merge) clears a failure an earlier save recorded.
+    let (failed_sequence, reason) = checkpoint
+        .failure
+        .as_ref()
+        .map_or((0, ""), |f| (f.sequence, f.reason.as_str()));
+    set_int64(&mut properties, FAILED_SEQUENCE, failed_sequence);
+    properties.insert(FAILURE_REASON.to_owned(), reason.into());
     Ok(properties)
 }
 
@@ -165,10 +178,22 @@ fn decode(entity: &Properties) -> Result<Checkpoint, String> {
     let projection_version = u32::try_from(get_u64(entity, PROJECTION_VERSION)?)
         .map_err(|_| format!("{PROJECTION_VERSION} is out of range"))?;
     let state = get_json_text(entity).map_err(|e| format!("the state: {e}"))?;
+    // Rows written before failures were recorded have neither property.
+    let failed_sequence = match entity.get(FAILED_SEQUENCE) {
+        None => 0,
+        Some(_) => get_u64(entity, FAILED_SEQUENCE)?,
+    };
+    let failure = (failed_sequence > 0).then(|| FoldFailure {
+        sequence: failed_sequence,
+        reason: get_str(entity, FAILURE_REASON)
+            .unwrap_or_default()
+            .to_owned(),
+    });
     Ok(Checkpoint {
         state,
         sequence,
         projection_version,
+        failure,
     })
 }
 
@@ -179,6 +204,7 @@ fn unreadable() -> Checkpoint {
             .unwrap_or_else(|_| unreachable!("null is JSON")),
         sequence: 0,
         projection_version: UNREADABLE_ROW_VERSION,
+        failure: None,
     }
 }
 
@@ -300,7 +326,29 @@ mod tests {
             state: RawValue::from_string(state.to_owned()).unwrap(),
             sequence: 7,
             projection_version: 2,
+            failure: None,
         }
+    }
+
+    #[test]
+    fn failures_round_trip_and_a_later_save_clears_them() {
+        let stream = StreamId::new("Bank", "Account", "1").unwrap();
+        let failed = Checkpoint {
+            failure: Some(FoldFailure {
+                sequence: 7,
+                reason: "event 7 (MoneyDeposited): no".into(),
+            }),
+            ..checkpoint("{}")
+        };
+        let properties = encode("account", &stream, &failed).unwrap();
+        assert_eq!(decode(&properties).unwrap(), failed);
+        let mut merged = properties;
+        merged.extend(encode("account", &stream, &checkpoint("{}")).unwrap());
+        assert_eq!(decode(&merged).unwrap(), checkpoint("{}"));
+        // A row written before failures were recorded.
+        let mut old = encode("account", &stream, &checkpoint("{}")).unwrap();
+        old.retain(|k, _| !k.starts_with("Fail"));
+        assert_eq!(decode(&old).unwrap(), checkpoint("{}"));
     }
 
     #[test]

@@ -11,6 +11,9 @@ use crate::projection::{ApplyError, DynProjection, Projection};
 use crate::storage::MemoryStore;
 use crate::stream::{EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StreamId};
 
+/// An event type [`Trail`] refuses (and [`Count`] counts).
+const POISON: &str = "Poison";
+
 /// State: the sequence numbers folded in, in order.
 struct Trail;
 
@@ -26,6 +29,9 @@ impl Projection for Trail {
         Vec::new()
     }
     fn apply(&self, state: &mut Vec<u64>, event: &RecordedEvent) -> Result<(), ApplyError> {
+        if event.event_type == POISON {
+            return Err(ApplyError::new(event, "trail refuses poison"));
+        }
         state.push(event.sequence);
         Ok(())
     }
@@ -255,6 +261,7 @@ async fn rows_of_another_version_unreadable_or_past_the_stream_are_recomputed() 
         state: RawValue::from_string(state.into()).unwrap(),
         sequence,
         projection_version,
+        failure: None,
     };
 
     // Another projection version at an earlier sequence: recomputed, not resumed.
@@ -296,6 +303,7 @@ async fn rebuild_fills_missing_rows_fixes_wrong_ones_and_keeps_newer_ones() {
             state: RawValue::from_string("42".into()).unwrap(),
             sequence: 3,
             projection_version: 3,
+            failure: None,
         },
     );
     let report = rebuild(&f.projector, "Bank", "Account").await.unwrap();
@@ -317,6 +325,7 @@ async fn rebuild_fills_missing_rows_fixes_wrong_ones_and_keeps_newer_ones() {
             state: RawValue::from_string("9".into()).unwrap(),
             sequence: 9,
             projection_version: 3,
+            failure: None,
         },
     );
     let fixed = rebuild(&f.projector, "Bank", "Account").await.unwrap();
@@ -387,4 +396,75 @@ async fn rebuild_leaves_rows_a_projector_took_further() {
     assert_eq!((report.written, report.newer), (0, 2));
     assert_eq!(f.events.version(&s).await.unwrap(), 4);
     assert_exact(&f, &s).await;
+}
+
+async fn append_poison(events: &MemoryStore, stream: &StreamId) {
+    let poison = NewEvent::from_raw(POISON, RawValue::from_string("{}".into()).unwrap());
+    events
+        .append(stream, ExpectedVersion::Any, vec![poison])
+        .await
+        .unwrap();
+}
+
+/// An event one read model refuses marks that model's row of that stream failed, once; the
+/// call succeeds (no redelivery for ever), and the other model and the other streams carry on.
+#[tokio::test]
+async fn an_event_a_model_refuses_marks_its_row_and_the_rest_carries_on() {
+    let f = fixture();
+    let (bad, good) = (stream("bad"), stream("good"));
+    append(&f.events, &bad, 2).await;
+    append_poison(&f.events, &bad).await;
+    append(&f.events, &bad, 1).await;
+    append(&f.events, &good, 2).await;
+
+    let outcomes = f.projector.project(&bad, 4).await.unwrap();
+    let trail_outcome = outcomes.iter().find(|o| o.model == "trail").unwrap();
+    let failure = trail_outcome.failed.clone().expect("trail refused event 3");
+    assert_eq!(failure.sequence, 3);
+    assert!(failure.reason.contains("poison"), "{}", failure.reason);
+    let row = f.rows.0.load("trail", &bad).await.unwrap().unwrap();
+    assert_eq!(row.checkpoint.failure, Some(failure.clone()));
+    assert_eq!(row.checkpoint.sequence, 3);
+    assert_eq!(row.checkpoint.state.get(), "[]");
+    assert_eq!(count(&f, &bad).await, Some((4, 4)));
+
+    // Later notifications of that stream leave the failed row alone, without reading.
+    append(&f.events, &bad, 1).await;
+    let saves = f.rows.0.saves();
+    let later = f.projector.project(&bad, 5).await.unwrap();
+    let trail_later = later.iter().find(|o| o.model == "trail").unwrap();
+    assert!(trail_later.duplicate && trail_later.failed == Some(failure.clone()));
+    assert_eq!(f.rows.0.saves(), saves + 1, "only the count row moved");
+    assert_eq!(count(&f, &bad).await, Some((5, 5)));
+
+    f.projector.project(&good, 2).await.unwrap();
+    assert_exact(&f, &good).await;
+
+    // A rebuild agrees with the projector, and counts the stream as unreadable.
+    let report = rebuild(&f.projector, "Bank", "Account").await.unwrap();
+    assert_eq!(
+        (report.streams, report.failed, report.unreadable),
+        (2, 0, 1)
+    );
+    assert_eq!(report.unreadable_streams[0].instance, "bad");
+    assert_eq!(report.unreadable_streams[0].model, "trail");
+    assert_eq!(report.unreadable_streams[0].sequence, 3);
+    assert_eq!(report.written, 0);
+
+    // A row folded past the refused event (by code that did not refuse it) is replaced by
+    // the failed row, though it looks newer than the failure.
+    f.rows.0.overwrite(
+        "trail",
+        &bad,
+        Checkpoint {
+            state: RawValue::from_string("[1,2,3,4,5]".into()).unwrap(),
+            sequence: 5,
+            projection_version: 1,
+            failure: None,
+        },
+    );
+    let fixed = rebuild(&f.projector, "Bank", "Account").await.unwrap();
+    assert_eq!((fixed.written, fixed.newer, fixed.unreadable), (1, 0, 1));
+    let row = f.rows.0.load("trail", &bad).await.unwrap().unwrap();
+    assert_eq!(row.checkpoint.failure, Some(failure));
 }
