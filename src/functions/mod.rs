@@ -34,8 +34,9 @@ pub const MAX_BODY_BYTES: u64 = 5 * 1024 * 1024;
 pub const MAX_DRAINED_BODY_BYTES: u64 = 100 * 1024 * 1024;
 
 /// Every generic function of the library (the event-stream and projection API, the Event Grid
-/// entry points of the read-model projector, the notification sweep, the OpenAPI document, and
-/// the catch-all `NotFound` that has the host forward unknown paths), with their routes.
+/// entry points of the read-model projector, the notification sweep and its dead letters, the
+/// OpenAPI document, and the catch-all `NotFound` that has the host forward unknown paths),
+/// with their routes.
 pub fn routes(app: std::sync::Arc<crate::app::App>) -> Functions {
     use warp::http::Method;
     use warp::Filter;
@@ -62,6 +63,16 @@ pub fn routes(app: std::sync::Arc<crate::app::App>) -> Functions {
             webhook::WEBHOOK_ROUTE,
         )
         .http("OpenApi", &[Method::GET], "openapi.json")
+        .http(
+            sweep::DEAD_LETTERS_FUNCTION,
+            &[Method::GET],
+            sweep::DEAD_LETTERS_ROUTE,
+        )
+        .http(
+            sweep::REDRIVE_FUNCTION,
+            &[Method::POST],
+            sweep::REDRIVE_ROUTE,
+        )
         .invocation(webhook::PROJECTOR_FUNCTION)
         .invocation(sweep::SWEEP_FUNCTION)
         .fallback(
