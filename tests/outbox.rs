@@ -692,3 +692,229 @@ async fn the_local_loop_delivers_to_the_projector() {
         .await
         .unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Notifications never block (issue 11): fair sweeps, busy streams, unreadable entries, a
+// refused key.
+
+/// Both outboxes answer their pending streams rotated after the stream a sweep passes: the
+/// ones past it first, then from the start up to it (itself included).
+async fn pending_streams_rotate_after_the_last_one_taken(backend: Backend) {
+    for name in ["a", "b", "c", "d"] {
+        backend
+            .store
+            .append(&stream(name), NoStream, events(1))
+            .await
+            .unwrap();
+    }
+    let instances = |scan: streamfold::stream::PendingScan| -> Vec<String> {
+        assert!(scan.unreadable.is_empty(), "{:?}", scan.unreadable);
+        scan.streams
+            .iter()
+            .map(|p| p.stream.instance().to_owned())
+            .collect()
+    };
+    let all = backend.outbox.pending(None, 10).await.unwrap();
+    assert_eq!(instances(all), ["a", "b", "c", "d"]);
+    let after_b = backend
+        .outbox
+        .pending(Some(&stream("b")), 10)
+        .await
+        .unwrap();
+    assert_eq!(instances(after_b), ["c", "d", "a", "b"]);
+    let limited = backend.outbox.pending(Some(&stream("c")), 2).await.unwrap();
+    assert_eq!(instances(limited), ["d", "a"]);
+    let after_last = backend.outbox.pending(Some(&stream("d")), 3).await.unwrap();
+    assert_eq!(instances(after_last), ["a", "b", "c"]);
+
+    // A sweep limited to 2 streams a run reaches all four in two runs.
+    let sink = Arc::new(MemorySink::new());
+    let dispatcher = backend.dispatcher(sink.clone());
+    let first = dispatcher.sweep(2).await.unwrap();
+    let second = dispatcher.sweep(2).await.unwrap();
+    assert_eq!((first.dispatched, second.dispatched), (2, 2));
+    let swept: BTreeSet<String> = sink
+        .published()
+        .iter()
+        .map(|n| n.data.instance.clone())
+        .collect();
+    assert_eq!(swept.len(), 4, "{swept:?}");
+}
+
+#[tokio::test]
+async fn table_pending_streams_rotate() {
+    let azurite = Azurite::start().await.unwrap();
+    pending_streams_rotate_after_the_last_one_taken(Backend::table(table_store(account(&azurite))))
+        .await;
+}
+
+#[tokio::test]
+async fn blob_pending_streams_rotate() {
+    let azurite = Azurite::start().await.unwrap();
+    pending_streams_rotate_after_the_last_one_taken(Backend::blob(blob_store(account(&azurite))))
+        .await;
+}
+
+/// A sink that appends one event to a stream every time it publishes: a stream so busy that
+/// its outbox row changes under every mark.
+struct AlwaysRacingSink {
+    inner: Arc<MemorySink>,
+    store: Arc<dyn EventStore>,
+    stream: StreamId,
+}
+
+#[async_trait]
+impl NotificationSink for AlwaysRacingSink {
+    async fn publish(&self, batch: &[Notification]) -> Result<(), PublishError> {
+        self.store
+            .append(&self.stream, ExpectedVersion::Any, events(1))
+            .await
+            .unwrap();
+        self.inner.publish(batch).await
+    }
+}
+
+/// On Table storage every append changes the outbox row's ETag, so the mark of a stream that
+/// keeps moving loses every round. That is a busy stream, not a failed sweep: everything seen
+/// was published, and the newer events are pending for their own dispatch.
+#[tokio::test]
+async fn a_stream_that_moves_on_while_swept_is_busy_not_failed() {
+    let azurite = Azurite::start().await.unwrap();
+    let backend = Backend::table(table_store(account(&azurite)));
+    let s = stream("busy");
+    backend.store.append(&s, NoStream, events(1)).await.unwrap();
+    let memory = Arc::new(MemorySink::new());
+    let sink = Arc::new(AlwaysRacingSink {
+        inner: memory.clone(),
+        store: backend.store.clone(),
+        stream: s.clone(),
+    });
+    let report = backend.dispatcher(sink).sweep(10).await.unwrap();
+    assert_eq!(
+        (
+            report.pending,
+            report.failed,
+            report.busy,
+            report.dispatched
+        ),
+        (1, 0, 1, 0),
+        "{report:?}"
+    );
+    // Every event seen was published; the ones appended since are still pending.
+    let pending = backend.outbox.pending_for(&s).await.unwrap().unwrap();
+    let published: BTreeSet<u64> = published(&memory).iter().map(|(q, _)| *q).collect();
+    assert_eq!(published, (1..=pending.version - 1).collect());
+    // Once the stream is quiet, it is dispatched.
+    let report = backend
+        .dispatcher(Arc::new(MemorySink::new()))
+        .sweep(10)
+        .await
+        .unwrap();
+    assert_eq!((report.dispatched, report.failed), (1, 0));
+}
+
+/// Writes an entity straight into a table of Azurite (an outbox row no store wrote).
+async fn plant_row(azurite: &Azurite, table: &str, entity: Value) {
+    let client = account(azurite)
+        .table_service_client()
+        .unwrap()
+        .table_client(table.to_owned());
+    let partition = entity["PartitionKey"].as_str().unwrap().to_owned();
+    let answer = client
+        .partition_key_client(partition)
+        .transaction()
+        .insert(entity)
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(u16::from(answer.operation_responses[0].status_code), 201);
+}
+
+/// An `OUTBOX` row that no store wrote (a `Version` that is no number; a partition that is no
+/// stream's), planted straight in Azurite: the sweep reports and skips both, publishes the
+/// pending stream next to them, and succeeds.
+#[tokio::test]
+async fn table_unreadable_outbox_rows_are_reported_and_skipped() {
+    let mut app = NotifyingApp::start("Table").await;
+    // Events appended by another process (no background publish): pending in the outbox.
+    let writer = TableStore::new(account(&app.app.azurite)).with_outbox(true);
+    let table = writer.table_name().to_owned();
+    let s = StreamId::new("Shop", "Cart", "c1").unwrap();
+    writer.append(&s, NoStream, events(2)).await.unwrap();
+    plant_row(
+        &app.app.azurite,
+        &table,
+        json!({"PartitionKey": "Shop|Cart|bad", "RowKey": "OUTBOX", "Pending": true,
+               "Version": "banana"}),
+    )
+    .await;
+    plant_row(
+        &app.app.azurite,
+        &table,
+        json!({"PartitionKey": "no stream here", "RowKey": "OUTBOX", "Pending": true,
+               "Version@odata.type": "Edm.Int64", "Version": "3"}),
+    )
+    .await;
+
+    let sweep = app.sweep().await;
+    assert!(sweep.succeeded, "{sweep:?}");
+    assert_eq!(sweep.return_value["unreadable"], 2, "{sweep:?}");
+    assert_eq!(sweep.return_value["published"], 3, "{sweep:?}");
+    assert!(
+        sweep.logs.iter().any(|l| l.contains("2 unreadable")),
+        "{:?}",
+        sweep.logs
+    );
+    app.wait_received(&expected_ids("c1", 2)).await;
+}
+
+/// The same on Append Blobs: a stream whose segment is not a stream's records, and a blob under
+/// the marker prefix whose name is no stream's.
+#[tokio::test]
+async fn blob_unreadable_outbox_entries_are_reported_and_skipped() {
+    let mut app = NotifyingApp::start("AppendBlob").await;
+    let writer = BlobStore::new(account(&app.app.azurite));
+    let s = StreamId::new("Shop", "Cart", "c1").unwrap();
+    writer.append(&s, NoStream, events(2)).await.unwrap();
+    let container = account(&app.app.azurite)
+        .blob_service_client()
+        .unwrap()
+        .container_client(writer.container_name().to_owned());
+    let broken = container.blob_client("Shop/Cart/broken/000000.jsonl");
+    broken.put_append_blob().await.unwrap();
+    broken
+        .append_block(b"this is not a record\n".to_vec())
+        .await
+        .unwrap();
+    container
+        .blob_client("_outbox/not-a-stream")
+        .put_block_blob(Vec::new())
+        .await
+        .unwrap();
+
+    let sweep = app.sweep().await;
+    assert!(sweep.succeeded, "{sweep:?}");
+    assert_eq!(sweep.return_value["unreadable"], 2, "{sweep:?}");
+    assert_eq!(sweep.return_value["published"], 3, "{sweep:?}");
+    app.wait_received(&expected_ids("c1", 2)).await;
+}
+
+/// A key rotated on the topic (every publish answered 401): the first refusal pauses the whole
+/// publisher, so the appends after it and the sweep send nothing to the topic; the sweep fails
+/// (the host records a failed run).
+#[tokio::test]
+async fn a_refused_key_pauses_publishing() {
+    let mut app = NotifyingApp::start("Table").await;
+    app.topic.revoke_key(true);
+    app.append("c1", json!("noStream"), 1).await;
+    app.wait_requests(1).await;
+    for instance in ["c2", "c3", "c4"] {
+        app.append(instance, json!("noStream"), 2).await;
+    }
+    let sweep = app.sweep().await;
+    assert!(!sweep.succeeded, "{sweep:?}");
+    let requests = app.topic.requests();
+    assert_eq!(requests.len(), 1, "one request, then a pause: {requests:?}");
+    assert_eq!(requests[0].status, 401);
+    assert!(app.received().is_empty());
+}
