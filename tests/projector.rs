@@ -625,7 +625,7 @@ async fn accounts_are_listed_in_pages_following_continuations() {
     for bad in ["a/b", "x#y", "tab\t", too_long.as_str()] {
         let reply = accounts_page(c, &[("continuation", bad)]).await;
         assert_eq!(reply.problem(400)["parameter"], "continuation", "{bad:?}");
-        assert_eq!(reply.slug(), "invalid-query-parameter");
+        assert_eq!(reply.slug(), "invalid-continuation");
     }
     let unknown = accounts_page(c, &[("page", "2")]).await;
     unknown.problem(400);

@@ -182,7 +182,7 @@ fn continuation(query: &[(String, String)]) -> Result<Option<String>, Problem> {
     };
     validate_instance_key(given).map_err(|e| {
         Problem::bad_request(
-            "invalid-query-parameter",
+            "invalid-continuation",
             format!(
                 "{CONTINUATION_PARAMETER} must be the continuation of an earlier page: {}",
                 e.reason

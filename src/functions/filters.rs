@@ -1,8 +1,6 @@
 //! Filters shared by every HTTP function: they turn raw requests into validated values or a
 //! precise problem, so handlers only see input that is already well-formed.
 
-use std::convert::Infallible;
-
 use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 use warp::{Filter, Rejection};
@@ -120,28 +118,36 @@ pub fn correlation_id() -> impl Filter<Extract = (String,), Error = Rejection> +
     )
 }
 
-/// The query string as key/value pairs (an absent query is empty).
-pub fn query_pairs() -> impl Filter<Extract = (Vec<(String, String)>,), Error = Infallible> + Clone
-{
+/// The query string as key/value pairs (an absent query is empty). A part that is not UTF-8
+/// once percent-decoded is a 400 `invalid-query`, never silently replaced.
+pub fn query_pairs() -> impl Filter<Extract = (Vec<(String, String)>,), Error = Rejection> + Clone {
     warp::query::raw()
         .or(warp::any().map(String::new))
         .unify()
-        .map(|raw: String| url_pairs(&raw))
+        .and_then(|raw: String| async move { url_pairs(&raw).map_err(reject) })
 }
 
-fn url_pairs(raw: &str) -> Vec<(String, String)> {
+fn url_pairs(raw: &str) -> Result<Vec<(String, String)>, Problem> {
     raw.split('&')
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode_query_part(k), decode_query_part(v))
+            Ok((decode_query_part(k)?, decode_query_part(v)?))
         })
         .collect()
 }
 
-fn decode_query_part(part: &str) -> String {
+fn decode_query_part(part: &str) -> Result<String, Problem> {
     let spaced = part.replace('+', " ");
-    percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
+    percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|text| text.into_owned())
+        .map_err(|_| {
+            Problem::bad_request(
+                "invalid-query",
+                format!("query part {part:?} is not UTF-8 once percent-decoded"),
+            )
+        })
 }
 
 /// Looks up a query parameter by name (names are matched case-insensitively, as the Functions
@@ -191,7 +197,10 @@ pub fn u64_param(pairs: &[(String, String)], name: &str) -> Result<Option<u64>, 
             parse_whole_number(v).ok_or_else(|| {
                 Problem::bad_request(
                     "invalid-query-parameter",
-                    format!("{name} must be a whole number from 0 to {}, not {v:?}", u64::MAX),
+                    format!(
+                        "{name} must be a whole number from 0 to {}, not {v:?}",
+                        u64::MAX
+                    ),
                 )
                 .with("parameter", name)
             })
@@ -223,8 +232,11 @@ pub fn time_param(
     query_param(pairs, name)
         .map(|v| {
             let invalid = |why: &str| {
-                Problem::bad_request("invalid-query-parameter", format!("{name} {why}, not {v:?}"))
-                    .with("parameter", name)
+                Problem::bad_request(
+                    "invalid-query-parameter",
+                    format!("{name} {why}, not {v:?}"),
+                )
+                .with("parameter", name)
             };
             let repaired = v.replace(' ', "+");
             let parsed = time::OffsetDateTime::parse(
@@ -305,7 +317,17 @@ mod tests {
     fn whole_numbers_are_digits_only() {
         assert_eq!(parse_whole_number("0"), Some(0));
         assert_eq!(parse_whole_number("18446744073709551615"), Some(u64::MAX));
-        for bad in ["", "+1", "-1", " 1", "1 ", "1_000", "1e3", "0x10", "18446744073709551616"] {
+        for bad in [
+            "",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "1_000",
+            "1e3",
+            "0x10",
+            "18446744073709551616",
+        ] {
             assert_eq!(parse_whole_number(bad), None, "{bad:?}");
         }
     }
@@ -333,14 +355,15 @@ mod tests {
 
     #[test]
     fn repeated_parameters_are_refused() {
-        let pairs = url_pairs("pageSize=1&PAGESIZE=2");
+        let pairs = url_pairs("pageSize=1&PAGESIZE=2").unwrap();
         let problem = only_known_params(&pairs, &["pageSize"]).unwrap_err();
         assert!(problem.detail().contains("more than once"));
     }
 
     #[test]
     fn query_pairs_are_decoded() {
-        let pairs = url_pairs("asOf=2024-01-01T00%3A00%3A00%2B01%3A00&x=a+b&flag");
+        let pairs = url_pairs("asOf=2024-01-01T00%3A00%3A00%2B01%3A00&x=a+b&flag").unwrap();
+        assert!(url_pairs("continuation=%FF%FE").is_err());
         assert_eq!(
             query_param(&pairs, "ASOF"),
             Some("2024-01-01T00:00:00+01:00")
