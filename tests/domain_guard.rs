@@ -14,6 +14,9 @@ mod support;
 
 use serde_json::{json, Value};
 use streamfold::notify::{Notification, NotificationSchema};
+use streamfold::readmodel::{
+    Checkpoint, ReadModelStore, SaveCondition, SaveOutcome, TableReadModelStore,
+};
 use streamfold::storage::{StorageAccount, TableStore};
 use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use support::{event_grid_webhook_path, recorded_events, Client, TestApp};
@@ -474,6 +477,36 @@ async fn a_poisoned_stream_answers_a_problem_and_hurts_no_other() {
     assert_eq!(bad, [("BAD-1", 1), ("BAD-2", 1), ("BAD-3", 2)]);
     let overdraft = c.get("/api/Accounts?inOverdraft=false").await;
     assert_eq!(overdraft.ok(200)["count"], 1);
+
+    // A row edited by hand into a state no fold makes (its available amount overflows) is
+    // reported too, not a failure of the page.
+    let rows = TableReadModelStore::new(
+        &StorageAccount::from_connection_string(&app.azurite.connection_string()).unwrap(),
+    );
+    let max = "79228162514264337593543950335";
+    let edited = Checkpoint {
+        state: serde_json::value::RawValue::from_string(format!(
+            r#"{{"status":"open","balance":"{max}","overdraftLimit":"{max}"}}"#
+        ))
+        .unwrap(),
+        sequence: 1,
+        projection_version: 2,
+        failure: None,
+    };
+    let saved = rows
+        .save(
+            "account",
+            &StreamId::new("Bank", "Account", "EDIT-1").unwrap(),
+            &edited,
+            &SaveCondition::MustNotExist,
+        )
+        .await
+        .unwrap();
+    assert_eq!(saved, SaveOutcome::Saved);
+    let listing = c.get("/api/Accounts").await;
+    let body = listing.ok(200);
+    assert_eq!(body["count"], 1, "{body}");
+    assert_eq!(body["unreadable"][3]["accountNumber"], "EDIT-1", "{body}");
 
     // The good account is untouched by all of it.
     c.post("/api/Withdraw/GOOD-1", &json!({"amount": 5}))
