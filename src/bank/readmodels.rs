@@ -382,7 +382,7 @@ mod tests {
             let problem = refused(&[("continuation", bad)]);
             assert_eq!(
                 problem["type"],
-                "urn:streamfold:problem:invalid-query-parameter"
+                "urn:streamfold:problem:invalid-continuation"
             );
             assert_eq!(problem["parameter"], CONTINUATION_PARAMETER, "{bad:?}");
         }
