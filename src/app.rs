@@ -267,9 +267,8 @@ fn build_backend(
     let (events, outbox, dead_letter_partition): (Arc<dyn EventStore>, Arc<dyn Outbox>, String) =
         match target.kind {
             BackendKind::Table => {
-                let store = Arc::new(
-                    TableStore::new(account.clone()).with_outbox(notifications.is_some()),
-                );
+                let store =
+                    Arc::new(TableStore::new(account.clone()).with_outbox(notifications.is_some()));
                 let partition = format!("{:?}|{}", target.kind, store.table_name());
                 (store.clone(), store, partition)
             }
