@@ -11,16 +11,25 @@
 //!
 //! Everything random comes from one fixed seed (the operations, and the topic's chaos), so a
 //! failure can be run again; which worker wins a race still depends on timing.
+//!
+//! A second test (issue 11, "notifications never block"), on both backends: notifications the
+//! topic refuses for good mixed into several streams' traffic, with transient failures injected
+//! between them. Every later notification still arrives, the refused ones are dead letters (with
+//! the topic's status and text, listed by the `DeadLetters` admin function and counted by the
+//! sweep), and they are re-driven once the topic accepts them.
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use streamfold_testbed::rng::SplitMix64;
-use streamfold_testbed::topic::{Chaos, DeliveryRetry, Subscription, TopicConfig, TopicSim};
+use streamfold_testbed::topic::{
+    Chaos, DeliveryRetry, DownMode, Subscription, TopicConfig, TopicSim,
+};
 use support::{event_grid_webhook_path, publishing_to, Client, TestApp};
 
 const SEED: u64 = 0x5eed_c4a0_5000_0001;
@@ -281,4 +290,284 @@ async fn read_models_are_exact_under_duplicated_reordered_failing_delivery() {
     let in_overdraft = client.get("/api/Accounts?inOverdraft=true").await;
     let expected = rows.iter().filter(|r| r["inOverdraft"] == true).count();
     assert_eq!(in_overdraft.ok(200)["count"], expected);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notifications the topic refuses for good never block a stream.
+
+const POISON_SEED: u64 = 0x5eed_dead_1e77_0011;
+/// Events whose data holds this are refused by the topic, for good, until told otherwise.
+const POISON_MARKER: &str = "\"poison\":true";
+const POISON_STREAMS: usize = 4;
+/// Appends through the app (published right away, in the background).
+const POISON_APPENDS: usize = 60;
+/// Appends by another process while nothing publishes (published by the sweep).
+const QUIET_APPENDS: usize = 20;
+/// Chance that an event is poison.
+const POISON_CHANCE: f64 = 0.15;
+/// Chance that a transient failure (503 or 429) is injected before an append.
+const TRANSIENT_CHANCE: f64 = 0.15;
+/// How long the test waits for something that should happen in a few seconds.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn cart(index: usize) -> String {
+    format!("cart-{index}")
+}
+
+/// The notification ids of events `sequences` of `Shop/Cart/{instance}`, split into the ones
+/// the topic accepts and the poison ones (a first event's NewEntity carries its payload too).
+#[derive(Default)]
+struct Expected {
+    accepted: BTreeSet<String>,
+    poison: BTreeSet<String>,
+}
+
+impl Expected {
+    fn add(&mut self, instance: &str, sequence: u64, poison: bool) {
+        use streamfold::notify::{notification_id, NotificationKind};
+        let stream = streamfold::stream::StreamId::new("Shop", "Cart", instance).unwrap();
+        let mut ids = vec![notification_id(
+            &stream,
+            sequence,
+            NotificationKind::NewEvent,
+        )];
+        if sequence == 1 {
+            ids.push(notification_id(&stream, 1, NotificationKind::NewEntity));
+        }
+        let set = if poison {
+            &mut self.poison
+        } else {
+            &mut self.accepted
+        };
+        set.extend(ids.into_iter().map(|id| id.to_string()));
+    }
+}
+
+fn received_ids(topic: &TopicSim) -> BTreeSet<String> {
+    topic
+        .received()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited too long: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every dead letter the `DeadLetters` function lists, page after page.
+async fn dead_letters(client: &Client) -> Vec<Value> {
+    let mut letters = Vec::new();
+    let mut continuation: Option<String> = None;
+    loop {
+        let path = match &continuation {
+            Some(c) => format!("/api/notifications/deadletters?pageSize=4&continuation={c}"),
+            None => "/api/notifications/deadletters?pageSize=4".to_owned(),
+        };
+        let reply = client.get(&path).await;
+        let page = reply.ok(200).clone();
+        letters.extend(page["deadLetters"].as_array().unwrap().iter().cloned());
+        match page["continuation"].as_str() {
+            Some(next) => continuation = Some(next.to_owned()),
+            None => return letters,
+        }
+    }
+}
+
+fn letter_ids(letters: &[Value]) -> BTreeSet<String> {
+    letters
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn refused_notifications_never_block(backend: &str) {
+    use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, Outbox, StreamId};
+
+    let topic = TopicSim::start(TopicConfig::default()).await.unwrap();
+    topic.refuse_matching(POISON_MARKER, 400);
+    let mut settings = publishing_to(&topic);
+    settings.push(("ALL.ALL".into(), format!("{backend};AzureWebJobsStorage")));
+    let app = TestApp::start_on(0, settings).await;
+    let client = &app.client;
+    let account = streamfold::storage::StorageAccount::from_connection_string(
+        &app.azurite.connection_string(),
+    )
+    .unwrap();
+    // The app's own storage, read and written as another process would.
+    let (store, outbox): (Arc<dyn EventStore>, Arc<dyn Outbox>) = match backend {
+        "Table" => {
+            let store = Arc::new(streamfold::storage::TableStore::new(account).with_outbox(true));
+            (store.clone(), store)
+        }
+        _ => {
+            let store = Arc::new(streamfold::storage::BlobStore::new(account));
+            (store.clone(), store)
+        }
+    };
+
+    let mut rng = Rng::new(POISON_SEED);
+    let mut expected = Expected::default();
+    let mut versions = [0u64; POISON_STREAMS];
+    let mut n = 0u64;
+    let mut next_data = |rng: &mut Rng| -> (bool, Value) {
+        n += 1;
+        let poison = rng.0.unit() < POISON_CHANCE;
+        (poison, json!({"n": n, "poison": poison}))
+    };
+
+    // 1. Traffic through the app: each append publishes right away, in the background.
+    for _ in 0..POISON_APPENDS {
+        if rng.0.unit() < TRANSIENT_CHANCE {
+            topic.fail_next(1, if rng.below(2) == 0 { 503 } else { 429 });
+        }
+        let index = rng.below(POISON_STREAMS as u64) as usize;
+        let count = 1 + rng.below(3) as usize;
+        let mut events = Vec::new();
+        for _ in 0..count {
+            let (poison, data) = next_data(&mut rng);
+            versions[index] += 1;
+            expected.add(&cart(index), versions[index], poison);
+            events.push(json!({"eventType": "ItemAdded", "data": data}));
+        }
+        let reply = client
+            .post(
+                &format!("/api/streams/Shop/Cart/{}", cart(index)),
+                &json!({"expectedVersion": "any", "events": events}),
+            )
+            .await;
+        assert_eq!(reply.ok(201)["version"], versions[index]);
+    }
+    assert!(!expected.poison.is_empty(), "the seed makes some poison");
+    wait_until("every accepted notification of the app's appends", || {
+        expected.accepted.is_subset(&received_ids(&topic))
+    })
+    .await;
+    // The background dispatches have dead-lettered the poison and marked every stream.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !outbox.pending(None, 100).await.unwrap().streams.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "streams still pending"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // 2. Traffic from another process (no background publish): the sweep publishes it.
+    let poison_before = expected.poison.len();
+    for _ in 0..QUIET_APPENDS {
+        let index = rng.below(POISON_STREAMS as u64) as usize;
+        let (poison, data) = next_data(&mut rng);
+        versions[index] += 1;
+        expected.add(&cart(index), versions[index], poison);
+        let event = NewEvent::new("ItemAdded", &data).unwrap();
+        let stream = StreamId::new("Shop", "Cart", cart(index)).unwrap();
+        store
+            .append(&stream, ExpectedVersion::Any, vec![event])
+            .await
+            .unwrap();
+    }
+    let quiet_poison = expected.poison.len() - poison_before;
+    assert!(quiet_poison > 0, "the seed makes some poison for the sweep");
+    let sweep = support::run_sweep(client, &app.host, 1, PATIENCE).await;
+    assert!(sweep.succeeded, "dead letters are no failure: {sweep:?}");
+    assert_eq!(
+        sweep.return_value["deadLettered"].as_u64().unwrap() as usize,
+        quiet_poison,
+        "{sweep:?}"
+    );
+    assert!(
+        sweep
+            .logs
+            .iter()
+            .any(|l| l.contains(&format!("{quiet_poison} dead-lettered"))),
+        "{:?}",
+        sweep.logs
+    );
+    let received = received_ids(&topic);
+    assert!(
+        expected.accepted.is_subset(&received),
+        "every later notification arrived: missing {:?}",
+        expected.accepted.difference(&received).collect::<Vec<_>>()
+    );
+    assert!(received.is_disjoint(&expected.poison));
+
+    println!(
+        "{backend}: {} notifications accepted, {} refused for good ({quiet_poison} by the sweep); \
+         {} publish requests",
+        expected.accepted.len(),
+        expected.poison.len(),
+        topic.requests().len()
+    );
+
+    // 3. The dead letters: exactly the poison, with the topic's status and text.
+    let letters = dead_letters(client).await;
+    assert_eq!(letter_ids(&letters), expected.poison);
+    assert_eq!(letters.len(), expected.poison.len(), "one letter each");
+    for letter in &letters {
+        assert_eq!(letter["status"], 400, "{letter}");
+        assert!(
+            letter["reason"]
+                .as_str()
+                .unwrap()
+                .contains("refused for good"),
+            "{letter}"
+        );
+        assert!(letter["backend"].as_str().unwrap().starts_with(backend));
+        assert_eq!(letter["domain"], "Shop");
+    }
+
+    // 4. Re-driven while the topic still refuses them: kept. While it is down: 503, kept.
+    let first = letters[0]["id"].as_str().unwrap().to_owned();
+    let again = client
+        .post(
+            "/api/notifications/deadletters/redrive",
+            &json!({"ids": [first]}),
+        )
+        .await;
+    assert_eq!(again.ok(200)["refused"], 1);
+    topic.set_down(DownMode::Unavailable).await.unwrap();
+    let down = client
+        .post("/api/notifications/deadletters/redrive", &json!({}))
+        .await;
+    assert_eq!(
+        down.problem(503)["type"],
+        "urn:streamfold:problem:notifications-unavailable"
+    );
+    topic.set_up().await.unwrap();
+    assert_eq!(letter_ids(&dead_letters(client).await), expected.poison);
+
+    // 5. Once the topic accepts them, one re-drive publishes every one and forgets it.
+    topic.accept_all();
+    let redriven = client
+        .post("/api/notifications/deadletters/redrive", &json!({}))
+        .await;
+    let redriven = redriven.ok(200);
+    assert_eq!(
+        redriven["redriven"].as_u64().unwrap() as usize,
+        expected.poison.len(),
+        "{redriven}"
+    );
+    assert_eq!(redriven["remaining"], 0);
+    assert!(dead_letters(client).await.is_empty());
+    let received = received_ids(&topic);
+    assert!(expected.poison.is_subset(&received));
+    assert!(expected.accepted.is_subset(&received));
+}
+
+#[tokio::test]
+async fn table_refused_notifications_are_dead_lettered_and_never_block() {
+    refused_notifications_never_block("Table").await;
+}
+
+#[tokio::test]
+async fn blob_refused_notifications_are_dead_lettered_and_never_block() {
+    refused_notifications_never_block("AppendBlob").await;
 }
