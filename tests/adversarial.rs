@@ -57,7 +57,7 @@ impl Case {
         self
     }
 
-    fn from_host(mut self) -> Self {
+    fn answered_by_host(mut self) -> Self {
         self.from_host = true;
         self
     }
@@ -156,7 +156,7 @@ async fn routes_queries_and_headers() {
         case("GET", "/api/", 404).slug("no-such-route"),
         case("GET", "/api/GetBalance/CANARY/extra", 404).slug("no-such-route"),
         // The host answers a path of no function itself, with its own empty 404.
-        case("POST", "/NoSuchFunction", 404).from_host(),
+        case("POST", "/NoSuchFunction", 404).answered_by_host(),
         case("GET", "/api/Deposit/CANARY", 405).slug("method-not-allowed"),
         case("PUT", "/api/GetBalance/CANARY", 405).slug("method-not-allowed"),
         // Routes match case-insensitively, as the host matches them (#6).
