@@ -26,6 +26,14 @@
 //! cached tail up to date (one read from the cached length, or a cold load: a listing of the
 //! stream and one read), which gives a version and its exact position together.
 //!
+//! The candidates are taken in stream order rotated to start after the stream a sweep passes
+//! (the last one it took the time before), so the streams that sort first cannot take every
+//! sweep. What cannot be read is an [`UnreadableEntry`] of the scan, reported and skipped,
+//! never a failure of the whole search: a blob under [`MARKER_PREFIX`] whose name is no
+//! stream's, a marker whose metadata is no mark (the stream then counts as having none: it is
+//! published again, at least once, and its next mark replaces the marker), and a stream whose
+//! blobs are not a stream's records ([`StoreError::Corrupt`]).
+//!
 //! # Marking
 //! [`Outbox::mark_notified`] writes the marker with `If-Match` on the ETag it was read with
 //! (`If-None-Match: *` when there was none): two dispatchers cannot both move it, and it never
@@ -406,6 +414,29 @@ mod tests {
         );
         assert_eq!(parse_token(&make_token((0, 0), None)), Some(((0, 0), None)));
         assert_eq!(parse_token("x"), None);
+    }
+
+    #[test]
+    fn candidates_rotate_after_the_last_stream_taken() {
+        let streams: Vec<StreamId> = ["a", "b", "c"]
+            .iter()
+            .map(|i| StreamId::new("Bank", "Account", *i).unwrap())
+            .collect();
+        let names = |list: Vec<StreamId>| -> Vec<String> {
+            list.iter().map(|s| s.instance().to_owned()).collect()
+        };
+        assert_eq!(names(rotate(streams.clone(), None)), ["a", "b", "c"]);
+        assert_eq!(
+            names(rotate(streams.clone(), Some(&streams[0]))),
+            ["b", "c", "a"]
+        );
+        assert_eq!(
+            names(rotate(streams.clone(), Some(&streams[2]))),
+            ["a", "b", "c"]
+        );
+        // A stream no longer pending still marks the place.
+        let gone = StreamId::new("Bank", "Account", "bb").unwrap();
+        assert_eq!(names(rotate(streams, Some(&gone))), ["c", "a", "b"]);
     }
 
     #[test]

@@ -296,6 +296,47 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_rows_are_reported_not_fatal() {
+        let mut scan = PendingScan::default();
+        let mut good = Properties::new();
+        good.insert(entity::PARTITION_KEY.into(), Value::from("Bank|Account|1"));
+        good.insert(ODATA_ETAG.into(), Value::from("W/\"1\""));
+        entity::set_int64(&mut good, OUTBOX_VERSION, 2);
+        good.insert(OUTBOX_PENDING.to_owned(), Value::Bool(true));
+        scan_row(&good, &mut scan);
+        let mut bad_version = good.clone();
+        bad_version.insert(OUTBOX_VERSION.into(), Value::from("banana"));
+        scan_row(&bad_version, &mut scan);
+        let mut no_stream = good.clone();
+        no_stream.insert(entity::PARTITION_KEY.into(), Value::from("nothing"));
+        scan_row(&no_stream, &mut scan);
+        assert_eq!(scan.streams.len(), 1);
+        assert_eq!(scan.unreadable.len(), 2);
+        assert!(
+            scan.unreadable[0].detail.contains("Version"),
+            "{:?}",
+            scan.unreadable
+        );
+        assert!(
+            scan.unreadable[1].key.contains("nothing"),
+            "{:?}",
+            scan.unreadable
+        );
+    }
+
+    #[test]
+    fn pending_filters_bound_the_partition() {
+        assert_eq!(
+            pending_filter(None),
+            "RowKey eq 'OUTBOX' and Pending eq true"
+        );
+        assert_eq!(
+            pending_filter(Some(("gt", "Bank|Account|O'B"))),
+            "RowKey eq 'OUTBOX' and Pending eq true and PartitionKey gt 'Bank|Account|O''B'"
+        );
+    }
+
+    #[test]
     fn the_outbox_row_sorts_after_every_other_row() {
         assert!(keys::HEADER_ROW_KEY < OUTBOX_ROW_KEY);
         assert!(keys::EVENT_ID_ROW_PREFIX < OUTBOX_ROW_KEY);
