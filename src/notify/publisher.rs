@@ -392,8 +392,9 @@ impl Publisher {
         }
         let result = self.publish_now(notifications).await;
         match &result {
-            // A refused content is an answer to an accepted key.
-            Ok(()) | Err(PublishError::Rejected { .. }) => {
+            // A refused content is an answer to an accepted key (and an empty publish sends
+            // nothing, so it says nothing about the key).
+            Ok(()) | Err(PublishError::Rejected { .. }) if !notifications.is_empty() => {
                 self.pause.accepted(&self.shown_endpoint())
             }
             Err(PublishError::Unauthorized {
@@ -402,7 +403,7 @@ impl Publisher {
                 endpoint,
                 ..
             }) => self.pause.refused(*status, body, endpoint),
-            Err(_) => {}
+            Ok(()) | Err(_) => {}
         }
         result
     }
