@@ -139,6 +139,9 @@ impl MetadataBody {
             source: Some(API_SOURCE.to_owned()),
             commentary: self.commentary,
             schema_version: self.schema_version,
+            // The command executor's, never a caller's (the body has no such fields).
+            idempotency_key: None,
+            request_hash: None,
         })
     }
 }

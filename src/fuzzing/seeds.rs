@@ -80,6 +80,8 @@ fn metadatas() -> Vec<EventMetadata> {
             source: Some("streamfold-api".into()),
             commentary: Some("ünï 😀".into()),
             schema_version: Some(u32::MAX),
+            idempotency_key: Some("key \\ \"quoted\" ~".into()),
+            request_hash: Some("0".repeat(64)),
         },
     ]
 }

@@ -34,6 +34,14 @@ pub struct EventMetadata {
     /// Version of the event's data schema, for upcasting old events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<u32>,
+    /// The client's `Idempotency-Key` of the command that wrote the event (see
+    /// `crate::projection::Idempotency`); set by the command executor, never by a caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The hash of the canonical request of that command, so a retry with the same key but
+    /// another request is recognised as such.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_hash: Option<String>,
 }
 
 /// An event to append.

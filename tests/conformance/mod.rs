@@ -479,6 +479,8 @@ pub async fn data_and_metadata_round_trip_exactly(f: &Fixture) {
         source: Some("conformance".into()),
         commentary: Some("line one, 'quoted', \"double\" & more\nünï ✓".into()),
         schema_version: Some(u32::MAX),
+        idempotency_key: Some("8e03978e-40d5 \\ \"k\" ~".into()),
+        request_hash: Some("ab".repeat(32)),
     };
     let partial = EventMetadata {
         schema_version: Some(0),

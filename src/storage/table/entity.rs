@@ -49,6 +49,8 @@ pub const WHO: &str = "Who";
 pub const SOURCE: &str = "Source";
 pub const COMMENTARY: &str = "Commentary";
 pub const SCHEMA_VERSION: &str = "SchemaVersion";
+pub const IDEMPOTENCY_KEY: &str = "IdempotencyKey";
+pub const REQUEST_HASH: &str = "RequestHash";
 /// The first data chunk; later ones are `Data01`, `Data02`, ...
 pub const DATA: &str = "Data";
 pub const SEQUENCE: &str = "Sequence";
@@ -193,6 +195,8 @@ fn metadata_strings(metadata: &EventMetadata) -> impl Iterator<Item = (&'static 
         (WHO, metadata.who.as_deref()),
         (SOURCE, metadata.source.as_deref()),
         (COMMENTARY, metadata.commentary.as_deref()),
+        (IDEMPOTENCY_KEY, metadata.idempotency_key.as_deref()),
+        (REQUEST_HASH, metadata.request_hash.as_deref()),
     ]
     .into_iter()
     .filter_map(|(name, value)| value.map(|v| (name, v)))

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::entity::{
     self, data_chunk_index, CAUSATION_ID, COMMENTARY, CORRELATION_ID, DATA, EVENT_ID, EVENT_TYPE,
-    MAX_DATA_CHUNKS, RECORDED, ROW_KEY, SCHEMA_VERSION, SOURCE, WHO,
+    IDEMPOTENCY_KEY, MAX_DATA_CHUNKS, RECORDED, REQUEST_HASH, ROW_KEY, SCHEMA_VERSION, SOURCE, WHO,
 };
 use super::keys;
 use crate::stream::{EventMetadata, RecordedEvent};
@@ -40,6 +40,8 @@ pub struct EventRow {
     who: Option<Value>,
     source: Option<Value>,
     commentary: Option<Value>,
+    idempotency_key: Option<Value>,
+    request_hash: Option<Value>,
     /// `Data`, `Data01`, ... by chunk index.
     chunks: [Option<Value>; MAX_DATA_CHUNKS],
 }
@@ -77,6 +79,8 @@ impl EventRow {
                 source: optional_string(SOURCE, self.source)?,
                 commentary: optional_string(COMMENTARY, self.commentary)?,
                 schema_version,
+                idempotency_key: optional_string(IDEMPOTENCY_KEY, self.idempotency_key)?,
+                request_hash: optional_string(REQUEST_HASH, self.request_hash)?,
             },
         })
     }
@@ -150,6 +154,8 @@ impl<'de> Visitor<'de> for RowVisitor {
                 WHO => &mut row.who,
                 SOURCE => &mut row.source,
                 COMMENTARY => &mut row.commentary,
+                IDEMPOTENCY_KEY => &mut row.idempotency_key,
+                REQUEST_HASH => &mut row.request_hash,
                 other => match data_chunk_index(other) {
                     Some(index) => &mut row.chunks[index],
                     None => {
