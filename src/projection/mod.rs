@@ -39,5 +39,5 @@ pub use dynamic::{DynProjection, Fold};
 pub use error::{ApplyError, ProjectionError};
 pub use guard::{guarded_append, DynStreamGuard, GuardError, GuardRegistry, StreamGuard};
 pub use registry::{ProjectionRegistry, RegistryError};
-pub use runner::{AsOf, Projected, ProjectionRunner};
+pub use runner::{AsOf, Projected, ProjectionRunner, REPLAY_CHUNK_EVENTS};
 pub use snapshot::{MemorySnapshotStore, Snapshot, SnapshotStore};

@@ -12,6 +12,9 @@
 //!   its version) and its state deserializes. Anything else (a missing, stale, corrupt or
 //!   unreachable snapshot) falls back to a replay from the start, with a log line;
 //! - [`ProjectionRunner::run_many`] reads the stream once for all the projections it is given;
+//! - memory does not grow with the stream: events are read and folded in chunks of at most
+//!   [`REPLAY_CHUNK_EVENTS`], the first read giving the version that bounds the rest
+//!   ([`EventStore::read_known`]);
 //! - with a snapshot store, the snapshots and the stream's version are read in one round trip,
 //!   then only the events past the oldest usable snapshot up to that version
 //!   ([`EventStore::read_known`]): a snapshot at the stream's head costs no read of events;
@@ -40,6 +43,11 @@ use super::{
     validate_projection_name, DynProjection, Fold, Projection, ProjectionError, Snapshot,
     SnapshotStore, StateCache,
 };
+
+/// Most events one read of a run asks for: a run folds a stream of any length with at most
+/// this many of its events in memory. (Table storage answers a query with at most 1,000
+/// entities, so reading in chunks of this size costs it no extra requests.)
+pub const REPLAY_CHUNK_EVENTS: u64 = 1_000;
 
 /// Which point of the stream's history a projection is run as of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -256,9 +264,10 @@ impl ProjectionRunner {
             .collect()
     }
 
-    /// Resumes each lane from its cached state or snapshot where it can, reads the stream once,
-    /// folds each event into every lane that has not seen it, then caches the states and saves
-    /// new snapshots. Returns the stream's version.
+    /// Resumes each lane from its cached state or snapshot where it can, reads the stream once
+    /// (in reads of at most [`REPLAY_CHUNK_EVENTS`] events), folds each event into every lane
+    /// that has not seen it, then caches the states and saves new snapshots. Returns the
+    /// stream's version.
     async fn fold_lanes(
         &self,
         stream: &StreamId,
@@ -266,24 +275,62 @@ impl ProjectionRunner {
         as_of: AsOf,
     ) -> Result<u64, ProjectionError> {
         let cached = self.cache.is_some() && as_of == AsOf::Latest;
-        let (version, events) = if self.snapshots.is_some() || cached {
+        let (version, rest) = if self.snapshots.is_some() || cached {
             self.read_past_snapshots(stream, lanes, as_of).await?
         } else {
-            let slice = self.store.read(stream, as_of.read_after(0)).await?;
-            (slice.version, slice.events)
+            // The first chunk's read also gives the version that bounds the others.
+            let request = as_of.read_after(0);
+            let first = chunk_of(request);
+            let slice = self.store.read(stream, first).await?;
+            fold_events(stream, lanes, &slice.events)?;
+            let end = request
+                .to_sequence
+                .map_or(slice.version, |to| to.min(slice.version));
+            let rest = first
+                .to_sequence
+                .filter(|&done| done < end)
+                .map(|done| ReadRequest {
+                    from_sequence: done + 1,
+                    to_sequence: Some(end),
+                    ..request
+                });
+            (slice.version, rest)
         };
-
-        for event in &events {
-            for lane in lanes.iter_mut() {
-                lane.apply(event)
-                    .map_err(|source| ProjectionError::apply(stream, lane.name, source))?;
-            }
+        if let Some(rest) = rest {
+            self.fold_range(stream, lanes, rest, version).await?;
         }
 
         if as_of == AsOf::Latest {
             self.keep_states(stream, lanes).await;
         }
         Ok(version)
+    }
+
+    /// Folds the events of `request` (which ends at `to_sequence`, at most `version`) into
+    /// every lane, reading at most [`REPLAY_CHUNK_EVENTS`] of them at a time.
+    async fn fold_range(
+        &self,
+        stream: &StreamId,
+        lanes: &mut [Lane<'_>],
+        request: ReadRequest,
+        version: u64,
+    ) -> Result<(), ProjectionError> {
+        let mut next = Some(request);
+        while let Some(request) =
+            next.filter(|r| r.to_sequence.is_some_and(|to| to >= r.from_sequence))
+        {
+            let chunk = chunk_of(request);
+            let events = self.store.read_known(stream, chunk, version).await?;
+            fold_events(stream, lanes, &events)?;
+            next = match (chunk.to_sequence, request.to_sequence) {
+                (Some(done), Some(to)) if done < to => Some(ReadRequest {
+                    from_sequence: done + 1,
+                    ..request
+                }),
+                _ => None,
+            };
+        }
+        Ok(())
     }
 
     /// After a run as of the latest event: saves a snapshot of each lane that folded more than
@@ -325,15 +372,16 @@ impl ProjectionRunner {
     }
 
     /// Loads the lanes' snapshots and the stream's version in one round trip (two point reads
-    /// on Table storage), then reads only the events past the oldest usable snapshot, up to
-    /// that version: nothing at all when every snapshot is at the stream's head. A lane with a
-    /// cached state (runs as of the latest event) starts from it and loads no snapshot.
+    /// on Table storage), and returns that version and the events left to read: only those
+    /// past the oldest usable snapshot, up to that version (`None` when every snapshot is at
+    /// the stream's head). A lane with a cached state (runs as of the latest event) starts
+    /// from it and loads no snapshot.
     async fn read_past_snapshots(
         &self,
         stream: &StreamId,
         lanes: &mut [Lane<'_>],
         as_of: AsOf,
-    ) -> Result<(u64, Vec<RecordedEvent>), ProjectionError> {
+    ) -> Result<(u64, Option<ReadRequest>), ProjectionError> {
         let cached: Vec<Option<(Snapshot, u64)>> = lanes
             .iter()
             .map(|lane| match (&self.cache, as_of) {
@@ -377,16 +425,42 @@ impl ProjectionRunner {
 
         let after = lanes.iter().map(|lane| lane.start).min().unwrap_or(0);
         let request = as_of.read_after(after).bounded_by(version);
-        let events = if request
+        let rest = request
             .to_sequence
-            .is_some_and(|to| to < request.from_sequence)
-        {
-            Vec::new()
-        } else {
-            self.store.read_known(stream, request, version).await?
-        };
-        Ok((version, events))
+            .is_some_and(|to| to >= request.from_sequence)
+            .then_some(request);
+        Ok((version, rest))
     }
+}
+
+/// `request` cut to its first [`REPLAY_CHUNK_EVENTS`] sequence numbers.
+fn chunk_of(request: ReadRequest) -> ReadRequest {
+    let chunk_end = request
+        .from_sequence
+        .saturating_add(REPLAY_CHUNK_EVENTS - 1);
+    ReadRequest {
+        to_sequence: Some(
+            request
+                .to_sequence
+                .map_or(chunk_end, |to| to.min(chunk_end)),
+        ),
+        ..request
+    }
+}
+
+/// Folds `events` into every lane that has not seen them.
+fn fold_events(
+    stream: &StreamId,
+    lanes: &mut [Lane<'_>],
+    events: &[RecordedEvent],
+) -> Result<(), ProjectionError> {
+    for event in events {
+        for lane in lanes.iter_mut() {
+            lane.apply(event)
+                .map_err(|source| ProjectionError::apply(stream, lane.name, source))?;
+        }
+    }
+    Ok(())
 }
 
 /// The state `lane` ended with, as a snapshot (`None` if it holds no event or cannot be
@@ -648,6 +722,78 @@ mod tests {
         assert!(!AsOf::Sequence(9).admits(&snapshot));
         assert!(AsOf::Time(t).admits(&snapshot));
         assert!(!AsOf::Time(t - time::Duration::nanoseconds(1)).admits(&snapshot));
+    }
+
+    /// Appends `events` events to a new stream of `store`.
+    async fn long_stream(store: &dyn EventStore, events: u64) -> StreamId {
+        let stream = StreamId::new("Bank", "Account", "long").unwrap();
+        let mut written = 0;
+        while written < events {
+            let batch = (events - written).min(400);
+            let new = (0..batch)
+                .map(|_| NewEvent::new("Happened", &serde_json::json!({})).unwrap())
+                .collect();
+            store
+                .append(&stream, crate::stream::ExpectedVersion::Exact(written), new)
+                .await
+                .unwrap();
+            written += batch;
+        }
+        stream
+    }
+
+    #[tokio::test]
+    async fn a_replay_reads_the_stream_in_chunks() {
+        let store = Arc::new(super::super::CountingStore::new(
+            crate::storage::MemoryStore::new(),
+        ));
+        let events = REPLAY_CHUNK_EVENTS * 5 / 2;
+        let stream = long_stream(store.as_ref(), events).await;
+        let runner = ProjectionRunner::new(store.clone());
+        let all = runner.run(&stream, &Count, AsOf::Latest).await.unwrap();
+        assert_eq!(
+            (all.state, all.sequence, all.stream_version),
+            (events, events, events)
+        );
+        assert_eq!(
+            store.reads(),
+            3,
+            "three chunks, none over {REPLAY_CHUNK_EVENTS}"
+        );
+        assert_eq!(store.events_read(), events);
+
+        store.reset();
+        let upto = REPLAY_CHUNK_EVENTS + 1;
+        let part = runner
+            .run(&stream, &Count, AsOf::Sequence(upto))
+            .await
+            .unwrap();
+        assert_eq!((part.state, part.sequence), (upto, upto));
+        assert_eq!((store.reads(), store.events_read()), (2, upto));
+
+        // Resumed from a cached state: only the events past it, in chunks too.
+        store.reset();
+        let cached =
+            ProjectionRunner::new(store.clone()).with_cache(Arc::new(StateCache::new(1 << 20)));
+        let first = cached.run(&stream, &Count, AsOf::Latest).await.unwrap();
+        assert_eq!(first.state, events);
+        assert_eq!(store.reads(), 3);
+        let more = long_stream_append(store.as_ref(), &stream, events, 10).await;
+        store.reset();
+        let again = cached.run(&stream, &Count, AsOf::Latest).await.unwrap();
+        assert_eq!(again.state, more);
+        assert_eq!((store.reads(), store.events_read()), (1, 10));
+    }
+
+    async fn long_stream_append(store: &dyn EventStore, stream: &StreamId, at: u64, n: u64) -> u64 {
+        let new = (0..n)
+            .map(|_| NewEvent::new("Happened", &serde_json::json!({})).unwrap())
+            .collect();
+        store
+            .append(stream, crate::stream::ExpectedVersion::Exact(at), new)
+            .await
+            .unwrap()
+            .version
     }
 
     #[test]

@@ -42,7 +42,7 @@ mod table;
 
 pub use error::ReadModelError;
 pub use memory::MemoryReadModelStore;
-pub use projector::{ProjectOutcome, ReadModelProjector, MAX_SAVE_ATTEMPTS};
+pub use projector::{ProjectOutcome, ReadModelProjector, CATCH_UP_CHUNK_EVENTS, MAX_SAVE_ATTEMPTS};
 pub use rebuild::{rebuild, RebuildFailure, RebuildReport, UnreadableStream, REBUILD_CONCURRENCY};
 pub use store::{
     Checkpoint, ETag, FoldFailure, ReadModelPage, ReadModelRow, ReadModelStore, SaveCondition,

@@ -15,7 +15,11 @@
 //! down.
 //!
 //! All read models of one stream are loaded together and the stream is read once per attempt
-//! (from the oldest row's sequence).
+//! (from the oldest row's sequence), in reads of at most [`CATCH_UP_CHUNK_EVENTS`] events, each
+//! folded into every row's state before the next is read: memory does not grow with the
+//! number of events a row catches up on. Nothing is saved between chunks: each row is saved
+//! once at the end of the attempt, conditioned on the ETag it was loaded with, exactly as an
+//! unchunked attempt would (a chunk is a read, never a commit point).
 //!
 //! A row written by another projection version, one whose state no longer deserializes, or
 //! one that claims a sequence past the end of the stream is recomputed from the first event.
@@ -38,11 +42,14 @@ use super::store::{
     Checkpoint, FoldFailure, ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint,
 };
 use super::ReadModelError;
-use crate::projection::{DynProjection, Fold, ProjectionError};
+use crate::projection::{ApplyError, DynProjection, Fold, ProjectionError};
 use crate::stream::{EventStore, ReadRequest, RecordedEvent, StreamId};
 
 /// Attempts per read model before a notification gives up (and is delivered again later).
 pub const MAX_SAVE_ATTEMPTS: u32 = 10;
+/// Most events one read of a catch-up asks for: a row is brought over any number of events
+/// with at most this many of them in memory (the replay chunk of the projection runner).
+pub const CATCH_UP_CHUNK_EVENTS: u64 = crate::projection::REPLAY_CHUNK_EVENTS;
 
 /// What one call did to one read model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +95,26 @@ struct Lane<'a> {
     /// Events up to here are in the fold.
     start: u64,
     loaded: Option<StoredCheckpoint>,
+    /// Events folded in by this attempt.
+    applied: u64,
+    /// The event the projection refused (nothing more is folded into this lane).
+    refused: Option<ApplyError>,
+}
+
+impl Lane<'_> {
+    /// Folds in the events of `events` past `start`, until the projection refuses one.
+    fn fold_chunk(&mut self, events: &[RecordedEvent]) {
+        if self.refused.is_some() {
+            return;
+        }
+        for event in events.iter().filter(|e| e.sequence > self.start) {
+            if let Err(error) = self.fold.apply(event) {
+                self.refused = Some(error);
+                return;
+            }
+            self.applied += 1;
+        }
+    }
 }
 
 impl ReadModelProjector {
@@ -211,37 +238,22 @@ impl ReadModelProjector {
                 fold,
                 start,
                 loaded,
+                applied: 0,
+                refused: None,
             });
         }
         if lanes.is_empty() {
             return Ok(Vec::new());
         }
 
-        let (version, events) = self.read_for(stream, &mut lanes).await?;
-        if let Some(n) = notified {
-            if version < n {
-                return Err(ReadModelError::AheadOfStream {
-                    stream: stream.to_string(),
-                    sequence: n,
-                    version,
-                });
-            }
-        }
+        let version = self.fold_to_end(stream, notified, &mut lanes).await?;
 
         let mut saves = Vec::new();
         for mut lane in lanes {
             let model = &self.models[lane.index];
             let before = lane.loaded.as_ref().map_or(0, |r| r.checkpoint.sequence);
-            let mut applied = 0;
-            let mut refused = None;
-            for event in events.iter().filter(|e| e.sequence > lane.start) {
-                if let Err(error) = lane.fold.apply(event) {
-                    refused = Some(error);
-                    break;
-                }
-                applied += 1;
-            }
-            if let Some(error) = refused {
+            let applied = lane.applied;
+            if let Some(error) = lane.refused.take() {
                 // The stream holds an event this projection refuses: mark the row with it and
                 // succeed, so the notification is not delivered again and again for an event
                 // that will never fold; the other read models and streams carry on.
@@ -351,34 +363,72 @@ impl ReadModelProjector {
         Ok(lost)
     }
 
-    /// Reads the events after the oldest lane's start to the end of the stream. A lane whose
-    /// row claims more events than the stream has is reset to replay from the first event.
-    async fn read_for(
+    /// Reads the events after the oldest lane's start to the end of the stream, at most
+    /// [`CATCH_UP_CHUNK_EVENTS`] at a time, and folds each chunk into every lane; returns the
+    /// stream's version (read with the first chunk, which bounds the others). A notification
+    /// ahead of that version fails before anything more is read. A lane whose row claims more
+    /// events than the stream has is reset to replay from the first event.
+    async fn fold_to_end(
         &self,
         stream: &StreamId,
+        notified: Option<u64>,
         lanes: &mut [Lane<'_>],
-    ) -> Result<(u64, Vec<RecordedEvent>), ReadModelError> {
+    ) -> Result<u64, ReadModelError> {
         let after = lanes.iter().map(|l| l.start).min().unwrap_or(0);
-        let slice = self.events.read(stream, ReadRequest::after(after)).await?;
+        let first = chunk_after(after, None);
+        let slice = self.events.read(stream, first).await?;
+        let version = slice.version;
+        if let Some(n) = notified {
+            if version < n {
+                return Err(ReadModelError::AheadOfStream {
+                    stream: stream.to_string(),
+                    sequence: n,
+                    version,
+                });
+            }
+        }
         let mut reset = false;
-        for lane in lanes.iter_mut().filter(|l| l.start > slice.version) {
+        for lane in lanes.iter_mut().filter(|l| l.start > version) {
             tracing::warn!(
                 stream = %stream,
                 model = self.models[lane.index].name(),
                 row_sequence = lane.start,
-                stream_version = slice.version,
+                stream_version = version,
                 "read model row is past the end of the stream; recomputing it"
             );
             lane.fold.reset();
             lane.start = 0;
             reset = true;
         }
-        if reset && after > 0 {
-            let full = self.events.read(stream, ReadRequest::all()).await?;
-            return Ok((full.version, full.events));
+        let mut done = if reset && after > 0 {
+            // The first chunk started past what the reset lanes need: read from the start.
+            0
+        } else {
+            for lane in lanes.iter_mut() {
+                lane.fold_chunk(&slice.events);
+            }
+            first.to_sequence.unwrap_or(u64::MAX)
+        };
+        drop(slice);
+        while done < version {
+            let chunk = chunk_after(done, Some(version));
+            let events = self.events.read_known(stream, chunk, version).await?;
+            for lane in lanes.iter_mut() {
+                lane.fold_chunk(&events);
+            }
+            done = chunk.to_sequence.unwrap_or(version);
         }
-        Ok((slice.version, slice.events))
+        Ok(version)
     }
+}
+
+/// The events after `after`, at most [`CATCH_UP_CHUNK_EVENTS`] of them and none past `last`.
+fn chunk_after(after: u64, last: Option<u64>) -> ReadRequest {
+    let end = after.saturating_add(CATCH_UP_CHUNK_EVENTS);
+    ReadRequest::range(
+        after.saturating_add(1),
+        Some(last.map_or(end, |last| last.min(end))),
+    )
 }
 
 /// Whether `row` can be resumed from: same projection version and a state that reads back
@@ -411,5 +461,89 @@ fn resumable(
             fold.reset();
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+    use crate::projection::{CountingStore, Projection};
+    use crate::readmodel::MemoryReadModelStore;
+    use crate::storage::MemoryStore;
+    use crate::stream::{ExpectedVersion, NewEvent};
+
+    struct Count;
+
+    impl Projection for Count {
+        type State = u64;
+        fn name(&self) -> &str {
+            "count"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn initial(&self) -> u64 {
+            0
+        }
+        fn apply(&self, n: &mut u64, _: &RecordedEvent) -> Result<(), ApplyError> {
+            *n += 1;
+            Ok(())
+        }
+    }
+
+    async fn append(store: &dyn EventStore, stream: &StreamId, at: u64, n: u64) -> u64 {
+        let mut version = at;
+        while version < at + n {
+            let batch = (at + n - version).min(400);
+            let new = (0..batch)
+                .map(|_| NewEvent::new("Happened", &serde_json::json!({})).unwrap())
+                .collect();
+            version = store
+                .append(stream, ExpectedVersion::Exact(version), new)
+                .await
+                .unwrap()
+                .version;
+        }
+        version
+    }
+
+    #[tokio::test]
+    async fn a_catch_up_longer_than_a_chunk_reads_chunk_by_chunk_and_reaches_the_end() {
+        let events = Arc::new(CountingStore::new(MemoryStore::new()));
+        let rows = Arc::new(MemoryReadModelStore::new());
+        let model: Arc<dyn DynProjection> = Arc::new(Count);
+        let projector = ReadModelProjector::new(events.clone(), rows.clone(), vec![model]);
+        let stream = StreamId::new("Bank", "Account", "long").unwrap();
+        let length = CATCH_UP_CHUNK_EVENTS * 5 / 2;
+        append(events.as_ref(), &stream, 0, length).await;
+
+        let outcomes = projector.project(&stream, 1).await.unwrap();
+        assert_eq!((outcomes[0].after, outcomes[0].applied), (length, length));
+        assert_eq!(
+            events.reads(),
+            3,
+            "chunks of at most {CATCH_UP_CHUNK_EVENTS}"
+        );
+        assert_eq!(events.events_read(), length);
+        let row = rows.load("count", &stream).await.unwrap().unwrap();
+        assert_eq!(row.checkpoint.sequence, length);
+        assert_eq!(row.checkpoint.state.get(), length.to_string());
+
+        // From the checkpoint on: only the new events.
+        let version = append(events.as_ref(), &stream, length, 10).await;
+        events.reset();
+        let outcomes = projector.catch_up(&stream).await.unwrap();
+        assert_eq!((outcomes[0].before, outcomes[0].after), (length, version));
+        assert_eq!((events.reads(), events.events_read()), (1, 10));
+        let row = rows.load("count", &stream).await.unwrap().unwrap();
+        assert_eq!(row.checkpoint.state.get(), version.to_string());
+
+        // A notification ahead of the stream fails after one read.
+        events.reset();
+        assert!(matches!(
+            projector.project(&stream, version + 1).await,
+            Err(ReadModelError::AheadOfStream { .. })
+        ));
+        assert_eq!(events.reads(), 1);
     }
 }
