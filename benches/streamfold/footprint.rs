@@ -7,7 +7,11 @@
 //!   Table storage) straight to the handler, the peak (`VmHWM`), the RSS once idle again, and
 //!   the handler's CPU time per append (user + system, from `/proc/{pid}/stat`), which is our
 //!   cost alone, whatever the storage's speed;
-//! - the binary's size on disk (the release profile strips symbols).
+//! - the binary's size on disk (the release profile strips symbols);
+//! - reading a long stream: the handler's peak RSS (`VmHWM`, and the highest `VmRSS` sample)
+//!   while a client walks a stream of [`crate::Plan::large_read_mib`] MiB (at least 200 MB in
+//!   full mode, 16 MiB in short mode) page by page through `ReadStream`, from Append Blobs: what
+//!   the handler holds does not grow with the stream (one page, about one ranged GET).
 //!
 //! Every process started here is killed before the section returns.
 
@@ -22,7 +26,8 @@ use anyhow::{bail, Context};
 use futures::future::try_join_all;
 
 use crate::env::{
-    handler_exe, http_client, mib, proc, HttpStream, NOTIFICATIONS_OFF, TABLE_ENTITY,
+    handler_exe, http_client, mib, proc, stream_path, HttpStream, BLOB_ENTITY, DOMAIN,
+    MONEY_DEPOSITED, NOTIFICATIONS_OFF, TABLE_ENTITY,
 };
 use crate::report::{Row, Samples, Target};
 use crate::Plan;
@@ -42,6 +47,20 @@ const POLL_PAUSE: Duration = Duration::from_micros(200);
 const IDLE_PAUSE: Duration = Duration::from_millis(500);
 /// How often RSS is sampled under load.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(50);
+/// The app setting that puts `Bench/Blob` streams in append blobs (as `crate::env` sets it
+/// for the app under the simulator).
+const BLOB_SETTING: (&str, &str) = ("Streamfold__Bench__Blob", "AppendBlob;AzureWebJobsStorage");
+/// Bytes of data per event of the long stream (a record is about 1.2 KiB).
+const LARGE_EVENT_DATA_BYTES: usize = 1_000;
+/// Events per append while writing the long stream (one block each, under 4 MiB).
+const LARGE_APPEND_EVENTS: u64 = 3_000;
+/// Events per `ReadStream` page while reading it back (the largest page).
+const LARGE_PAGE_SIZE: u64 = 1_000;
+/// What the issue asks for in full mode: a stream of at least this many bytes.
+const LARGE_MIN_FULL_BYTES: u64 = 200_000_000;
+/// Our bound on the handler's peak RSS while it reads a long stream page by page, in MiB:
+/// a few pages and ranges, whatever the stream's length (the stream is over 200 MB).
+pub const LARGE_READ_RSS_TARGET_MIB: f64 = 64.0;
 
 /// A handler process started here; killed when dropped.
 struct Handler {
@@ -51,10 +70,15 @@ struct Handler {
 
 impl Handler {
     fn spawn(connection: &str) -> anyhow::Result<(Self, Instant)> {
+        Self::spawn_with(connection, &[])
+    }
+
+    fn spawn_with(connection: &str, settings: &[(&str, &str)]) -> anyhow::Result<(Self, Instant)> {
         let port = streamfold_testbed::free_port()?;
         let started = Instant::now();
         let child = Command::new(handler_exe()?)
             .envs(NOTIFICATIONS_OFF)
+            .envs(settings.iter().copied())
             .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
             .env("FUNCTIONS_WORKER_RUNTIME", "custom")
             .env("AzureWebJobsStorage", connection)
@@ -194,7 +218,176 @@ pub async fn run(connection: &str, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     }
 
     rows.extend(under_load(connection, plan).await?);
+    rows.extend(
+        read_large(connection, plan)
+            .await
+            .context("reading a long stream")?,
+    );
     Ok(rows)
+}
+
+/// Writes a stream of `plan.large_read_mib` MiB to append blobs (straight through the library,
+/// as any writer could), then walks it with `ReadStream` pages on a freshly started handler,
+/// sampling the handler's RSS; its peak is the row.
+async fn read_large(connection: &str, plan: &Plan) -> anyhow::Result<Vec<Row>> {
+    use streamfold::storage::blob::BlobStore;
+    use streamfold::storage::StorageAccount;
+    use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, StreamId};
+
+    let target_bytes = plan.large_read_mib * 1024 * 1024;
+    let instance = "large-read";
+    let stream = StreamId::new(DOMAIN, BLOB_ENTITY, instance)?;
+    let store = BlobStore::new(StorageAccount::from_connection_string(connection)?);
+    let data = serde_json::value::to_raw_value(&serde_json::json!({
+        "amount": "1.00",
+        "note": "n".repeat(LARGE_EVENT_DATA_BYTES),
+    }))?;
+    let mut version = 0_u64;
+    let mut written_bytes = 0_u64;
+    while written_bytes < target_bytes {
+        let events: Vec<NewEvent> = (0..LARGE_APPEND_EVENTS)
+            .map(|_| NewEvent::from_raw(MONEY_DEPOSITED, data.clone()))
+            .collect();
+        let outcome = store
+            .append(&stream, ExpectedVersion::Exact(version), events)
+            .await?;
+        version = outcome.version;
+        written_bytes = store_bytes(&store, &stream).await?.max(written_bytes);
+    }
+
+    let (handler, _) = Handler::spawn_with(connection, &[BLOB_SETTING])?;
+    let mut handler = handler;
+    let handler =
+        tokio::task::spawn_blocking(move || handler.wait_ready().map(|_| handler)).await??;
+    let pid = handler.pid();
+    let url = format!(
+        "http://127.0.0.1:{}{}",
+        handler.port,
+        stream_path(DOMAIN, BLOB_ENTITY, instance)
+    );
+    let http = http_client()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let max_rss = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (stop, max_rss) = (stop.clone(), max_rss.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(kib) = proc::rss_kib(pid) {
+                    max_rss.fetch_max(kib, Ordering::SeqCst);
+                }
+                tokio::time::sleep(RSS_SAMPLE_EVERY).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut from = Some(1_u64);
+    let (mut events, mut pages, mut answer_bytes) = (0_u64, 0_u64, 0_u64);
+    while let Some(first) = from {
+        let response = http
+            .get(format!(
+                "{url}?fromSequence={first}&pageSize={LARGE_PAGE_SIZE}"
+            ))
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "ReadStream page from {first} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let page: serde_json::Value = serde_json::from_slice(&body)?;
+        events += page["events"].as_array().map_or(0, |e| e.len() as u64);
+        pages += 1;
+        answer_bytes += body.len() as u64;
+        from = page["nextFromSequence"].as_u64();
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let _ = sampler.await;
+    let peak = proc::peak_rss_kib(pid);
+    drop(handler);
+    if events != version {
+        bail!("walking the pages gave {events} events of {version}");
+    }
+
+    let mb = written_bytes as f64 / 1e6;
+    let mode = if written_bytes >= LARGE_MIN_FULL_BYTES {
+        String::new()
+    } else {
+        format!(
+            " (short mode: under the {} MB of full mode)",
+            LARGE_MIN_FULL_BYTES / 1_000_000
+        )
+    };
+    let note = format!(
+        "{version} events, {mb:.0} MB of records in append blobs, read as {pages} pages of \
+         {LARGE_PAGE_SIZE} ({:.0} MB of answers) in {:.1} s{mode}",
+        answer_bytes as f64 / 1e6,
+        elapsed.as_secs_f64()
+    );
+    let mut rows = Vec::new();
+    match peak {
+        Some(kib) => rows.push(
+            Row::compare(
+                "footprint.rss.read_large",
+                SECTION,
+                format!("handler peak RSS (VmHWM) reading a {mb:.0} MB stream page by page"),
+                "MiB",
+                mib(kib),
+                None,
+                "",
+            )
+            .note(note)
+            .target(Target::AtMost(LARGE_READ_RSS_TARGET_MIB)),
+        ),
+        None => rows.push(Row::not_available(
+            "footprint.rss.read_large",
+            SECTION,
+            "handler peak RSS reading a long stream page by page",
+            "MiB",
+            "/proc/PID/status could not be read",
+        )),
+    }
+    rows.push(Row::compare(
+        "footprint.rss.read_large.sampled",
+        SECTION,
+        format!("handler RSS reading the {mb:.0} MB stream, highest sample"),
+        "MiB",
+        mib(max_rss.load(Ordering::SeqCst)),
+        None,
+        "",
+    ));
+    Ok(rows)
+}
+
+/// Bytes of the stream's segments (the listing's lengths).
+async fn store_bytes(
+    store: &streamfold::storage::blob::BlobStore,
+    stream: &streamfold::stream::StreamId,
+) -> anyhow::Result<u64> {
+    let container = store
+        .account()
+        .blob_service_client()?
+        .container_client(store.container_name());
+    let prefix = format!(
+        "{}/{}/{}/",
+        stream.domain(),
+        stream.entity(),
+        stream.instance()
+    );
+    let mut pages = container
+        .list_blobs()
+        .prefix(azure_core::prelude::Prefix::from(prefix))
+        .into_stream();
+    let mut bytes = 0;
+    while let Some(page) = futures::StreamExt::next(&mut pages).await {
+        for blob in page?.blobs.blobs() {
+            bytes += blob.properties.content_length;
+        }
+    }
+    Ok(bytes)
 }
 
 async fn under_load(connection: &str, plan: &Plan) -> anyhow::Result<Vec<Row>> {

@@ -76,6 +76,8 @@ pub struct Plan {
     pub load_time: Duration,
     pub projector_lag_samples: usize,
     pub projector_notifications: usize,
+    /// MiB of the stream whose reading the footprint section measures.
+    pub large_read_mib: u64,
 }
 
 impl Plan {
@@ -93,6 +95,7 @@ impl Plan {
             load_time: Duration::from_secs(2),
             projector_lag_samples: 10,
             projector_notifications: 100,
+            large_read_mib: 16,
         }
     }
 
@@ -110,6 +113,7 @@ impl Plan {
             load_time: Duration::from_secs(8),
             projector_lag_samples: 100,
             projector_notifications: 1_000,
+            large_read_mib: 200,
         }
     }
 
@@ -128,6 +132,7 @@ impl Plan {
             "loadSeconds": self.load_time.as_secs_f64(),
             "projectorLagSamples": self.projector_lag_samples,
             "projectorNotifications": self.projector_notifications,
+            "largeReadMiB": self.large_read_mib,
         });
         match value {
             serde_json::Value::Object(map) => map,
