@@ -52,6 +52,15 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+impl From<crate::notify::settings::SettingError> for ConfigError {
+    fn from(error: crate::notify::settings::SettingError) -> Self {
+        Self {
+            setting: error.setting,
+            reason: error.reason,
+        }
+    }
+}
+
 impl ConfigError {
     fn new(setting: &str, reason: impl Into<String>) -> Self {
         Self {

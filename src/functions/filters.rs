@@ -5,13 +5,15 @@ use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 use warp::{Filter, Rejection};
 
-use super::problem::{reject, Problem};
+use super::problem::{body_too_large, reject, Problem};
 use super::{MAX_BODY_BYTES, MAX_DRAINED_BODY_BYTES};
 
 /// Header carrying the correlation id of a request (stored in event metadata, echoed back).
 pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
 /// Header the Functions host adds to every call.
 pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
+/// Header the host's proxying mode also sets to the invocation id (docs/host-modes.md).
+pub const PROXY_INVOCATION_ID_HEADER: &str = "x-ms-invocation-id";
 /// Longest correlation id accepted from a client.
 pub const MAX_CORRELATION_ID_LEN: usize = 128;
 
@@ -67,15 +69,6 @@ where
             Some(Err(_)) | None => return,
         }
     }
-}
-
-/// 413 for a body over [`MAX_BODY_BYTES`].
-pub fn body_too_large() -> Problem {
-    Problem::new(
-        warp::http::StatusCode::PAYLOAD_TOO_LARGE,
-        "body-too-large",
-        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-    )
 }
 
 /// One path segment, percent-decoded (warp leaves `%20` as it is).

@@ -257,7 +257,7 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
             "this route does not accept this HTTP method",
         )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        super::filters::body_too_large()
+        body_too_large()
     } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
         Problem::bad_request("invalid-query", e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
@@ -336,4 +336,16 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Prob
 /// Shorthand used by handlers: `Err(problem)` becomes a rejection for [`recover`].
 pub fn reject(problem: impl Into<Problem>) -> Rejection {
     warp::reject::custom(problem.into())
+}
+
+/// 413 for a body over [`super::MAX_BODY_BYTES`].
+pub fn body_too_large() -> Problem {
+    Problem::new(
+        warp::http::StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        format!(
+            "the request body is larger than {} bytes",
+            super::MAX_BODY_BYTES
+        ),
+    )
 }

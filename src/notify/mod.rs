@@ -21,6 +21,7 @@
 
 pub mod deadletter;
 pub mod dispatch;
+pub mod error;
 pub mod notification;
 pub mod publisher;
 pub mod retry;
@@ -42,5 +43,5 @@ pub use publisher::{
 };
 pub use retry::RetryPolicy;
 pub use schema::{DecodeError, NotificationSchema};
-pub use settings::{NotificationSettings, NotificationTarget, TopicKey};
+pub use settings::{NotificationSettings, NotificationTarget, SettingError, TopicKey};
 pub use sink::{MemorySink, NotificationSink};

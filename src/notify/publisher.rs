@@ -37,8 +37,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
-use uuid::Uuid;
 
+pub use super::error::PublishError;
 use super::notification::{Notification, MAX_EVENT_BYTES};
 use super::retry::{random_unit, RetryPolicy, DEFAULT_CONNECT_TIMEOUT};
 use super::schema::{join_array, NotificationSchema};
@@ -66,120 +66,6 @@ pub const AUTH_PAUSE_INITIAL: Duration = Duration::from_secs(30);
 /// Longest pause: each time the topic refuses the key again after a pause, the next pause is
 /// twice as long, up to this.
 pub const AUTH_PAUSE_MAX: Duration = Duration::from_secs(600);
-
-/// Why notifications were not all published.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    /// A notification cannot fit in one request; nothing was sent.
-    #[error("notification {id} (index {index}) is {bytes} bytes, over the {MAX_REQUEST_BYTES}-byte request limit")]
-    EventTooLarge {
-        index: usize,
-        id: Uuid,
-        bytes: usize,
-    },
-    /// A notification could not be encoded; nothing was sent.
-    #[error("notification {id} (index {index}) could not be encoded: {reason}")]
-    Encode {
-        index: usize,
-        id: Uuid,
-        reason: String,
-    },
-    /// A 4xx other than 401, 403, 408 and 429 (400, 404, 413, ...): the receiver refused the
-    /// request holding `batch`, for good.
-    #[error("{endpoint} refused notifications {batch:?} with {status}: {body}")]
-    Rejected {
-        status: u16,
-        body: String,
-        endpoint: String,
-        batch: Range<usize>,
-    },
-    /// 401 or 403: the key is wrong (rotated, say) or lacks access; publishing pauses.
-    #[error("{endpoint} refused the key with {status} (check the topic key setting): {body}")]
-    Unauthorized {
-        status: u16,
-        body: String,
-        endpoint: String,
-        batch: Range<usize>,
-    },
-    /// Nothing was sent: publishing is paused since the topic refused the key.
-    #[error(
-        "publishing to {endpoint} is paused for another {}s: the topic refused the key with \
-         {status}: {body}",
-        remaining.as_secs()
-    )]
-    Paused {
-        status: u16,
-        body: String,
-        endpoint: String,
-        remaining: Duration,
-        batch: Range<usize>,
-    },
-    /// Every attempt failed with a transient error (5xx, 408, 429, timeout, connection).
-    #[error("{endpoint} unavailable after {attempts} attempt(s): {last}")]
-    Unavailable {
-        attempts: u32,
-        last: String,
-        endpoint: String,
-        batch: Range<usize>,
-    },
-    /// The HTTP client could not be built.
-    #[error("could not build the HTTP client: {0}")]
-    Client(String),
-}
-
-impl PublishError {
-    /// How many notifications, from the start of the slice given, were accepted before the
-    /// failure.
-    pub fn published(&self) -> usize {
-        match self {
-            Self::Rejected { batch, .. }
-            | Self::Unauthorized { batch, .. }
-            | Self::Paused { batch, .. }
-            | Self::Unavailable { batch, .. } => batch.start,
-            _ => 0,
-        }
-    }
-
-    /// True when trying again later may succeed (the receiver was unavailable).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
-    }
-
-    /// True when no notification can be published for now, whatever it holds: the receiver
-    /// is unavailable or refuses the key. Callers stop publishing and leave the rest pending.
-    pub fn stops_publishing(&self) -> bool {
-        matches!(
-            self,
-            Self::Unavailable { .. }
-                | Self::Unauthorized { .. }
-                | Self::Paused { .. }
-                | Self::Client(_)
-        )
-    }
-
-    /// The notifications (indexes into the slice given) refused for good, when that is what
-    /// happened: the request the receiver refused, or the one notification that cannot be sent
-    /// at all. Those before `published()` were accepted; the others were not sent.
-    pub fn refused(&self) -> Option<Range<usize>> {
-        match self {
-            Self::Rejected { batch, .. } => Some(batch.clone()),
-            Self::EventTooLarge { index, .. } | Self::Encode { index, .. } => {
-                Some(*index..index.saturating_add(1))
-            }
-            _ => None,
-        }
-    }
-
-    /// The receiver's status of a refusal (none when nothing was sent).
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            Self::Rejected { status, .. }
-            | Self::Unauthorized { status, .. }
-            | Self::Paused { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
 
 /// Why and until when publishing is paused.
 #[derive(Debug, Clone)]

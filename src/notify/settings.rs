@@ -24,7 +24,7 @@
 //! bank example are built from notifications, so a configured target means they are wanted.
 //! Setting a switch to `true` with nowhere to send is an error naming the switch.
 //!
-//! Every present but invalid value stops the start with a [`ConfigError`] naming the setting.
+//! Every present but invalid value stops the start with a [`SettingError`] naming the setting.
 //! The key is held in a [`TopicKey`], which `Debug` and `Display` never show.
 
 use std::collections::HashMap;
@@ -34,7 +34,6 @@ use reqwest::Url;
 
 use super::notification::RaiseSwitches;
 use super::schema::NotificationSchema;
-use crate::config::ConfigError;
 
 pub const TOPIC_ENDPOINT_SETTING: &str = "EventGridTopicEndpoint";
 pub const KEY_VALUE_SETTING: &str = "EventGridKeyValue";
@@ -128,20 +127,20 @@ pub struct NotificationSettings {
 
 impl NotificationSettings {
     /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env() -> Result<Self, SettingError> {
         Self::from_pairs(std::env::vars())
     }
 
     /// Reads settings from name/value pairs (the environment, or a test's map).
     pub fn from_pairs(
         pairs: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, SettingError> {
         let env: HashMap<String, String> = pairs.into_iter().collect();
         Self::from_map(&env)
     }
 
     /// Reads settings from a map of app settings.
-    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, SettingError> {
         let target = target(env)?;
         let default = target.is_some();
         let raise = RaiseSwitches {
@@ -181,8 +180,17 @@ impl NotificationSettings {
     }
 }
 
-fn error(setting: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
+/// A notification setting that is present but wrong, with the setting's name (the app's
+/// configuration turns it into its own error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("setting {setting}: {reason}")]
+pub struct SettingError {
+    pub setting: String,
+    pub reason: String,
+}
+
+fn error(setting: &str, reason: impl Into<String>) -> SettingError {
+    SettingError {
         setting: setting.to_owned(),
         reason: reason.into(),
     }
@@ -193,7 +201,7 @@ fn value<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
-fn switch(env: &HashMap<String, String>, name: &str, default: bool) -> Result<bool, ConfigError> {
+fn switch(env: &HashMap<String, String>, name: &str, default: bool) -> Result<bool, SettingError> {
     match value(env, name) {
         None => Ok(default),
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
@@ -202,7 +210,7 @@ fn switch(env: &HashMap<String, String>, name: &str, default: bool) -> Result<bo
     }
 }
 
-fn http_url(name: &str, raw: &str) -> Result<Url, ConfigError> {
+fn http_url(name: &str, raw: &str) -> Result<Url, SettingError> {
     let url = Url::parse(raw).map_err(|e| error(name, format!("{raw:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(error(name, format!("{raw:?} is not an http(s) URL")));
@@ -210,7 +218,7 @@ fn http_url(name: &str, raw: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
-fn target(env: &HashMap<String, String>) -> Result<Option<NotificationTarget>, ConfigError> {
+fn target(env: &HashMap<String, String>) -> Result<Option<NotificationTarget>, SettingError> {
     let key = key(env)?;
     if let Some(raw) = value(env, TOPIC_ENDPOINT_SETTING) {
         let endpoint = http_url(TOPIC_ENDPOINT_SETTING, raw)?;
@@ -243,7 +251,7 @@ fn target(env: &HashMap<String, String>) -> Result<Option<NotificationTarget>, C
 }
 
 /// The topic key and the setting it came from, if any key setting is present.
-fn key(env: &HashMap<String, String>) -> Result<Option<(&'static str, TopicKey)>, ConfigError> {
+fn key(env: &HashMap<String, String>) -> Result<Option<(&'static str, TopicKey)>, SettingError> {
     match (
         value(env, KEY_VALUE_SETTING),
         value(env, KEY_SETTING_NAME_SETTING),
@@ -270,7 +278,7 @@ fn key(env: &HashMap<String, String>) -> Result<Option<(&'static str, TopicKey)>
 mod tests {
     use super::*;
 
-    fn settings(pairs: &[(&str, &str)]) -> Result<NotificationSettings, ConfigError> {
+    fn settings(pairs: &[(&str, &str)]) -> Result<NotificationSettings, SettingError> {
         NotificationSettings::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 

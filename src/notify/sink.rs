@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use super::error::PublishError;
 use super::notification::Notification;
-use super::publisher::PublishError;
 
 /// Something notifications can be published to.
 #[async_trait]
