@@ -7,7 +7,7 @@ which takes longer to compile on CI's two cores than the whole test suite runs; 
 need are about `use` paths, which a small reader of the sources sees exactly.
 
 What it reads: every `crate::...`, `super::...` and `self::...` path in `src/**/*.rs` outside
-comments and string literals, resolved to the deepest module that exists (one `.rs` file or
+comments, string literals and test code (`#[cfg(test)]` modules may use anything), resolved to the deepest module that exists (one `.rs` file or
 folder = one module). An edge from a module to its own ancestor or descendant is structure
 (declaring and re-exporting children), not a dependency, and is skipped. Then:
   1. no cycle among the modules under one parent (siblings), at every level (the top-level
@@ -26,10 +26,10 @@ from collections import defaultdict
 LAYERS = [
     # The core model and the contracts every adapter implements.
     {"stream"},
-    # What folds and what notifies, over the contracts only.
-    {"projection", "notify", "telemetry"},
-    # Read models (built on the fold engine) and the storage adapters.
-    {"readmodel", "storage"},
+    # Storage adapters, what folds and what notifies: each over the contracts only.
+    {"storage", "projection", "notify", "telemetry"},
+    # Read models, built on the fold engine.
+    {"readmodel"},
     # Settings, then the composition of the app from them.
     {"config"},
     {"app"},
@@ -48,6 +48,18 @@ def strip_comments_and_strings(text):
     text = re.sub(r'r#*"(?:.|\n)*?"#*', '""', text)
     text = re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
     return text
+
+
+def without_tests(text):
+    """The text before an inline `#[cfg(test)] mod tests { ... }`: tests may use any module."""
+    match = re.search(r"#\[cfg\(test\)\]\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+\w+\s*\{", text)
+    return text[: match.start()] if match else text
+
+
+def test_only_children(path):
+    """Modules this file declares under `#[cfg(test)]` (`#[cfg(test)] mod tests;`)."""
+    text = strip_comments_and_strings(open(path).read())
+    return set(re.findall(r"#\[cfg\(test\)\]\s*(?:pub\s+)?mod\s+(\w+)\s*;", text))
 
 
 def module_of(path, src):
@@ -95,7 +107,7 @@ def resolve(base, segments, modules):
 
 
 def edges_of(module, path, modules):
-    text = strip_comments_and_strings(open(path).read())
+    text = without_tests(strip_comments_and_strings(open(path).read()))
     found = set()
     # Grouped imports: `use crate::{a::X, b::{Y, Z}};` -> one path per leading segment.
     for m in USE_GROUP.finditer(text):
@@ -168,6 +180,12 @@ def main():
     modules = collect(src)
     roots = library_roots(src)
     lib = {m: p for m, p in modules.items() if m and m[0] in roots}
+    test_only = {
+        module + (child,) for module, path in lib.items() for child in test_only_children(path)
+    }
+    lib = {
+        m: p for m, p in lib.items() if not any(m[: len(t)] == t for t in test_only)
+    }
     problems = []
     deps = defaultdict(set)  # module -> modules (with why)
     why = {}
