@@ -7,11 +7,12 @@
 //! - JSON keys are matched case-insensitively, as .NET configuration binding does;
 //! - the `customHandler` section is required (the simulator runs custom handlers only);
 //!   `description.defaultExecutablePath`, `arguments`, `workingDirectory`, `workerDirectory`,
-//!   `defaultWorkerPath`, `enableForwardingHttpRequest` (default false) and
-//!   `extensions.http.routePrefix` (default `api`) are honoured;
-//! - a function is forwarded (raw HTTP to the handler) only when forwarding is on and it has
-//!   exactly one input, an `httpTrigger`, and one output, of type `http`
-//!   (`IsHttpInAndOutFunction` in the host);
+//!   `defaultWorkerPath`, `enableProxyingHttpRequest` and `enableForwardingHttpRequest` (both
+//!   default false) and `extensions.http.routePrefix` (default `api`) are honoured;
+//! - a function gets raw HTTP (rather than the JSON payload) only when it has exactly one
+//!   input, an `httpTrigger`, and one output, of type `http` (`IsHttpInAndOutFunction` in the
+//!   host), and one of the two flags is on; proxying wins when both are, as the host's
+//!   `DefaultHttpWorkerService.InvokeAsync` checks it first (docs/host-modes.md);
 //! - a function whose `function.json` can't be used is skipped with its reason kept in
 //!   [`AppDefinition::errors`], as the host skips a function in error and runs the rest;
 //! - `disabled: true` in function.json or the setting `AzureWebJobs.{name}.Disabled` = `true`
@@ -50,14 +51,42 @@ pub struct HandlerDescription {
     pub working_directory: PathBuf,
 }
 
+/// How the host hands an HTTP-in/HTTP-out function's request to the handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpDelivery {
+    /// `enableProxyingHttpRequest`: YARP proxies the request and streams both bodies.
+    Proxied,
+    /// `enableForwardingHttpRequest` (the legacy mode): the host rebuilds the request.
+    Forwarded,
+    /// Neither flag: the JSON invocation payload, as for every other trigger.
+    Payload,
+}
+
 /// Everything the simulator needs from host.json.
 #[derive(Debug, Clone)]
 pub struct HostSettings {
     pub handler: HandlerDescription,
     pub enable_forwarding_http_request: bool,
+    pub enable_proxying_http_request: bool,
     pub route_prefix: String,
     /// host.json `functionTimeout` (`hh:mm:ss`), when set and not `-1`.
     pub function_timeout: Option<Duration>,
+}
+
+impl HostSettings {
+    /// How an HTTP function's requests reach the handler: raw HTTP only for HTTP-in/HTTP-out
+    /// functions, proxying first, then forwarding (`DefaultHttpWorkerService.InvokeAsync`).
+    pub fn http_delivery(&self, http_in_and_out: bool) -> HttpDelivery {
+        match (
+            http_in_and_out,
+            self.enable_proxying_http_request,
+            self.enable_forwarding_http_request,
+        ) {
+            (true, true, _) => HttpDelivery::Proxied,
+            (true, false, true) => HttpDelivery::Forwarded,
+            _ => HttpDelivery::Payload,
+        }
+    }
 }
 
 /// One binding of a function.json.
@@ -102,8 +131,8 @@ pub struct HttpTrigger {
     /// Upper-case methods; `None` means every method.
     pub methods: Option<Vec<String>>,
     pub route: RouteTemplate,
-    /// Forwarded as raw HTTP (else the JSON invocation payload is used).
-    pub forwarded: bool,
+    /// How requests reach the handler (raw HTTP, proxied or forwarded, or the JSON payload).
+    pub delivery: HttpDelivery,
     /// The `http` output binding's name (`res`, `$return`, ...), if any.
     pub output: Option<String>,
 }
@@ -334,6 +363,8 @@ fn parse_host(root: &Path, json: &Value) -> anyhow::Result<HostSettings> {
         handler,
         enable_forwarding_http_request: get_bool(section, "enableForwardingHttpRequest")
             .unwrap_or(false),
+        enable_proxying_http_request: get_bool(section, "enableProxyingHttpRequest")
+            .unwrap_or(false),
         route_prefix,
         function_timeout,
     })
@@ -453,7 +484,7 @@ fn parse_trigger(
                 binding: trigger.name.clone(),
                 methods,
                 route: RouteTemplate::parse(&host.route_prefix, route)?,
-                forwarded: host.enable_forwarding_http_request && http_in_and_out,
+                delivery: host.http_delivery(http_in_and_out),
                 output,
             }))
         }
@@ -541,7 +572,7 @@ mod tests {
         assert_eq!(app.host.route_prefix, "api");
         match &app.function("open").unwrap().trigger {
             Trigger::Http(http) => {
-                assert!(http.forwarded);
+                assert_eq!(http.delivery, HttpDelivery::Forwarded);
                 assert_eq!(http.methods.as_deref(), Some(&["POST".to_string()][..]));
                 assert_eq!(http.route.text(), "api/open/{id}");
             }
@@ -549,7 +580,7 @@ mod tests {
         }
         match &app.function("Mixed").unwrap().trigger {
             Trigger::Http(http) => {
-                assert!(!http.forwarded);
+                assert_eq!(http.delivery, HttpDelivery::Payload);
                 assert_eq!(http.output.as_deref(), Some("res"));
             }
             other => panic!("{other:?}"),
@@ -557,6 +588,52 @@ mod tests {
         match &app.function("Tick").unwrap().trigger {
             Trigger::Timer { schedule, .. } => assert_eq!(schedule.expression(), "0 0 * * * *"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn proxying_wins_over_forwarding_and_applies_to_http_in_and_out_only() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            &dir.path().join("Open/function.json"),
+            r#"{"bindings":[{"type":"httpTrigger","direction":"in","name":"req"},{"type":"http","direction":"out","name":"res"}]}"#,
+        );
+        write(
+            &dir.path().join("Mixed/function.json"),
+            r#"{"bindings":[{"type":"httpTrigger","direction":"in","name":"req"},{"type":"http","direction":"out","name":"res"},{"type":"queue","direction":"out","name":"q"}]}"#,
+        );
+        let cases = [
+            (
+                r#""enableProxyingHttpRequest":true,"enableForwardingHttpRequest":true"#,
+                HttpDelivery::Proxied,
+            ),
+            (
+                r#""enableProxyingHttpRequest":"true""#,
+                HttpDelivery::Proxied,
+            ),
+            (
+                r#""enableProxyingHttpRequest":false,"enableForwardingHttpRequest":true"#,
+                HttpDelivery::Forwarded,
+            ),
+            (
+                r#""enableForwardingHttpRequest":false"#,
+                HttpDelivery::Payload,
+            ),
+        ];
+        for (flags, expected) in cases {
+            write(
+                &dir.path().join("host.json"),
+                &format!(
+                    r#"{{"version":"2.0","customHandler":{{"description":{{"defaultExecutablePath":"handler"}},{flags}}}}}"#
+                ),
+            );
+            let app = AppDefinition::load(dir.path(), &BTreeMap::new()).unwrap();
+            let delivery = |name: &str| match &app.function(name).unwrap().trigger {
+                Trigger::Http(http) => http.delivery,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(delivery("Open"), expected, "{flags}");
+            assert_eq!(delivery("Mixed"), HttpDelivery::Payload, "{flags}");
         }
     }
 

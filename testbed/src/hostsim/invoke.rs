@@ -1,14 +1,33 @@
-//! Calling the handler, the two ways the host does (`DefaultHttpWorkerService`):
+//! Calling the handler, the three ways the host does (`DefaultHttpWorkerService`; the
+//! differences between the first two are written down in docs/host-modes.md):
 //!
-//! - **forwarding** (HTTP-in/HTTP-out functions with `enableForwardingHttpRequest`): the same
-//!   method; the ORIGINAL path (prefix included); the query rebuilt from its parsed form
-//!   (keys grouped ignoring case, repeated values joined by commas, values percent-encoded);
-//!   every original header except hop-by-hop and content headers (the original `Host` is kept,
-//!   as .NET's HttpClient sends a copied Host header); the body, with Content-Length and
-//!   Content-Type, only when Content-Length > 0 (so a chunked body is dropped); plus
+//! - **proxying** (HTTP-in/HTTP-out functions with `enableProxyingHttpRequest`): YARP's
+//!   `IHttpForwarder` with its default transformer. The path as ASP.NET Core decoded it
+//!   (everything but `%2F`), escaped again the way YARP escapes a path (so `%2F` arrives as
+//!   `%252F`); the query exactly as the client wrote it; every header but the ones YARP never
+//!   copies (hop-by-hop and proxy headers) and `Host` (the handler's own address is sent);
+//!   `Forwarded` and client `X-Forwarded-*` removed, then `X-Forwarded-For` (the client's
+//!   address), `X-Forwarded-Host` (its Host) and `X-Forwarded-Proto` set;
 //!   `X-Azure-Functions-HostVersion`, `X-Azure-Functions-InvocationId` and
-//!   `Azure-Functions-Host/{version}` appended to the User-Agent. Redirects are not followed.
-//!   The handler's status, headers (hop-by-hop excepted) and body come back as they are; a
+//!   `x-ms-invocation-id` set (replacing a client's); the User-Agent untouched; the body
+//!   whatever its framing, a chunked body sent on chunked. Connection failures are retried as
+//!   `RetryProxyHandler` does (10 attempts, 50 ms doubling to 250 ms); the handler may stay
+//!   silent 240 s (`ActivityTimeout`) before the call fails.
+//! - **forwarding** (`enableForwardingHttpRequest`, the legacy mode): the same method; the
+//!   ORIGINAL path (prefix included); the query rebuilt from its parsed form (keys grouped
+//!   ignoring case, repeated values joined by commas, values percent-encoded); every original
+//!   header except hop-by-hop and content headers (the original `Host` is kept, as .NET's
+//!   HttpClient sends a copied Host header); the body, with Content-Length and Content-Type,
+//!   only when Content-Length > 0; plus
+//!   `X-Azure-Functions-HostVersion` and `X-Azure-Functions-InvocationId` appended after a
+//!   client's values and `Azure-Functions-Host/{version}` appended to the User-Agent. A
+//!   chunked request fails (500, the handler is never called): the host copies its
+//!   `Transfer-Encoding: chunked` header but no body, which .NET's HttpClient refuses to send.
+//!
+//!   In both modes a header given several times goes out on one line, its values joined by
+//!   `, ` (`; ` for Cookie), as .NET's `SocketsHttpHandler` writes them; redirects are not
+//!   followed; the handler's status, headers (hop-by-hop excepted) and body come back as they
+//!   are (the simulator reads the body whole before answering, where YARP streams it); a
 //!   handler that can't be reached gives 500.
 //! - **JSON invocation payload** (every other function): `POST /{FunctionName}` with
 //!   `{"Data": {...}, "Metadata": {..., "sys": {"MethodName", "UtcNow", "RandGuid"}}}`; a
@@ -29,7 +48,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 use warp::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
-use super::app::get_ci;
+use super::app::{get_ci, HttpDelivery};
 use super::worker::{self, HandlerState};
 
 /// The version the simulator announces (`X-Azure-Functions-HostVersion`, User-Agent).
@@ -40,6 +59,54 @@ pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
 pub const HOST_VERSION_HEADER: &str = "x-azure-functions-hostversion";
 /// The product the host adds to the User-Agent.
 pub const USER_AGENT_PRODUCT: &str = "Azure-Functions-Host";
+/// The header the proxying mode also sets to the invocation id
+/// (`ScriptConstants.HttpProxyCorrelationHeader`).
+pub const PROXY_CORRELATION_HEADER: &str = "x-ms-invocation-id";
+/// Why the forwarding mode fails a chunked request (.NET's message for it).
+pub const CHUNKED_WITHOUT_CONTENT: &str =
+    "'Transfer-Encoding: chunked' header can not be used when content object is not specified.";
+/// How often the proxying mode tries to connect (`RetryProxyHandler.MaxRetries`).
+pub const PROXY_ATTEMPTS: u32 = 10;
+/// The first pause between proxying attempts (`RetryProxyHandler.InitialDelay`).
+pub const PROXY_FIRST_DELAY: Duration = Duration::from_millis(50);
+/// The longest pause between proxying attempts (`RetryProxyHandler.MaximumDelay`).
+pub const PROXY_MAX_DELAY: Duration = Duration::from_millis(250);
+/// How long the proxied handler may stay silent (the host's `ForwarderRequestConfig`).
+pub const PROXY_ACTIVITY_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Headers YARP never copies, in either direction (`RequestUtilities._headersToExclude`).
+pub const PROXY_EXCLUDED: [&str; 17] = [
+    "connection",
+    "transfer-encoding",
+    "keep-alive",
+    "upgrade",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authentication-info",
+    "proxy-authorization",
+    "proxy-features",
+    "proxy-instruction",
+    "security-scheme",
+    "alpn",
+    "close",
+    "http2-settings",
+    "upgrade-insecure-requests",
+    "te",
+    "alt-svc",
+];
+/// The headers YARP's default `X-Forwarded` transforms replace, and the `Forwarded` header
+/// they remove.
+pub const PROXY_FORWARDED_HEADERS: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-prefix",
+];
+/// Characters YARP leaves as they are in a path (`RequestUtilities.s_validPathChars`); any
+/// other is escaped (UTF-8, upper-case hex), `%` included.
+const PROXY_PATH_KEPT: &str =
+    "!$&'()*+,-./0123456789:;=@ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~";
 
 /// Characters left as they are in a rebuilt query (RFC 3986 unreserved), like .NET's UrlEncoder.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
@@ -71,6 +138,8 @@ pub struct IncomingRequest {
     pub raw_query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The client's address, when known (for `X-Forwarded-For`).
+    pub remote: Option<std::net::SocketAddr>,
 }
 
 impl IncomingRequest {
@@ -115,6 +184,23 @@ impl IncomingRequest {
             .ok()
     }
 
+    /// Whether a `Transfer-Encoding` header names `chunked`.
+    pub fn has_chunked_header(&self) -> bool {
+        self.headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .any(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .to_ascii_lowercase()
+                    .contains("chunked")
+            })
+    }
+
+    /// Whether the body came chunked (`Transfer-Encoding: chunked` and no Content-Length).
+    pub fn is_chunked(&self) -> bool {
+        self.content_length().is_none() && self.has_chunked_header()
+    }
+
     /// The headers grouped by name: name → values.
     pub fn header_groups(&self) -> Vec<(String, Vec<String>)> {
         let mut groups: Vec<(String, Vec<String>)> = Vec::new();
@@ -149,6 +235,113 @@ pub fn rebuild_query(query: &[(String, Vec<String>)]) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// The path a proxied request is sent on: `raw_path` decoded as ASP.NET Core decodes a path
+/// (every escape but `%2F`; escapes that do not decode to UTF-8 are kept as they came), then
+/// escaped as YARP's `RequestUtilities.EncodePath` does (every character outside its set,
+/// `%` included, as UTF-8 in upper-case hex).
+pub fn proxied_path(raw_path: &str) -> String {
+    let decoded = aspnet_decoded_path(raw_path);
+    let mut out = String::with_capacity(decoded.len());
+    for c in decoded.chars() {
+        if PROXY_PATH_KEPT.contains(c) {
+            out.push(c);
+        } else {
+            let mut buffer = [0u8; 4];
+            for byte in c.encode_utf8(&mut buffer).bytes() {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    out
+}
+
+/// `HttpRequest.Path` of a request target: runs of escapes decoded when they are UTF-8,
+/// `%2F` (any case) never.
+fn aspnet_decoded_path(raw_path: &str) -> String {
+    fn escape_at(bytes: &[u8], i: usize) -> Option<u8> {
+        if bytes.get(i) != Some(&b'%') {
+            return None;
+        }
+        let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+        u8::from_str_radix(hex, 16).ok().filter(|b| *b != b'/')
+    }
+    let bytes = raw_path.as_bytes();
+    let mut out = String::with_capacity(raw_path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        let mut run = Vec::new();
+        while let Some(byte) = escape_at(bytes, i) {
+            run.push(byte);
+            i += 3;
+        }
+        if run.is_empty() {
+            // Not an escape: copy the character as it is.
+            let next = raw_path[i..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&raw_path[i..i + next]);
+            i += next;
+        } else {
+            match String::from_utf8(run) {
+                Ok(text) => out.push_str(&text),
+                Err(_) => out.push_str(&raw_path[start..i]),
+            }
+        }
+    }
+    out
+}
+
+/// One header line per name, its values joined as .NET's `SocketsHttpHandler` writes them
+/// (`; ` for Cookie, a space for User-Agent, else `, `).
+fn joined(name: &HeaderName, values: Vec<&HeaderValue>) -> Result<HeaderValue, String> {
+    if let [one] = values.as_slice() {
+        return Ok((*one).clone());
+    }
+    let separator: &[u8] = match name.as_str() {
+        "cookie" => b"; ",
+        "user-agent" => b" ",
+        _ => b", ",
+    };
+    let mut line = Vec::new();
+    for (index, value) in values.iter().enumerate() {
+        if index > 0 {
+            line.extend_from_slice(separator);
+        }
+        line.extend_from_slice(value.as_bytes());
+    }
+    HeaderValue::from_bytes(&line).map_err(|e| e.to_string())
+}
+
+/// The headers the host sends the handler in proxying mode, before its own are set.
+fn proxied_headers(request: &IncomingRequest) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::new();
+    for name in request.headers.keys() {
+        let lower = name.as_str();
+        if PROXY_EXCLUDED.contains(&lower)
+            || PROXY_FORWARDED_HEADERS.contains(&lower)
+            || lower == "host"
+            || lower == "content-length"
+        {
+            continue;
+        }
+        let values: Vec<&HeaderValue> = request.headers.get_all(name).iter().collect();
+        headers.insert(name.clone(), joined(name, values)?);
+    }
+    if let Some(remote) = request.remote {
+        headers.insert(
+            HeaderName::from_static("x-forwarded-for"),
+            HeaderValue::from_str(&remote.ip().to_string()).map_err(|e| e.to_string())?,
+        );
+    }
+    if let Some(host) = request.headers.get(header::HOST) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    Ok(headers)
 }
 
 /// A response to give back to the client.
@@ -296,6 +489,7 @@ pub struct JsonOutcome {
 pub struct Invoker {
     handler_base: String,
     forward_client: reqwest::Client,
+    proxy_client: reqwest::Client,
     json_client: reqwest::Client,
     state: watch::Receiver<HandlerState>,
     ready_timeout: Duration,
@@ -310,19 +504,26 @@ impl Invoker {
         function_timeout: Option<Duration>,
         records: Arc<Records>,
     ) -> anyhow::Result<Self> {
-        let mut forward = reqwest::Client::builder()
-            .no_proxy()
-            // No default `Accept: */*`: only what the client sent.
-            .default_headers(HeaderMap::new())
-            .redirect(reqwest::redirect::Policy::none());
+        // Neither raw-HTTP client adds headers of its own (no default `Accept: */*`) or follows
+        // redirects.
+        let raw = || {
+            reqwest::Client::builder()
+                .no_proxy()
+                .default_headers(HeaderMap::new())
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        let mut forward = raw();
+        let mut proxy = raw().read_timeout(PROXY_ACTIVITY_TIMEOUT);
         let mut json_client = reqwest::Client::builder().no_proxy();
         if let Some(timeout) = function_timeout {
             forward = forward.timeout(timeout);
+            proxy = proxy.timeout(timeout);
             json_client = json_client.timeout(timeout);
         }
         Ok(Self {
             handler_base: format!("http://127.0.0.1:{handler_port}"),
             forward_client: forward.build()?,
+            proxy_client: proxy.build()?,
             json_client: json_client.build()?,
             state,
             ready_timeout,
@@ -337,11 +538,21 @@ impl Invoker {
             .map_err(|e| format!("{e:#}"))
     }
 
-    /// Forwards a client's request to the handler and gives back its answer.
-    pub async fn forward(&self, function: &str, request: &IncomingRequest) -> OutgoingResponse {
+    /// Hands a client's request to the handler as raw HTTP, the way `delivery` says
+    /// ([`HttpDelivery::Payload`] is not raw HTTP: see `server::http_payload`), and gives
+    /// back its answer.
+    pub async fn deliver(
+        &self,
+        function: &str,
+        delivery: HttpDelivery,
+        request: &IncomingRequest,
+    ) -> OutgoingResponse {
         let started = Instant::now();
         let invocation_id = uuid::Uuid::new_v4().to_string();
         let outcome = match self.ready().await {
+            Ok(()) if delivery == HttpDelivery::Proxied => {
+                self.send_proxied(request, &invocation_id).await
+            }
             Ok(()) => self.send_forwarded(request, &invocation_id).await,
             Err(error) => Err(error),
         };
@@ -371,11 +582,75 @@ impl Invoker {
         response
     }
 
+    /// Forwards a client's request to the handler (`enableForwardingHttpRequest`).
+    pub async fn forward(&self, function: &str, request: &IncomingRequest) -> OutgoingResponse {
+        self.deliver(function, HttpDelivery::Forwarded, request)
+            .await
+    }
+
+    /// Proxies a client's request to the handler (`enableProxyingHttpRequest`).
+    pub async fn proxy(&self, function: &str, request: &IncomingRequest) -> OutgoingResponse {
+        self.deliver(function, HttpDelivery::Proxied, request).await
+    }
+
+    async fn send_proxied(
+        &self,
+        request: &IncomingRequest,
+        invocation_id: &str,
+    ) -> Result<OutgoingResponse, String> {
+        let mut url = format!("{}{}", self.handler_base, proxied_path(&request.raw_path));
+        if let Some(query) = &request.raw_query {
+            url.push('?');
+            url.push_str(query);
+        }
+        let mut headers = proxied_headers(request)?;
+        // `AddProxyingHeaders` and `StartForwarding`: set, replacing whatever the client sent.
+        let id = HeaderValue::from_str(invocation_id).map_err(|e| e.to_string())?;
+        headers.insert(
+            HeaderName::from_static(HOST_VERSION_HEADER),
+            HeaderValue::from_static(HOST_VERSION),
+        );
+        headers.insert(HeaderName::from_static(INVOCATION_ID_HEADER), id.clone());
+        headers.insert(HeaderName::from_static(PROXY_CORRELATION_HEADER), id);
+        let mut delay = PROXY_FIRST_DELAY;
+        let mut attempt = 1;
+        loop {
+            let mut builder = self
+                .proxy_client
+                .request(request.method.clone(), &url)
+                .headers(headers.clone());
+            if request.is_chunked() {
+                // No length known: the body goes on chunked, as YARP streams it.
+                let body = request.body.clone();
+                builder = builder.body(reqwest::Body::wrap_stream(futures::stream::once(
+                    async move { Ok::<Bytes, std::io::Error>(body) },
+                )));
+            } else if request.content_length().is_some() {
+                builder = builder.body(request.body.clone());
+            }
+            match builder.send().await {
+                Ok(response) => return read_response(response, &PROXY_EXCLUDED).await,
+                Err(error) if error.is_connect() && attempt < PROXY_ATTEMPTS => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(PROXY_MAX_DELAY);
+                    attempt += 1;
+                }
+                Err(error) => return Err(format!("proxying to the handler failed: {error}")),
+            }
+        }
+    }
+
     async fn send_forwarded(
         &self,
         request: &IncomingRequest,
         invocation_id: &str,
     ) -> Result<OutgoingResponse, String> {
+        if request.has_chunked_header() && request.content_length().unwrap_or(0) == 0 {
+            // `ToHttpRequestMessage` copies the client's `Transfer-Encoding: chunked` but makes
+            // content only from a Content-Length > 0, and .NET's HttpClient refuses to send that
+            // (`ValidateAndNormalizeRequest`): the invocation fails before the handler is called.
+            return Err(CHUNKED_WITHOUT_CONTENT.to_string());
+        }
         let query = rebuild_query(&request.query());
         let url = if query.is_empty() {
             format!("{}{}", self.handler_base, request.raw_path)
@@ -383,25 +658,36 @@ impl Invoker {
             format!("{}{}?{query}", self.handler_base, request.raw_path)
         };
         let mut headers = HeaderMap::new();
-        for (name, value) in &request.headers {
+        for name in request.headers.keys() {
             let lower = name.as_str();
-            if HOP_BY_HOP.contains(&lower) || lower.starts_with("content-") || lower == "expect" {
+            if HOP_BY_HOP.contains(&lower)
+                || lower.starts_with("content-")
+                || lower == "expect"
+                || lower == "user-agent"
+            {
                 continue;
             }
-            headers.append(name.clone(), value.clone());
+            let values: Vec<&HeaderValue> = request.headers.get_all(name).iter().collect();
+            headers.insert(name.clone(), joined(name, values)?);
         }
-        let user_agent = match request.headers.get(header::USER_AGENT) {
-            Some(original) => format!(
-                "{} {USER_AGENT_PRODUCT}/{HOST_VERSION}",
-                String::from_utf8_lossy(original.as_bytes())
-            ),
-            None => format!("{USER_AGENT_PRODUCT}/{HOST_VERSION}"),
-        };
-        headers.insert(
-            header::USER_AGENT,
-            HeaderValue::from_str(&user_agent).map_err(|e| e.to_string())?,
-        );
-        add_host_headers(&mut headers, invocation_id)?;
+        // `AddHeaders`: the host's values are added after any the client sent.
+        let mut agents: Vec<&HeaderValue> =
+            request.headers.get_all(header::USER_AGENT).iter().collect();
+        let product = HeaderValue::from_str(&format!("{USER_AGENT_PRODUCT}/{HOST_VERSION}"))
+            .map_err(|e| e.to_string())?;
+        agents.push(&product);
+        headers.insert(header::USER_AGENT, joined(&header::USER_AGENT, agents)?);
+        let id = HeaderValue::from_str(invocation_id).map_err(|e| e.to_string())?;
+        for (name, value) in [
+            (HOST_VERSION_HEADER, HeaderValue::from_static(HOST_VERSION)),
+            (INVOCATION_ID_HEADER, id),
+        ] {
+            let name = HeaderName::from_static(name);
+            let mut values: Vec<&HeaderValue> = request.headers.get_all(&name).iter().collect();
+            values.push(&value);
+            let line = joined(&name, values)?;
+            headers.insert(name, line);
+        }
         let body_length = request.content_length().unwrap_or(0);
         let mut builder = self
             .forward_client
@@ -419,22 +705,7 @@ impl Invoker {
             .send()
             .await
             .map_err(|e| format!("forwarding to the handler failed: {e}"))?;
-        let status = response.status();
-        let mut headers = HeaderMap::new();
-        for (name, value) in response.headers() {
-            if !HOP_BY_HOP.contains(&name.as_str()) {
-                headers.append(name.clone(), value.clone());
-            }
-        }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| format!("reading the handler's answer failed: {e}"))?;
-        Ok(OutgoingResponse {
-            status,
-            headers,
-            body,
-        })
+        read_response(response, &HOP_BY_HOP).await
     }
 
     /// Sends a JSON invocation payload for `function`. `metadata` gets `sys` added.
@@ -613,6 +884,29 @@ impl Invoker {
     }
 }
 
+/// The handler's answer as the client gets it: status, headers but `dropped`, the whole body.
+async fn read_response(
+    response: reqwest::Response,
+    dropped: &[&str],
+) -> Result<OutgoingResponse, String> {
+    let status = response.status();
+    let mut headers = HeaderMap::new();
+    for (name, value) in response.headers() {
+        if !dropped.contains(&name.as_str()) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the handler's answer failed: {e}"))?;
+    Ok(OutgoingResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
 fn add_host_headers(headers: &mut HeaderMap, invocation_id: &str) -> Result<(), String> {
     headers.append(
         HeaderName::from_static(HOST_VERSION_HEADER),
@@ -636,6 +930,78 @@ mod tests {
             raw_query: query.map(str::to_string),
             headers: HeaderMap::new(),
             body: Bytes::new(),
+            remote: None,
+        }
+    }
+
+    #[test]
+    fn proxied_paths_are_decoded_as_aspnet_does_and_escaped_as_yarp_does() {
+        for (raw, sent) in [
+            ("/api/Deposit/ACC-1", "/api/Deposit/ACC-1"),
+            // Escapes of characters YARP keeps are decoded.
+            ("/api/Deposit/ACC%2D1%7e", "/api/Deposit/ACC-1~"),
+            // A space and non-ASCII text are escaped again, in upper-case hex.
+            ("/api/x/a%20b", "/api/x/a%20b"),
+            ("/api/x/%c3%a9", "/api/x/%C3%A9"),
+            // ASP.NET Core leaves %2F alone; YARP then escapes its `%` (yarp#1419).
+            ("/api/x/a%2Fb", "/api/x/a%252Fb"),
+            // A doubly escaped value: decoded once, its `%` escaped again.
+            ("/api/x/a%2520b", "/api/x/a%2520b"),
+            // Not UTF-8 once decoded: kept as it came, then its `%` escaped.
+            ("/api/x/%FF", "/api/x/%25FF"),
+            ("/api/x/100%", "/api/x/100%25"),
+        ] {
+            assert_eq!(proxied_path(raw), sent, "{raw}");
+        }
+    }
+
+    #[test]
+    fn proxied_headers_replace_forwarding_headers_and_join_repeated_ones() {
+        let mut r = request(None);
+        for (name, value) in [
+            ("host", "example.org"),
+            ("x-a", "1"),
+            ("x-a", "2"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "3"),
+            ("content-type", "text/plain"),
+            ("user-agent", "curl/8"),
+        ] {
+            r.headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        r.remote = Some("127.0.0.9:5000".parse().unwrap());
+        let headers = proxied_headers(&r).unwrap();
+        let get = |name: &str| {
+            let values: Vec<&str> = headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            values
+        };
+        assert_eq!(get("x-a"), ["1, 2"]);
+        assert_eq!(get("cookie"), ["a=1; b=2"]);
+        assert_eq!(get("x-forwarded-for"), ["127.0.0.9"]);
+        assert_eq!(get("x-forwarded-host"), ["example.org"]);
+        assert_eq!(get("x-forwarded-proto"), ["http"]);
+        assert_eq!(get("content-type"), ["text/plain"]);
+        assert_eq!(get("user-agent"), ["curl/8"]);
+        for gone in [
+            "host",
+            "forwarded",
+            "connection",
+            "transfer-encoding",
+            "content-length",
+        ] {
+            assert!(get(gone).is_empty(), "{gone}");
         }
     }
 

@@ -11,7 +11,8 @@
 //!   template and method list match; a path that matches only with another method is a 404,
 //!   as in the host (its method list is a route constraint, so no route matches: no 405).
 //!
-//! HTTP functions are forwarded raw or invoked with the JSON payload (see [`super::invoke`]).
+//! HTTP functions are proxied or forwarded raw, or invoked with the JSON payload, as host.json
+//! says (see [`super::app::HttpDelivery`] and [`super::invoke`]).
 //! With the payload, `Data.{trigger}` = `{Url, Method, Query, Headers, Params, Body}` and
 //! `Metadata` = `Query`, `Headers`, the route parameters and `sys`; the response is built from
 //! `Outputs.{http output}` (or `ReturnValue` for `$return`): `statusCode` (or `status`,
@@ -27,7 +28,7 @@ use serde_json::{json, Map, Value};
 use warp::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use warp::Filter;
 
-use super::app::{get_ci, FunctionDef, HttpTrigger, Trigger};
+use super::app::{get_ci, FunctionDef, HttpDelivery, HttpTrigger, Trigger};
 use super::invoke::{IncomingRequest, OutgoingResponse, HOST_VERSION};
 use super::timer::timer_info;
 use super::worker::HandlerState;
@@ -61,12 +62,14 @@ pub async fn serve(
         .and(query)
         .and(warp::header::headers_cloned())
         .and(warp::body::bytes())
+        .and(warp::addr::remote())
         .then(
             move |method: Method,
                   path: warp::path::FullPath,
                   raw_query: Option<String>,
                   headers,
-                  body: Bytes| {
+                  body: Bytes,
+                  remote: Option<std::net::SocketAddr>| {
                 let sim = sim.clone();
                 async move {
                     let request = IncomingRequest {
@@ -75,6 +78,7 @@ pub async fn serve(
                         raw_query,
                         headers,
                         body,
+                        remote,
                     };
                     into_reply(dispatch(&sim, request).await)
                 }
@@ -143,10 +147,9 @@ async fn dispatch(sim: &Arc<SimState>, request: IncomingRequest) -> OutgoingResp
             continue;
         }
         if let Some(params) = http.route.matches(&path) {
-            return if http.forwarded {
-                sim.invoker.forward(&function.name, &request).await
-            } else {
-                http_payload(sim, function, http, &request, params).await
+            return match http.delivery {
+                HttpDelivery::Payload => http_payload(sim, function, http, &request, params).await,
+                raw => sim.invoker.deliver(&function.name, raw, &request).await,
             };
         }
     }
