@@ -15,7 +15,9 @@
 //! - **isolation**: a delivery is split into its events as JSON text, without building a
 //!   `serde_json::Value` of any event (whose data may be nested deeper than a `Value` parses
 //!   or hold numbers like `1e400`, both of which the event store accepts), and each event is
-//!   decoded and applied on its own, at most [`MAX_CONCURRENT_NOTIFICATIONS`] at a time;
+//!   decoded on its own; the projector then runs once per stream of the delivery (for the
+//!   highest sequence any of its notifications names, which satisfies them all, so they do not
+//!   race for the same rows), for at most [`MAX_CONCURRENT_NOTIFICATIONS`] streams at a time;
 //! - **a notification that can never be applied is skipped, never the reason others are
 //!   lost**: an event that is not a streamfold notification, a notification whose id is not
 //!   the one streamfold derives from what it names (forged or damaged), and one the projector
@@ -30,6 +32,7 @@
 //! Only a plain-webhook body that is not JSON at all, or neither an array nor an object, is a
 //! 400. Every log line carries the host's invocation id (from the request span and as a field).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -222,22 +225,25 @@ fn is_permanent(error: &ReadModelError) -> bool {
     }
 }
 
-/// Decodes one delivered event (JSON text, either schema) and runs the projector for it.
+/// Decodes one delivered event (JSON text, either schema) into a notification streamfold sent
+/// and the stream it names; otherwise why it is skipped.
+fn decode(event: &str) -> Result<(Notification, StreamId), String> {
+    let notification = Notification::from_event_slice(event.as_bytes())
+        .map_err(|e| format!("the event is not a streamfold notification: {e}"))?;
+    let stream = authentic_stream(&notification).map_err(|reason| {
+        format!(
+            "notification {} is not one streamfold sent: {reason}",
+            notification.id
+        )
+    })?;
+    Ok((notification, stream))
+}
+
+/// Decodes one delivered event and runs the projector for it.
 async fn handle(app: &App, event: &str) -> Handled {
-    let notification = match Notification::from_event_slice(event.as_bytes()) {
-        Ok(notification) => notification,
-        Err(e) => {
-            return Handled::Skipped(format!("the event is not a streamfold notification: {e}"))
-        }
-    };
-    let stream = match authentic_stream(&notification) {
-        Ok(stream) => stream,
-        Err(reason) => {
-            return Handled::Skipped(format!(
-                "notification {} is not one streamfold sent: {reason}",
-                notification.id
-            ))
-        }
+    let (notification, stream) = match decode(event) {
+        Ok(decoded) => decoded,
+        Err(reason) => return Handled::Skipped(reason),
     };
     match project(app, &stream, notification.data.sequence_number).await {
         Ok(outcomes) => Handled::Applied(describe(&notification, &outcomes)),
@@ -492,46 +498,68 @@ async fn webhook_handler(
         )));
     }
 
-    // Each event's own text (the body is dropped before any projector runs).
-    let events: Vec<String> = delivered_events(&body)
-        .map_err(reject)?
-        .into_iter()
-        .map(|event| event.get().to_owned())
-        .collect();
-    drop(body);
-    let received = events.len();
-    let mut results = futures::stream::iter(events.into_iter().enumerate())
-        .map(|(index, event)| {
-            let app = app.clone();
-            async move { (index, handle(&app, &event).await) }
-        })
-        .buffer_unordered(MAX_CONCURRENT_NOTIFICATIONS);
-    let mut processed = 0usize;
+    // Each event decoded on its own; the notifications of one stream are applied together,
+    // once, for the highest sequence among them (the projector brings every row to that event
+    // or later, which is what each of them asks for), so they do not race for the same rows.
     let mut skipped = Vec::new();
-    let mut failure = None;
-    let mut failed = 0usize;
-    while let Some((index, handled)) = results.next().await {
-        match handled {
-            Handled::Applied(line) => {
-                processed += 1;
-                tracing::info!(%invocation_id, index, "{line}");
+    let mut streams: BTreeMap<StreamId, (u64, Vec<(usize, Notification)>)> = BTreeMap::new();
+    let events = delivered_events(&body).map_err(reject)?;
+    let received = events.len();
+    for (index, event) in events.into_iter().enumerate() {
+        match decode(event.get()) {
+            Ok((notification, stream)) => {
+                let group = streams.entry(stream).or_default();
+                group.0 = group.0.max(notification.data.sequence_number);
+                group.1.push((index, notification));
             }
-            Handled::Skipped(reason) => {
+            Err(reason) => {
                 tracing::warn!(%invocation_id, index, %reason, "skipping an event that can never be applied");
                 skipped.push((index, reason));
             }
-            Handled::Failed {
-                notification,
-                error,
-            } => {
-                tracing::error!(
-                    %invocation_id,
-                    index,
-                    %notification,
-                    error = %error,
-                    "projector failed; Event Grid will deliver the notification again"
-                );
-                failed += 1;
+        }
+    }
+    drop(body);
+    let mut results = futures::stream::iter(streams)
+        .map(|(stream, (sequence, members))| {
+            let app = app.clone();
+            async move {
+                let result = project(&app, &stream, sequence).await;
+                (members, result)
+            }
+        })
+        .buffer_unordered(MAX_CONCURRENT_NOTIFICATIONS);
+    let mut processed = 0usize;
+    let mut failure = None;
+    let mut failed = 0usize;
+    while let Some((members, result)) = results.next().await {
+        match result {
+            Ok(outcomes) => {
+                for (index, notification) in &members {
+                    processed += 1;
+                    tracing::info!(%invocation_id, index, "{}", describe(notification, &outcomes));
+                }
+            }
+            Err(error) if is_permanent(&error) => {
+                for (index, notification) in members {
+                    let reason = format!(
+                        "notification {} can never be applied: {error}",
+                        notification.id
+                    );
+                    tracing::warn!(%invocation_id, index, %reason, "skipping an event that can never be applied");
+                    skipped.push((index, reason));
+                }
+            }
+            Err(error) => {
+                for (index, notification) in &members {
+                    tracing::error!(
+                        %invocation_id,
+                        index,
+                        notification = %notification.id,
+                        error = %error,
+                        "projector failed; Event Grid will deliver the notification again"
+                    );
+                    failed += 1;
+                }
                 failure.get_or_insert(error);
             }
         }
@@ -957,5 +985,82 @@ mod tests {
         )
         .await;
         assert_eq!(invocation.status, 503, "{}", invocation.body);
+    }
+
+    /// Read-model rows in memory, counting the loads.
+    #[derive(Default)]
+    struct CountedRows {
+        rows: crate::readmodel::MemoryReadModelStore,
+        loads: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::readmodel::ReadModelStore for CountedRows {
+        async fn load(
+            &self,
+            model: &str,
+            stream: &StreamId,
+        ) -> Result<Option<crate::readmodel::StoredCheckpoint>, ReadModelError> {
+            self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.rows.load(model, stream).await
+        }
+        async fn save(
+            &self,
+            model: &str,
+            stream: &StreamId,
+            checkpoint: &crate::readmodel::Checkpoint,
+            condition: &crate::readmodel::SaveCondition,
+        ) -> Result<crate::readmodel::SaveOutcome, ReadModelError> {
+            self.rows.save(model, stream, checkpoint, condition).await
+        }
+        async fn list(
+            &self,
+            model: &str,
+            domain: &str,
+            entity: &str,
+            continuation: Option<&str>,
+            page_size: usize,
+        ) -> Result<crate::readmodel::ReadModelPage, ReadModelError> {
+            self.rows
+                .list(model, domain, entity, continuation, page_size)
+                .await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_notifications_of_one_stream_are_applied_once_per_delivery() {
+        let (app, stream, recorded) = app_with_stream(3).await;
+        let other = append_one(&app, "B", "Happened", "{}").await;
+        let rows = Arc::new(CountedRows::default());
+        let app = Arc::new(
+            Arc::into_inner(app)
+                .unwrap()
+                .with_read_model_store(rows.clone()),
+        );
+        let mut events: Vec<String> = (0..20)
+            .map(|i| {
+                text(
+                    NotificationSchema::EventGridEvent,
+                    &Notification::new_event(&stream, &recorded[i % 3]),
+                )
+            })
+            .collect();
+        events.push(text(
+            NotificationSchema::CloudEvent,
+            &Notification::new_entity(&StreamId::new("Bank", "Account", "B").unwrap(), &other),
+        ));
+        let base = serve_routes(app.clone()).await;
+        let answer = send(
+            reqwest::Client::new()
+                .post(format!("{base}/api/eventgrid"))
+                .header(EVENT_TYPE_HEADER, NOTIFICATION)
+                .body(format!("[{}]", events.join(","))),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.body["processed"], 21);
+        // One projector run per stream: one load of each stream's row.
+        assert_eq!(rows.loads.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(count_row(&app, &stream).await, Some(3));
     }
 }
