@@ -1,10 +1,11 @@
-//! The notification outbox against a real Azurite, on both backends: pending notifications
-//! are recorded with the append (Table) or derived from the content (Append Blob), dispatching
-//! publishes them before marking, a mark never hides events appended while it was being
-//! published, and with the outbox on a Table append with a known version is still ONE storage
-//! request.
+//! The notification outbox against a real Azurite, where a backend adds to the contract (the
+//! contract itself — pending until marked, marks that never hide a racing append, rotation,
+//! other processes — is the suite in `tests/contracts/outbox.rs`, run on both backends): a
+//! Table store with its outbox off writes no row, and with it on an append with a known version
+//! is still ONE storage request; a Table stream that moves on under every mark is busy, not
+//! failed; unreadable outbox entries planted in storage are reported and skipped.
 //!
-//! The second half runs the assembled app under the host simulator with
+//! The app half runs the assembled app under the host simulator with
 //! `streamfold_testbed::topic::TopicSim` as the Event Grid topic: an append publishes right
 //! away; with the topic down appends still succeed and nothing is lost: the `NotificationSweep`
 //! function publishes everything once the topic is back, and a second sweep publishes nothing.
@@ -12,13 +13,13 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use streamfold::notify::dispatch::{DispatchOutcome, Dispatcher};
+use streamfold::notify::dispatch::Dispatcher;
 use streamfold::notify::retry::DEFAULT_MAX_ATTEMPTS;
 use streamfold::notify::{
     notification_id, DeadLetterStore, MemoryDeadLetters, MemorySink, Notification,
@@ -58,10 +59,6 @@ fn table_store(account: StorageAccount) -> TableStore {
     TableStore::new(account).with_table_name(format!("t{}", Uuid::new_v4().simple()))
 }
 
-fn blob_store(account: StorageAccount) -> BlobStore {
-    BlobStore::new(account).with_container(format!("c{}", Uuid::new_v4().simple()))
-}
-
 /// The backend under test, as both an event store and an outbox.
 #[derive(Clone)]
 struct Backend {
@@ -72,14 +69,6 @@ struct Backend {
 impl Backend {
     fn table(store: TableStore) -> Self {
         let store = Arc::new(store.with_outbox(true));
-        Self {
-            store: store.clone(),
-            outbox: store,
-        }
-    }
-
-    fn blob(store: BlobStore) -> Self {
-        let store = Arc::new(store);
         Self {
             store: store.clone(),
             outbox: store,
@@ -112,138 +101,6 @@ fn published(sink: &MemorySink) -> Vec<(u64, NotificationKind)> {
         .iter()
         .map(|n| (n.data.sequence_number, n.kind()))
         .collect()
-}
-
-/// Append, see it pending, dispatch it, see nothing pending; the ids are the deterministic ones.
-async fn publishes_then_marks(backend: Backend) {
-    let sink = Arc::new(MemorySink::new());
-    let dispatcher = backend.dispatcher(sink.clone());
-    let s = stream("ACC-1");
-    assert!(backend.outbox.pending_for(&s).await.unwrap().is_none());
-    backend.store.append(&s, NoStream, events(2)).await.unwrap();
-    let pending = backend.outbox.pending_for(&s).await.unwrap().unwrap();
-    assert_eq!((pending.notified, pending.version), (0, 2));
-    let swept = backend.outbox.pending(None, 100).await.unwrap().streams;
-    assert_eq!(swept.len(), 1);
-    assert_eq!(
-        (&swept[0].stream, swept[0].notified, swept[0].version),
-        (&s, 0, 2)
-    );
-
-    let outcome = dispatcher.dispatch(&s).await.unwrap();
-    assert_eq!(
-        outcome,
-        DispatchOutcome {
-            published: 3,
-            dead_lettered: 0,
-            marked: true
-        }
-    );
-    let ids: Vec<Uuid> = sink.published().iter().map(|n| n.id).collect();
-    assert_eq!(
-        ids,
-        vec![
-            notification_id(&s, 1, NotificationKind::NewEntity),
-            notification_id(&s, 1, NotificationKind::NewEvent),
-            notification_id(&s, 2, NotificationKind::NewEvent),
-        ]
-    );
-    assert!(backend.outbox.pending_for(&s).await.unwrap().is_none());
-    assert!(backend
-        .outbox
-        .pending(None, 100)
-        .await
-        .unwrap()
-        .streams
-        .is_empty());
-    assert_eq!(dispatcher.dispatch(&s).await.unwrap().published, 0);
-
-    // More events: only they are pending.
-    backend.store.append(&s, Exact(2), events(3)).await.unwrap();
-    let pending = backend.outbox.pending_for(&s).await.unwrap().unwrap();
-    assert_eq!((pending.notified, pending.version), (2, 5));
-    let report = dispatcher.sweep(100).await.unwrap();
-    assert_eq!(
-        (report.pending, report.dispatched, report.published),
-        (1, 1, 3)
-    );
-    assert_eq!(published(&sink).len(), 6);
-    assert!(backend
-        .outbox
-        .pending(None, 100)
-        .await
-        .unwrap()
-        .streams
-        .is_empty());
-}
-
-/// A sink that appends one event to a stream while it publishes its first batch: an append
-/// racing a dispatch, between the dispatch's read and its mark.
-struct RacingSink {
-    inner: Arc<MemorySink>,
-    store: Arc<dyn EventStore>,
-    stream: StreamId,
-    raced: Mutex<bool>,
-}
-
-#[async_trait]
-impl NotificationSink for RacingSink {
-    async fn publish(&self, batch: &[Notification]) -> Result<(), PublishError> {
-        let race = !std::mem::replace(&mut *self.raced.lock().unwrap(), true);
-        if race {
-            self.store
-                .append(&self.stream, ExpectedVersion::Any, events(1))
-                .await
-                .unwrap();
-        }
-        self.inner.publish(batch).await
-    }
-}
-
-/// The event appended during the publish is never marked as notified without being published.
-/// Returns whether it was still pending after the first dispatch.
-async fn a_racing_append_is_never_skipped(backend: Backend) -> bool {
-    let memory = Arc::new(MemorySink::new());
-    let s = stream("race");
-    let sink = Arc::new(RacingSink {
-        inner: memory.clone(),
-        store: backend.store.clone(),
-        stream: s.clone(),
-        raced: Mutex::new(false),
-    });
-    let dispatcher = backend.dispatcher(sink);
-    backend.store.append(&s, NoStream, events(1)).await.unwrap();
-    dispatcher.dispatch(&s).await.unwrap();
-    // Whatever the backend's mark did, event 2 is published or still pending.
-    let still_pending = match backend.outbox.pending_for(&s).await.unwrap() {
-        Some(pending) => {
-            assert_eq!((pending.notified, pending.version), (1, 2));
-            let sequences: BTreeSet<u64> = published(&memory).iter().map(|(s, _)| *s).collect();
-            assert_eq!(sequences, BTreeSet::from([1]));
-            dispatcher.dispatch(&s).await.unwrap();
-            true
-        }
-        None => false,
-    };
-    assert!(backend.outbox.pending_for(&s).await.unwrap().is_none());
-    let sequences: BTreeSet<u64> = published(&memory).iter().map(|(s, _)| *s).collect();
-    assert_eq!(sequences, BTreeSet::from([1, 2]));
-    still_pending
-}
-
-#[tokio::test]
-async fn table_outbox_publishes_then_marks() {
-    let azurite = Azurite::start().await.unwrap();
-    publishes_then_marks(Backend::table(table_store(account(&azurite)))).await;
-}
-
-#[tokio::test]
-async fn table_outbox_never_skips_a_racing_append() {
-    let azurite = Azurite::start().await.unwrap();
-    let backend = Backend::table(table_store(account(&azurite)));
-    // On Table storage the racing append changed the row's ETag: the first mark failed and the
-    // dispatch read the row again, so one dispatch published both events.
-    assert!(!a_racing_append_is_never_skipped(backend).await);
 }
 
 #[tokio::test]
@@ -346,89 +203,6 @@ async fn table_append_through_the_app_is_one_request_with_notifications_on() {
         .map(|e| e["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(received, expected_ids("c1", 2));
-}
-
-#[tokio::test]
-async fn blob_outbox_publishes_then_marks() {
-    let azurite = Azurite::start().await.unwrap();
-    publishes_then_marks(Backend::blob(blob_store(account(&azurite)))).await;
-}
-
-#[tokio::test]
-async fn blob_outbox_never_skips_a_racing_append() {
-    let azurite = Azurite::start().await.unwrap();
-    let backend = Backend::blob(blob_store(account(&azurite)));
-    // On blobs an append does not touch the marker: the mark stops at the version that was
-    // read, and the racing event stays pending for the next dispatch.
-    assert!(a_racing_append_is_never_skipped(backend).await);
-}
-
-#[tokio::test]
-async fn blob_pending_is_derived_from_the_content_by_any_process() {
-    let azurite = Azurite::start().await.unwrap();
-    // Two segments' worth of appends: the position of a mark crosses segment boundaries.
-    let writer = blob_store(account(&azurite)).with_max_blocks_per_segment(2);
-    let container = writer.container_name().to_owned();
-    // Another process, with no cache: it learns everything from the blobs.
-    let sweeper = || {
-        Backend::blob(
-            BlobStore::new(account(&azurite))
-                .with_container(container.clone())
-                .with_max_blocks_per_segment(2),
-        )
-    };
-    let (a, b) = (stream("a"), stream("b"));
-    for version in 0..3u64 {
-        writer.append(&a, Exact(version), events(1)).await.unwrap();
-    }
-    writer.append(&b, NoStream, events(2)).await.unwrap();
-
-    let sink = Arc::new(MemorySink::new());
-    let first = sweeper();
-    let pending = first.outbox.pending(None, 100).await.unwrap().streams;
-    let seen: Vec<(String, u64, u64)> = pending
-        .iter()
-        .map(|p| (p.stream.instance().to_owned(), p.notified, p.version))
-        .collect();
-    assert_eq!(seen, vec![("a".into(), 0, 3), ("b".into(), 0, 2)]);
-    let report = first.dispatcher(sink.clone()).sweep(100).await.unwrap();
-    assert_eq!((report.dispatched, report.published), (2, 3 + 1 + 2 + 1));
-    // The markers are not streams.
-    let page = writer
-        .list_streams("Bank", "Account", None, 10)
-        .await
-        .unwrap();
-    assert_eq!(page.instances, vec!["a", "b"]);
-
-    // A fresh process finds nothing pending; two more events on `a` (in its second segment)
-    // are found by yet another.
-    assert!(sweeper()
-        .outbox
-        .pending(None, 100)
-        .await
-        .unwrap()
-        .streams
-        .is_empty());
-    writer.append(&a, Exact(3), events(2)).await.unwrap();
-    let again = sweeper();
-    let pending = again.outbox.pending(None, 100).await.unwrap().streams;
-    assert_eq!(pending.len(), 1);
-    assert_eq!((pending[0].notified, pending[0].version), (3, 5));
-    let report = again.dispatcher(sink.clone()).sweep(100).await.unwrap();
-    assert_eq!(report.published, 2);
-    assert!(sweeper()
-        .outbox
-        .pending(None, 100)
-        .await
-        .unwrap()
-        .streams
-        .is_empty());
-    let a_events: Vec<u64> = published(&sink)
-        .iter()
-        .filter(|(_, kind)| *kind == NotificationKind::NewEvent)
-        .map(|(sequence, _)| *sequence)
-        .collect();
-    assert_eq!(a_events.iter().filter(|s| **s == 5).count(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -696,64 +470,6 @@ async fn the_local_loop_delivers_to_the_projector() {
 // ---------------------------------------------------------------------------------------------
 // Notifications never block (issue 11): fair sweeps, busy streams, unreadable entries, a
 // refused key.
-
-/// Both outboxes answer their pending streams rotated after the stream a sweep passes: the
-/// ones past it first, then from the start up to it (itself included).
-async fn pending_streams_rotate_after_the_last_one_taken(backend: Backend) {
-    for name in ["a", "b", "c", "d"] {
-        backend
-            .store
-            .append(&stream(name), NoStream, events(1))
-            .await
-            .unwrap();
-    }
-    let instances = |scan: streamfold::stream::PendingScan| -> Vec<String> {
-        assert!(scan.unreadable.is_empty(), "{:?}", scan.unreadable);
-        scan.streams
-            .iter()
-            .map(|p| p.stream.instance().to_owned())
-            .collect()
-    };
-    let all = backend.outbox.pending(None, 10).await.unwrap();
-    assert_eq!(instances(all), ["a", "b", "c", "d"]);
-    let after_b = backend
-        .outbox
-        .pending(Some(&stream("b")), 10)
-        .await
-        .unwrap();
-    assert_eq!(instances(after_b), ["c", "d", "a", "b"]);
-    let limited = backend.outbox.pending(Some(&stream("c")), 2).await.unwrap();
-    assert_eq!(instances(limited), ["d", "a"]);
-    let after_last = backend.outbox.pending(Some(&stream("d")), 3).await.unwrap();
-    assert_eq!(instances(after_last), ["a", "b", "c"]);
-
-    // A sweep limited to 2 streams a run reaches all four in two runs.
-    let sink = Arc::new(MemorySink::new());
-    let dispatcher = backend.dispatcher(sink.clone());
-    let first = dispatcher.sweep(2).await.unwrap();
-    let second = dispatcher.sweep(2).await.unwrap();
-    assert_eq!((first.dispatched, second.dispatched), (2, 2));
-    let swept: BTreeSet<String> = sink
-        .published()
-        .iter()
-        .map(|n| n.data.instance.clone())
-        .collect();
-    assert_eq!(swept.len(), 4, "{swept:?}");
-}
-
-#[tokio::test]
-async fn table_pending_streams_rotate() {
-    let azurite = Azurite::start().await.unwrap();
-    pending_streams_rotate_after_the_last_one_taken(Backend::table(table_store(account(&azurite))))
-        .await;
-}
-
-#[tokio::test]
-async fn blob_pending_streams_rotate() {
-    let azurite = Azurite::start().await.unwrap();
-    pending_streams_rotate_after_the_last_one_taken(Backend::blob(blob_store(account(&azurite))))
-        .await;
-}
 
 /// A sink that appends one event to a stream every time it publishes: a stream so busy that
 /// its outbox row changes under every mark.

@@ -37,7 +37,10 @@ pub struct Snapshot {
     pub state: Box<RawValue>,
 }
 
-/// Where snapshots are kept.
+/// Where snapshots are kept. A store may lose a snapshot or keep an older one, but what `load`
+/// returns is one that was saved, whole: its state's text byte for byte, its sequence, and a
+/// `max_timestamp` no earlier than saved (a store may round it up to the precision it keeps,
+/// never down). The suite `tests/contracts/snapshots.rs` checks every store for this.
 #[async_trait]
 pub trait SnapshotStore: Send + Sync + 'static {
     /// The snapshot of `projection` for `stream`, if there is one.

@@ -9,7 +9,8 @@
 //!   [`SaveOutcome::Conflict`]. Two writers that loaded the same row can never both save;
 //! - the state's JSON text is kept as given, byte for byte;
 //! - `list` returns one page of the rows of a read model for a domain / entity type: the rows
-//!   whose instance key sorts after the continuation, in instance-key order, at most
+//!   whose instance key sorts after the continuation, in instance-key order (keys compared by
+//!   their UTF-16 code units, as Table storage compares them), at most
 //!   `page_size` of them (1 when asked for 0), read with one bounded query (`$top`), never a
 //!   scan of the whole read model. The page's continuation is the instance key of the last
 //!   row the page read (`None` when no row follows), so following continuations visits every

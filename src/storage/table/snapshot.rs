@@ -9,14 +9,18 @@
 //!
 //! Snapshots are an optimisation the projection runner validates before use, so this store is
 //! allowed to lose one: a state too large for one entity is not saved (logged), and a save
-//! that races another save of the same snapshot lets the last one win.
+//! that races another save of the same snapshot lets the last one win. It never keeps a
+//! snapshot that claims fewer events than it holds: `MaxTimestamp` is rounded up to the 100 ns
+//! Table storage keeps, never down.
 
 use async_trait::async_trait;
 use azure_data_tables::prelude::IfMatchCondition;
+use time::OffsetDateTime;
 
 use super::client::{BatchOutcome, Operation, TableApi};
 use super::entity::{
-    get_json_text, get_time, get_u64, set_int64, set_json_text, set_time, with_keys, Properties,
+    get_json_text, get_time, get_u64, set_int64, set_json_text, set_time, storage_time, with_keys,
+    Properties,
 };
 use super::keys;
 use crate::projection::{Snapshot, SnapshotStore};
@@ -28,6 +32,8 @@ pub const DEFAULT_SNAPSHOT_TABLE: &str = "streamfoldsnapshots";
 const PROJECTION_VERSION: &str = "ProjectionVersion";
 const SEQUENCE: &str = "Sequence";
 const MAX_TIMESTAMP: &str = "MaxTimestamp";
+/// Table storage keeps times to this many nanoseconds.
+const STORAGE_TIME_STEP_NANOS: i64 = 100;
 /// HTTP status of an insert whose row exists.
 const CONFLICT: u16 = 409;
 
@@ -59,6 +65,18 @@ impl TableSnapshotStore {
     }
 }
 
+/// The `MaxTimestamp` kept for `max_timestamp`: rounded *up* to the 100 ns Table storage keeps.
+/// A snapshot may then claim to end later than it does (it is used for fewer points in time),
+/// never earlier (it would be used for a time before one of its events). `None` past the last
+/// time there is.
+fn kept_max_timestamp(max_timestamp: OffsetDateTime) -> Option<OffsetDateTime> {
+    let kept = storage_time(max_timestamp);
+    if kept >= max_timestamp {
+        return Some(kept);
+    }
+    kept.checked_add(time::Duration::nanoseconds(STORAGE_TIME_STEP_NANOS))
+}
+
 fn encode(snapshot: &Snapshot) -> Option<Properties> {
     let mut properties = Properties::new();
     set_json_text(&mut properties, snapshot.state.get())?;
@@ -68,7 +86,11 @@ fn encode(snapshot: &Snapshot) -> Option<Properties> {
         u64::from(snapshot.projection_version),
     );
     set_int64(&mut properties, SEQUENCE, snapshot.sequence);
-    set_time(&mut properties, MAX_TIMESTAMP, snapshot.max_timestamp);
+    set_time(
+        &mut properties,
+        MAX_TIMESTAMP,
+        kept_max_timestamp(snapshot.max_timestamp)?,
+    );
     Some(properties)
 }
 
@@ -109,7 +131,7 @@ impl SnapshotStore for TableSnapshotStore {
 
     async fn save(&self, stream: &StreamId, snapshot: &Snapshot) -> Result<(), StoreError> {
         let Some(properties) = encode(snapshot) else {
-            tracing::warn!(%stream, projection = %snapshot.projection, "snapshot state too large for one entity; not saved");
+            tracing::warn!(%stream, projection = %snapshot.projection, "snapshot state too large for one entity (or its time out of range); not saved");
             return Ok(());
         };
         let api = self.api().await?;
