@@ -55,10 +55,10 @@ for target in "${targets[@]}"; do
   (cd fuzz && cargo +nightly fuzz run "$target" "corpus-work/$target" "corpus/$target" -- \
     -max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=4096) \
     >"$log" 2>&1 || status=$?
-  execs=$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -1)
-  per_second=$(grep -Eo 'stat::average_exec_per_sec: *[0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -1)
-  corpus=$(grep -Eo 'corp: [0-9]+/[0-9]+[a-zA-Z]*' "$log" | tail -1)
-  coverage=$(grep -Eo 'cov: [0-9]+' "$log" | tail -1)
+  execs=$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -1 || true)
+  per_second=$(grep -Eo 'stat::average_exec_per_sec: *[0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -1 || true)
+  corpus=$(grep -Eo 'corp: [0-9]+/[0-9]+[a-zA-Z]*' "$log" | tail -1 || true)
+  coverage=$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 || true)
   if [ "$status" -eq 0 ]; then
     result=ok
   else
