@@ -20,8 +20,8 @@ use crate::notify::{
     TableDeadLetters,
 };
 use crate::projection::{
-    GuardError, GuardRegistry, ProjectionRegistry, ProjectionRunner, RegistryError, SnapshotStore,
-    StateCache, StreamGuard,
+    ConflictBudget, GuardError, GuardRegistry, ProjectionRegistry, ProjectionRunner, RegistryError,
+    SnapshotStore, StateCache, StreamGuard,
 };
 use crate::readmodel::{MemoryReadModelStore, ReadModelStore, TableReadModelStore};
 use crate::storage::connection::StorageAccount;
@@ -165,15 +165,28 @@ impl App {
         match self.guards.get(stream.domain(), stream.entity()) {
             Some(guard) => {
                 let runner = self.runner(stream.domain(), stream.entity())?;
-                let attempts = self.settings.conflict_retries.saturating_add(1);
                 guard
-                    .append(&runner, stream, expected, events, attempts)
+                    .append(&runner, stream, expected, events, self.conflict_budget())
                     .await
             }
             None => Ok(self
                 .store(stream.domain(), stream.entity())?
                 .append(stream, expected, events)
                 .await?),
+        }
+    }
+
+    /// How long and how often a command (a domain's own, or a guarded append) is decided
+    /// again after losing races to other writers: `StreamfoldConflictDeadlineMs`, and
+    /// `StreamfoldConflictRetries` when set.
+    pub fn conflict_budget(&self) -> ConflictBudget {
+        ConflictBudget {
+            deadline: self.settings.conflict_deadline,
+            max_attempts: self
+                .settings
+                .conflict_retries
+                .map(|retries| retries.saturating_add(1)),
+            ..ConflictBudget::default()
         }
     }
 

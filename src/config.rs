@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::time::Duration;
 
 use crate::notify::NotificationSettings;
 use crate::stream::validate_name;
@@ -30,9 +31,15 @@ pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100;
 /// MiB of projection states kept in process (see `crate::projection::StateCache`); 0 = none.
 pub const STATE_CACHE_MIB_SETTING: &str = "StreamfoldStateCacheMiB";
 pub const DEFAULT_STATE_CACHE_MIB: usize = 32;
-/// Times a command is retried from fresh state after losing a race to another writer.
+/// Milliseconds a command keeps deciding again from fresh state after losing races to other
+/// writers (with jittered exponential waits between attempts) before answering 409; see
+/// `crate::projection::ConflictBudget`.
+pub const CONFLICT_DEADLINE_MS_SETTING: &str = "StreamfoldConflictDeadlineMs";
+pub const DEFAULT_CONFLICT_DEADLINE_MS: u64 = 10_000;
+/// Optional: at most this many retries after lost races, besides the deadline (the setting
+/// of earlier versions, where it was the only bound, 5 by default; unset now, so contention
+/// is bounded by time alone).
 pub const CONFLICT_RETRIES_SETTING: &str = "StreamfoldConflictRetries";
-pub const DEFAULT_CONFLICT_RETRIES: u32 = 5;
 /// Names the app setting holding the connection string of read-model storage (Table storage;
 /// see `crate::readmodel`); [`DEFAULT_CONNECTION_SETTING`] when absent.
 pub const READ_MODEL_STORAGE_SETTING: &str = "StreamfoldReadModelStorage";
@@ -132,7 +139,10 @@ pub struct Settings {
     pub snapshot_every: u64,
     /// Bytes of projection states kept in process (0 = none).
     pub state_cache_bytes: usize,
-    pub conflict_retries: u32,
+    /// How long a command keeps deciding again after lost races.
+    pub conflict_deadline: Duration,
+    /// At most this many retries after lost races, when set.
+    pub conflict_retries: Option<u32>,
     /// Where read-model rows live (Table storage); `None` when no connection string is set.
     pub read_model_storage: Option<StorageTarget>,
     /// Event Grid notifications (see `crate::notify::settings`).
@@ -158,7 +168,12 @@ impl Settings {
             snapshot_every: parse_or(&env, SNAPSHOT_EVERY_SETTING, DEFAULT_SNAPSHOT_EVERY)?,
             state_cache_bytes: parse_or(&env, STATE_CACHE_MIB_SETTING, DEFAULT_STATE_CACHE_MIB)?
                 .saturating_mul(1024 * 1024),
-            conflict_retries: parse_or(&env, CONFLICT_RETRIES_SETTING, DEFAULT_CONFLICT_RETRIES)?,
+            conflict_deadline: Duration::from_millis(parse_or(
+                &env,
+                CONFLICT_DEADLINE_MS_SETTING,
+                DEFAULT_CONFLICT_DEADLINE_MS,
+            )?),
+            conflict_retries: optional(&env, CONFLICT_RETRIES_SETTING)?,
             read_model_storage: read_model_storage(&env)?,
             notifications: NotificationSettings::from_map(&env)?,
             notification_sweep_limit: positive(
@@ -178,6 +193,20 @@ fn positive(
     match parse_or(env, name, default)? {
         0 => Err(ConfigError::new(name, "must be at least 1")),
         n => Ok(n),
+    }
+}
+
+/// A number when the setting is present and not blank.
+fn optional<T: std::str::FromStr>(
+    env: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, ConfigError> {
+    match env.get(name).map(|v| v.trim()) {
+        None | Some("") => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| ConfigError::new(name, format!("{v:?} is not a valid number"))),
     }
 }
 
@@ -386,6 +415,27 @@ mod tests {
         }
         let s = settings(&[(NOTIFICATION_SWEEP_LIMIT_SETTING, "7")]).unwrap();
         assert_eq!(s.notification_sweep_limit, 7);
+    }
+
+    #[test]
+    fn contention_is_bounded_by_time_and_optionally_by_retries() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(
+            s.conflict_deadline,
+            Duration::from_millis(DEFAULT_CONFLICT_DEADLINE_MS)
+        );
+        assert_eq!(s.conflict_retries, None);
+        let s = settings(&[
+            (CONFLICT_DEADLINE_MS_SETTING, "250"),
+            (CONFLICT_RETRIES_SETTING, "5"),
+        ])
+        .unwrap();
+        assert_eq!(s.conflict_deadline, Duration::from_millis(250));
+        assert_eq!(s.conflict_retries, Some(5));
+        for name in [CONFLICT_DEADLINE_MS_SETTING, CONFLICT_RETRIES_SETTING] {
+            let err = settings(&[(name, "-1")]).unwrap_err();
+            assert_eq!(err.setting, name);
+        }
     }
 
     #[test]

@@ -6,6 +6,13 @@
 //!
 //! Money goes out as strings with two decimal places (`"12.50"`), so no client parses it into
 //! a float by accident; it comes in as a JSON number or string.
+//!
+//! Every command takes an optional `Idempotency-Key` header
+//! (`streamfold::functions::idempotency`): the same key with the same request answers what the
+//! first attempt answered (status and body, to the byte, with `Idempotent-Replayed: true`)
+//! and moves nothing; with another request it is 422 `idempotency-key-reused`. A command's
+//! answer is a function of the account right after its event and the correlation id stored
+//! with it, nothing else, which is what makes a replay the same answer.
 
 use bytes::Bytes;
 use rust_decimal::Decimal;
@@ -14,7 +21,9 @@ use serde_json::value::RawValue;
 use streamfold::functions::filters::{
     self, as_of_params, only_known_params, u64_param, CORRELATION_ID_HEADER,
 };
+use streamfold::functions::idempotency::{idempotency_key, REPLAYED_HEADER};
 use streamfold::functions::problem::{json_response, parse_json, reject, Problem};
+use streamfold::projection::IdempotencyKey;
 use streamfold::stream::RecordedEvent;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, StatusCode};
@@ -23,7 +32,7 @@ use warp::{Filter, Rejection};
 
 use super::account::{Refusal, Status};
 use super::money::{format_money, parse_amount, Sign};
-use super::service::{AccountView, Bank, BankError, CommandContext};
+use super::service::{AccountView, Bank, BankError, CommandAnswer, CommandContext};
 
 /// Longest commentary stored with an event.
 pub const MAX_COMMENTARY_LEN: usize = 1024;
@@ -67,9 +76,7 @@ impl From<BankError> for Problem {
                     .with("balance", format_money(balance))
             }
             BankError::AlreadyExists(_) => Problem::conflict("account-exists", detail),
-            BankError::TooMuchContention { attempts } => {
-                Problem::conflict("concurrency-conflict", detail).with("attempts", attempts)
-            }
+            BankError::Execute(e) => e.into(),
             BankError::Store(e) => e.into(),
             BankError::Projection(e) => e.into(),
             BankError::Serialize(_) => {
@@ -89,6 +96,7 @@ pub fn routes(bank: Bank) -> BoxedFilter<(Response,)> {
             .and(filters::decoded_segment())
             .and(warp::path::end())
             .and(filters::correlation_id())
+            .and(idempotency_key())
             .and(filters::body())
             .and(bank.clone())
     };
@@ -102,9 +110,11 @@ pub fn routes(bank: Bank) -> BoxedFilter<(Response,)> {
             .and(bank.clone())
     };
     let run = |kind: Command| {
-        move |account: String, correlation: String, body: Bytes, bank: Bank| {
-            run_command(kind, account, correlation, body, bank)
-        }
+        move |account: String,
+              correlation: String,
+              key: Option<IdempotencyKey>,
+              body: Bytes,
+              bank: Bank| { run_command(kind, account, correlation, key, body, bank) }
     };
     command("OpenAccount")
         .and_then(open_account)
@@ -211,9 +221,31 @@ fn account_response(
     Ok(response)
 }
 
+/// A command's answer: `status` with the account after it (the same for a replay, which also
+/// says `Idempotent-Replayed: true`).
+fn command_response(
+    status: StatusCode,
+    account_number: &str,
+    answer: &CommandAnswer,
+) -> Result<Response, Rejection> {
+    let mut response = account_response(
+        status,
+        account_number,
+        &answer.view,
+        answer.correlation_id.as_deref(),
+    )?;
+    if answer.replayed {
+        response
+            .headers_mut()
+            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
 fn context(
     correlation_id: String,
     commentary: Option<String>,
+    idempotency_key: Option<IdempotencyKey>,
 ) -> Result<CommandContext, Rejection> {
     if commentary
         .as_ref()
@@ -228,6 +260,7 @@ fn context(
         correlation_id,
         commentary,
         who: None,
+        idempotency_key,
     })
 }
 
@@ -247,6 +280,7 @@ fn account_key(account_number: &str) -> Result<(), Rejection> {
 async fn open_account(
     account_number: String,
     correlation_id: String,
+    key: Option<IdempotencyKey>,
     body: Bytes,
     bank: Bank,
 ) -> Result<Response, Rejection> {
@@ -256,17 +290,12 @@ async fn open_account(
         Some(raw) => amount("overdraftLimit", raw, Sign::NonNegative)?,
         None => Decimal::ZERO,
     };
-    let ctx = context(correlation_id, body.commentary)?;
-    let view = bank
+    let ctx = context(correlation_id, body.commentary, key)?;
+    let answer = bank
         .open(&account_number, limit, &ctx)
         .await
         .map_err(reject)?;
-    account_response(
-        StatusCode::CREATED,
-        &account_number,
-        &view,
-        Some(&ctx.correlation_id),
-    )
+    command_response(StatusCode::CREATED, &account_number, &answer)
 }
 
 /// A command on an existing account, as named by its route.
@@ -316,13 +345,14 @@ async fn run_command(
     command: Command,
     account_number: String,
     correlation_id: String,
+    key: Option<IdempotencyKey>,
     body: Bytes,
     bank: Bank,
 ) -> Result<Response, Rejection> {
     account_key(&account_number)?;
     let (action, commentary) = parse_command(command, &body)?;
-    let ctx = context(correlation_id, commentary)?;
-    let view = match action {
+    let ctx = context(correlation_id, commentary, key)?;
+    let answer = match action {
         Action::Deposit(amount) => bank.deposit(&account_number, amount, &ctx).await,
         Action::Withdraw(amount) => bank.withdraw(&account_number, amount, &ctx).await,
         Action::SetOverdraftLimit(limit) => {
@@ -331,12 +361,7 @@ async fn run_command(
         Action::Close => bank.close(&account_number, &ctx).await,
     }
     .map_err(reject)?;
-    account_response(
-        StatusCode::OK,
-        &account_number,
-        &view,
-        Some(&ctx.correlation_id),
-    )
+    command_response(StatusCode::OK, &account_number, &answer)
 }
 
 async fn get_balance(

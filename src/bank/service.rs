@@ -1,21 +1,39 @@
 //! The bank's commands, written against streamfold's public API only.
 //!
-//! Every rule is checked against state rehydrated from the stream, and the resulting event is
-//! appended with that state's exact version as the expectation: if another writer got in
-//! first, the append fails atomically and the command is decided again from fresh state, a
-//! bounded number of times. Two withdrawals can therefore never both pass the same check.
+//! Every command runs through the library's command executor
+//! (`streamfold::projection::CommandExecutor`): its rule is checked against the account's
+//! state rehydrated from the stream, and the resulting event is appended with that state's
+//! exact version as the expectation; if another writer got in first, the append fails
+//! atomically and the command is decided again from fresh state, after a jittered wait,
+//! within the app's conflict budget (`App::conflict_budget`). Two withdrawals can therefore
+//! never both pass the same check, and concurrent deposits all land.
+//!
+//! A command sent with an idempotency key lands once however often it is sent: its event's id
+//! is derived from the account, the key and its position, and the event carries the key and
+//! the hash of the command's canonical request ([`canonical_request`]: the command's name, its
+//! amount in the stored form and its commentary; not the correlation id, which a retry may
+//! change). A retry is answered from the stored event and the account as of it:
+//! [`CommandAnswer`] is a function of those alone, so the retry gets the first answer to the
+//! byte, and moves nothing. The same key with another request is refused
+//! (`ExecuteError::IdempotencyKeyReused`). A refused command writes nothing, so its key stays
+//! unused.
 
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
+use serde::Serialize;
 use streamfold::app::App;
-use streamfold::projection::{AsOf, Projected, ProjectionError};
+use streamfold::projection::{
+    AsOf, CommandExecutor, CommandOptions, ExecuteError, Idempotency, IdempotencyKey, Projected,
+    ProjectionError,
+};
 use streamfold::stream::{
-    EventMetadata, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError, StreamId,
+    EventMetadata, NewEvent, ReadRequest, RecordedEvent, StoreError, StreamId,
 };
 
 use super::account::{Account, AccountProjection, Refusal, Status};
 use super::events::{AccountEvent, AccountOpened};
+use super::money::format_money;
 use super::{DOMAIN, ENTITY, SOURCE};
 
 /// Why a command failed.
@@ -27,22 +45,35 @@ pub enum BankError {
     AlreadyExists(String),
     #[error("account {0} does not exist")]
     NotFound(String),
-    #[error("gave up after {attempts} attempts: other writers kept changing the account")]
-    TooMuchContention { attempts: u32 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Projection(#[from] ProjectionError),
+    /// Contention past the budget, an idempotency key reused with another request, ...
+    #[error(transparent)]
+    Execute(ExecuteError),
     #[error("event data could not be serialized: {0}")]
     Serialize(#[from] serde_json::Error),
 }
 
-/// Who asks, for the event metadata.
+impl From<ExecuteError> for BankError {
+    fn from(error: ExecuteError) -> Self {
+        match error {
+            ExecuteError::Store(e) => Self::Store(e),
+            ExecuteError::Projection(e) => Self::Projection(e),
+            other => Self::Execute(other),
+        }
+    }
+}
+
+/// Who asks, for the event metadata, and the client's key of the command.
 #[derive(Debug, Clone, Default)]
 pub struct CommandContext {
     pub correlation_id: String,
     pub commentary: Option<String>,
     pub who: Option<String>,
+    /// The client's `Idempotency-Key`, when it sent one.
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 impl CommandContext {
@@ -64,6 +95,18 @@ pub struct AccountView {
     pub sequence: u64,
 }
 
+/// What a command answers: the account right after its event and the correlation id stored
+/// with it; for a replay (the same idempotency key and request again), those of the first
+/// attempt.
+#[derive(Debug, Clone)]
+pub struct CommandAnswer {
+    pub view: AccountView,
+    /// The correlation id stored with the command's event.
+    pub correlation_id: Option<String>,
+    /// Whether this repeats an earlier attempt's answer (nothing was written now).
+    pub replayed: bool,
+}
+
 /// One page of an account's history.
 #[derive(Debug, Clone)]
 pub struct HistoryPage {
@@ -71,6 +114,34 @@ pub struct HistoryPage {
     pub events: Vec<RecordedEvent>,
     /// Sequence number to ask for next, when there is more.
     pub next: Option<u64>,
+}
+
+/// A command as its idempotency key's request hash sees it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CanonicalRequest<'a> {
+    command: &'a str,
+    /// The command's amount (deposit, withdrawal, limit), as stored (`"12.50"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount: Option<String>,
+    commentary: Option<&'a str>,
+    who: Option<&'a str>,
+}
+
+/// The canonical form of a command's request: two requests are the same request (for an
+/// idempotency key) exactly when these bytes are. Amounts are spelt one way (`12.5`, `"12.50"`
+/// and `12.50` are one amount); the correlation id is left out.
+pub fn canonical_request(
+    command: &str,
+    amount: Option<Decimal>,
+    context: &CommandContext,
+) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&CanonicalRequest {
+        command,
+        amount: amount.map(format_money),
+        commentary: context.commentary.as_deref(),
+        who: context.who.as_deref(),
+    })
 }
 
 /// The bank's command and query side.
@@ -88,35 +159,27 @@ impl Bank {
         Ok(StreamId::new(DOMAIN, ENTITY, account_number)?)
     }
 
-    /// Opens an account: atomically refused when the stream exists (no separate read).
+    /// Opens an account: when the stream is new, one append expecting no stream (no read);
+    /// when it exists, `AlreadyExists` (or, for a retry of the command that opened it, its
+    /// first answer).
     pub async fn open(
         &self,
         account_number: &str,
         overdraft_limit: Decimal,
         context: &CommandContext,
-    ) -> Result<AccountView, BankError> {
-        let stream = Self::stream(account_number)?;
-        let event = AccountEvent::Opened(AccountOpened { overdraft_limit });
-        // Checked as the fold will check it (the stream is new, so the state is the initial one).
-        let account = Account::default().accept(&event)?;
-        let store = self.app.store(DOMAIN, ENTITY)?;
-        match store
-            .append(
-                &stream,
-                ExpectedVersion::NoStream,
-                vec![to_new_event(&event, context)?],
-            )
-            .await
-        {
-            Ok(outcome) => Ok(AccountView {
-                account,
-                sequence: outcome.version,
-            }),
-            Err(StoreError::WrongExpectedVersion { .. }) => {
-                Err(BankError::AlreadyExists(account_number.to_owned()))
+    ) -> Result<CommandAnswer, BankError> {
+        let command = Command {
+            name: "OpenAccount",
+            amount: Some(overdraft_limit),
+            creates: true,
+        };
+        self.execute(account_number, context, command, |account| {
+            if account.status != Status::NotOpened {
+                return Err(BankError::AlreadyExists(account_number.to_owned()));
             }
-            Err(e) => Err(e.into()),
-        }
+            Ok(AccountEvent::Opened(AccountOpened { overdraft_limit }))
+        })
+        .await
     }
 
     pub async fn deposit(
@@ -124,8 +187,9 @@ impl Bank {
         account_number: &str,
         amount: Decimal,
         context: &CommandContext,
-    ) -> Result<AccountView, BankError> {
-        self.execute(account_number, context, |a| a.deposit(amount))
+    ) -> Result<CommandAnswer, BankError> {
+        let command = Command::on_account("Deposit", Some(amount));
+        self.execute(account_number, context, command, |a| Ok(a.deposit(amount)?))
             .await
     }
 
@@ -134,9 +198,15 @@ impl Bank {
         account_number: &str,
         amount: Decimal,
         context: &CommandContext,
-    ) -> Result<AccountView, BankError> {
-        self.execute(account_number, context, |a| a.withdraw(amount))
-            .await
+    ) -> Result<CommandAnswer, BankError> {
+        let command = Command::on_account("Withdraw", Some(amount));
+        self.execute(
+            account_number,
+            context,
+            command,
+            |a| Ok(a.withdraw(amount)?),
+        )
+        .await
     }
 
     pub async fn set_overdraft_limit(
@@ -144,17 +214,22 @@ impl Bank {
         account_number: &str,
         limit: Decimal,
         context: &CommandContext,
-    ) -> Result<AccountView, BankError> {
-        self.execute(account_number, context, |a| a.set_overdraft_limit(limit))
-            .await
+    ) -> Result<CommandAnswer, BankError> {
+        let command = Command::on_account("SetOverdraftLimit", Some(limit));
+        self.execute(account_number, context, command, |a| {
+            Ok(a.set_overdraft_limit(limit)?)
+        })
+        .await
     }
 
     pub async fn close(
         &self,
         account_number: &str,
         context: &CommandContext,
-    ) -> Result<AccountView, BankError> {
-        self.execute(account_number, context, Account::close).await
+    ) -> Result<CommandAnswer, BankError> {
+        let command = Command::on_account("CloseAccount", None);
+        self.execute(account_number, context, command, |a| Ok(a.close()?))
+            .await
     }
 
     /// The account as of now, a sequence number or a time; `NotFound` when it was not open
@@ -205,45 +280,74 @@ impl Bank {
         })
     }
 
-    /// Decides a command on fresh state and appends its event with that state's exact
-    /// version; on a lost race, decides again (bounded).
+    /// Runs `command` through the library's executor: `decide` sees the account's current
+    /// state (an account that is not open is `NotFound`, unless the command creates it), its
+    /// event is checked by the rules the fold applies, and appended with the state's exact
+    /// version; a retry of a keyed command answers as the first attempt did.
     async fn execute(
         &self,
         account_number: &str,
         context: &CommandContext,
-        decide: impl Fn(&Account) -> Result<AccountEvent, Refusal>,
-    ) -> Result<AccountView, BankError> {
+        command: Command,
+        decide: impl Fn(&Account) -> Result<AccountEvent, BankError> + Send + Sync,
+    ) -> Result<CommandAnswer, BankError> {
         let stream = Self::stream(account_number)?;
-        let store = self.app.store(DOMAIN, ENTITY)?;
         let runner = self.app.runner(DOMAIN, ENTITY)?;
-        let attempts = self.app.settings().conflict_retries + 1;
-        for _ in 0..attempts {
-            let current = runner
-                .run(&stream, &AccountProjection, AsOf::Latest)
-                .await?;
-            if current.state.status == Status::NotOpened {
-                return Err(BankError::NotFound(account_number.to_owned()));
-            }
-            let event = decide(&current.state)?;
-            // The state the event leads to, by the same rules the fold applies: a command
-            // never writes what a later fold would refuse.
-            let account = current.state.accept(&event)?;
-            let expected = ExpectedVersion::Exact(current.sequence);
-            let new_events = vec![to_new_event(&event, context)?];
-            match store.append(&stream, expected, new_events.clone()).await {
-                Ok(outcome) => {
-                    // The next command or query of this instance starts from here.
-                    runner.remember_append(&stream, &AccountProjection, &new_events, &outcome);
-                    return Ok(AccountView {
-                        account,
-                        sequence: outcome.version,
-                    });
-                }
-                Err(StoreError::WrongExpectedVersion { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
+        let executor =
+            CommandExecutor::new(&runner, &AccountProjection, self.app.conflict_budget());
+        let idempotency = match &context.idempotency_key {
+            Some(key) => Some(Idempotency::new(
+                key.clone(),
+                &canonical_request(command.name, command.amount, context)?,
+            )),
+            None => None,
+        };
+        let mut options = CommandOptions::with_key(idempotency);
+        if command.creates {
+            options = options.assuming_new_stream();
         }
-        Err(BankError::TooMuchContention { attempts })
+        let executed = executor
+            .execute(&stream, options, |account: &Account, _version| {
+                if account.status == Status::NotOpened && !command.creates {
+                    return Err(BankError::NotFound(account_number.to_owned()));
+                }
+                let event = decide(account)?;
+                // Checked as the fold will check it: a command never writes what a later fold
+                // would refuse (an amount out of range, a balance that would overflow).
+                account.accept(&event)?;
+                Ok(vec![to_new_event(&event, context)?])
+            })
+            .await?;
+        Ok(CommandAnswer {
+            correlation_id: executed
+                .events
+                .first()
+                .and_then(|event| event.metadata.correlation_id.clone()),
+            replayed: executed.replayed(),
+            view: AccountView {
+                account: executed.state,
+                sequence: executed.outcome.version,
+            },
+        })
+    }
+}
+
+/// A command's name and amount (for its canonical request), and whether it creates the
+/// account.
+#[derive(Debug, Clone, Copy)]
+struct Command {
+    name: &'static str,
+    amount: Option<Decimal>,
+    creates: bool,
+}
+
+impl Command {
+    fn on_account(name: &'static str, amount: Option<Decimal>) -> Self {
+        Self {
+            name,
+            amount,
+            creates: false,
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! invocation id, the one [`problem::recover`], and turns panics into 500 problems.
 
 pub mod filters;
+pub mod idempotency;
 pub mod invocation;
 pub mod openapi;
 pub mod problem;

@@ -14,7 +14,7 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Rejection, Reply};
 
-use crate::projection::{GuardError, ProjectionError};
+use crate::projection::{ExecuteError, GuardError, ProjectionError};
 use crate::stream::StoreError;
 
 /// Prefix of every problem `type` URI; the suffix is a stable slug.
@@ -217,12 +217,41 @@ impl From<ProjectionError> for Problem {
     }
 }
 
+impl From<ExecuteError> for Problem {
+    fn from(error: ExecuteError) -> Self {
+        let detail = error.to_string();
+        match error {
+            ExecuteError::Store(e) => e.into(),
+            ExecuteError::Projection(e) => e.into(),
+            ExecuteError::Contention {
+                stream,
+                attempts,
+                elapsed,
+            } => Problem::conflict("concurrency-conflict", detail)
+                .with("stream", stream)
+                .with("attempts", attempts)
+                .with(
+                    "elapsedMs",
+                    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                ),
+            ExecuteError::IdempotencyKeyReused { stream, key } => {
+                Problem::unprocessable("idempotency-key-reused", detail)
+                    .with("stream", stream)
+                    .with("idempotencyKey", key)
+            }
+            ExecuteError::Unfoldable { .. } => {
+                tracing::error!(error = %detail, "a command decided an event its own fold refuses");
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
+            }
+        }
+    }
+}
+
 impl From<GuardError> for Problem {
     fn from(error: GuardError) -> Self {
         let detail = error.to_string();
         match error {
-            GuardError::Store(e) => e.into(),
-            GuardError::Projection(e) => e.into(),
+            GuardError::Failed(e) => e.into(),
             GuardError::Refused {
                 stream,
                 index,
@@ -235,11 +264,6 @@ impl From<GuardError> for Problem {
                 .with("eventId", event_id.to_string())
                 .with("eventType", event_type)
                 .with("reason", reason),
-            GuardError::Contention { stream, attempts } => {
-                Problem::conflict("concurrency-conflict", detail)
-                    .with("stream", stream)
-                    .with("attempts", attempts)
-            }
         }
     }
 }

@@ -15,18 +15,20 @@
 //! - **atomic with the state it was validated against**: the append is made with the exact
 //!   version the state was folded at, so an append that lands is one the rules accepted after
 //!   exactly the events it follows. A writer that got in between makes the append fail
-//!   atomically; the state is folded again and the events checked again, at most `attempts`
-//!   times, then [`GuardError::Contention`];
+//!   atomically; the state is folded again and the events checked again, within the
+//!   [`ConflictBudget`], then [`ExecuteError::Contention`]. This is the command executor's loop
+//!   ([`CommandExecutor`]): the guard is a command whose decision is "these events, if the
+//!   expectation and the rules accept them";
 //! - **the caller's expectation still holds**: it is checked against the version the state
 //!   was folded at, before the rules (`WrongExpectedVersion` with the actual version, as an
 //!   unguarded append answers), and the version used for the append meets it;
-//! - **retries stay idempotent**: before anything is refused (expectation or rules), the
-//!   events' ids are looked up with an append that can never be written (expecting "no
-//!   stream" of a stream that exists), so an exact retry of an append that landed is answered
-//!   with the original outcome (`duplicate = true`) even though the state has moved since,
-//!   and ids stored in another arrangement are `EventIdReused` — the same order of rules as an
-//!   unguarded append. A retry that the rules still accept meets the same answer from the
-//!   store itself;
+//! - **retries stay idempotent**: the events are the command's identity
+//!   ([`Recognition::EventIds`]): before anything is refused (expectation or rules), the
+//!   executor looks their ids up with an append that can never be written, so an exact retry
+//!   of an append that landed is answered with the original outcome (`duplicate = true`) even
+//!   though the state has moved since, and ids stored in another arrangement are
+//!   `EventIdReused` — the same order of rules as an unguarded append. A retry that the rules
+//!   still accept meets the same answer from the store itself;
 //! - **an unreadable stream is not written**: when the current state cannot be folded
 //!   ([`ProjectionError::Apply`]), nothing can be validated and the append is refused with
 //!   that error.
@@ -38,9 +40,12 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{AsOf, Projection, ProjectionError, ProjectionRunner, RegistryError};
+use super::{
+    CommandExecutor, CommandOptions, ConflictBudget, ExecuteError, Projection, ProjectionError,
+    ProjectionRunner, Recognition, RegistryError,
+};
 use crate::stream::{
-    check_new_events, validate_entity_type, AppendOutcome, EventStore, ExpectedVersion, NewEvent,
+    check_new_events, validate_entity_type, AppendOutcome, ExpectedVersion, NewEvent,
     RecordedEvent, StoreError, StreamId,
 };
 
@@ -68,13 +73,10 @@ pub trait StreamGuard: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
     /// Reading or writing the stream failed, or the caller's expectation is not met, or
-    /// event ids were used before (as for any append).
+    /// event ids were used before (as for any append), or the stream cannot be folded, or
+    /// other writers kept changing it.
     #[error(transparent)]
-    Store(#[from] StoreError),
-
-    /// The stream's current state cannot be folded, so nothing can be checked against it.
-    #[error(transparent)]
-    Projection(#[from] ProjectionError),
+    Failed(ExecuteError),
 
     /// The domain refuses one of the events.
     #[error("stream {stream}: event {index} ({event_type}, id {event_id}) is refused: {reason}")]
@@ -86,10 +88,40 @@ pub enum GuardError {
         event_type: String,
         reason: String,
     },
+}
 
-    /// Other writers kept changing the stream between the fold and the append.
-    #[error("stream {stream}: gave up after {attempts} attempts: other writers kept changing the stream")]
-    Contention { stream: String, attempts: u32 },
+impl From<ExecuteError> for GuardError {
+    fn from(error: ExecuteError) -> Self {
+        match error {
+            // The projection's own refusal of an event is the domain's refusal.
+            ExecuteError::Unfoldable {
+                stream,
+                index,
+                event_id,
+                event_type,
+                reason,
+            } => Self::Refused {
+                stream,
+                index,
+                event_id,
+                event_type,
+                reason,
+            },
+            other => Self::Failed(other),
+        }
+    }
+}
+
+impl From<StoreError> for GuardError {
+    fn from(error: StoreError) -> Self {
+        Self::Failed(error.into())
+    }
+}
+
+impl From<ProjectionError> for GuardError {
+    fn from(error: ProjectionError) -> Self {
+        Self::Failed(error.into())
+    }
 }
 
 /// A [`StreamGuard`] with its types erased, so guards of different domains live in one map.
@@ -103,7 +135,7 @@ pub trait DynStreamGuard: Send + Sync {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        attempts: u32,
+        budget: ConflictBudget,
     ) -> Result<AppendOutcome, GuardError>;
 }
 
@@ -115,59 +147,42 @@ impl<G: StreamGuard> DynStreamGuard for G {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        attempts: u32,
+        budget: ConflictBudget,
     ) -> Result<AppendOutcome, GuardError> {
-        guarded_append(self, runner, stream, expected, events, attempts).await
+        guarded_append(self, runner, stream, expected, events, budget).await
     }
 }
 
 /// Appends `events` to `stream` through `runner`'s event store if `guard` accepts them after
-/// the stream's current state (see the module guarantees). `attempts` (at least 1) bounds the
-/// folds made when other writers get in between.
+/// the stream's current state (see the module guarantees). `budget` bounds the folds made
+/// when other writers get in between.
 pub async fn guarded_append<G: StreamGuard>(
     guard: &G,
     runner: &ProjectionRunner,
     stream: &StreamId,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
-    attempts: u32,
+    budget: ConflictBudget,
 ) -> Result<AppendOutcome, GuardError> {
     // What every store refuses without I/O (empty, bad event type, an id twice), refused
     // first, as an unguarded append would.
     check_new_events(&events)?;
-    let store = runner.store();
-    let attempts = attempts.max(1);
-    for _ in 0..attempts {
-        let current = runner.run(stream, guard.projection(), AsOf::Latest).await?;
-        let version = current.stream_version;
-        if !expected.is_met_by(version) {
-            let refusal = GuardError::Store(StoreError::WrongExpectedVersion {
-                stream: stream.to_string(),
-                expected,
-                actual: version,
-            });
-            return refuse_unless_retry(store.as_ref(), stream, version, events, refusal).await;
-        }
-        if let Err(refusal) = check_all(guard, stream, current.state, version, &events) {
-            return refuse_unless_retry(store.as_ref(), stream, version, events, refusal).await;
-        }
-        match store
-            .append(stream, ExpectedVersion::Exact(version), events.clone())
-            .await
-        {
-            Ok(outcome) => {
-                runner.remember_append(stream, guard.projection(), &events, &outcome);
-                return Ok(outcome);
+    let executor = CommandExecutor::new(runner, guard.projection(), budget);
+    let options = CommandOptions::recognised_by(Recognition::EventIds(events.clone()));
+    let executed = executor
+        .execute(stream, options, |state, version| {
+            if !expected.is_met_by(version) {
+                return Err(GuardError::from(StoreError::WrongExpectedVersion {
+                    stream: stream.to_string(),
+                    expected,
+                    actual: version,
+                }));
             }
-            // Another writer got in between: fold again and check again.
-            Err(StoreError::WrongExpectedVersion { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(GuardError::Contention {
-        stream: stream.to_string(),
-        attempts,
-    })
+            check_all(guard, stream, state.clone(), version, &events)?;
+            Ok(events.clone())
+        })
+        .await?;
+    Ok(executed.outcome)
 }
 
 /// Checks every event in order, each against the state its predecessors make.
@@ -202,40 +217,6 @@ fn check_all<G: StreamGuard>(
             .map_err(|e| refused(e.reason))?;
     }
     Ok(())
-}
-
-/// Answers `refusal`, unless the events are an exact retry of an append already stored (then
-/// its original outcome) or reuse stored ids (`EventIdReused`). The lookup is an append
-/// expecting "no stream" of a stream that exists (`version > 0`), which no store can write;
-/// a stream with no events holds no ids.
-async fn refuse_unless_retry(
-    store: &dyn EventStore,
-    stream: &StreamId,
-    version: u64,
-    events: Vec<NewEvent>,
-    refusal: GuardError,
-) -> Result<AppendOutcome, GuardError> {
-    if version == 0 {
-        return Err(refusal);
-    }
-    match store
-        .append(stream, ExpectedVersion::NoStream, events)
-        .await
-    {
-        Ok(outcome) if outcome.duplicate => Ok(outcome),
-        Ok(outcome) => {
-            // Streams never cease to exist, so this cannot happen; say so loudly if it does.
-            tracing::error!(
-                stream = %stream,
-                version,
-                new_version = outcome.version,
-                "an append expecting no stream was written to a stream that existed"
-            );
-            Ok(outcome)
-        }
-        Err(StoreError::WrongExpectedVersion { .. }) => Err(refusal),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// The guards of an app, by domain and entity type.
@@ -282,7 +263,7 @@ impl std::fmt::Debug for GuardRegistry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use serde_json::value::RawValue;
@@ -290,10 +271,10 @@ mod tests {
     use super::*;
     use crate::projection::ApplyError;
     use crate::storage::MemoryStore;
-    use crate::stream::{ReadRequest, StreamPage, StreamSlice};
+    use crate::stream::{EventStore, ReadRequest, StreamPage, StreamSlice};
 
     /// State: a balance that must never go below zero; events `In`/`Out` with an amount.
-    struct Balance;
+    pub(crate) struct Balance;
 
     impl Projection for Balance {
         type State = i64;
@@ -336,23 +317,23 @@ mod tests {
         }
     }
 
-    fn event(event_type: &str, amount: i64) -> NewEvent {
+    pub(crate) fn event(event_type: &str, amount: i64) -> NewEvent {
         NewEvent::from_raw(
             event_type,
             RawValue::from_string(amount.to_string()).unwrap(),
         )
     }
 
-    fn stream() -> StreamId {
+    pub(crate) fn stream() -> StreamId {
         StreamId::new("Bank", "Account", "G1").unwrap()
     }
 
     /// A store that lets another writer append `competitor` right before each of the first
     /// `races` appends it is asked for.
-    struct Racing {
-        inner: MemoryStore,
-        races: AtomicU32,
-        competitor: fn() -> NewEvent,
+    pub(crate) struct Racing {
+        pub(crate) inner: MemoryStore,
+        pub(crate) races: AtomicU32,
+        pub(crate) competitor: fn() -> NewEvent,
     }
 
     #[async_trait]
@@ -397,6 +378,15 @@ mod tests {
         }
     }
 
+    /// Three attempts, no waiting between them.
+    pub(crate) fn budget() -> ConflictBudget {
+        ConflictBudget {
+            max_attempts: Some(3),
+            first_backoff: std::time::Duration::ZERO,
+            ..ConflictBudget::default()
+        }
+    }
+
     fn runner() -> ProjectionRunner {
         ProjectionRunner::new(Arc::new(MemoryStore::new()))
     }
@@ -406,7 +396,7 @@ mod tests {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, GuardError> {
-        guarded_append(&Guard, runner, &stream(), expected, events, 3).await
+        guarded_append(&Guard, runner, &stream(), expected, events, budget()).await
     }
 
     async fn version(runner: &ProjectionRunner) -> u64 {
@@ -455,7 +445,9 @@ mod tests {
             .unwrap();
         for expected in [ExpectedVersion::NoStream, ExpectedVersion::Exact(7)] {
             match append(&runner, expected, vec![event("In", 1)]).await {
-                Err(GuardError::Store(StoreError::WrongExpectedVersion { actual, .. })) => {
+                Err(GuardError::Failed(ExecuteError::Store(
+                    StoreError::WrongExpectedVersion { actual, .. },
+                ))) => {
                     assert_eq!(actual, 1)
                 }
                 other => panic!("{other:?}"),
@@ -467,19 +459,20 @@ mod tests {
             &StreamId::new("Bank", "Account", "none").unwrap(),
             ExpectedVersion::Exists,
             vec![event("In", 1)],
-            3,
+            budget(),
         )
         .await;
         assert!(matches!(
             missing,
-            Err(GuardError::Store(StoreError::WrongExpectedVersion {
-                actual: 0,
-                ..
-            }))
+            Err(GuardError::Failed(ExecuteError::Store(
+                StoreError::WrongExpectedVersion { actual: 0, .. }
+            )))
         ));
         assert!(matches!(
             append(&runner, ExpectedVersion::Any, Vec::new()).await,
-            Err(GuardError::Store(StoreError::EmptyAppend))
+            Err(GuardError::Failed(ExecuteError::Store(
+                StoreError::EmptyAppend
+            )))
         ));
     }
 
@@ -509,7 +502,9 @@ mod tests {
         let reused = vec![withdrawal[0].clone(), event("In", 1)];
         assert!(matches!(
             append(&runner, ExpectedVersion::Any, reused).await,
-            Err(GuardError::Store(StoreError::EventIdReused { .. }))
+            Err(GuardError::Failed(ExecuteError::Store(
+                StoreError::EventIdReused { .. }
+            )))
         ));
         assert_eq!(version(&runner).await, 2);
     }
@@ -544,7 +539,13 @@ mod tests {
         let runner = ProjectionRunner::new(store);
         let contended = append(&runner, ExpectedVersion::Any, vec![event("In", 1)]).await;
         assert!(
-            matches!(contended, Err(GuardError::Contention { attempts: 3, .. })),
+            matches!(
+                contended,
+                Err(GuardError::Failed(ExecuteError::Contention {
+                    attempts: 3,
+                    ..
+                }))
+            ),
             "{contended:?}"
         );
         // Only the competitors were written.
@@ -563,7 +564,9 @@ mod tests {
         assert!(
             matches!(
                 refused,
-                Err(GuardError::Projection(ProjectionError::Apply { .. }))
+                Err(GuardError::Failed(ExecuteError::Projection(
+                    ProjectionError::Apply { .. }
+                )))
             ),
             "{refused:?}"
         );

@@ -15,6 +15,11 @@
 //! - `registry`: [`ProjectionRegistry`], projections by domain / entity type / name.
 //! - `guard`: [`StreamGuard`], a domain's rules for events other writers append to its
 //!   streams, checked against the state its projection folds; [`guarded_append`].
+//! - `executor`: [`CommandExecutor`], the one loop commands run through: load the state,
+//!   decide, append with its exact version, decide again after a lost race within a
+//!   [`ConflictBudget`]; commands recognised by an idempotency key or their event ids.
+//! - `idempotency`: [`IdempotencyKey`], [`Idempotency`]: event ids derived from a client's key,
+//!   and the request's hash stored with the events.
 //! - `counting`: [`CountingStore`], an event store wrapper that counts reads, for tests.
 //! - `error`: [`ApplyError`], [`ProjectionError`].
 
@@ -24,7 +29,9 @@ mod counting;
 mod definition;
 mod dynamic;
 mod error;
+mod executor;
 mod guard;
+mod idempotency;
 mod registry;
 mod runner;
 mod snapshot;
@@ -37,7 +44,15 @@ pub use counting::CountingStore;
 pub use definition::{decode_data, validate_projection_name, Projection, MAX_PROJECTION_NAME_LEN};
 pub use dynamic::{DynProjection, Fold};
 pub use error::{ApplyError, ProjectionError};
+pub use executor::{
+    CommandExecutor, CommandOptions, ConflictBudget, ExecuteError, Executed, Recognition,
+    DEFAULT_CONFLICT_DEADLINE,
+};
 pub use guard::{guarded_append, DynStreamGuard, GuardError, GuardRegistry, StreamGuard};
+pub use idempotency::{
+    Idempotency, IdempotencyKey, InvalidIdempotencyKey, IDEMPOTENCY_NAMESPACE,
+    MAX_IDEMPOTENCY_KEY_LEN,
+};
 pub use registry::{ProjectionRegistry, RegistryError};
 pub use runner::{AsOf, Projected, ProjectionRunner, REPLAY_CHUNK_EVENTS};
 pub use snapshot::{MemorySnapshotStore, Snapshot, SnapshotStore};

@@ -15,7 +15,8 @@
 //! Faults can be injected ([`CountingProxy::inject`]): a request that matches a [`Fault`] is
 //! answered by the proxy itself with the fault's status and an Azure-style error (the
 //! `x-ms-error-code` header and a JSON `odata.error` body), counted and logged like any other,
-//! and never reaches the upstream.
+//! and never reaches the upstream; or, made with [`Fault::answer_lost`], reaches the upstream,
+//! which acts on it, while its answer is dropped and replaced by the fault's (a lost answer).
 //!
 //! Only the origin (scheme, host, port) of the upstream address is used: paths are forwarded
 //! as they are, so `http://127.0.0.1:10000` and `http://127.0.0.1:10000/devstoreaccount1` as
@@ -79,6 +80,8 @@ pub struct Fault {
     pub status: u16,
     /// The Azure error code answered (`x-ms-error-code` and the body's `code`).
     pub error_code: String,
+    /// Whether the request is still forwarded (its answer dropped): a lost answer.
+    pub forward: bool,
 }
 
 impl Fault {
@@ -89,6 +92,17 @@ impl Fault {
             contains: contains.to_owned(),
             status,
             error_code: error_code.to_owned(),
+            forward: false,
+        }
+    }
+
+    /// Every request whose path and query contain `contains` is forwarded, and the upstream's
+    /// answer, once received, is dropped and replaced by `status` with `error_code`: the
+    /// upstream did the work, the client never learns it.
+    pub fn answer_lost(contains: &str, status: u16, error_code: &str) -> Self {
+        Self {
+            forward: true,
+            ..Self::new(contains, status, error_code)
         }
     }
 
@@ -309,6 +323,10 @@ async fn forward(
         .find(|f| f.matches(&request))
         .cloned();
     let outcome = match fault {
+        Some(fault) if fault.forward => {
+            let _dropped = send(builder).await;
+            Ok(fault.response())
+        }
         Some(fault) => Ok(fault.response()),
         None => send(builder).await,
     };
@@ -343,9 +361,7 @@ async fn forward(
     reply
 }
 
-async fn send(
-    builder: reqwest::RequestBuilder,
-) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+async fn send(builder: reqwest::RequestBuilder) -> Result<(StatusCode, HeaderMap, Bytes), String> {
     match builder.send().await {
         Ok(response) => {
             let status = response.status();
