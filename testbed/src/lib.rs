@@ -2,7 +2,9 @@
 //!
 //! - [`azurite`]: the real Azure Storage emulator on free loopback ports in a temporary folder.
 //! - [`hostsim`]: a stand-in for the Azure Functions host running a custom handler app.
-//! - [`proxy`]: a counting HTTP proxy, to count the storage requests an operation costs.
+//! - [`proxy`]: a counting HTTP proxy, to count the storage requests an operation costs, and
+//!   to inject faults (errors, lost answers).
+//! - [`raw`]: the one catch-all warp filter its servers use: every request as received.
 //! - [`topic`]: an Event Grid topic simulator: strict publish checks, chaotic delivery.
 //! - [`rng`]: the reproducible generator behind the chaos (and the tests' random operations).
 //!
@@ -11,6 +13,7 @@
 pub mod azurite;
 pub mod hostsim;
 pub mod proxy;
+pub mod raw;
 pub mod rng;
 pub mod topic;
 

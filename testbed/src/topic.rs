@@ -47,6 +47,7 @@
 //! seeded generator derived per event from (seed, acceptance index, copy), so with sequential
 //! publishes a chaos run makes the same choices every time.
 
+use crate::raw::RawRequest;
 use crate::rng::SplitMix64;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -549,41 +550,23 @@ fn resource_id(name: &str) -> String {
 
 fn serve(listener: tokio::net::TcpListener, state: Arc<State>) -> Server {
     let (shutdown, signal) = oneshot::channel::<()>();
-    let query = warp::query::raw()
-        .map(Some)
-        .or(warp::any().map(|| None))
-        .unify();
-    let routes = warp::method()
-        .and(warp::path::full())
-        .and(query)
-        .and(warp::header::headers_cloned())
-        .and(warp::body::content_length_limit(MAX_BODY_READ))
-        .and(warp::body::bytes())
-        .then(
-            move |method: Method,
-                  path: warp::path::FullPath,
-                  query: Option<String>,
-                  headers: HeaderMap,
-                  body: Bytes| {
-                let state = state.clone();
-                async move {
-                    if let Some(reply) = stall(&state, &headers, body.len()).await {
-                        return reply;
-                    }
-                    let (status, reason) = publish(
-                        &state,
-                        &method,
-                        path.as_str(),
-                        query.as_deref(),
-                        &headers,
-                        &body,
-                    );
-                    let mut reply = warp::reply::Response::new(reason.unwrap_or_default().into());
-                    *reply.status_mut() = status;
-                    reply
-                }
-            },
-        );
+    let routes = crate::raw::request_within(MAX_BODY_READ).then(move |raw: RawRequest| {
+        let state = state.clone();
+        async move {
+            if let Some(reply) = stall(&state, &raw.headers, raw.body.len()).await {
+                return reply;
+            }
+            let (status, reason) = publish(
+                &state,
+                &raw.method,
+                &raw.path,
+                raw.query.as_deref(),
+                &raw.headers,
+                &raw.body,
+            );
+            crate::raw::response(status, HeaderMap::new(), reason.unwrap_or_default())
+        }
+    });
     let task = tokio::spawn(
         warp::serve(routes)
             .incoming(listener)
@@ -617,9 +600,11 @@ async fn stall(state: &State, headers: &HeaderMap, bytes: usize) -> Option<warp:
         reason: Some("stalled: no answer".into()),
     });
     let _ = release.wait_for(|g| *g > generation).await;
-    let mut reply = warp::reply::Response::new("released after a stall".into());
-    *reply.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    Some(reply)
+    Some(crate::raw::response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        HeaderMap::new(),
+        "released after a stall",
+    ))
 }
 
 fn content_type(headers: &HeaderMap) -> Option<String> {

@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 use serde_json::{json, Value};
+use streamfold_testbed::raw::{self, RawRequest};
 use streamfold_testbed::{Azurite, CountingProxy};
-use warp::http::{HeaderMap, Method};
+use warp::http::{HeaderMap, Method, StatusCode};
 use warp::Filter;
 
 /// Bytes of every upstream GET body.
@@ -17,48 +18,31 @@ async fn upstream() -> u16 {
         .await
         .unwrap();
     let port = listener.local_addr().unwrap().port();
-    let query = warp::query::raw()
-        .map(Some)
-        .or(warp::any().map(|| None))
-        .unify();
-    let routes = warp::method()
-        .and(warp::path::full())
-        .and(query)
-        .and(warp::header::headers_cloned())
-        .and(warp::body::bytes())
-        .map(
-            |method: Method,
-             path: warp::path::FullPath,
-             query: Option<String>,
-             headers: HeaderMap,
-             body: Bytes| {
-                if method == Method::GET {
-                    let mut r = warp::reply::Response::new(vec![b'x'; BODY_SIZE].into());
-                    r.headers_mut().insert("x-upstream", "1".parse().unwrap());
-                    return r;
-                }
-                if method == Method::HEAD {
-                    let mut r = warp::reply::Response::new(Bytes::new().into());
-                    r.headers_mut()
-                        .insert("content-length", BODY_SIZE.to_string().parse().unwrap());
-                    return r;
-                }
-                let headers: serde_json::Map<String, Value> = headers
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap())))
-                    .collect();
-                let echo = json!({
-                    "method": method.as_str(),
-                    "path": path.as_str(),
-                    "query": query,
-                    "headers": headers,
-                    "body": String::from_utf8_lossy(&body),
-                });
-                let mut r = warp::reply::Response::new(echo.to_string().into());
-                *r.status_mut() = warp::http::StatusCode::CREATED;
-                r
-            },
-        );
+    let routes = raw::request().map(|request: RawRequest| {
+        if request.method == Method::GET {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-upstream", "1".parse().unwrap());
+            return raw::response(StatusCode::OK, headers, vec![b'x'; BODY_SIZE]);
+        }
+        if request.method == Method::HEAD {
+            let mut headers = HeaderMap::new();
+            headers.insert("content-length", BODY_SIZE.to_string().parse().unwrap());
+            return raw::response(StatusCode::OK, headers, Bytes::new());
+        }
+        let headers: serde_json::Map<String, Value> = request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap())))
+            .collect();
+        let echo = json!({
+            "method": request.method.as_str(),
+            "path": request.path,
+            "query": request.query,
+            "headers": headers,
+            "body": String::from_utf8_lossy(&request.body),
+        });
+        raw::response(StatusCode::CREATED, HeaderMap::new(), echo.to_string())
+    });
     tokio::spawn(warp::serve(routes).incoming(listener).run());
     port
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
+use streamfold_testbed::raw::RawRequest;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::Filter;
 
@@ -99,12 +100,15 @@ fn respond(status: StatusCode, headers: &[(&str, &str)], body: String) -> warp::
 fn handle(
     received: &Received,
     root_status: StatusCode,
-    method: Method,
-    path: String,
-    query: Option<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: RawRequest,
 ) -> warp::reply::Response {
+    let RawRequest {
+        method,
+        path,
+        query,
+        headers,
+        body,
+    } = request;
     if path == "/" && method == Method::GET {
         return respond(root_status, &[], "\"echo-handler\"".into());
     }
@@ -180,28 +184,8 @@ async fn main() {
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
     let received: Received = Arc::new(Mutex::new(Vec::new()));
-    let query = warp::query::raw()
-        .map(Some)
-        .or(warp::any().map(|| None))
-        .unify();
-    let routes = warp::method()
-        .and(warp::path::full())
-        .and(query)
-        .and(warp::header::headers_cloned())
-        .and(warp::body::bytes())
-        .map(
-            move |method, path: warp::path::FullPath, query, headers, body| {
-                handle(
-                    &received,
-                    root_status,
-                    method,
-                    path.as_str().to_string(),
-                    query,
-                    headers,
-                    body,
-                )
-            },
-        );
+    let routes = streamfold_testbed::raw::request()
+        .map(move |request: RawRequest| handle(&received, root_status, request));
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
         Ok(listener) => listener,
         Err(error) => {

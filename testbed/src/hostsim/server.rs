@@ -53,37 +53,22 @@ pub async fn serve(
     sim: Arc<SimState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let query = warp::query::raw()
-        .map(Some)
-        .or(warp::any().map(|| None))
-        .unify();
-    let routes = warp::method()
-        .and(warp::path::full())
-        .and(query)
-        .and(warp::header::headers_cloned())
-        .and(warp::body::bytes())
-        .and(warp::addr::remote())
-        .then(
-            move |method: Method,
-                  path: warp::path::FullPath,
-                  raw_query: Option<String>,
-                  headers,
-                  body: Bytes,
-                  remote: Option<std::net::SocketAddr>| {
-                let sim = sim.clone();
-                async move {
-                    let request = IncomingRequest {
-                        method,
-                        raw_path: path.as_str().to_string(),
-                        raw_query,
-                        headers,
-                        body,
-                        remote,
-                    };
-                    into_reply(dispatch(&sim, request).await)
-                }
-            },
-        );
+    let routes = crate::raw::request().and(warp::addr::remote()).then(
+        move |raw: crate::raw::RawRequest, remote: Option<std::net::SocketAddr>| {
+            let sim = sim.clone();
+            async move {
+                let request = IncomingRequest {
+                    method: raw.method,
+                    raw_path: raw.path,
+                    raw_query: raw.query,
+                    headers: raw.headers,
+                    body: raw.body,
+                    remote,
+                };
+                into_reply(dispatch(&sim, request).await)
+            }
+        },
+    );
     warp::serve(routes)
         .incoming(listener)
         .graceful(shutdown)
@@ -92,10 +77,7 @@ pub async fn serve(
 }
 
 fn into_reply(response: OutgoingResponse) -> warp::reply::Response {
-    let mut reply = warp::reply::Response::new(response.body.into());
-    *reply.status_mut() = response.status;
-    *reply.headers_mut() = response.headers;
-    reply
+    crate::raw::response(response.status, response.headers, response.body)
 }
 
 async fn dispatch(sim: &Arc<SimState>, request: IncomingRequest) -> OutgoingResponse {
