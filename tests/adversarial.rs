@@ -314,6 +314,16 @@ async fn awkward_keys() {
             case("POST", path(key), status)
                 .json(json!({"events": [{"eventType": "Added", "data": {"k": key}}]}))
         };
+        // Forwarded, `%2F` and escapes of bytes that are not UTF-8 decode and are refused;
+        // through the host's proxy they arrive escaped once more, as literal text, which is a
+        // valid key (docs/host-modes.md).
+        let ambiguous = |key: &str, slug: &'static str| {
+            if support::proxying() {
+                append(key, 201)
+            } else {
+                append(key, 400).slug(slug)
+            }
+        };
         cases.extend([
             append("o'brien", 201),
             append("100%25", 201),
@@ -322,10 +332,10 @@ async fn awkward_keys() {
             append(nfc, 201),
             append(nfd, 201),
             append(&long_multibyte, 400).slug("invalid-key"),
-            append("a%2Fb", 400).slug("invalid-key"),
+            ambiguous("a%2Fb", "invalid-key"),
             append("a%00b", 400).slug("invalid-key"),
             append("%C2%85", 400).slug("invalid-key"),
-            append("%ED%A0%80", 400).slug("invalid-path"),
+            ambiguous("%ED%A0%80", "invalid-path"),
             case("GET", path("o'brien"), 200),
             case("GET", path("a+b"), 200),
             case("GET", path(nfd), 200),
@@ -335,8 +345,10 @@ async fn awkward_keys() {
     for entity in ["Cart", "Blob"] {
         let listed = c.get(&format!("/api/streams/Shop/{entity}")).await;
         let instances = listed.ok(200)["instances"].as_array().unwrap().len();
+        // Plus the two literal keys the proxy lets through.
+        let expected = if support::proxying() { 8 } else { 6 };
         assert_eq!(
-            instances, 6,
+            instances, expected,
             "{entity}: NFC and NFD, space and + are distinct"
         );
     }

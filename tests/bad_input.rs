@@ -137,6 +137,11 @@ async fn bad_input_is_named_and_writes_nothing() {
         "/api/OpenAccount/%FF".to_owned(),
     ];
     for path in &key_cases {
+        // Through the host's proxy these two arrive as the literal keys `a%2Fb` and `%FF`
+        // (docs/host-modes.md; tests/host_modes.rs checks both modes).
+        if support::proxying() && (path.ends_with("a%2Fb") || path.ends_with("%FF")) {
+            continue;
+        }
         let reply = c.post_raw(path, "{}").await;
         reply.problem(400);
         assert!(

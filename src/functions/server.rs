@@ -38,11 +38,11 @@ use tower_service::Service;
 use tracing::Instrument;
 use warp::filters::BoxedFilter;
 use warp::http::uri::PathAndQuery;
-use warp::http::{Request, StatusCode, Uri};
+use warp::http::{HeaderMap, Request, StatusCode, Uri};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::filters::INVOCATION_ID_HEADER;
+use super::filters::{INVOCATION_ID_HEADER, PROXY_INVOCATION_ID_HEADER};
 use super::problem::{method_not_allowed, no_such_route, recover, Problem};
 use super::routing::{Functions, Resolution, RouteTable};
 
@@ -109,6 +109,22 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
+/// The host's invocation id of a request, whichever way the host delivered it
+/// (docs/host-modes.md): forwarding appends its id after any value a client sent, on one line
+/// (`client, host`), so the last value is the host's; proxying replaces the header, and one
+/// revision of the proxying code set only `x-ms-invocation-id`, the fallback. Empty when
+/// neither is there (a direct caller).
+fn invocation_id(headers: &HeaderMap) -> String {
+    [INVOCATION_ID_HEADER, PROXY_INVOCATION_ID_HEADER]
+        .iter()
+        .find_map(|name| {
+            let line = headers.get_all(*name).iter().next_back()?.to_str().ok()?;
+            let last = line.rsplit(',').next().unwrap_or(line).trim();
+            (!last.is_empty()).then(|| last.to_owned())
+        })
+        .unwrap_or_default()
+}
+
 /// What every connection shares.
 struct Handler {
     /// `None` when the functions declared no routes (a bare filter): warp decides alone.
@@ -121,12 +137,7 @@ impl Handler {
     /// The answer to one request, in its span, with its access-log line.
     async fn answer(&self, mut request: Request<Incoming>) -> Response {
         let started = Instant::now();
-        let invocation_id = request
-            .headers()
-            .get(INVOCATION_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let invocation_id = invocation_id(request.headers());
         let path = request.uri().path().to_owned();
         let span = tracing::info_span!(
             "request",
@@ -296,6 +307,32 @@ mod tests {
     use warp::http::Method;
 
     use super::*;
+
+    #[test]
+    fn the_invocation_id_is_the_hosts_in_either_mode() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.append(*name, value.parse().unwrap());
+            }
+            map
+        };
+        // Forwarding: a client's value first, the host's appended on the same line.
+        let forwarded = headers(&[(INVOCATION_ID_HEADER, "spoofed, 5f0c-real")]);
+        assert_eq!(invocation_id(&forwarded), "5f0c-real");
+        // Proxying: the host's value alone, on both headers or only the correlation one.
+        let proxied = headers(&[
+            (INVOCATION_ID_HEADER, "5f0c-real"),
+            (PROXY_INVOCATION_ID_HEADER, "5f0c-real"),
+        ]);
+        assert_eq!(invocation_id(&proxied), "5f0c-real");
+        let correlation_only = headers(&[(PROXY_INVOCATION_ID_HEADER, "5f0c-real")]);
+        assert_eq!(invocation_id(&correlation_only), "5f0c-real");
+        // Two lines (a direct caller): the last one.
+        let lines = headers(&[(INVOCATION_ID_HEADER, "a"), (INVOCATION_ID_HEADER, "b")]);
+        assert_eq!(invocation_id(&lines), "b");
+        assert_eq!(invocation_id(&HeaderMap::new()), "");
+    }
 
     /// Log lines written while a test runs (JSON, one per line).
     #[derive(Clone, Default)]

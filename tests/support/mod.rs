@@ -64,6 +64,16 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Whether the shipped host.json has the host proxy HTTP requests to the handler
+/// (`enableProxyingHttpRequest`, docs/host-modes.md), as every test app here runs; else it
+/// forwards them. A few answers differ: through the proxy, a key written `a%2Fb` or with escapes
+/// of bytes that are not UTF-8 arrives as that literal text.
+pub fn proxying() -> bool {
+    let text = std::fs::read_to_string(repo_root().join("host.json")).unwrap();
+    let host: Value = serde_json::from_str(&text).unwrap();
+    host["customHandler"]["enableProxyingHttpRequest"] == true
+}
+
 /// Assembles the app into `dir`: host.json, every function folder, the handler binary.
 pub fn assemble_app(dir: &Path) {
     let root = repo_root();

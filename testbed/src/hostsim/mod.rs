@@ -11,8 +11,9 @@
 //!   answers, restarted when it dies (3 failures and it gives up), stopped with SIGTERM;
 //! - [`server`] and [`route`]: the host's endpoints and HTTP routing (`/{routePrefix}/{route}`;
 //!   a wrong method is a 404, as in the host);
-//! - [`invoke`]: forwarding and the JSON invocation payload, byte-for-byte as the host builds
-//!   them where a handler can tell;
+//! - [`invoke`]: proxying (`enableProxyingHttpRequest`), forwarding
+//!   (`enableForwardingHttpRequest`) and the JSON invocation payload, byte-for-byte as the host
+//!   builds them where a handler can tell (docs/host-modes.md);
 //! - [`eventgrid`]: the Event Grid webhook with its handshakes, one invocation per event;
 //! - [`timer`] and [`ncrontab`]: timer triggers on their schedules, plus the admin endpoint
 //!   `POST /admin/functions/{name}` to run any non-HTTP function at once;
