@@ -21,6 +21,8 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/10002) 2>/dev/null; then
 fi
 
 scripts/assemble.sh --debug dist/local-app
+# The local settings go into this run folder only, never into a deploy package.
+cp local.settings.json dist/local-app/local.settings.json
 if command -v func >/dev/null; then
   cd dist/local-app && exec func host start --port 7071
 fi
