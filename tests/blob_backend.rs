@@ -7,9 +7,6 @@
 
 mod conformance;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
 use conformance::helpers::{
     assert_misconfigured_everywhere, assert_unavailable_in_bounded_time, assert_wrong_version,
     contiguous, event, events, ids, sized_event, stream, wrong_key_account, DOMAIN, ENTITY,
@@ -20,6 +17,7 @@ use streamfold::storage::blob::{
 };
 use streamfold::storage::StorageAccount;
 use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, ReadRequest, StoreError};
+use streamfold_testbed::proxy::Fault;
 use streamfold_testbed::{Azurite, CountingProxy};
 use uuid::Uuid;
 
@@ -424,117 +422,8 @@ async fn hints_are_checked_and_broken_streams_are_reported() {
     }
 }
 
-/// A proxy in front of Azurite's blob service that forwards every request, but answers the
-/// next `n` append-block requests with 500 whatever storage did with them: a response lost
-/// after the write was applied (or not).
-struct LossyProxy {
-    port: u16,
-    lose: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl LossyProxy {
-    /// Headers that belong to one connection, not forwarded either way.
-    const HOP_BY_HOP: [&'static str; 4] = ["host", "connection", "transfer-encoding", "keep-alive"];
-
-    async fn start(upstream_origin: String) -> Self {
-        use warp::http::{HeaderMap, Method, StatusCode};
-        use warp::Filter;
-
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let lose = Arc::new(AtomicUsize::new(0));
-        let shared = lose.clone();
-        let query = warp::query::raw()
-            .map(Some)
-            .or(warp::any().map(|| None))
-            .unify();
-        let routes = warp::method()
-            .and(warp::path::full())
-            .and(query)
-            .and(warp::header::headers_cloned())
-            .and(warp::body::bytes())
-            .then(
-                move |method: Method,
-                      path: warp::path::FullPath,
-                      query: Option<String>,
-                      headers: HeaderMap,
-                      body: bytes::Bytes| {
-                    let (client, origin, lose) =
-                        (client.clone(), upstream_origin.clone(), shared.clone());
-                    async move {
-                        let url = match &query {
-                            Some(q) => format!("{origin}{}?{q}", path.as_str()),
-                            None => format!("{origin}{}", path.as_str()),
-                        };
-                        let mut forwarded = HeaderMap::new();
-                        for (name, value) in &headers {
-                            if !Self::HOP_BY_HOP.contains(&name.as_str()) {
-                                forwarded.append(name.clone(), value.clone());
-                            }
-                        }
-                        let response = client
-                            .request(method, &url)
-                            .headers(forwarded)
-                            .body(body)
-                            .send()
-                            .await
-                            .unwrap();
-                        let is_append = query
-                            .as_deref()
-                            .is_some_and(|q| q.contains("comp=appendblock"));
-                        let lost = is_append
-                            && lose
-                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                                    n.checked_sub(1)
-                                })
-                                .is_ok();
-                        if lost {
-                            let mut reply = warp::reply::Response::new(bytes::Bytes::new().into());
-                            *reply.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                            return reply;
-                        }
-                        let status = response.status();
-                        let mut reply_headers = HeaderMap::new();
-                        for (name, value) in response.headers() {
-                            if !Self::HOP_BY_HOP.contains(&name.as_str()) {
-                                reply_headers.append(name.clone(), value.clone());
-                            }
-                        }
-                        let body = response.bytes().await.unwrap();
-                        let mut reply = warp::reply::Response::new(body.into());
-                        *reply.status_mut() = status;
-                        *reply.headers_mut() = reply_headers;
-                        reply
-                    }
-                },
-            );
-        let task = tokio::spawn(warp::serve(routes).incoming(listener).run());
-        Self { port, lose, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Loses the responses of the next `n` append-block requests.
-    fn lose(&self, n: usize) {
-        self.lose.store(n, Ordering::SeqCst);
-    }
-}
-
-impl Drop for LossyProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// What an append-block request's query holds.
+const APPEND_BLOCK: &str = "comp=appendblock";
 
 /// A write whose response is lost is never written twice: the client's own retry (412) is
 /// recognised as this append, and when every response is lost the caller is told the write
@@ -542,7 +431,9 @@ impl Drop for LossyProxy {
 #[tokio::test]
 async fn a_lost_append_response_never_writes_twice() {
     let azurite = Azurite::start().await.unwrap();
-    let proxy = LossyProxy::start(format!("http://127.0.0.1:{}", azurite.blob_port)).await;
+    let proxy = CountingProxy::start(&azurite.blob_endpoint())
+        .await
+        .unwrap();
     let connection = Azurite::connection_string_for(
         &format!("{}/{}", proxy.url(), streamfold_testbed::azurite::ACCOUNT),
         &azurite.table_endpoint(),
@@ -552,9 +443,10 @@ async fn a_lost_append_response_never_writes_twice() {
     let s = stream("lossy");
     store.append(&s, NoStream, events(2)).await.unwrap();
 
-    // One lost response: the transport's retry gets 412, and the events found at the position
-    // this call wrote them are reported as written now.
-    proxy.lose(1);
+    // One lost response (the block is appended, the answer replaced by a 500): the transport's
+    // retry gets 412, and the events found at the position this call wrote them are reported
+    // as written now.
+    proxy.inject(Fault::answer_lost(APPEND_BLOCK, 500, "InternalError").times(1));
     let batch = events(3);
     let outcome = store.append(&s, Exact(2), batch.clone()).await.unwrap();
     assert_eq!(
@@ -564,13 +456,13 @@ async fn a_lost_append_response_never_writes_twice() {
     assert_eq!(contiguous(&store, &s).await[2..], ids(&batch)[..]);
 
     // Every response lost: the outcome is unknown, and said to be.
-    proxy.lose(usize::MAX);
+    proxy.inject(Fault::answer_lost(APPEND_BLOCK, 500, "InternalError"));
     let unknown = events(2);
     match store.append(&s, Exact(5), unknown.clone()).await {
         Err(StoreError::Unavailable { maybe_applied, .. }) => assert!(maybe_applied),
         other => panic!("{other:?}"),
     }
-    proxy.lose(0);
+    proxy.clear_faults();
     let cold = BlobStore::new(account).with_container("lossy");
     for retrier in [store.clone(), cold] {
         let retry = retrier.append(&s, Exact(5), unknown.clone()).await.unwrap();

@@ -16,7 +16,8 @@ use streamfold::storage::table::{
 };
 use streamfold::storage::StorageAccount;
 use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, ReadRequest, StoreError};
-use streamfold_testbed::Azurite;
+use streamfold_testbed::proxy::Fault;
+use streamfold_testbed::{Azurite, CountingProxy};
 use uuid::Uuid;
 
 use ExpectedVersion::{Any, Exact, NoStream};
@@ -83,7 +84,7 @@ async fn an_append_over_the_transaction_byte_limit_is_refused_whole() {
 #[tokio::test]
 async fn request_counts_of_each_operation() {
     let azurite = Azurite::start().await.unwrap();
-    let proxy = streamfold_testbed::CountingProxy::start(&azurite.table_endpoint())
+    let proxy = CountingProxy::start(&azurite.table_endpoint())
         .await
         .unwrap();
     let connection = Azurite::connection_string_for(
@@ -173,95 +174,18 @@ async fn transaction_inserts_ask_for_no_echo() {
     assert_eq!(contiguous(&store, &s).await.len(), 3);
 }
 
-/// A loopback proxy that forwards every request to `upstream_port` but, for entity group
-/// transactions (`$batch`), closes the client's connection as soon as the answer starts: the
-/// write reaches storage, its response is lost.
-async fn start_response_losing_proxy(upstream_port: u16) -> (u16, tokio::task::JoinHandle<()>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
-
-    /// The `Content-Length` of a request or response head (0 when absent).
-    fn content_length(head: &str) -> usize {
-        head.lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().ok())?
-            })
-            .unwrap_or(0)
-    }
-
-    async fn relay(mut client: TcpStream, upstream_port: u16) -> std::io::Result<()> {
-        loop {
-            // One request: the head, then Content-Length bytes of body.
-            let mut request = Vec::new();
-            let mut byte = [0u8; 1];
-            while !request.ends_with(b"\r\n\r\n") {
-                if client.read(&mut byte).await? == 0 {
-                    return Ok(());
-                }
-                request.push(byte[0]);
-            }
-            let head = String::from_utf8_lossy(&request).to_string();
-            let length = content_length(&head);
-            let mut body = vec![0u8; length];
-            client.read_exact(&mut body).await?;
-            request.extend_from_slice(&body);
-            let lose_response = head.lines().next().is_some_and(|l| l.contains("$batch"));
-
-            let mut upstream = TcpStream::connect(("127.0.0.1", upstream_port)).await?;
-            upstream.write_all(&request).await?;
-            let mut response = vec![0u8; 1 << 20];
-            let n = upstream.read(&mut response).await?;
-            if lose_response || n == 0 {
-                return Ok(()); // drops the client connection mid-answer
-            }
-            // Forward the rest of this response: read until the upstream has sent it all
-            // (Azurite answers small non-batch requests in one or two reads here).
-            let mut answer = response[..n].to_vec();
-            let header_end = loop {
-                if let Some(i) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i + 4;
-                }
-                let n = upstream.read(&mut response).await?;
-                if n == 0 {
-                    return Ok(());
-                }
-                answer.extend_from_slice(&response[..n]);
-            };
-            let head = String::from_utf8_lossy(&answer[..header_end]).to_string();
-            let length = content_length(&head);
-            while answer.len() < header_end + length {
-                let n = upstream.read(&mut response).await?;
-                if n == 0 {
-                    return Ok(());
-                }
-                answer.extend_from_slice(&response[..n]);
-            }
-            client.write_all(&answer).await?;
-        }
-    }
-
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            tokio::spawn(relay(client, upstream_port));
-        }
-    });
-    (port, task)
-}
-
 #[tokio::test]
 async fn a_lost_response_is_maybe_applied_and_a_retry_is_a_duplicate() {
     let (azurite, direct) = setup().await;
-    let (port, proxy) = start_response_losing_proxy(azurite.table_port).await;
+    // Every entity group transaction (`$batch`) reaches storage, and then the connection drops
+    // before its answer: the write is applied, its response lost.
+    let proxy = CountingProxy::start(&azurite.table_endpoint())
+        .await
+        .unwrap();
+    proxy.inject(Fault::connection_lost("$batch"));
     let connection = Azurite::connection_string_for(
         &azurite.blob_endpoint(),
-        &format!(
-            "http://127.0.0.1:{port}/{}",
-            streamfold_testbed::azurite::ACCOUNT
-        ),
+        &format!("{}/{}", proxy.url(), streamfold_testbed::azurite::ACCOUNT),
     );
     let lossy = TableStore::new(StorageAccount::from_connection_string(&connection).unwrap())
         .with_table_name(direct.table_name().to_owned());
@@ -279,7 +203,6 @@ async fn a_lost_response_is_maybe_applied_and_a_retry_is_a_duplicate() {
     assert_eq!((retry.first_sequence, retry.version), (1, 2));
     // Reads through the proxy are unaffected.
     assert_eq!(lossy.version(&s).await.unwrap(), 2);
-    proxy.abort();
 }
 
 #[tokio::test]

@@ -12,11 +12,16 @@
 //! - [`CountingProxy::bytes_received_from_upstream`] sums the response BODY bytes read from
 //!   upstream (headers excluded), to prove that a read fetched only part of a blob.
 //!
-//! Faults can be injected ([`CountingProxy::inject`]): a request that matches a [`Fault`] is
-//! answered by the proxy itself with the fault's status and an Azure-style error (the
-//! `x-ms-error-code` header and a JSON `odata.error` body), counted and logged like any other,
-//! and never reaches the upstream; or, made with [`Fault::answer_lost`], reaches the upstream,
-//! which acts on it, while its answer is dropped and replaced by the fault's (a lost answer).
+//! Faults can be injected ([`CountingProxy::inject`]), each for every matching request or for
+//! the next `n` ([`Fault::times`]); a request that matches a [`Fault`] is counted and logged
+//! like any other, and:
+//! - [`Fault::new`]: is answered by the proxy itself with the fault's status and an Azure-style
+//!   error (the `x-ms-error-code` header and a JSON `odata.error` body), and never reaches the
+//!   upstream;
+//! - [`Fault::answer_lost`]: reaches the upstream, which acts on it, while its answer is dropped
+//!   and replaced by the fault's error (a lost answer the client hears about);
+//! - [`Fault::connection_lost`]: reaches the upstream, which acts on it, and then the client's
+//!   connection is closed before any byte of an answer (a lost answer the client never gets).
 //!
 //! Only the origin (scheme, host, port) of the upstream address is used: paths are forwarded
 //! as they are, so `http://127.0.0.1:10000` and `http://127.0.0.1:10000/devstoreaccount1` as
@@ -29,8 +34,10 @@ use anyhow::Context;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use warp::http::{HeaderMap, Method, StatusCode};
-use warp::Filter;
+use warp::http::{HeaderMap, StatusCode};
+use warp::{Filter, Reply};
+
+use crate::raw::{self, RawRequest};
 
 /// Headers that describe one connection, never forwarded (plus `Host`, set for the upstream).
 const NOT_FORWARDED: [&str; 10] = [
@@ -54,7 +61,8 @@ pub struct ProxiedRequest {
     pub path: String,
     /// The query as received, without `?`.
     pub query: Option<String>,
-    /// The upstream's status (502 when it could not be reached).
+    /// The status answered: the upstream's, an injected fault's, 502 when the upstream could
+    /// not be reached, 0 when the connection was closed instead ([`Fault::connection_lost`]).
     pub status: u16,
     /// Response body bytes read from upstream.
     pub response_bytes: u64,
@@ -72,6 +80,11 @@ impl std::fmt::Display for ProxiedRequest {
 /// An error the proxy answers instead of the upstream, for requests that match it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
+    /// How many more requests it applies to; `None` = every one. A spent fault matches nothing.
+    pub remaining: Option<usize>,
+    /// Whether the client's connection is closed instead of answering (with `forward`: the
+    /// upstream acted, the client got nothing).
+    pub close: bool,
     /// Only requests with this method (any when `None`).
     pub method: Option<String>,
     /// Only requests whose path and query, as received, contain this text.
@@ -88,6 +101,8 @@ impl Fault {
     /// Every request whose path and query contain `contains` gets `status` with `error_code`.
     pub fn new(contains: &str, status: u16, error_code: &str) -> Self {
         Self {
+            remaining: None,
+            close: false,
             method: None,
             contains: contains.to_owned(),
             status,
@@ -106,15 +121,39 @@ impl Fault {
         }
     }
 
-    fn matches(&self, request: &Forward) -> bool {
-        let target = match &request.query {
-            Some(query) => format!("{}?{query}", request.path),
-            None => request.path.clone(),
-        };
-        self.method
-            .as_deref()
-            .is_none_or(|m| request.method.as_str().eq_ignore_ascii_case(m))
-            && target.contains(&self.contains)
+    /// Every request whose path and query contain `contains` is forwarded, and once the
+    /// upstream has answered, the client's connection is closed without a byte of the answer:
+    /// the upstream did the work, the client sees the connection drop (as when a network fails
+    /// after the request went through).
+    pub fn connection_lost(contains: &str) -> Self {
+        Self {
+            close: true,
+            ..Self::answer_lost(contains, 0, "")
+        }
+    }
+
+    /// The same fault, for the next `n` matching requests only.
+    pub fn times(self, n: usize) -> Self {
+        Self {
+            remaining: Some(n),
+            ..self
+        }
+    }
+
+    fn matches(&self, request: &RawRequest) -> bool {
+        self.remaining != Some(0)
+            && self
+                .method
+                .as_deref()
+                .is_none_or(|m| request.method.as_str().eq_ignore_ascii_case(m))
+            && request.target().contains(&self.contains)
+    }
+
+    /// Counts one request against [`Fault::remaining`].
+    fn spend(&mut self) {
+        if let Some(n) = &mut self.remaining {
+            *n = n.saturating_sub(1);
+        }
     }
 
     fn response(&self) -> (StatusCode, HeaderMap, Bytes) {
@@ -165,32 +204,10 @@ impl CountingProxy {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
         let stats = Arc::new(Stats::default());
-        let query = warp::query::raw()
-            .map(Some)
-            .or(warp::any().map(|| None))
-            .unify();
         let shared = stats.clone();
-        let routes = warp::method()
-            .and(warp::path::full())
-            .and(query)
-            .and(warp::header::headers_cloned())
-            .and(warp::body::bytes())
-            .then(
-                move |method: Method,
-                      path: warp::path::FullPath,
-                      query: Option<String>,
-                      headers: HeaderMap,
-                      body: Bytes| {
-                    let request = Forward {
-                        method,
-                        path: path.as_str().to_string(),
-                        query,
-                        headers,
-                        body,
-                    };
-                    forward(client.clone(), origin.clone(), shared.clone(), request)
-                },
-            );
+        let routes = raw::request().then(move |request: RawRequest| {
+            forward(client.clone(), origin.clone(), shared.clone(), request)
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(
             warp::serve(routes)
@@ -284,25 +301,14 @@ impl Drop for CountingProxy {
     }
 }
 
-struct Forward {
-    method: Method,
-    path: String,
-    query: Option<String>,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
 async fn forward(
     client: reqwest::Client,
     origin: String,
     stats: Arc<Stats>,
-    request: Forward,
+    request: RawRequest,
 ) -> warp::reply::Response {
     stats.requests.fetch_add(1, Ordering::SeqCst);
-    let url = match &request.query {
-        Some(query) => format!("{origin}{}?{query}", request.path),
-        None => format!("{origin}{}", request.path),
-    };
+    let url = format!("{origin}{}", request.target());
     let mut headers = HeaderMap::new();
     for (name, value) in &request.headers {
         if !NOT_FORWARDED.contains(&name.as_str()) {
@@ -319,10 +325,13 @@ async fn forward(
         .faults
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .iter()
+        .iter_mut()
         .find(|f| f.matches(&request))
-        .cloned();
-    let outcome = match fault {
+        .map(|f| {
+            f.spend();
+            f.clone()
+        });
+    let outcome = match &fault {
         Some(fault) if fault.forward => {
             let _dropped = send(builder).await;
             Ok(fault.response())
@@ -330,6 +339,7 @@ async fn forward(
         Some(fault) => Ok(fault.response()),
         None => send(builder).await,
     };
+    let close = fault.is_some_and(|f| f.close);
 
     let (status, response_headers, body, upstream_bytes) = match outcome {
         Ok((status, headers, body)) => {
@@ -343,6 +353,7 @@ async fn forward(
             0,
         ),
     };
+    let status = if close { None } else { Some(status) };
     stats.bytes.fetch_add(upstream_bytes, Ordering::SeqCst);
     stats
         .log
@@ -352,13 +363,20 @@ async fn forward(
             method: request.method.to_string(),
             path: request.path,
             query: request.query,
-            status: status.as_u16(),
+            status: status.map_or(0, |s| s.as_u16()),
             response_bytes: upstream_bytes,
         });
-    let mut reply = warp::reply::Response::new(body.into());
-    *reply.status_mut() = status;
-    *reply.headers_mut() = response_headers;
-    reply
+    match status {
+        Some(status) => raw::response(status, response_headers, body),
+        None => closed_connection(),
+    }
+}
+
+/// An answer whose body fails before its first byte: the server then closes the connection
+/// without sending the head, and the client sees it drop before any answer.
+fn closed_connection() -> warp::reply::Response {
+    let lost = std::io::Error::other("the answer was lost on purpose by the test proxy");
+    warp::reply::stream(futures::stream::iter([Err::<Bytes, _>(lost)])).into_response()
 }
 
 async fn send(builder: reqwest::RequestBuilder) -> Result<(StatusCode, HeaderMap, Bytes), String> {

@@ -1,8 +1,11 @@
 //! The counting proxy in front of a small upstream that reports what it received, and in
 //! front of real Azurite.
 
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
 use serde_json::{json, Value};
+use streamfold_testbed::proxy::Fault;
 use streamfold_testbed::raw::{self, RawRequest};
 use streamfold_testbed::{Azurite, CountingProxy};
 use warp::http::{HeaderMap, Method, StatusCode};
@@ -186,4 +189,68 @@ async fn passes_azurite_answers_through() {
         proxy.bytes_received_from_upstream(),
         proxied_body.len() as u64
     );
+}
+
+/// An upstream that answers 201 to everything and records the path of each request it got.
+async fn recording_upstream() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let record = received.clone();
+    let routes = raw::request().map(move |request: RawRequest| {
+        record.lock().unwrap().push(request.path);
+        raw::response(StatusCode::CREATED, HeaderMap::new(), "done")
+    });
+    tokio::spawn(warp::serve(routes).incoming(listener).run());
+    (port, received)
+}
+
+/// Injected faults, each for the next n matching requests: one answered by the proxy (never
+/// forwarded), one whose answer is replaced by an error after the upstream acted, one whose
+/// connection is closed after the upstream acted (the client gets no answer at all).
+#[tokio::test]
+async fn faults_refuse_or_lose_the_answer_for_the_next_n_requests() {
+    let (port, received) = recording_upstream().await;
+    let proxy = CountingProxy::start(&format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    proxy.inject(Fault::new("/refused", 400, "OutOfRangeInput").times(1));
+    proxy.inject(Fault::answer_lost("/lost", 500, "InternalError").times(2));
+    proxy.inject(Fault::connection_lost("/dropped").times(1));
+    let post = |path: &str| {
+        client()
+            .post(format!("{}{path}", proxy.url()))
+            .body("x")
+            .send()
+    };
+    let received_now = || received.lock().unwrap().clone();
+
+    let refused = post("/refused").await.unwrap();
+    assert_eq!(refused.status(), 400);
+    assert_eq!(refused.headers()["x-ms-error-code"], "OutOfRangeInput");
+    assert!(
+        received_now().is_empty(),
+        "a refused request is not forwarded"
+    );
+    assert_eq!(post("/refused").await.unwrap().status(), 201, "spent");
+
+    for _ in 0..2 {
+        assert_eq!(post("/lost").await.unwrap().status(), 500);
+    }
+    assert_eq!(post("/lost").await.unwrap().status(), 201, "spent");
+
+    let dropped = post("/dropped").await;
+    assert!(dropped.is_err(), "no answer at all: {dropped:?}");
+    assert_eq!(post("/dropped").await.unwrap().status(), 201, "spent");
+
+    // The upstream acted on every request but the refused one.
+    assert_eq!(
+        received_now(),
+        ["/refused", "/lost", "/lost", "/lost", "/dropped", "/dropped"]
+    );
+    let statuses: Vec<u16> = proxy.entries().iter().map(|e| e.status).collect();
+    assert_eq!(statuses, [400, 201, 500, 500, 201, 0, 201]);
+    assert_eq!(proxy.requests(), 7);
 }
