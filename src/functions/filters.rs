@@ -89,26 +89,34 @@ pub fn decoded_segment() -> impl Filter<Extract = (String,), Error = Rejection> 
 /// The request's correlation id: the client's `x-correlation-id` when given (and sane), else a
 /// new one.
 pub fn correlation_id() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
-    warp::header::optional::<String>(CORRELATION_ID_HEADER).and_then(
-        |given: Option<String>| async move {
+    // The raw value, so a header that is not text at all is our 400 too (warp's own string
+    // parse would reject it with a rejection that loses to another route's 405).
+    warp::header::value(CORRELATION_ID_HEADER)
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify()
+        .and_then(|given: Option<warp::http::HeaderValue>| async move {
             match given {
                 None => Ok(uuid::Uuid::new_v4().to_string()),
-                Some(id)
-                    if !id.is_empty()
-                        && id.len() <= MAX_CORRELATION_ID_LEN
-                        && id.chars().all(|c| c.is_ascii_graphic()) =>
-                {
-                    Ok(id)
-                }
-                Some(_) => Err(reject(Problem::bad_request(
-                    "invalid-correlation-id",
-                    format!(
-                        "{CORRELATION_ID_HEADER} must be 1 to {MAX_CORRELATION_ID_LEN} visible ASCII characters"
-                    ),
-                ))),
+                Some(id) => id
+                    .to_str()
+                    .ok()
+                    .filter(|id| {
+                        !id.is_empty()
+                            && id.len() <= MAX_CORRELATION_ID_LEN
+                            && id.chars().all(|c| c.is_ascii_graphic())
+                    })
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        reject(Problem::bad_request(
+                            "invalid-correlation-id",
+                            format!(
+                                "{CORRELATION_ID_HEADER} must be 1 to {MAX_CORRELATION_ID_LEN} visible ASCII characters"
+                            ),
+                        ))
+                    }),
             }
-        },
-    )
+        })
 }
 
 /// The query string as key/value pairs (an absent query is empty). A part that is not UTF-8

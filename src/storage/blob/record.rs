@@ -95,6 +95,10 @@ pub struct StoredEvent {
     pub end: u64,
 }
 
+/// Largest sequence number a record may carry: far beyond any real stream, and low enough
+/// that numbering the events after it can never overflow.
+pub const MAX_RECORD_SEQUENCE: u64 = i64::MAX as u64;
+
 /// The fixed-width RFC 3339 text of a time (UTC, nanoseconds).
 pub fn format_timestamp(time: OffsetDateTime) -> String {
     let t = time.checked_to_offset(UtcOffset::UTC).unwrap_or(time);
@@ -249,10 +253,12 @@ fn decode_record(line: &[u8]) -> Result<StoredEvent, String> {
     let timestamp = OffsetDateTime::parse(&record.timestamp, &Rfc3339)
         .map_err(|e| format!("timestamp {:?}: {e}", record.timestamp))?
         .checked_to_offset(UtcOffset::UTC)
+        .filter(|utc| (0..=9999).contains(&utc.year()))
         .ok_or_else(|| format!("timestamp {:?} is out of range in UTC", record.timestamp))?;
     let span = record.append;
     if span.first == 0
         || span.last < span.first
+        || span.last > MAX_RECORD_SEQUENCE
         || !(span.first..=span.last).contains(&record.sequence)
     {
         return Err(format!(

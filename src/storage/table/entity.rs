@@ -379,6 +379,7 @@ pub fn time_value(name: &str, value: Option<&Value>) -> Result<OffsetDateTime, S
         .map_err(|e| format!("property {name} is not a date-time ({e}): {text:?}"))?;
     parsed
         .checked_to_offset(time::UtcOffset::UTC)
+        .filter(|utc| (0..=9999).contains(&utc.year()))
         .map(storage_time)
         .ok_or_else(|| format!("property {name} is out of range in UTC: {text:?}"))
 }
