@@ -8,25 +8,27 @@ use std::time::Duration;
 use conformance::{EventLimit, Fixture};
 use streamfold::storage::table::MAX_ENTITY_BYTES;
 use streamfold::storage::{StorageAccount, TableStore};
-use streamfold::stream::EventStore;
+use streamfold::stream::{Clock, EventStore};
 use streamfold_testbed::Azurite;
-
-/// Azurite compares Table times to the millisecond (the service itself to 100 ns).
-const AZURITE_TIME_RESOLUTION: Duration = Duration::from_millis(1);
 
 async fn table() -> Fixture {
     let azurite = Azurite::start().await.unwrap();
     let account = StorageAccount::from_connection_string(&azurite.connection_string()).unwrap();
     // Another process: a new store on the same table, with its own client.
+    let skewed_account = account.clone();
     let open = move || -> Arc<dyn EventStore> { Arc::new(TableStore::new(account.clone())) };
     Fixture {
         store: open(),
         reopen: Box::new(open),
+        skewed: Box::new(move |offset| {
+            Arc::new(TableStore::new(skewed_account.clone()).with_clock(Clock::skewed(offset)))
+        }),
         event_limit: Some(EventLimit {
             bytes: MAX_ENTITY_BYTES,
             size: Box::new(TableStore::event_entity_size),
         }),
-        as_of_resolution: AZURITE_TIME_RESOLUTION,
+        // Times are recorded to 100 ns, and as-of reads cut exactly at them.
+        as_of_resolution: Duration::from_nanos(100),
         guard: Box::new(azurite),
     }
 }

@@ -92,7 +92,7 @@ async fn request_counts_of_each_operation() {
         &format!("{}/{}", proxy.url(), streamfold_testbed::azurite::ACCOUNT),
     );
     let account = StorageAccount::from_connection_string(&connection).unwrap();
-    let store = TableStore::new(account).with_table_name("counted");
+    let store = TableStore::new(account.clone()).with_table_name("counted");
     let s = stream("counted");
 
     // First use creates the table once; the append itself is one request.
@@ -127,9 +127,24 @@ async fn request_counts_of_each_operation() {
     store.append(&s, Exact(52), batch.clone()).await.unwrap();
     proxy.reset();
     assert!(store.append(&s, Exact(52), batch).await.unwrap().duplicate);
-    cost("retry: transaction + id query", 2);
+    cost("retry: header read (not at 52) + id query", 2);
     assert_wrong_version(store.append(&s, Exact(1), events(1)).await, Exact(1), 54);
+    cost("conflict: header read + id query", 2);
+    assert_wrong_version(store.append(&s, NoStream, events(1)).await, NoStream, 54);
     cost("conflict: transaction + id query + header read", 3);
+
+    // Another process appends at a version it has never seen: it reads the header for the
+    // time of the event it follows, then appends; its next append is one request again.
+    let other = TableStore::new(account).with_table_name("counted");
+    other.append(&s, Exact(54), events(1)).await.unwrap();
+    cost("table check + header read + transaction", 3);
+    other.append(&s, Exact(55), events(1)).await.unwrap();
+    cost("Exact append after its own", 1);
+    // A process that read the version (as a command does) appends in one request.
+    store.version(&s).await.unwrap();
+    proxy.reset();
+    store.append(&s, Exact(56), events(1)).await.unwrap();
+    cost("Exact append after a version read", 1);
 }
 
 /// The inserts of a transaction ask storage not to echo the rows back (`204` instead of `201`

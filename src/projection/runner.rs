@@ -3,9 +3,10 @@
 //!
 //! Guarantees:
 //! - the result as of sequence `N` is the fold of events `1..=N` (all of them when `N` is past
-//!   the stream's version); as of time `t` it is the fold of exactly the events whose timestamp
-//!   is at or before `t`, in sequence order, even when timestamps are not monotonic (writers
-//!   with skewed clocks);
+//!   the stream's version); as of time `t` it is the fold of events `1..=M`, `M` the last event
+//!   recorded at or before `t`: a prefix, the same as of sequence `M` (the store's reads as of
+//!   a time end at the first event recorded after it, and report times that never go back,
+//!   [`crate::stream::TimeLine`]; a read that ends early ends the run's reading too);
 //! - a snapshot never changes a result. One is resumed from only when it was written by the
 //!   same projection version, it holds only events the request includes (its sequence is at
 //!   most `N`; its `max_timestamp` is at most `t`), it is consistent with the stream (not past
@@ -286,9 +287,10 @@ impl ProjectionRunner {
             let end = request
                 .to_sequence
                 .map_or(slice.version, |to| to.min(slice.version));
+            let ended = prefix_ended(&first, &slice.events, end);
             let rest = first
                 .to_sequence
-                .filter(|&done| done < end)
+                .filter(|&done| done < end && !ended)
                 .map(|done| ReadRequest {
                     from_sequence: done + 1,
                     to_sequence: Some(end),
@@ -322,6 +324,9 @@ impl ProjectionRunner {
             let chunk = chunk_of(request);
             let events = self.store.read_known(stream, chunk, version).await?;
             fold_events(stream, lanes, &events)?;
+            if prefix_ended(&chunk, &events, version) {
+                break;
+            }
             next = match (chunk.to_sequence, request.to_sequence) {
                 (Some(done), Some(to)) if done < to => Some(ReadRequest {
                     from_sequence: done + 1,
@@ -431,6 +436,16 @@ impl ProjectionRunner {
             .then_some(request);
         Ok((version, rest))
     }
+}
+
+/// Whether a read as of a time ended before the end of its range (at most `version`): the
+/// stream's prefix as of that time ends there, and no later read may add to it.
+fn prefix_ended(chunk: &ReadRequest, events: &[RecordedEvent], version: u64) -> bool {
+    let end = chunk.to_sequence.map_or(version, |to| to.min(version));
+    let reached = events
+        .last()
+        .map_or(chunk.from_sequence.saturating_sub(1), |e| e.sequence);
+    chunk.as_of.is_some() && reached < end
 }
 
 /// `request` cut to its first [`REPLAY_CHUNK_EVENTS`] sequence numbers.

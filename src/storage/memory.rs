@@ -1,18 +1,19 @@
 //! An in-memory backend for fast unit tests of domain code. It honours the full storage
-//! contract (atomic appends, expectations, idempotent retries, listing) inside one process and
-//! keeps nothing after the process ends.
+//! contract (atomic appends, expectations, idempotent retries, listing, recorded times that
+//! never go backwards, as-of-time reads that are prefixes) inside one process and keeps
+//! nothing after the process ends. Clones share the streams.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::stream::{
-    check_key_continuation, check_new_events, earlier_append, validate_entity_type, AppendOutcome,
-    EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError, StoredEventId,
-    StreamId, StreamPage, StreamSlice,
+    append_time, check_key_continuation, check_new_events, earlier_append, validate_entity_type,
+    AppendOutcome, Clock, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent,
+    StoreError, StoredEventId, StreamId, StreamPage, StreamSlice, TimeLine,
 };
 
 #[derive(Default)]
@@ -22,15 +23,24 @@ struct Stream {
     stored_event_ids: HashMap<Uuid, StoredEventId>,
 }
 
-/// Streams kept in a map behind one mutex.
-#[derive(Default)]
+/// Streams kept in a map behind one mutex. Cheap to clone; clones share the streams.
+#[derive(Default, Clone)]
 pub struct MemoryStore {
-    streams: Mutex<BTreeMap<StreamId, Stream>>,
+    streams: Arc<Mutex<BTreeMap<StreamId, Stream>>>,
+    clock: Clock,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same streams, appended to with `clock`'s time. Not part of the API (tests give views
+    /// skewed clocks).
+    #[doc(hidden)]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<StreamId, Stream>> {
@@ -75,7 +85,8 @@ impl EventStore for MemoryStore {
                 actual,
             });
         }
-        let timestamp = OffsetDateTime::now_utc();
+        let previous = entry.events.last().map(|e| e.timestamp);
+        let timestamp: OffsetDateTime = append_time(self.clock.now(), previous);
         let first = actual + 1;
         let last = actual + events.len() as u64;
         for (event, sequence) in events.iter().zip(first..) {
@@ -118,15 +129,32 @@ impl EventStore for MemoryStore {
                 version: 0,
                 events: Vec::new(),
             },
-            Some(s) => StreamSlice {
-                version: s.events.len() as u64,
-                events: s
-                    .events
-                    .iter()
-                    .filter(|e| request.includes(e))
-                    .cloned()
-                    .collect(),
-            },
+            Some(s) => {
+                // Times are stored non-decreasing, so the event before the range is all a time
+                // line needs to start from.
+                let start = usize::try_from(request.from_sequence.saturating_sub(2))
+                    .unwrap_or(usize::MAX)
+                    .min(s.events.len());
+                let to = request.to_sequence.unwrap_or(u64::MAX);
+                let mut line = TimeLine::new(request.as_of);
+                let mut events = Vec::new();
+                for event in s.events.iter().skip(start) {
+                    if event.sequence > to {
+                        break;
+                    }
+                    let mut event = event.clone();
+                    if !line.admit(&mut event) {
+                        break;
+                    }
+                    if event.sequence >= request.from_sequence {
+                        events.push(event);
+                    }
+                }
+                StreamSlice {
+                    version: s.events.len() as u64,
+                    events,
+                }
+            }
         })
     }
 

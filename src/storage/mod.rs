@@ -4,6 +4,7 @@
 
 pub mod blob;
 pub mod connection;
+pub mod contention;
 pub mod memory;
 pub mod table;
 

@@ -21,7 +21,10 @@ pub use id::{
     MAX_INSTANCE_KEY_BYTES, MAX_NAME_LEN,
 };
 pub use outbox::{Outbox, PendingScan, PendingStream, UnreadableEntry};
+#[doc(hidden)]
+pub use store::Clock;
 pub use store::{
-    check_key_continuation, check_new_events, earlier_append, AppendOutcome, EventStore,
-    ReadRequest, StoredEventId, StreamPage, StreamSlice, DEFAULT_PAGE_SIZE,
+    append_time, check_key_continuation, check_new_events, earlier_append, recorded_time,
+    AppendOutcome, EventStore, ReadRequest, StoredEventId, StreamPage, StreamSlice, TimeLine,
+    DEFAULT_PAGE_SIZE, TIME_PRECISION_NANOS,
 };

@@ -9,7 +9,15 @@
 //! - an append whose events carry the ids of one earlier append, in the same order, is answered
 //!   with that append's outcome (`duplicate = true`) and writes nothing; ids stored before in
 //!   any other arrangement (part of an append, mixed with new ids, reordered) are
-//!   `EventIdReused`, since that outcome would place events where they are not.
+//!   `EventIdReused`, since that outcome would place events where they are not;
+//! - recorded times never go backwards and have one precision: every backend records a time
+//!   truncated to [`TIME_PRECISION_NANOS`] (Table storage's own), and at least its
+//!   predecessor's time ([`append_time`]); a read reports each event's time as at least the one
+//!   before it ([`TimeLine`]), so times read are non-decreasing even over events stored by
+//!   older versions or other tools;
+//! - as of a time is a prefix: a read with `as_of = t` returns the requested events up to the
+//!   first event recorded after `t`, and nothing after it ([`TimeLine`]), so the events as of
+//!   `t` are exactly the events as of the sequence of the last event recorded at or before `t`.
 
 use std::collections::HashSet;
 
@@ -29,7 +37,8 @@ pub struct ReadRequest {
     pub from_sequence: u64,
     /// Last sequence number to return (inclusive); `None` reads to the end.
     pub to_sequence: Option<u64>,
-    /// Only events written at or before this time.
+    /// As of this time: the read ends before the first event recorded after it (a prefix of
+    /// the stream, see [`TimeLine`]).
     pub as_of: Option<OffsetDateTime>,
 }
 
@@ -63,7 +72,7 @@ impl ReadRequest {
         Self::range(sequence.saturating_add(1), None)
     }
 
-    /// Only events written at or before `as_of`.
+    /// As of `as_of`: up to the first event recorded after it.
     pub fn as_of(mut self, as_of: OffsetDateTime) -> Self {
         self.as_of = Some(as_of);
         self
@@ -75,11 +84,120 @@ impl ReadRequest {
         self
     }
 
-    /// Whether `event` falls inside this request.
+    /// Whether `event`, taken on its own, falls inside this request: its sequence is in the
+    /// range and its time at or before `as_of`. A read also ends at the first event past
+    /// `as_of` ([`TimeLine`]), which this check of one event cannot tell.
     pub fn includes(&self, event: &RecordedEvent) -> bool {
         event.sequence >= self.from_sequence
             && self.to_sequence.is_none_or(|to| event.sequence <= to)
             && self.as_of.is_none_or(|t| event.timestamp <= t)
+    }
+}
+
+/// The precision of every recorded time, in nanoseconds: Table storage keeps `Edm.DateTime`
+/// to 100 ns, and every backend records times truncated to it, so that a time read from one
+/// place (a snapshot, a Table row) and one read from another (a blob record) compare exactly.
+pub const TIME_PRECISION_NANOS: u32 = 100;
+
+/// `time` as every backend records it: in UTC, truncated to [`TIME_PRECISION_NANOS`].
+pub fn recorded_time(time: OffsetDateTime) -> OffsetDateTime {
+    // A time whose UTC date is outside the `time` crate's range stays as given.
+    let time = time.checked_to_offset(time::UtcOffset::UTC).unwrap_or(time);
+    let nanos = time.nanosecond();
+    time.replace_nanosecond(nanos - nanos % TIME_PRECISION_NANOS)
+        .unwrap_or(time)
+}
+
+/// The time an append records: `now` as recorded, but never before `previous`, the recorded
+/// time of the event it follows (when the stream has one). Every backend knows that time when
+/// it writes (see each backend's documentation), so the recorded times of a stream never go
+/// backwards, whatever the writers' clocks say.
+pub fn append_time(now: OffsetDateTime, previous: Option<OffsetDateTime>) -> OffsetDateTime {
+    let now = recorded_time(now);
+    previous.map_or(now, |previous| now.max(recorded_time(previous)))
+}
+
+/// Where a store takes the time of an append from: the system clock, moved by an offset.
+/// Not part of the API: tests give store views skewed clocks (other processes, other clocks)
+/// to check that recorded times never go backwards.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Clock {
+    offset: time::Duration,
+}
+
+impl Clock {
+    /// The system clock moved by `offset` (positive: ahead).
+    pub fn skewed(offset: time::Duration) -> Self {
+        Self { offset }
+    }
+
+    /// The time now, by this clock.
+    pub fn now(&self) -> OffsetDateTime {
+        let now = OffsetDateTime::now_utc();
+        now.checked_add(self.offset).unwrap_or(now)
+    }
+}
+
+/// The times a read reports and where a read with `as_of` ends, applied to events in sequence
+/// order as a read meets them:
+/// - each event's reported time is at least the reported time of the event before it in the
+///   read (a time stored lower, by an older version or another tool, is raised to it), so the
+///   times of a read never go backwards. Events written by this version are stored so already
+///   ([`append_time`]), so a read starting anywhere reports them exactly as stored;
+/// - with `as_of = t`, the read ends just before the first event whose reported time is after
+///   `t`: every later event is left out, whatever its own time. The result is a prefix of the
+///   stream: the state after the last event recorded at or before `t`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TimeLine {
+    as_of: Option<OffsetDateTime>,
+    last: Option<OffsetDateTime>,
+    ended: bool,
+}
+
+impl TimeLine {
+    /// A time line for a read as of `as_of` (`None`: no end).
+    pub fn new(as_of: Option<OffsetDateTime>) -> Self {
+        Self {
+            as_of,
+            last: None,
+            ended: false,
+        }
+    }
+
+    /// Raises `event`'s time to at least its predecessor's (and to the recorded precision),
+    /// and says whether the event is part of the read: `false` for the first event recorded
+    /// after `as_of` and for every event after it.
+    pub fn admit(&mut self, event: &mut RecordedEvent) -> bool {
+        let time = append_time(event.timestamp, self.last);
+        event.timestamp = time;
+        self.last = Some(time);
+        if self.as_of.is_some_and(|t| time > t) {
+            self.ended = true;
+        }
+        !self.ended
+    }
+
+    /// Whether the read has met an event past `as_of` (nothing after it belongs to the read).
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The events of `request` among `events` (consecutive, in sequence order, starting at or
+    /// before the request's first event), with their reported times, up to the end of the read.
+    pub fn cut(
+        request: &ReadRequest,
+        events: impl IntoIterator<Item = RecordedEvent>,
+    ) -> Vec<RecordedEvent> {
+        let mut line = Self::new(request.as_of);
+        events
+            .into_iter()
+            .map_while(|mut event| line.admit(&mut event).then_some(event))
+            .filter(|event| {
+                event.sequence >= request.from_sequence
+                    && request.to_sequence.is_none_or(|to| event.sequence <= to)
+            })
+            .collect()
     }
 }
 

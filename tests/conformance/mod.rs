@@ -48,6 +48,9 @@ pub struct Fixture {
     /// same account and table or container, with its own clients and caches. A backend that
     /// lives in one process (memory) returns its one store.
     pub reopen: Box<dyn Fn() -> Arc<dyn EventStore> + Send + Sync>,
+    /// Opens another view of the same storage whose clock is off by the given time (positive:
+    /// ahead), as a process on another machine would be.
+    pub skewed: Box<dyn Fn(time::Duration) -> Arc<dyn EventStore> + Send + Sync>,
     /// The backend's per-event limit; `None` = no limit.
     pub event_limit: Option<EventLimit>,
     /// The smallest difference in time that `as_of` reads tell apart.
@@ -73,6 +76,8 @@ macro_rules! conformance_suite {
             a_stale_writer_is_refused_and_learns_the_version,
             multi_event_appends_are_atomic,
             retries_with_the_same_event_ids_are_idempotent,
+            retries_are_recognised_however_much_was_appended_since,
+            recorded_times_never_go_back_and_as_of_a_time_is_a_prefix,
             reads_by_range_and_as_of_a_time,
             reads_up_to_a_known_version,
             data_and_metadata_round_trip_exactly,
@@ -349,6 +354,169 @@ pub async fn retries_with_the_same_event_ids_are_idempotent(f: &Fixture) {
         .await
         .unwrap();
     assert_eq!((other.version, other.duplicate), (3, false));
+}
+
+/// Retries are recognised however much was appended since (more than 128 KiB, dozens of
+/// appends, many segments of an Append Blob stream, and more events than a backend may leave
+/// unindexed), from the process that wrote them, one that saw everything since, and one that
+/// saw nothing, under their own expectation or any other, including an exact expectation the
+/// stream now meets (what a command retried after its state moved on sends).
+pub async fn retries_are_recognised_however_much_was_appended_since(f: &Fixture) {
+    const BIG_APPENDS: usize = 40;
+    const BIG_EVENT: usize = 4 * 1024;
+    const SMALL_APPENDS: u64 = 30;
+    const SMALL_PER_APPEND: usize = 5;
+    let s = stream("long-ago");
+    let any = events(3);
+    let exists = events(2);
+    let exact = events(2);
+    f.store.append(&s, Any, any.clone()).await.unwrap();
+    f.store.append(&s, Exists, exists.clone()).await.unwrap();
+    f.store.append(&s, Exact(5), exact.clone()).await.unwrap();
+
+    let other = (f.reopen)();
+    let mut version = 7u64;
+    for _ in 0..BIG_APPENDS {
+        version = other
+            .append(&s, Any, vec![sized_event(BIG_EVENT)])
+            .await
+            .unwrap()
+            .version;
+    }
+    assert!((BIG_APPENDS * BIG_EVENT) as u64 > 128 * 1024);
+    for _ in 0..SMALL_APPENDS {
+        version = other
+            .append(&s, Exact(version), events(SMALL_PER_APPEND))
+            .await
+            .unwrap()
+            .version;
+    }
+    let appended = 7 + BIG_APPENDS as u64 + SMALL_APPENDS * SMALL_PER_APPEND as u64;
+    assert_eq!(version, appended);
+
+    let earlier = [(&any, 1, 3), (&exists, 4, 5), (&exact, 6, 7)];
+    for store in [f.store.clone(), other.clone(), (f.reopen)()] {
+        for (batch, first, last) in earlier {
+            for expected in [Any, Exists, NoStream, Exact(first - 1), Exact(version)] {
+                let retry = store.append(&s, expected, batch.clone()).await;
+                let retry = retry.unwrap_or_else(|e| panic!("{expected} at {first}: {e:?}"));
+                assert_eq!(
+                    (retry.first_sequence, retry.version, retry.duplicate),
+                    (first, last, true),
+                    "{expected} at {first}"
+                );
+            }
+        }
+        // Ids of those appends in another arrangement are refused, however old.
+        let mut mixed = events(1);
+        mixed.push(any[0].clone());
+        for attempt in [
+            any[1..].to_vec(),
+            mixed,
+            vec![exists[1].clone(), exists[0].clone()],
+        ] {
+            for expected in [Any, Exact(version)] {
+                match store.append(&s, expected, attempt.clone()).await {
+                    Err(StoreError::EventIdReused { .. }) => {}
+                    other => panic!("{expected}: expected EventIdReused, got {other:?}"),
+                }
+            }
+        }
+    }
+    let stored = contiguous(&*(f.reopen)(), &s).await;
+    assert_eq!(stored.len() as u64, appended, "nothing was stored twice");
+    assert_eq!(
+        stored[..7],
+        [ids(&any), ids(&exists), ids(&exact)].concat()[..]
+    );
+}
+
+/// Writers whose clocks disagree (one ahead, one behind) append in turn, with every kind of
+/// expectation: the times recorded never go back (an append records at least its
+/// predecessor's time), each append reports the time its events read back with, and a read as
+/// of any time is a prefix: the events up to the last one recorded at or before it, the same
+/// as the read as of that event's sequence, from any first sequence.
+pub async fn recorded_times_never_go_back_and_as_of_a_time_is_a_prefix(f: &Fixture) {
+    let s = stream("clocks");
+    let minutes = time::Duration::minutes;
+    let (ahead, behind, normal) = (
+        (f.skewed)(minutes(10)),
+        (f.skewed)(-minutes(10)),
+        f.store.clone(),
+    );
+    let mut outcomes = Vec::new();
+    let mut version = 0;
+    let writers: [(&Arc<dyn EventStore>, _); 8] = [
+        (&normal, NoStream),
+        (&ahead, Exact(0)),
+        (&behind, Any),
+        (&behind, Exact(0)),
+        (&normal, Exists),
+        (&ahead, Any),
+        (&behind, Exact(0)),
+        (&normal, Exact(0)),
+    ];
+    for (writer, expected) in writers {
+        // `Exact(0)` stands for "the version the writer reads now".
+        let expected = match expected {
+            Exact(_) if version > 0 => Exact(writer.version(&s).await.unwrap()),
+            other => other,
+        };
+        let outcome = writer.append(&s, expected, events(2)).await.unwrap();
+        version = outcome.version;
+        outcomes.push(outcome);
+    }
+    let resolution = time::Duration::try_from(f.as_of_resolution).unwrap();
+    for store in f.views() {
+        let all = store.read(&s, ReadRequest::all()).await.unwrap();
+        assert_eq!(sequences(&all), (1..=version).collect::<Vec<_>>());
+        let times: Vec<_> = all.events.iter().map(|e| e.timestamp).collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "recorded times go back: {times:?}"
+        );
+        for outcome in &outcomes {
+            let at = outcome.first_sequence as usize - 1;
+            assert_eq!(Some(times[at]), outcome.recorded, "the time reported");
+            assert_eq!(times[at], times[at + 1], "one time per append");
+        }
+        // The writer behind appended after the one ahead: it recorded no earlier.
+        assert!(times[4] >= times[2], "{times:?}");
+        for (index, &t) in times.iter().enumerate() {
+            // As of the time of event `index + 1`: up to the last event recorded then.
+            let last = times.iter().rposition(|&u| u <= t).unwrap() as u64 + 1;
+            let before = times.iter().position(|&u| u == t).unwrap() as u64;
+            for from in [1, index as u64 + 1, last] {
+                let read = store
+                    .read(&s, ReadRequest::range(from, None).as_of(t))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    sequences(&read),
+                    (from..=last).collect::<Vec<_>>(),
+                    "at {t}"
+                );
+                let by_sequence = store
+                    .read(&s, ReadRequest::range(from, Some(last)))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    format!("{:?}", read.events),
+                    format!("{:?}", by_sequence.events)
+                );
+                let known = store
+                    .read_known(&s, ReadRequest::range(from, None).as_of(t), version)
+                    .await
+                    .unwrap();
+                assert_eq!(known.len() as u64, (last + 1).saturating_sub(from));
+            }
+            let earlier = store
+                .read(&s, ReadRequest::all().as_of(t - resolution))
+                .await
+                .unwrap();
+            assert_eq!(sequences(&earlier), (1..=before).collect::<Vec<_>>());
+        }
+    }
 }
 
 pub async fn reads_by_range_and_as_of_a_time(f: &Fixture) {
@@ -804,24 +972,26 @@ pub async fn concurrent_exact_writers_leave_no_gap(f: &Fixture) {
     assert_eq!(stored, acked);
 }
 
-/// Appends without an expectation from several processes at once: every one succeeds, once,
-/// its events together at the sequences it was acknowledged with.
+/// Appends without an exact expectation (`Any`, `Exists`) from several processes at once, many
+/// more than any store could serve without conflicts: every one lands, once, its events
+/// together at the sequences it was acknowledged with, and the times recorded never go back.
 pub async fn concurrent_any_appends_all_land_once(f: &Fixture) {
-    const WRITERS: usize = 8;
-    const PER_APPEND: usize = 3;
+    const VIEWS: usize = 4;
+    const WRITERS: usize = 96;
     let s = stream("any");
+    f.store.append(&s, NoStream, events(1)).await.unwrap();
+    let views: Vec<Arc<dyn EventStore>> = std::iter::once(f.store.clone())
+        .chain((1..VIEWS).map(|_| (f.reopen)()))
+        .collect();
     let mut tasks = Vec::new();
     for writer in 0..WRITERS {
-        let store = if writer % 2 == 0 {
-            f.store.clone()
-        } else {
-            (f.reopen)()
-        };
+        let store = views[writer % VIEWS].clone();
         let s = s.clone();
+        let expected = if writer % 3 == 0 { Exists } else { Any };
         tasks.push(tokio::spawn(async move {
-            let batch = events(PER_APPEND);
+            let batch = events(1 + writer % 3);
             let ids = ids(&batch);
-            let outcome = store.append(&s, Any, batch).await;
+            let outcome = store.append(&s, expected, batch).await;
             (writer, ids, outcome)
         }));
     }
@@ -829,23 +999,26 @@ pub async fn concurrent_any_appends_all_land_once(f: &Fixture) {
     for t in tasks {
         let (writer, ids, outcome) = t.await.unwrap();
         let outcome = outcome.unwrap_or_else(|e| panic!("writer {writer}: {e:?}"));
-        assert!(!outcome.duplicate);
+        assert!(!outcome.duplicate && !outcome.created, "writer {writer}");
         assert_eq!(
             outcome.version - outcome.first_sequence + 1,
-            PER_APPEND as u64
+            ids.len() as u64
         );
         acked.push((outcome.first_sequence, ids));
     }
-    let stored = contiguous(&*(f.reopen)(), &s).await;
-    assert_eq!(stored.len(), WRITERS * PER_APPEND);
+    let total = 1 + acked.iter().map(|(_, ids)| ids.len()).sum::<usize>();
+    let reader = (f.reopen)();
+    let stored = contiguous(&*reader, &s).await;
+    assert_eq!(stored.len(), total, "every append landed once");
     for (first, ids) in acked {
         let at = first as usize - 1;
-        assert_eq!(
-            stored[at..at + PER_APPEND],
-            ids[..],
-            "the append at {first}"
-        );
+        assert_eq!(stored[at..at + ids.len()], ids[..], "the append at {first}");
     }
+    let slice = reader.read(&s, ReadRequest::all()).await.unwrap();
+    assert!(slice
+        .events
+        .windows(2)
+        .all(|w| w[0].timestamp <= w[1].timestamp));
 }
 
 /// Reads in other processes while a writer appends: every read sees events 1..=version (or,

@@ -78,8 +78,11 @@ pub const META_FIRST_SEQUENCE: &str = "firstsequence";
 pub const META_VERSION: &str = "version";
 /// ... the segment's length in bytes at that version...
 pub const META_LENGTH: &str = "length";
-/// ... and the number of blocks (appends) it had then.
+/// ... and the number of blocks (appends) it had then...
 pub const META_BLOCKS: &str = "blocks";
+/// ... and the recorded time of event `version` (RFC 3339), so that a writer starting from the
+/// hint knows the time its append must not go below (absent in hints written before it was).
+pub const META_RECORDED: &str = "recorded";
 
 /// What a segment's metadata says: a hint, verified against the content before use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +91,8 @@ pub struct SegmentHint {
     pub version: u64,
     pub length: u64,
     pub blocks: u64,
+    /// The recorded time of event `version`, when the hint says.
+    pub recorded: Option<time::OffsetDateTime>,
 }
 
 impl SegmentHint {
@@ -97,6 +102,9 @@ impl SegmentHint {
         metadata.insert(META_VERSION, self.version.to_string());
         metadata.insert(META_LENGTH, self.length.to_string());
         metadata.insert(META_BLOCKS, self.blocks.to_string());
+        if let Some(recorded) = self.recorded {
+            metadata.insert(META_RECORDED, super::record::format_timestamp(recorded));
+        }
         metadata
     }
 
@@ -107,6 +115,13 @@ impl SegmentHint {
             version: number(META_VERSION)?,
             length: number(META_LENGTH)?,
             blocks: number(META_BLOCKS)?,
+            recorded: get(META_RECORDED).and_then(|v| {
+                time::OffsetDateTime::parse(
+                    v.trim(),
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()
+            }),
         };
         let consistent = hint.first_sequence >= 1
             && hint.version + 1 >= hint.first_sequence
@@ -124,19 +139,13 @@ pub struct ListedSegment {
     pub hint: Option<SegmentHint>,
 }
 
-/// The bytes of a segment from an offset to its end, and the blob's state at that read.
+/// The bytes of a segment from an offset to its end.
 #[derive(Debug, Clone)]
 pub struct TailBytes {
     /// Bytes from `offset` to the end.
     pub bytes: Bytes,
     /// Where `bytes` start in the blob.
     pub offset: u64,
-    /// The blob's length at the time of the read.
-    pub length: u64,
-    /// The blob's ETag (on Azurite possibly of a later state than `bytes`).
-    pub etag: Option<String>,
-    /// The blob's metadata hint (on Azurite possibly of a later state than `bytes`).
-    pub hint: Option<SegmentHint>,
 }
 
 /// What [`BlobApi::scan`] hands records to: whole records and the offset where they start.
@@ -385,9 +394,6 @@ impl BlobApi {
             ScanOutcome::Read(end) => ReadOutcome::Read(TailBytes {
                 bytes: collected.freeze(),
                 offset: end.offset,
-                length: end.length,
-                etag: end.etag,
-                hint: end.hint,
             }),
             ScanOutcome::Missing => ReadOutcome::Missing,
             ScanOutcome::NotABoundary => ReadOutcome::NotABoundary,

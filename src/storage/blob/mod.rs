@@ -13,8 +13,12 @@
 //! # Appends ([`append`])
 //! One block per append (all or nothing, at most [`MAX_BLOCK_BYTES`]), written with the append
 //! position this process believes the segment has, so a stale writer gets 412 and never writes
-//! twice. A per-process cache of each stream's tail ([`tail`]) makes an append whose expected
-//! version matches the cache cost one request; a cold cache costs a listing and a read of the
+//! twice; an `Any`/`Exists` append that loses the race is retried with jittered backoff until
+//! it lands (bounded by [`crate::storage::contention::CONTENTION_DEADLINE`]). Each append
+//! records a time no earlier than its predecessor's, which the view knows (from the last record
+//! it read, or from the segment hint, which carries it). A per-process cache of each stream's
+//! tail ([`tail`]) makes an append whose expected version matches the cache (and whose event
+//! ids it vouches for, see below) cost one request; a cold cache costs a listing and a read of the
 //! tail after the hint (measured on a 2 MB, 5,000-event stream: four requests and about 1 KiB
 //! of responses, see `tests/blob_backend.rs`). When a segment holds
 //! [`MAX_BLOCKS_PER_SEGMENT`] blocks (or fewer, see [`BlobStore::with_max_blocks_per_segment`])
@@ -22,10 +26,14 @@
 //! one block), which every writer reads alike, so all writers agree on when a segment is full.
 //!
 //! # Idempotent appends
-//! Retries are recognised against the events of the last [`IDEMPOTENCY_WINDOW_BYTES`] bytes of
-//! the stream (see [`tail`] for exactly when the window is read).
+//! Retries are recognised however long ago their events were stored, through an index of
+//! every event id in a Table of the same account ([`DEFAULT_ID_INDEX_TABLE`]) that may lag
+//! behind the blobs and is completed from them: see [`ids`] for its layout, why it never gives
+//! a wrong answer, and what it costs (nothing, for an append whose ids this process vouches
+//! for).
 //!
 //! # Reads ([`view`])
+//! As of a time, a read is a prefix: it ends at the first event recorded after that time.
 //! A read learns the stream's version (from the cached tail, refreshed, or a cold load), then
 //! reads the requested events up to it and no further, in ranged GETs of at most
 //! [`client::MAX_READ_RANGE_BYTES`] (each with its own timeout, so a segment of any length
@@ -63,6 +71,7 @@
 mod append;
 mod bookmark;
 mod client;
+mod ids;
 mod naming;
 mod outbox;
 mod policy;
@@ -76,22 +85,28 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::storage::connection::StorageAccount;
+use crate::storage::contention::Turns;
 use crate::stream::{
-    check_new_events, validate_entity_type, AppendOutcome, EventStore, ExpectedVersion, NewEvent,
-    ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
+    check_new_events, validate_entity_type, AppendOutcome, Clock, EventStore, ExpectedVersion,
+    NewEvent, ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
 };
+use append::Appender;
 use bookmark::{Bookmark, Bookmarks};
 use client::BlobApi;
+use ids::IdIndex;
 use tail::Tail;
 use view::{Position, StreamBlobs, ASSUMED_RECORD_BYTES};
 
-pub use append::{HINT_INTERVAL_BYTES, MAX_ATTEMPTS};
+pub use append::HINT_INTERVAL_BYTES;
 pub use bookmark::{BOOKMARKS_PER_STREAM, MAX_BOOKMARKED_STREAMS};
 pub use client::{MAX_READ_RANGE_BYTES, MIN_READ_RANGE_BYTES};
+pub use ids::{
+    DEFAULT_ID_INDEX_TABLE, FULL_ID_SET_MAX_EVENTS, INDEX_INTERVAL_EVENTS, MAX_TRACKED_EVENTS,
+};
 pub use naming::{escape_instance, unescape_instance, DEFAULT_CONTAINER, MAX_BLOB_NAME_LEN};
 pub use outbox::MARKER_PREFIX;
 pub use record::{record_size_bound, MAX_BLOCK_BYTES};
-pub use tail::IDEMPOTENCY_WINDOW_BYTES;
+pub use tail::KNOWN_WINDOW_BYTES;
 
 /// The decoders of this backend's stored bytes and names, for the fuzz targets
 /// (`crate::fuzzing`); not part of the API.
@@ -121,6 +136,12 @@ pub struct BlobStore {
     max_blocks_per_segment: u32,
     /// The container client, or why none could be built (reported by every operation).
     api: Arc<Result<BlobApi, String>>,
+    /// The event-id index (module `ids`), or why its client could not be built.
+    index: Arc<Result<IdIndex, String>>,
+    /// Where appends take their time from.
+    clock: Clock,
+    /// The turns of this process's appends without an exact expectation, per stream.
+    turns: Arc<Turns>,
     cache: Arc<Mutex<HashMap<StreamId, Tail>>>,
     /// Where recent range reads of each stream stopped.
     bookmarks: Arc<Bookmarks>,
@@ -150,11 +171,22 @@ impl BlobStore {
     /// The same account, another container (tests use one container each). No I/O; an invalid
     /// name is reported as `Misconfigured` by every operation.
     pub fn with_container(self, container_name: impl Into<String>) -> Self {
-        Self::build(
+        let clock = self.clock;
+        let mut store = Self::build(
             self.account,
             container_name.into(),
             self.max_blocks_per_segment,
-        )
+        );
+        store.clock = clock;
+        store
+    }
+
+    /// The same store, appending with `clock`'s time. Not part of the API (tests give views
+    /// skewed clocks).
+    #[doc(hidden)]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Moves streams on to a new segment after `max_blocks` blocks (1 to
@@ -184,11 +216,16 @@ impl BlobStore {
                 .map(|service| BlobApi::new(service.container_client(container_name.clone())))
                 .map_err(|e| e.to_string())
         });
+        let index = crate::storage::table::table_api(&account, DEFAULT_ID_INDEX_TABLE)
+            .map(|api| IdIndex::new(api, &container_name));
         Self {
             account,
             container_name,
             max_blocks_per_segment: max_blocks,
             api: Arc::new(api),
+            index: Arc::new(index),
+            clock: Clock::default(),
+            turns: Arc::new(Turns::default()),
             cache: Arc::new(Mutex::new(HashMap::new())),
             bookmarks: Arc::new(Bookmarks::default()),
         }
@@ -196,6 +233,13 @@ impl BlobStore {
 
     fn api(&self) -> Result<&BlobApi, StoreError> {
         self.api
+            .as_ref()
+            .as_ref()
+            .map_err(|reason| StoreError::Misconfigured(reason.clone()))
+    }
+
+    fn index(&self) -> Result<&IdIndex, StoreError> {
+        self.index
             .as_ref()
             .as_ref()
             .map_err(|reason| StoreError::Misconfigured(reason.clone()))
@@ -349,12 +393,24 @@ impl EventStore for BlobStore {
         record::check_block_limits(&events)?;
         let api = self.api()?;
         api.ensure_container().await?;
+        // Appends without an exact expectation take turns within this process (module
+        // `contention`): each starts from the view the previous one left, and only other
+        // processes race them.
+        let _turn = match expected {
+            ExpectedVersion::Any | ExpectedVersion::Exists => Some(self.turns.take(stream).await),
+            _ => None,
+        };
         let blobs = self.blobs(api, stream);
         let (mut tail, fresh) = match self.cached(stream) {
             Some(tail) => (tail, false),
             None => (blobs.cold_load().await?, true),
         };
-        let result = append::append(&blobs, &mut tail, fresh, expected, &events).await;
+        let appender = Appender {
+            blobs: &blobs,
+            index: self.index()?,
+            clock: self.clock,
+        };
+        let result = appender.append(&mut tail, fresh, expected, &events).await;
         match &result {
             Ok(_)
             | Err(StoreError::WrongExpectedVersion { .. } | StoreError::EventIdReused { .. }) => {

@@ -1,36 +1,24 @@
-//! What one process knows about the end of a stream (its [`Tail`]), and how an append is
-//! recognised as a retry of an earlier one.
+//! What one process knows about the end of a stream (its [`Tail`]).
 //!
 //! The blob content is the truth; a `Tail` is a cached view of it: the stream's last segment
-//! and its length, the version at that length, and the last events (ids and positions) within
-//! the *idempotency window*. Offsets in a tail are stream-wide: a segment starts at the sum of
-//! the lengths of the segments before it ([`Segment::base`]).
-//!
-//! # The idempotency window
-//! An append is compared with the events of the last [`IDEMPOTENCY_WINDOW_BYTES`] bytes of the
-//! stream, reaching back at most into the segment before the current one. Whenever a retry is
-//! possible — the expectation is not met (an `Exact`/`NoStream` retry of an append that
-//! succeeded), the expectation is `Any` or `Exists` (a retry meets it again), or one of the ids
-//! is already known — the whole window is read before deciding. An append whose `Exact` or
-//! `NoStream` expectation is met and none of whose ids this process knows is written without
-//! reading the window (that keeps it at one request): such an append cannot be the retry of an
-//! append that succeeded, since that append would have moved the version on. An id reused from
-//! further back than the window is not detected (the Table backend, which indexes every id,
-//! does detect it).
-//!
-//! An append that began before the window is still recognised: records carry the sequence
-//! numbers of their append, so the part inside the window is checked event by event and the
-//! part before it is taken on trust.
+//! and its length, the version at that length, the recorded time of the last event (which the
+//! next append must not go below), where the last records start (within the last
+//! [`KNOWN_WINDOW_BYTES`], so that a read of the newest events starts where they are), and what
+//! this process knows of the stream's event ids ([`IdKnowledge`], for recognising retries,
+//! module `ids`). Offsets in a tail are stream-wide: a segment starts at the sum of the lengths
+//! of the segments before it ([`Segment::base`]).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 
+use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::ids::{IdEntry, IdKnowledge};
 use super::record::{AppendSpan, StoredEvent};
 use crate::stream::{NewEvent, StoreError, StreamId};
 
-/// How far back (in bytes of records) appends are compared for idempotent retries.
-pub const IDEMPOTENCY_WINDOW_BYTES: u64 = 128 * 1024;
+/// How far back (in bytes of records) a process remembers where each record starts.
+pub const KNOWN_WINDOW_BYTES: u64 = 128 * 1024;
 
 /// One segment blob of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +53,7 @@ pub struct Current {
     pub hint_length: u64,
 }
 
-/// An event whose record lies in the window.
+/// An event whose record lies in the window of known positions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Known {
     pub event_id: Uuid,
@@ -90,6 +78,10 @@ pub struct Tail {
     pub known: VecDeque<Known>,
     /// Stream-wide offset from which every event is in `known`.
     pub known_from: u64,
+    /// The recorded time of event `version` (`None`: no event, or not known yet).
+    pub last_recorded: Option<OffsetDateTime>,
+    /// What this process knows of the stream's event ids.
+    pub ids: IdKnowledge,
 }
 
 impl Tail {
@@ -98,21 +90,14 @@ impl Tail {
         self.current.as_ref().map_or(0, |c| c.segment.end())
     }
 
-    /// Where the idempotency window starts.
+    /// Where the window of known positions starts.
     pub fn window_start(&self) -> u64 {
         let floor = self
             .previous
             .map(|p| p.base)
             .or(self.current.as_ref().map(|c| c.segment.base))
             .unwrap_or(0);
-        self.end()
-            .saturating_sub(IDEMPOTENCY_WINDOW_BYTES)
-            .max(floor)
-    }
-
-    /// Whether every event of the window is in `known`.
-    pub fn window_complete(&self) -> bool {
-        self.known_from <= self.window_start()
+        self.end().saturating_sub(KNOWN_WINDOW_BYTES).max(floor)
     }
 
     /// Whether the current segment takes no more blocks.
@@ -120,12 +105,6 @@ impl Tail {
         self.current
             .as_ref()
             .is_some_and(|c| c.refused_block || c.committed_blocks >= max_blocks)
-    }
-
-    /// Whether any of `events` has an id this view knows.
-    pub fn knows_any(&self, events: &[NewEvent]) -> bool {
-        let known: HashSet<Uuid> = self.known.iter().map(|k| k.event_id).collect();
-        events.iter().any(|e| known.contains(&e.event_id))
     }
 
     fn known_at(&self, sequence: u64) -> Option<&Known> {
@@ -159,6 +138,13 @@ impl Tail {
             if stored.append.first == sequence {
                 current.committed_blocks += 1;
             }
+            self.ids.push(IdEntry {
+                event_id: stored.event.event_id,
+                sequence,
+                append: stored.append,
+                next: (current.segment.number, stored.end),
+            });
+            self.last_recorded = Some(stored.event.timestamp);
             self.known.push_back(Known {
                 event_id: stored.event.event_id,
                 sequence,
@@ -172,14 +158,15 @@ impl Tail {
         Ok(())
     }
 
-    /// Records an append this process just wrote at `position` of the current segment:
-    /// `ends` are the ends of its records relative to `position`.
+    /// Records an append this process just wrote at `position` of the current segment,
+    /// recorded at `recorded`: `ends` are the ends of its records relative to `position`.
     pub fn record_append(
         &mut self,
         events: &[NewEvent],
         span: AppendSpan,
         position: u64,
         ends: &[usize],
+        recorded: OffsetDateTime,
     ) {
         let Some(current) = self.current.as_mut() else {
             return;
@@ -187,6 +174,12 @@ impl Tail {
         let base = current.segment.base + position;
         let mut start = base;
         for ((event, sequence), &end) in events.iter().zip(span.first..).zip(ends) {
+            self.ids.push(IdEntry {
+                event_id: event.event_id,
+                sequence,
+                append: span,
+                next: (current.segment.number, position + end as u64),
+            });
             let end = base + end as u64;
             self.known.push_back(Known {
                 event_id: event.event_id,
@@ -199,6 +192,7 @@ impl Tail {
         }
         current.segment.length = start - current.segment.base;
         self.version = span.last;
+        self.last_recorded = Some(recorded);
         self.trim();
     }
 
@@ -222,14 +216,6 @@ impl Tail {
             etag: None,
             hint_length: 0,
         });
-    }
-
-    /// Replaces what is known with the events of a window read that started at `from`
-    /// (stream-wide) and ran to the end of the stream.
-    pub fn replace_known(&mut self, from: u64, known: VecDeque<Known>) {
-        self.known = known;
-        self.known_from = from;
-        self.trim();
     }
 
     /// Forgets the events that have left the window.
@@ -257,44 +243,6 @@ impl Tail {
         self.known_at(sequence + 1)
             .filter(|k| k.start >= segment.base)
             .map(|k| k.start - segment.base)
-    }
-
-    /// The append that already stored `events`, if they are a retry of it. Ids seen in the
-    /// window in any other arrangement are `EventIdReused`.
-    pub fn earlier_append(
-        &self,
-        stream: &StreamId,
-        events: &[NewEvent],
-    ) -> Result<Option<AppendSpan>, StoreError> {
-        let by_id: HashMap<Uuid, &Known> = self.known.iter().map(|k| (k.event_id, k)).collect();
-        let Some((index, found)) = events
-            .iter()
-            .enumerate()
-            .find_map(|(i, e)| by_id.get(&e.event_id).map(|k| (i, *k)))
-        else {
-            return Ok(None);
-        };
-        let reused = || StoreError::EventIdReused {
-            stream: stream.to_string(),
-            event_id: events[index].event_id,
-        };
-        let span = found.append;
-        if span.last - span.first + 1 != events.len() as u64
-            || found.sequence != span.first + index as u64
-        {
-            return Err(reused());
-        }
-        let first_known = self.known.front().map_or(u64::MAX, |k| k.sequence);
-        for (event, sequence) in events.iter().zip(span.first..) {
-            match self.known_at(sequence) {
-                Some(known) if known.event_id == event.event_id && known.append == span => {}
-                Some(_) => return Err(reused()),
-                // Before the window: the part of the append we can see matched.
-                None if sequence < first_known && !by_id.contains_key(&event.event_id) => {}
-                None => return Err(reused()),
-            }
-        }
-        Ok(Some(span))
     }
 }
 
@@ -366,50 +314,27 @@ mod tests {
     }
 
     #[test]
-    fn retries_and_reuses() {
+    fn positions_times_and_ids_follow_what_was_absorbed() {
         let (tail, batches) = tail_with(&[2, 3, 1]);
         assert_eq!(tail.version, 6);
-        let retry = tail.earlier_append(&stream(), &batches[1]).unwrap();
-        assert_eq!(retry, Some(AppendSpan { first: 3, last: 5 }));
-        assert_eq!(
-            tail.earlier_append(&stream(), &[new_event()]).unwrap(),
-            None
-        );
-        // A part of an append, a mix of two appends, a known id with a new one, a reordering.
-        let cases = [
-            vec![batches[1][0].clone()],
-            vec![batches[0][1].clone(), batches[1][0].clone()],
-            vec![batches[2][0].clone(), new_event()],
-            vec![batches[0][1].clone(), batches[0][0].clone()],
-        ];
-        for case in cases {
-            assert!(matches!(
-                tail.earlier_append(&stream(), &case),
-                Err(StoreError::EventIdReused { .. })
-            ));
-        }
         assert_eq!(tail.position_after(2), Some(20));
         assert_eq!(tail.position_after(0), Some(0));
         assert_eq!(tail.position_after(6), Some(60));
+        assert_eq!(tail.last_recorded, Some(time::OffsetDateTime::UNIX_EPOCH));
+        let recent = tail.ids.recent_by_id();
+        let second = &recent[&batches[1][1].event_id];
+        assert_eq!((second.sequence, second.append), (4, (3, 5)));
+        assert!(tail.ids.covers_after(0, 6));
     }
 
     #[test]
-    fn window_forgets_old_events_and_accepts_appends_cut_by_it() {
-        let per_append = (IDEMPOTENCY_WINDOW_BYTES / 10) as usize;
-        let (tail, batches) = tail_with(&[3, per_append - 1, 4]);
-        assert!(tail.window_complete());
-        // The first append left the window entirely: not recognised.
-        assert_eq!(tail.earlier_append(&stream(), &batches[0]).unwrap(), None);
-        // The second is partly before the window: its visible part matches.
-        let span = tail
-            .earlier_append(&stream(), &batches[1])
-            .unwrap()
-            .unwrap();
-        assert_eq!(span.first, 4);
-        // But a changed event in its visible part is a reuse.
-        let mut changed = batches[1].clone();
-        let last = changed.len() - 1;
-        changed[last] = new_event();
-        assert!(tail.earlier_append(&stream(), &changed).is_err());
+    fn the_window_of_positions_forgets_old_records() {
+        let per_append = (KNOWN_WINDOW_BYTES / 10) as usize;
+        let (tail, _) = tail_with(&[3, per_append - 1, 4]);
+        // The first append left the window of positions; what comes after it is still known.
+        assert_eq!(tail.position_after(3), None);
+        assert_eq!(tail.position_after(10), Some(100));
+        // Ids are kept past the window (they are not indexed yet).
+        assert!(tail.ids.covers_after(0, tail.version));
     }
 }

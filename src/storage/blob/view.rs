@@ -1,14 +1,19 @@
 //! Learning the state of a stream from its blobs: a cold load (list the segments, read the
-//! last one from its metadata hint), a refresh (read on from a known offset), a window read
-//! (for the idempotency check), and range reads (for `read`: the events of a bounded range).
+//! last one from its metadata hint), a refresh (read on from a known offset), range reads (for
+//! `read`: the events of a bounded range, as of a time a prefix of them) and id scans (the
+//! events after the id index's watermark, module `ids`).
 //!
 //! Guarantees:
 //! - nothing is believed without the content: a hint is used only if the byte before its
 //!   offset ends a record and the first record after it is the hinted version + 1; otherwise
 //!   the segment is read from its start;
 //! - a tail is never learned by downloading a whole blob when a position in it is known: a
-//!   cold load reads from the hint, a refresh from the cached length, a window read from the
-//!   window's start (all open-ended reads);
+//!   cold load reads from the hint, a refresh from the cached length (open-ended reads);
+//! - the recorded time of a stream's last event is learnt with its tail: from the last record
+//!   read, or from the hint (which carries it); only a hint written before hints carried it
+//!   costs a read of the last record ([`StreamBlobs::last_recorded`]);
+//! - times are reported as [`TimeLine`] says (never going back), and a read as of a time ends
+//!   at the first event recorded after it;
 //! - sequence numbers are checked wherever records are read: gap-free within a segment, the
 //!   first record of a segment is the next sequence after the previous segment, and a
 //!   segment's `firstsequence` metadata agrees; a violation is `Corrupt`, never papered over;
@@ -26,14 +31,17 @@
 
 use std::collections::VecDeque;
 
+use time::OffsetDateTime;
+
 use super::client::{
     Alignment, BlobApi, Flow, ListedSegment, ReadOutcome, ScanEnd, ScanOutcome, TailBytes,
-    MAX_READ_RANGE_BYTES,
+    MAX_READ_RANGE_BYTES, MIN_READ_RANGE_BYTES,
 };
+use super::ids::{IdEntry, IdKnowledge, Watermark};
 use super::naming;
 use super::record::{decode_records, StoredEvent};
-use super::tail::{Current, Known, Segment, Tail};
-use crate::stream::{ReadRequest, RecordedEvent, StoreError, StreamId};
+use super::tail::{Current, Segment, Tail};
+use crate::stream::{recorded_time, ReadRequest, RecordedEvent, StoreError, StreamId, TimeLine};
 
 /// Bytes per record a range read assumes before it has seen any (it then uses what it saw).
 pub const ASSUMED_RECORD_BYTES: u64 = 512;
@@ -150,7 +158,10 @@ impl<'a> StreamBlobs<'a> {
     pub async fn cold_load(&self) -> Result<Tail, StoreError> {
         let listed = self.list().await?;
         let Some(((number, last), earlier)) = listed.split_last() else {
-            return Ok(Tail::default());
+            return Ok(Tail {
+                ids: IdKnowledge::of_empty_stream(),
+                ..Tail::default()
+            });
         };
         let base: u64 = earlier.iter().map(|(_, s)| s.length).sum();
         let previous = earlier.last().map(|(n, s)| Segment {
@@ -172,6 +183,8 @@ impl<'a> StreamBlobs<'a> {
                 version: hint.version,
                 known: VecDeque::new(),
                 known_from: base + hint.length,
+                last_recorded: hint.recorded.map(recorded_time),
+                ids: IdKnowledge::default(),
             };
             if let Absorbed::Read(end) = self
                 .absorb_segment(&mut tail, hint.length, hint.version + 1, None)
@@ -180,7 +193,7 @@ impl<'a> StreamBlobs<'a> {
                 if let Some(current) = tail.current.as_mut() {
                     update_current(current, &end);
                 }
-                return Ok(tail);
+                return Ok(settled(tail));
             }
         }
         // No usable hint: read the whole (last) segment. Every segment is created with its
@@ -198,6 +211,8 @@ impl<'a> StreamBlobs<'a> {
             version: first_sequence - 1,
             known: VecDeque::new(),
             known_from: base,
+            last_recorded: None,
+            ids: IdKnowledge::default(),
         };
         match self
             .absorb_segment(&mut tail, 0, first_sequence, None)
@@ -207,7 +222,7 @@ impl<'a> StreamBlobs<'a> {
                 if let Some(current) = tail.current.as_mut() {
                     update_current(current, &end);
                 }
-                Ok(tail)
+                Ok(settled(tail))
             }
             Absorbed::Missing | Absorbed::Wrong => Err(self.corrupt(format!(
                 "segment {number} vanished while being read, or does not start with event \
@@ -218,14 +233,15 @@ impl<'a> StreamBlobs<'a> {
 
     /// Reads `tail`'s current segment from `from` (an offset in it) to its end, range by
     /// range, absorbing each range's events into `tail` and handing those `request` asks for
-    /// to `keep`. The first record read must be event `expect_first` (if any record follows
-    /// `from`); when it is not, or `from` is not a record boundary, nothing is absorbed.
+    /// to `keep` (as its time line admits them). The first record read must be event
+    /// `expect_first` (if any record follows `from`); when it is not, or `from` is not a record
+    /// boundary, nothing is absorbed.
     async fn absorb_segment(
         &self,
         tail: &mut Tail,
         from: u64,
         expect_first: u64,
-        mut keep: Option<(&ReadRequest, &mut Vec<RecordedEvent>)>,
+        mut keep: Option<Keep<'_>>,
     ) -> Result<Absorbed, StoreError> {
         let Some(number) = tail.current.as_ref().map(|c| c.segment.number) else {
             return Ok(Absorbed::Missing);
@@ -246,13 +262,10 @@ impl<'a> StreamBlobs<'a> {
                 }
             }
             tail.absorb(stream, &events)?;
-            if let Some((request, kept)) = keep.as_mut() {
-                kept.extend(
-                    events
-                        .into_iter()
-                        .map(|s| s.event)
-                        .filter(|e| request.includes(e)),
-                );
+            if let Some(keep) = keep.as_mut() {
+                for stored in events {
+                    keep.offer(stored.event);
+                }
             }
             Ok(Flow::More(MAX_READ_RANGE_BYTES))
         };
@@ -286,11 +299,16 @@ impl<'a> StreamBlobs<'a> {
         request: Option<&ReadRequest>,
     ) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
         let mut collected = Vec::new();
+        let mut line = TimeLine::new(request.and_then(|r| r.as_of));
         let Some(current) = tail.current.as_ref() else {
             return Ok(None);
         };
         let known_length = current.segment.length;
-        let keep = request.map(|r| (r, &mut collected));
+        let keep = request.map(|request| Keep {
+            request,
+            line: &mut line,
+            kept: &mut collected,
+        });
         let mut end = match self.absorb_segment(tail, from, expect_first, keep).await? {
             Absorbed::Read(end) if end.length >= known_length => end,
             _ => return Ok(None),
@@ -308,7 +326,11 @@ impl<'a> StreamBlobs<'a> {
             let first_sequence = tail.version + 1;
             let mut next = tail.clone();
             next.roll_over(first_sequence);
-            let keep = request.map(|r| (r, &mut collected));
+            let keep = request.map(|request| Keep {
+                request,
+                line: &mut line,
+                kept: &mut collected,
+            });
             end = match self
                 .absorb_segment(&mut next, 0, first_sequence, keep)
                 .await?
@@ -347,110 +369,106 @@ impl<'a> StreamBlobs<'a> {
         Ok(())
     }
 
-    /// Reads every event of the idempotency window (and on to the end of the stream).
-    pub async fn load_window(&self, tail: &mut Tail) -> Result<(), StoreError> {
-        let start = tail.window_start();
-        let Some(current) = tail.current.clone() else {
-            tail.known_from = 0;
-            return Ok(());
+    /// The recorded time of the last event of `tail` (at its version), read from the blobs:
+    /// for a view whose hint did not say it (hints written before they carried it). A view at
+    /// version 0 has none.
+    pub async fn last_recorded(&self, tail: &Tail) -> Result<Option<OffsetDateTime>, StoreError> {
+        if tail.version == 0 {
+            return Ok(None);
+        }
+        let Some(current) = tail.current.as_ref() else {
+            return Ok(None);
         };
-        let mut known = VecDeque::new();
-        let mut from = None;
-        let mut expected_next = None;
-        let mut push = |stream_offset: u64,
-                        events: &[StoredEvent],
-                        expected_next: &mut Option<u64>|
-         -> Result<(), StoreError> {
-            for stored in events {
-                let sequence = stored.event.sequence;
-                if expected_next.is_some_and(|next| next != sequence) {
-                    return Err(self.corrupt(format!(
-                        "event {sequence} follows event {}",
-                        expected_next.unwrap_or_default().saturating_sub(1)
-                    )));
-                }
-                *expected_next = Some(sequence + 1);
-                known.push_back(Known {
-                    event_id: stored.event.event_id,
-                    sequence,
-                    append: stored.append,
-                    start: stream_offset + stored.start,
-                    end: stream_offset + stored.end,
-                });
+        let (number, length) = if current.segment.length > 0 {
+            (current.segment.number, current.segment.length)
+        } else {
+            match tail.previous {
+                Some(previous) => (previous.number, previous.length),
+                None => return Err(self.corrupt("the last event is in no known segment")),
             }
-            Ok(())
         };
-        let mut current_from = start.saturating_sub(current.segment.base);
-        if let Some(previous) = tail.previous.filter(|p| start < p.end()) {
-            let name = self.segment_name(previous.number);
-            let local = start.saturating_sub(previous.base);
-            match self
+        // The last record is at most one block; look back a little first, then further.
+        let mut back = MIN_READ_RANGE_BYTES;
+        loop {
+            let from = length.saturating_sub(back);
+            let alignment = if from == 0 {
+                Alignment::Exact
+            } else {
+                Alignment::NextRecord
+            };
+            let read = self
                 .api
-                .read_from(&name, local, Alignment::NextRecord, &self.what)
+                .read_from(&self.segment_name(number), from, alignment, &self.what)
+                .await?;
+            if let ReadOutcome::Read(read) = read {
+                let events = self.decode(number, &read)?;
+                if let Some(last) = events.iter().find(|e| e.event.sequence == tail.version) {
+                    return Ok(Some(last.event.timestamp));
+                }
+            }
+            if from == 0 {
+                return Err(self.corrupt(format!(
+                    "segment {number} does not hold event {}",
+                    tail.version
+                )));
+            }
+            back = back.saturating_mul(4);
+        }
+    }
+
+    /// The ids of events `watermark.version + 1 ..= to` (which exist), read from where the
+    /// watermark says event `watermark.version + 1` starts, or from the stream's start when that
+    /// proves wrong.
+    pub async fn scan_ids(
+        &self,
+        watermark: Watermark,
+        to: u64,
+    ) -> Result<Vec<IdEntry>, StoreError> {
+        let from = watermark.version.saturating_add(1);
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let mut entries = Vec::new();
+        let request = ReadRequest::range(from, Some(to));
+        let starts = [
+            Position {
+                segment: watermark.segment,
+                offset: watermark.offset,
+                sequence: from,
+            },
+            Position {
+                segment: watermark.segment.saturating_add(1),
+                offset: 0,
+                sequence: from,
+            },
+            Position {
+                segment: 0,
+                offset: 0,
+                sequence: 1,
+            },
+        ];
+        for start in starts {
+            let mut visit = |segment: u32, stored: StoredEvent| {
+                if stored.event.sequence >= from {
+                    entries.push(IdEntry {
+                        event_id: stored.event.event_id,
+                        sequence: stored.event.sequence,
+                        append: stored.append,
+                        next: (segment, stored.end),
+                    });
+                }
+                Visit::Took
+            };
+            if self
+                .walk(&request, start, ASSUMED_RECORD_BYTES, &mut visit)
                 .await?
+                .is_some()
             {
-                ReadOutcome::Read(read) => {
-                    from = Some(previous.base + read.offset);
-                    let events = self.decode(previous.number, &read)?;
-                    push(previous.base, &events, &mut expected_next)?;
-                }
-                ReadOutcome::Missing | ReadOutcome::NotABoundary => {
-                    return Err(self.corrupt(format!(
-                        "segment {} changed after it was full",
-                        previous.number
-                    )))
-                }
+                return Ok(entries);
             }
-            current_from = 0;
+            entries.clear();
         }
-        let read = match self
-            .api
-            .read_from(
-                &self.segment_name(current.segment.number),
-                current_from,
-                Alignment::NextRecord,
-                &self.what,
-            )
-            .await?
-        {
-            ReadOutcome::Read(read) => read,
-            ReadOutcome::Missing | ReadOutcome::NotABoundary => {
-                *tail = self.cold_load().await?;
-                return Ok(());
-            }
-        };
-        let from = from.unwrap_or(current.segment.base + read.offset);
-        let events = self.decode(current.segment.number, &read)?;
-        if read.offset == 0 {
-            if let Some(first) = events.first() {
-                if first.event.sequence != current.segment.first_sequence {
-                    return Err(self.corrupt(format!(
-                        "segment {} starts with event {} instead of {}",
-                        current.segment.number,
-                        first.event.sequence,
-                        current.segment.first_sequence
-                    )));
-                }
-            }
-        }
-        push(current.segment.base, &events, &mut expected_next)?;
-        let new_blocks = events
-            .iter()
-            .filter(|s| s.event.sequence > tail.version && s.event.sequence == s.append.first)
-            .count() as u64;
-        if let Some(current) = tail.current.as_mut() {
-            update_current_with(current, read.length, read.etag.as_ref(), read.hint);
-            current.committed_blocks += new_blocks;
-        }
-        if let Some(last) = known.back() {
-            if last.sequence < tail.version {
-                *tail = self.cold_load().await?;
-                return Ok(());
-            }
-            tail.version = last.sequence;
-        }
-        tail.replace_known(from, known);
-        Ok(())
+        Err(self.corrupt(format!("events {from} to {to} cannot be found")))
     }
 
     /// Reads the events of `request`, which must end (`to_sequence`) at or before a version of
@@ -533,7 +551,9 @@ impl<'a> StreamBlobs<'a> {
     }
 
     /// [`Self::read_range`] from `start`; `None` when `start` proves wrong (not a record
-    /// boundary, another event there, no such segment) before any event was read.
+    /// boundary, another event there, no such segment) before any event was read. As of a
+    /// time, the read ends at the first event recorded after it ([`TimeLine`]), and the
+    /// position after the read is where that event starts.
     async fn scan_range(
         &self,
         request: &ReadRequest,
@@ -541,8 +561,40 @@ impl<'a> StreamBlobs<'a> {
         record_bytes: u64,
     ) -> Result<Option<RangeRead>, StoreError> {
         let from = request.from_sequence.max(1);
-        let to = request.to_sequence.unwrap_or(from).max(from);
+        let mut line = TimeLine::new(request.as_of);
         let mut events = Vec::new();
+        let mut visit = |_: u32, stored: StoredEvent| {
+            let mut event = stored.event;
+            if !line.admit(&mut event) {
+                return Visit::Refused;
+            }
+            if event.sequence >= from {
+                events.push(event);
+            }
+            Visit::Took
+        };
+        let walked = self.walk(request, start, record_bytes, &mut visit).await?;
+        Ok(walked.map(|walked| RangeRead {
+            events,
+            next: walked.next,
+            record_bytes: walked.record_bytes,
+        }))
+    }
+
+    /// Walks the records from `start` (a position at or before `request.from_sequence`),
+    /// range by range and across segments, handing each to `visit`, up to
+    /// `request.to_sequence` or a record `visit` refuses (the walk then ends before it).
+    /// `record_bytes` sizes the first range. `None` when `start` proves wrong (not a record
+    /// boundary, another event there, no such segment) before any record was read.
+    async fn walk(
+        &self,
+        request: &ReadRequest,
+        start: Position,
+        record_bytes: u64,
+        visit: &mut (dyn FnMut(u32, StoredEvent) -> Visit + Send),
+    ) -> Result<Option<Walked>, StoreError> {
+        let from = request.from_sequence.max(1);
+        let to = request.to_sequence.unwrap_or(from).max(from);
         let mut position = start;
         // Bytes and records seen, for sizing the ranges.
         let mut bytes_seen = 0u64;
@@ -566,16 +618,22 @@ impl<'a> StreamBlobs<'a> {
                              belongs"
                         )));
                     }
+                    let (record_start, record_end) = (record.start, record.end);
+                    if visit(segment, record) == Visit::Refused {
+                        next = Some(Position {
+                            segment,
+                            offset: record_start,
+                            sequence,
+                        });
+                        return Ok(Flow::Stop);
+                    }
                     expected += 1;
                     records_seen += 1;
-                    bytes_seen += record.end - record.start;
-                    if sequence >= from && request.includes(&record.event) {
-                        events.push(record.event);
-                    }
+                    bytes_seen += record_end - record_start;
                     if sequence >= to {
                         next = Some(Position {
                             segment,
-                            offset: record.end,
+                            offset: record_end,
                             sequence: sequence + 1,
                         });
                         return Ok(Flow::Stop);
@@ -609,8 +667,7 @@ impl<'a> StreamBlobs<'a> {
                 }
             }
             if let Some(next) = next {
-                return Ok(Some(RangeRead {
-                    events,
+                return Ok(Some(Walked {
                     next,
                     record_bytes: bytes_seen.checked_div(records_seen).unwrap_or(record_bytes),
                 }));
@@ -625,6 +682,55 @@ impl<'a> StreamBlobs<'a> {
             };
         }
     }
+}
+
+/// What a walk's visitor did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Visit {
+    /// Taken: walk on.
+    Took,
+    /// Not part of the walk: it ends before this record.
+    Refused,
+}
+
+/// Where a walk ended.
+struct Walked {
+    /// Where the record after the last one taken starts.
+    next: Position,
+    /// Average bytes per record among those read.
+    record_bytes: u64,
+}
+
+/// Where a read that absorbs a segment into a tail hands the events a request asks for.
+struct Keep<'a> {
+    request: &'a ReadRequest,
+    line: &'a mut TimeLine,
+    kept: &'a mut Vec<RecordedEvent>,
+}
+
+impl Keep<'_> {
+    /// Takes `event` (the next of the stream) if the request asks for it and its time line
+    /// has not ended.
+    fn offer(&mut self, mut event: RecordedEvent) {
+        if self.line.ended() || !self.line.admit(&mut event) {
+            return;
+        }
+        let request = self.request;
+        if event.sequence >= request.from_sequence
+            && request.to_sequence.is_none_or(|to| event.sequence <= to)
+        {
+            self.kept.push(event);
+        }
+    }
+}
+
+/// A freshly loaded tail, with what its version tells of its ids: a stream with no event has
+/// no id to recognise.
+fn settled(mut tail: Tail) -> Tail {
+    if tail.version == 0 {
+        tail.ids = IdKnowledge::of_empty_stream();
+    }
+    tail
 }
 
 /// Bytes a range read asks for next: the events still wanted (from `next`, at least `from`,

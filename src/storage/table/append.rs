@@ -4,16 +4,26 @@
 //! - everything that can be refused without storage is refused before any I/O: the core
 //!   checks, an event too large for one entity, an append over [`MAX_EVENTS_PER_APPEND`] events
 //!   or [`MAX_TRANSACTION_BYTES`] bytes. An append is never split over several transactions;
-//! - `NoStream`/`Exact(0)` and `Exact(n)` cost exactly one storage request when they succeed
-//!   (no read first); `Any`/`Exists` cost a header read and the transaction;
+//! - `NoStream`/`Exact(0)` cost exactly one storage request when they succeed, and so does
+//!   `Exact(n)` when this process knows the recorded time of event `n` ([`StreamEnds`]: it
+//!   appended it, or read the stream's header at version `n`, as a command does before it
+//!   appends); otherwise `Exact(n)` reads the header first (its version and that time), as
+//!   `Any`/`Exists` always do;
+//! - every append records a time no earlier than its predecessor's ([`append_time`]): the
+//!   transaction commits only if the stream is at the version whose time it used, and each
+//!   attempt takes the time afresh, so a stream's recorded times never go backwards whatever
+//!   the writers' clocks;
 //! - a rolled-back transaction is explained with reads, and only then: first the event-id rows
 //!   (a complete earlier append with these ids → its outcome with `duplicate = true`; some ids
 //!   taken → `EventIdReused`), then the header (`WrongExpectedVersion` with the actual version);
 //! - conflicts that the expectation allows (a concurrent append under `Any`/`Exists`, or a
-//!   stream that reached the expected version meanwhile) are retried at most
-//!   [`MAX_ATTEMPTS`] times, each attempt again a single atomic transaction.
+//!   stream that reached the expected version meanwhile) are retried, each attempt again a
+//!   single atomic transaction, with jittered backoff until
+//!   [`crate::storage::contention::CONTENTION_DEADLINE`]: an `Any` append lands however many
+//!   writers contend.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use azure_core::Etag;
 use azure_data_tables::prelude::IfMatchCondition;
@@ -24,9 +34,10 @@ use uuid::Uuid;
 use super::client::{BatchOutcome, Operation, TableApi};
 use super::entity::{self, EncodedEvent, Properties};
 use super::keys;
+use crate::storage::contention::Contention;
 use crate::stream::{
-    check_new_events, earlier_append, AppendOutcome, ExpectedVersion, NewEvent, StoreError,
-    StoredEventId, StreamId,
+    append_time, check_new_events, earlier_append, AppendOutcome, Clock, ExpectedVersion, NewEvent,
+    StoreError, StoredEventId, StreamId,
 };
 
 /// Most operations in one entity group transaction.
@@ -49,8 +60,9 @@ pub const MAX_EVENTS_PER_APPEND: usize = (MAX_TRANSACTION_OPERATIONS
     - VERSION_CHECK_OPERATIONS
     - RESERVED_OUTBOX_OPERATIONS)
     / ROWS_PER_EVENT;
-/// Transactions tried per append before giving up under contention.
-pub const MAX_ATTEMPTS: usize = 10;
+/// Streams whose end (version and last recorded time) one store remembers; past this, an
+/// arbitrary entry is dropped (its next exact append reads the header first).
+pub const MAX_REMEMBERED_STREAMS: usize = 4_096;
 /// A safe bound on the multipart framing and headers of one operation in a batch body
 /// (boundary, `Content-Type`, `Accept`, `If-Match`, `Prefer` (see `no_echo`), request line
 /// without the URL).
@@ -63,6 +75,59 @@ const MAX_IDS_PER_QUERY: usize = 14;
 /// Statuses of a rolled-back transaction that mean "the stream is not as this attempt
 /// assumed": 404 (header or `E-{n}` missing), 409 (a row exists), 412 (header ETag changed).
 const CONFLICT_STATUSES: [u16; 3] = [404, 409, 412];
+
+/// What this process last learnt of each stream's end: a version and the recorded time of the
+/// event at it. Events never change, so an entry stays true for that version whatever the
+/// stream did since; an exact append at that version needs no read to know its predecessor's
+/// time.
+#[derive(Debug, Default)]
+pub struct StreamEnds {
+    ends: Mutex<HashMap<StreamId, (u64, OffsetDateTime)>>,
+}
+
+impl StreamEnds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, (u64, OffsetDateTime)>> {
+        // Entries are replaced whole, so a panic elsewhere cannot leave one half-written.
+        self.ends
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The recorded time of event `version`, if this process knows it.
+    pub fn time_at(&self, stream: &StreamId, version: u64) -> Option<OffsetDateTime> {
+        self.lock()
+            .get(stream)
+            .filter(|(known, _)| *known == version)
+            .map(|(_, time)| *time)
+    }
+
+    /// Remembers that event `version` was recorded at `time` (unless a later version is known).
+    pub fn remember(&self, stream: &StreamId, version: u64, time: OffsetDateTime) {
+        let mut ends = self.lock();
+        match ends.get(stream) {
+            Some((known, _)) if *known > version => {}
+            Some(_) => {
+                ends.insert(stream.clone(), (version, time));
+            }
+            None => {
+                if ends.len() >= MAX_REMEMBERED_STREAMS {
+                    if let Some(evicted) = ends.keys().next().cloned() {
+                        ends.remove(&evicted);
+                    }
+                }
+                ends.insert(stream.clone(), (version, time));
+            }
+        }
+    }
+}
+
+/// The stream header as a point read finds it.
+pub struct Header {
+    pub version: u64,
+    pub etag: Etag,
+    /// The recorded time of event `version`; `None` in headers written before they held it.
+    pub last_recorded: Option<OffsetDateTime>,
+}
 
 /// How the transaction proves the stream's version.
 enum Plan {
@@ -89,129 +154,244 @@ impl Plan {
     }
 }
 
-pub async fn append(
-    api: &TableApi,
-    stream: &StreamId,
-    expected: ExpectedVersion,
-    events: Vec<NewEvent>,
-    outbox: bool,
-) -> Result<AppendOutcome, StoreError> {
-    check_new_events(&events)?;
-    let too_large = |bytes: usize| StoreError::AppendTooLarge {
-        events: events.len(),
-        bytes,
-        limit: format!(
-            "the Table backend writes at most {MAX_EVENTS_PER_APPEND} events and \
-             {MAX_TRANSACTION_BYTES} bytes per append (one entity group transaction)"
-        ),
-    };
-    if events.len() > MAX_EVENTS_PER_APPEND {
-        return Err(too_large(events.iter().map(|e| e.data.get().len()).sum()));
-    }
-    let what = stream.to_string();
-    let partition_key = keys::partition_key(stream);
-    let recorded = entity::storage_time(OffsetDateTime::now_utc());
-    let encoded = events
-        .iter()
-        .map(|event| entity::encode_event(&partition_key, event, recorded))
-        .collect::<Result<Vec<_>, _>>()?;
-    let bytes = transaction_bytes(api, &partition_key, &encoded);
-    if bytes > MAX_TRANSACTION_BYTES {
-        return Err(too_large(bytes));
-    }
-    api.ensure_table().await?;
+/// What one store brings to an append.
+pub struct Appender<'a> {
+    pub api: &'a TableApi,
+    pub ends: &'a StreamEnds,
+    pub clock: Clock,
+    /// Whether the append also marks the stream's notifications pending.
+    pub outbox: bool,
+}
 
-    for _ in 0..MAX_ATTEMPTS {
-        let plan = match expected {
-            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => Plan::Create,
-            ExpectedVersion::Exact(version) => Plan::Extend {
-                version,
-                guard: Guard::Exact,
-            },
-            ExpectedVersion::Any | ExpectedVersion::Exists => {
-                match read_header(api, &partition_key, &what).await? {
-                    None if expected == ExpectedVersion::Exists => {
-                        return Err(wrong_version(stream, expected, 0))
+impl Appender<'_> {
+    pub async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let api = self.api;
+        check_new_events(&events)?;
+        let too_large = |bytes: usize| StoreError::AppendTooLarge {
+            events: events.len(),
+            bytes,
+            limit: format!(
+                "the Table backend writes at most {MAX_EVENTS_PER_APPEND} events and \
+                 {MAX_TRANSACTION_BYTES} bytes per append (one entity group transaction)"
+            ),
+        };
+        if events.len() > MAX_EVENTS_PER_APPEND {
+            return Err(too_large(events.iter().map(|e| e.data.get().len()).sum()));
+        }
+        let what = stream.to_string();
+        let partition_key = keys::partition_key(stream);
+        let mut encoded = events
+            .iter()
+            .map(|event| entity::encode_event(&partition_key, event, self.clock.now()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let bytes = transaction_bytes(api, &partition_key, &encoded);
+        if bytes > MAX_TRANSACTION_BYTES {
+            return Err(too_large(bytes));
+        }
+        api.ensure_table().await?;
+
+        let mut contention = Contention::new();
+        loop {
+            let (plan, previous) = match expected {
+                ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => (Plan::Create, None),
+                ExpectedVersion::Exact(version) => {
+                    match self.ends.time_at(stream, version) {
+                        Some(time) => (
+                            Plan::Extend {
+                                version,
+                                guard: Guard::Exact,
+                            },
+                            Some(time),
+                        ),
+                        // The time of event `version` is not known here: the header has it,
+                        // and says whether the stream is at that version at all.
+                        None => match read_header(api, &partition_key, &what).await? {
+                            Some(header) if header.version == version => {
+                                let time =
+                                    self.header_time(stream, &partition_key, &header).await?;
+                                (
+                                    Plan::Extend {
+                                        version,
+                                        guard: Guard::Etag(header.etag),
+                                    },
+                                    Some(time),
+                                )
+                            }
+                            header => {
+                                let actual = header.map_or(0, |h| h.version);
+                                return self
+                                    .refused(stream, &partition_key, &events, expected, actual)
+                                    .await;
+                            }
+                        },
                     }
-                    None => Plan::Create,
-                    Some((version, etag)) => Plan::Extend {
-                        version,
-                        guard: Guard::Etag(etag),
-                    },
+                }
+                ExpectedVersion::Any | ExpectedVersion::Exists => {
+                    match read_header(api, &partition_key, &what).await? {
+                        None if expected == ExpectedVersion::Exists => {
+                            return Err(wrong_version(stream, expected, 0))
+                        }
+                        None => (Plan::Create, None),
+                        Some(header) => {
+                            let time = self.header_time(stream, &partition_key, &header).await?;
+                            (
+                                Plan::Extend {
+                                    version: header.version,
+                                    guard: Guard::Etag(header.etag),
+                                },
+                                Some(time),
+                            )
+                        }
+                    }
+                }
+            };
+            let first = plan.version().saturating_add(1);
+            let Some(last) = plan
+                .version()
+                .checked_add(events.len() as u64)
+                .filter(|last| *last <= keys::MAX_SEQUENCE)
+            else {
+                // An expected version no stream of this backend can be at is a conflict with
+                // the version the stream really has, not an append too large.
+                if let ExpectedVersion::Exact(version) = expected {
+                    let actual = read_header(api, &partition_key, &what)
+                        .await?
+                        .map_or(0, |header| header.version);
+                    if actual != version {
+                        return Err(wrong_version(stream, expected, actual));
+                    }
+                }
+                return Err(StoreError::AppendTooLarge {
+                    events: events.len(),
+                    bytes,
+                    limit: format!("a stream holds at most {} events", keys::MAX_SEQUENCE),
+                });
+            };
+            // Each attempt takes the time afresh: an attempt after a conflict follows other
+            // events, and records no earlier than they did.
+            let recorded = append_time(self.clock.now(), previous);
+            for event in &mut encoded {
+                entity::set_time(&mut event.properties, entity::RECORDED, recorded);
+            }
+            let created = matches!(plan, Plan::Create);
+            let mut operations = operations(&partition_key, plan, &encoded, recorded);
+            if self.outbox {
+                operations.push(super::outbox::pending_operation(last));
+            }
+            match api.transaction(&partition_key, operations, &what).await? {
+                BatchOutcome::Committed => {
+                    self.ends.remember(stream, last, recorded);
+                    return Ok(AppendOutcome {
+                        first_sequence: first,
+                        version: last,
+                        created,
+                        duplicate: false,
+                        recorded: Some(recorded),
+                    });
+                }
+                BatchOutcome::RolledBack { status } if CONFLICT_STATUSES.contains(&status) => {}
+                BatchOutcome::RolledBack { status } => {
+                    return Err(StoreError::Misconfigured(format!(
+                        "storage refused an append to {what} with HTTP {status}"
+                    )))
                 }
             }
-        };
-        let first = plan.version().saturating_add(1);
-        let Some(last) = plan
-            .version()
-            .checked_add(events.len() as u64)
-            .filter(|last| *last <= keys::MAX_SEQUENCE)
-        else {
-            // An expected version no stream of this backend can be at is a conflict with the
-            // version the stream really has, not an append too large.
-            if let ExpectedVersion::Exact(version) = expected {
+            if let Some(outcome) = earlier_outcome(api, stream, &partition_key, &events).await? {
+                return Ok(outcome);
+            }
+            if !matches!(expected, ExpectedVersion::Any | ExpectedVersion::Exists) {
                 let actual = read_header(api, &partition_key, &what)
                     .await?
-                    .map_or(0, |(version, _)| version);
-                if actual != version {
+                    .map_or(0, |header| header.version);
+                if !expected.is_met_by(actual) {
                     return Err(wrong_version(stream, expected, actual));
                 }
             }
-            return Err(StoreError::AppendTooLarge {
-                events: events.len(),
-                bytes,
-                limit: format!("a stream holds at most {} events", keys::MAX_SEQUENCE),
-            });
-        };
-        let created = matches!(plan, Plan::Create);
-        let mut operations = operations(&partition_key, plan, &encoded, recorded);
-        if outbox {
-            operations.push(super::outbox::pending_operation(last));
-        }
-        match api.transaction(&partition_key, operations, &what).await? {
-            BatchOutcome::Committed => {
-                return Ok(AppendOutcome {
-                    first_sequence: first,
-                    version: last,
-                    created,
-                    duplicate: false,
-                    recorded: Some(recorded),
-                })
+            if !contention.wait().await {
+                return Err(contention.gave_up(&what));
             }
-            BatchOutcome::RolledBack { status } if CONFLICT_STATUSES.contains(&status) => {}
-            BatchOutcome::RolledBack { status } => {
-                return Err(StoreError::Misconfigured(format!(
-                    "storage refused an append to {what} with HTTP {status}"
-                )))
-            }
-        }
-        if let Some((first, last)) = earlier_append_of(api, stream, &partition_key, &events).await?
-        {
-            return Ok(AppendOutcome {
-                first_sequence: first,
-                version: last,
-                created: first == 1,
-                duplicate: true,
-                recorded: None,
-            });
-        }
-        if matches!(expected, ExpectedVersion::Any | ExpectedVersion::Exists) {
-            continue;
-        }
-        let actual = read_header(api, &partition_key, &what)
-            .await?
-            .map_or(0, |(version, _)| version);
-        if !expected.is_met_by(actual) {
-            return Err(wrong_version(stream, expected, actual));
         }
     }
-    Err(StoreError::Unavailable {
-        message: format!(
-            "stream {what}: gave up after {MAX_ATTEMPTS} attempts that conflicted with \
-             concurrent appends"
-        ),
-        maybe_applied: false,
-    })
+
+    /// The recorded time of the header's last event: the header's own, or (a header written
+    /// before headers held it) read from that event's row. Remembered for the next append.
+    async fn header_time(
+        &self,
+        stream: &StreamId,
+        partition_key: &str,
+        header: &Header,
+    ) -> Result<OffsetDateTime, StoreError> {
+        let time = match header.last_recorded {
+            Some(time) => time,
+            None => event_time(self.api, stream, partition_key, header.version).await?,
+        };
+        self.ends.remember(stream, header.version, time);
+        Ok(time)
+    }
+
+    /// The answer to an append found, before writing, not to meet its expectation (the stream
+    /// is at `actual`): the earlier append's outcome when these events are a retry of it,
+    /// `EventIdReused`, or `WrongExpectedVersion`.
+    async fn refused(
+        &self,
+        stream: &StreamId,
+        partition_key: &str,
+        events: &[NewEvent],
+        expected: ExpectedVersion,
+        actual: u64,
+    ) -> Result<AppendOutcome, StoreError> {
+        match earlier_outcome(self.api, stream, partition_key, events).await? {
+            Some(outcome) => Ok(outcome),
+            None => Err(wrong_version(stream, expected, actual)),
+        }
+    }
+}
+
+/// The recorded time of event `sequence` (≥ 1), read from its row.
+async fn event_time(
+    api: &TableApi,
+    stream: &StreamId,
+    partition_key: &str,
+    sequence: u64,
+) -> Result<OffsetDateTime, StoreError> {
+    let what = stream.to_string();
+    let corrupt = |detail: String| StoreError::Corrupt {
+        stream: what.clone(),
+        detail,
+    };
+    let row = api
+        .get(partition_key, &keys::event_row_key(sequence), &what)
+        .await?
+        .ok_or_else(|| {
+            corrupt(format!(
+                "the header says version {sequence}, but event {sequence} is missing"
+            ))
+        })?;
+    entity::get_time(&row.entity, entity::RECORDED).map_err(corrupt)
+}
+
+/// The outcome of the earlier append these events repeat, if they do (`EventIdReused` if
+/// their ids were stored in another arrangement).
+async fn earlier_outcome(
+    api: &TableApi,
+    stream: &StreamId,
+    partition_key: &str,
+    events: &[NewEvent],
+) -> Result<Option<AppendOutcome>, StoreError> {
+    Ok(earlier_append_of(api, stream, partition_key, events)
+        .await?
+        .map(|(first, last)| AppendOutcome {
+            first_sequence: first,
+            version: last,
+            created: first == 1,
+            duplicate: true,
+            recorded: None,
+        }))
 }
 
 fn wrong_version(stream: &StreamId, expected: ExpectedVersion, actual: u64) -> StoreError {
@@ -242,7 +422,7 @@ fn operations(
         Plan::Create => operations.push(Operation::Insert(entity::with_keys(
             partition_key,
             keys::HEADER_ROW_KEY,
-            &entity::header_properties(last, Some(recorded)),
+            &entity::header_properties(last, Some(recorded), recorded),
         ))),
         Plan::Extend { version, guard } => {
             let if_match = match guard {
@@ -251,7 +431,7 @@ fn operations(
             };
             operations.push(Operation::Merge {
                 row_key: keys::HEADER_ROW_KEY.to_owned(),
-                properties: entity::header_properties(last, None),
+                properties: entity::header_properties(last, None, recorded),
                 if_match,
             });
             if matches!(guard, Guard::Exact) {
@@ -288,9 +468,11 @@ fn transaction_bytes(api: &TableApi, partition_key: &str, encoded: &[EncodedEven
         + api.table_url_bytes()
         + URL_ENCODING_FACTOR * (partition_key.len() + keys::EVENT_ID_ROW_PREFIX.len() + 36);
     let fixed = HEADER_OPERATIONS + VERSION_CHECK_OPERATIONS + RESERVED_OUTBOX_OPERATIONS;
+    let now = OffsetDateTime::now_utc();
     let header = json_len(&entity::header_properties(
         keys::MAX_SEQUENCE,
-        Some(OffsetDateTime::now_utc()),
+        Some(now),
+        now,
     ));
     let id_row = json_len(&entity::event_id_properties(
         keys::MAX_SEQUENCE,
@@ -303,21 +485,26 @@ fn transaction_bytes(api: &TableApi, partition_key: &str, encoded: &[EncodedEven
         + events
 }
 
-/// The point-read header: (version, ETag), or `None` for a stream that does not exist.
+/// The point-read header, or `None` for a stream that does not exist.
 pub async fn read_header(
     api: &TableApi,
     partition_key: &str,
     what: &str,
-) -> Result<Option<(u64, Etag)>, StoreError> {
+) -> Result<Option<Header>, StoreError> {
     let Some(fetched) = api.get(partition_key, keys::HEADER_ROW_KEY, what).await? else {
         return Ok(None);
     };
-    let version =
-        entity::decode_header_version(&fetched.entity).map_err(|detail| StoreError::Corrupt {
-            stream: what.to_owned(),
-            detail: format!("header row: {detail}"),
-        })?;
-    Ok(Some((version, fetched.etag)))
+    let corrupt = |detail: String| StoreError::Corrupt {
+        stream: what.to_owned(),
+        detail: format!("header row: {detail}"),
+    };
+    let version = entity::decode_header_version(&fetched.entity).map_err(corrupt)?;
+    let last_recorded = entity::decode_header_last_recorded(&fetched.entity).map_err(corrupt)?;
+    Ok(Some(Header {
+        version,
+        etag: fetched.etag,
+        last_recorded,
+    }))
 }
 
 /// Whether `events` were all stored by one earlier append (its first and last sequence), none

@@ -40,6 +40,9 @@ pub const ROW_KEY: &str = "RowKey";
 pub const TIMESTAMP: &str = "Timestamp";
 pub const VERSION: &str = "Version";
 pub const CREATED: &str = "Created";
+/// The header's recorded time of the stream's last event (event `Version`), written by every
+/// append with the version, so the next append can record a time no earlier.
+pub const LAST_RECORDED: &str = "LastRecorded";
 pub const EVENT_ID: &str = "EventId";
 pub const EVENT_TYPE: &str = "EventType";
 pub const RECORDED: &str = "Recorded";
@@ -95,13 +98,12 @@ pub fn data_chunk_index(name: &str) -> Option<usize> {
         .filter(|index| (1..MAX_DATA_CHUNKS).contains(index))
 }
 
-/// A time as Table storage keeps it: UTC, truncated to 100 ns.
+/// A time as Table storage keeps it: UTC, truncated to 100 ns (the precision every backend
+/// records, [`crate::stream::TIME_PRECISION_NANOS`]).
 pub fn storage_time(time: OffsetDateTime) -> OffsetDateTime {
     // A time whose UTC date is outside the `time` crate's range stays as given (the callers
     // that read stored text refuse it first, in `time_value`).
-    let time = time.checked_to_offset(time::UtcOffset::UTC).unwrap_or(time);
-    let nanos = time.nanosecond();
-    time.replace_nanosecond(nanos - nanos % 100).unwrap_or(time)
+    crate::stream::recorded_time(time)
 }
 
 /// The `Edm.DateTime` text of a time (7 fractional digits, `Z`).
@@ -313,13 +315,19 @@ pub fn with_keys(partition_key: &str, row_key: &str, properties: &Properties) ->
     entity
 }
 
-/// Properties of the header row of a stream at `version`.
-pub fn header_properties(version: u64, created: Option<OffsetDateTime>) -> Properties {
+/// Properties of the header row of a stream at `version`, whose last event was recorded at
+/// `last_recorded`.
+pub fn header_properties(
+    version: u64,
+    created: Option<OffsetDateTime>,
+    last_recorded: OffsetDateTime,
+) -> Properties {
     let mut properties = Properties::new();
     set_int64(&mut properties, VERSION, version);
     if let Some(created) = created {
         set_time(&mut properties, CREATED, created);
     }
+    set_time(&mut properties, LAST_RECORDED, last_recorded);
     properties
 }
 
@@ -387,6 +395,15 @@ pub fn time_value(name: &str, value: Option<&Value>) -> Result<OffsetDateTime, S
 /// The stream version held by a header row.
 pub fn decode_header_version(entity: &Properties) -> Result<u64, String> {
     get_u64(entity, VERSION)
+}
+
+/// The recorded time of the stream's last event held by a header row; `None` for a header
+/// written before headers carried it.
+pub fn decode_header_last_recorded(entity: &Properties) -> Result<Option<OffsetDateTime>, String> {
+    match entity.get(LAST_RECORDED) {
+        None => Ok(None),
+        value => time_value(LAST_RECORDED, value).map(Some),
+    }
 }
 
 /// The (first, last) sequence numbers of the append recorded in an event-id row.

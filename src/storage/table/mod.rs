@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! PartitionKey `{domain}|{entity}|{instance}` (module `keys`); in each partition:
-//! - `HEAD`: the stream header, `Version` (`Edm.Int64`, the last sequence number) and `Created`;
+//! - `HEAD`: the stream header, `Version` (`Edm.Int64`, the last sequence number), `Created`
+//!   and `LastRecorded` (the recorded time of event `Version`);
 //! - `E-{sequence:010}`: one row per event: `EventId`, `EventType`, `Recorded` (the append's
 //!   time), the metadata properties and the data as JSON text in `Data`, `Data01`, ... chunks
 //!   (module `entity`);
@@ -25,7 +26,18 @@
 //!   `Created` survives without being read;
 //! - `Any` / `Exists`: read the header for its version and ETag, then merge it with
 //!   `If-Match: <etag>` (or insert it for a new stream under `Any`); a concurrent append makes
-//!   the batch fail and the append is retried, a bounded number of times.
+//!   the batch fail and the append is retried with jittered backoff until it lands (bounded by
+//!   [`crate::storage::contention::CONTENTION_DEADLINE`]).
+//!
+//! # Recorded times
+//! Every append records a time no earlier than its predecessor's (`Recorded` of each event row,
+//! and `LastRecorded` of the header, which every append writes with the version). `Any` /
+//! `Exists` learn the predecessor's time from the header they read anyway; `Exact(n)` from what
+//! this process last learnt of the stream (its own append at `n`, or a header read at version
+//! `n`, [`append::StreamEnds`]), else from a header read before the transaction (the one case
+//! where an exact append costs two requests). The transaction commits only if the stream is
+//! at the version whose time was used, so times never go backwards whatever the writers'
+//! clocks. Reads as of a time are prefixes (module `read`).
 //!
 //! Inserts ask storage not to echo the rows in the answer (`Prefer: return-no-content`, added
 //! by [`NoEchoPolicy`]); only each operation's status is read.
@@ -37,8 +49,8 @@
 //! If the transport retries a transaction whose first answer was lost and which had been
 //! applied, the retry is rolled back (its rows exist) and the event-id rows identify it: the
 //! caller gets the append's outcome with `duplicate = true`, and the events are stored once.
-//! `Recorded` is the appending process's clock, so `as_of` reads are as exact as the writers'
-//! clocks. The crate cannot ask for `Prefer: return-no-content`, so storage echoes inserted
+//! `Recorded` is the appending process's clock (raised to the predecessor's time where that
+//! clock is behind), so `as_of` reads are as exact as the writers' clocks. The crate cannot ask for `Prefer: return-no-content`, so storage echoes inserted
 //! entities in the transaction's answer (download traffic about equal to the upload).
 //!
 //! # Reads (module `read`)
@@ -64,17 +76,20 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::storage::connection::StorageAccount;
+use crate::storage::contention::Turns;
 use crate::stream::{
-    AppendOutcome, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError,
-    StreamId, StreamPage, StreamSlice,
+    AppendOutcome, Clock, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent,
+    StoreError, StreamId, StreamPage, StreamSlice,
 };
+use append::{Appender, StreamEnds};
 use client::TableApi;
 
-pub use append::{MAX_ATTEMPTS, MAX_EVENTS_PER_APPEND, MAX_TRANSACTION_BYTES};
+pub use append::{MAX_EVENTS_PER_APPEND, MAX_REMEMBERED_STREAMS, MAX_TRANSACTION_BYTES};
 pub use entity::{MAX_ENTITY_BYTES, MAX_STRING_PROPERTY_UTF16};
 pub use keys::MAX_SEQUENCE;
 pub use no_echo::NoEchoPolicy;
 pub use outbox::{OUTBOX_NOTIFIED, OUTBOX_PENDING, OUTBOX_ROW_KEY, OUTBOX_VERSION};
+pub use read::AS_OF_QUERY_MARGIN;
 pub use snapshot::{TableSnapshotStore, DEFAULT_SNAPSHOT_TABLE};
 
 /// The decoders of this backend's rows and keys, for the fuzz targets (`crate::fuzzing`); not
@@ -108,6 +123,12 @@ pub struct TableStore {
     api: Arc<Result<TableApi, String>>,
     /// Whether every append also marks the stream's notifications pending (module `outbox`).
     outbox: bool,
+    /// What this process last learnt of each stream's end (version and last recorded time).
+    ends: Arc<StreamEnds>,
+    /// Where appends take their time from.
+    clock: Clock,
+    /// The turns of this process's appends without an exact expectation, per stream.
+    turns: Arc<Turns>,
 }
 
 impl std::fmt::Debug for TableStore {
@@ -129,8 +150,18 @@ impl TableStore {
 
     /// The same account, another table (tests use one table each). No I/O.
     pub fn with_table_name(self, table_name: impl Into<String>) -> Self {
-        let outbox = self.outbox;
-        Self::build(self.account, table_name.into()).with_outbox(outbox)
+        let (outbox, clock) = (self.outbox, self.clock);
+        let mut store = Self::build(self.account, table_name.into()).with_outbox(outbox);
+        store.clock = clock;
+        store
+    }
+
+    /// The same store, appending with `clock`'s time. Not part of the API (tests give views
+    /// skewed clocks).
+    #[doc(hidden)]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Turns the notification outbox on or off (off by default). When on, every append also
@@ -161,25 +192,15 @@ impl TableStore {
     }
 
     fn build(account: StorageAccount, table_name: String) -> Self {
-        let api = validate_table_name(&table_name).and_then(|()| {
-            let endpoint = account
-                .table_endpoint()
-                .map(|url| url.as_str().to_owned())
-                .unwrap_or_default();
-            let mut options = account.client_options().map_err(|e| e.to_string())?;
-            options
-                .per_call_policies_mut()
-                .push(no_echo::NoEchoPolicy::shared());
-            account
-                .table_service_client_with_options(options)
-                .map(|service| TableApi::new(service.table_client(table_name.clone()), &endpoint))
-                .map_err(|e| e.to_string())
-        });
+        let api = table_api(&account, &table_name);
         Self {
             account,
             table_name,
             api: Arc::new(api),
             outbox: false,
+            ends: Arc::new(StreamEnds::default()),
+            clock: Clock::default(),
+            turns: Arc::new(Turns::default()),
         }
     }
 
@@ -189,6 +210,24 @@ impl TableStore {
             .as_ref()
             .map_err(|reason| StoreError::Misconfigured(reason.clone()))
     }
+}
+
+/// The client of table `table_name` of `account` (with the options every table client of the
+/// crate uses), or why none can be built. No I/O.
+pub(crate) fn table_api(account: &StorageAccount, table_name: &str) -> Result<TableApi, String> {
+    validate_table_name(table_name)?;
+    let endpoint = account
+        .table_endpoint()
+        .map(|url| url.as_str().to_owned())
+        .unwrap_or_default();
+    let mut options = account.client_options().map_err(|e| e.to_string())?;
+    options
+        .per_call_policies_mut()
+        .push(no_echo::NoEchoPolicy::shared());
+    account
+        .table_service_client_with_options(options)
+        .map(|service| TableApi::new(service.table_client(table_name.to_owned()), &endpoint))
+        .map_err(|e| e.to_string())
 }
 
 fn validate_table_name(name: &str) -> Result<(), String> {
@@ -213,7 +252,19 @@ impl EventStore for TableStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
-        append::append(self.api()?, stream, expected, events, self.outbox).await
+        // Appends without an exact expectation take turns within this process (module
+        // `contention`): only other processes race them.
+        let _turn = match expected {
+            ExpectedVersion::Any | ExpectedVersion::Exists => Some(self.turns.take(stream).await),
+            _ => None,
+        };
+        let appender = Appender {
+            api: self.api()?,
+            ends: &self.ends,
+            clock: self.clock,
+            outbox: self.outbox,
+        };
+        appender.append(stream, expected, events).await
     }
 
     async fn read(
@@ -221,11 +272,11 @@ impl EventStore for TableStore {
         stream: &StreamId,
         request: ReadRequest,
     ) -> Result<StreamSlice, StoreError> {
-        read::read(self.api()?, stream, request).await
+        read::read(self.api()?, &self.ends, stream, request).await
     }
 
     async fn version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        read::version(self.api()?, stream).await
+        read::version(self.api()?, &self.ends, stream).await
     }
 
     async fn read_known(

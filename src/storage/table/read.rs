@@ -4,27 +4,41 @@
 //! Guarantees:
 //! - events come back in sequence order, with no gap: a read without `as_of` returns exactly
 //!   the events `from..=min(to, version)`, and a stored gap is reported as `Corrupt`;
+//! - as of a time, a read is a prefix ([`TimeLine`]): it ends before the first event recorded
+//!   after that time, counting from the event before `from` (read with the same query), and
+//!   returns nothing past it. The query asks storage only for rows recorded at most
+//!   [`AS_OF_QUERY_MARGIN`] after the time (Azurite compares times to the millisecond; the
+//!   service to 100 ns), and the exact cut is made here: a row missing from the answer is one
+//!   recorded after the time, so the prefix ends there;
+//! - reported times never go backwards within a read ([`TimeLine`]);
 //! - the version and the events agree: no event above the returned version is returned, and
 //!   no event at or below it is missed. Without `as_of` the header read and the event query
 //!   run concurrently; if an append lands between them, the missing tail is read with one more
 //!   query. With `as_of` the header is read first, then events up to that version;
+//! - every header read tells the store's [`StreamEnds`] the stream's version and last recorded
+//!   time, so a command's exact append after it needs no read of its own;
 //! - a stream that does not exist reads as version 0 with no events.
 
 use futures::future::try_join;
 use time::OffsetDateTime;
 
-use super::append::read_header;
+use super::append::{read_header, StreamEnds};
 use super::client::TableApi;
 use super::entity;
 use super::event_row::EventRow;
 use super::keys;
 use crate::stream::{
     check_key_continuation, validate_entity_type, ReadRequest, RecordedEvent, StoreError, StreamId,
-    StreamPage, StreamSlice,
+    StreamPage, StreamSlice, TimeLine,
 };
+
+/// How much later than an `as_of` time the rows a query asks storage for may be recorded (the
+/// exact cut is made on the rows that come back): Azurite compares times to the millisecond.
+pub const AS_OF_QUERY_MARGIN: time::Duration = time::Duration::milliseconds(1);
 
 pub async fn read(
     api: &TableApi,
+    ends: &StreamEnds,
     stream: &StreamId,
     request: ReadRequest,
 ) -> Result<StreamSlice, StoreError> {
@@ -38,26 +52,25 @@ pub async fn read(
         .min(keys::MAX_SEQUENCE);
 
     if let Some(as_of) = request.as_of {
-        let version = version_of(api, &partition_key, &what).await?;
+        let version = version_of(api, ends, stream, &partition_key, &what).await?;
         let upper = to.min(version);
         let events = if from <= upper {
-            query_events(api, &partition_key, &what, from, upper, Some(as_of)).await?
+            prefix_events(api, &partition_key, &what, from, upper, as_of).await?
         } else {
             Vec::new()
         };
-        check_order(&what, &events)?;
         return Ok(StreamSlice { version, events });
     }
 
     if from > to {
-        let version = version_of(api, &partition_key, &what).await?;
+        let version = version_of(api, ends, stream, &partition_key, &what).await?;
         return Ok(StreamSlice {
             version,
             events: Vec::new(),
         });
     }
     let (version, mut events) = try_join(
-        version_of(api, &partition_key, &what),
+        version_of(api, ends, stream, &partition_key, &what),
         query_events(api, &partition_key, &what, from, to, None),
     )
     .await?;
@@ -69,7 +82,10 @@ pub async fn read(
         events.extend(query_events(api, &partition_key, &what, next, upper, None).await?);
     }
     check_contiguous(&what, &events, from, upper)?;
-    Ok(StreamSlice { version, events })
+    Ok(StreamSlice {
+        version,
+        events: TimeLine::cut(&ReadRequest::all(), events),
+    })
 }
 
 /// Events of `request` up to `version`, which the caller has just read: one query, since the
@@ -92,10 +108,38 @@ pub async fn read_known(
         return Ok(Vec::new());
     }
     let partition_key = keys::partition_key(stream);
-    let events = query_events(api, &partition_key, &what, from, upper, request.as_of).await?;
-    match request.as_of {
-        Some(_) => check_order(&what, &events)?,
-        None => check_contiguous(&what, &events, from, upper)?,
+    if let Some(as_of) = request.as_of {
+        return prefix_events(api, &partition_key, &what, from, upper, as_of).await;
+    }
+    let events = query_events(api, &partition_key, &what, from, upper, None).await?;
+    check_contiguous(&what, &events, from, upper)?;
+    Ok(TimeLine::cut(&ReadRequest::all(), events))
+}
+
+/// Events `from..=upper` (which exist) as of `as_of`: the prefix of them that ends before the
+/// first event recorded after `as_of`, counting from event `from - 1`.
+async fn prefix_events(
+    api: &TableApi,
+    partition_key: &str,
+    what: &str,
+    from: u64,
+    upper: u64,
+    as_of: OffsetDateTime,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let start = from.saturating_sub(1).max(1);
+    let margin = as_of.checked_add(AS_OF_QUERY_MARGIN).unwrap_or(as_of);
+    let rows = query_events(api, partition_key, what, start, upper, Some(margin)).await?;
+    check_order(what, &rows)?;
+    let mut line = TimeLine::new(Some(as_of));
+    let mut events = Vec::new();
+    // A row storage left out was recorded after `as_of`: the prefix ends before it.
+    for (mut event, expected) in rows.into_iter().zip(start..) {
+        if event.sequence != expected || !line.admit(&mut event) {
+            break;
+        }
+        if event.sequence >= from {
+            events.push(event);
+        }
     }
     Ok(events)
 }
@@ -122,15 +166,32 @@ fn check_contiguous(
 }
 
 /// The stream's version from its header (0 if it does not exist).
-pub async fn version(api: &TableApi, stream: &StreamId) -> Result<u64, StoreError> {
+pub async fn version(
+    api: &TableApi,
+    ends: &StreamEnds,
+    stream: &StreamId,
+) -> Result<u64, StoreError> {
     api.ensure_table().await?;
-    version_of(api, &keys::partition_key(stream), &stream.to_string()).await
+    let partition_key = keys::partition_key(stream);
+    version_of(api, ends, stream, &partition_key, &stream.to_string()).await
 }
 
-async fn version_of(api: &TableApi, partition_key: &str, what: &str) -> Result<u64, StoreError> {
-    Ok(read_header(api, partition_key, what)
-        .await?
-        .map_or(0, |(version, _)| version))
+/// The version in the stream's header (0 if it does not exist); the header's last recorded
+/// time is remembered in `ends`.
+async fn version_of(
+    api: &TableApi,
+    ends: &StreamEnds,
+    stream: &StreamId,
+    partition_key: &str,
+    what: &str,
+) -> Result<u64, StoreError> {
+    let Some(header) = read_header(api, partition_key, what).await? else {
+        return Ok(0);
+    };
+    if let Some(time) = header.last_recorded {
+        ends.remember(stream, header.version, time);
+    }
+    Ok(header.version)
 }
 
 async fn query_events(

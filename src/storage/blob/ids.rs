@@ -1,0 +1,537 @@
+//! Recognising a retried append on Append Blobs however much was appended since: an index of
+//! every stored event id, kept beside the blobs, that a lookup trusts only as far as it says it
+//! is complete, and what one process knows of a stream's ids.
+//!
+//! # The index
+//! A Table in the same storage account ([`DEFAULT_ID_INDEX_TABLE`]), one partition per stream:
+//! PartitionKey `{container}|{domain}|{entity}|{instance}`, and in it
+//! - `ID-{event id}`: `Sequence`, `FirstSequence`, `LastSequence` (the event and the append
+//!   that stored it), the same rows the Table backend writes;
+//! - `HEAD`, the *watermark*: `Version` = W, `Segment` and `Offset` = where event W + 1 starts.
+//!   Every event 1..=W has its id row.
+//!
+//! # Atomicity
+//! A block and an index row cannot be written in one operation, so the block is the truth and
+//! the index only a lookup accelerator that may lag behind it:
+//! - rows are written only for events read from the blobs or whose block this process saw
+//!   appended, so a row is never wrong; rows are upserted, so writers that index the same
+//!   events concurrently write the same values;
+//! - the watermark is written in the same entity group transaction as (or after) the rows up to
+//!   it, starting from a watermark that was true when read, so `HEAD` = W always implies that
+//!   rows 1..=W exist. Two indexers may race and leave the lower of their watermarks: a lower
+//!   watermark is still true, only less useful;
+//! - a lookup reads the rows of the append's ids and the watermark with one query, then takes
+//!   the events after the watermark from the blobs (what this process already read of the
+//!   stream's end, or a scan from the watermark's position). A writer that died between its
+//!   block and its rows leaves its events after the watermark, where every lookup reads them,
+//!   until an indexer writes them (whoever appends next after more than
+//!   [`INDEX_INTERVAL_EVENTS`] unindexed events);
+//! - the answer is therefore always complete: rows for events up to the watermark, the blobs
+//!   after it.
+//!
+//! # Cost
+//! An append whose expectation and ids this process can vouch for costs no lookup: a process
+//! that has seen every id of a stream (it created it, or loaded the whole index of a stream of
+//! at most [`FULL_ID_SET_MAX_EVENTS`] events once) keeps a compact fingerprint of each
+//! ([`IdKnowledge`]), and a new id matches none. A match, a larger stream or a cold process
+//! costs one index query (per 13 ids). Indexing costs one entity group transaction per 99 new
+//! events, written after at least [`INDEX_INTERVAL_EVENTS`] of them (or when the segment's
+//! metadata hint is rewritten), by the writer that appended last.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use futures::future::try_join_all;
+use uuid::Uuid;
+
+use super::record::AppendSpan;
+use crate::storage::table::client::{BatchOutcome, Operation, TableApi};
+use crate::storage::table::{entity, keys};
+use crate::stream::{StoreError, StoredEventId, StreamId};
+
+/// The table that holds the id index of every container of an account, unless another is
+/// chosen.
+pub const DEFAULT_ID_INDEX_TABLE: &str = "streamfoldblobids";
+/// Unindexed events after which the writer that appends next writes their id rows.
+pub const INDEX_INTERVAL_EVENTS: u64 = 128;
+/// Largest stream whose whole index one process loads to vouch for new ids without a lookup.
+pub const FULL_ID_SET_MAX_EVENTS: u64 = 8_192;
+/// Most events after the watermark one process keeps (ids and sequences); past this the oldest
+/// are forgotten and its next lookup reads them again.
+pub const MAX_TRACKED_EVENTS: usize = 65_536;
+/// RowKey of the watermark row.
+pub const WATERMARK_ROW_KEY: &str = keys::HEADER_ROW_KEY;
+/// The watermark's segment number.
+pub const SEGMENT: &str = "Segment";
+/// The watermark's offset in that segment.
+pub const OFFSET: &str = "Offset";
+/// Id rows per entity group transaction (the watermark makes 100 operations).
+const ROWS_PER_BATCH: usize = 99;
+/// Most transactions one append writes when it indexes (a stream written before the index
+/// existed is indexed over several appends).
+const MAX_BATCHES_PER_APPEND: usize = 64;
+/// `RowKey eq` comparisons per lookup query: the service allows 15 comparisons, one is the
+/// PartitionKey and one the watermark.
+const IDS_PER_QUERY: usize = 13;
+/// The first RowKey after every `ID-` row (`.` follows `-`).
+const ID_ROWS_END: &str = "ID.";
+
+/// Where an event is in the blobs and which append stored it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdEntry {
+    pub event_id: Uuid,
+    pub sequence: u64,
+    pub append: AppendSpan,
+    /// Where the next event starts: segment and offset in it.
+    pub next: (u32, u64),
+}
+
+/// How far the index is complete: every event `1..=version` has its row, and event
+/// `version + 1` starts at `offset` of segment `segment`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Watermark {
+    pub version: u64,
+    pub segment: u32,
+    pub offset: u64,
+}
+
+/// What one process knows of the ids of a stream, as part of its view of the stream's end.
+#[derive(Debug, Clone, Default)]
+pub struct IdKnowledge {
+    /// The last events seen, contiguous and ending at the view's version.
+    recent: VecDeque<IdEntry>,
+    /// A watermark of the index known to be true (the index may be further).
+    indexed: Option<Watermark>,
+    /// A fingerprint of every id of events `1..=version`, when this process knows them all.
+    all: Option<Arc<Fingerprints>>,
+}
+
+/// The ids of a stream, 32 bits of each, sorted: a match may be a coincidence (then a lookup
+/// tells), a miss is certain.
+#[derive(Debug, Clone, Default)]
+pub struct Fingerprints(Vec<u32>);
+
+impl Fingerprints {
+    fn of(id: &Uuid) -> u32 {
+        let bits = id.as_u128();
+        ((bits >> 96) as u32) ^ (bits as u32)
+    }
+
+    fn insert(&mut self, id: &Uuid) {
+        let print = Self::of(id);
+        if let Err(at) = self.0.binary_search(&print) {
+            self.0.insert(at, print);
+        }
+    }
+
+    fn may_hold(&self, id: &Uuid) -> bool {
+        self.0.binary_search(&Self::of(id)).is_ok()
+    }
+}
+
+impl IdKnowledge {
+    /// The knowledge of a stream known to have no event.
+    pub fn of_empty_stream() -> Self {
+        Self {
+            recent: VecDeque::new(),
+            indexed: Some(Watermark::default()),
+            all: Some(Arc::new(Fingerprints::default())),
+        }
+    }
+
+    /// Adds the next event of the stream (the caller checks that it is the next one).
+    pub fn push(&mut self, entry: IdEntry) {
+        if self
+            .recent
+            .back()
+            .is_some_and(|last| last.sequence + 1 != entry.sequence)
+        {
+            // Not contiguous: only what follows is known now.
+            self.recent.clear();
+        }
+        if let Some(all) = self.all.as_mut() {
+            if (entry.sequence) > FULL_ID_SET_MAX_EVENTS {
+                self.all = None;
+            } else {
+                Arc::make_mut(all).insert(&entry.event_id);
+            }
+        }
+        self.recent.push_back(entry);
+        if let Some(indexed) = self.indexed {
+            while self
+                .recent
+                .front()
+                .is_some_and(|first| first.sequence <= indexed.version)
+            {
+                self.recent.pop_front();
+            }
+        }
+        while self.recent.len() > MAX_TRACKED_EVENTS {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Whether none of `ids` was stored before, as far as this process can vouch without a
+    /// lookup.
+    pub fn proves_new(&self, ids: &[Uuid]) -> bool {
+        self.all
+            .as_ref()
+            .is_some_and(|all| ids.iter().all(|id| !all.may_hold(id)))
+    }
+
+    /// Where each of the recent events is, by id.
+    pub fn recent_by_id(&self) -> HashMap<Uuid, StoredEventId> {
+        self.recent
+            .iter()
+            .map(|e| {
+                (
+                    e.event_id,
+                    StoredEventId {
+                        sequence: e.sequence,
+                        append: (e.append.first, e.append.last),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The first recent event's sequence, if any.
+    pub fn first_recent(&self) -> Option<u64> {
+        self.recent.front().map(|e| e.sequence)
+    }
+
+    /// Whether the recent events hold every event after `watermark` up to `version`.
+    pub fn covers_after(&self, watermark: u64, version: u64) -> bool {
+        watermark >= version
+            || (self
+                .first_recent()
+                .is_some_and(|first| first <= watermark + 1)
+                && self
+                    .recent
+                    .back()
+                    .is_some_and(|last| last.sequence == version))
+    }
+
+    /// Puts `older` (contiguous, ending right before the first recent event, or at the view's
+    /// version when there is none) before the recent events, if they then stay within
+    /// [`MAX_TRACKED_EVENTS`].
+    pub fn prepend(&mut self, older: Vec<IdEntry>) {
+        let fits = match (older.last(), self.recent.front()) {
+            (Some(last), Some(first)) => last.sequence + 1 == first.sequence,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !fits || older.len().saturating_add(self.recent.len()) > MAX_TRACKED_EVENTS {
+            return;
+        }
+        for entry in older.into_iter().rev() {
+            self.recent.push_front(entry);
+        }
+    }
+
+    /// Forgets the recent events.
+    pub fn clear_recent(&mut self) {
+        self.recent.clear();
+    }
+
+    /// The watermark known to be true.
+    pub fn indexed(&self) -> Option<Watermark> {
+        self.indexed
+    }
+
+    /// Learns that the index is complete up to `watermark` (keeps the further one known).
+    pub fn note_indexed(&mut self, watermark: Watermark) {
+        if self
+            .indexed
+            .is_none_or(|known| known.version < watermark.version)
+        {
+            self.indexed = Some(watermark);
+        }
+    }
+
+    /// Forgets recent events the index holds (up to the watermark known).
+    pub fn trim_indexed(&mut self) {
+        if let Some(indexed) = self.indexed {
+            while self
+                .recent
+                .front()
+                .is_some_and(|first| first.sequence <= indexed.version)
+            {
+                self.recent.pop_front();
+            }
+        }
+    }
+
+    /// Vouches for every id of events `1..=version`: `ids` must hold every one of them (the
+    /// whole index and the events after its watermark).
+    pub fn know_all<'a>(&mut self, ids: impl IntoIterator<Item = &'a Uuid>, version: u64) {
+        if version > FULL_ID_SET_MAX_EVENTS {
+            return;
+        }
+        let mut all = Fingerprints::default();
+        for id in ids {
+            all.insert(id);
+        }
+        self.all = Some(Arc::new(all));
+    }
+
+    /// Whether the recent events end at `version` (else nothing after the watermark is known).
+    pub fn ends_at(&self, version: u64) -> bool {
+        self.recent
+            .back()
+            .is_some_and(|last| last.sequence == version)
+    }
+
+    /// Whether this process vouches for every id of the stream.
+    pub fn knows_all(&self) -> bool {
+        self.all.is_some()
+    }
+
+    /// The recent events after `watermark`, at most `limit` of them.
+    pub fn unindexed(&self, watermark: u64, limit: usize) -> Vec<IdEntry> {
+        self.recent
+            .iter()
+            .filter(|e| e.sequence > watermark)
+            .take(limit)
+            .copied()
+            .collect()
+    }
+}
+
+/// What a lookup found: the rows of the ids asked for (or all rows), and the watermark.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub rows: HashMap<Uuid, StoredEventId>,
+    pub watermark: Watermark,
+}
+
+/// The id index of one container.
+pub struct IdIndex {
+    api: TableApi,
+    container: String,
+}
+
+impl IdIndex {
+    pub fn new(api: TableApi, container: &str) -> Self {
+        Self {
+            api,
+            container: container.to_owned(),
+        }
+    }
+
+    fn partition_key(&self, stream: &StreamId) -> String {
+        format!(
+            "{}{}{}",
+            self.container,
+            keys::KEY_SEPARATOR,
+            keys::partition_key(stream)
+        )
+    }
+
+    fn corrupt(stream: &StreamId, detail: String) -> StoreError {
+        StoreError::Corrupt {
+            stream: stream.to_string(),
+            detail: format!("event-id index: {detail}"),
+        }
+    }
+
+    /// The rows of `ids` and the watermark.
+    pub async fn lookup(&self, stream: &StreamId, ids: &[Uuid]) -> Result<Found, StoreError> {
+        self.api.ensure_table().await?;
+        let partition_key = self.partition_key(stream);
+        let what = stream.to_string();
+        let queries = ids.chunks(IDS_PER_QUERY).map(|chunk| {
+            let rows: String = chunk
+                .iter()
+                .map(|id| {
+                    format!(
+                        " or RowKey eq {}",
+                        keys::odata_string(&keys::event_id_row_key(id))
+                    )
+                })
+                .collect();
+            let filter = format!(
+                "PartitionKey eq {} and (RowKey eq {}{rows})",
+                keys::odata_string(&partition_key),
+                keys::odata_string(WATERMARK_ROW_KEY),
+            );
+            self.api.query(filter, None, &what)
+        });
+        let entities = try_join_all(queries).await?.into_iter().flatten();
+        self.decode(stream, entities)
+    }
+
+    /// Every row of the stream and the watermark, or `None` when there are more than `limit`
+    /// rows.
+    pub async fn load_all(
+        &self,
+        stream: &StreamId,
+        limit: usize,
+    ) -> Result<Option<Found>, StoreError> {
+        self.api.ensure_table().await?;
+        let filter = format!(
+            "PartitionKey eq {} and RowKey ge {} and RowKey lt {}",
+            keys::odata_string(&self.partition_key(stream)),
+            keys::odata_string(WATERMARK_ROW_KEY),
+            keys::odata_string(ID_ROWS_END),
+        );
+        let wanted = limit.saturating_add(2);
+        let entities = self
+            .api
+            .query(filter, Some(wanted), &stream.to_string())
+            .await?;
+        if entities.len() >= wanted {
+            return Ok(None);
+        }
+        self.decode(stream, entities).map(Some)
+    }
+
+    fn decode(
+        &self,
+        stream: &StreamId,
+        entities: impl IntoIterator<Item = entity::Properties>,
+    ) -> Result<Found, StoreError> {
+        let mut found = Found::default();
+        for row in entities {
+            let row_key = entity::get_str(&row, entity::ROW_KEY)
+                .map_err(|detail| Self::corrupt(stream, detail))?;
+            if row_key == WATERMARK_ROW_KEY {
+                found.watermark = decode_watermark(&row).map_err(|d| Self::corrupt(stream, d))?;
+            } else {
+                let (id, stored) = entity::decode_event_id_row(&row)
+                    .map_err(|detail| Self::corrupt(stream, detail))?;
+                found.rows.insert(id, stored);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes the rows of `entries` (contiguous, the first right after a true watermark) and
+    /// moves the watermark along with each transaction; at most [`MAX_BATCHES_PER_APPEND`]
+    /// transactions. Returns the last watermark written.
+    pub async fn write(
+        &self,
+        stream: &StreamId,
+        entries: &[IdEntry],
+    ) -> Result<Option<Watermark>, StoreError> {
+        self.api.ensure_table().await?;
+        let partition_key = self.partition_key(stream);
+        let what = stream.to_string();
+        let mut written = None;
+        for batch in entries.chunks(ROWS_PER_BATCH).take(MAX_BATCHES_PER_APPEND) {
+            let Some(last) = batch.last() else {
+                break;
+            };
+            let mut operations: Vec<Operation> = batch
+                .iter()
+                .map(|e| Operation::Upsert {
+                    row_key: keys::event_id_row_key(&e.event_id),
+                    properties: entity::event_id_properties(
+                        e.sequence,
+                        e.append.first,
+                        e.append.last,
+                    ),
+                })
+                .collect();
+            let watermark = Watermark {
+                version: last.sequence,
+                segment: last.next.0,
+                offset: last.next.1,
+            };
+            operations.push(Operation::Upsert {
+                row_key: WATERMARK_ROW_KEY.to_owned(),
+                properties: watermark_properties(watermark),
+            });
+            match self
+                .api
+                .transaction(&partition_key, operations, &what)
+                .await?
+            {
+                BatchOutcome::Committed => written = Some(watermark),
+                BatchOutcome::RolledBack { status } => {
+                    return Err(StoreError::Misconfigured(format!(
+                        "storage refused event-id rows of {what} with HTTP {status}"
+                    )))
+                }
+            }
+        }
+        Ok(written)
+    }
+}
+
+fn watermark_properties(watermark: Watermark) -> entity::Properties {
+    let mut properties = entity::Properties::new();
+    entity::set_int64(&mut properties, entity::VERSION, watermark.version);
+    entity::set_int64(&mut properties, SEGMENT, u64::from(watermark.segment));
+    entity::set_int64(&mut properties, OFFSET, watermark.offset);
+    properties
+}
+
+fn decode_watermark(row: &entity::Properties) -> Result<Watermark, String> {
+    let segment = entity::get_u64(row, SEGMENT)?;
+    Ok(Watermark {
+        version: entity::get_u64(row, entity::VERSION)?,
+        segment: u32::try_from(segment)
+            .map_err(|_| format!("watermark segment {segment} is not a segment number"))?,
+        offset: entity::get_u64(row, OFFSET)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(sequence: u64, span: (u64, u64)) -> IdEntry {
+        IdEntry {
+            event_id: Uuid::new_v4(),
+            sequence,
+            append: AppendSpan {
+                first: span.0,
+                last: span.1,
+            },
+            next: (0, sequence * 10),
+        }
+    }
+
+    #[test]
+    fn fingerprints_never_miss_a_stored_id() {
+        let mut known = IdKnowledge::of_empty_stream();
+        let stored: Vec<IdEntry> = (1..=500).map(|s| entry(s, (s, s))).collect();
+        for e in &stored {
+            known.push(*e);
+        }
+        for e in &stored {
+            assert!(!known.proves_new(&[e.event_id]));
+        }
+        let fresh: Vec<Uuid> = (0..1_000).map(|_| Uuid::new_v4()).collect();
+        let vouched = fresh.iter().filter(|id| known.proves_new(&[**id])).count();
+        assert!(vouched > 990, "{vouched}");
+        assert!(!IdKnowledge::default().proves_new(&fresh[..1]));
+    }
+
+    #[test]
+    fn recent_events_cover_what_follows_the_watermark() {
+        let mut known = IdKnowledge::default();
+        for s in 5..=9 {
+            known.push(entry(s, (s, s)));
+        }
+        assert!(known.covers_after(4, 9) && known.covers_after(7, 9) && known.covers_after(9, 9));
+        assert!(!known.covers_after(3, 9));
+        known.prepend(vec![entry(3, (3, 4)), entry(4, (3, 4))]);
+        assert!(known.covers_after(2, 9));
+        // Not contiguous: ignored.
+        known.prepend(vec![entry(1, (1, 1))]);
+        assert_eq!(known.first_recent(), Some(3));
+        known.note_indexed(Watermark {
+            version: 6,
+            segment: 0,
+            offset: 60,
+        });
+        known.trim_indexed();
+        assert_eq!(known.first_recent(), Some(7));
+        assert_eq!(known.unindexed(6, 2).len(), 2);
+        // A gap forgets what came before it.
+        known.push(entry(11, (11, 11)));
+        assert_eq!(known.first_recent(), Some(11));
+    }
+}
