@@ -312,13 +312,19 @@ async fn storage_refusals_of_caller_values_are_client_errors() {
 
     let azurite = streamfold_testbed::Azurite::start().await.unwrap();
     let storage = support::CountedStorage::start(&azurite).await;
-    let (host, _dir) =
-        support::start_host(vec![("AzureWebJobsStorage".into(), storage.connection.clone())]).await;
+    let (host, _dir) = support::start_host(vec![(
+        "AzureWebJobsStorage".into(),
+        storage.connection.clone(),
+    )])
+    .await;
     let c = support::Client::new(host.base_url());
     let path = "/api/streams/Shop/Cart/C-1";
-    c.post(path, &json!({"events": [{"eventType": "Added", "data": {}}]}))
-        .await
-        .ok(201);
+    c.post(
+        path,
+        &json!({"events": [{"eventType": "Added", "data": {}}]}),
+    )
+    .await
+    .ok(201);
     let read = format!("{path}?asOf=1700-01-01T00:00:00Z");
 
     storage
