@@ -147,3 +147,73 @@ async fn long_segments_are_read_in_bounded_ranges_and_back_whole() {
         assert_same(&slice.events, expected, from);
     }
 }
+
+#[tokio::test]
+async fn a_reader_walking_a_stream_chunk_by_chunk_reads_ahead() {
+    const EVENTS: u64 = 20_000;
+    const PER_APPEND: u64 = 1_000;
+    const CHUNK: u64 = 1_000;
+    let azurite = Azurite::start().await.unwrap();
+    let proxy = CountingProxy::start(&azurite.blob_endpoint())
+        .await
+        .unwrap();
+    let connection = Azurite::connection_string_for(
+        &format!("{}/{}", proxy.url(), streamfold_testbed::azurite::ACCOUNT),
+        &azurite.table_endpoint(),
+    );
+    let account = StorageAccount::from_connection_string(&connection).unwrap();
+    let writer = BlobStore::new(account.clone()).with_container("ahead");
+    let s = stream("walked");
+    let mut written = Vec::new();
+    for first in (1..=EVENTS).step_by(PER_APPEND as usize) {
+        let batch: Vec<NewEvent> = (first..first + PER_APPEND)
+            .map(|n| event("Added", &format!(r#"{{"n":{n},"note":"about a hundred bytes of data, as a deposit with a note would have"}}"#)))
+            .collect();
+        writer
+            .append(&s, ExpectedVersion::Exact(first - 1), batch.clone())
+            .await
+            .unwrap();
+        written.extend(batch);
+    }
+
+    // As a replay reads: chunk after chunk, from a store that has not read the stream yet.
+    proxy.reset();
+    let reader = BlobStore::new(account.clone()).with_container("ahead");
+    let mut walked = Vec::new();
+    for from in (1..=EVENTS).step_by(CHUNK as usize) {
+        let to = from + CHUNK - 1;
+        walked.extend(
+            reader
+                .read_known(&s, ReadRequest::range(from, Some(to)), EVENTS)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_same(&walked, &written, 1);
+    let gets = proxy.entries().iter().filter(|e| e.method == "GET").count();
+    // About 7 MB of records: a few ranges, not one request per chunk.
+    assert!(
+        gets <= 8,
+        "{gets} GETs for {} chunks: {:?}",
+        EVENTS / CHUNK,
+        proxy
+            .entries()
+            .iter()
+            .map(|e| (e.query.clone(), e.response_bytes))
+            .collect::<Vec<_>>()
+    );
+    assert!(proxy.bytes_received_from_upstream() < 2 * reader_bytes(&written));
+
+    // A read as of a time takes nothing kept ahead, and still reads the right events.
+    let now = time::OffsetDateTime::now_utc();
+    let as_of = reader
+        .read_known(&s, ReadRequest::range(5, Some(9)).as_of(now), EVENTS)
+        .await
+        .unwrap();
+    assert_same(&as_of, &written[4..9], 5);
+}
+
+/// The bytes of the records of `events`, roughly (data plus the record's other fields).
+fn reader_bytes(events: &[NewEvent]) -> u64 {
+    events.iter().map(|e| e.data.get().len() as u64 + 250).sum()
+}

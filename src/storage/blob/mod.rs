@@ -43,9 +43,12 @@
 //! [`bookmark`]: a reader walking a stream page by page or chunk by chunk reads each byte
 //! once), where the cached tail knows it is, at the segment's metadata hint when that is
 //! before it, or else at the start of the segment that holds it (by the segments'
-//! `firstsequence` metadata). When this process knows where the requested event starts
-//! within the tail it caches (a reader catching up), a read is one request from there to the
-//! end of the stream.
+//! `firstsequence` metadata). A reader that continues where it stopped also gets the events of
+//! up to about one more range read ahead and kept for its next read (bounded in all by
+//! [`bookmark::READ_AHEAD_BUDGET_BYTES`]), so a replay walking a long stream chunk by chunk
+//! costs about one request per range, not one per chunk. When this process knows where the
+//! requested event starts within the tail it caches (a reader catching up), a read is one
+//! request from there to the end of the stream.
 //!
 //! # Listing
 //! Instances are the virtual directories under `{domain}/{entity}/`: a page is one listing
@@ -284,24 +287,55 @@ impl BlobStore {
         self.lock().remove(stream);
     }
 
-    /// The events of `request`, which ends at or before a version of the stream known to
-    /// exist, read from where a bookmark or the cached tail says the first one starts (else
-    /// from the segments' metadata); the bookmark of where it stopped is kept.
+    /// The events of `request`, which ends at or before `version` (a version of the stream
+    /// known to exist), read from where a bookmark or the cached tail says the first one
+    /// starts (else from the segments' metadata); the bookmark of where it stopped is kept.
+    /// A read that continues where an earlier one stopped (a reader walking the stream chunk
+    /// by chunk) also fetches up to [`bookmark::READ_AHEAD_BYTES`] of the events after its
+    /// range and keeps them for the next; a read that starts where kept events start takes
+    /// them instead of reading. Reads as of a time neither fetch nor take read-ahead events.
+    /// A read with no bookmark at its first event starts at the nearest one shortly before
+    /// it, if any (skipping at most [`bookmark::MAX_SKIPPED_BYTES`]).
     async fn read_range(
         &self,
         stream: &StreamId,
         request: ReadRequest,
+        version: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if request
+        let Some(to) = request
             .to_sequence
-            .is_none_or(|to| to < request.from_sequence)
-        {
+            .filter(|to| *to >= request.from_sequence)
+        else {
             return Ok(Vec::new());
+        };
+        let mut request = request;
+        let mut served = Vec::new();
+        if request.as_of.is_none() {
+            if let Some(mut ahead) = self.bookmarks.take_ahead(stream, request.from_sequence) {
+                let rest = ahead.split_off(
+                    ahead
+                        .iter()
+                        .position(|e| e.sequence > to)
+                        .unwrap_or(ahead.len()),
+                );
+                served = ahead;
+                if !rest.is_empty() {
+                    self.bookmarks.keep_ahead(stream, rest);
+                }
+                match served.last() {
+                    Some(last) if last.sequence >= to => return Ok(served),
+                    Some(last) => request.from_sequence = last.sequence + 1,
+                    None => {}
+                }
+            }
         }
         let api = self.api()?;
         let blobs = self.blobs(api, stream);
         let from = request.from_sequence;
-        let bookmark = self.bookmarks.at(stream, from);
+        // A reader that continues exactly where it stopped; else where a read stopped shortly
+        // before (read-ahead events of it dropped), or what the cached tail knows.
+        let exact = self.bookmarks.at(stream, from);
+        let bookmark = exact.or_else(|| self.bookmarks.near(stream, from));
         let start = bookmark.map(|b| b.position).or_else(|| {
             let tail = self.cached(stream)?;
             let current = tail.current.as_ref()?;
@@ -316,16 +350,46 @@ impl BlobStore {
             .map(|b| b.record_bytes)
             .or_else(|| self.bookmarks.record_bytes(stream))
             .unwrap_or(ASSUMED_RECORD_BYTES);
-        match blobs.read_range(&request, start, record_bytes).await {
+        // Read ahead for a reader that continues where it stopped.
+        let widened = match exact {
+            Some(exact) if request.as_of.is_none() => {
+                let extra = bookmark::read_ahead_events(exact.largest_event);
+                // No more than one ranged GET holds (the view asks a quarter more than the
+                // records it expects).
+                let one_range = client::MAX_READ_RANGE_BYTES * 4 / 5 / record_bytes.max(1);
+                let last = to
+                    .saturating_add(extra)
+                    .min((from - 1).saturating_add(one_range))
+                    .min(version)
+                    .max(to);
+                ReadRequest {
+                    to_sequence: Some(last),
+                    ..request
+                }
+            }
+            _ => request,
+        };
+        match blobs.read_range(&widened, start, record_bytes).await {
             Ok(read) => {
+                let mut events = read.events;
                 self.bookmarks.remember(
                     stream,
                     Bookmark {
                         position: read.next,
                         record_bytes: read.record_bytes,
+                        largest_event: events.iter().map(bookmark::event_bytes).max().unwrap_or(0),
                     },
                 );
-                Ok(read.events)
+                let beyond = events
+                    .iter()
+                    .position(|e| e.sequence > to)
+                    .unwrap_or(events.len());
+                let ahead = events.split_off(beyond);
+                if !ahead.is_empty() {
+                    self.bookmarks.keep_ahead(stream, ahead);
+                }
+                served.extend(events);
+                Ok(served)
             }
             Err(error) => {
                 self.bookmarks.forget(stream);
@@ -450,7 +514,9 @@ impl EventStore for BlobStore {
             }
         }
         let version = self.with_fresh_tail(stream, |tail| tail.version).await?;
-        let events = self.read_range(stream, request.bounded_by(version)).await?;
+        let events = self
+            .read_range(stream, request.bounded_by(version), version)
+            .await?;
         Ok(StreamSlice { version, events })
     }
 
@@ -460,7 +526,8 @@ impl EventStore for BlobStore {
         request: ReadRequest,
         version: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.read_range(stream, request.bounded_by(version)).await
+        self.read_range(stream, request.bounded_by(version), version)
+            .await
     }
 
     async fn version(&self, stream: &StreamId) -> Result<u64, StoreError> {
