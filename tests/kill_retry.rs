@@ -171,7 +171,7 @@ async fn killed_and_retried(backend: &str) {
 
     // The killer: a random host's handler at random moments; a host killed twice is replaced.
     let mut rng = SplitMix64::new(7);
-    let mut kills_on = vec![0usize; HOSTS];
+    let mut kills_on = [0usize; HOSTS];
     let mut kills = 0;
     while kills < KILLS {
         tokio::time::sleep(Duration::from_millis(50 + rng.next_u64() % 250)).await;
