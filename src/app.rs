@@ -20,8 +20,8 @@ use crate::notify::{
     TableDeadLetters,
 };
 use crate::projection::{
-    ConflictBudget, GuardError, GuardRegistry, ProjectionRegistry, ProjectionRunner, RegistryError,
-    SnapshotStore, StateCache, StreamGuard,
+    CommandPolicy, ConflictBudget, GuardError, GuardRegistry, ProjectionRegistry, ProjectionRunner,
+    RegistryError, SnapshotStore, StateCache, StreamGuard,
 };
 use crate::readmodel::{MemoryReadModelStore, ReadModelStore, TableReadModelStore};
 use crate::storage::connection::StorageAccount;
@@ -54,6 +54,8 @@ pub struct App {
     state_cache: Arc<StateCache>,
     /// The entity types a domain owns, with its check of other writers' events.
     guards: GuardRegistry,
+    /// The conflict budget from the settings, and the turns of every command of this process.
+    command_policy: CommandPolicy,
 }
 
 /// Where notifications go and which are raised, when they are on.
@@ -81,6 +83,7 @@ impl App {
             Some(target) => Some(build_read_model_store(target)?),
             None => None,
         };
+        let command_policy = CommandPolicy::new(conflict_budget(&settings));
         Ok(Self {
             state_cache: Arc::new(StateCache::new(settings.state_cache_bytes)),
             settings,
@@ -91,12 +94,14 @@ impl App {
             read_models: ProjectionRegistry::default(),
             dispatchers,
             guards: GuardRegistry::default(),
+            command_policy,
         })
     }
 
     /// An app whose every stream lives in memory (for unit tests of functions).
     pub fn in_memory(settings: Settings) -> Self {
         let store = Arc::new(MemoryStore::new());
+        let command_policy = CommandPolicy::new(conflict_budget(&settings));
         Self {
             state_cache: Arc::new(StateCache::new(settings.state_cache_bytes)),
             settings,
@@ -110,6 +115,7 @@ impl App {
             read_models: ProjectionRegistry::default(),
             dispatchers: Vec::new(),
             guards: GuardRegistry::default(),
+            command_policy,
         }
     }
 
@@ -166,7 +172,7 @@ impl App {
             Some(guard) => {
                 let runner = self.runner(stream.domain(), stream.entity())?;
                 guard
-                    .append(&runner, stream, expected, events, self.conflict_budget())
+                    .append(&runner, stream, expected, events, self.command_policy())
                     .await
             }
             None => Ok(self
@@ -176,18 +182,12 @@ impl App {
         }
     }
 
-    /// How long and how often a command (a domain's own, or a guarded append) is decided
-    /// again after losing races to other writers: `StreamfoldConflictDeadlineMs`, and
-    /// `StreamfoldConflictRetries` when set.
-    pub fn conflict_budget(&self) -> ConflictBudget {
-        ConflictBudget {
-            deadline: self.settings.conflict_deadline,
-            max_attempts: self
-                .settings
-                .conflict_retries
-                .map(|retries| retries.saturating_add(1)),
-            ..ConflictBudget::default()
-        }
+    /// What every command (a domain's own, or a guarded append) runs with: how long and how
+    /// often it is decided again after losing races to other writers
+    /// (`StreamfoldConflictDeadlineMs`, and `StreamfoldConflictRetries` when set), and the
+    /// turns that queue the commands of one stream in this process.
+    pub fn command_policy(&self) -> CommandPolicy {
+        self.command_policy.clone()
     }
 
     /// Where read-model rows live.
@@ -242,6 +242,18 @@ impl App {
             }
             None => runner,
         })
+    }
+}
+
+/// How long and how often a command is decided again after losing races to other writers:
+/// `StreamfoldConflictDeadlineMs`, and `StreamfoldConflictRetries` when set.
+fn conflict_budget(settings: &Settings) -> ConflictBudget {
+    ConflictBudget {
+        deadline: settings.conflict_deadline,
+        max_attempts: settings
+            .conflict_retries
+            .map(|retries| retries.saturating_add(1)),
+        ..ConflictBudget::default()
     }
 }
 

@@ -35,7 +35,8 @@ pub const DEFAULT_STATE_CACHE_MIB: usize = 32;
 /// writers (with jittered exponential waits between attempts) before answering 409; see
 /// `crate::projection::ConflictBudget`.
 pub const CONFLICT_DEADLINE_MS_SETTING: &str = "StreamfoldConflictDeadlineMs";
-pub const DEFAULT_CONFLICT_DEADLINE_MS: u64 = 10_000;
+pub const DEFAULT_CONFLICT_DEADLINE_MS: u64 =
+    crate::projection::DEFAULT_CONFLICT_DEADLINE.as_millis() as u64;
 /// Optional: at most this many retries after lost races, besides the deadline (the setting
 /// of earlier versions, where it was the only bound, 5 by default; unset now, so contention
 /// is bounded by time alone).

@@ -5,7 +5,7 @@
 //! state rehydrated from the stream, and the resulting event is appended with that state's
 //! exact version as the expectation; if another writer got in first, the append fails
 //! atomically and the command is decided again from fresh state, after a jittered wait,
-//! within the app's conflict budget (`App::conflict_budget`). Two withdrawals can therefore
+//! within the app's conflict budget (`App::command_policy`). Two withdrawals can therefore
 //! never both pass the same check, and concurrent deposits all land.
 //!
 //! A command sent with an idempotency key lands once however often it is sent: its event's id
@@ -293,8 +293,7 @@ impl Bank {
     ) -> Result<CommandAnswer, BankError> {
         let stream = Self::stream(account_number)?;
         let runner = self.app.runner(DOMAIN, ENTITY)?;
-        let executor =
-            CommandExecutor::new(&runner, &AccountProjection, self.app.conflict_budget());
+        let executor = CommandExecutor::new(&runner, &AccountProjection, self.app.command_policy());
         let idempotency = match &context.idempotency_key {
             Some(key) => Some(Idempotency::new(
                 key.clone(),

@@ -10,6 +10,9 @@
 //!    refusal of its own type;
 //! 3. **append** with `ExpectedVersion::Exact(version)`: checked in the same atomic storage
 //!    operation as the write, so two commands never both pass a check against one state;
+//! 0. **take the stream's turn** in this process ([`StreamTurns`]): commands on one stream in
+//!    one process run one after the other, from the state the previous one left in the cache,
+//!    so only other processes' commands can make an append lose;
 //! 4. on a **version conflict** (another writer got in between): wait a random time below an
 //!    exponentially growing bound ("full jitter", so writers that collided spread out) and go
 //!    back to 1, within the [`ConflictBudget`] (a deadline, optionally a number of attempts);
@@ -32,23 +35,24 @@
 //!   [`ExecuteError::IdempotencyKeyReused`], nothing written;
 //! - a refusal writes nothing (so it consumes no key) and is answered as the domain gave it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{AsOf, Idempotency, Projection, ProjectionError, ProjectionRunner};
+use super::{AsOf, Idempotency, Projection, ProjectionError, ProjectionRunner, StreamTurns};
 use crate::stream::{
     AppendOutcome, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError, StreamId,
 };
 
 /// Default time a command keeps deciding again after lost races.
-pub const DEFAULT_CONFLICT_DEADLINE: Duration = Duration::from_secs(10);
+pub const DEFAULT_CONFLICT_DEADLINE: Duration = Duration::from_secs(30);
 /// Bound of the wait after the first lost race; it doubles with each further one.
-pub const FIRST_CONFLICT_BACKOFF: Duration = Duration::from_millis(5);
+pub const FIRST_CONFLICT_BACKOFF: Duration = Duration::from_millis(4);
 /// Largest bound of one wait between attempts.
-pub const MAX_CONFLICT_BACKOFF: Duration = Duration::from_millis(320);
+pub const MAX_CONFLICT_BACKOFF: Duration = Duration::from_millis(200);
 /// Events read at a time when looking for a key's events in a stream.
 const LOCATE_CHUNK_EVENTS: u64 = 1_000;
 
@@ -91,6 +95,24 @@ impl ConflictBudget {
     /// Whether attempt `attempts + 1` may start `elapsed` after the first one.
     fn allows(&self, attempts: u32, elapsed: Duration) -> bool {
         elapsed <= self.deadline && self.max_attempts.is_none_or(|max| attempts < max)
+    }
+}
+
+/// What the commands of an app share: how long to keep deciding again after lost races, and
+/// the turns that queue the commands of one stream in this process.
+#[derive(Debug, Clone, Default)]
+pub struct CommandPolicy {
+    pub budget: ConflictBudget,
+    pub turns: Arc<StreamTurns>,
+}
+
+impl CommandPolicy {
+    /// `budget`, with turns of its own.
+    pub fn new(budget: ConflictBudget) -> Self {
+        Self {
+            budget,
+            turns: Arc::default(),
+        }
     }
 }
 
@@ -197,15 +219,15 @@ pub enum ExecuteError {
 pub struct CommandExecutor<'a, P: Projection> {
     runner: &'a ProjectionRunner,
     projection: &'a P,
-    budget: ConflictBudget,
+    policy: CommandPolicy,
 }
 
 impl<'a, P: Projection> CommandExecutor<'a, P> {
-    pub fn new(runner: &'a ProjectionRunner, projection: &'a P, budget: ConflictBudget) -> Self {
+    pub fn new(runner: &'a ProjectionRunner, projection: &'a P, policy: CommandPolicy) -> Self {
         Self {
             runner,
             projection,
-            budget,
+            policy,
         }
     }
 
@@ -227,6 +249,7 @@ impl<'a, P: Projection> CommandExecutor<'a, P> {
             mut assume_new_stream,
         } = options;
         let started = Instant::now();
+        let _turn = self.policy.turns.take(stream).await;
         let mut attempts: u32 = 0;
         loop {
             let assumed = std::mem::take(&mut assume_new_stream);
@@ -301,9 +324,10 @@ impl<'a, P: Projection> CommandExecutor<'a, P> {
                 }
                 Err(StoreError::WrongExpectedVersion { .. }) if assumed => continue,
                 Err(StoreError::WrongExpectedVersion { .. }) => {
-                    let wait = self.budget.backoff(attempts, random_unit());
+                    let budget = &self.policy.budget;
+                    let wait = budget.backoff(attempts, random_unit());
                     let elapsed = started.elapsed();
-                    if !self.budget.allows(attempts, elapsed.saturating_add(wait)) {
+                    if !budget.allows(attempts, elapsed.saturating_add(wait)) {
                         return Err(ExecuteError::Contention {
                             stream: stream.to_string(),
                             attempts,
@@ -635,7 +659,7 @@ mod tests {
             first_backoff: Duration::ZERO,
             ..ConflictBudget::default()
         };
-        let executor = CommandExecutor::new(&runner, &Balance, unlimited);
+        let executor = CommandExecutor::new(&runner, &Balance, CommandPolicy::new(unlimited));
         store.races.store(20, Ordering::SeqCst);
         let mut seen = Vec::new();
         let executed = executor
@@ -658,7 +682,7 @@ mod tests {
     async fn contention_past_the_budget_writes_nothing() {
         let store = racing(u32::MAX);
         let runner = ProjectionRunner::new(store.clone());
-        let executor = CommandExecutor::new(&runner, &Balance, budget());
+        let executor = CommandExecutor::new(&runner, &Balance, CommandPolicy::new(budget()));
         let result = executor
             .execute(&stream(), CommandOptions::default(), deposit(5))
             .await;
@@ -681,7 +705,7 @@ mod tests {
             first_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(1),
         };
-        let executor = CommandExecutor::new(&runner, &Balance, no_time);
+        let executor = CommandExecutor::new(&runner, &Balance, CommandPolicy::new(no_time));
         let result = executor
             .execute(&stream(), CommandOptions::default(), deposit(5))
             .await;
@@ -719,7 +743,7 @@ mod tests {
     #[tokio::test]
     async fn a_keyed_command_lands_once_and_its_retries_answer_the_first_answer() {
         let runner = ProjectionRunner::new(Arc::new(MemoryStore::new()));
-        let executor = CommandExecutor::new(&runner, &Balance, budget());
+        let executor = CommandExecutor::new(&runner, &Balance, CommandPolicy::new(budget()));
         let s = stream();
         executor
             .execute(&s, CommandOptions::default(), deposit(100))
@@ -777,7 +801,7 @@ mod tests {
     #[tokio::test]
     async fn a_refusal_writes_nothing_and_leaves_the_key_unused() {
         let runner = ProjectionRunner::new(Arc::new(MemoryStore::new()));
-        let executor = CommandExecutor::new(&runner, &Balance, budget());
+        let executor = CommandExecutor::new(&runner, &Balance, CommandPolicy::new(budget()));
         let s = stream();
         executor
             .execute(&s, CommandOptions::default(), deposit(10))
@@ -810,7 +834,7 @@ mod tests {
     #[tokio::test]
     async fn a_retry_deciding_another_number_of_events_still_answers_the_first() {
         let runner = ProjectionRunner::new(Arc::new(MemoryStore::new()));
-        let executor = CommandExecutor::new(&runner, &Balance, budget());
+        let executor = CommandExecutor::new(&runner, &Balance, CommandPolicy::new(budget()));
         let s = stream();
         executor
             .execute(&s, CommandOptions::default(), deposit(3))
@@ -856,7 +880,7 @@ mod tests {
     #[tokio::test]
     async fn a_command_that_creates_its_stream_appends_without_reading_first() {
         let runner = ProjectionRunner::new(Arc::new(MemoryStore::new()));
-        let executor = CommandExecutor::new(&runner, &Balance, budget());
+        let executor = CommandExecutor::new(&runner, &Balance, CommandPolicy::new(budget()));
         let s = stream();
         let open = |key: &str| keyed(key, "open").assuming_new_stream();
         let decide = |balance: &i64, version: u64| {
@@ -881,7 +905,7 @@ mod tests {
     #[tokio::test]
     async fn nothing_the_projection_refuses_is_written() {
         let runner = ProjectionRunner::new(Arc::new(MemoryStore::new()));
-        let executor = CommandExecutor::new(&runner, &Balance, budget());
+        let executor = CommandExecutor::new(&runner, &Balance, CommandPolicy::new(budget()));
         let result = executor
             .execute(&stream(), CommandOptions::default(), |_: &i64, _| {
                 Ok::<_, TestError>(vec![event("In", 1), event("Out", 2)])

@@ -16,7 +16,7 @@
 //!   version the state was folded at, so an append that lands is one the rules accepted after
 //!   exactly the events it follows. A writer that got in between makes the append fail
 //!   atomically; the state is folded again and the events checked again, within the
-//!   [`ConflictBudget`], then [`ExecuteError::Contention`]. This is the command executor's loop
+//!   [`super::ConflictBudget`], then [`ExecuteError::Contention`]. This is the command executor's loop
 //!   ([`CommandExecutor`]): the guard is a command whose decision is "these events, if the
 //!   expectation and the rules accept them";
 //! - **the caller's expectation still holds**: it is checked against the version the state
@@ -41,7 +41,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    CommandExecutor, CommandOptions, ConflictBudget, ExecuteError, Projection, ProjectionError,
+    CommandExecutor, CommandOptions, CommandPolicy, ExecuteError, Projection, ProjectionError,
     ProjectionRunner, Recognition, RegistryError,
 };
 use crate::stream::{
@@ -135,7 +135,7 @@ pub trait DynStreamGuard: Send + Sync {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        budget: ConflictBudget,
+        policy: CommandPolicy,
     ) -> Result<AppendOutcome, GuardError>;
 }
 
@@ -147,27 +147,27 @@ impl<G: StreamGuard> DynStreamGuard for G {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        budget: ConflictBudget,
+        policy: CommandPolicy,
     ) -> Result<AppendOutcome, GuardError> {
-        guarded_append(self, runner, stream, expected, events, budget).await
+        guarded_append(self, runner, stream, expected, events, policy).await
     }
 }
 
 /// Appends `events` to `stream` through `runner`'s event store if `guard` accepts them after
-/// the stream's current state (see the module guarantees). `budget` bounds the folds made
-/// when other writers get in between.
+/// the stream's current state (see the module guarantees). `policy` bounds the folds made
+/// when other writers get in between, and queues the commands of the stream in this process.
 pub async fn guarded_append<G: StreamGuard>(
     guard: &G,
     runner: &ProjectionRunner,
     stream: &StreamId,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
-    budget: ConflictBudget,
+    policy: CommandPolicy,
 ) -> Result<AppendOutcome, GuardError> {
     // What every store refuses without I/O (empty, bad event type, an id twice), refused
     // first, as an unguarded append would.
     check_new_events(&events)?;
-    let executor = CommandExecutor::new(runner, guard.projection(), budget);
+    let executor = CommandExecutor::new(runner, guard.projection(), policy);
     let options = CommandOptions::recognised_by(Recognition::EventIds(events.clone()));
     let executed = executor
         .execute(stream, options, |state, version| {
@@ -379,11 +379,11 @@ pub(super) mod tests {
     }
 
     /// Three attempts, no waiting between them.
-    pub(crate) fn budget() -> ConflictBudget {
-        ConflictBudget {
+    pub(crate) fn budget() -> crate::projection::ConflictBudget {
+        crate::projection::ConflictBudget {
             max_attempts: Some(3),
             first_backoff: std::time::Duration::ZERO,
-            ..ConflictBudget::default()
+            ..crate::projection::ConflictBudget::default()
         }
     }
 
@@ -396,7 +396,15 @@ pub(super) mod tests {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, GuardError> {
-        guarded_append(&Guard, runner, &stream(), expected, events, budget()).await
+        guarded_append(
+            &Guard,
+            runner,
+            &stream(),
+            expected,
+            events,
+            CommandPolicy::new(budget()),
+        )
+        .await
     }
 
     async fn version(runner: &ProjectionRunner) -> u64 {
@@ -459,7 +467,7 @@ pub(super) mod tests {
             &StreamId::new("Bank", "Account", "none").unwrap(),
             ExpectedVersion::Exists,
             vec![event("In", 1)],
-            budget(),
+            CommandPolicy::new(budget()),
         )
         .await;
         assert!(matches!(

@@ -18,6 +18,7 @@
 //! - `executor`: [`CommandExecutor`], the one loop commands run through: load the state,
 //!   decide, append with its exact version, decide again after a lost race within a
 //!   [`ConflictBudget`]; commands recognised by an idempotency key or their event ids.
+//! - `turns`: [`StreamTurns`], one command at a time per stream in this process.
 //! - `idempotency`: [`IdempotencyKey`], [`Idempotency`]: event ids derived from a client's key,
 //!   and the request's hash stored with the events.
 //! - `counting`: [`CountingStore`], an event store wrapper that counts reads, for tests.
@@ -35,6 +36,7 @@ mod idempotency;
 mod registry;
 mod runner;
 mod snapshot;
+mod turns;
 
 pub use cache::{StateCache, MAX_CACHED_STATE_BYTES};
 pub use classification::{
@@ -45,8 +47,8 @@ pub use definition::{decode_data, validate_projection_name, Projection, MAX_PROJ
 pub use dynamic::{DynProjection, Fold};
 pub use error::{ApplyError, ProjectionError};
 pub use executor::{
-    CommandExecutor, CommandOptions, ConflictBudget, ExecuteError, Executed, Recognition,
-    DEFAULT_CONFLICT_DEADLINE,
+    CommandExecutor, CommandOptions, CommandPolicy, ConflictBudget, ExecuteError, Executed,
+    Recognition, DEFAULT_CONFLICT_DEADLINE,
 };
 pub use guard::{guarded_append, DynStreamGuard, GuardError, GuardRegistry, StreamGuard};
 pub use idempotency::{
@@ -56,3 +58,4 @@ pub use idempotency::{
 pub use registry::{ProjectionRegistry, RegistryError};
 pub use runner::{AsOf, Projected, ProjectionRunner, REPLAY_CHUNK_EVENTS};
 pub use snapshot::{MemorySnapshotStore, Snapshot, SnapshotStore};
+pub use turns::{StreamTurn, StreamTurns};
