@@ -197,8 +197,14 @@ async fn check(backend: &dyn Backend, case: &Case) -> Result<(), TestCaseError> 
         "times go back: {:?}",
         times
     );
+    // Each event's time, one precision step before it, and one nanosecond before it (a
+    // snapshot of a time stored less precisely than the events' must not pass for it).
     let tick = Duration::nanoseconds(i64::from(TIME_PRECISION_NANOS));
-    let mut points: Vec<_> = times.iter().flat_map(|&t| [t, t - tick]).collect();
+    let nano = Duration::nanoseconds(1);
+    let mut points: Vec<_> = times
+        .iter()
+        .flat_map(|&t| [t, t - tick, t - nano])
+        .collect();
     points.dedup();
     for t in points {
         // The last event recorded at or before `t`.

@@ -262,3 +262,80 @@ async fn a_storage_outage_gives_unavailable_in_bounded_time() {
     let fresh = store.clone().with_table_name("freshtable");
     assert_unavailable_in_bounded_time(&fresh, &s, 1).await;
 }
+
+/// Rows stored by an older version (or another tool) whose recorded times go back: reads
+/// report each event's time as at least its predecessor's, and a read as of a time ends at the
+/// first event recorded after it, from any first sequence — never a later event without the
+/// one before it. (New appends cannot store such rows: each records at least its predecessor's
+/// time, see the conformance suite.)
+#[tokio::test]
+async fn stored_times_that_go_back_read_as_a_prefix() {
+    let azurite = Azurite::start().await.unwrap();
+    let account = StorageAccount::from_connection_string(&azurite.connection_string()).unwrap();
+    let store = TableStore::new(account.clone()).with_table_name("older");
+    let s = stream("older");
+    for version in 0..3 {
+        store.append(&s, Exact(version), events(1)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let stored = store.read(&s, ReadRequest::all()).await.unwrap().events;
+    let (t1, t3) = (stored[0].timestamp, stored[2].timestamp);
+    // Event 2 as a writer whose clock was a second behind stored it.
+    let earlier = t1 - time::Duration::seconds(1);
+    let text = earlier
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let partition = format!("{DOMAIN}|{ENTITY}|older");
+    let answer = account
+        .table_service_client()
+        .unwrap()
+        .table_client("older")
+        .partition_key_client(partition)
+        .entity_client("E-0000000002")
+        .merge(
+            serde_json::json!({"Recorded": text, "Recorded@odata.type": "Edm.DateTime"}),
+            azure_data_tables::prelude::IfMatchCondition::Any,
+        )
+        .unwrap()
+        .await;
+    assert!(answer.is_ok(), "{answer:?}");
+
+    for reader in [
+        store.clone(),
+        TableStore::new(account).with_table_name("older"),
+    ] {
+        let all = reader.read(&s, ReadRequest::all()).await.unwrap();
+        let times: Vec<_> = all.events.iter().map(|e| e.timestamp).collect();
+        assert_eq!(
+            times,
+            vec![t1, t1, t3],
+            "event 2 reads as recorded with event 1"
+        );
+        let as_of = |from: u64, t: time::OffsetDateTime| {
+            let reader = reader.clone();
+            let s = s.clone();
+            async move {
+                let read = reader
+                    .read(&s, ReadRequest::range(from, None).as_of(t))
+                    .await
+                    .unwrap();
+                let known = reader
+                    .read_known(&s, ReadRequest::range(from, None).as_of(t), 3)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    sequences(&read),
+                    known.iter().map(|e| e.sequence).collect::<Vec<_>>()
+                );
+                sequences(&read)
+            }
+        };
+        // Before event 1: nothing, though event 2 was stored with an earlier time.
+        assert_eq!(as_of(1, earlier).await, Vec::<u64>::new());
+        assert_eq!(as_of(2, earlier).await, Vec::<u64>::new());
+        assert_eq!(as_of(1, t1).await, vec![1, 2]);
+        assert_eq!(as_of(2, t1).await, vec![2]);
+        assert_eq!(as_of(3, t1).await, Vec::<u64>::new());
+        assert_eq!(as_of(2, t3).await, vec![2, 3]);
+    }
+}
