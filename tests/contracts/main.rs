@@ -14,6 +14,21 @@
 #[path = "../conformance/helpers.rs"]
 mod helpers;
 
+/// Expands to one `#[tokio::test]` per case of the suite module `$suite`, each on a fresh
+/// fixture made by `$make` (an async fn). Each suite's own `suite!` macro lists its cases.
+macro_rules! cases {
+    ($suite:ident, $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let fixture = $make().await;
+                $crate::$suite::$case(&fixture).await;
+            }
+        )*
+    };
+}
+pub(crate) use cases;
+
 mod outbox;
 mod readmodels;
 mod snapshots;

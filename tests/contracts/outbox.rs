@@ -69,7 +69,7 @@ pub struct Fixture {
 /// Expands to one `#[tokio::test]` per case for the fixture made by `$make` (an async fn).
 macro_rules! suite {
     ($make:path) => {
-        $crate::outbox::suite!(@cases $make;
+        $crate::cases!(outbox, $make;
             appends_are_pending_until_marked,
             a_mark_made_with_a_spent_token_is_refused,
             concurrent_marks_of_one_read_move_it_once,
@@ -81,15 +81,6 @@ macro_rules! suite {
             a_dispatch_publishes_then_marks,
             a_dispatch_racing_an_append_never_skips_it,
         );
-    };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $case() {
-                let fixture = $make().await;
-                $crate::outbox::$case(&fixture).await;
-            }
-        )*
     };
 }
 pub(crate) use suite;

@@ -31,7 +31,7 @@ pub struct Fixture {
 /// Expands to one `#[tokio::test]` per case for the fixture made by `$make` (an async fn).
 macro_rules! suite {
     ($make:path) => {
-        $crate::readmodels::suite!(@cases $make;
+        $crate::cases!(readmodels, $make;
             saves_are_conditional,
             concurrent_savers_of_one_row_exactly_one_wins,
             a_row_loads_back_as_saved,
@@ -42,15 +42,6 @@ macro_rules! suite {
             rows_written_during_a_walk_after_its_position_are_seen,
             invalid_continuations_and_entity_types_are_refused,
         );
-    };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $case() {
-                let fixture = $make().await;
-                $crate::readmodels::$case(&fixture).await;
-            }
-        )*
     };
 }
 pub(crate) use suite;

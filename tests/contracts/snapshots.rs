@@ -35,7 +35,7 @@ pub struct Fixture {
 /// Expands to one `#[tokio::test]` per case for the fixture made by `$make` (an async fn).
 macro_rules! suite {
     ($make:path) => {
-        $crate::snapshots::suite!(@cases $make;
+        $crate::cases!(snapshots, $make;
             a_missing_snapshot_is_none,
             a_snapshot_loads_back_as_saved,
             a_save_replaces_the_earlier_snapshot,
@@ -44,15 +44,6 @@ macro_rules! suite {
             concurrent_saves_leave_one_whole_snapshot,
             a_state_too_large_is_never_an_error_nor_half_kept,
         );
-    };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $case() {
-                let fixture = $make().await;
-                $crate::snapshots::$case(&fixture).await;
-            }
-        )*
     };
 }
 pub(crate) use suite;
