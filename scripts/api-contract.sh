@@ -12,8 +12,9 @@
 # database carried between runs, one worker, and a hard time limit.
 #
 # Everything it starts (Azurite on free ports with its data in a temporary folder, the host
-# simulator and the handler) is stopped on exit, whatever happens. Reports (JUnit) are written
-# to target/api-contract/. Exits non-zero when schemathesis finds a failure.
+# simulator and the handler) is stopped on exit, whatever happens. The JUnit report and the
+# host's log are written to target/api-contract/. Exits non-zero when schemathesis finds a
+# failure.
 #
 # Operations not exercised, and why:
 #   - the timer (NotificationSweep) and Event Grid (Projector) functions are not HTTP operations
@@ -110,10 +111,19 @@ target/debug/hostsim --port "$host_port" --no-timers \
   "$work/app" >"$work/host.log" 2>&1 &
 pids+=($!)
 wait_for_port "$host_port" "the host simulator" "${pids[-1]}"
-for _ in $(seq 300); do
-  curl -fsS -o /dev/null "$base/api/openapi.json" 2>/dev/null && break
-  sleep 0.1
-done
+# The host answers once the handler is ready: wait for the document (at most 30 s).
+python3 - "$base/api/openapi.json" <<'PY'
+import sys, time, urllib.request
+for _ in range(300):
+    try:
+        with urllib.request.urlopen(sys.argv[1], timeout=2) as answer:
+            if answer.status == 200:
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+sys.exit("the host did not serve the OpenAPI document within 30 s")
+PY
 
 echo "== schemathesis ($MAX_EXAMPLES cases per operation, seed $SEED)"
 mkdir -p target/api-contract
@@ -133,8 +143,10 @@ timeout --kill-after=10 "$TIME_LIMIT" .venv/bin/schemathesis --config-file scrip
   --report junit --report-junit-path target/api-contract/junit.xml \
   "$@" || status=$?
 
+cp "$work/host.log" target/api-contract/host.log
 if [ "$status" -ne 0 ]; then
-  echo "== schemathesis failed (exit $status); errors in the host log (panics, server errors):" >&2
+  echo "== schemathesis failed (exit $status); errors in the host log (all of it in" \
+    "target/api-contract/host.log):" >&2
   grep -E '"level":"ERROR"|panicked' "$work/host.log" | tail -40 >&2 || true
 fi
 exit "$status"
