@@ -1,6 +1,7 @@
-//! The storage contracts besides the event store's (whose suite is `tests/conformance`), each
-//! written once as a suite of cases and run against every backend that implements it, in one
-//! test binary:
+//! The storage contracts, each written once as a suite of cases and run against every backend
+//! that implements it, in one test binary:
+//! - the event store (`src/stream/store.rs`): the suite `tests/conformance/mod.rs`, run by the
+//!   fixtures `conformance_memory`, `conformance_table` and `conformance_blob`;
 //! - `outbox`: the notification outbox (`src/stream/outbox.rs`);
 //! - `snapshots`: the projection snapshot store (`src/projection/snapshot.rs`);
 //! - `readmodels`: the read-model store (`src/readmodel/store.rs`).
@@ -10,9 +11,13 @@
 //! so `cargo nextest run --test contracts -E 'test(table::)'` runs one backend, and a new
 //! backend is conformant once its fixture file passes.
 
-#[allow(dead_code)]
-#[path = "../conformance/helpers.rs"]
-mod helpers;
+#[path = "../conformance/mod.rs"]
+mod conformance;
+use conformance::helpers;
+
+mod conformance_blob;
+mod conformance_memory;
+mod conformance_table;
 
 /// Expands to one `#[tokio::test]` per case of the suite module `$suite`, each on a fresh
 /// fixture made by `$make` (an async fn). Each suite's own `suite!` macro lists its cases.

@@ -2,7 +2,7 @@
 //! last saw: afterwards the stream is contiguous from 1, every acknowledged append is there
 //! exactly once at the sequence it was acknowledged with, and no rejected one is.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

@@ -10,7 +10,7 @@
 //! away; with the topic down appends still succeed and nothing is lost: the `NotificationSweep`
 //! function publishes everything once the topic is back, and a second sweep publishes nothing.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

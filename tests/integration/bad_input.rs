@@ -1,7 +1,7 @@
 //! Bad input always gets a 4xx `application/problem+json` answer that names the problem, and
 //! writes nothing; a storage outage gets 503 in bounded time, never a hang.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -9,7 +9,7 @@
 //! killed. Nothing of those appends has been published, and nothing was marked. Run on both
 //! backends (Table outbox row; Append Blob marker).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! segments in any case reach their function (the host forwards the path as it came), unknown
 //! paths are 404 problems, a function's path with another method is 405 with `Allow`.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::TestApp;

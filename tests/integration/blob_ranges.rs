@@ -5,7 +5,7 @@
 //! (as `ReadStream` pages and replays do) reads each byte about once; ranges read by a cold
 //! store start from the segments' metadata and read back the same events.
 
-mod conformance;
+use crate::conformance;
 
 use conformance::helpers::{event, stream};
 use streamfold::storage::blob::{BlobStore, MAX_READ_RANGE_BYTES};

@@ -1,7 +1,7 @@
 //! The bank example end to end: the assembled app under the host simulator on real Azurite,
 //! over HTTP, on each storage backend.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::{Client, TestApp};

@@ -9,7 +9,7 @@
 //! handler was killed twice is replaced by a fresh host (a recycled instance), so the kills
 //! keep coming. Notifications go to each host's own Projector (its Event Grid webhook).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

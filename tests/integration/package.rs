@@ -11,7 +11,7 @@
 //! build and the static-binary check: a release musl build costs minutes on CI's two cores.
 //! The ignored test runs the production command itself.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;

@@ -6,7 +6,7 @@
 //! webhook's handshakes, the `Accounts` filter and paging, and `RebuildReadModels` filling
 //! rows that were never notified and replacing rows that are wrong.
 
-mod support;
+use crate::support;
 
 use rust_decimal::Decimal;
 use serde_json::{json, Value};

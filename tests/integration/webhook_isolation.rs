@@ -5,7 +5,7 @@
 //! counted, and the delivery is acknowledged; a storage outage still fails it, so Event Grid
 //! delivers it again.
 
-mod support;
+use crate::support;
 
 use serde_json::value::RawValue;
 use serde_json::{json, Value};

@@ -5,7 +5,7 @@
 //! The contract itself is checked by the conformance suite (`tests/conformance_blob.rs`).
 //! Each test starts its own Azurite and uses its own container.
 
-mod conformance;
+use crate::conformance;
 
 use conformance::helpers::{
     assert_misconfigured_everywhere, assert_unavailable_in_bounded_time, assert_wrong_version,

@@ -8,7 +8,7 @@
 //! - 20 concurrent `Deposit 1` on one account from 3 handler processes (some sent twice at
 //!   once with the same key, to two processes) all succeed, and each is applied once.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 

@@ -1,6 +1,6 @@
 //! The storage contract on Append Blobs (Azurite).
 
-mod conformance;
+use crate::{conformance, conformance_suite};
 
 use std::sync::Arc;
 use std::time::Duration;

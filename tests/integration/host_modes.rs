@@ -5,7 +5,7 @@
 //! the app: a command, a query, a chunked body, the 404 and 405 answers, and in both modes the
 //! handler logging the host's invocation id even when a client sends its own.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! on, and `toSequence` / `asOf` still honoured across pages, on both backends (real Azurite
 //! through the host simulator). Walking the pages gives exactly the stream, in order.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::{Client, TestApp};

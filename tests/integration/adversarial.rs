@@ -6,7 +6,7 @@
 //!
 //! The cases of issue 9's list are marked `(#n)`.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::{Client, Reply, TestApp};

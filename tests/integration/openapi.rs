@@ -1,7 +1,7 @@
 //! The OpenAPI document lists exactly the routes and methods of the function.json files, is
 //! valid OpenAPI (checked by a real validator), and is what the app serves.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::process::Command;

@@ -10,7 +10,7 @@
 //!   never a panic; `Accounts`, `RebuildReadModels` and the Projector carry on with the other
 //!   accounts and report the bad ones.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use streamfold::notify::{Notification, NotificationSchema};

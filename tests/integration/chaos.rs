@@ -18,7 +18,7 @@
 //! the topic's status and text, listed by the `DeadLetters` admin function and counted by the
 //! sweep), and they are re-driven once the topic accepts them.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

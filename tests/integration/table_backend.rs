@@ -4,7 +4,7 @@
 //! and an outage. The contract itself is checked by the conformance suite
 //! (`tests/conformance_table.rs`). Each test starts its own Azurite and uses its own table.
 
-mod conformance;
+use crate::conformance;
 
 use conformance::helpers::{
     assert_misconfigured_everywhere, assert_unavailable_in_bounded_time, assert_wrong_version,

@@ -5,7 +5,7 @@
 //! acknowledged with, and nothing else. A retry of one of them (same event id) after all the
 //! others is answered with its original outcome and writes nothing.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

@@ -2,7 +2,7 @@
 //! each backend, and a warm instance asked again reads only the stream's version (counted by
 //! proxies in front of Azurite's table and blob endpoints).
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use streamfold_testbed::Azurite;

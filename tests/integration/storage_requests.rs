@@ -2,7 +2,7 @@
 //! append with a known expected version is exactly one request (the seed's design costs
 //! three).
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use streamfold_testbed::Azurite;
