@@ -119,6 +119,42 @@ pub fn correlation_id() -> impl Filter<Extract = (String,), Error = Rejection> +
         })
 }
 
+/// An optional header as text: `None` when absent; a value that is not visible ASCII (and
+/// spaces) is a 400 `invalid-header` naming it, never a rejection that another route's 405
+/// could win over.
+pub fn optional_text_header(
+    name: &'static str,
+) -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clone {
+    warp::header::value(name)
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify()
+        .and_then(move |given: Option<warp::http::HeaderValue>| async move {
+            match given {
+                None => Ok(None),
+                Some(value) => value.to_str().map(|v| Some(v.to_owned())).map_err(|_| {
+                    reject(
+                        Problem::bad_request(
+                            "invalid-header",
+                            format!("header {name} must be visible ASCII text"),
+                        )
+                        .with("header", name),
+                    )
+                }),
+            }
+        })
+}
+
+/// The Functions host's invocation id of this request, for logs: empty when absent or not
+/// text (a client's own value may precede the host's; it only labels log lines).
+pub fn invocation_id() -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone
+{
+    warp::header::value(INVOCATION_ID_HEADER)
+        .map(|value: warp::http::HeaderValue| value.to_str().unwrap_or_default().to_owned())
+        .or(warp::any().map(String::new))
+        .unify()
+}
+
 /// The query string as key/value pairs (an absent query is empty). A part that is not UTF-8
 /// once percent-decoded is a 400 `invalid-query`, never silently replaced.
 pub fn query_pairs() -> impl Filter<Extract = (Vec<(String, String)>,), Error = Rejection> + Clone {

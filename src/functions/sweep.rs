@@ -38,7 +38,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::filters::{self, only_known_params, u64_param, INVOCATION_ID_HEADER};
+use super::filters::{self, only_known_params, u64_param};
 use super::invocation::InvocationResponse;
 use super::problem::{json_response, parse_json, reject, Problem};
 use crate::app::App;
@@ -70,10 +70,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let sweep = warp::post()
         .and(warp::path(SWEEP_FUNCTION))
         .and(warp::path::end())
-        .and(
-            warp::header::optional::<String>(INVOCATION_ID_HEADER)
-                .map(|id: Option<String>| id.unwrap_or_default()),
-        )
+        .and(filters::invocation_id())
         .and(with_app.clone())
         .then(sweep_handler);
     let list = warp::get()

@@ -45,7 +45,7 @@ use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::filters::{self, INVOCATION_ID_HEADER};
+use super::filters;
 use super::invocation::{InvocationRequest, InvocationResponse};
 use super::problem::{json_response, parse_json, reject, Problem};
 use crate::app::App;
@@ -92,12 +92,11 @@ const CLOUDEVENTS_CONTENT_TYPES: [&str; 2] = [
 /// `POST /Projector` and `POST|OPTIONS /api/eventgrid`.
 pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let with_app = warp::any().map(move || app.clone());
-    let invocation_id = warp::header::optional::<String>(INVOCATION_ID_HEADER)
-        .map(|id: Option<String>| id.unwrap_or_default());
+    let invocation_id = filters::invocation_id();
     let projector = warp::post()
         .and(warp::path(PROJECTOR_FUNCTION))
         .and(warp::path::end())
-        .and(invocation_id)
+        .and(invocation_id.clone())
         .and(filters::body())
         .and(with_app.clone())
         .then(projector_handler);
@@ -105,14 +104,14 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::path("api"))
         .and(warp::path(WEBHOOK_ROUTE))
         .and(warp::path::end())
-        .and(warp::header::optional::<String>(REQUEST_ORIGIN_HEADER))
+        .and(filters::optional_text_header(REQUEST_ORIGIN_HEADER))
         .and_then(abuse_protection);
     let deliveries = warp::post()
         .and(warp::path("api"))
         .and(warp::path(WEBHOOK_ROUTE))
         .and(warp::path::end())
-        .and(warp::header::optional::<String>(EVENT_TYPE_HEADER))
-        .and(warp::header::optional::<String>("content-type"))
+        .and(filters::optional_text_header(EVENT_TYPE_HEADER))
+        .and(filters::optional_text_header("content-type"))
         .and(invocation_id)
         .and(filters::body())
         .and(with_app)
