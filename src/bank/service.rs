@@ -272,7 +272,7 @@ impl Bank {
         if slice.version == 0 {
             return Err(BankError::NotFound(account_number.to_owned()));
         }
-        let next = (to < slice.version).then_some(to + 1);
+        let next = (to < slice.version).then(|| to.saturating_add(1));
         Ok(HistoryPage {
             version: slice.version,
             events: slice.events,
