@@ -6,6 +6,7 @@
 //! Each test starts its own Azurite and uses its own container.
 
 use crate::conformance;
+use crate::support::CountedStorage;
 
 use conformance::helpers::{
     assert_misconfigured_everywhere, assert_unavailable_in_bounded_time, assert_wrong_version,
@@ -18,7 +19,7 @@ use streamfold::storage::blob::{
 use streamfold::storage::StorageAccount;
 use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, ReadRequest, StoreError};
 use streamfold_testbed::proxy::Fault;
-use streamfold_testbed::{Azurite, CountingProxy};
+use streamfold_testbed::Azurite;
 use uuid::Uuid;
 
 use ExpectedVersion::{Any, Exact, Exists, NoStream};
@@ -265,13 +266,8 @@ async fn appends_read_only_the_tail_and_warm_appends_cost_one_request() {
     const EVENTS: usize = 5_000;
     const PER_APPEND: usize = 500;
     let azurite = Azurite::start().await.unwrap();
-    let proxy = CountingProxy::start(&azurite.blob_endpoint())
-        .await
-        .unwrap();
-    let connection = Azurite::connection_string_for(
-        &format!("{}/{}", proxy.url(), streamfold_testbed::azurite::ACCOUNT),
-        &azurite.table_endpoint(),
-    );
+    let counted = CountedStorage::start(&azurite).await;
+    let (proxy, connection) = (&counted.blobs, counted.connection.clone());
     let account = StorageAccount::from_connection_string(&connection).unwrap();
     let container = "costs";
     let builder = BlobStore::new(account.clone()).with_container(container);
@@ -431,13 +427,8 @@ const APPEND_BLOCK: &str = "comp=appendblock";
 #[tokio::test]
 async fn a_lost_append_response_never_writes_twice() {
     let azurite = Azurite::start().await.unwrap();
-    let proxy = CountingProxy::start(&azurite.blob_endpoint())
-        .await
-        .unwrap();
-    let connection = Azurite::connection_string_for(
-        &format!("{}/{}", proxy.url(), streamfold_testbed::azurite::ACCOUNT),
-        &azurite.table_endpoint(),
-    );
+    let counted = CountedStorage::start(&azurite).await;
+    let (proxy, connection) = (&counted.blobs, counted.connection.clone());
     let account = StorageAccount::from_connection_string(&connection).unwrap();
     let store = BlobStore::new(account.clone()).with_container("lossy");
     let s = stream("lossy");

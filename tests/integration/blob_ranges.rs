@@ -6,12 +6,13 @@
 //! store start from the segments' metadata and read back the same events.
 
 use crate::conformance;
+use crate::support::CountedStorage;
 
 use conformance::helpers::{event, stream};
 use streamfold::storage::blob::{BlobStore, MAX_READ_RANGE_BYTES};
 use streamfold::storage::StorageAccount;
 use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent};
-use streamfold_testbed::{Azurite, CountingProxy};
+use streamfold_testbed::Azurite;
 
 /// Appends per segment (the test knob): segments of about 10 MB.
 const BLOCKS_PER_SEGMENT: u32 = 24;
@@ -47,13 +48,8 @@ fn assert_same(read: &[RecordedEvent], written: &[NewEvent], first: u64) {
 #[tokio::test]
 async fn long_segments_are_read_in_bounded_ranges_and_back_whole() {
     let azurite = Azurite::start().await.unwrap();
-    let proxy = CountingProxy::start(&azurite.blob_endpoint())
-        .await
-        .unwrap();
-    let connection = Azurite::connection_string_for(
-        &format!("{}/{}", proxy.url(), streamfold_testbed::azurite::ACCOUNT),
-        &azurite.table_endpoint(),
-    );
+    let counted = CountedStorage::start(&azurite).await;
+    let (proxy, connection) = (&counted.blobs, counted.connection.clone());
     let account = StorageAccount::from_connection_string(&connection).unwrap();
     let store = |name: &str| {
         BlobStore::new(account.clone())
@@ -154,13 +150,8 @@ async fn a_reader_walking_a_stream_chunk_by_chunk_reads_ahead() {
     const PER_APPEND: u64 = 1_000;
     const CHUNK: u64 = 1_000;
     let azurite = Azurite::start().await.unwrap();
-    let proxy = CountingProxy::start(&azurite.blob_endpoint())
-        .await
-        .unwrap();
-    let connection = Azurite::connection_string_for(
-        &format!("{}/{}", proxy.url(), streamfold_testbed::azurite::ACCOUNT),
-        &azurite.table_endpoint(),
-    );
+    let counted = CountedStorage::start(&azurite).await;
+    let (proxy, connection) = (&counted.blobs, counted.connection.clone());
     let account = StorageAccount::from_connection_string(&connection).unwrap();
     let writer = BlobStore::new(account.clone()).with_container("ahead");
     let s = stream("walked");

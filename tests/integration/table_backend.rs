@@ -5,6 +5,7 @@
 //! (`tests/conformance_table.rs`). Each test starts its own Azurite and uses its own table.
 
 use crate::conformance;
+use crate::support::CountedStorage;
 
 use conformance::helpers::{
     assert_misconfigured_everywhere, assert_unavailable_in_bounded_time, assert_wrong_version,
@@ -17,7 +18,7 @@ use streamfold::storage::table::{
 use streamfold::storage::StorageAccount;
 use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, ReadRequest, StoreError};
 use streamfold_testbed::proxy::Fault;
-use streamfold_testbed::{Azurite, CountingProxy};
+use streamfold_testbed::Azurite;
 use uuid::Uuid;
 
 use ExpectedVersion::{Any, Exact, NoStream};
@@ -84,13 +85,8 @@ async fn an_append_over_the_transaction_byte_limit_is_refused_whole() {
 #[tokio::test]
 async fn request_counts_of_each_operation() {
     let azurite = Azurite::start().await.unwrap();
-    let proxy = CountingProxy::start(&azurite.table_endpoint())
-        .await
-        .unwrap();
-    let connection = Azurite::connection_string_for(
-        &azurite.blob_endpoint(),
-        &format!("{}/{}", proxy.url(), streamfold_testbed::azurite::ACCOUNT),
-    );
+    let counted = CountedStorage::start(&azurite).await;
+    let (proxy, connection) = (&counted.tables, counted.connection.clone());
     let account = StorageAccount::from_connection_string(&connection).unwrap();
     let store = TableStore::new(account.clone()).with_table_name("counted");
     let s = stream("counted");
@@ -194,14 +190,9 @@ async fn a_lost_response_is_maybe_applied_and_a_retry_is_a_duplicate() {
     let (azurite, direct) = setup().await;
     // Every entity group transaction (`$batch`) reaches storage, and then the connection drops
     // before its answer: the write is applied, its response lost.
-    let proxy = CountingProxy::start(&azurite.table_endpoint())
-        .await
-        .unwrap();
-    proxy.inject(Fault::connection_lost("$batch"));
-    let connection = Azurite::connection_string_for(
-        &azurite.blob_endpoint(),
-        &format!("{}/{}", proxy.url(), streamfold_testbed::azurite::ACCOUNT),
-    );
+    let counted = CountedStorage::start(&azurite).await;
+    counted.tables.inject(Fault::connection_lost("$batch"));
+    let connection = counted.connection.clone();
     let lossy = TableStore::new(StorageAccount::from_connection_string(&connection).unwrap())
         .with_table_name(direct.table_name().to_owned());
     let s = stream("lost");
