@@ -39,19 +39,11 @@ use warp::{Filter, Reply};
 
 use crate::raw::{self, RawRequest};
 
-/// Headers that describe one connection, never forwarded (plus `Host`, set for the upstream).
-const NOT_FORWARDED: [&str; 10] = [
-    "host",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Whether a header passes the proxy: not one of the connection's ([`raw::HOP_BY_HOP`]), nor
+/// `Host` (set for the upstream).
+fn forwarded(name: &str) -> bool {
+    name != "host" && !raw::HOP_BY_HOP.contains(&name)
+}
 
 /// One forwarded request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,7 +303,7 @@ async fn forward(
     let url = format!("{origin}{}", request.target());
     let mut headers = HeaderMap::new();
     for (name, value) in &request.headers {
-        if !NOT_FORWARDED.contains(&name.as_str()) {
+        if forwarded(name.as_str()) {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -385,7 +377,7 @@ async fn send(builder: reqwest::RequestBuilder) -> Result<(StatusCode, HeaderMap
             let status = response.status();
             let mut response_headers = HeaderMap::new();
             for (name, value) in response.headers() {
-                if !NOT_FORWARDED.contains(&name.as_str()) {
+                if forwarded(name.as_str()) {
                     response_headers.append(name.clone(), value.clone());
                 }
             }

@@ -4,7 +4,7 @@
 //! `?` (`None` when there is none), every header, and the whole body. Nothing is routed, decoded
 //! or rejected on the way (beyond an optional body limit), so what a server checks or forwards is
 //! what arrived, not what a router made of it. [`response`] builds the answer from the same
-//! parts.
+//! parts; [`HOP_BY_HOP`] lists the headers a server that passes requests on never forwards.
 
 use std::convert::Infallible;
 
@@ -12,6 +12,20 @@ use bytes::Bytes;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::path::FullPath;
 use warp::{Filter, Rejection};
+
+/// Headers that describe one connection, never forwarded by a server that passes requests or
+/// answers on.
+pub const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// A request as received.
 #[derive(Debug, Clone)]
