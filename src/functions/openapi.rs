@@ -1,6 +1,6 @@
-//! The OpenAPI 3 document of every HTTP function, kept in the repository
-//! (`docs/openapi.json`, checked against the function.json files by `tests/openapi.rs`) and
-//! served at `GET /api/openapi.json` (function folder `OpenApi`).
+//! The OpenAPI 3 document of every HTTP function, kept in the repository (`docs/openapi.json`,
+//! checked against the function.json files by `tests/integration/openapi.rs`) and served at
+//! `GET /api/openapi.json` (function folder `OpenApi`).
 
 use warp::filters::BoxedFilter;
 use warp::http::header::{HeaderValue, CONTENT_TYPE};

@@ -1,7 +1,7 @@
-//! What the conformance suite and the per-backend tests (`tests/table_backend.rs`,
-//! `tests/blob_backend.rs`) share: the streams and events they write, and the checks they all
-//! make (a refused expectation, a stream without gaps, an outage, a wrong key). One copy, so a
-//! check means the same thing in every file that makes it.
+//! What the conformance suite and the per-backend tests (`tests/integration/table_backend.rs`,
+//! `tests/integration/blob_backend.rs`) share: the streams and events they write, and the checks
+//! they all make (a refused expectation, a stream without gaps, an outage, a wrong key). One copy,
+//! so a check means the same thing in every file that makes it.
 
 use std::time::Duration;
 

@@ -1,12 +1,12 @@
 //! The storage contract (`src/stream/store.rs`), written once and run against every backend
-//! (memory, Table storage, Append Blobs — see `tests/conformance_*.rs`). A backend is
+//! (memory, Table storage, Append Blobs — see `tests/contracts/conformance_*.rs`). A backend is
 //! conformant when every case here passes on a fresh, empty store.
 //!
 //! Every case that is about the contract lives here and nowhere else; the per-backend files
-//! (`tests/table_backend.rs`, `tests/blob_backend.rs`) test only what their physical design
-//! adds (transaction limits, segments, request counts, lost responses). Cases ask the fixture
-//! for what differs between backends (the per-event limit, how finely `as_of` tells times
-//! apart) and for a second view of the same storage — what another process would see, with
+//! (`tests/integration/table_backend.rs`, `tests/integration/blob_backend.rs`) test only what their
+//! physical design adds (transaction limits, segments, request counts, lost responses). Cases ask
+//! the fixture for what differs between backends (the per-event limit, how finely `as_of` tells
+//! times apart) and for a second view of the same storage — what another process would see, with
 //! its own caches — so that stale writers, cold caches and several processes are part of the
 //! contract, not of one backend's tests.
 #![allow(dead_code)]

@@ -3,10 +3,10 @@
 //! fixtures in `table.rs` and `blob.rs`). A backend is conformant when every case passes on a
 //! fresh, empty store.
 //!
-//! What a backend adds on its own (the Table append staying one request, unreadable rows
-//! planted in storage, a Table stream whose every mark loses its ETag race) stays in
-//! `tests/outbox.rs`. The cases ask the fixture for a second view of the same storage (what
-//! another process sees, with its own caches), so that marks made and read by different
+//! What a backend adds on its own (the Table append staying one request, unreadable rows planted in
+//! storage, a Table stream whose every mark loses its ETag race) stays in
+//! `tests/integration/outbox.rs`. The cases ask the fixture for a second view of the same storage
+//! (what another process sees, with its own caches), so that marks made and read by different
 //! processes are part of the contract.
 
 use std::collections::BTreeSet;

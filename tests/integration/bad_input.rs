@@ -138,7 +138,7 @@ async fn bad_input_is_named_and_writes_nothing() {
     ];
     for path in &key_cases {
         // Through the host's proxy these two arrive as the literal keys `a%2Fb` and `%FF`
-        // (docs/host-modes.md; tests/host_modes.rs checks both modes).
+        // (docs/host-modes.md; tests/integration/host_modes.rs checks both modes).
         if support::proxying() && (path.ends_with("a%2Fb") || path.ends_with("%FF")) {
             continue;
         }

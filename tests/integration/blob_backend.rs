@@ -2,7 +2,7 @@
 //! layout (newline-delimited JSON any tool can read), one block per append, segment rollover,
 //! what an append costs on a long stream (requests and bytes, through a counting proxy),
 //! segment metadata that is only a hint, a lost append response, a wrong key and an outage.
-//! The contract itself is checked by the conformance suite (`tests/conformance_blob.rs`).
+//! The contract itself is checked by the conformance suite (`tests/contracts/conformance_blob.rs`).
 //! Each test starts its own Azurite and uses its own container.
 
 use crate::conformance;

@@ -1,8 +1,9 @@
-//! What the Table storage backend adds to the storage contract, against a real Azurite: the
-//! limits of one entity group transaction (48 events, 4 MiB), what each operation costs in
-//! requests, a transaction whose response is lost, reads past one 1,000-row page, a wrong key
-//! and an outage. The contract itself is checked by the conformance suite
-//! (`tests/conformance_table.rs`). Each test starts its own Azurite and uses its own table.
+//! What the Table storage backend adds to the storage contract, against a real Azurite: the limits
+//! of one entity group transaction (48 events, 4 MiB), what each operation costs in requests, a
+//! transaction whose response is lost, reads past one 1,000-row page, a wrong key and an outage.
+//! The contract itself is checked by the conformance suite
+//! (`tests/contracts/conformance_table.rs`). Each test starts its own Azurite and uses its own
+//! table.
 
 use crate::conformance;
 use crate::support::CountedStorage;

@@ -20,7 +20,7 @@
 //! tail ([`tail`]) makes an append whose expected version matches the cache (and whose event
 //! ids it vouches for, see below) cost one request; a cold cache costs a listing and a read of the
 //! tail after the hint (measured on a 2 MB, 5,000-event stream: four requests and about 1 KiB
-//! of responses, see `tests/blob_backend.rs`). When a segment holds
+//! of responses, see `tests/integration/blob_backend.rs`). When a segment holds
 //! [`MAX_BLOCKS_PER_SEGMENT`] blocks (or fewer, see [`BlobStore::with_max_blocks_per_segment`])
 //! the stream continues in the next segment. Blocks are counted from the records (one append,
 //! one block), which every writer reads alike, so all writers agree on when a segment is full.
