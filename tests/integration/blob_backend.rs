@@ -268,6 +268,8 @@ async fn appends_read_only_the_tail_and_warm_appends_cost_one_request() {
     let azurite = Azurite::start().await.unwrap();
     let counted = CountedStorage::start(&azurite).await;
     let (proxy, connection) = (&counted.blobs, counted.connection.clone());
+    // The event-id index is in Table storage: counted apart.
+    let tables = &counted.tables;
     let account = StorageAccount::from_connection_string(&connection).unwrap();
     let container = "costs";
     let builder = BlobStore::new(account.clone()).with_container(container);
@@ -306,6 +308,7 @@ async fn appends_read_only_the_tail_and_warm_appends_cost_one_request() {
     // A cold writer (a new process) appends with a known version.
     let cold = BlobStore::new(account.clone()).with_container(container);
     proxy.reset();
+    tables.reset();
     let outcome = cold
         .append(&s, Exact(EVENTS as u64), events(1))
         .await
@@ -313,24 +316,35 @@ async fn appends_read_only_the_tail_and_warm_appends_cost_one_request() {
     assert_eq!(outcome.version, EVENTS as u64 + 1);
     let cold_bytes = proxy.bytes_received_from_upstream();
     eprintln!(
-        "cold append: {} requests, {cold_bytes} response bytes; blob {blob_len} bytes: {:?}",
+        "cold append: {} requests, {cold_bytes} response bytes; blob {blob_len} bytes: {:?}; \
+         event-id index: {} requests, {} response bytes",
         proxy.requests(),
-        proxy.log()
+        proxy.log(),
+        tables.requests(),
+        tables.bytes_received_from_upstream(),
     );
+    // The writer kept the index up: the cold writer learns every id from one row of
+    // fingerprints (4 bytes an event) and reads no event after it (plus the process's check
+    // that the index table exists).
+    assert!(tables.requests() <= 2, "{:?}", tables.log());
+    assert!(tables.bytes_received_from_upstream() < 64 * 1024);
     assert!(
         cold_bytes < 16 * 1024,
         "a cold append read {cold_bytes} bytes of a {blob_len}-byte blob: {:?}",
         proxy.log()
     );
 
-    // The same writer again: its cache matches, one request (the conditional append).
+    // The same writer again: its cache matches and it vouches for the new id, so one request
+    // (the conditional append) and no index lookup.
     proxy.reset();
+    tables.reset();
     let outcome = cold
         .append(&s, Exact(EVENTS as u64 + 1), events(1))
         .await
         .unwrap();
     assert_eq!(outcome.version, EVENTS as u64 + 2);
     assert_eq!(proxy.requests(), 1, "{:?}", proxy.log());
+    assert_eq!(tables.requests(), 0, "{:?}", tables.log());
 
     // A reader catching up reads only what is new: one request, a few bytes.
     proxy.reset();

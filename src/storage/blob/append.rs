@@ -36,7 +36,9 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::client::{AppendResult, CreateResult, SegmentHint};
-use super::ids::{IdIndex, IdKnowledge, FULL_ID_SET_MAX_EVENTS, INDEX_INTERVAL_EVENTS};
+use super::ids::{
+    Fingerprints, IdIndex, IdKnowledge, Watermark, FULL_ID_SET_MAX_EVENTS, INDEX_INTERVAL_EVENTS,
+};
 use super::record::{encode_append, AppendSpan};
 use super::tail::{Current, Segment, Tail};
 use super::view::StreamBlobs;
@@ -44,7 +46,7 @@ use crate::storage::connection::DeliveryTracker;
 use crate::storage::contention::Contention;
 use crate::stream::{
     append_time, earlier_append, AppendOutcome, Clock, ExpectedVersion, NewEvent, StoreError,
-    StreamId,
+    StoredEventId, StreamId,
 };
 
 /// A writer rewrites a segment's metadata hint once the segment has grown this much past the
@@ -231,6 +233,11 @@ impl Appender<'_> {
             return Ok(None);
         }
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        // Ids this process vouches for as new (the common path): nothing to look up.
+        if tail.ids.proves_new(&ids) {
+            *checked = Some(version);
+            return Ok(None);
+        }
         let recent = tail.ids.recent_by_id();
         let first_recent = tail.ids.first_recent().unwrap_or(u64::MAX);
         let seen = ids.iter().find_map(|id| recent.get(id));
@@ -247,56 +254,37 @@ impl Appender<'_> {
             }
             Some(_) => {}
             None => {
-                let unchanged = checked.is_some_and(|v| tail.ids.covers_after(v, version));
-                if unchanged || tail.ids.proves_new(&ids) {
+                if checked.is_some_and(|v| tail.ids.covers_after(v, version)) {
                     *checked = Some(version);
                     return Ok(None);
                 }
             }
         }
-        // Ask the index: the whole of it for a stream small enough to vouch for every id next
-        // time, else the rows of these ids.
-        let whole = if !tail.ids.knows_all() && version <= FULL_ID_SET_MAX_EVENTS {
-            self.index
-                .load_all(stream, FULL_ID_SET_MAX_EVENTS as usize)
-                .await?
-        } else {
-            None
-        };
-        let complete = whole.is_some();
-        let found = match whole {
-            Some(found) => found,
-            None => self.index.lookup(stream, &ids).await?,
-        };
+        // A stream small enough to vouch for every id of: learn them once, from the `PRINTS`
+        // row and the events after it, and look up only what they do not rule out.
+        if !tail.ids.knows_all() && version <= FULL_ID_SET_MAX_EVENTS {
+            if let Some(prints) = self.index.load_prints(stream).await? {
+                let lag = self.events_after(tail, prints.watermark, version).await?;
+                let recent = tail.ids.recent_by_id();
+                tail.ids
+                    .know_all(prints.prints, lag.keys().chain(recent.keys()), version);
+                if tail.ids.proves_new(&ids) {
+                    *checked = Some(version);
+                    return Ok(None);
+                }
+            }
+        }
+        // Ask the index for the rows of these ids, and the blobs for what follows it.
+        let found = self.index.lookup(stream, &ids).await?;
         tail.ids.note_indexed(found.watermark);
         let watermark = tail.ids.indexed().unwrap_or(found.watermark);
-        // The events after the watermark: those seen here, and what the blobs hold before them.
-        let mut lag = HashMap::new();
-        if !tail.ids.covers_after(watermark.version, version) {
-            let until = match tail.ids.first_recent() {
-                Some(first) if tail.ids.ends_at(version) => first.saturating_sub(1),
-                _ => version,
-            };
-            let entries = self.blobs.scan_ids(watermark, until).await?;
-            lag.extend(entries.iter().map(|e| {
-                (
-                    e.event_id,
-                    crate::stream::StoredEventId {
-                        sequence: e.sequence,
-                        append: (e.append.first, e.append.last),
-                    },
-                )
-            }));
-            if until == version {
-                // The events seen here do not reach the stream's end: they are of no use.
-                tail.ids.clear_recent();
-            }
-            tail.ids.prepend(entries);
-        }
+        let lag = self.events_after(tail, watermark, version).await?;
         let recent = tail.ids.recent_by_id();
-        if complete {
-            let all = found.rows.keys().chain(lag.keys()).chain(recent.keys());
-            tail.ids.know_all(all, version);
+        if watermark.version == 0 && !tail.ids.knows_all() {
+            // Nothing indexed yet: every id of the stream is in hand.
+            let none = Fingerprints::default();
+            tail.ids
+                .know_all(none, lag.keys().chain(recent.keys()), version);
         }
         let lookup = |id: &Uuid| {
             found
@@ -307,6 +295,40 @@ impl Appender<'_> {
                 .copied()
         };
         decided(stream, events, lookup, checked, version)
+    }
+
+    /// The events after `watermark` up to `version` that the view's recent events do not hold,
+    /// read from the blobs (from the watermark's position) and put before them.
+    async fn events_after(
+        &self,
+        tail: &mut Tail,
+        watermark: Watermark,
+        version: u64,
+    ) -> Result<HashMap<Uuid, StoredEventId>, StoreError> {
+        let mut lag = HashMap::new();
+        if tail.ids.covers_after(watermark.version, version) {
+            return Ok(lag);
+        }
+        let until = match tail.ids.first_recent() {
+            Some(first) if tail.ids.ends_at(version) => first.saturating_sub(1),
+            _ => version,
+        };
+        let entries = self.blobs.scan_ids(watermark, until).await?;
+        lag.extend(entries.iter().map(|e| {
+            (
+                e.event_id,
+                StoredEventId {
+                    sequence: e.sequence,
+                    append: (e.append.first, e.append.last),
+                },
+            )
+        }));
+        if until == version {
+            // The events seen here do not reach the stream's end: they are of no use.
+            tail.ids.clear_recent();
+        }
+        tail.ids.prepend(entries);
+        Ok(lag)
     }
 
     /// Writes the id rows of the events after the index's watermark, when there are enough of
@@ -323,7 +345,13 @@ impl Appender<'_> {
             return;
         }
         let entries = tail.ids.unindexed(watermark.version, usize::MAX);
-        match self.index.write(self.blobs.stream, &entries).await {
+        // The fingerprints of every id, for processes that come later, when this one knows
+        // them and writes the rows up to its version.
+        let prints = tail
+            .ids
+            .all_prints()
+            .filter(|_| entries.last().is_some_and(|e| e.sequence == tail.version));
+        match self.index.write(self.blobs.stream, &entries, prints).await {
             Ok(Some(written)) => {
                 tail.ids.note_indexed(written);
                 tail.ids.trim_indexed();
@@ -343,7 +371,7 @@ impl Appender<'_> {
 fn decided(
     stream: &StreamId,
     events: &[NewEvent],
-    lookup: impl Fn(&Uuid) -> Option<crate::stream::StoredEventId>,
+    lookup: impl Fn(&Uuid) -> Option<StoredEventId>,
     checked: &mut Option<u64>,
     version: u64,
 ) -> Result<Option<AppendSpan>, StoreError> {

@@ -8,7 +8,11 @@
 //! - `ID-{event id}`: `Sequence`, `FirstSequence`, `LastSequence` (the event and the append
 //!   that stored it), the same rows the Table backend writes;
 //! - `HEAD`, the *watermark*: `Version` = W, `Segment` and `Offset` = where event W + 1 starts.
-//!   Every event 1..=W has its id row.
+//!   Every event 1..=W has its id row;
+//! - `PRINTS`, for streams of at most [`FULL_ID_SET_MAX_EVENTS`] events: `Version` = P,
+//!   `Segment` and `Offset` = where event P + 1 starts, and `Ids`, the 32-bit fingerprints of
+//!   the ids of events 1..=P (`Edm.Binary`, 4 bytes each, little-endian, sorted), written with
+//!   the rows by an indexer that knows every id of the stream.
 //!
 //! # Atomicity
 //! A block and an index row cannot be written in one operation, so the block is the truth and
@@ -31,16 +35,17 @@
 //!
 //! # Cost
 //! An append whose expectation and ids this process can vouch for costs no lookup: a process
-//! that has seen every id of a stream (it created it, or loaded the whole index of a stream of
-//! at most [`FULL_ID_SET_MAX_EVENTS`] events once) keeps a compact fingerprint of each
-//! ([`IdKnowledge`]), and a new id matches none. A match, a larger stream or a cold process
-//! costs one index query (per 13 ids). Indexing costs one entity group transaction per 99 new
+//! that has seen every id of a stream (it created it, or read the `PRINTS` row of a stream of
+//! at most [`FULL_ID_SET_MAX_EVENTS`] events once, one point read, and the events after it from
+//! the blobs) keeps a compact fingerprint of each ([`IdKnowledge`]), and a new id matches none.
+//! A match or a larger stream costs one index query (per 13 ids). Indexing costs one entity group transaction per 99 new
 //! events, written after at least [`INDEX_INTERVAL_EVENTS`] of them (or when the segment's
 //! metadata hint is rewritten), by the writer that appended last.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use base64::Engine as _;
 use futures::future::try_join_all;
 use uuid::Uuid;
 
@@ -61,6 +66,16 @@ pub const FULL_ID_SET_MAX_EVENTS: u64 = 8_192;
 pub const MAX_TRACKED_EVENTS: usize = 65_536;
 /// RowKey of the watermark row.
 pub const WATERMARK_ROW_KEY: &str = keys::HEADER_ROW_KEY;
+/// RowKey of the fingerprints row.
+pub const PRINTS_ROW_KEY: &str = "PRINTS";
+/// The fingerprints of the `PRINTS` row.
+pub const IDS: &str = "Ids";
+/// The type annotation of a binary property.
+const EDM_BINARY: &str = "Edm.Binary";
+/// Bytes of one fingerprint.
+const PRINT_BYTES: usize = 4;
+/// Most fingerprints one `PRINTS` row holds (a binary property is at most 64 KiB).
+const MAX_PRINTS: usize = 64 * 1024 / PRINT_BYTES;
 /// The watermark's segment number.
 pub const SEGMENT: &str = "Segment";
 /// The watermark's offset in that segment.
@@ -73,8 +88,6 @@ const MAX_BATCHES_PER_APPEND: usize = 64;
 /// `RowKey eq` comparisons per lookup query: the service allows 15 comparisons, one is the
 /// PartitionKey and one the watermark.
 const IDS_PER_QUERY: usize = 13;
-/// The first RowKey after every `ID-` row (`.` follows `-`).
-const ID_ROWS_END: &str = "ID.";
 
 /// Where an event is in the blobs and which append stored it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +139,24 @@ impl Fingerprints {
 
     fn may_hold(&self, id: &Uuid) -> bool {
         self.0.binary_search(&Self::of(id)).is_ok()
+    }
+
+    /// The fingerprints as stored: 4 bytes each, little-endian, sorted.
+    fn to_bytes(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|p| p.to_le_bytes()).collect()
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() % PRINT_BYTES != 0 {
+            return None;
+        }
+        let mut prints: Vec<u32> = bytes
+            .chunks_exact(PRINT_BYTES)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        prints.sort_unstable();
+        prints.dedup();
+        Some(Self(prints))
     }
 }
 
@@ -262,17 +293,27 @@ impl IdKnowledge {
         }
     }
 
-    /// Vouches for every id of events `1..=version`: `ids` must hold every one of them (the
-    /// whole index and the events after its watermark).
-    pub fn know_all<'a>(&mut self, ids: impl IntoIterator<Item = &'a Uuid>, version: u64) {
+    /// Vouches for every id of events `1..=version`: `prints` (of events `1..=P`) and `ids`
+    /// (every event after P) must hold every one of them.
+    pub fn know_all<'a>(
+        &mut self,
+        prints: Fingerprints,
+        ids: impl IntoIterator<Item = &'a Uuid>,
+        version: u64,
+    ) {
         if version > FULL_ID_SET_MAX_EVENTS {
             return;
         }
-        let mut all = Fingerprints::default();
+        let mut all = prints;
         for id in ids {
             all.insert(id);
         }
         self.all = Some(Arc::new(all));
+    }
+
+    /// The fingerprints of every id of events `1..=version`, when this process knows them.
+    pub fn all_prints(&self) -> Option<&Fingerprints> {
+        self.all.as_deref()
     }
 
     /// Whether the recent events end at `version` (else nothing after the watermark is known).
@@ -298,11 +339,18 @@ impl IdKnowledge {
     }
 }
 
-/// What a lookup found: the rows of the ids asked for (or all rows), and the watermark.
+/// What a lookup found: the rows of the ids asked for, and the watermark.
 #[derive(Debug, Default)]
 pub struct Found {
     pub rows: HashMap<Uuid, StoredEventId>,
     pub watermark: Watermark,
+}
+
+/// A `PRINTS` row: the fingerprints of every id of events `1..=watermark.version`.
+#[derive(Debug)]
+pub struct Prints {
+    pub watermark: Watermark,
+    pub prints: Fingerprints,
 }
 
 /// The id index of one container.
@@ -361,29 +409,33 @@ impl IdIndex {
         self.decode(stream, entities)
     }
 
-    /// Every row of the stream and the watermark, or `None` when there are more than `limit`
-    /// rows.
-    pub async fn load_all(
-        &self,
-        stream: &StreamId,
-        limit: usize,
-    ) -> Result<Option<Found>, StoreError> {
+    /// The stream's `PRINTS` row, if it has one (one point read).
+    pub async fn load_prints(&self, stream: &StreamId) -> Result<Option<Prints>, StoreError> {
         self.api.ensure_table().await?;
-        let filter = format!(
-            "PartitionKey eq {} and RowKey ge {} and RowKey lt {}",
-            keys::odata_string(&self.partition_key(stream)),
-            keys::odata_string(WATERMARK_ROW_KEY),
-            keys::odata_string(ID_ROWS_END),
-        );
-        let wanted = limit.saturating_add(2);
-        let entities = self
+        let Some(row) = self
             .api
-            .query(filter, Some(wanted), &stream.to_string())
-            .await?;
-        if entities.len() >= wanted {
+            .get(
+                &self.partition_key(stream),
+                PRINTS_ROW_KEY,
+                &stream.to_string(),
+            )
+            .await?
+        else {
             return Ok(None);
-        }
-        self.decode(stream, entities).map(Some)
+        };
+        let watermark = decode_watermark(&row.entity).map_err(|d| Self::corrupt(stream, d))?;
+        let text = entity::get_str(&row.entity, IDS).map_err(|d| Self::corrupt(stream, d))?;
+        let prints = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()
+            .and_then(|bytes| Fingerprints::from_bytes(&bytes))
+            .ok_or_else(|| {
+                Self::corrupt(
+                    stream,
+                    format!("{PRINTS_ROW_KEY}: {IDS} is not a list of fingerprints"),
+                )
+            })?;
+        Ok(Some(Prints { watermark, prints }))
     }
 
     fn decode(
@@ -408,17 +460,22 @@ impl IdIndex {
 
     /// Writes the rows of `entries` (contiguous, the first right after a true watermark) and
     /// moves the watermark along with each transaction; at most [`MAX_BATCHES_PER_APPEND`]
-    /// transactions. Returns the last watermark written.
+    /// transactions. `prints`, the fingerprints of every id up to the last entry, are written
+    /// with the last transaction when it writes the last entry. Returns the last watermark
+    /// written.
     pub async fn write(
         &self,
         stream: &StreamId,
         entries: &[IdEntry],
+        prints: Option<&Fingerprints>,
     ) -> Result<Option<Watermark>, StoreError> {
         self.api.ensure_table().await?;
         let partition_key = self.partition_key(stream);
         let what = stream.to_string();
         let mut written = None;
-        for batch in entries.chunks(ROWS_PER_BATCH).take(MAX_BATCHES_PER_APPEND) {
+        let batches = entries.chunks(ROWS_PER_BATCH).take(MAX_BATCHES_PER_APPEND);
+        let last_entry = entries.last().map(|e| e.sequence);
+        for batch in batches {
             let Some(last) = batch.last() else {
                 break;
             };
@@ -442,20 +499,57 @@ impl IdIndex {
                 row_key: WATERMARK_ROW_KEY.to_owned(),
                 properties: watermark_properties(watermark),
             });
-            match self
-                .api
-                .transaction(&partition_key, operations, &what)
-                .await?
-            {
-                BatchOutcome::Committed => written = Some(watermark),
-                BatchOutcome::RolledBack { status } => {
-                    return Err(StoreError::Misconfigured(format!(
-                        "storage refused event-id rows of {what} with HTTP {status}"
-                    )))
+            match prints {
+                Some(prints)
+                    if Some(last.sequence) == last_entry && prints.0.len() <= MAX_PRINTS =>
+                {
+                    let mut properties = watermark_properties(watermark);
+                    properties.insert(
+                        format!("{IDS}{}", entity::ODATA_TYPE_SUFFIX),
+                        serde_json::Value::String(EDM_BINARY.to_owned()),
+                    );
+                    properties.insert(
+                        IDS.to_owned(),
+                        serde_json::Value::String(
+                            base64::engine::general_purpose::STANDARD.encode(prints.to_bytes()),
+                        ),
+                    );
+                    // The 101st operation would be one too many: the rows go in their own
+                    // transaction first when the batch is full.
+                    if operations.len() >= 100 {
+                        let rows_only: Vec<Operation> =
+                            operations.drain(..operations.len() - 1).collect();
+                        self.commit(&partition_key, rows_only, &what).await?;
+                    }
+                    operations.push(Operation::Upsert {
+                        row_key: PRINTS_ROW_KEY.to_owned(),
+                        properties,
+                    });
                 }
+                _ => {}
             }
+            self.commit(&partition_key, operations, &what).await?;
+            written = Some(watermark);
         }
         Ok(written)
+    }
+
+    async fn commit(
+        &self,
+        partition_key: &str,
+        operations: Vec<Operation>,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        match self
+            .api
+            .transaction(partition_key, operations, what)
+            .await?
+        {
+            BatchOutcome::Committed => Ok(()),
+            BatchOutcome::RolledBack { status } => Err(StoreError::Misconfigured(format!(
+                "storage refused event-id rows of {what} with HTTP {status}"
+            ))),
+        }
     }
 }
 
@@ -507,6 +601,11 @@ mod tests {
         let vouched = fresh.iter().filter(|id| known.proves_new(&[**id])).count();
         assert!(vouched > 990, "{vouched}");
         assert!(!IdKnowledge::default().proves_new(&fresh[..1]));
+        // Stored and read back, they vouch for the same ids.
+        let all = known.all_prints().unwrap();
+        let back = Fingerprints::from_bytes(&all.to_bytes()).unwrap();
+        assert_eq!(back.0, all.0);
+        assert!(Fingerprints::from_bytes(&[1, 2, 3]).is_none());
     }
 
     #[test]
