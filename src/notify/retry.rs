@@ -67,12 +67,7 @@ impl RetryPolicy {
     }
 }
 
-/// A number in `[0, 1)` from the operating system's randomness (through a v4 UUID, whose
-/// generator the crate already has): jitter needs no reproducibility.
-pub fn random_unit() -> f64 {
-    let bits = uuid::Uuid::new_v4().as_u128() as u64 >> 11;
-    bits as f64 / (1u64 << 53) as f64
-}
+pub use crate::stream::random_unit;
 
 #[cfg(test)]
 mod tests {
@@ -99,13 +94,5 @@ mod tests {
             p.backoff(1, 0.0, Some(Duration::from_secs(3600))),
             DEFAULT_MAX_BACKOFF
         );
-    }
-
-    #[test]
-    fn random_unit_is_in_range() {
-        for _ in 0..1000 {
-            let u = random_unit();
-            assert!((0.0..1.0).contains(&u));
-        }
     }
 }

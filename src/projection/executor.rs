@@ -44,7 +44,8 @@ use uuid::Uuid;
 
 use super::{AsOf, Idempotency, Projection, ProjectionError, ProjectionRunner, StreamTurns};
 use crate::stream::{
-    AppendOutcome, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError, StreamId,
+    random_unit, AppendOutcome, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError,
+    StreamId,
 };
 
 /// Default time a command keeps deciding again after lost races.
@@ -584,13 +585,6 @@ fn as_recorded(
             metadata: event.metadata.clone(),
         })
         .collect()
-}
-
-/// A number in `[0, 1)` from the operating system's randomness (through a v4 UUID): jitter
-/// needs no reproducibility.
-fn random_unit() -> f64 {
-    let bits = (Uuid::new_v4().as_u128() as u64) >> 11;
-    bits as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

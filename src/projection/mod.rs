@@ -18,7 +18,8 @@
 //! - `executor`: [`CommandExecutor`], the one loop commands run through: load the state,
 //!   decide, append with its exact version, decide again after a lost race within a
 //!   [`ConflictBudget`]; commands recognised by an idempotency key or their event ids.
-//! - `turns`: [`StreamTurns`], one command at a time per stream in this process.
+//! - [`StreamTurns`] (from the core, `crate::stream`): one command at a time per stream in
+//!   this process.
 //! - `idempotency`: [`IdempotencyKey`], [`Idempotency`]: event ids derived from a client's key,
 //!   and the request's hash stored with the events.
 //! - `counting`: [`CountingStore`], an event store wrapper that counts reads, for tests.
@@ -36,8 +37,8 @@ mod idempotency;
 mod registry;
 mod runner;
 mod snapshot;
-mod turns;
 
+pub use crate::stream::{StreamTurn, StreamTurns};
 pub use cache::{StateCache, MAX_CACHED_STATE_BYTES};
 pub use classification::{
     Classification, Classified, Classifier, Membership, StatefulClassification, StatefulClassifier,
@@ -58,4 +59,3 @@ pub use idempotency::{
 pub use registry::{ProjectionRegistry, RegistryError};
 pub use runner::{AsOf, Projected, ProjectionRunner, REPLAY_CHUNK_EVENTS};
 pub use snapshot::{MemorySnapshotStore, Snapshot, SnapshotStore};
-pub use turns::{StreamTurn, StreamTurns};

@@ -7,7 +7,7 @@
 //! Guarantees:
 //! - each retry is again one atomic attempt (the backend's transaction or conditional block);
 //!   nothing is written twice, whatever the number of attempts;
-//! - within one store (one process), such appends to one stream take turns ([`Turns`], first
+//! - within one store (one process), such appends to one stream take turns ([`StreamTurns`], first
 //!   come first served), so they never race each other: only other processes contend, and the
 //!   attempts wasted on lost races do not grow with the number of concurrent callers;
 //! - attempts are spread with jittered exponential backoff ("full jitter": a random wait
@@ -18,14 +18,13 @@
 //!   contention no healthy store reaches: 96 writers on one stream land within a few seconds).
 //!   An outage is not contention: a request that fails is answered at once, as before.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
-use uuid::Uuid;
-
-use crate::stream::{StoreError, StreamId};
+use crate::stream::{random_unit, StoreError};
+#[cfg(test)]
+use crate::stream::{StreamId, StreamTurns};
+#[cfg(test)]
+use std::sync::Arc;
 
 /// How long an append keeps retrying after conflicts with concurrent appends.
 pub const CONTENTION_DEADLINE: Duration = Duration::from_secs(30);
@@ -86,59 +85,6 @@ impl Contention {
     }
 }
 
-/// The queues of one store's appends, one per stream that has appends in flight.
-#[derive(Debug, Default)]
-pub struct Turns {
-    queues: Mutex<HashMap<StreamId, Arc<AsyncMutex<()>>>>,
-}
-
-/// One append's turn on its stream: the next append's turn starts when this is dropped.
-#[derive(Debug)]
-pub struct Turn {
-    turns: Arc<Turns>,
-    stream: StreamId,
-    guard: Option<OwnedMutexGuard<()>>,
-}
-
-impl Turns {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Arc<AsyncMutex<()>>>> {
-        // The map only holds queues; a panic elsewhere leaves it consistent.
-        self.queues
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Waits for the turn of an append to `stream` (after the appends that asked before it).
-    pub async fn take(self: &Arc<Self>, stream: &StreamId) -> Turn {
-        let queue = self.lock().entry(stream.clone()).or_default().clone();
-        let guard = queue.lock_owned().await;
-        Turn {
-            turns: self.clone(),
-            stream: stream.clone(),
-            guard: Some(guard),
-        }
-    }
-
-    /// Streams with appends in flight or queued.
-    pub fn streams(&self) -> usize {
-        self.lock().len()
-    }
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        let mut queues = self.turns.lock();
-        // Nobody else holds or waits for this queue: forget it.
-        if queues
-            .get(&self.stream)
-            .is_some_and(|queue| Arc::strong_count(queue) == 1)
-        {
-            queues.remove(&self.stream);
-        }
-    }
-}
-
 /// The wait before attempt `conflicts + 1`: `unit` (in [0, 1)) of the exponential bound.
 fn backoff(conflicts: u32, unit: f64) -> Duration {
     let doublings = conflicts.saturating_sub(1).min(16);
@@ -148,20 +94,13 @@ fn backoff(conflicts: u32, unit: f64) -> Duration {
     bound.mul_f64(unit.clamp(0.0, 1.0))
 }
 
-/// A uniformly random number in [0, 1) (from the operating system's generator, through v4
-/// UUIDs: no other source of randomness is in the tree).
-fn random_unit() -> f64 {
-    let bits = (Uuid::new_v4().as_u128() as u64) >> 11;
-    bits as f64 / (1u64 << 53) as f64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn appends_to_one_stream_take_turns() {
-        let turns = Arc::new(Turns::default());
+        let turns = Arc::new(StreamTurns::new());
         let a = StreamId::new("Shop", "Cart", "a").unwrap();
         let b = StreamId::new("Shop", "Cart", "b").unwrap();
         let first = turns.take(&a).await;
@@ -175,9 +114,9 @@ mod tests {
         assert!(!waiting.is_finished(), "a second append to a stream waits");
         drop(first);
         let second = waiting.await.unwrap();
-        assert_eq!(turns.streams(), 2);
+        assert_eq!(turns.len(), 2);
         drop((second, other));
-        assert_eq!(turns.streams(), 0, "idle streams are forgotten");
+        assert_eq!(turns.len(), 0, "idle streams are forgotten");
     }
 
     #[test]

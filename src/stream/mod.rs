@@ -10,8 +10,10 @@ mod error;
 mod event;
 mod expected;
 mod id;
+mod jitter;
 mod outbox;
 mod store;
+mod turns;
 
 pub use error::StoreError;
 pub use event::{EventMetadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
@@ -20,11 +22,13 @@ pub use id::{
     validate_entity_type, validate_instance_key, validate_name, KeyError, StreamId,
     MAX_INSTANCE_KEY_BYTES, MAX_NAME_LEN,
 };
-pub use outbox::{Outbox, PendingScan, PendingStream, UnreadableEntry};
 #[doc(hidden)]
+pub use jitter::random_unit;
+pub use outbox::{Outbox, PendingScan, PendingStream, UnreadableEntry};
 pub use store::Clock;
 pub use store::{
     append_time, check_key_continuation, check_new_events, earlier_append, recorded_time,
     AppendOutcome, EventStore, ReadRequest, StoredEventId, StreamPage, StreamSlice, TimeLine,
     DEFAULT_PAGE_SIZE, TIME_PRECISION_NANOS,
 };
+pub use turns::{StreamTurn, StreamTurns};

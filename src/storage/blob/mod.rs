@@ -88,7 +88,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::storage::connection::StorageAccount;
-use crate::storage::contention::Turns;
+use crate::stream::StreamTurns;
 use crate::stream::{
     check_new_events, validate_entity_type, AppendOutcome, Clock, EventStore, ExpectedVersion,
     NewEvent, ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
@@ -144,7 +144,7 @@ pub struct BlobStore {
     /// Where appends take their time from.
     clock: Clock,
     /// The turns of this process's appends without an exact expectation, per stream.
-    turns: Arc<Turns>,
+    turns: Arc<StreamTurns>,
     cache: Arc<Mutex<HashMap<StreamId, Tail>>>,
     /// Where recent range reads of each stream stopped.
     bookmarks: Arc<Bookmarks>,
@@ -228,7 +228,7 @@ impl BlobStore {
             api: Arc::new(api),
             index: Arc::new(index),
             clock: Clock::default(),
-            turns: Arc::new(Turns::default()),
+            turns: Arc::new(StreamTurns::new()),
             cache: Arc::new(Mutex::new(HashMap::new())),
             bookmarks: Arc::new(Bookmarks::default()),
         }

@@ -76,7 +76,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::storage::connection::StorageAccount;
-use crate::storage::contention::Turns;
+use crate::stream::StreamTurns;
 use crate::stream::{
     AppendOutcome, Clock, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent,
     StoreError, StreamId, StreamPage, StreamSlice,
@@ -128,7 +128,7 @@ pub struct TableStore {
     /// Where appends take their time from.
     clock: Clock,
     /// The turns of this process's appends without an exact expectation, per stream.
-    turns: Arc<Turns>,
+    turns: Arc<StreamTurns>,
 }
 
 impl std::fmt::Debug for TableStore {
@@ -200,7 +200,7 @@ impl TableStore {
             outbox: false,
             ends: Arc::new(StreamEnds::default()),
             clock: Clock::default(),
-            turns: Arc::new(Turns::default()),
+            turns: Arc::new(StreamTurns::new()),
         }
     }
 

@@ -1,11 +1,12 @@
-//! Turns: one command at a time per stream in this process.
+//! Turns: one writer at a time per stream in this process.
 //!
-//! Commands on one stream are decided on its state and appended with its exact version, so of
-//! several decided at once only one can land; the others read the stream again and retry.
-//! Within one process there is no need to race: [`StreamTurns::take`] queues the commands of a
-//! stream, first come first served, and the next one starts from the state the previous one
-//! left in the state cache. Only commands of *other* processes can then make an append lose,
-//! so contention costs storage requests per process, not per client.
+//! Writers of one stream that race each other waste attempts: of several appends (or commands
+//! decided on the same state) only one can land, and the others try again. Within one process
+//! there is no need to race: [`StreamTurns::take`] queues the writers of a stream, first come
+//! first served. Only writers in *other* processes can then make an attempt lose, so
+//! contention costs storage requests per process, not per caller. The command executor
+//! (`crate::projection`) and the backends' retries of `Any` appends (`crate::storage`) both use
+//! it; one queue, written once.
 //!
 //! Guarantees: a turn is held until it is dropped (also when its future is cancelled); waiting
 //! turns are served in the order they were asked for; the entry of a stream nobody holds or
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::OwnedMutexGuard;
 
-use crate::stream::StreamId;
+use super::StreamId;
 
 type Turn = Arc<tokio::sync::Mutex<()>>;
 
