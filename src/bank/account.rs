@@ -7,7 +7,10 @@
 //! - a withdrawal needs balance + overdraft limit ≥ amount;
 //! - a new overdraft limit is refused when the balance is already below minus that limit;
 //! - an account closes only at a zero balance;
-//! - every amount and limit is a valid amount of the currency ([`super::money::check_amount`]).
+//! - every amount and limit is a valid amount of the currency ([`super::money::check_amount`]);
+//! - interest accrues on an open account at most once per UTC day, days in increasing order,
+//!   each day's amount exactly the balance × rate of the event ([`super::interest`]); paying it
+//!   moves exactly the accrued interest rounded to the currency, within the overdraft limit.
 //!
 //! [`Account::accept`] is the one place where an event meets the state: it checks the event
 //! against these rules (as the command that would have decided it does) and computes the next
@@ -45,6 +48,16 @@ pub struct Account {
     pub balance: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
     pub overdraft_limit: Decimal,
+    /// Interest accrued and not paid yet (signed, [`super::interest::INTEREST_DECIMALS`] places).
+    #[serde(default, with = "rust_decimal::serde::str")]
+    pub accrued_interest: Decimal,
+    /// The last UTC day interest was accrued for.
+    #[serde(
+        default,
+        with = "super::interest::stored_day_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_accrual_day: Option<time::Date>,
 }
 
 /// An event refused by a business rule (the state is as the command or the fold saw it).
@@ -70,6 +83,10 @@ pub enum Refusal {
     InvalidAmount(#[from] AmountError),
     #[error("the balance would leave the range an account can hold")]
     OutOfRange,
+    #[error("interest was already accrued for {day} (the last day accrued is {last})")]
+    AlreadyAccrued { day: time::Date, last: time::Date },
+    #[error("the interest event does not add up: {0}")]
+    InterestMismatch(String),
 }
 
 impl Account {
@@ -179,6 +196,57 @@ impl Account {
                 self.close()?;
                 next.status = Status::Closed;
             }
+            AccountEvent::InterestAccrued(e) => {
+                self.must_be_open()?;
+                if let Some(last) = self.last_accrual_day.filter(|last| *last >= e.day) {
+                    return Err(Refusal::AlreadyAccrued { day: e.day, last });
+                }
+                let expected = super::interest::daily_interest(e.balance, e.annual_rate)?;
+                if expected != e.amount {
+                    return Err(Refusal::InterestMismatch(format!(
+                        "one day at {}% on {} is {}, not {}",
+                        e.annual_rate, e.balance, expected, e.amount
+                    )));
+                }
+                next.accrued_interest =
+                    super::interest::add_interest(self.accrued_interest, e.amount)?;
+                next.last_accrual_day = Some(e.day);
+            }
+            AccountEvent::InterestPaid(e) => {
+                self.must_be_open()?;
+                if e.accrued != self.accrued_interest {
+                    return Err(Refusal::InterestMismatch(format!(
+                        "it pays {} of accrued interest, but {} is accrued",
+                        e.accrued, self.accrued_interest
+                    )));
+                }
+                let amount = super::interest::payable(e.accrued);
+                if amount != e.amount {
+                    return Err(Refusal::InterestMismatch(format!(
+                        "{} of accrued interest pays {}, not {}",
+                        e.accrued, amount, e.amount
+                    )));
+                }
+                let balance = self
+                    .balance
+                    .checked_add(amount)
+                    .ok_or(Refusal::OutOfRange)?;
+                if amount < Decimal::ZERO {
+                    let available = self.available().ok_or(Refusal::OutOfRange)?;
+                    if available
+                        .checked_add(amount)
+                        .is_none_or(|left| left < Decimal::ZERO)
+                    {
+                        return Err(Refusal::InsufficientFunds {
+                            available,
+                            balance: self.balance,
+                            overdraft_limit: self.overdraft_limit,
+                        });
+                    }
+                }
+                next.balance = balance;
+                next.accrued_interest = Decimal::ZERO;
+            }
         }
         Ok(next)
     }
@@ -213,8 +281,9 @@ impl Projection for AccountProjection {
     /// snapshot or read-model row of version 1 may hold a state folded past an event version 2
     /// refuses, so none is resumed from (rows are recomputed by the next notification or
     /// `RebuildReadModels`).
+    /// 3 since interest (version 2 states have no accrued interest: none are resumed from).
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn initial(&self) -> Account {
@@ -239,6 +308,7 @@ mod tests {
             status: Status::Open,
             balance: dec(balance),
             overdraft_limit: dec(limit),
+            ..Account::default()
         }
     }
 
@@ -331,6 +401,7 @@ mod tests {
             status: Status::Open,
             balance: Decimal::MAX,
             overdraft_limit: Decimal::MAX,
+            ..Account::default()
         };
         assert_eq!(huge.available(), None);
         assert_eq!(
@@ -343,6 +414,7 @@ mod tests {
             status: Status::Open,
             balance: Decimal::MIN,
             overdraft_limit: Decimal::MAX,
+            ..Account::default()
         };
         let withdrawn = AccountEvent::Withdrawn(MoneyMoved { amount: dec("1") });
         assert!(deep.accept(&withdrawn).is_err());

@@ -15,6 +15,8 @@ pub const MONEY_DEPOSITED: &str = "MoneyDeposited";
 pub const MONEY_WITHDRAWN: &str = "MoneyWithdrawn";
 pub const OVERDRAFT_LIMIT_SET: &str = "OverdraftLimitSet";
 pub const ACCOUNT_CLOSED: &str = "AccountClosed";
+pub const INTEREST_ACCRUED: &str = "InterestAccrued";
+pub const INTEREST_PAID: &str = "InterestPaid";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -40,6 +42,33 @@ pub struct OverdraftLimitSet {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AccountClosed {}
 
+/// One UTC day's interest (see [`super::interest`]): the balance at 00:00 UTC of `day`, the
+/// annual rate in percent applied to it, and the interest (signed: negative is owed by the
+/// holder) with [`super::interest::INTEREST_DECIMALS`] places.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InterestAccrued {
+    #[serde(with = "super::interest::stored_day")]
+    pub day: time::Date,
+    #[serde(with = "super::interest::stored_balance")]
+    pub balance: Decimal,
+    #[serde(with = "super::interest::stored_rate")]
+    pub annual_rate: Decimal,
+    #[serde(with = "super::interest::stored_interest")]
+    pub amount: Decimal,
+}
+
+/// Accrued interest paid into the balance: `amount` (signed, rounded to the currency) for the
+/// `accrued` interest it zeroes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InterestPaid {
+    #[serde(with = "super::interest::stored_balance")]
+    pub amount: Decimal,
+    #[serde(with = "super::interest::stored_interest")]
+    pub accrued: Decimal,
+}
+
 /// An event of the account stream, decided by a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccountEvent {
@@ -48,6 +77,8 @@ pub enum AccountEvent {
     Withdrawn(MoneyMoved),
     OverdraftLimitSet(OverdraftLimitSet),
     Closed(AccountClosed),
+    InterestAccrued(InterestAccrued),
+    InterestPaid(InterestPaid),
 }
 
 impl AccountEvent {
@@ -59,6 +90,8 @@ impl AccountEvent {
             Self::Withdrawn(_) => MONEY_WITHDRAWN,
             Self::OverdraftLimitSet(_) => OVERDRAFT_LIMIT_SET,
             Self::Closed(_) => ACCOUNT_CLOSED,
+            Self::InterestAccrued(_) => INTEREST_ACCRUED,
+            Self::InterestPaid(_) => INTEREST_PAID,
         }
     }
 
@@ -69,6 +102,8 @@ impl AccountEvent {
             Self::Deposited(e) | Self::Withdrawn(e) => serde_json::value::to_raw_value(e),
             Self::OverdraftLimitSet(e) => serde_json::value::to_raw_value(e),
             Self::Closed(e) => serde_json::value::to_raw_value(e),
+            Self::InterestAccrued(e) => serde_json::value::to_raw_value(e),
+            Self::InterestPaid(e) => serde_json::value::to_raw_value(e),
         }
     }
 
@@ -79,6 +114,8 @@ impl AccountEvent {
             MONEY_DEPOSITED | MONEY_WITHDRAWN => &["amount"],
             OVERDRAFT_LIMIT_SET => &["limit"],
             ACCOUNT_CLOSED => &[],
+            INTEREST_ACCRUED => &["day", "balance", "annualRate", "amount"],
+            INTEREST_PAID => &["amount", "accrued"],
             _ => return None,
         })
     }
@@ -90,7 +127,8 @@ impl AccountEvent {
         let Some(fields) = Self::fields(&event.event_type) else {
             return Err(format!(
                 "{:?} is not an event type of the account (known: {ACCOUNT_OPENED}, \
-                 {MONEY_DEPOSITED}, {MONEY_WITHDRAWN}, {OVERDRAFT_LIMIT_SET}, {ACCOUNT_CLOSED})",
+                 {MONEY_DEPOSITED}, {MONEY_WITHDRAWN}, {OVERDRAFT_LIMIT_SET}, {ACCOUNT_CLOSED}, \
+                 {INTEREST_ACCRUED}, {INTEREST_PAID})",
                 event.event_type
             ));
         };
@@ -122,6 +160,8 @@ impl AccountEvent {
             MONEY_WITHDRAWN => Self::Withdrawn(decode_data(event)?),
             OVERDRAFT_LIMIT_SET => Self::OverdraftLimitSet(decode_data(event)?),
             ACCOUNT_CLOSED => Self::Closed(decode_data(event)?),
+            INTEREST_ACCRUED => Self::InterestAccrued(decode_data(event)?),
+            INTEREST_PAID => Self::InterestPaid(decode_data(event)?),
             _ => return Ok(None),
         }))
     }

@@ -71,6 +71,14 @@ impl From<BankError> for Problem {
                     .with("balance", format_money(balance))
                     .with("limit", format_money(limit))
             }
+            BankError::Refused(Refusal::AlreadyAccrued { day, last }) => {
+                Problem::conflict("interest-already-accrued", detail)
+                    .with("day", day.to_string())
+                    .with("lastAccrualDay", last.to_string())
+            }
+            BankError::Refused(Refusal::InterestMismatch(_)) => {
+                Problem::unprocessable("invalid-interest", detail)
+            }
             BankError::Refused(Refusal::BalanceNotZero { balance }) => {
                 Problem::unprocessable("balance-not-zero", detail)
                     .with("balance", format_money(balance))
@@ -156,8 +164,8 @@ struct LimitBody {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CommentBody {
-    commentary: Option<String>,
+pub(super) struct CommentBody {
+    pub(super) commentary: Option<String>,
 }
 
 /// The account as clients see it.
@@ -170,13 +178,15 @@ struct AccountBody<'a> {
     overdraft_limit: String,
     available: String,
     in_overdraft: bool,
+    /// Interest accrued and not paid yet, with six decimal places.
+    accrued_interest: String,
     /// The sequence number of the last event this view includes.
     sequence: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     correlation_id: Option<&'a str>,
 }
 
-fn account_response(
+pub(super) fn account_response(
     status: StatusCode,
     account_number: &str,
     view: &AccountView,
@@ -211,6 +221,7 @@ fn account_response(
             overdraft_limit: format_money(a.overdraft_limit),
             available: format_money(available),
             in_overdraft: a.in_overdraft(),
+            accrued_interest: super::interest::format_interest(a.accrued_interest),
             sequence: view.sequence,
             correlation_id,
         },
@@ -242,7 +253,7 @@ fn command_response(
     Ok(response)
 }
 
-fn context(
+pub(super) fn context(
     correlation_id: String,
     commentary: Option<String>,
     idempotency_key: Option<IdempotencyKey>,
@@ -271,7 +282,7 @@ fn amount(field: &'static str, raw: &RawValue, sign: Sign) -> Result<Decimal, Re
 }
 
 /// Validates the account number before any body is looked at, so the problem names it.
-fn account_key(account_number: &str) -> Result<(), Rejection> {
+pub(super) fn account_key(account_number: &str) -> Result<(), Rejection> {
     Bank::stream(account_number)
         .map(|_| ())
         .map_err(|e| reject(Problem::from(e)))

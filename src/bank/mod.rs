@@ -4,6 +4,9 @@
 //! - [`money`]: exact decimal amounts;
 //! - [`events`]: what can happen to an account;
 //! - [`account`]: the state, the rules, the projection;
+//! - [`interest`]: daily accrual once per UTC day and payment of interest;
+//! - [`interest_http`]: AccrueInterest, PayInterest and the daily AccrueInterestTimer;
+//! - [`interest_timer`]: the daily run over every account, resumable;
 //! - [`overdraft`]: the "in overdraft" classification;
 //! - [`service`]: commands decided on fresh state, appended with its exact version;
 //! - [`http`]: the HTTP functions;
@@ -18,6 +21,9 @@ pub mod account;
 pub mod events;
 pub mod guard;
 pub mod http;
+pub mod interest;
+pub mod interest_http;
+pub mod interest_timer;
 pub mod money;
 pub mod overdraft;
 pub mod readmodels;
@@ -26,7 +32,7 @@ pub mod service;
 use std::sync::Arc;
 
 use streamfold::app::App;
-use streamfold::projection::{RegistryError, StatefulClassifier};
+use streamfold::projection::StatefulClassifier;
 
 pub use service::Bank;
 
@@ -37,7 +43,9 @@ pub const SOURCE: &str = "streamfold-bank";
 
 /// Registers the bank's projections so the generic projection API can run them, and makes
 /// the bank the owner of its streams (its guard checks what other writers append).
-pub fn register(app: &mut App) -> Result<(), RegistryError> {
+/// Reads the bank's interest settings ([`interest::InterestRates`]); an invalid one fails.
+pub fn register(app: &mut App) -> anyhow::Result<()> {
+    interest::InterestRates::init_from_env()?;
     app.guard_streams(DOMAIN, ENTITY, guard::AccountGuard)?;
     app.projections_mut()
         .register(DOMAIN, ENTITY, account::AccountProjection)?
@@ -79,9 +87,22 @@ pub fn routes(app: Arc<App>) -> streamfold::functions::Functions {
             &[Method::GET],
             "GetAccountHistory/{accountnumber}",
         )
+        .http(
+            interest_http::ACCRUE_FUNCTION,
+            &[Method::POST],
+            "AccrueInterest/{accountnumber}",
+        )
+        .http(
+            interest_http::PAY_FUNCTION,
+            &[Method::POST],
+            "PayInterest/{accountnumber}",
+        )
+        .invocation(interest_timer::TIMER_FUNCTION)
         .http("Accounts", &[Method::GET], "Accounts")
         .http("RebuildReadModels", &[Method::POST], "RebuildReadModels");
     let filter = http::routes(Bank::new(app.clone()))
+        .or(interest_http::routes(Bank::new(app.clone())))
+        .unify()
         .or(readmodels::routes(app))
         .unify()
         .boxed();

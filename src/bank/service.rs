@@ -155,6 +155,11 @@ impl Bank {
         Self { app }
     }
 
+    /// The app the bank runs in (for the bank's other modules).
+    pub(super) fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
     pub fn stream(account_number: &str) -> Result<StreamId, StoreError> {
         Ok(StreamId::new(DOMAIN, ENTITY, account_number)?)
     }
@@ -350,6 +355,9 @@ impl Command {
     }
 }
 
-fn to_new_event(event: &AccountEvent, context: &CommandContext) -> Result<NewEvent, BankError> {
+pub(super) fn to_new_event(
+    event: &AccountEvent,
+    context: &CommandContext,
+) -> Result<NewEvent, BankError> {
     Ok(NewEvent::from_raw(event.event_type(), event.to_raw()?).with_metadata(context.metadata()))
 }

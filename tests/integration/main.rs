@@ -22,6 +22,7 @@ mod crash;
 mod domain_guard;
 mod host_modes;
 mod idempotency;
+mod interest;
 mod kill_retry;
 mod notify_publisher;
 mod openapi;
