@@ -1,6 +1,8 @@
 //! The test bed of streamfold: real infrastructure for integration tests and benchmarks.
 //!
 //! - [`azurite`]: the real Azure Storage emulator on free loopback ports in a temporary folder.
+//! - [`identity`]: a fake App Service managed-identity endpoint, and the check of its tokens.
+//! - [`bearer`]: a storage endpoint that takes only those tokens (a proxy in front of Azurite).
 //! - [`hostsim`]: a stand-in for the Azure Functions host running a custom handler app.
 //! - [`proxy`]: a counting HTTP proxy, to count the storage requests an operation costs, and
 //!   to inject faults (errors, lost answers).
@@ -11,7 +13,9 @@
 //! Nothing here is a mock of storage: tests talk to Azurite over HTTP.
 
 pub mod azurite;
+pub mod bearer;
 pub mod hostsim;
+pub mod identity;
 pub mod proxy;
 pub mod raw;
 pub mod rng;

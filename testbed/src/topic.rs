@@ -11,7 +11,9 @@
 //! 3. an injected failure ([`TopicSim::fail_next`]): that status;
 //! 4. anything but `POST /api/events` → 404;
 //! 5. `aeg-sas-key` missing or wrong, or the key revoked ([`TopicSim::revoke_key`], as a key
-//!    rotated on the topic) → 401;
+//!    rotated on the topic) → 401; on a topic that takes Entra tokens
+//!    ([`TopicConfig::accept_bearer`]), an `Authorization: Bearer` token the fake identity
+//!    issued for Event Grid and not expired is accepted instead of the key (and a bad one → 401);
 //! 6. no `api-version` query parameter → 400;
 //! 7. body over [`MAX_REQUEST_BYTES`] → 413;
 //! 8. content type: `application/json` for an Event Grid schema topic;
@@ -136,6 +138,8 @@ pub struct TopicConfig {
     pub schema: InputSchema,
     /// Where accepted events are delivered; none by default.
     pub subscription: Option<Subscription>,
+    /// Entra tokens accepted besides the key (Event Grid's `Authorization: Bearer`).
+    pub bearer: Option<crate::identity::TokenCheck>,
 }
 
 impl Default for TopicConfig {
@@ -146,6 +150,7 @@ impl Default for TopicConfig {
             key: uuid::Uuid::new_v4().simple().to_string(),
             schema: InputSchema::EventGridEvent,
             subscription: None,
+            bearer: None,
         }
     }
 }
@@ -157,6 +162,13 @@ impl TopicConfig {
             schema,
             ..Self::default()
         }
+    }
+
+    /// The same topic, also taking bearer tokens that pass `check` (a managed identity's, for
+    /// `https://eventgrid.azure.net/`).
+    pub fn accept_bearer(mut self, check: crate::identity::TokenCheck) -> Self {
+        self.bearer = Some(check);
+        self
     }
 
     /// The same topic with a webhook subscription.
@@ -325,6 +337,7 @@ struct State {
     key: String,
     schema: InputSchema,
     subscription: Option<Subscription>,
+    bearer: Option<crate::identity::TokenCheck>,
     client: reqwest::Client,
     received: Mutex<Vec<Value>>,
     requests: Mutex<Vec<PublishRecord>>,
@@ -375,6 +388,7 @@ impl TopicSim {
             key: config.key,
             schema: config.schema,
             subscription: config.subscription,
+            bearer: config.bearer,
             client,
             received: Mutex::default(),
             requests: Mutex::default(),
@@ -691,8 +705,13 @@ fn check(
             format!("no resource at {method} {path}"),
         ));
     }
-    let key = headers.get(SAS_KEY_HEADER).and_then(|v| v.to_str().ok());
-    if key != Some(state.key.as_str()) {
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if let (Some(check), Some(_)) = (&state.bearer, authorization) {
+        if let Err(why) = check.check(authorization) {
+            return Err(refuse(StatusCode::UNAUTHORIZED, why));
+        }
+    } else if headers.get(SAS_KEY_HEADER).and_then(|v| v.to_str().ok()) != Some(state.key.as_str())
+    {
         return Err(refuse(
             StatusCode::UNAUTHORIZED,
             format!("{SAS_KEY_HEADER} is missing or wrong"),
