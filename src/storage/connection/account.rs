@@ -1,5 +1,5 @@
-//! A storage account, read from an Azure Storage connection string, and the HTTP clients built
-//! for it. Shared by every backend that talks to Azure Storage (Table storage, Append Blobs).
+//! A storage account, read from an Azure Storage connection string, and the Table and Blob
+//! service clients built for it.
 //!
 //! Guarantees:
 //! - every connection string form an Azure Functions app meets is understood:
@@ -9,35 +9,16 @@
 //!   crates parse only some of these, so this module parses them itself and hands the crates an
 //!   explicit endpoint (`CloudLocation::Custom`);
 //! - secrets never leave this module in text: errors name the offending *key* of the connection
-//!   string, never a value, `Debug` redacts the credential, and the HTTP transport here does not
-//!   log request URLs (a SAS travels in the URL);
-//! - a storage endpoint that cannot be reached gives an error in bounded time, never a hang:
-//!   connect timeout [`CONNECT_TIMEOUT`], whole-request timeout [`REQUEST_TIMEOUT`], and at most
-//!   [`MAX_RETRIES`] retries with short exponential back-off (about 2 s of waiting in all);
-//! - a write can learn whether any attempt of it may have reached storage
-//!   ([`DeliveryTracker`]), so a lost response is reported as "maybe applied" and a refused
-//!   connection as "not applied".
+//!   string, never a value, and `Debug` redacts the credential.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
 use azure_core::auth::Secret;
-use azure_core::error::{ErrorKind, ResultExt};
-use azure_core::headers::{HeaderName, HeaderValue, Headers};
-use azure_core::{
-    Body, ClientOptions, Context, ExponentialRetryOptions, HttpClient, Policy, PolicyResult,
-    Request, Response, RetryOptions, StatusCode, TransportOptions, Url,
-};
+use azure_core::{ClientOptions, Url};
 use azure_data_tables::clients::{TableServiceClient, TableServiceClientBuilder};
 use azure_storage::{CloudLocation, StorageCredentials};
 use azure_storage_blobs::prelude::{BlobServiceClient, ClientBuilder as BlobClientBuilder};
 use base64::Engine as _;
-use futures::TryStreamExt;
-
-use crate::stream::StoreError;
 
 /// The development account of Azurite and the legacy storage emulator.
 pub const DEVELOPMENT_ACCOUNT: &str = "devstoreaccount1";
@@ -52,20 +33,6 @@ pub const DEVELOPMENT_BLOB_PORT: u16 = 10000;
 pub const DEVELOPMENT_TABLE_PORT: u16 = 10002;
 /// Endpoint suffix of the public Azure cloud.
 pub const DEFAULT_ENDPOINT_SUFFIX: &str = "core.windows.net";
-
-/// How long to wait for a TCP (and TLS) connection to storage.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long one HTTP request may take, response body included.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Retries of one request after a connection error, a timeout, 408, 429 or 5xx.
-pub const MAX_RETRIES: u32 = 3;
-/// First back-off delay; it doubles with each retry (plus up to 256 ms of jitter).
-pub const RETRY_INITIAL_DELAY: Duration = Duration::from_millis(100);
-/// No retry starts later than this after the first attempt ended.
-pub const RETRY_MAX_ELAPSED: Duration = Duration::from_secs(6);
-/// Idle pooled connections are dropped after this (below Node's 5 s keep-alive in Azurite, so
-/// a pooled connection is not reused just as the server closes it).
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 // Connection string keys (matched case-insensitively).
 const KEY_USE_DEVELOPMENT_STORAGE: &str = "UseDevelopmentStorage";
@@ -338,28 +305,12 @@ impl StorageAccount {
     }
 
     /// The client options every storage client of streamfold uses: the bounded transport,
-    /// the bounded retry policy and the [`DeliveryTracker`] policy. A backend that needs a
+    /// the bounded retry policy and the [`super::DeliveryTracker`] policy. A backend that needs a
     /// policy of its own adds it to `per_retry_policies_mut()` and builds its client with
     /// [`Self::blob_service_client_with_options`] or [`Self::table_service_client_with_options`].
     pub fn client_options(&self) -> Result<ClientOptions, ConnectionStringError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build()
-            .map_err(|e| ConnectionStringError::HttpClient(e.to_string()))?;
-        let transport = TransportOptions::new(Arc::new(QuietTransport { client }));
-        let retry = RetryOptions::exponential(
-            ExponentialRetryOptions::default()
-                .initial_delay(RETRY_INITIAL_DELAY)
-                .max_retries(MAX_RETRIES)
-                .max_total_elapsed(RETRY_MAX_ELAPSED)
-                .max_delay(Duration::from_secs(1)),
-        );
-        let tracker: Arc<dyn Policy> = Arc::new(DeliveryTrackerPolicy);
-        Ok(ClientOptions::new(transport)
-            .retry(retry)
-            .per_retry_policies(vec![tracker]))
+        super::transport::client_options()
+            .map_err(|e| ConnectionStringError::HttpClient(e.to_string()))
     }
 
     /// A Table service client for this account with [`Self::client_options`].
@@ -515,290 +466,6 @@ fn account_from_endpoint(url: &Url) -> Option<String> {
     (!is_ip)
         .then(|| host.split('.').next().map(str::to_owned))
         .flatten()
-}
-
-/// Tells whether any attempt of one request may have reached storage. Put
-/// [`DeliveryTracker::context`] on a write; after a failure, [`Self::may_have_reached_storage`]
-/// says whether the write may have been applied (a lost response) or certainly was not (every
-/// attempt was refused before it was sent, or was answered with 503 Server Busy or a 4xx).
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryTracker(Arc<AtomicBool>);
-
-impl DeliveryTracker {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A request context that reports to this tracker.
-    pub fn context(&self) -> Context {
-        let mut context = Context::new();
-        context.insert(self.clone());
-        context
-    }
-
-    /// Whether some attempt may have been applied by storage without a success reaching us.
-    pub fn may_have_reached_storage(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    fn record(&self, maybe_applied: bool) {
-        if maybe_applied {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
-}
-
-/// The per-retry policy behind [`DeliveryTracker`]: it sits right before the transport and
-/// classifies each attempt's result.
-#[derive(Debug)]
-struct DeliveryTrackerPolicy;
-
-/// Passes a request on to the rest of the pipeline, for policies that only observe it.
-/// `policy` names the caller in the error a misbuilt pipeline (no policy after it) gives.
-pub(crate) async fn send_next(
-    ctx: &Context,
-    request: &mut Request,
-    next: &[Arc<dyn Policy>],
-    policy: &str,
-) -> PolicyResult {
-    match next.first() {
-        Some(first) => first.send(ctx, request, &next[1..]).await,
-        None => Err(azure_core::Error::message(
-            ErrorKind::Other,
-            format!("the {policy} policy must not be the last policy"),
-        )),
-    }
-}
-
-#[async_trait]
-impl Policy for DeliveryTrackerPolicy {
-    async fn send(
-        &self,
-        ctx: &Context,
-        request: &mut Request,
-        next: &[Arc<dyn Policy>],
-    ) -> PolicyResult {
-        let result = send_next(ctx, request, next, "delivery tracker").await;
-        if let Some(tracker) = ctx.get::<DeliveryTracker>() {
-            tracker.record(match &result {
-                Ok(response) => {
-                    let status = response.status();
-                    u16::from(status) >= 500 && status != StatusCode::ServiceUnavailable
-                }
-                Err(error) => !is_connect_error(error),
-            });
-        }
-        result
-    }
-}
-
-/// Whether an azure_core error is a failure to connect (the request was never sent).
-pub fn is_connect_error(error: &azure_core::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = source {
-        if let Some(reqwest_error) = current.downcast_ref::<reqwest::Error>() {
-            return reqwest_error.is_connect();
-        }
-        source = current.source();
-    }
-    false
-}
-
-/// A description of an azure_core error that is safe to log: the kind of transport failure
-/// and its innermost cause, never a URL (which may carry a SAS).
-pub fn describe_error(error: &azure_core::Error) -> String {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    let mut transport = None;
-    let mut innermost = None;
-    while let Some(current) = source {
-        if let Some(reqwest_error) = current.downcast_ref::<reqwest::Error>() {
-            transport = Some(if reqwest_error.is_timeout() {
-                "timed out"
-            } else if reqwest_error.is_connect() {
-                "could not connect"
-            } else {
-                "the connection failed"
-            });
-        } else if transport.is_some() {
-            innermost = Some(current.to_string());
-        }
-        source = current.source();
-    }
-    match (transport, innermost) {
-        (Some(kind), Some(cause)) => format!("{kind}: {cause}"),
-        (Some(kind), None) => kind.to_owned(),
-        (None, _) => match error.kind() {
-            ErrorKind::HttpResponse { status, error_code } => format!(
-                "HTTP {} ({})",
-                u16::from(*status),
-                error_code.as_deref().unwrap_or("no error code")
-            ),
-            kind => format!("{kind} error: {error}"),
-        },
-    }
-}
-
-/// Whether an azure_core error is a timeout of the transport (connect or whole request).
-pub fn is_timeout_error(error: &azure_core::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = source {
-        if let Some(reqwest_error) = current.downcast_ref::<reqwest::Error>() {
-            return reqwest_error.is_timeout();
-        }
-        source = current.source();
-    }
-    false
-}
-
-/// The reqwest transport of azure_core, minus its debug log line that prints each request's
-/// URL (a SAS is part of the URL).
-#[derive(Debug)]
-struct QuietTransport {
-    client: reqwest::Client,
-}
-
-#[async_trait]
-impl HttpClient for QuietTransport {
-    async fn execute_request(&self, request: &Request) -> azure_core::Result<Response> {
-        let method = reqwest::Method::from_bytes(request.method().as_ref().as_bytes())
-            .with_context(ErrorKind::DataConversion, || {
-                format!("unsupported HTTP method {}", request.method().as_ref())
-            })?;
-        let mut builder = self.client.request(method, request.url().clone());
-        for (name, value) in request.headers().iter() {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        let built = match request.body().clone() {
-            Body::Bytes(bytes) => builder.body(bytes).build(),
-            Body::SeekableStream(stream) => {
-                builder.body(reqwest::Body::wrap_stream(stream)).build()
-            }
-        }
-        .context(ErrorKind::Other, "failed to build the storage request")?;
-        let response = self
-            .client
-            .execute(built)
-            .await
-            .context(ErrorKind::Io, "storage request failed")?;
-        let status = StatusCode::try_from(response.status().as_u16()).map_err(|_| {
-            azure_core::Error::message(ErrorKind::DataConversion, "invalid HTTP status code")
-        })?;
-        let headers: Headers = response
-            .headers()
-            .iter()
-            .filter_map(|(name, value)| {
-                value.to_str().ok().map(|v| {
-                    (
-                        HeaderName::from(name.as_str().to_owned()),
-                        HeaderValue::from(v.to_owned()),
-                    )
-                })
-            })
-            .collect::<std::collections::HashMap<_, _>>()
-            .into();
-        let body = response.bytes_stream().map_err(|error| {
-            azure_core::Error::full(ErrorKind::Io, error, "reading a storage response failed")
-        });
-        Ok(Response::new(status, headers, Box::pin(body)))
-    }
-}
-
-/// The HTTP status of an error answer.
-pub fn status_of(error: &azure_core::Error) -> Option<StatusCode> {
-    match error.kind() {
-        ErrorKind::HttpResponse { status, .. } => Some(*status),
-        _ => None,
-    }
-}
-
-/// The service's error code of an error answer.
-pub fn error_code(error: &azure_core::Error) -> Option<&str> {
-    match error.kind() {
-        ErrorKind::HttpResponse { error_code, .. } => error_code.as_deref(),
-        _ => None,
-    }
-}
-
-/// Error codes with which Table and Blob storage refuse a value a request carried (as opposed
-/// to a malformed request, which is our fault): the values come from callers (times, keys,
-/// event data, ranges), so these are client errors. Every other 4xx is ours and stays a 500.
-pub const INPUT_ERROR_CODES: [&str; 14] = [
-    "OutOfRangeInput",
-    "InvalidInput",
-    "InvalidValueType",
-    "PropertyValueTooLarge",
-    "PropertyNameTooLong",
-    "TooManyProperties",
-    "EntityTooLarge",
-    "KeyValueTooLarge",
-    "InvalidDuplicateRow",
-    "RequestBodyTooLarge",
-    "OutOfRangeQueryParameterValue",
-    "InvalidQueryParameterValue",
-    "InvalidRange",
-    "MetadataTooLarge",
-];
-
-/// Classifies an error of the azure crates, for every backend. `what` names the stream,
-/// table or container for the message; `write` is the tracker of a write, whose failure may
-/// leave it applied; `gone` is the service's error code for "the table / container itself does
-/// not exist" and `parent` what to call it in the message.
-pub fn map_error(
-    error: &azure_core::Error,
-    what: &str,
-    write: Option<&DeliveryTracker>,
-    gone: &str,
-    parent: &str,
-) -> StoreError {
-    let maybe_applied = write.is_some_and(DeliveryTracker::may_have_reached_storage);
-    match error.kind() {
-        ErrorKind::HttpResponse { status, error_code } => {
-            let code = error_code.as_deref().unwrap_or("no error code");
-            let status_number = u16::from(*status);
-            match status_number {
-                401 | 403 => StoreError::Misconfigured(format!(
-                    "storage refused access to {what} (HTTP {status_number}, {code}): check the \
-                     account key or SAS"
-                )),
-                404 if code == gone => StoreError::Misconfigured(format!(
-                    "the {parent} of {what} does not exist (was it deleted?)"
-                )),
-                400 | 413 | 416 if INPUT_ERROR_CODES.contains(&code) => StoreError::InputRefused {
-                    target: what.to_owned(),
-                    status: status_number,
-                    code: code.to_owned(),
-                },
-                408 | 429 | 500..=599 => StoreError::Unavailable {
-                    message: format!("storage answered HTTP {status_number} ({code}) for {what}"),
-                    maybe_applied,
-                },
-                _ => StoreError::Misconfigured(format!(
-                    "storage refused a request for {what}: HTTP {status_number} ({code})"
-                )),
-            }
-        }
-        ErrorKind::DataConversion => StoreError::Corrupt {
-            stream: what.to_owned(),
-            detail: format!(
-                "storage sent an answer that could not be read: {}",
-                describe_error(error)
-            ),
-        },
-        ErrorKind::Credential => {
-            StoreError::Misconfigured(format!("storage credentials are unusable for {what}"))
-        }
-        ErrorKind::Io | ErrorKind::Other | ErrorKind::MockFramework => StoreError::Unavailable {
-            message: if is_timeout_error(error) {
-                format!("storage did not answer in time for {what}")
-            } else {
-                format!(
-                    "storage could not be reached for {what}: {}",
-                    describe_error(error)
-                )
-            },
-            maybe_applied,
-        },
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,77 @@
+//! The one walk down an azure_core error's `source()` chain: whether the transport failed to
+//! connect, timed out or broke otherwise, and the innermost cause, described without any URL
+//! (which may carry a SAS).
+
+use azure_core::error::ErrorKind;
+
+/// How the transport failed, read from the first `reqwest::Error` in an error's source chain
+/// (a connect timeout is both).
+#[derive(Debug, Clone, Copy)]
+struct TransportFailure {
+    timeout: bool,
+    connect: bool,
+}
+
+impl TransportFailure {
+    fn describe(self) -> &'static str {
+        if self.timeout {
+            "timed out"
+        } else if self.connect {
+            "could not connect"
+        } else {
+            "the connection failed"
+        }
+    }
+}
+
+/// The one walk down an azure_core error's `source()` chain: the transport failure it carries
+/// (if any), and the innermost cause below that failure (if any).
+fn transport_failure(
+    error: &azure_core::Error,
+) -> Option<(TransportFailure, Option<&(dyn std::error::Error + 'static)>)> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut failure = None;
+    let mut innermost = None;
+    while let Some(current) = source {
+        match current.downcast_ref::<reqwest::Error>() {
+            Some(reqwest_error) if failure.is_none() => {
+                failure = Some(TransportFailure {
+                    timeout: reqwest_error.is_timeout(),
+                    connect: reqwest_error.is_connect(),
+                });
+            }
+            Some(_) => {}
+            None if failure.is_some() => innermost = Some(current),
+            None => {}
+        }
+        source = current.source();
+    }
+    failure.map(|failure| (failure, innermost))
+}
+
+/// Whether an azure_core error is a failure to connect (the request was never sent).
+pub fn is_connect_error(error: &azure_core::Error) -> bool {
+    transport_failure(error).is_some_and(|(failure, _)| failure.connect)
+}
+
+/// Whether an azure_core error is a timeout of the transport (connect or whole request).
+pub fn is_timeout_error(error: &azure_core::Error) -> bool {
+    transport_failure(error).is_some_and(|(failure, _)| failure.timeout)
+}
+
+/// A description of an azure_core error that is safe to log: the kind of transport failure
+/// and its innermost cause, never a URL (which may carry a SAS).
+pub fn describe_error(error: &azure_core::Error) -> String {
+    match transport_failure(error) {
+        Some((failure, Some(cause))) => format!("{}: {cause}", failure.describe()),
+        Some((failure, None)) => failure.describe().to_owned(),
+        None => match error.kind() {
+            ErrorKind::HttpResponse { status, error_code } => format!(
+                "HTTP {} ({})",
+                u16::from(*status),
+                error_code.as_deref().unwrap_or("no error code")
+            ),
+            kind => format!("{kind} error: {error}"),
+        },
+    }
+}
