@@ -23,7 +23,9 @@ use crate::projection::{
     CommandPolicy, ConflictBudget, GuardError, GuardRegistry, ProjectionRegistry, ProjectionRunner,
     RegistryError, SnapshotStore, StateCache, StreamGuard,
 };
-use crate::readmodel::{MemoryReadModelStore, ReadModelStore, TableReadModelStore};
+use crate::readmodel::{
+    MemoryReadModelStore, ReadModelError, ReadModelProjector, ReadModelStore, TableReadModelStore,
+};
 use crate::storage::connection::StorageAccount;
 use crate::storage::{BlobStore, MemoryStore, TableSnapshotStore, TableStore};
 use crate::stream::{
@@ -188,6 +190,20 @@ impl App {
     /// turns that queue the commands of one stream in this process.
     pub fn command_policy(&self) -> CommandPolicy {
         self.command_policy.clone()
+    }
+
+    /// The projector for the read models of `domain` / `entity`: its event store, the
+    /// read-model store and the registered read models of that entity type.
+    pub fn read_model_projector(
+        &self,
+        domain: &str,
+        entity: &str,
+    ) -> Result<ReadModelProjector, ReadModelError> {
+        Ok(ReadModelProjector::new(
+            self.store(domain, entity)?,
+            self.read_model_store()?,
+            self.read_models().projections(domain, entity),
+        ))
     }
 
     /// Where read-model rows live.

@@ -42,7 +42,7 @@ use streamfold::functions::filters::{self, only_known_params, query_param, u64_p
 use streamfold::functions::problem::{json_response, reject, Problem};
 use streamfold::functions::streams::MAX_PAGE_SIZE;
 use streamfold::projection::{Projection, RegistryError};
-use streamfold::readmodel::{projector_for, rebuild, ReadModelError};
+use streamfold::readmodel::{rebuild, ReadModelError};
 use streamfold::stream::{validate_instance_key, DEFAULT_PAGE_SIZE};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -280,7 +280,8 @@ async fn accounts_handler(
 }
 
 async fn rebuild_handler(app: Arc<App>) -> Result<Response, Rejection> {
-    let projector = projector_for(&app, DOMAIN, ENTITY)
+    let projector = app
+        .read_model_projector(DOMAIN, ENTITY)
         .map_err(|e: ReadModelError| reject(Problem::from(e)))?;
     let report = rebuild(&projector, DOMAIN, ENTITY)
         .await

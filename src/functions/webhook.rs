@@ -51,7 +51,7 @@ use super::problem::{json_response, parse_json, reject, Problem};
 use crate::app::App;
 use crate::notify::{notification_id, Notification};
 use crate::projection::ProjectionError;
-use crate::readmodel::{projector_for, ProjectOutcome, ReadModelError};
+use crate::readmodel::{ProjectOutcome, ReadModelError};
 use crate::stream::{StoreError, StreamId};
 
 /// The Event Grid-triggered function (its folder name, and the path the host posts to).
@@ -271,7 +271,7 @@ async fn project(
         // Nothing to keep for this entity type: no storage needs to be reachable.
         return Ok(Vec::new());
     }
-    projector_for(app, stream.domain(), stream.entity())?
+    app.read_model_projector(stream.domain(), stream.entity())?
         .project(stream, sequence)
         .await
 }

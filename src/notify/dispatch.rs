@@ -54,8 +54,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::deadletter::{DeadLetter, DeadLetterPage, DeadLetterStore};
-use super::notification::{notifications_for, Notification, RaiseSwitches};
+use super::notification::Notification;
 use super::publisher::PublishError;
+use super::raise::{notifications_for, RaiseSwitches};
 use super::sink::NotificationSink;
 use crate::stream::{
     AppendOutcome, EventStore, ExpectedVersion, NewEvent, Outbox, PendingStream, ReadRequest,

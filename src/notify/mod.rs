@@ -5,7 +5,7 @@
 //! What this module guarantees, and what it leaves to its callers:
 //! - notifications are deterministic: the same stored event always gives the same
 //!   notification, id included ([`notification`]), so redelivery and republishing are safe and
-//!   receivers deduplicate by id;
+//!   receivers deduplicate by id; each one fits in one Event Grid event ([`raise`]);
 //! - both Event Grid schemas are written by hand-made serde types ([`schema`]), and read back
 //!   by [`Notification::from_event_slice`];
 //! - publishing respects Event Grid's limits, retries only what can succeed later, and pauses
@@ -24,6 +24,7 @@ pub mod dispatch;
 pub mod error;
 pub mod notification;
 pub mod publisher;
+pub mod raise;
 pub mod retry;
 pub mod schema;
 pub mod settings;
@@ -35,12 +36,13 @@ pub use deadletter::{
 };
 pub use dispatch::{Dispatcher, NotifyingStore, RedriveReport, SweepReport, DEFAULT_SWEEP_LIMIT};
 pub use notification::{
-    notification_id, notifications_for, read_path, subject, Notification, NotificationData,
-    NotificationKind, RaiseSwitches, MAX_EVENT_BYTES, NOTIFICATION_NAMESPACE,
+    notification_id, read_path, subject, Notification, NotificationData, NotificationKind,
+    MAX_EVENT_BYTES, NOTIFICATION_NAMESPACE,
 };
 pub use publisher::{
     plan_batches, PublishError, Publisher, MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES,
 };
+pub use raise::{notifications_for, RaiseSwitches};
 pub use retry::RetryPolicy;
 pub use schema::{DecodeError, NotificationSchema};
 pub use settings::{NotificationSettings, NotificationTarget, SettingError, TopicKey};

@@ -10,9 +10,10 @@
 //!   time is the event's append time, not the publish time): a re-published notification is
 //!   byte-for-byte the one sent before.
 //! - **Always publishable.** When the event data would make the notification exceed Event
-//!   Grid's per-event limit ([`MAX_EVENT_BYTES`]) in either schema, the payload is left out;
-//!   the data then says `payloadTooLarge: true` and carries `payloadRef`, the path of the
-//!   generic HTTP read that returns exactly that event.
+//!   Grid's per-event limit ([`MAX_EVENT_BYTES`]) in either schema, the payload is left out
+//!   (by [`super::raise`], which builds notifications and knows the encoders); the data then
+//!   says `payloadTooLarge: true` and carries `payloadRef`, the path of the generic HTTP read
+//!   that returns exactly that event.
 //!
 //! The names are the seed's: event type `{Domain}.{Entity}.NewEntity` (raised with the first
 //! event of a stream) or `{Domain}.{Entity}.{EventType}`, subject
@@ -26,8 +27,7 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::schema::NotificationSchema;
-use crate::stream::{RecordedEvent, StreamId};
+use crate::stream::StreamId;
 
 /// The UUID namespace of notification ids (fixed forever: changing it breaks deduplication
 /// across versions).
@@ -35,8 +35,6 @@ pub const NOTIFICATION_NAMESPACE: Uuid = Uuid::from_u128(0xeb47_2ac1_0f07_4fda_9
 /// Event Grid's limit on one event and on one request, "1 MB", in bytes. Read as decimal
 /// megabytes: 4.6 % below 1 MiB, it is safe whichever Event Grid means.
 pub const MAX_EVENT_BYTES: usize = 1_000_000;
-/// Bytes a request body adds around a single event (`[` and `]`).
-const ARRAY_OVERHEAD: usize = 2;
 /// Prefix of every notification subject (the seed's).
 pub const SUBJECT_PREFIX: &str = "eventsourcing";
 /// Prefix of the CloudEvents `source` attribute: `/streamfold/{Domain}/{Entity}`.
@@ -137,53 +135,6 @@ pub struct Notification {
 }
 
 impl Notification {
-    /// The notification that a stream was created, raised with its first event.
-    pub fn new_entity(stream: &StreamId, event: &RecordedEvent) -> Self {
-        Self::build(NotificationKind::NewEntity, stream, event)
-    }
-
-    /// The notification that an event was appended.
-    pub fn new_event(stream: &StreamId, event: &RecordedEvent) -> Self {
-        Self::build(NotificationKind::NewEvent, stream, event)
-    }
-
-    /// A notification of `kind` about `event`, with the payload left out when it would not fit
-    /// in one Event Grid event.
-    pub fn build(kind: NotificationKind, stream: &StreamId, event: &RecordedEvent) -> Self {
-        let suffix = match kind {
-            NotificationKind::NewEntity => NEW_ENTITY_SUFFIX,
-            NotificationKind::NewEvent => event.event_type.as_str(),
-        };
-        let notification = Self {
-            id: notification_id(stream, event.sequence, kind),
-            event_type: format!("{}.{}.{suffix}", stream.domain(), stream.entity()),
-            subject: subject(stream),
-            source: format!("{SOURCE_PREFIX}/{}/{}", stream.domain(), stream.entity()),
-            time: event.timestamp,
-            data: NotificationData {
-                notification_kind: kind,
-                domain: stream.domain().to_owned(),
-                entity: stream.entity().to_owned(),
-                instance: stream.instance().to_owned(),
-                instance_key: stream.instance().to_owned(),
-                sequence_number: event.sequence,
-                event_type: event.event_type.clone(),
-                event_id: event.event_id,
-                correlation_id: event.metadata.correlation_id.clone(),
-                causation_id: event.metadata.causation_id.clone(),
-                timestamp: event.timestamp,
-                payload: Some(event.data.clone()),
-                payload_too_large: false,
-                payload_ref: None,
-            },
-        };
-        if notification.fits() {
-            notification
-        } else {
-            notification.without_payload()
-        }
-    }
-
     /// Which notification this is.
     pub fn kind(&self) -> NotificationKind {
         self.data.notification_kind
@@ -201,65 +152,6 @@ impl Notification {
             self.data.sequence_number,
         ));
         self
-    }
-
-    /// True when the encoded notification, alone in a request body, is within
-    /// [`MAX_EVENT_BYTES`] in every schema.
-    pub fn fits(&self) -> bool {
-        [
-            NotificationSchema::EventGridEvent,
-            NotificationSchema::CloudEvent,
-        ]
-        .iter()
-        .all(|schema| {
-            schema
-                .encode(self)
-                .map(|bytes| bytes.len() + ARRAY_OVERHEAD <= MAX_EVENT_BYTES)
-                .unwrap_or(false)
-        })
-    }
-}
-
-/// The notifications of one append, in order: `NewEntity` (when the append starts the stream
-/// and `raise.entity_creation`), then one `NewEvent` per event (when `raise.event`).
-pub fn notifications_for(
-    stream: &StreamId,
-    events: &[RecordedEvent],
-    raise: RaiseSwitches,
-) -> Vec<Notification> {
-    let mut out = Vec::new();
-    for event in events {
-        if raise.entity_creation && event.sequence == 1 {
-            out.push(Notification::new_entity(stream, event));
-        }
-        if raise.event {
-            out.push(Notification::new_event(stream, event));
-        }
-    }
-    out
-}
-
-/// Which notifications are raised (the seed's `RaiseEntityCreationNotification` and
-/// `RaiseEventNotification`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RaiseSwitches {
-    pub entity_creation: bool,
-    pub event: bool,
-}
-
-impl RaiseSwitches {
-    pub const ALL: Self = Self {
-        entity_creation: true,
-        event: true,
-    };
-    pub const NONE: Self = Self {
-        entity_creation: false,
-        event: false,
-    };
-
-    /// True when at least one kind of notification is raised.
-    pub fn any(self) -> bool {
-        self.entity_creation || self.event
     }
 }
 
@@ -294,7 +186,9 @@ pub fn read_path(domain: &str, entity: &str, instance: &str, sequence: u64) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notify::raise::{notifications_for, RaiseSwitches};
     use crate::stream::EventMetadata;
+    use crate::stream::RecordedEvent;
     use time::macros::datetime;
 
     fn event(sequence: u64, data: &str) -> RecordedEvent {

@@ -32,7 +32,7 @@ use std::fmt;
 
 use reqwest::Url;
 
-use super::notification::RaiseSwitches;
+use super::raise::RaiseSwitches;
 use super::schema::NotificationSchema;
 
 pub const TOPIC_ENDPOINT_SETTING: &str = "EventGridTopicEndpoint";

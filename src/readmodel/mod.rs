@@ -50,21 +50,5 @@ pub use store::{
 };
 pub use table::{TableReadModelStore, DEFAULT_READ_MODEL_TABLE};
 
-use crate::app::App;
-
-/// The projector for the read models of `domain` / `entity` in `app`: its event store, its
-/// read-model store and its registered read models.
-pub fn projector_for(
-    app: &App,
-    domain: &str,
-    entity: &str,
-) -> Result<ReadModelProjector, ReadModelError> {
-    Ok(ReadModelProjector::new(
-        app.store(domain, entity)?,
-        app.read_model_store()?,
-        app.read_models().projections(domain, entity),
-    ))
-}
-
 #[cfg(test)]
 mod tests;
