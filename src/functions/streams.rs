@@ -235,8 +235,8 @@ pub const MAX_READ_PAGE_SIZE: u64 = 1000;
 
 /// One page of a stream: the events `fromSequence..=fromSequence + pageSize - 1` (and at most
 /// `toSequence`), as of `asOf` when given, with `nextFromSequence` while the range asked for
-/// (or the stream) goes on. With `asOf`, a page may hold fewer events than its size, even none,
-/// and still have a next page (timestamps need not follow sequence numbers).
+/// (or the stream) goes on. With `asOf`, a page ends at the first event recorded after it
+/// (the events as of a time are a prefix of the stream); a page that ends there has no next.
 async fn read_handler(
     domain: String,
     entity: String,
@@ -286,7 +286,14 @@ async fn read_handler(
         )));
     }
     let end = to.map_or(slice.version, |to| to.min(slice.version));
-    let next_from_sequence = (last < end).then(|| last + 1);
+    // As of a time the events are a prefix of the stream: a page that ends before its range
+    // (or the stream) does has met the first event past `asOf`, so nothing follows as of then.
+    let reached = slice
+        .events
+        .last()
+        .map_or(from, |event| event.sequence.saturating_add(1));
+    let cut_by_as_of = as_of.is_some() && reached <= last.min(end);
+    let next_from_sequence = (last < end && !cut_by_as_of).then(|| last + 1);
     Ok(json_response(
         StatusCode::OK,
         &ReadResponse {

@@ -100,7 +100,25 @@ async fn pages_walk_the_stream(settings: &[(&str, &str)]) {
         .await;
     let before = before.ok(200);
     assert_eq!(before["events"].as_array().unwrap().len(), 0);
-    assert_eq!(before["nextFromSequence"], 101);
+    assert!(
+        before.get("nextFromSequence").is_none(),
+        "nothing more as of a time before the stream: {before}"
+    );
+    // As of a time in the middle: the page that meets the first later event is the last one
+    // (events 101..=125 were appended together, so they share event 120's time).
+    let page = c
+        .get(&format!("{path}?fromSequence=120&toSequence=120"))
+        .await;
+    let page = page.ok(200);
+    let middle = page["events"][0]["timestamp"].as_str().unwrap().to_owned();
+    let middle = middle.replace('+', "%2B");
+    let prefix = walk(c, path, &format!("pageSize=100&asOf={middle}")).await;
+    let lengths: Vec<usize> = prefix.iter().map(Vec::len).collect();
+    assert_eq!(
+        lengths,
+        [100, 25],
+        "the walk ends where asOf cuts the stream"
+    );
 
     // Past the end: no events, no next page.
     let past = c.get(&format!("{path}?fromSequence={}", EVENTS + 1)).await;
