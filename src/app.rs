@@ -29,7 +29,7 @@ use crate::readmodel::{
 use crate::storage::connection::StorageAccount;
 use crate::storage::{BlobStore, MemoryStore, TableSnapshotStore, TableStore};
 use crate::stream::{
-    AppendOutcome, EventStore, ExpectedVersion, NewEvent, Outbox, StoreError, StreamId,
+    AppendOutcome, EntityType, EventStore, ExpectedVersion, NewEvent, Outbox, StoreError, StreamId,
 };
 
 /// One configured backend: its event store and, where it has one, its snapshot store.
@@ -142,23 +142,22 @@ impl App {
         &mut self.read_models
     }
 
-    /// Makes a domain the owner of the streams of `domain` / `entity`: every append to them
+    /// Makes a domain the owner of the streams of `entity_type`: every append to them
     /// through [`App::append`] (the generic AppendEvents API) is checked by `guard` against
     /// the stream's state (see [`crate::projection::guarded_append`]). One guard per entity
     /// type.
     pub fn guard_streams<G: StreamGuard>(
         &mut self,
-        domain: &str,
-        entity: &str,
+        entity_type: &EntityType,
         guard: G,
     ) -> Result<&mut Self, RegistryError> {
-        self.guards.register(domain, entity, guard)?;
+        self.guards.register(entity_type, guard)?;
         Ok(self)
     }
 
-    /// Whether a domain owns the streams of `domain` / `entity`.
-    pub fn is_guarded(&self, domain: &str, entity: &str) -> bool {
-        self.guards.get(domain, entity).is_some()
+    /// Whether a domain owns the streams of `entity_type`.
+    pub fn is_guarded(&self, entity_type: &EntityType) -> bool {
+        self.guards.get(entity_type).is_some()
     }
 
     /// Appends for a writer outside the owning domain (the generic API): through the domain's
@@ -170,15 +169,15 @@ impl App {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, GuardError> {
-        match self.guards.get(stream.domain(), stream.entity()) {
+        match self.guards.get(stream.entity_type()) {
             Some(guard) => {
-                let runner = self.runner(stream.domain(), stream.entity())?;
+                let runner = self.runner(stream.entity_type())?;
                 guard
                     .append(&runner, stream, expected, events, self.command_policy())
                     .await
             }
             None => Ok(self
-                .store(stream.domain(), stream.entity())?
+                .store(stream.entity_type())?
                 .append(stream, expected, events)
                 .await?),
         }
@@ -192,17 +191,16 @@ impl App {
         self.command_policy.clone()
     }
 
-    /// The projector for the read models of `domain` / `entity`: its event store, the
+    /// The projector for the read models of `entity_type`: its event store, the
     /// read-model store and the registered read models of that entity type.
     pub fn read_model_projector(
         &self,
-        domain: &str,
-        entity: &str,
+        entity_type: &EntityType,
     ) -> Result<ReadModelProjector, ReadModelError> {
         Ok(ReadModelProjector::new(
-            self.store(domain, entity)?,
+            self.store(entity_type)?,
             self.read_model_store()?,
-            self.read_models().projections(domain, entity),
+            self.read_models().projections(entity_type),
         ))
     }
 
@@ -227,29 +225,31 @@ impl App {
         &self.dispatchers
     }
 
-    /// The backend that holds the streams of `domain` / `entity`.
-    pub fn backend(&self, domain: &str, entity: &str) -> Result<&Backend, StoreError> {
+    /// The backend that holds the streams of `entity_type`.
+    pub fn backend(&self, entity_type: &EntityType) -> Result<&Backend, StoreError> {
         self.settings
             .storage
-            .resolve(domain, entity)
+            .resolve(entity_type)
             .and_then(|target| self.backends.get(target))
             .or(self.fallback.as_ref())
             .ok_or_else(|| {
                 StoreError::Misconfigured(format!(
-                    "no storage is configured for {domain}.{entity} (set AzureWebJobsStorage or {domain}.{entity})"
+                    "no storage is configured for {domain}.{entity} (set AzureWebJobsStorage or {domain}.{entity})",
+                    domain = entity_type.domain(),
+                    entity = entity_type.entity(),
                 ))
             })
     }
 
-    /// The event store for `domain` / `entity`.
-    pub fn store(&self, domain: &str, entity: &str) -> Result<Arc<dyn EventStore>, StoreError> {
-        Ok(self.backend(domain, entity)?.events.clone())
+    /// The event store for `entity_type`.
+    pub fn store(&self, entity_type: &EntityType) -> Result<Arc<dyn EventStore>, StoreError> {
+        Ok(self.backend(entity_type)?.events.clone())
     }
 
-    /// A projection runner over the streams of `domain` / `entity`, with snapshots where the
-    /// backend keeps them, and the app's state cache.
-    pub fn runner(&self, domain: &str, entity: &str) -> Result<ProjectionRunner, StoreError> {
-        let backend = self.backend(domain, entity)?;
+    /// A projection runner over the streams of `entity_type`, with snapshots where the backend
+    /// keeps them, and the app's state cache.
+    pub fn runner(&self, entity_type: &EntityType) -> Result<ProjectionRunner, StoreError> {
+        let backend = self.backend(entity_type)?;
         let runner =
             ProjectionRunner::new(backend.events.clone()).with_cache(self.state_cache.clone());
         Ok(match &backend.snapshots {

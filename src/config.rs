@@ -15,7 +15,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::notify::NotificationSettings;
-use crate::stream::validate_name;
+use crate::stream::{validate_name, EntityType};
 
 /// The app setting holding the default connection string.
 pub const DEFAULT_CONNECTION_SETTING: &str = "AzureWebJobsStorage";
@@ -114,7 +114,8 @@ pub struct StorageRouting {
 impl StorageRouting {
     /// The target for a domain / entity type, by the seed's fallback order. `None` when no rule
     /// matches and `AzureWebJobsStorage` is not set.
-    pub fn resolve(&self, domain: &str, entity: &str) -> Option<&StorageTarget> {
+    pub fn resolve(&self, entity_type: &EntityType) -> Option<&StorageTarget> {
+        let (domain, entity) = (entity_type.domain(), entity_type.entity());
         [
             (domain, entity),
             (domain, WILDCARD),
@@ -334,7 +335,10 @@ mod tests {
     #[test]
     fn defaults_to_table_on_azure_web_jobs_storage() {
         let s = settings(&[("AzureWebJobsStorage", "UseDevelopmentStorage=true")]).unwrap();
-        let t = s.storage.resolve("Bank", "Account").unwrap();
+        let t = s
+            .storage
+            .resolve(&EntityType::from_static("Bank", "Account"))
+            .unwrap();
         assert_eq!(t.kind, BackendKind::Table);
         assert_eq!(t.connection_setting, "AzureWebJobsStorage");
         assert_eq!(s.snapshot_every, DEFAULT_SNAPSHOT_EVERY);
@@ -351,7 +355,12 @@ mod tests {
             ("ALL.ALL", "Table;AzureWebJobsStorage"),
         ])
         .unwrap();
-        let r = |d, e| s.storage.resolve(d, e).unwrap().clone();
+        let r = |d: &str, e: &str| {
+            s.storage
+                .resolve(&EntityType::new(d, e).unwrap())
+                .unwrap()
+                .clone()
+        };
         assert_eq!(r("Bank", "Account").kind, BackendKind::AppendBlob);
         assert_eq!(r("Bank", "Account").connection_setting, "Other");
         assert_eq!(r("Bank", "Card").kind, BackendKind::Table);

@@ -40,7 +40,7 @@ use super::money::{format_money, CURRENCY_DECIMALS};
 use super::service::{
     canonical_request, to_new_event, AccountView, Bank, BankError, CommandContext,
 };
-use super::{DOMAIN, ENTITY};
+use super::ACCOUNTS;
 
 /// Places of accrued interest.
 pub const INTEREST_DECIMALS: u32 = 6;
@@ -383,7 +383,7 @@ impl Bank {
         context: &CommandContext,
     ) -> Result<Accrual, BankError> {
         let stream = Self::stream(account_number)?;
-        let runner = self.app().runner(DOMAIN, ENTITY)?;
+        let runner = self.app().runner(&ACCOUNTS)?;
         let start = day.midnight().assume_utc();
         let at_start = runner
             .run(&stream, &AccountProjection, AsOf::Time(start))
@@ -440,7 +440,7 @@ impl Bank {
         context: &CommandContext,
     ) -> Result<Payment, BankError> {
         let stream = Self::stream(account_number)?;
-        let runner = self.app().runner(DOMAIN, ENTITY)?;
+        let runner = self.app().runner(&ACCOUNTS)?;
         let executor =
             CommandExecutor::new(&runner, &AccountProjection, self.app().command_policy());
         let idempotency = match &context.idempotency_key {

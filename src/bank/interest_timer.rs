@@ -27,18 +27,22 @@
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use streamfold::projection::decode_data;
-use streamfold::stream::{ExpectedVersion, NewEvent, ReadRequest, StoreError, StreamId};
+use streamfold::stream::{
+    EntityType, ExpectedVersion, NewEvent, ReadRequest, StoreError, StreamId,
+};
 use time::{Date, OffsetDateTime};
 
 use super::account::Refusal;
 use super::interest::{format_day, InterestRates};
 use super::service::{Bank, BankError, CommandContext};
-use super::{DOMAIN, ENTITY, SOURCE};
+use super::{ACCOUNTS, DOMAIN, SOURCE};
 
 /// The timer function (its folder name, and the path the host posts to).
 pub const TIMER_FUNCTION: &str = "AccrueInterestTimer";
 /// Entity type of the run-position streams (instance key: the day).
 pub const RUN_ENTITY: &str = "InterestRun";
+/// The streams of the interest runs, one per day.
+pub const RUNS: EntityType = EntityType::from_static(DOMAIN, RUN_ENTITY);
 /// Accounts per page of the run.
 pub const ACCRUAL_PAGE_SIZE: usize = 100;
 /// Accruals in flight at once.
@@ -83,7 +87,7 @@ struct Position {
 }
 
 async fn position(bank: &Bank, stream: &StreamId) -> Result<Position, BankError> {
-    let store = bank.app().store(DOMAIN, RUN_ENTITY)?;
+    let store = bank.app().store(&RUNS)?;
     let slice = store.read(stream, ReadRequest::all()).await?;
     let mut position = Position {
         version: slice.version,
@@ -109,8 +113,7 @@ async fn position(bank: &Bank, stream: &StreamId) -> Result<Position, BankError>
 
 /// Runs (or resumes) the accrual of `day` for every account.
 pub async fn run(bank: &Bank, day: Date, rates: &InterestRates) -> Result<RunReport, BankError> {
-    let run_stream =
-        StreamId::new(DOMAIN, RUN_ENTITY, format_day(day)).map_err(StoreError::from)?;
+    let run_stream = RUNS.stream(format_day(day)).map_err(StoreError::from)?;
     let mut at = position(bank, &run_stream).await?;
     let mut report = RunReport {
         day: format_day(day),
@@ -122,8 +125,8 @@ pub async fn run(bank: &Bank, day: Date, rates: &InterestRates) -> Result<RunRep
         report.finished = true;
         return Ok(report);
     }
-    let accounts = bank.app().store(DOMAIN, ENTITY)?;
-    let runs = bank.app().store(DOMAIN, RUN_ENTITY)?;
+    let accounts = bank.app().store(&ACCOUNTS)?;
+    let runs = bank.app().store(&RUNS)?;
     let context = CommandContext {
         correlation_id: format!("interest-run-{}", format_day(day)),
         commentary: Some("daily interest accrual".to_owned()),
@@ -132,12 +135,7 @@ pub async fn run(bank: &Bank, day: Date, rates: &InterestRates) -> Result<RunRep
     };
     loop {
         let page = accounts
-            .list_streams(
-                DOMAIN,
-                ENTITY,
-                at.continuation.as_deref(),
-                ACCRUAL_PAGE_SIZE,
-            )
+            .list_streams(&ACCOUNTS, at.continuation.as_deref(), ACCRUAL_PAGE_SIZE)
             .await?;
         let outcomes: Vec<Result<bool, BankError>> = stream::iter(page.instances.clone())
             .map(|account| {
@@ -235,7 +233,7 @@ mod tests {
     }
 
     async fn accruals(bank: &Bank, account: &str) -> usize {
-        let store = bank.app().store(DOMAIN, ENTITY).unwrap();
+        let store = bank.app().store(&ACCOUNTS).unwrap();
         let stream = Bank::stream(account).unwrap();
         let slice = store.read(&stream, ReadRequest::all()).await.unwrap();
         slice
@@ -253,18 +251,13 @@ mod tests {
         let rates = InterestRates::default();
         // A run that died: it accrued the first page and recorded it, and accrued 10 accounts of
         // the second page without recording that page.
-        let store = bank.app().store(DOMAIN, ENTITY).unwrap();
+        let store = bank.app().store(&ACCOUNTS).unwrap();
         let first = store
-            .list_streams(DOMAIN, ENTITY, None, ACCRUAL_PAGE_SIZE)
+            .list_streams(&ACCOUNTS, None, ACCRUAL_PAGE_SIZE)
             .await
             .unwrap();
         let second = store
-            .list_streams(
-                DOMAIN,
-                ENTITY,
-                first.continuation.as_deref(),
-                ACCRUAL_PAGE_SIZE,
-            )
+            .list_streams(&ACCOUNTS, first.continuation.as_deref(), ACCRUAL_PAGE_SIZE)
             .await
             .unwrap();
         let ctx = CommandContext::default();
@@ -279,13 +272,13 @@ mod tests {
                 .unwrap();
             assert!(accrual.accrued.is_some());
         }
-        let run_stream = StreamId::new(DOMAIN, RUN_ENTITY, format_day(day)).unwrap();
+        let run_stream = RUNS.stream(format_day(day)).unwrap();
         let page = PageDone {
             continuation: first.continuation.clone(),
             accounts: first.instances.len() as u64,
         };
         bank.app()
-            .store(DOMAIN, RUN_ENTITY)
+            .store(&RUNS)
             .unwrap()
             .append(
                 &run_stream,

@@ -33,11 +33,14 @@ use std::sync::Arc;
 
 use streamfold::app::App;
 use streamfold::projection::StatefulClassifier;
+use streamfold::stream::EntityType;
 
 pub use service::Bank;
 
 pub const DOMAIN: &str = "Bank";
 pub const ENTITY: &str = "Account";
+/// The bank's streams: one per account.
+pub const ACCOUNTS: EntityType = EntityType::from_static(DOMAIN, ENTITY);
 /// The `source` stored in the metadata of every event the bank writes.
 pub const SOURCE: &str = "streamfold-bank";
 
@@ -46,14 +49,10 @@ pub const SOURCE: &str = "streamfold-bank";
 /// Reads the bank's interest settings ([`interest::InterestRates`]); an invalid one fails.
 pub fn register(app: &mut App) -> anyhow::Result<()> {
     interest::InterestRates::init_from_env()?;
-    app.guard_streams(DOMAIN, ENTITY, guard::AccountGuard)?;
+    app.guard_streams(&ACCOUNTS, guard::AccountGuard)?;
     app.projections_mut()
-        .register(DOMAIN, ENTITY, account::AccountProjection)?
-        .register(
-            DOMAIN,
-            ENTITY,
-            StatefulClassifier::new(overdraft::InOverdraft),
-        )?;
+        .register(&ACCOUNTS, account::AccountProjection)?
+        .register(&ACCOUNTS, StatefulClassifier::new(overdraft::InOverdraft))?;
     readmodels::register(app)?;
     Ok(())
 }

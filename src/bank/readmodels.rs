@@ -51,7 +51,7 @@ use warp::{Filter, Rejection};
 
 use super::account::{Account, AccountProjection, Status, ACCOUNT_PROJECTION};
 use super::money::format_money;
-use super::{DOMAIN, ENTITY};
+use super::ACCOUNTS;
 
 /// The query parameter that filters `Accounts` by overdraft.
 pub const IN_OVERDRAFT_PARAMETER: &str = "inOverdraft";
@@ -63,7 +63,7 @@ pub const CONTINUATION_PARAMETER: &str = "continuation";
 /// Registers the bank's read models.
 pub fn register(app: &mut App) -> Result<(), RegistryError> {
     app.read_models_mut()
-        .register(DOMAIN, ENTITY, AccountProjection)?;
+        .register(&ACCOUNTS, AccountProjection)?;
     Ok(())
 }
 
@@ -202,8 +202,7 @@ async fn accounts_handler(
     let page = store
         .list(
             ACCOUNT_PROJECTION,
-            DOMAIN,
-            ENTITY,
+            &ACCOUNTS,
             query.continuation.as_deref(),
             query.page_size,
         )
@@ -281,9 +280,9 @@ async fn accounts_handler(
 
 async fn rebuild_handler(app: Arc<App>) -> Result<Response, Rejection> {
     let projector = app
-        .read_model_projector(DOMAIN, ENTITY)
+        .read_model_projector(&ACCOUNTS)
         .map_err(|e: ReadModelError| reject(Problem::from(e)))?;
-    let report = rebuild(&projector, DOMAIN, ENTITY)
+    let report = rebuild(&projector, &ACCOUNTS)
         .await
         .map_err(|e| reject(Problem::from(e)))?;
     let mut body = serde_json::to_value(&report).map_err(|e| {
@@ -293,8 +292,8 @@ async fn rebuild_handler(app: Arc<App>) -> Result<Response, Rejection> {
             e.to_string(),
         ))
     })?;
-    body["domain"] = DOMAIN.into();
-    body["entity"] = ENTITY.into();
+    body["domain"] = ACCOUNTS.domain().into();
+    body["entity"] = ACCOUNTS.entity().into();
     body["models"] = projector.models().into();
     if report.failed > 0 {
         let mut problem = Problem::new(

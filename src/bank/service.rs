@@ -34,7 +34,7 @@ use streamfold::stream::{
 use super::account::{Account, AccountProjection, Refusal, Status};
 use super::events::{AccountEvent, AccountOpened};
 use super::money::format_money;
-use super::{DOMAIN, ENTITY, SOURCE};
+use super::{ACCOUNTS, SOURCE};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +161,7 @@ impl Bank {
     }
 
     pub fn stream(account_number: &str) -> Result<StreamId, StoreError> {
-        Ok(StreamId::new(DOMAIN, ENTITY, account_number)?)
+        Ok(ACCOUNTS.stream(account_number)?)
     }
 
     /// Opens an account: when the stream is new, one append expecting no stream (no read);
@@ -249,7 +249,7 @@ impl Bank {
             state, sequence, ..
         } = self
             .app
-            .runner(DOMAIN, ENTITY)?
+            .runner(&ACCOUNTS)?
             .run(&stream, &AccountProjection, as_of)
             .await?;
         if state.status == Status::NotOpened {
@@ -269,7 +269,7 @@ impl Bank {
         page_size: u64,
     ) -> Result<HistoryPage, BankError> {
         let stream = Self::stream(account_number)?;
-        let store = self.app.store(DOMAIN, ENTITY)?;
+        let store = self.app.store(&ACCOUNTS)?;
         let to = from.saturating_add(page_size.saturating_sub(1));
         let slice = store
             .read(&stream, ReadRequest::range(from, Some(to)))
@@ -297,7 +297,7 @@ impl Bank {
         decide: impl Fn(&Account) -> Result<AccountEvent, BankError> + Send + Sync,
     ) -> Result<CommandAnswer, BankError> {
         let stream = Self::stream(account_number)?;
-        let runner = self.app.runner(DOMAIN, ENTITY)?;
+        let runner = self.app.runner(&ACCOUNTS)?;
         let executor = CommandExecutor::new(&runner, &AccountProjection, self.app.command_policy());
         let idempotency = match &context.idempotency_key {
             Some(key) => Some(Idempotency::new(

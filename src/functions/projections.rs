@@ -43,11 +43,8 @@ async fn run_handler(
         .map_err(|e| reject(Problem::from(StoreError::from(e))))?;
     only_known_params(&query, &["asOfSequence", "asOf"]).map_err(reject)?;
     let as_of = as_of_params(&query).map_err(reject)?;
-    let Some(projection) = app
-        .projections()
-        .get(stream.domain(), stream.entity(), &name)
-    else {
-        let known = app.projections().names(stream.domain(), stream.entity());
+    let Some(projection) = app.projections().get(stream.entity_type(), &name) else {
+        let known = app.projections().names(stream.entity_type());
         return Err(reject(
             Problem::not_found(
                 "projection-not-found",
@@ -60,9 +57,7 @@ async fn run_handler(
             .with("registered", known),
         ));
     };
-    let runner = app
-        .runner(stream.domain(), stream.entity())
-        .map_err(reject)?;
+    let runner = app.runner(stream.entity_type()).map_err(reject)?;
     let mut results = runner
         .run_many(&stream, &[projection.as_ref()], as_of)
         .await

@@ -30,8 +30,7 @@ use super::filters::{self, only_known_params, time_param, u64_param};
 use super::problem::{json_response, parse_json, reject, Problem};
 use crate::app::App;
 use crate::stream::{
-    validate_entity_type, EventMetadata, ExpectedVersion, NewEvent, ReadRequest, StreamId,
-    DEFAULT_PAGE_SIZE,
+    EntityType, EventMetadata, ExpectedVersion, NewEvent, ReadRequest, StreamId, DEFAULT_PAGE_SIZE,
 };
 
 /// Largest page of instance keys a client may ask for.
@@ -275,9 +274,7 @@ async fn read_handler(
     let last = to.map_or(page_end, |to| to.min(page_end));
     let mut request = ReadRequest::range(from, Some(last));
     request.as_of = as_of;
-    let store = app
-        .store(stream.domain(), stream.entity())
-        .map_err(reject)?;
+    let store = app.store(stream.entity_type()).map_err(reject)?;
     let slice = store.read(&stream, request).await.map_err(reject)?;
     if slice.version == 0 {
         return Err(reject(Problem::not_found(
@@ -313,7 +310,7 @@ async fn list_handler(
     query: Vec<(String, String)>,
     app: Arc<App>,
 ) -> Result<Response, Rejection> {
-    validate_entity_type(&domain, &entity)
+    let entity_type = EntityType::new(domain.as_str(), entity.as_str())
         .map_err(|e| reject(Problem::from(crate::stream::StoreError::from(e))))?;
     only_known_params(&query, &["continuation", "pageSize"]).map_err(reject)?;
     let page_size = u64_param(&query, "pageSize")
@@ -326,9 +323,9 @@ async fn list_handler(
         )));
     }
     let continuation = filters::query_param(&query, "continuation").filter(|c| !c.is_empty());
-    let store = app.store(&domain, &entity).map_err(reject)?;
+    let store = app.store(&entity_type).map_err(reject)?;
     let page = store
-        .list_streams(&domain, &entity, continuation, page_size)
+        .list_streams(&entity_type, continuation, page_size)
         .await
         .map_err(reject)?;
     Ok(json_response(

@@ -263,15 +263,11 @@ async fn project(
     stream: &StreamId,
     sequence: u64,
 ) -> Result<Vec<ProjectOutcome>, ReadModelError> {
-    if app
-        .read_models()
-        .names(stream.domain(), stream.entity())
-        .is_empty()
-    {
+    if app.read_models().names(stream.entity_type()).is_empty() {
         // Nothing to keep for this entity type: no storage needs to be reachable.
         return Ok(Vec::new());
     }
-    app.read_model_projector(stream.domain(), stream.entity())?
+    app.read_model_projector(stream.entity_type())?
         .project(stream, sequence)
         .await
 }
@@ -596,7 +592,7 @@ mod tests {
     use crate::config::Settings;
     use crate::notify::NotificationSchema;
     use crate::projection::{ApplyError, Projection};
-    use crate::stream::{ExpectedVersion, NewEvent, RecordedEvent};
+    use crate::stream::{EntityType, ExpectedVersion, NewEvent, RecordedEvent};
     use serde_json::Value;
 
     struct Count;
@@ -624,10 +620,12 @@ mod tests {
     async fn app_with_stream(events: usize) -> (Arc<App>, StreamId, Vec<RecordedEvent>) {
         let mut app = App::in_memory(Settings::from_pairs(Vec::new()).unwrap());
         app.read_models_mut()
-            .register("Bank", "Account", Count)
+            .register(&EntityType::from_static("Bank", "Account"), Count)
             .unwrap();
         let stream = StreamId::new("Bank", "Account", "A 1").unwrap();
-        let store = app.store("Bank", "Account").unwrap();
+        let store = app
+            .store(&EntityType::from_static("Bank", "Account"))
+            .unwrap();
         let new = (0..events)
             .map(|_| NewEvent::from_raw("Happened", RawValue::from_string("{}".into()).unwrap()))
             .collect();
@@ -813,7 +811,9 @@ mod tests {
     /// Appends one event of `event_type` with `data` (JSON text) to a new stream `instance`.
     async fn append_one(app: &App, instance: &str, event_type: &str, data: &str) -> RecordedEvent {
         let stream = StreamId::new("Bank", "Account", instance).unwrap();
-        let store = app.store("Bank", "Account").unwrap();
+        let store = app
+            .store(&EntityType::from_static("Bank", "Account"))
+            .unwrap();
         let event = NewEvent::from_raw(event_type, RawValue::from_string(data.into()).unwrap());
         store
             .append(&stream, ExpectedVersion::NoStream, vec![event])
@@ -1015,13 +1015,12 @@ mod tests {
         async fn list(
             &self,
             model: &str,
-            domain: &str,
-            entity: &str,
+            entity_type: &EntityType,
             continuation: Option<&str>,
             page_size: usize,
         ) -> Result<crate::readmodel::ReadModelPage, ReadModelError> {
             self.rows
-                .list(model, domain, entity, continuation, page_size)
+                .list(model, entity_type, continuation, page_size)
                 .await
         }
     }

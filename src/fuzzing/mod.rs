@@ -38,7 +38,8 @@ use crate::storage::blob::fuzz_access as blob;
 use crate::storage::table::fuzz_access as table;
 use crate::storage::{MemoryStore, StorageAccount};
 use crate::stream::{
-    check_key_continuation, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamId,
+    check_key_continuation, EntityType, EventStore, ExpectedVersion, NewEvent, RecordedEvent,
+    StreamId,
 };
 
 /// The body of a fuzz target: one input's bytes.
@@ -222,18 +223,18 @@ fn app() -> Arc<App> {
     let settings = Settings::from_pairs(Vec::new()).expect("empty settings are valid");
     let mut app = App::in_memory(settings);
     app.projections_mut()
-        .register("Bank", "Account", Count)
-        .and_then(|r| r.register("Bank", "Account", Sum))
+        .register(&EntityType::from_static("Bank", "Account"), Count)
+        .and_then(|r| r.register(&EntityType::from_static("Bank", "Account"), Sum))
         .expect("valid projections");
     app.read_models_mut()
-        .register("Bank", "Account", Count)
+        .register(&EntityType::from_static("Bank", "Account"), Count)
         .expect("valid read model");
     Arc::new(app)
 }
 
 /// Seeds a stream the requests can read: `Bank/Account/A-1` with three events.
 fn seed(app: &App) {
-    let Ok(store) = app.store("Bank", "Account") else {
+    let Ok(store) = app.store(&EntityType::from_static("Bank", "Account")) else {
         return;
     };
     let Ok(stream) = StreamId::new("Bank", "Account", "A-1") else {
@@ -584,7 +585,8 @@ pub fn continuation(data: &[u8]) {
             ));
         }
     }
-    match block_on(store.list_streams("Bank", "Account", Some(token), 2)) {
+    match block_on(store.list_streams(&EntityType::from_static("Bank", "Account"), Some(token), 2))
+    {
         Ok(page) => {
             assert!(valid_key, "a continuation that is no key was accepted");
             assert!(page.instances.iter().all(|key| key.as_str() > token));

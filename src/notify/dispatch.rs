@@ -59,8 +59,8 @@ use super::publisher::PublishError;
 use super::raise::{notifications_for, RaiseSwitches};
 use super::sink::NotificationSink;
 use crate::stream::{
-    AppendOutcome, EventStore, ExpectedVersion, NewEvent, Outbox, PendingStream, ReadRequest,
-    RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
+    AppendOutcome, EntityType, EventStore, ExpectedVersion, NewEvent, Outbox, PendingStream,
+    ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
 };
 
 /// Pending streams one sweep dispatches unless told otherwise.
@@ -827,13 +827,12 @@ impl EventStore for NotifyingStore {
 
     async fn list_streams(
         &self,
-        domain: &str,
-        entity: &str,
+        entity_type: &EntityType,
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<StreamPage, StoreError> {
         self.inner
-            .list_streams(domain, entity, continuation, page_size)
+            .list_streams(entity_type, continuation, page_size)
             .await
     }
 }
@@ -875,7 +874,7 @@ mod tests {
         ) -> Result<crate::stream::PendingScan, StoreError> {
             let page = self
                 .store
-                .list_streams("Bank", "Account", None, 1000)
+                .list_streams(&EntityType::from_static("Bank", "Account"), None, 1000)
                 .await?;
             let mut streams: Vec<StreamId> = page
                 .instances

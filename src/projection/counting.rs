@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use crate::stream::{
-    AppendOutcome, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError,
-    StreamId, StreamPage, StreamSlice,
+    AppendOutcome, EntityType, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent,
+    StoreError, StreamId, StreamPage, StreamSlice,
 };
 
 /// Wraps an [`EventStore`] and counts its reads.
@@ -92,13 +92,12 @@ impl<S: EventStore> EventStore for CountingStore<S> {
 
     async fn list_streams(
         &self,
-        domain: &str,
-        entity: &str,
+        entity_type: &EntityType,
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<StreamPage, StoreError> {
         self.inner
-            .list_streams(domain, entity, continuation, page_size)
+            .list_streams(entity_type, continuation, page_size)
             .await
     }
 }

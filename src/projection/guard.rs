@@ -45,8 +45,8 @@ use super::{
     ProjectionRunner, Recognition, RegistryError,
 };
 use crate::stream::{
-    check_new_events, validate_entity_type, AppendOutcome, ExpectedVersion, NewEvent,
-    RecordedEvent, StoreError, StreamId,
+    check_new_events, AppendOutcome, EntityType, ExpectedVersion, NewEvent, RecordedEvent,
+    StoreError, StreamId,
 };
 
 /// A domain's check of events other writers append to its streams.
@@ -222,42 +222,36 @@ fn check_all<G: StreamGuard>(
 /// The guards of an app, by domain and entity type.
 #[derive(Clone, Default)]
 pub struct GuardRegistry {
-    by_entity: BTreeMap<(String, String), Arc<dyn DynStreamGuard>>,
+    by_entity: BTreeMap<EntityType, Arc<dyn DynStreamGuard>>,
 }
 
 impl GuardRegistry {
-    /// Makes `guard` the owner of the streams of `domain` / `entity`; one guard per entity
-    /// type.
+    /// Makes `guard` the owner of the streams of `entity_type`; one guard per entity type.
     pub fn register<G: StreamGuard>(
         &mut self,
-        domain: &str,
-        entity: &str,
+        entity_type: &EntityType,
         guard: G,
     ) -> Result<&mut Self, RegistryError> {
-        validate_entity_type(domain, entity)?;
-        let key = (domain.to_owned(), entity.to_owned());
-        if self.by_entity.contains_key(&key) {
+        if self.by_entity.contains_key(entity_type) {
             return Err(RegistryError::DuplicateGuard {
-                domain: domain.to_owned(),
-                entity: entity.to_owned(),
+                domain: entity_type.domain().to_owned(),
+                entity: entity_type.entity().to_owned(),
             });
         }
-        self.by_entity.insert(key, Arc::new(guard));
+        self.by_entity.insert(entity_type.clone(), Arc::new(guard));
         Ok(self)
     }
 
-    /// The guard of `domain` / `entity`, if a domain owns those streams.
-    pub fn get(&self, domain: &str, entity: &str) -> Option<Arc<dyn DynStreamGuard>> {
-        self.by_entity
-            .get(&(domain.to_owned(), entity.to_owned()))
-            .cloned()
+    /// The guard of `entity_type`, if a domain owns those streams.
+    pub fn get(&self, entity_type: &EntityType) -> Option<Arc<dyn DynStreamGuard>> {
+        self.by_entity.get(entity_type).cloned()
     }
 }
 
 impl std::fmt::Debug for GuardRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.by_entity.keys().map(|(d, e)| format!("{d}/{e}")))
+            .entries(self.by_entity.keys().map(|e| e.to_string()))
             .finish()
     }
 }
@@ -367,13 +361,12 @@ pub(super) mod tests {
         }
         async fn list_streams(
             &self,
-            domain: &str,
-            entity: &str,
+            entity_type: &EntityType,
             continuation: Option<&str>,
             page_size: usize,
         ) -> Result<StreamPage, StoreError> {
             self.inner
-                .list_streams(domain, entity, continuation, page_size)
+                .list_streams(entity_type, continuation, page_size)
                 .await
         }
     }
@@ -584,13 +577,19 @@ pub(super) mod tests {
     #[test]
     fn one_guard_per_entity_type() {
         let mut registry = GuardRegistry::default();
-        registry.register("Bank", "Account", Guard).unwrap();
+        registry
+            .register(&EntityType::from_static("Bank", "Account"), Guard)
+            .unwrap();
         assert!(matches!(
-            registry.register("Bank", "Account", Guard),
+            registry.register(&EntityType::from_static("Bank", "Account"), Guard),
             Err(RegistryError::DuplicateGuard { .. })
         ));
-        assert!(registry.register("Bank.x", "Account", Guard).is_err());
-        assert!(registry.get("Bank", "Account").is_some());
-        assert!(registry.get("Bank", "Loan").is_none());
+
+        assert!(registry
+            .get(&EntityType::from_static("Bank", "Account"))
+            .is_some());
+        assert!(registry
+            .get(&EntityType::from_static("Bank", "Loan"))
+            .is_none());
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::stream::{validate_entity_type, KeyError};
+use crate::stream::{EntityType, KeyError};
 
 use super::{validate_projection_name, DynProjection, Projection};
 
@@ -35,12 +35,10 @@ pub enum RegistryError {
     DuplicateGuard { domain: String, entity: String },
 }
 
-type EntityKey = (String, String);
-
-/// (domain, entity type, projection name) → projection.
+/// (entity type, projection name) → projection.
 #[derive(Clone, Default)]
 pub struct ProjectionRegistry {
-    by_entity: BTreeMap<EntityKey, BTreeMap<String, Arc<dyn DynProjection>>>,
+    by_entity: BTreeMap<EntityType, BTreeMap<String, Arc<dyn DynProjection>>>,
 }
 
 impl ProjectionRegistry {
@@ -48,37 +46,31 @@ impl ProjectionRegistry {
         Self::default()
     }
 
-    /// Registers `projection` for the streams of `domain` / `entity` under its own name.
+    /// Registers `projection` for the streams of `entity_type` under its own name.
     pub fn register<P: Projection>(
         &mut self,
-        domain: &str,
-        entity: &str,
+        entity_type: &EntityType,
         projection: P,
     ) -> Result<&mut Self, RegistryError> {
-        self.register_dyn(domain, entity, Arc::new(projection))
+        self.register_dyn(entity_type, Arc::new(projection))
     }
 
     /// Registers a projection that is already type-erased (shared with other code).
     pub fn register_dyn(
         &mut self,
-        domain: &str,
-        entity: &str,
+        entity_type: &EntityType,
         projection: Arc<dyn DynProjection>,
     ) -> Result<&mut Self, RegistryError> {
-        validate_entity_type(domain, entity)?;
         let name = projection.name().to_owned();
         validate_projection_name(&name).map_err(|reason| RegistryError::InvalidName {
             projection: name.clone(),
             reason,
         })?;
-        let projections = self
-            .by_entity
-            .entry((domain.to_owned(), entity.to_owned()))
-            .or_default();
+        let projections = self.by_entity.entry(entity_type.clone()).or_default();
         if projections.contains_key(&name) {
             return Err(RegistryError::Duplicate {
-                domain: domain.to_owned(),
-                entity: entity.to_owned(),
+                domain: entity_type.domain().to_owned(),
+                entity: entity_type.entity().to_owned(),
                 projection: name,
             });
         }
@@ -86,47 +78,42 @@ impl ProjectionRegistry {
         Ok(self)
     }
 
-    /// The projection named `name` for `domain` / `entity`.
-    pub fn get(&self, domain: &str, entity: &str, name: &str) -> Option<Arc<dyn DynProjection>> {
-        self.entity(domain, entity)?.get(name).cloned()
+    /// The projection named `name` for `entity_type`.
+    pub fn get(&self, entity_type: &EntityType, name: &str) -> Option<Arc<dyn DynProjection>> {
+        self.by_entity.get(entity_type)?.get(name).cloned()
     }
 
-    /// The names of the projections of `domain` / `entity`, in name order.
-    pub fn names(&self, domain: &str, entity: &str) -> Vec<&str> {
-        self.entity(domain, entity)
+    /// The names of the projections of `entity_type`, in name order.
+    pub fn names(&self, entity_type: &EntityType) -> Vec<&str> {
+        self.by_entity
+            .get(entity_type)
             .map(|p| p.keys().map(String::as_str).collect())
             .unwrap_or_default()
     }
 
-    /// The projections of `domain` / `entity`, in name order (to run them all in one pass).
-    pub fn projections(&self, domain: &str, entity: &str) -> Vec<Arc<dyn DynProjection>> {
-        self.entity(domain, entity)
+    /// The projections of `entity_type`, in name order (to run them all in one pass).
+    pub fn projections(&self, entity_type: &EntityType) -> Vec<Arc<dyn DynProjection>> {
+        self.by_entity
+            .get(entity_type)
             .map(|p| p.values().cloned().collect())
             .unwrap_or_default()
     }
 
-    fn entity(
-        &self,
-        domain: &str,
-        entity: &str,
-    ) -> Option<&BTreeMap<String, Arc<dyn DynProjection>>> {
-        self.by_entity.get(&(domain.to_owned(), entity.to_owned()))
+    /// The entity types that have at least one projection, in order.
+    pub fn entity_types(&self) -> impl Iterator<Item = &EntityType> {
+        self.by_entity.keys()
     }
 }
 
 impl fmt::Debug for ProjectionRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(
-                self.by_entity
-                    .iter()
-                    .map(|((domain, entity), projections)| {
-                        (
-                            format!("{domain}/{entity}"),
-                            projections.keys().collect::<Vec<_>>(),
-                        )
-                    }),
-            )
+            .entries(self.by_entity.iter().map(|(entity_type, projections)| {
+                (
+                    entity_type.to_string(),
+                    projections.keys().collect::<Vec<_>>(),
+                )
+            }))
             .finish()
     }
 }
@@ -160,42 +147,76 @@ mod tests {
     fn registers_and_finds_by_entity_and_name() {
         let mut registry = ProjectionRegistry::new();
         registry
-            .register("Bank", "Account", Named("balance"))
+            .register(
+                &EntityType::from_static("Bank", "Account"),
+                Named("balance"),
+            )
             .unwrap()
-            .register("Bank", "Account", Named("count"))
+            .register(&EntityType::from_static("Bank", "Account"), Named("count"))
             .unwrap()
-            .register("Bank", "Customer", Named("balance"))
+            .register(
+                &EntityType::from_static("Bank", "Customer"),
+                Named("balance"),
+            )
             .unwrap();
-        assert_eq!(registry.names("Bank", "Account"), ["balance", "count"]);
-        assert_eq!(registry.names("Bank", "Customer"), ["balance"]);
-        assert!(registry.names("Bank", "Loan").is_empty());
         assert_eq!(
-            registry.get("Bank", "Account", "count").unwrap().name(),
+            registry.names(&EntityType::from_static("Bank", "Account")),
+            ["balance", "count"]
+        );
+        assert_eq!(
+            registry.names(&EntityType::from_static("Bank", "Customer")),
+            ["balance"]
+        );
+        assert!(registry
+            .names(&EntityType::from_static("Bank", "Loan"))
+            .is_empty());
+        assert_eq!(
+            registry
+                .get(&EntityType::from_static("Bank", "Account"), "count")
+                .unwrap()
+                .name(),
             "count"
         );
-        assert!(registry.get("Bank", "Account", "missing").is_none());
-        assert!(registry.get("Shop", "Account", "count").is_none());
-        assert_eq!(registry.projections("Bank", "Account").len(), 2);
+        assert!(registry
+            .get(&EntityType::from_static("Bank", "Account"), "missing")
+            .is_none());
+        assert!(registry
+            .get(&EntityType::from_static("Shop", "Account"), "count")
+            .is_none());
+        assert_eq!(
+            registry
+                .projections(&EntityType::from_static("Bank", "Account"))
+                .len(),
+            2
+        );
     }
 
     #[test]
     fn refuses_duplicates_and_bad_names() {
         let mut registry = ProjectionRegistry::new();
         registry
-            .register("Bank", "Account", Named("balance"))
+            .register(
+                &EntityType::from_static("Bank", "Account"),
+                Named("balance"),
+            )
             .unwrap();
         assert!(matches!(
-            registry.register("Bank", "Account", Named("balance")),
+            registry.register(
+                &EntityType::from_static("Bank", "Account"),
+                Named("balance")
+            ),
             Err(RegistryError::Duplicate { .. })
         ));
         assert!(matches!(
-            registry.register("Bank", "Account", Named("bad name")),
+            registry.register(
+                &EntityType::from_static("Bank", "Account"),
+                Named("bad name")
+            ),
             Err(RegistryError::InvalidName { .. })
         ));
-        assert!(matches!(
-            registry.register("Bank.x", "Account", Named("ok")),
-            Err(RegistryError::InvalidKey(_))
-        ));
-        assert_eq!(registry.names("Bank", "Account"), ["balance"]);
+        assert_eq!(
+            registry.names(&EntityType::from_static("Bank", "Account")),
+            ["balance"]
+        );
     }
 }

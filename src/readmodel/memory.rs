@@ -17,7 +17,7 @@ use super::store::{
     SaveCondition, SaveOutcome, StoredCheckpoint,
 };
 use super::ReadModelError;
-use crate::stream::{validate_entity_type, StreamId};
+use crate::stream::{EntityType, StreamId};
 
 /// (read model, domain, entity type) → instance key → row.
 type Rows = BTreeMap<(String, String, String), BTreeMap<InstanceKey, StoredCheckpoint>>;
@@ -140,12 +140,11 @@ impl ReadModelStore for MemoryReadModelStore {
     async fn list(
         &self,
         model: &str,
-        domain: &str,
-        entity: &str,
+        entity_type: &EntityType,
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<ReadModelPage, ReadModelError> {
-        validate_entity_type(domain, entity)?;
+        let (domain, entity) = (entity_type.domain(), entity_type.entity());
         let page_size = checked_page_size(continuation, page_size)?;
         let key = (model.to_owned(), domain.to_owned(), entity.to_owned());
         let all = self.lock();

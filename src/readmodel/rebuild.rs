@@ -30,7 +30,7 @@ use super::projector::ReadModelProjector;
 use super::store::{Checkpoint, FoldFailure, SaveCondition, SaveOutcome, StoredCheckpoint};
 use super::{ReadModelError, MAX_SAVE_ATTEMPTS};
 use crate::projection::{DynProjection, ProjectionError};
-use crate::stream::{validate_entity_type, ReadRequest, StreamId, StreamSlice};
+use crate::stream::{EntityType, ReadRequest, StreamId, StreamSlice};
 
 /// Streams rebuilt at the same time.
 pub const REBUILD_CONCURRENCY: usize = 8;
@@ -95,15 +95,12 @@ enum Decision {
     Replay,
 }
 
-/// Recomputes every row of the projector's read models for the streams of `domain` /
-/// `entity`. Fails only when the streams cannot be listed; per-stream failures are in the
+/// Recomputes every row of the projector's read models for the streams of `entity_type`. Fails only when the streams cannot be listed; per-stream failures are in the
 /// report.
 pub async fn rebuild(
     projector: &ReadModelProjector,
-    domain: &str,
-    entity: &str,
+    entity_type: &EntityType,
 ) -> Result<RebuildReport, ReadModelError> {
-    validate_entity_type(domain, entity)?;
     let mut report = RebuildReport::default();
     if projector.models.is_empty() {
         return Ok(report);
@@ -112,11 +109,11 @@ pub async fn rebuild(
     loop {
         let page = projector
             .events
-            .list_streams(domain, entity, continuation.as_deref(), REBUILD_LIST_PAGE)
+            .list_streams(entity_type, continuation.as_deref(), REBUILD_LIST_PAGE)
             .await?;
         let results: Vec<(String, Result<Vec<RowOutcome>, ReadModelError>)> =
             futures::stream::iter(page.instances.into_iter().map(|instance| async move {
-                let result = match StreamId::new(domain, entity, instance.as_str()) {
+                let result = match entity_type.stream(instance.as_str()) {
                     Ok(stream) => rebuild_stream(projector, &stream).await,
                     Err(e) => Err(e.into()),
                 };
@@ -139,7 +136,7 @@ pub async fn rebuild(
                         refused = refused.or(failure);
                     }
                     if let Some((model, failure)) = refused {
-                        tracing::warn!(domain, entity, instance, model, sequence = failure.sequence, reason = failure.reason, "a read model cannot fold an event of the stream; its row is marked unreadable");
+                        tracing::warn!(entity_type = %entity_type, instance, model, sequence = failure.sequence, reason = failure.reason, "a read model cannot fold an event of the stream; its row is marked unreadable");
                         report.unreadable += 1;
                         if report.unreadable_streams.len() < MAX_REPORTED_FAILURES {
                             report.unreadable_streams.push(UnreadableStream {
@@ -152,7 +149,7 @@ pub async fn rebuild(
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(domain, entity, instance, error = %error, "read model rebuild failed for a stream");
+                    tracing::warn!(entity_type = %entity_type, instance, error = %error, "read model rebuild failed for a stream");
                     report.failed += 1;
                     if report.failures.len() < MAX_REPORTED_FAILURES {
                         report.failures.push(RebuildFailure {
@@ -168,7 +165,7 @@ pub async fn rebuild(
             None => break,
         }
     }
-    tracing::info!(domain, entity, ?report, "read models rebuilt");
+    tracing::info!(entity_type = %entity_type, ?report, "read models rebuilt");
     Ok(report)
 }
 

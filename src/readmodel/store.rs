@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 
 use super::ReadModelError;
-use crate::stream::{validate_instance_key, StreamId};
+use crate::stream::{validate_instance_key, EntityType, StreamId};
 
 /// A read model's state for one stream, and where in the stream it stands.
 #[derive(Debug, Clone)]
@@ -181,15 +181,14 @@ pub trait ReadModelStore: Send + Sync + 'static {
         condition: &SaveCondition,
     ) -> Result<SaveOutcome, ReadModelError>;
 
-    /// A page of the rows of `model` for the streams of `domain` / `entity`: at most
+    /// A page of the rows of `model` for the streams of `entity_type`: at most
     /// `page_size` rows (at least 1) whose instance key sorts after `continuation` (from the
     /// first row when `None`), in instance-key order. A continuation that is not a valid
     /// instance key is [`ReadModelError::InvalidKey`].
     async fn list(
         &self,
         model: &str,
-        domain: &str,
-        entity: &str,
+        entity_type: &EntityType,
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<ReadModelPage, ReadModelError>;

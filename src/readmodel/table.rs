@@ -42,7 +42,7 @@ use crate::storage::table::entity::{
     MAX_ENTITY_BYTES, PARTITION_KEY, ROW_KEY,
 };
 use crate::storage::table::keys::{odata_string, KEY_SEPARATOR};
-use crate::stream::{validate_entity_type, StoreError, StreamId};
+use crate::stream::{EntityType, StoreError, StreamId};
 
 /// The table that holds read-model rows.
 pub const DEFAULT_READ_MODEL_TABLE: &str = "streamfoldreadmodels";
@@ -268,12 +268,11 @@ impl ReadModelStore for TableReadModelStore {
     async fn list(
         &self,
         model: &str,
-        domain: &str,
-        entity: &str,
+        entity_type: &EntityType,
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<ReadModelPage, ReadModelError> {
-        validate_entity_type(domain, entity)?;
+        let (domain, entity) = (entity_type.domain(), entity_type.entity());
         let page_size = checked_page_size(continuation, page_size)?;
         let api = self.api().await?;
         let what = format!("read model {model} of {domain}/{entity}");

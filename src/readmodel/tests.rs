@@ -9,7 +9,9 @@ use serde_json::value::RawValue;
 use super::*;
 use crate::projection::{ApplyError, DynProjection, Projection};
 use crate::storage::MemoryStore;
-use crate::stream::{EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StreamId};
+use crate::stream::{
+    EntityType, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StreamId,
+};
 
 /// An event type [`Trail`] refuses (and [`Count`] counts).
 const POISON: &str = "Poison";
@@ -84,13 +86,12 @@ impl ReadModelStore for Yielding {
     async fn list(
         &self,
         model: &str,
-        domain: &str,
-        entity: &str,
+        entity_type: &EntityType,
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<ReadModelPage, ReadModelError> {
         self.0
-            .list(model, domain, entity, continuation, page_size)
+            .list(model, entity_type, continuation, page_size)
             .await
     }
 }
@@ -306,7 +307,9 @@ async fn rebuild_fills_missing_rows_fixes_wrong_ones_and_keeps_newer_ones() {
             failure: None,
         },
     );
-    let report = rebuild(&f.projector, "Bank", "Account").await.unwrap();
+    let report = rebuild(&f.projector, &EntityType::from_static("Bank", "Account"))
+        .await
+        .unwrap();
     assert_eq!(report.streams, 3);
     assert_eq!(report.failed, 0);
     // a: 2 created; b: trail created, count replaced; c: 2 unchanged.
@@ -314,7 +317,9 @@ async fn rebuild_fills_missing_rows_fixes_wrong_ones_and_keeps_newer_ones() {
     for s in [&a, &b, &c] {
         assert_exact(&f, s).await;
     }
-    let again = rebuild(&f.projector, "Bank", "Account").await.unwrap();
+    let again = rebuild(&f.projector, &EntityType::from_static("Bank", "Account"))
+        .await
+        .unwrap();
     assert_eq!((again.written, again.unchanged), (0, 6));
 
     // A row ahead of the stream (corrupt) is replaced by the replay.
@@ -328,7 +333,9 @@ async fn rebuild_fills_missing_rows_fixes_wrong_ones_and_keeps_newer_ones() {
             failure: None,
         },
     );
-    let fixed = rebuild(&f.projector, "Bank", "Account").await.unwrap();
+    let fixed = rebuild(&f.projector, &EntityType::from_static("Bank", "Account"))
+        .await
+        .unwrap();
     assert_eq!(fixed.written, 1);
     assert_exact(&f, &c).await;
 }
@@ -369,13 +376,12 @@ impl EventStore for GrowsDuringReplay {
     }
     async fn list_streams(
         &self,
-        domain: &str,
-        entity: &str,
+        entity_type: &EntityType,
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<crate::stream::StreamPage, crate::stream::StoreError> {
         self.inner
-            .list_streams(domain, entity, continuation, page_size)
+            .list_streams(entity_type, continuation, page_size)
             .await
     }
 }
@@ -391,7 +397,9 @@ async fn rebuild_leaves_rows_a_projector_took_further() {
     });
     let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(Count)];
     let rebuilding = ReadModelProjector::new(growing, f.rows.clone(), models);
-    let report = rebuild(&rebuilding, "Bank", "Account").await.unwrap();
+    let report = rebuild(&rebuilding, &EntityType::from_static("Bank", "Account"))
+        .await
+        .unwrap();
     // The replay saw version 2; the rows were at 4 by the time it would have saved.
     assert_eq!((report.written, report.newer), (0, 2));
     assert_eq!(f.events.version(&s).await.unwrap(), 4);
@@ -441,7 +449,9 @@ async fn an_event_a_model_refuses_marks_its_row_and_the_rest_carries_on() {
     assert_exact(&f, &good).await;
 
     // A rebuild agrees with the projector, and counts the stream as unreadable.
-    let report = rebuild(&f.projector, "Bank", "Account").await.unwrap();
+    let report = rebuild(&f.projector, &EntityType::from_static("Bank", "Account"))
+        .await
+        .unwrap();
     assert_eq!(
         (report.streams, report.failed, report.unreadable),
         (2, 0, 1)
@@ -463,7 +473,9 @@ async fn an_event_a_model_refuses_marks_its_row_and_the_rest_carries_on() {
             failure: None,
         },
     );
-    let fixed = rebuild(&f.projector, "Bank", "Account").await.unwrap();
+    let fixed = rebuild(&f.projector, &EntityType::from_static("Bank", "Account"))
+        .await
+        .unwrap();
     assert_eq!((fixed.written, fixed.newer, fixed.unreadable), (1, 0, 1));
     let row = f.rows.0.load("trail", &bad).await.unwrap().unwrap();
     assert_eq!(row.checkpoint.failure, Some(failure));

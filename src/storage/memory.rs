@@ -11,9 +11,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::stream::{
-    append_time, check_key_continuation, check_new_events, earlier_append, validate_entity_type,
-    AppendOutcome, Clock, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent,
-    StoreError, StoredEventId, StreamId, StreamPage, StreamSlice, TimeLine,
+    append_time, check_key_continuation, check_new_events, earlier_append, AppendOutcome, Clock,
+    EntityType, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError,
+    StoredEventId, StreamId, StreamPage, StreamSlice, TimeLine,
 };
 
 #[derive(Default)]
@@ -164,17 +164,15 @@ impl EventStore for MemoryStore {
 
     async fn list_streams(
         &self,
-        domain: &str,
-        entity: &str,
+        entity_type: &EntityType,
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<StreamPage, StoreError> {
-        validate_entity_type(domain, entity)?;
         check_key_continuation(continuation)?;
         let streams = self.lock();
         let mut instances: Vec<String> = streams
             .keys()
-            .filter(|id| id.domain() == domain && id.entity() == entity)
+            .filter(|id| id.entity_type() == entity_type)
             .map(|id| id.instance().to_owned())
             .filter(|key| continuation.is_none_or(|after| key.as_str() > after))
             .take(page_size.max(1) + 1)

@@ -6,6 +6,7 @@
 //! no control characters), so every key the Table backend accepts works on every backend.
 //! Validation happens once, when a [`StreamId`] is built: a `StreamId` in hand is always valid.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Longest domain or entity-type name, in characters.
@@ -28,31 +29,44 @@ pub struct KeyError {
     pub reason: String,
 }
 
-/// Identifies one event stream: domain / entity type / instance key.
+/// A group of streams: a domain and one of its entity types (`Bank` / `Account`), both checked
+/// by [`validate_name`] when it is built, so an `EntityType` in hand is always valid and no
+/// code below the edge of the app checks the pair again.
+///
+/// A domain names its own entity types once, as constants:
+/// `pub const ACCOUNTS: EntityType = EntityType::from_static("Bank", "Account");` (checked
+/// when the crate compiles); names that come from outside go through [`EntityType::new`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamId {
-    domain: String,
-    entity: String,
-    instance: String,
+pub struct EntityType {
+    domain: Cow<'static, str>,
+    entity: Cow<'static, str>,
 }
 
-impl StreamId {
-    /// Validates all three parts; the error names the first part that breaks a rule.
-    pub fn new(
-        domain: impl Into<String>,
-        entity: impl Into<String>,
-        instance: impl Into<String>,
-    ) -> Result<Self, KeyError> {
+impl EntityType {
+    /// Validates both names; the error names the first that breaks a rule.
+    pub fn new(domain: impl Into<String>, entity: impl Into<String>) -> Result<Self, KeyError> {
         let domain = domain.into();
         let entity = entity.into();
-        let instance = instance.into();
-        validate_entity_type(&domain, &entity)?;
-        validate_instance_key(&instance)?;
+        validate_name("domain", &domain)?;
+        validate_name("entity type", &entity)?;
         Ok(Self {
-            domain,
-            entity,
-            instance,
+            domain: Cow::Owned(domain),
+            entity: Cow::Owned(entity),
         })
+    }
+
+    /// An entity type of names written in the code, for a `const` item: a name that breaks
+    /// the rules of [`validate_name`] fails the build there (and panics if called at run
+    /// time, which is why names from outside go through [`EntityType::new`]).
+    pub const fn from_static(domain: &'static str, entity: &'static str) -> Self {
+        assert!(
+            is_valid_name(domain) && is_valid_name(entity),
+            "a domain or entity-type name breaks the naming rules"
+        );
+        Self {
+            domain: Cow::Borrowed(domain),
+            entity: Cow::Borrowed(entity),
+        }
     }
 
     pub fn domain(&self) -> &str {
@@ -63,6 +77,53 @@ impl StreamId {
         &self.entity
     }
 
+    /// The stream of this entity type with instance key `instance` (checked here).
+    pub fn stream(&self, instance: impl Into<String>) -> Result<StreamId, KeyError> {
+        let instance = instance.into();
+        validate_instance_key(&instance)?;
+        Ok(StreamId {
+            entity_type: self.clone(),
+            instance,
+        })
+    }
+}
+
+impl fmt::Display for EntityType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.domain, self.entity)
+    }
+}
+
+/// Identifies one event stream: domain / entity type / instance key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId {
+    entity_type: EntityType,
+    instance: String,
+}
+
+impl StreamId {
+    /// Validates all three parts; the error names the first part that breaks a rule.
+    pub fn new(
+        domain: impl Into<String>,
+        entity: impl Into<String>,
+        instance: impl Into<String>,
+    ) -> Result<Self, KeyError> {
+        EntityType::new(domain, entity)?.stream(instance)
+    }
+
+    pub fn domain(&self) -> &str {
+        self.entity_type.domain()
+    }
+
+    pub fn entity(&self) -> &str {
+        self.entity_type.entity()
+    }
+
+    /// The domain and entity type of the stream.
+    pub fn entity_type(&self) -> &EntityType {
+        &self.entity_type
+    }
+
     pub fn instance(&self) -> &str {
         &self.instance
     }
@@ -70,8 +131,27 @@ impl StreamId {
 
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.domain, self.entity, self.instance)
+        write!(f, "{}/{}", self.entity_type, self.instance)
     }
+}
+
+/// [`validate_name`] as a `const fn`, for [`EntityType::from_static`].
+const fn is_valid_name(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    let [first, rest @ ..] = bytes else {
+        return false;
+    };
+    if !first.is_ascii_alphabetic() || bytes.len() > MAX_NAME_LEN {
+        return false;
+    }
+    let mut rest = rest;
+    while let [byte, tail @ ..] = rest {
+        if !byte.is_ascii_alphanumeric() {
+            return false;
+        }
+        rest = tail;
+    }
+    true
 }
 
 /// Checks a domain or entity-type name: an ASCII letter, then ASCII letters or digits.
@@ -96,13 +176,6 @@ pub fn validate_name(what: &'static str, value: &str) -> Result<(), KeyError> {
         return fail(&format!("must be at most {MAX_NAME_LEN} characters"));
     }
     Ok(())
-}
-
-/// Checks the domain and entity-type names of a group of streams (for listing them), naming the
-/// first that breaks a rule.
-pub fn validate_entity_type(domain: &str, entity: &str) -> Result<(), KeyError> {
-    validate_name("domain", domain)?;
-    validate_name("entity type", entity)
 }
 
 /// Checks an instance key against the rules every backend can store.
@@ -175,5 +248,31 @@ mod tests {
             );
         }
         assert!(StreamId::new("B".repeat(MAX_NAME_LEN + 1), "Account", "1").is_err());
+    }
+
+    #[test]
+    fn entity_types_are_checked_once_and_the_const_check_agrees() {
+        const ACCOUNTS: EntityType = EntityType::from_static("Bank", "Account");
+        assert_eq!(ACCOUNTS, EntityType::new("Bank", "Account").unwrap());
+        assert_eq!(ACCOUNTS.to_string(), "Bank/Account");
+        let stream = ACCOUNTS.stream("ACC-1").unwrap();
+        assert_eq!(stream, StreamId::new("Bank", "Account", "ACC-1").unwrap());
+        assert_eq!(stream.entity_type(), &ACCOUNTS);
+        assert_eq!(ACCOUNTS.stream("a/b").unwrap_err().what, "instance key");
+        let long = "B".repeat(MAX_NAME_LEN + 1);
+        let exact = "B".repeat(MAX_NAME_LEN);
+        for name in [
+            "", "1Bank", "Ba nk", "Bank.", "Bänk", "B", "Bank2", "b", &long, &exact,
+        ] {
+            assert_eq!(
+                is_valid_name(name),
+                validate_name("domain", name).is_ok(),
+                "{name:?}"
+            );
+        }
+        assert_eq!(
+            EntityType::new("Bank", "Acc|t").unwrap_err().what,
+            "entity type"
+        );
     }
 }

@@ -19,8 +19,8 @@ pub use error::StoreError;
 pub use event::{EventMetadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use expected::ExpectedVersion;
 pub use id::{
-    validate_entity_type, validate_instance_key, validate_name, KeyError, StreamId,
-    MAX_INSTANCE_KEY_BYTES, MAX_NAME_LEN,
+    validate_instance_key, validate_name, EntityType, KeyError, StreamId, MAX_INSTANCE_KEY_BYTES,
+    MAX_NAME_LEN,
 };
 #[doc(hidden)]
 pub use jitter::random_unit;

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+use super::{EntityType, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
 
 /// Instance keys per page when listing streams, unless the caller asks for another size.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
@@ -271,13 +271,12 @@ pub trait EventStore: Send + Sync + 'static {
         Ok(self.read(stream, request).await?.events)
     }
 
-    /// A page of the instance keys that have a stream in `domain` / `entity`. `continuation`
-    /// is a token an earlier page returned (opaque to callers); one this backend could not
-    /// have returned is `InvalidContinuation`.
+    /// A page of the instance keys that have a stream of `entity_type`. `continuation` is a
+    /// token an earlier page returned (opaque to callers); one this backend could not have
+    /// returned is `InvalidContinuation`.
     async fn list_streams(
         &self,
-        domain: &str,
-        entity: &str,
+        entity_type: &EntityType,
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<StreamPage, StoreError>;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use streamfold::storage::StorageAccount;
 use streamfold::stream::{
-    EventStore, ExpectedVersion, NewEvent, ReadRequest, StoreError, StreamId, StreamSlice,
+    EntityType, EventStore, ExpectedVersion, NewEvent, ReadRequest, StoreError, StreamId,
+    StreamSlice,
 };
 use streamfold_testbed::Azurite;
 use uuid::Uuid;
@@ -17,6 +18,11 @@ use uuid::Uuid;
 pub const DOMAIN: &str = "Shop";
 /// Entity type of every stream the tests write (the instance keys vary).
 pub const ENTITY: &str = "Cart";
+
+/// The entity type of the streams the suites write.
+pub fn entity_type() -> EntityType {
+    EntityType::from_static(DOMAIN, ENTITY)
+}
 /// Generous bound on an operation against a stopped emulator: it must fail, not hang.
 pub const OUTAGE_BOUND: Duration = Duration::from_secs(30);
 /// A well-formed account key that is not the emulator's.
@@ -107,11 +113,12 @@ pub async fn all_pages(
     entity: &str,
     page_size: usize,
 ) -> Vec<Vec<String>> {
+    let entity_type = &EntityType::new(domain, entity).unwrap();
     let mut pages = Vec::new();
     let mut continuation = None;
     loop {
         let page = store
-            .list_streams(domain, entity, continuation.as_deref(), page_size)
+            .list_streams(entity_type, continuation.as_deref(), page_size)
             .await
             .unwrap();
         assert!(
@@ -158,7 +165,7 @@ pub async fn assert_unavailable_in_bounded_time(
         matches!(version, Err(StoreError::Unavailable { .. })),
         "{version:?}"
     );
-    let list = tokio::time::timeout(OUTAGE_BOUND, store.list_streams(DOMAIN, ENTITY, None, 5))
+    let list = tokio::time::timeout(OUTAGE_BOUND, store.list_streams(&entity_type(), None, 5))
         .await
         .expect("a listing during an outage must not hang");
     assert!(
@@ -182,7 +189,7 @@ pub async fn assert_misconfigured_everywhere(store: &dyn EventStore) {
     assert_misconfigured(store.version(&s).await);
     assert_misconfigured(store.append(&s, ExpectedVersion::Any, events(1)).await);
     assert_misconfigured(store.read(&s, ReadRequest::all()).await);
-    assert_misconfigured(store.list_streams(DOMAIN, ENTITY, None, 5).await);
+    assert_misconfigured(store.list_streams(&entity_type(), None, 5).await);
 }
 
 /// Checks that `result` is `Misconfigured` and that its message does not leak the key.

@@ -347,7 +347,7 @@ pub async fn the_outbox_is_no_stream(f: &Fixture) {
     for view in [f.view.clone(), (f.reopen)()] {
         let page = view
             .store
-            .list_streams(s.domain(), s.entity(), None, 100)
+            .list_streams(s.entity_type(), None, 100)
             .await
             .unwrap();
         assert_eq!(page.instances, ["only"]);

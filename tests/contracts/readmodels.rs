@@ -15,7 +15,7 @@ use streamfold::readmodel::{
     Checkpoint, FoldFailure, ReadModelError, ReadModelStore, SaveCondition, SaveOutcome,
     StoredCheckpoint,
 };
-use streamfold::stream::{StreamId, MAX_INSTANCE_KEY_BYTES};
+use streamfold::stream::{EntityType, StreamId, MAX_INSTANCE_KEY_BYTES};
 
 /// A fresh, empty read-model store of one backend.
 pub struct Fixture {
@@ -106,7 +106,12 @@ async fn pages(store: &dyn ReadModelStore, model: &str, page_size: usize) -> Vec
     let mut continuation: Option<String> = None;
     loop {
         let page = store
-            .list(model, "Bank", "Account", continuation.as_deref(), page_size)
+            .list(
+                model,
+                &EntityType::from_static("Bank", "Account"),
+                continuation.as_deref(),
+                page_size,
+            )
             .await
             .unwrap();
         assert!(page.rows.len() <= page_size.max(1));
@@ -181,7 +186,10 @@ pub async fn saves_are_conditional(f: &Fixture) {
     );
     assert_ne!(load(store, "m", &s).await.etag, now.etag);
 
-    let page = store.list("m", "Bank", "Account", None, 10).await.unwrap();
+    let page = store
+        .list("m", &EntityType::from_static("Bank", "Account"), None, 10)
+        .await
+        .unwrap();
     let rows: Vec<(&str, u64)> = page
         .rows
         .iter()
@@ -189,7 +197,10 @@ pub async fn saves_are_conditional(f: &Fixture) {
         .collect();
     assert_eq!(rows, [("1", 2), ("elsewhere", 1)]);
     assert_eq!(page.continuation, None);
-    let other = store.list("m", "Bank", "Other", None, 10).await.unwrap();
+    let other = store
+        .list("m", &EntityType::from_static("Bank", "Other"), None, 10)
+        .await
+        .unwrap();
     assert!(other.rows.is_empty() && other.continuation.is_none());
 }
 
@@ -278,7 +289,10 @@ pub async fn a_failed_row_keeps_its_failure_until_saved_over(f: &Fixture) {
     save(store, "m", &s, &failed, &SaveCondition::MustNotExist).await;
     let loaded = load(store, "m", &s).await;
     assert_eq!(loaded.checkpoint, failed);
-    let listed = store.list("m", "Bank", "Account", None, 10).await.unwrap();
+    let listed = store
+        .list("m", &EntityType::from_static("Bank", "Account"), None, 10)
+        .await
+        .unwrap();
     assert_eq!(listed.rows.len(), 1);
     assert_eq!(listed.rows[0].checkpoint, failed);
 
@@ -326,7 +340,10 @@ pub async fn rows_are_kept_per_model_and_stream(f: &Fixture) {
         assert_eq!(&load(store, model, s).await.checkpoint, one, "{model} {s}");
     }
     // A listing holds its own model's rows of its own entity type only.
-    let page = store.list("m", "Bank", "Account", None, 100).await.unwrap();
+    let page = store
+        .list("m", &EntityType::from_static("Bank", "Account"), None, 100)
+        .await
+        .unwrap();
     let listed: BTreeSet<String> = page.rows.iter().map(|r| r.instance.clone()).collect();
     let expected: BTreeSet<String> = streams[..7]
         .iter()
@@ -362,7 +379,7 @@ pub async fn another_process_sees_rows_and_their_etags(f: &Fixture) {
     );
     let page = f
         .store
-        .list("m", "Bank", "Account", None, 10)
+        .list("m", &EntityType::from_static("Bank", "Account"), None, 10)
         .await
         .unwrap();
     assert_eq!(page.rows.len(), 1);
@@ -400,7 +417,12 @@ pub async fn listing_pages_in_key_order_and_visits_every_row_once(f: &Fixture) {
 
     // A continuation need not be a stored key: the rows after it.
     let after = store
-        .list("m", "Bank", "Account", Some("3"), 100)
+        .list(
+            "m",
+            &EntityType::from_static("Bank", "Account"),
+            Some("3"),
+            100,
+        )
         .await
         .unwrap();
     let expected: Vec<&String> = sorted.iter().filter(|k| k.as_str() > "3").collect();
@@ -410,14 +432,24 @@ pub async fn listing_pages_in_key_order_and_visits_every_row_once(f: &Fixture) {
     assert_eq!(after.continuation, None);
     // Between the two keys whose order depends on how keys are compared.
     let between = store
-        .list("m", "Bank", "Account", Some("𝄞"), 100)
+        .list(
+            "m",
+            &EntityType::from_static("Bank", "Account"),
+            Some("𝄞"),
+            100,
+        )
         .await
         .unwrap();
     let got: Vec<&str> = between.rows.iter().map(|r| r.instance.as_str()).collect();
     assert_eq!(got, ["\u{FF5E}"]);
     // Past the last key: an empty last page.
     let past = store
-        .list("m", "Bank", "Account", Some("\u{FF5E}"), 100)
+        .list(
+            "m",
+            &EntityType::from_static("Bank", "Account"),
+            Some("\u{FF5E}"),
+            100,
+        )
         .await
         .unwrap();
     assert!(past.rows.is_empty() && past.continuation.is_none());
@@ -426,12 +458,20 @@ pub async fn listing_pages_in_key_order_and_visits_every_row_once(f: &Fixture) {
 pub async fn rows_written_during_a_walk_after_its_position_are_seen(f: &Fixture) {
     let store = &*f.store;
     fill(store, "m", "Account", &["b", "d", "f"]).await;
-    let first = store.list("m", "Bank", "Account", None, 2).await.unwrap();
+    let first = store
+        .list("m", &EntityType::from_static("Bank", "Account"), None, 2)
+        .await
+        .unwrap();
     assert_eq!(first.continuation.as_deref(), Some("d"));
     // Written behind the walk (not seen) and ahead of it (seen).
     fill(store, "m", "Account", &["a", "e"]).await;
     let second = store
-        .list("m", "Bank", "Account", first.continuation.as_deref(), 2)
+        .list(
+            "m",
+            &EntityType::from_static("Bank", "Account"),
+            first.continuation.as_deref(),
+            2,
+        )
         .await
         .unwrap();
     let keys: Vec<&str> = second.rows.iter().map(|r| r.instance.as_str()).collect();
@@ -444,7 +484,12 @@ pub async fn invalid_continuations_and_entity_types_are_refused(f: &Fixture) {
     fill(store, "m", "Account", &["1"]).await;
     for bad in ["a/b", "x#", "\u{1}"] {
         let error = store
-            .list("m", "Bank", "Account", Some(bad), 10)
+            .list(
+                "m",
+                &EntityType::from_static("Bank", "Account"),
+                Some(bad),
+                10,
+            )
             .await
             .unwrap_err();
         assert!(
@@ -454,11 +499,16 @@ pub async fn invalid_continuations_and_entity_types_are_refused(f: &Fixture) {
     }
     let long = "k".repeat(MAX_INSTANCE_KEY_BYTES + 1);
     assert!(matches!(
-        store.list("m", "Bank", "Account", Some(&long), 10).await,
+        store
+            .list(
+                "m",
+                &EntityType::from_static("Bank", "Account"),
+                Some(&long),
+                10
+            )
+            .await,
         Err(ReadModelError::InvalidKey(_))
     ));
-    assert!(matches!(
-        store.list("m", "Bank", "Acc-ount", None, 10).await,
-        Err(ReadModelError::InvalidKey(_))
-    ));
+    // A bad entity-type name is refused before any store is asked.
+    assert!(EntityType::new("Bank", "Acc-ount").is_err());
 }

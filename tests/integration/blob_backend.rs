@@ -17,7 +17,9 @@ use streamfold::storage::blob::{
     escape_instance, record_size_bound, BlobStore, HINT_INTERVAL_BYTES, MAX_BLOCK_BYTES,
 };
 use streamfold::storage::StorageAccount;
-use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, ReadRequest, StoreError};
+use streamfold::stream::{
+    EntityType, EventStore, ExpectedVersion, NewEvent, ReadRequest, StoreError,
+};
 use streamfold_testbed::proxy::Fault;
 use streamfold_testbed::Azurite;
 use uuid::Uuid;
@@ -220,7 +222,10 @@ async fn streams_roll_over_into_new_segments() {
     fresh.append(&s, Exact(23), events(1)).await.unwrap();
     assert_eq!(setup.blob_names("Shop/Cart/rolling/").await.len(), 5);
     // A stream of several segments is listed once.
-    let listed = store.list_streams(DOMAIN, ENTITY, None, 10).await.unwrap();
+    let listed = store
+        .list_streams(&EntityType::from_static(DOMAIN, ENTITY), None, 10)
+        .await
+        .unwrap();
     assert_eq!(listed.instances, vec!["rolling".to_owned()]);
     for retrier in [fresh.clone(), setup.fresh_store()] {
         let retry = retrier

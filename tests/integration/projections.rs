@@ -240,8 +240,7 @@ impl EventStore for ScriptedStore {
 
     async fn list_streams(
         &self,
-        _: &str,
-        _: &str,
+        _: &streamfold::stream::EntityType,
         _: Option<&str>,
         _: usize,
     ) -> Result<StreamPage, StoreError> {

@@ -17,7 +17,9 @@ use streamfold::storage::table::{
     NoEchoPolicy, TableStore, MAX_ENTITY_BYTES, MAX_EVENTS_PER_APPEND, MAX_TRANSACTION_BYTES,
 };
 use streamfold::storage::StorageAccount;
-use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, ReadRequest, StoreError};
+use streamfold::stream::{
+    EntityType, EventStore, ExpectedVersion, NewEvent, ReadRequest, StoreError,
+};
 use streamfold_testbed::proxy::Fault;
 use streamfold_testbed::Azurite;
 use uuid::Uuid;
@@ -45,7 +47,10 @@ async fn more_than_48_events_are_refused_before_any_write() {
         other => panic!("{other:?}"),
     }
     assert_eq!(store.version(&s).await.unwrap(), 0);
-    let page = store.list_streams(DOMAIN, ENTITY, None, 10).await.unwrap();
+    let page = store
+        .list_streams(&EntityType::from_static(DOMAIN, ENTITY), None, 10)
+        .await
+        .unwrap();
     assert!(page.instances.is_empty());
 
     let outcome = store

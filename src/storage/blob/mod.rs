@@ -90,8 +90,8 @@ use async_trait::async_trait;
 use crate::storage::connection::StorageAccount;
 use crate::stream::StreamTurns;
 use crate::stream::{
-    check_new_events, validate_entity_type, AppendOutcome, Clock, EventStore, ExpectedVersion,
-    NewEvent, ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
+    check_new_events, AppendOutcome, Clock, EntityType, EventStore, ExpectedVersion, NewEvent,
+    ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
 };
 use append::Appender;
 use bookmark::{Bookmark, Bookmarks};
@@ -536,12 +536,11 @@ impl EventStore for BlobStore {
 
     async fn list_streams(
         &self,
-        domain: &str,
-        entity: &str,
+        entity_type: &EntityType,
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<StreamPage, StoreError> {
-        validate_entity_type(domain, entity)?;
+        let (domain, entity) = (entity_type.domain(), entity_type.entity());
         let api = self.api()?;
         let prefix = naming::entity_prefix(domain, entity);
         let page = api

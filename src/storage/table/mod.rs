@@ -290,12 +290,11 @@ impl EventStore for TableStore {
 
     async fn list_streams(
         &self,
-        domain: &str,
-        entity: &str,
+        entity_type: &crate::stream::EntityType,
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<StreamPage, StoreError> {
-        read::list_streams(self.api()?, domain, entity, continuation, page_size).await
+        read::list_streams(self.api()?, entity_type, continuation, page_size).await
     }
 }
 

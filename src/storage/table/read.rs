@@ -28,7 +28,7 @@ use super::entity;
 use super::event_row::EventRow;
 use super::keys;
 use crate::stream::{
-    check_key_continuation, validate_entity_type, ReadRequest, RecordedEvent, StoreError, StreamId,
+    check_key_continuation, EntityType, ReadRequest, RecordedEvent, StoreError, StreamId,
     StreamPage, StreamSlice, TimeLine,
 };
 
@@ -242,16 +242,15 @@ fn check_order(what: &str, events: &[RecordedEvent]) -> Result<(), StoreError> {
     }
 }
 
-/// A page of the instance keys of `domain` / `entity`: the header rows of the partitions with
-/// the prefix `{domain}|{entity}|`. The continuation is the last instance key returned.
+/// A page of the instance keys of `entity_type`: the header rows of the partitions with the
+/// prefix `{domain}|{entity}|`. The continuation is the last instance key returned.
 pub async fn list_streams(
     api: &TableApi,
-    domain: &str,
-    entity: &str,
+    entity_type: &EntityType,
     continuation: Option<&str>,
     page_size: usize,
 ) -> Result<StreamPage, StoreError> {
-    validate_entity_type(domain, entity)?;
+    let (domain, entity) = (entity_type.domain(), entity_type.entity());
     check_key_continuation(continuation)?;
     api.ensure_table().await?;
     let page_size = page_size.max(1);
