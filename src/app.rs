@@ -1,7 +1,13 @@
-//! The application context every function shares: the configured backends (built once at
-//! start-up, without I/O), the registered projections, and the stream guards of the domains
-//! that own their streams ([`App::guard_streams`]; every write of another writer goes through
+//! The application context every function shares: the backends (built once at start-up,
+//! without I/O), the registered projections, and the stream guards of the domains that own
+//! their streams ([`App::guard_streams`]; every write of another writer goes through
 //! [`App::append`], which checks it against the owning domain's rules).
+//!
+//! An app is composed by an [`AppBuilder`] from any [`EventStore`] (with its snapshot store
+//! and outbox, per entity type or for all), any [`ReadModelStore`] and any
+//! [`NotificationSink`]: nothing here requires Azure. [`App::from_settings`] is that builder
+//! fed from the app settings (Table storage, Append Blobs, Event Grid); [`App::in_memory`]
+//! the same with every stream in memory.
 //!
 //! When notifications are on ([`crate::notify::NotificationSettings::enabled`]), every backend
 //! is built with its notification outbox on and wrapped in a [`NotifyingStore`], so each
@@ -16,8 +22,8 @@ use std::sync::Arc;
 use crate::config::{BackendKind, ConfigError, Settings, StorageTarget};
 use crate::notify::settings::{LOCAL_URL_SETTING, TOPIC_ENDPOINT_SETTING};
 use crate::notify::{
-    Dispatcher, NotificationSink, NotificationTarget, NotifyingStore, Publisher, RaiseSwitches,
-    TableDeadLetters,
+    DeadLetterStore, Dispatcher, NotificationSink, NotificationTarget, NotifyingStore, Publisher,
+    RaiseSwitches, TableDeadLetters,
 };
 use crate::projection::{
     CommandPolicy, ConflictBudget, GuardError, GuardRegistry, ProjectionRegistry, ProjectionRunner,
@@ -32,19 +38,168 @@ use crate::stream::{
     AppendOutcome, EntityType, EventStore, ExpectedVersion, NewEvent, Outbox, StoreError, StreamId,
 };
 
-/// One configured backend: its event store and, where it has one, its snapshot store.
+/// One backend: its event store and, where it has one, its snapshot store.
 #[derive(Clone)]
 pub struct Backend {
     pub events: Arc<dyn EventStore>,
     pub snapshots: Option<Arc<dyn SnapshotStore>>,
 }
 
+/// What an [`AppBuilder`] makes a [`Backend`] of: an event store, and optionally its snapshot
+/// store and its notification outbox (with where refused notifications are kept).
+#[derive(Clone)]
+pub struct StoreSet {
+    name: String,
+    events: Arc<dyn EventStore>,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
+    outbox: Option<(Arc<dyn Outbox>, Arc<dyn DeadLetterStore>)>,
+}
+
+impl StoreSet {
+    /// An event store with no snapshots and no outbox; `name` identifies it in logs and in
+    /// the notification sweep.
+    pub fn new(name: impl Into<String>, events: Arc<dyn EventStore>) -> Self {
+        Self {
+            name: name.into(),
+            events,
+            snapshots: None,
+            outbox: None,
+        }
+    }
+
+    /// Projections over these streams resume from `snapshots`.
+    pub fn with_snapshots(mut self, snapshots: Arc<dyn SnapshotStore>) -> Self {
+        self.snapshots = Some(snapshots);
+        self
+    }
+
+    /// The store's outbox (the pending notifications its appends record) and where the
+    /// notifications the sink refuses for good are kept. Without one, the streams of this
+    /// store raise no notifications even when the app has a sink.
+    pub fn with_outbox(
+        mut self,
+        outbox: Arc<dyn Outbox>,
+        dead_letters: Arc<dyn DeadLetterStore>,
+    ) -> Self {
+        self.outbox = Some((outbox, dead_letters));
+        self
+    }
+}
+
+/// Composes an [`App`] from stores of any kind (see the module).
+pub struct AppBuilder {
+    settings: Settings,
+    default: Option<StoreSet>,
+    by_entity: Vec<(EntityType, StoreSet)>,
+    by_target: Vec<(StorageTarget, StoreSet)>,
+    read_model_store: Option<Arc<dyn ReadModelStore>>,
+    notifications: Option<Notifications>,
+}
+
+impl AppBuilder {
+    /// A builder with nothing in it; `settings` gives the tuning every app has (conflict
+    /// budget, snapshot interval, state cache size); its storage settings are not used.
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            default: None,
+            by_entity: Vec::new(),
+            by_target: Vec::new(),
+            read_model_store: None,
+            notifications: None,
+        }
+    }
+
+    /// The stores of every entity type that has none of its own.
+    pub fn store(mut self, stores: StoreSet) -> Self {
+        self.default = Some(stores);
+        self
+    }
+
+    /// The stores of the streams of `entity_type` (the last given for one entity type wins).
+    pub fn store_for(mut self, entity_type: &EntityType, stores: StoreSet) -> Self {
+        self.by_entity.retain(|(known, _)| known != entity_type);
+        self.by_entity.push((entity_type.clone(), stores));
+        self
+    }
+
+    /// Where read-model rows live.
+    pub fn read_model_store(mut self, store: Arc<dyn ReadModelStore>) -> Self {
+        self.read_model_store = Some(store);
+        self
+    }
+
+    /// Where notifications go, and which are raised: every store with an outbox then records
+    /// its appends' notifications atomically and publishes them right after, in the
+    /// background ([`App::dispatchers`] lists one dispatcher per such store).
+    pub fn notifications(mut self, sink: Arc<dyn NotificationSink>, raise: RaiseSwitches) -> Self {
+        self.notifications = Some(Notifications { sink, raise });
+        self
+    }
+
+    /// The app. No I/O happens here.
+    pub fn build(self) -> App {
+        let mut dispatchers = Vec::new();
+        let mut backend = |stores: StoreSet| -> Backend {
+            let (events, dispatcher) = match (&self.notifications, stores.outbox) {
+                (Some(notifications), Some((outbox, dead_letters))) => {
+                    let dispatcher = Arc::new(Dispatcher::new(
+                        stores.name,
+                        stores.events.clone(),
+                        outbox,
+                        notifications.sink.clone(),
+                        dead_letters,
+                        notifications.raise,
+                    ));
+                    let events: Arc<dyn EventStore> =
+                        Arc::new(NotifyingStore::new(stores.events, dispatcher.clone()));
+                    (events, Some(dispatcher))
+                }
+                _ => (stores.events, None),
+            };
+            dispatchers.extend(dispatcher);
+            Backend {
+                events,
+                snapshots: stores.snapshots,
+            }
+        };
+        let by_target: HashMap<StorageTarget, Backend> = self
+            .by_target
+            .into_iter()
+            .map(|(target, stores)| (target, backend(stores)))
+            .collect();
+        let by_entity: HashMap<EntityType, Backend> = self
+            .by_entity
+            .into_iter()
+            .map(|(entity_type, stores)| (entity_type, backend(stores)))
+            .collect();
+        let default = self.default.map(&mut backend);
+        let command_policy = CommandPolicy::new(conflict_budget(&self.settings));
+        App {
+            state_cache: Arc::new(StateCache::new(self.settings.state_cache_bytes)),
+            settings: self.settings,
+            by_entity,
+            by_target,
+            default,
+            projections: ProjectionRegistry::default(),
+            read_model_store: self.read_model_store,
+            read_models: ProjectionRegistry::default(),
+            dispatchers,
+            guards: GuardRegistry::default(),
+            command_policy,
+        }
+    }
+}
+
 /// Shared state of the function app.
 pub struct App {
     settings: Settings,
-    backends: HashMap<StorageTarget, Backend>,
-    /// Used for every domain when the app runs without configured storage (unit tests).
-    fallback: Option<Backend>,
+    /// Stores given for one entity type ([`AppBuilder::store_for`]).
+    by_entity: HashMap<EntityType, Backend>,
+    /// Stores of the storage targets the settings route entity types to.
+    by_target: HashMap<StorageTarget, Backend>,
+    /// The stores of every entity type that has none of its own.
+    default: Option<Backend>,
     projections: ProjectionRegistry,
     /// Read models (`crate::readmodel`): where their rows live (`None` without storage
     /// settings) and which projections are kept as rows.
@@ -67,58 +222,41 @@ struct Notifications {
 }
 
 impl App {
-    /// Builds a backend for every storage target the settings name. No I/O happens here: the
-    /// first request to a backend creates its table or container.
-    pub fn from_settings(settings: Settings) -> Result<Self, ConfigError> {
-        let notifications = notifications(&settings)?;
-        let mut backends = HashMap::new();
-        let mut dispatchers = Vec::new();
-        for target in settings.storage.targets() {
-            if backends.contains_key(target) {
-                continue;
-            }
-            let (backend, dispatcher) = build_backend(target, notifications.as_ref())?;
-            backends.insert(target.clone(), backend);
-            dispatchers.extend(dispatcher);
-        }
-        let read_model_store = match &settings.read_model_storage {
-            Some(target) => Some(build_read_model_store(target)?),
-            None => None,
-        };
-        let command_policy = CommandPolicy::new(conflict_budget(&settings));
-        Ok(Self {
-            state_cache: Arc::new(StateCache::new(settings.state_cache_bytes)),
-            settings,
-            backends,
-            fallback: None,
-            projections: ProjectionRegistry::default(),
-            read_model_store,
-            read_models: ProjectionRegistry::default(),
-            dispatchers,
-            guards: GuardRegistry::default(),
-            command_policy,
-        })
+    /// A builder of an app of any stores (see [`AppBuilder`]).
+    pub fn builder(settings: Settings) -> AppBuilder {
+        AppBuilder::new(settings)
     }
 
-    /// An app whose every stream lives in memory (for unit tests of functions).
-    pub fn in_memory(settings: Settings) -> Self {
-        let store = Arc::new(MemoryStore::new());
-        let command_policy = CommandPolicy::new(conflict_budget(&settings));
-        Self {
-            state_cache: Arc::new(StateCache::new(settings.state_cache_bytes)),
-            settings,
-            backends: HashMap::new(),
-            fallback: Some(Backend {
-                events: store,
-                snapshots: None,
-            }),
-            projections: ProjectionRegistry::default(),
-            read_model_store: Some(Arc::new(MemoryReadModelStore::new())),
-            read_models: ProjectionRegistry::default(),
-            dispatchers: Vec::new(),
-            guards: GuardRegistry::default(),
-            command_policy,
+    /// The app the settings describe: a backend for every storage target they name (Table
+    /// storage or Append Blobs, with snapshots in Table storage), read models in Table
+    /// storage, notifications to Event Grid or a local webhook when they are on. No I/O
+    /// happens here: the first request to a backend creates its table or container.
+    pub fn from_settings(settings: Settings) -> Result<Self, ConfigError> {
+        let notifications = notifications(&settings)?;
+        let mut builder = AppBuilder::new(settings.clone());
+        for target in settings.storage.targets() {
+            if builder.by_target.iter().any(|(known, _)| known == target) {
+                continue;
+            }
+            let stores = build_stores(target, notifications.is_some())?;
+            builder.by_target.push((target.clone(), stores));
         }
+        if let Some(target) = &settings.read_model_storage {
+            builder = builder.read_model_store(build_read_model_store(target)?);
+        }
+        if let Some(Notifications { sink, raise }) = notifications {
+            builder = builder.notifications(sink, raise);
+        }
+        Ok(builder.build())
+    }
+
+    /// An app whose every stream and read-model row lives in memory (for unit tests of
+    /// functions).
+    pub fn in_memory(settings: Settings) -> Self {
+        AppBuilder::new(settings)
+            .store(StoreSet::new("memory", Arc::new(MemoryStore::new())))
+            .read_model_store(Arc::new(MemoryReadModelStore::new()))
+            .build()
     }
 
     pub fn settings(&self) -> &Settings {
@@ -225,13 +363,18 @@ impl App {
         &self.dispatchers
     }
 
-    /// The backend that holds the streams of `entity_type`.
+    /// The backend that holds the streams of `entity_type`: its own, else the one the
+    /// storage settings route it to, else the default.
     pub fn backend(&self, entity_type: &EntityType) -> Result<&Backend, StoreError> {
-        self.settings
-            .storage
-            .resolve(entity_type)
-            .and_then(|target| self.backends.get(target))
-            .or(self.fallback.as_ref())
+        self.by_entity
+            .get(entity_type)
+            .or_else(|| {
+                self.settings
+                    .storage
+                    .resolve(entity_type)
+                    .and_then(|target| self.by_target.get(target))
+            })
+            .or(self.default.as_ref())
             .ok_or_else(|| {
                 StoreError::Misconfigured(format!(
                     "no storage is configured for {domain}.{entity} (set AzureWebJobsStorage or {domain}.{entity})",
@@ -291,11 +434,8 @@ fn notifications(settings: &Settings) -> Result<Option<Notifications>, ConfigErr
     }))
 }
 
-/// The backend of `target`, with its outbox on and its dispatcher when notifications are on.
-fn build_backend(
-    target: &StorageTarget,
-    notifications: Option<&Notifications>,
-) -> Result<(Backend, Option<Arc<Dispatcher>>), ConfigError> {
+/// The stores of `target`, with its outbox on when notifications are on.
+fn build_stores(target: &StorageTarget, notify: bool) -> Result<StoreSet, ConfigError> {
     let account =
         StorageAccount::from_connection_string(&target.connection_string).map_err(|e| {
             ConfigError {
@@ -308,8 +448,7 @@ fn build_backend(
     let (events, outbox, dead_letter_partition): (Arc<dyn EventStore>, Arc<dyn Outbox>, String) =
         match target.kind {
             BackendKind::Table => {
-                let store =
-                    Arc::new(TableStore::new(account.clone()).with_outbox(notifications.is_some()));
+                let store = Arc::new(TableStore::new(account.clone()).with_outbox(notify));
                 let partition = format!("{:?}|{}", target.kind, store.table_name());
                 (store.clone(), store, partition)
             }
@@ -323,24 +462,18 @@ fn build_backend(
         };
     // Snapshots of blob streams live in Table storage of the same account too: they are
     // small, replaced in place, and read by key, which is what tables do well.
-    let snapshots: Option<Arc<dyn SnapshotStore>> =
-        Some(Arc::new(TableSnapshotStore::new(account.clone())));
-    let Some(notifications) = notifications else {
-        return Ok((Backend { events, snapshots }, None));
-    };
-    let dispatcher = Arc::new(Dispatcher::new(
+    let stores = StoreSet::new(
         format!("{:?};{}", target.kind, target.connection_setting),
-        events.clone(),
-        outbox,
-        notifications.sink.clone(),
-        Arc::new(TableDeadLetters::new(&account, dead_letter_partition)),
-        notifications.raise,
-    ));
-    let backend = Backend {
-        events: Arc::new(NotifyingStore::new(events, dispatcher.clone())),
-        snapshots,
-    };
-    Ok((backend, Some(dispatcher)))
+        events,
+    )
+    .with_snapshots(Arc::new(TableSnapshotStore::new(account.clone())));
+    Ok(match notify {
+        true => stores.with_outbox(
+            outbox,
+            Arc::new(TableDeadLetters::new(&account, dead_letter_partition)),
+        ),
+        false => stores,
+    })
 }
 
 fn build_read_model_store(target: &StorageTarget) -> Result<Arc<dyn ReadModelStore>, ConfigError> {
@@ -352,4 +485,80 @@ fn build_read_model_store(target: &StorageTarget) -> Result<Arc<dyn ReadModelSto
             }
         })?;
     Ok(Arc::new(TableReadModelStore::new(&account)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::dispatch::tests::MemoryOutbox;
+    use crate::notify::{MemoryDeadLetters, MemorySink};
+
+    const ORDERS: EntityType = EntityType::from_static("Shop", "Order");
+    const CARTS: EntityType = EntityType::from_static("Shop", "Cart");
+
+    fn event() -> NewEvent {
+        NewEvent::from_raw(
+            "Happened",
+            serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+        )
+    }
+
+    /// Stores of any kind, given per entity type and for all, with a sink of any kind: each
+    /// entity type's appends land in its own store, and only a store with an outbox notifies.
+    #[tokio::test]
+    async fn an_app_is_built_from_any_stores_and_sink() {
+        let orders = Arc::new(MemoryStore::new());
+        let others = Arc::new(MemoryStore::new());
+        let sink = Arc::new(MemorySink::new());
+        let app = App::builder(Settings::from_pairs(Vec::new()).unwrap())
+            .store(StoreSet::new("others", others.clone()))
+            .store_for(
+                &ORDERS,
+                StoreSet::new("orders", orders.clone()).with_outbox(
+                    Arc::new(MemoryOutbox::new(orders.clone())),
+                    Arc::new(MemoryDeadLetters::default()),
+                ),
+            )
+            .read_model_store(Arc::new(MemoryReadModelStore::new()))
+            .notifications(sink.clone(), RaiseSwitches::ALL)
+            .build();
+        assert_eq!(app.dispatchers().len(), 1, "one store has an outbox");
+        assert!(app.read_model_store().is_ok());
+        let order = ORDERS.stream("o-1").unwrap();
+        let cart = CARTS.stream("c-1").unwrap();
+        for stream in [&order, &cart] {
+            app.append(stream, ExpectedVersion::NoStream, vec![event()])
+                .await
+                .unwrap();
+        }
+        assert_eq!(orders.version(&order).await.unwrap(), 1);
+        assert_eq!(orders.version(&cart).await.unwrap(), 0);
+        assert_eq!(others.version(&cart).await.unwrap(), 1);
+        assert_eq!(others.version(&order).await.unwrap(), 0);
+        app.dispatchers()[0].dispatch(&order).await.unwrap();
+        let published = sink.published();
+        assert!(published.iter().any(|n| n.data.instance == "o-1"));
+        assert!(published.iter().all(|n| n.data.instance != "c-1"));
+    }
+
+    /// Without a default store, an entity type with none is a configuration error, not a
+    /// panic; without a read-model store, so is a read model.
+    #[test]
+    fn missing_stores_are_misconfigured() {
+        let app = App::builder(Settings::from_pairs(Vec::new()).unwrap())
+            .store_for(
+                &ORDERS,
+                StoreSet::new("orders", Arc::new(MemoryStore::new())),
+            )
+            .build();
+        assert!(app.store(&ORDERS).is_ok());
+        assert!(matches!(
+            app.store(&CARTS),
+            Err(StoreError::Misconfigured(_))
+        ));
+        assert!(matches!(
+            app.read_model_store(),
+            Err(StoreError::Misconfigured(_))
+        ));
+    }
 }

@@ -838,7 +838,7 @@ impl EventStore for NotifyingStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::notify::deadletter::MemoryDeadLetters;
     use crate::notify::notification::{notification_id, NotificationKind};
@@ -850,14 +850,14 @@ mod tests {
     /// mark's own change counter (so, like the Blob outbox, appends do not change it). A stream
     /// in `poisoned` claims one event more than it has, so its every dispatch fails.
     #[derive(Default)]
-    struct MemoryOutbox {
+    pub(crate) struct MemoryOutbox {
         store: Arc<MemoryStore>,
         marks: Mutex<BTreeMap<StreamId, (u64, u64)>>,
         poisoned: Mutex<Vec<StreamId>>,
     }
 
     impl MemoryOutbox {
-        fn new(store: Arc<MemoryStore>) -> Self {
+        pub(crate) fn new(store: Arc<MemoryStore>) -> Self {
             Self {
                 store,
                 ..Self::default()
