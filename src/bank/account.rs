@@ -10,7 +10,10 @@
 //! - every amount and limit is a valid amount of the currency ([`super::money::check_amount`]);
 //! - interest accrues on an open account at most once per UTC day, days in increasing order,
 //!   each day's amount exactly the balance × rate of the event ([`super::interest`]); paying it
-//!   moves exactly the accrued interest rounded to the currency, within the overdraft limit.
+//!   moves exactly the accrued interest rounded to the currency, within the overdraft limit;
+//! - money transferred out obeys the withdrawal rule, money transferred in the deposit rule; a
+//!   transfer's refund is credited even to an account closed since the debit (the money is the
+//!   holder's; the account stays closed, holding it).
 //!
 //! [`Account::accept`] is the one place where an event meets the state: it checks the event
 //! against these rules (as the command that would have decided it does) and computes the next
@@ -196,6 +199,32 @@ impl Account {
                 self.close()?;
                 next.status = Status::Closed;
             }
+            AccountEvent::TransferredOut(e) => {
+                let amount = check_amount("amount", e.amount, Sign::Positive)?;
+                self.withdraw(amount)?;
+                next.balance = self
+                    .balance
+                    .checked_sub(amount)
+                    .ok_or(Refusal::OutOfRange)?;
+            }
+            AccountEvent::TransferredIn(e) => {
+                let amount = check_amount("amount", e.amount, Sign::Positive)?;
+                self.deposit(amount)?;
+                next.balance = self
+                    .balance
+                    .checked_add(amount)
+                    .ok_or(Refusal::OutOfRange)?;
+            }
+            AccountEvent::TransferRefunded(e) => {
+                let amount = check_amount("amount", e.amount, Sign::Positive)?;
+                if self.status == Status::NotOpened {
+                    return Err(Refusal::NotOpened);
+                }
+                next.balance = self
+                    .balance
+                    .checked_add(amount)
+                    .ok_or(Refusal::OutOfRange)?;
+            }
             AccountEvent::InterestAccrued(e) => {
                 self.must_be_open()?;
                 if let Some(last) = self.last_accrual_day.filter(|last| *last >= e.day) {
@@ -281,9 +310,10 @@ impl Projection for AccountProjection {
     /// snapshot or read-model row of version 1 may hold a state folded past an event version 2
     /// refuses, so none is resumed from (rows are recomputed by the next notification or
     /// `RebuildReadModels`).
-    /// 3 since interest (version 2 states have no accrued interest: none are resumed from).
+    /// 3 since interest, 4 since transfers (an older fold skipped those events: none of its
+    /// states is resumed from).
     fn version(&self) -> u32 {
-        3
+        4
     }
 
     fn initial(&self) -> Account {

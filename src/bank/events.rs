@@ -17,6 +17,9 @@ pub const OVERDRAFT_LIMIT_SET: &str = "OverdraftLimitSet";
 pub const ACCOUNT_CLOSED: &str = "AccountClosed";
 pub const INTEREST_ACCRUED: &str = "InterestAccrued";
 pub const INTEREST_PAID: &str = "InterestPaid";
+pub const MONEY_TRANSFERRED_OUT: &str = "MoneyTransferredOut";
+pub const MONEY_TRANSFERRED_IN: &str = "MoneyTransferredIn";
+pub const TRANSFER_REFUNDED: &str = "MoneyTransferRefunded";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -69,6 +72,27 @@ pub struct InterestPaid {
     pub accrued: Decimal,
 }
 
+/// Money leaving or entering the account for a transfer (see [`super::transfer`]): the
+/// transfer's id, the other account, the amount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MoneyTransferred {
+    pub transfer_id: String,
+    /// The other account (the target of money out, the source of money in).
+    pub account: String,
+    #[serde(with = "super::money::stored")]
+    pub amount: Decimal,
+}
+
+/// A transfer's debit given back to its source account (the credit could not be made).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferRefunded {
+    pub transfer_id: String,
+    #[serde(with = "super::money::stored")]
+    pub amount: Decimal,
+}
+
 /// An event of the account stream, decided by a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccountEvent {
@@ -79,6 +103,9 @@ pub enum AccountEvent {
     Closed(AccountClosed),
     InterestAccrued(InterestAccrued),
     InterestPaid(InterestPaid),
+    TransferredOut(MoneyTransferred),
+    TransferredIn(MoneyTransferred),
+    TransferRefunded(TransferRefunded),
 }
 
 impl AccountEvent {
@@ -92,6 +119,9 @@ impl AccountEvent {
             Self::Closed(_) => ACCOUNT_CLOSED,
             Self::InterestAccrued(_) => INTEREST_ACCRUED,
             Self::InterestPaid(_) => INTEREST_PAID,
+            Self::TransferredOut(_) => MONEY_TRANSFERRED_OUT,
+            Self::TransferredIn(_) => MONEY_TRANSFERRED_IN,
+            Self::TransferRefunded(_) => TRANSFER_REFUNDED,
         }
     }
 
@@ -104,6 +134,8 @@ impl AccountEvent {
             Self::Closed(e) => serde_json::value::to_raw_value(e),
             Self::InterestAccrued(e) => serde_json::value::to_raw_value(e),
             Self::InterestPaid(e) => serde_json::value::to_raw_value(e),
+            Self::TransferredOut(e) | Self::TransferredIn(e) => serde_json::value::to_raw_value(e),
+            Self::TransferRefunded(e) => serde_json::value::to_raw_value(e),
         }
     }
 
@@ -116,6 +148,8 @@ impl AccountEvent {
             ACCOUNT_CLOSED => &[],
             INTEREST_ACCRUED => &["day", "balance", "annualRate", "amount"],
             INTEREST_PAID => &["amount", "accrued"],
+            MONEY_TRANSFERRED_OUT | MONEY_TRANSFERRED_IN => &["transferId", "account", "amount"],
+            TRANSFER_REFUNDED => &["transferId", "amount"],
             _ => return None,
         })
     }
@@ -128,7 +162,8 @@ impl AccountEvent {
             return Err(format!(
                 "{:?} is not an event type of the account (known: {ACCOUNT_OPENED}, \
                  {MONEY_DEPOSITED}, {MONEY_WITHDRAWN}, {OVERDRAFT_LIMIT_SET}, {ACCOUNT_CLOSED}, \
-                 {INTEREST_ACCRUED}, {INTEREST_PAID})",
+                 {INTEREST_ACCRUED}, {INTEREST_PAID}, {MONEY_TRANSFERRED_OUT}, \
+                 {MONEY_TRANSFERRED_IN}, {TRANSFER_REFUNDED})",
                 event.event_type
             ));
         };
@@ -162,6 +197,9 @@ impl AccountEvent {
             ACCOUNT_CLOSED => Self::Closed(decode_data(event)?),
             INTEREST_ACCRUED => Self::InterestAccrued(decode_data(event)?),
             INTEREST_PAID => Self::InterestPaid(decode_data(event)?),
+            MONEY_TRANSFERRED_OUT => Self::TransferredOut(decode_data(event)?),
+            MONEY_TRANSFERRED_IN => Self::TransferredIn(decode_data(event)?),
+            TRANSFER_REFUNDED => Self::TransferRefunded(decode_data(event)?),
             _ => return Ok(None),
         }))
     }

@@ -87,6 +87,21 @@ impl From<BankError> for Problem {
             BankError::Execute(e) => e.into(),
             BankError::Store(e) => e.into(),
             BankError::Projection(e) => e.into(),
+            BankError::TransferNotFound(id) => {
+                Problem::not_found("transfer-not-found", detail).with("transferId", id)
+            }
+            BankError::TransferExists(id) => {
+                Problem::conflict("transfer-exists", detail).with("transferId", id)
+            }
+            BankError::TransferNotCancellable { id, state } => {
+                Problem::conflict("transfer-not-cancellable", detail)
+                    .with("transferId", id)
+                    .with("state", state)
+            }
+            BankError::TransferStuck { id, .. } => {
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "transfer-stuck", detail)
+                    .with("transferId", id)
+            }
             BankError::Serialize(_) => {
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
             }

@@ -11,6 +11,8 @@
 //! - [`service`]: commands decided on fresh state, appended with its exact version;
 //! - [`http`]: the HTTP functions;
 //! - [`readmodels`]: the account rows kept from notifications, `Accounts`, `RebuildReadModels`;
+//! - [`transfer`]: transfers between accounts, exactly once, each with its own stream;
+//! - [`transfer_http`]: TransferMoney, GetTransferState, CancelMoneyTransfer, TransferSweep;
 //! - [`guard`]: the bank's rules for events other writers append to its streams.
 //!
 //! Streams: domain `Bank`, entity type `Account`, instance key = the account number. The bank
@@ -28,6 +30,8 @@ pub mod money;
 pub mod overdraft;
 pub mod readmodels;
 pub mod service;
+pub mod transfer;
+pub mod transfer_http;
 
 use std::sync::Arc;
 
@@ -97,10 +101,28 @@ pub fn routes(app: Arc<App>) -> streamfold::functions::Functions {
             "PayInterest/{accountnumber}",
         )
         .invocation(interest_timer::TIMER_FUNCTION)
+        .http(
+            transfer_http::TRANSFER_FUNCTION,
+            &[Method::POST],
+            "TransferMoney/{transferId?}",
+        )
+        .http(
+            transfer_http::STATE_FUNCTION,
+            &[Method::GET],
+            "GetTransferState/{transferId}",
+        )
+        .http(
+            transfer_http::CANCEL_FUNCTION,
+            &[Method::POST],
+            "CancelMoneyTransfer/{transferId}",
+        )
+        .invocation(transfer_http::SWEEP_FUNCTION)
         .http("Accounts", &[Method::GET], "Accounts")
         .http("RebuildReadModels", &[Method::POST], "RebuildReadModels");
     let filter = http::routes(Bank::new(app.clone()))
         .or(interest_http::routes(Bank::new(app.clone())))
+        .unify()
+        .or(transfer_http::routes(Bank::new(app.clone())))
         .unify()
         .or(readmodels::routes(app))
         .unify()

@@ -54,6 +54,16 @@ pub enum BankError {
     Execute(ExecuteError),
     #[error("event data could not be serialized: {0}")]
     Serialize(#[from] serde_json::Error),
+    #[error("transfer {0} does not exist")]
+    TransferNotFound(String),
+    #[error("transfer {0} exists with another request (from, to or amount)")]
+    TransferExists(String),
+    #[error(
+        "transfer {id} is {state}: only a transfer whose debit has not started can be cancelled"
+    )]
+    TransferNotCancellable { id: String, state: &'static str },
+    #[error("transfer {id} cannot be refunded: {reason}")]
+    TransferStuck { id: String, reason: String },
 }
 
 impl From<ExecuteError> for BankError {

@@ -95,8 +95,10 @@ struct Template {
 enum Segment {
     Literal(String),
     /// `{name}` (constraints and defaults are the host's business: it only forwards what
-    /// satisfies them).
-    Parameter,
+    /// satisfies them); `{name?}` may be absent when it ends the path.
+    Parameter {
+        optional: bool,
+    },
     /// `{*name}`: the rest of the path, possibly empty.
     CatchAll,
 }
@@ -112,7 +114,9 @@ impl Template {
             .map(
                 |part| match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
                     Some(inner) if inner.starts_with('*') => Segment::CatchAll,
-                    Some(_) => Segment::Parameter,
+                    Some(inner) => Segment::Parameter {
+                        optional: inner.ends_with('?'),
+                    },
                     None => Segment::Literal(part.to_owned()),
                 },
             )
@@ -177,8 +181,12 @@ impl Template {
                     canonical.push('/');
                     canonical.push_str(literal);
                 }
-                Segment::Parameter => {
-                    let (_, raw) = request?;
+                Segment::Parameter { optional } => {
+                    let Some((_, raw)) = request else {
+                        // An optional parameter may be left out at the end of the path.
+                        let last = index.saturating_add(1) == self.segments.len();
+                        return (*optional && last && !canonical.is_empty()).then_some(canonical);
+                    };
                     canonical.push('/');
                     canonical.push_str(raw);
                 }
@@ -467,6 +475,33 @@ mod tests {
             t.resolve(&Method::POST, "/projector"),
             found("Projector", "/Projector")
         );
+    }
+
+    #[test]
+    fn an_optional_last_parameter_may_be_left_out() {
+        let t = RouteTable::new().http("Transfer", &[Method::POST], "TransferMoney/{id?}");
+        assert_eq!(
+            t.resolve(&Method::POST, "/api/transfermoney/T-1"),
+            found("Transfer", "/api/TransferMoney/T-1")
+        );
+        assert_eq!(
+            t.resolve(&Method::POST, "/api/TransferMoney"),
+            found("Transfer", "/api/TransferMoney")
+        );
+        assert_eq!(
+            t.resolve(&Method::POST, "/api/TransferMoney/"),
+            found("Transfer", "/api/TransferMoney")
+        );
+        assert!(!matches!(
+            t.resolve(&Method::POST, "/api/TransferMoney/a/b"),
+            Resolution::Found { .. }
+        ));
+        // A parameter without `?` may not be left out.
+        let strict = RouteTable::new().http("Deposit", &[Method::POST], "Deposit/{n}");
+        assert!(!matches!(
+            strict.resolve(&Method::POST, "/api/Deposit"),
+            Resolution::Found { .. }
+        ));
     }
 
     #[test]

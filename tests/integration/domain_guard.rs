@@ -490,7 +490,7 @@ async fn a_poisoned_stream_answers_a_problem_and_hurts_no_other() {
         ))
         .unwrap(),
         sequence: 1,
-        projection_version: 2,
+        projection_version: 4, // the account projection's version (src/bank/account.rs)
         failure: None,
     };
     let saved = rows

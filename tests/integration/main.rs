@@ -35,4 +35,6 @@ mod routing;
 mod snapshots;
 mod storage_requests;
 mod table_backend;
+mod transfer_kills;
+mod transfers;
 mod webhook_isolation;

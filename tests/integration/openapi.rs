@@ -26,11 +26,18 @@ fn functions_routes() -> BTreeSet<(String, String)> {
             if NOT_DOCUMENTED.contains(&route) {
                 continue;
             }
+            // An optional last parameter (`{name?}`) is two paths in OpenAPI: with and without.
+            let paths = match route.rsplit_once('/') {
+                Some((head, last)) if last.starts_with('{') && last.ends_with("?}") => vec![
+                    format!("/api/{head}"),
+                    format!("/api/{head}/{{{}}}", &last[1..last.len() - 2]),
+                ],
+                _ => vec![format!("/api/{route}")],
+            };
             for method in binding["methods"].as_array().unwrap() {
-                routes.insert((
-                    format!("/api/{route}"),
-                    method.as_str().unwrap().to_lowercase(),
-                ));
+                for path in &paths {
+                    routes.insert((path.clone(), method.as_str().unwrap().to_lowercase()));
+                }
             }
         }
     }

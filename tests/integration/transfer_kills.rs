@@ -1,0 +1,293 @@
+//! Issue 12's transfer crash test: clients run many concurrent transfers among a few accounts
+//! through 3 handler processes on one Azurite while handlers are SIGKILLed at random moments;
+//! each client sends its transfer (same id and request, any process) until it gets an answer.
+//! Afterwards, and after a `TransferSweep`: every transfer is final, the sum of the balances is
+//! what was deposited, every completed transfer is reflected exactly once (one debit on its
+//! source, one credit on its target, nothing else), every refused one not at all, and each
+//! balance is its deposit plus the completed transfers in minus those out. Both backends.
+
+use crate::support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use streamfold_testbed::hostsim::HostSim;
+use streamfold_testbed::rng::SplitMix64;
+use streamfold_testbed::Azurite;
+use support::{start_host_on, Client};
+
+const HOSTS: usize = 3;
+const KILLS: usize = 20;
+const KILLS_PER_HOST: usize = 2;
+const ACCOUNTS: [&str; 4] = ["TK-1", "TK-2", "TK-3", "TK-4"];
+/// Cents deposited in each account at the start.
+const DEPOSIT_CENTS: i64 = 50_000;
+const CLIENTS: u64 = 6;
+const TRANSFERS_PER_CLIENT: u64 = 15;
+const PATIENCE: Duration = Duration::from_secs(120);
+
+type Bases = Arc<Mutex<Vec<String>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn money(cents: i64) -> String {
+    format!(
+        "{}{}.{:02}",
+        if cents < 0 { "-" } else { "" },
+        cents.abs() / 100,
+        cents.abs() % 100
+    )
+}
+
+async fn start(azurite: &Azurite, backend: &str) -> (HostSim, tempfile::TempDir) {
+    let port = streamfold_testbed::free_port().unwrap();
+    let settings = vec![
+        (
+            "AzureWebJobsStorage".to_owned(),
+            azurite.connection_string(),
+        ),
+        (
+            "Bank.ALL".to_owned(),
+            format!("{backend};AzureWebJobsStorage"),
+        ),
+    ];
+    start_host_on(port, settings).await
+}
+
+#[derive(Debug, Clone)]
+struct Transfer {
+    id: String,
+    from: &'static str,
+    to: &'static str,
+    cents: i64,
+}
+
+/// Sends `transfer` until a process answers it: its final state (`refused` for a refusal).
+async fn settle(http: &reqwest::Client, bases: &Bases, transfer: &Transfer, seed: u64) -> String {
+    let mut rng = SplitMix64::new(seed);
+    let body = json!({"from": transfer.from, "to": transfer.to, "amount": money(transfer.cents)});
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{transfer:?} got no answer in {PATIENCE:?}"
+        );
+        let base = {
+            let bases = lock(bases);
+            bases[(rng.next_u64() % bases.len() as u64) as usize].clone()
+        };
+        let sent = http
+            .post(format!("{base}/api/TransferMoney/{}", transfer.id))
+            .json(&body)
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await;
+        if let Ok(response) = sent {
+            let status = response.status().as_u16();
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            match status {
+                200 | 201 => {
+                    let state = answer["state"].as_str().unwrap_or("").to_owned();
+                    assert!(
+                        ["completed", "refunded"].contains(&state.as_str()),
+                        "{transfer:?}: {answer}"
+                    );
+                    return state;
+                }
+                422 if answer["type"] == "urn:streamfold:problem:insufficient-funds" => {
+                    return "refused".to_owned()
+                }
+                400..=499 => panic!("{transfer:?}: {status} {answer}"),
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20 + rng.next_u64() % 80)).await;
+    }
+}
+
+async fn transfers_survive_kills(backend: &str) {
+    let azurite = Azurite::start().await.unwrap();
+    let mut hosts = Vec::new();
+    for _ in 0..HOSTS {
+        hosts.push(start(&azurite, backend).await);
+    }
+    let bases: Bases = Arc::new(Mutex::new(
+        hosts.iter().map(|(h, _)| h.base_url()).collect(),
+    ));
+    let first = Client::new(hosts[0].0.base_url());
+    for account in ACCOUNTS {
+        first
+            .post(&format!("/api/OpenAccount/{account}"), &json!({}))
+            .await
+            .ok(201);
+        first
+            .post(
+                &format!("/api/Deposit/{account}"),
+                &json!({"amount": money(DEPOSIT_CENTS)}),
+            )
+            .await
+            .ok(200);
+    }
+
+    let outcomes: Arc<Mutex<BTreeMap<String, (Transfer, String)>>> = Arc::default();
+    let mut clients = Vec::new();
+    for client in 0..CLIENTS {
+        let (bases, outcomes) = (bases.clone(), outcomes.clone());
+        clients.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut rng = SplitMix64::new(5_000 + client);
+            for n in 0..TRANSFERS_PER_CLIENT {
+                let from = (rng.next_u64() % ACCOUNTS.len() as u64) as usize;
+                let step = 1 + (rng.next_u64() % (ACCOUNTS.len() as u64 - 1)) as usize;
+                let to = (from + step) % ACCOUNTS.len();
+                let transfer = Transfer {
+                    id: format!("K-c{client}-n{n}"),
+                    from: ACCOUNTS[from],
+                    to: ACCOUNTS[to],
+                    cents: (1 + rng.next_u64() % 30_000) as i64,
+                };
+                let state = settle(&http, &bases, &transfer, rng.next_u64()).await;
+                lock(&outcomes).insert(transfer.id.clone(), (transfer, state));
+            }
+        }));
+    }
+
+    let mut rng = SplitMix64::new(11);
+    let mut kills_on = [0usize; HOSTS];
+    let mut kills = 0;
+    while kills < KILLS {
+        tokio::time::sleep(Duration::from_millis(50 + rng.next_u64() % 250)).await;
+        let i = (rng.next_u64() % HOSTS as u64) as usize;
+        if kills_on[i] == KILLS_PER_HOST {
+            let fresh = start(&azurite, backend).await;
+            let old = std::mem::replace(&mut hosts[i], fresh);
+            {
+                let mut bases = lock(&bases);
+                bases.retain(|b| *b != old.0.base_url());
+                bases.push(hosts[i].0.base_url());
+            }
+            let _ = old.0.shutdown().await;
+            kills_on[i] = 0;
+            continue;
+        }
+        let host = &hosts[i].0;
+        if host
+            .wait_until_ready(Duration::from_secs(30))
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        host.kill_handler().await.unwrap();
+        kills_on[i] += 1;
+        kills += 1;
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    for (host, _) in &hosts {
+        host.wait_until_ready(Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    let c = Client::new(hosts[0].0.base_url());
+    let outcomes = lock(&outcomes).clone();
+    assert_eq!(outcomes.len() as u64, CLIENTS * TRANSFERS_PER_CLIENT);
+
+    // The sweep carries on anything a killed process left (the clients got final answers, so
+    // it must find nothing unfinished that was answered).
+    let accepted = c
+        .http()
+        .post(c.url("/admin/functions/TransferSweep"))
+        .json(&json!({"input": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status().as_u16(), 202);
+    let runs = hosts[0]
+        .0
+        .wait_for_invocations("TransferSweep", 1, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert!(runs.last().unwrap().succeeded, "{:?}", runs.last());
+
+    // Every transfer's recorded state is its answer; refused ones may be unrecorded.
+    let mut want: BTreeMap<&str, i64> = ACCOUNTS.iter().map(|a| (*a, DEPOSIT_CENTS)).collect();
+    let mut completed = BTreeSet::new();
+    for (id, (transfer, state)) in &outcomes {
+        let recorded = c.get(&format!("/api/GetTransferState/{id}")).await;
+        match state.as_str() {
+            "refused" => {
+                if recorded.status.as_u16() == 200 {
+                    assert_eq!(recorded.body["state"], "refused", "{id}");
+                } else {
+                    recorded.problem(404);
+                }
+            }
+            other => {
+                assert_eq!(recorded.ok(200)["state"], other, "{id}");
+                assert_eq!(other, "completed", "{id}: no account closes here");
+                *want.get_mut(transfer.from).unwrap() -= transfer.cents;
+                *want.get_mut(transfer.to).unwrap() += transfer.cents;
+                completed.insert(id.clone());
+            }
+        }
+    }
+    assert!(!completed.is_empty());
+
+    // Balances: the sum never changes, each is its deposit plus what moved.
+    let mut sum = 0i64;
+    for account in ACCOUNTS {
+        let reply = c.get(&format!("/api/GetBalance/{account}")).await;
+        let balance = reply.ok(200)["balance"].as_str().unwrap().to_owned();
+        assert_eq!(balance, money(want[account]), "{account}");
+        sum += want[account];
+    }
+    assert_eq!(sum, DEPOSIT_CENTS * ACCOUNTS.len() as i64);
+
+    // Each completed transfer exactly once on each side, nothing for any other.
+    let mut outs = Vec::new();
+    let mut ins = Vec::new();
+    for account in ACCOUNTS {
+        for event in support::recorded_events(&c, "Bank", "Account", account, 1).await {
+            let data: Value = serde_json::from_str(event.data.get()).unwrap();
+            let id = data["transferId"].as_str().map(str::to_owned);
+            match event.event_type.as_str() {
+                "MoneyTransferredOut" => outs.push((id.unwrap(), account)),
+                "MoneyTransferredIn" => ins.push((id.unwrap(), account)),
+                "MoneyTransferRefunded" => panic!("{account}: a refund, but no account closed"),
+                _ => {}
+            }
+        }
+    }
+    for (list, side) in [(&outs, "debit"), (&ins, "credit")] {
+        let ids: Vec<&String> = list.iter().map(|(id, _)| id).collect();
+        let unique: BTreeSet<&String> = ids.iter().copied().collect();
+        assert_eq!(ids.len(), unique.len(), "a {side} made twice");
+        assert_eq!(
+            unique,
+            completed.iter().collect::<BTreeSet<_>>(),
+            "{side}s are exactly the completed transfers"
+        );
+    }
+    for (id, account) in &outs {
+        assert_eq!(outcomes[id].0.from, *account, "{id}");
+    }
+    for (id, account) in &ins {
+        assert_eq!(outcomes[id].0.to, *account, "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_transfers_apply_once_through_kills_and_retries() {
+    transfers_survive_kills("Table").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_transfers_apply_once_through_kills_and_retries() {
+    transfers_survive_kills("AppendBlob").await;
+}
