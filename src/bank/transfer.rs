@@ -40,17 +40,20 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use streamfold::projection::{AsOf, CommandExecutor, CommandOptions, Idempotency, IdempotencyKey};
 use streamfold::stream::{
-    EventMetadata, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError, StreamId,
+    EntityType, EventMetadata, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError,
+    StreamId,
 };
 use time::OffsetDateTime;
 
 use super::account::{Account, AccountProjection, Refusal, Status};
 use super::events::{AccountEvent, MoneyTransferred, TransferRefunded};
 use super::service::{to_new_event, Bank, BankError, CommandContext};
-use super::{DOMAIN, ENTITY, SOURCE};
+use super::{DOMAIN, SOURCE};
 
 /// Entity type of the transfer streams.
 pub const TRANSFER_ENTITY: &str = "Transfer";
+/// The transfer streams' entity type.
+pub const TRANSFERS: EntityType = EntityType::from_static(DOMAIN, TRANSFER_ENTITY);
 /// Longest transfer id.
 pub const MAX_TRANSFER_ID_LEN: usize = 128;
 /// Most steps one call of [`Bank::advance_transfer`] records (a transfer has at most 5).
@@ -257,7 +260,7 @@ impl Bank {
 
     async fn read_transfer(&self, id: &str) -> Result<Option<Transfer>, BankError> {
         let stream = Self::transfer_stream(id)?;
-        let store = self.app().store(DOMAIN, TRANSFER_ENTITY)?;
+        let store = self.app().store(&TRANSFERS)?;
         let slice = store.read(&stream, ReadRequest::all()).await?;
         Transfer::fold(id, &slice.events, slice.version).map_err(|reason| {
             BankError::Store(StoreError::Corrupt {
@@ -277,7 +280,7 @@ impl Bank {
         context: &CommandContext,
     ) -> Result<bool, BankError> {
         let stream = Self::transfer_stream(&transfer.id)?;
-        let store = self.app().store(DOMAIN, TRANSFER_ENTITY)?;
+        let store = self.app().store(&TRANSFERS)?;
         let event = NewEvent::from_raw(step, serde_json::value::to_raw_value(data)?)
             .with_metadata(step_metadata(context, None));
         match store
@@ -322,7 +325,7 @@ impl Bank {
                 return Err(Refusal::Closed.into());
             }
             let stream = Self::transfer_stream(id)?;
-            let store = self.app().store(DOMAIN, TRANSFER_ENTITY)?;
+            let store = self.app().store(&TRANSFERS)?;
             let event = NewEvent::from_raw(
                 TRANSFER_REQUESTED,
                 serde_json::value::to_raw_value(request)?,
@@ -463,7 +466,7 @@ impl Bank {
             ("amount", &super::money::format_money(request.amount)),
         ]))?;
         let stream = Self::stream(account)?;
-        let runner = self.app().runner(DOMAIN, ENTITY)?;
+        let runner = self.app().runner(&super::ACCOUNTS)?;
         let executor =
             CommandExecutor::new(&runner, &AccountProjection, self.app().command_policy());
         let step_context = CommandContext {

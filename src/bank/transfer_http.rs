@@ -34,8 +34,7 @@ use warp::{Filter, Rejection, Reply};
 use super::http::{account_key, context, CommentBody};
 use super::money::{format_money, parse_amount, Sign};
 use super::service::{Bank, BankError, CommandContext};
-use super::transfer::{check_transfer_id, Phase, Transfer, TransferRequest, TRANSFER_ENTITY};
-use super::DOMAIN;
+use super::transfer::{check_transfer_id, Phase, Transfer, TransferRequest, TRANSFERS};
 
 pub const TRANSFER_FUNCTION: &str = "TransferMoney";
 pub const STATE_FUNCTION: &str = "GetTransferState";
@@ -253,7 +252,7 @@ pub struct SweepReport {
 
 /// Carries on every transfer that is not in a final state.
 pub async fn sweep(bank: &Bank) -> Result<SweepReport, BankError> {
-    let store = bank.app().store(DOMAIN, TRANSFER_ENTITY)?;
+    let store = bank.app().store(&TRANSFERS)?;
     let ctx = CommandContext {
         correlation_id: format!("transfer-sweep-{}", Uuid::new_v4()),
         who: Some(SWEEP_FUNCTION.to_owned()),
@@ -263,12 +262,7 @@ pub async fn sweep(bank: &Bank) -> Result<SweepReport, BankError> {
     let mut continuation = None;
     loop {
         let page = store
-            .list_streams(
-                DOMAIN,
-                TRANSFER_ENTITY,
-                continuation.as_deref(),
-                SWEEP_PAGE_SIZE,
-            )
+            .list_streams(&TRANSFERS, continuation.as_deref(), SWEEP_PAGE_SIZE)
             .await?;
         report.transfers = report.transfers.saturating_add(page.instances.len() as u64);
         let outcomes: Vec<Result<bool, BankError>> = stream::iter(page.instances)
