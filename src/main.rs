@@ -26,13 +26,14 @@ async fn main() -> anyhow::Result<()> {
     bank::register(&mut app)?;
     let app = Arc::new(app);
     tracing::info!(address = %listener.local_addr()?, "streamfold handler listening");
-    functions::serve(listener, app_functions(app), telemetry::shutdown_signal()).await;
+    functions::serve(listener, app_functions(app)?, telemetry::shutdown_signal()).await;
     Ok(())
 }
 
-/// Every function of the app: the library's generic ones and the bank's, with their routes.
-fn app_functions(app: Arc<App>) -> Functions {
-    functions::routes(app.clone()).or(bank::routes(app))
+/// Every function of the app: the library's generic ones and the bank's, with their routes
+/// and the OpenAPI document of both.
+fn app_functions(app: Arc<App>) -> Result<Functions, functions::DomainApiError> {
+    functions::app_functions(app.clone(), vec![bank::api(app)?])
 }
 
 /// The app's routes checked against the function.json files and against its filters.

@@ -25,7 +25,7 @@ fn in_memory_app() -> Arc<App> {
 }
 
 fn functions() -> Functions {
-    app_functions(in_memory_app())
+    app_functions(in_memory_app()).expect("the bank's API registers")
 }
 
 fn routes() -> Vec<Route> {

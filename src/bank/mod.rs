@@ -36,6 +36,7 @@ pub mod transfer_http;
 use std::sync::Arc;
 
 use streamfold::app::App;
+use streamfold::functions::{DomainApi, DomainApiError};
 use streamfold::projection::StatefulClassifier;
 use streamfold::stream::EntityType;
 
@@ -59,6 +60,14 @@ pub fn register(app: &mut App) -> anyhow::Result<()> {
         .register(&ACCOUNTS, StatefulClassifier::new(overdraft::InOverdraft))?;
     readmodels::register(app)?;
     Ok(())
+}
+
+/// The bank's part of the app's OpenAPI document (merged with the library's).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The bank's HTTP API as the app registers it: its functions and its OpenAPI part.
+pub fn api(app: Arc<App>) -> Result<DomainApi, DomainApiError> {
+    DomainApi::new().functions(routes(app)).openapi(OPENAPI)
 }
 
 /// The bank's HTTP functions, with their routes (as in their function.json files).

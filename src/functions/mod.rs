@@ -7,10 +7,10 @@
 //! 404 and 405 decided there), and [`serve`], which adds request tracing with the host's
 //! invocation id, the one [`problem::recover`], and turns panics into 500 problems.
 
+pub mod domain;
 pub mod filters;
 pub mod idempotency;
 pub mod invocation;
-pub mod openapi;
 pub mod problem;
 pub mod projections;
 pub mod routing;
@@ -19,6 +19,7 @@ pub mod streams;
 pub mod sweep;
 pub mod webhook;
 
+pub use domain::{app_functions, DomainApi, DomainApiError, Reply, Request};
 pub use problem::{Problem, PROBLEM_CONTENT_TYPE};
 pub use routing::{Functions, RouteTable};
 pub use server::serve;
@@ -34,11 +35,17 @@ pub const MAX_BODY_BYTES: u64 = 5 * 1024 * 1024;
 /// over loopback. Beyond it the connection is simply closed.
 pub const MAX_DRAINED_BODY_BYTES: u64 = 100 * 1024 * 1024;
 
-/// Every generic function of the library (the event-stream and projection API, the Event Grid
-/// entry points of the read-model projector, the notification sweep and its dead letters, the
-/// OpenAPI document, and the catch-all `NotFound` that has the host forward unknown paths),
-/// with their routes.
+/// Every generic function of the library and the library's own OpenAPI document, with their
+/// routes: the functions of an app that registers no domain (see [`app_functions`]).
 pub fn routes(app: std::sync::Arc<crate::app::App>) -> Functions {
+    library_functions(app).or(domain::openapi_functions(domain::LIBRARY_OPENAPI.into()))
+}
+
+/// Every generic function of the library (the event-stream and projection API, the Event Grid
+/// entry points of the read-model projector, the notification sweep and its dead letters, and
+/// the catch-all `NotFound` that has the host forward unknown paths), with their routes; the
+/// OpenAPI document is added by [`app_functions`].
+pub(crate) fn library_functions(app: std::sync::Arc<crate::app::App>) -> Functions {
     use warp::http::Method;
     use warp::Filter;
     let table = RouteTable::new()
@@ -63,7 +70,6 @@ pub fn routes(app: std::sync::Arc<crate::app::App>) -> Functions {
             &[Method::POST, Method::OPTIONS],
             webhook::WEBHOOK_ROUTE,
         )
-        .http("OpenApi", &[Method::GET], "openapi.json")
         .http(
             sweep::DEAD_LETTERS_FUNCTION,
             &[Method::GET],
@@ -95,8 +101,6 @@ pub fn routes(app: std::sync::Arc<crate::app::App>) -> Functions {
         .or(webhook::routes(app.clone()))
         .unify()
         .or(sweep::routes(app))
-        .unify()
-        .or(openapi::routes())
         .unify()
         .boxed();
     Functions::new(table, filter)
