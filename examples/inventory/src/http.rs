@@ -1,0 +1,160 @@
+//! The inventory's HTTP functions, written against the library's `Request` / `Reply` (no HTTP
+//! framework): one function.json folder each under `examples/inventory/functions/`.
+//!
+//! - `POST /api/ReceiveStock/{sku}`, `ReserveStock/{sku}`, `ShipStock/{sku}` with
+//!   `{"quantity": n}`: the item after the command (200);
+//! - `GET /api/GetItem/{sku}`: the item now;
+//! - `GET /api/Items?lowStock=true|false&continuation=`: the item rows of the read model;
+//! - `POST /api/RebuildItems`: recomputes the read model from the streams.
+
+use serde::Serialize;
+use serde_json::json;
+use streamfold::functions::filters::only_known_params;
+use streamfold::functions::{DomainApi, Problem, Reply, Request};
+
+use crate::item::{Item, ItemEvent, Quantity, ITEM_PROJECTION};
+use crate::{Inventory, ItemView, ITEMS};
+
+/// Rows per page of `Items`.
+pub const ITEMS_PAGE_SIZE: usize = 100;
+
+/// The item as clients see it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemBody<'a> {
+    sku: &'a str,
+    on_hand: u64,
+    reserved: u64,
+    available: u64,
+    low_stock: bool,
+    sequence: u64,
+}
+
+fn item_body<'a>(sku: &'a str, item: &Item, sequence: u64) -> ItemBody<'a> {
+    ItemBody {
+        sku,
+        on_hand: item.on_hand,
+        reserved: item.reserved,
+        available: item.available(),
+        low_stock: item.low_on_stock(),
+        sequence,
+    }
+}
+
+fn sku(request: &Request) -> Result<String, Problem> {
+    let sku = request.param("sku").unwrap_or_default().to_owned();
+    Inventory::stream(&sku).map_err(Problem::from)?;
+    Ok(sku)
+}
+
+/// The inventory's routes, each with its handler.
+pub fn api(inventory: Inventory) -> DomainApi {
+    DomainApi::new()
+        .post(
+            "ReceiveStock",
+            "ReceiveStock/{sku}",
+            with(&inventory, receive),
+        )
+        .post(
+            "ReserveStock",
+            "ReserveStock/{sku}",
+            with(&inventory, reserve),
+        )
+        .post("ShipStock", "ShipStock/{sku}", with(&inventory, ship))
+        .get("GetItem", "GetItem/{sku}", with(&inventory, get_item))
+        .get("Items", "Items", with(&inventory, list_items))
+        .post("RebuildItems", "RebuildItems", with(&inventory, rebuild))
+}
+
+/// A handler that gets the inventory with each request.
+fn with<F, Fut>(inventory: &Inventory, handler: F) -> impl Fn(Request) -> Fut + Send + Sync
+where
+    F: Fn(Inventory, Request) -> Fut + Send + Sync,
+{
+    let inventory = inventory.clone();
+    move |request| handler(inventory.clone(), request)
+}
+
+async fn receive(inventory: Inventory, request: Request) -> Result<Reply, Problem> {
+    command(inventory, request, ItemEvent::Received).await
+}
+
+async fn reserve(inventory: Inventory, request: Request) -> Result<Reply, Problem> {
+    command(inventory, request, ItemEvent::Reserved).await
+}
+
+async fn ship(inventory: Inventory, request: Request) -> Result<Reply, Problem> {
+    command(inventory, request, ItemEvent::Shipped).await
+}
+
+/// A command: `{"quantity": n}`, decided on the item's fresh state.
+async fn command(
+    inventory: Inventory,
+    request: Request,
+    make: fn(u64) -> ItemEvent,
+) -> Result<Reply, Problem> {
+    let sku = sku(&request)?;
+    let Quantity { quantity } = request.json()?;
+    let ItemView { item, sequence } = inventory
+        .execute(&sku, make(quantity), request.correlation_id())
+        .await?;
+    Reply::ok(&item_body(&sku, &item, sequence))
+}
+
+async fn get_item(inventory: Inventory, request: Request) -> Result<Reply, Problem> {
+    only_known_params(request.query(), &[])?;
+    let sku = sku(&request)?;
+    let ItemView { item, sequence } = inventory.item(&sku).await?;
+    Reply::ok(&item_body(&sku, &item, sequence))
+}
+
+async fn rebuild(inventory: Inventory, _request: Request) -> Result<Reply, Problem> {
+    Reply::ok(&inventory.rebuild().await?)
+}
+
+async fn list_items(inventory: Inventory, request: Request) -> Result<Reply, Problem> {
+    only_known_params(request.query(), &["lowStock", "continuation"])?;
+    let low_stock = match request.query_param("lowStock") {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(Problem::bad_request(
+                "invalid-query-parameter",
+                format!("lowStock must be true or false, not {other:?}"),
+            ))
+        }
+    };
+    let store = inventory.app().read_model_store()?;
+    let page = store
+        .list(
+            ITEM_PROJECTION,
+            &ITEMS,
+            request
+                .query_param("continuation")
+                .filter(|c| !c.is_empty()),
+            ITEMS_PAGE_SIZE,
+        )
+        .await
+        .map_err(Problem::from)?;
+    let mut rows = Vec::new();
+    for row in &page.rows {
+        if row.checkpoint.failure.is_some() {
+            continue;
+        }
+        let item: Item = serde_json::from_str(row.checkpoint.state.get()).map_err(|e| {
+            Problem::from(streamfold::stream::StoreError::Corrupt {
+                stream: row.instance.clone(),
+                detail: e.to_string(),
+            })
+        })?;
+        if low_stock.is_none_or(|wanted| wanted == item.low_on_stock()) {
+            rows.push(json!(item_body(
+                &row.instance,
+                &item,
+                row.checkpoint.sequence
+            )));
+        }
+    }
+    Reply::ok(&json!({ "items": rows, "continuation": page.continuation }))
+}
