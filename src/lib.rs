@@ -14,7 +14,11 @@
 //!   custom-handler protocol, problem responses, the generic event-stream API.
 //! - [`telemetry`]: JSON logs on stdout and the shutdown signal.
 //!
-//! The bank example lives in the binary (`src/bank`), a user of this public API.
+//! The bank example lives in the binary (`src/bank`), a user of this public API; a second
+//! domain, `examples/inventory`, uses the same API (`docs/your-own-domain.md`): an app is
+//! composed with [`app::App::builder`] (or from settings), a domain registers its projections
+//! and read models with the app and its HTTP functions and OpenAPI part with
+//! [`functions::DomainApi`].
 
 pub mod app;
 pub mod config;

@@ -72,8 +72,8 @@ impl Request {
         &self.body
     }
 
-    /// The body as JSON of type `T` (an empty body is `{}`): 400 `invalid-json` naming the
-    /// problem otherwise.
+    /// The body as JSON of type `T` (an empty body is `{}`): 400 `malformed-json` or
+    /// `invalid-body` naming the line and column otherwise.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Problem> {
         parse_json(&self.body)
     }
