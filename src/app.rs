@@ -174,7 +174,7 @@ impl AppBuilder {
             .map(|(entity_type, stores)| (entity_type, backend(stores)))
             .collect();
         let default = self.default.map(&mut backend);
-        let command_policy = CommandPolicy::new(conflict_budget(&self.settings));
+        let command_policy = command_policy(&self.settings);
         App {
             state_cache: Arc::new(StateCache::new(self.settings.state_cache_bytes)),
             settings: self.settings,
@@ -406,6 +406,16 @@ impl App {
 
 /// How long and how often a command is decided again after losing races to other writers:
 /// `StreamfoldConflictDeadlineMs`, and `StreamfoldConflictRetries` when set.
+/// The commands' policy the settings ask for.
+fn command_policy(settings: &Settings) -> CommandPolicy {
+    let policy = CommandPolicy::new(conflict_budget(settings));
+    if settings.group_commit {
+        policy
+    } else {
+        policy.one_at_a_time()
+    }
+}
+
 fn conflict_budget(settings: &Settings) -> ConflictBudget {
     ConflictBudget {
         deadline: settings.conflict_deadline,

@@ -41,6 +41,9 @@ pub const DEFAULT_CONFLICT_DEADLINE_MS: u64 =
 /// of earlier versions, where it was the only bound, 5 by default; unset now, so contention
 /// is bounded by time alone).
 pub const CONFLICT_RETRIES_SETTING: &str = "StreamfoldConflictRetries";
+/// `false` turns group commit off: commands that wait for the same stream in one process are
+/// then decided and written one at a time (see `crate::projection::CommandExecutor`).
+pub const GROUP_COMMIT_SETTING: &str = "StreamfoldGroupCommit";
 /// Names the app setting holding the connection string of read-model storage (Table storage;
 /// see `crate::readmodel`); [`DEFAULT_CONNECTION_SETTING`] when absent.
 pub const READ_MODEL_STORAGE_SETTING: &str = "StreamfoldReadModelStorage";
@@ -145,6 +148,8 @@ pub struct Settings {
     pub conflict_deadline: Duration,
     /// At most this many retries after lost races, when set.
     pub conflict_retries: Option<u32>,
+    /// Whether commands waiting for one stream are written together (on by default).
+    pub group_commit: bool,
     /// Where read-model rows live (Table storage); `None` when no connection string is set.
     pub read_model_storage: Option<StorageTarget>,
     /// Event Grid notifications (see `crate::notify::settings`).
@@ -176,6 +181,7 @@ impl Settings {
                 DEFAULT_CONFLICT_DEADLINE_MS,
             )?),
             conflict_retries: optional(&env, CONFLICT_RETRIES_SETTING)?,
+            group_commit: flag(&env, GROUP_COMMIT_SETTING, true)?,
             read_model_storage: read_model_storage(&env)?,
             notifications: NotificationSettings::from_map(&env)?,
             notification_sweep_limit: positive(
@@ -195,6 +201,23 @@ fn positive(
     match parse_or(env, name, default)? {
         0 => Err(ConfigError::new(name, "must be at least 1")),
         n => Ok(n),
+    }
+}
+
+/// `true` or `false` (any case) when the setting is present and not blank.
+fn flag(env: &HashMap<String, String>, name: &str, default: bool) -> Result<bool, ConfigError> {
+    match env
+        .get(name)
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("") => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(v) => Err(ConfigError::new(
+            name,
+            format!("{v:?} is neither true nor false"),
+        )),
     }
 }
 

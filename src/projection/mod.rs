@@ -20,6 +20,8 @@
 //!   [`ConflictBudget`]; commands recognised by an idempotency key or their event ids.
 //! - [`StreamTurns`] (from the core, `crate::stream`): one command at a time per stream in
 //!   this process.
+//! - `group`: [`CommandGroups`], where commands waiting for one stream meet so that the
+//!   executor writes them in one append (group commit).
 //! - `idempotency`: [`IdempotencyKey`], [`Idempotency`]: event ids derived from a client's key,
 //!   and the request's hash stored with the events.
 //! - `counting`: [`CountingStore`], an event store wrapper that counts reads, for tests.
@@ -32,6 +34,7 @@ mod definition;
 mod dynamic;
 mod error;
 mod executor;
+mod group;
 mod guard;
 mod idempotency;
 mod registry;
@@ -49,8 +52,9 @@ pub use dynamic::{DynProjection, Fold};
 pub use error::{ApplyError, ProjectionError};
 pub use executor::{
     CommandExecutor, CommandOptions, CommandPolicy, ConflictBudget, ExecuteError, Executed,
-    Recognition, DEFAULT_CONFLICT_DEADLINE,
+    Recognition, DEFAULT_CONFLICT_DEADLINE, MAX_GROUP_DATA_BYTES, MAX_GROUP_EVENTS,
 };
+pub use group::CommandGroups;
 pub use guard::{guarded_append, DynStreamGuard, GuardError, GuardRegistry, StreamGuard};
 pub use idempotency::{
     Idempotency, IdempotencyKey, InvalidIdempotencyKey, IDEMPOTENCY_NAMESPACE,
