@@ -16,7 +16,7 @@
 #             everything else this script does without a nested cargo build)
 #   OUT_DIR   default: dist/app
 #
-# Production package (README, "Deploying"):
+# Production package (README, "Deploy to Azure"):
 #   scripts/assemble.sh --release --musl --zip dist/app
 set -euo pipefail
 cd "$(dirname "$0")/.."

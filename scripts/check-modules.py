@@ -26,6 +26,8 @@ from collections import defaultdict
 LAYERS = [
     # The core model and the contracts every adapter implements.
     {"stream"},
+    # Credentials the adapters share: the managed identity's tokens.
+    {"identity"},
     # Storage adapters, what folds and what notifies: each over the contracts only.
     {"storage", "projection", "notify", "telemetry"},
     # Read models, built on the fold engine.

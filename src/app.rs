@@ -19,7 +19,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{BackendKind, ConfigError, Settings, StorageTarget};
+use crate::config::{BackendKind, ConfigError, Settings, StorageConnection, StorageTarget};
+use crate::identity::ManagedIdentity;
 use crate::notify::settings::{LOCAL_URL_SETTING, TOPIC_ENDPOINT_SETTING};
 use crate::notify::{
     DeadLetterStore, Dispatcher, NotificationSink, NotificationTarget, NotifyingStore, Publisher,
@@ -446,13 +447,7 @@ fn notifications(settings: &Settings) -> Result<Option<Notifications>, ConfigErr
 
 /// The stores of `target`, with its outbox on when notifications are on.
 fn build_stores(target: &StorageTarget, notify: bool) -> Result<StoreSet, ConfigError> {
-    let account =
-        StorageAccount::from_connection_string(&target.connection_string).map_err(|e| {
-            ConfigError {
-                setting: target.connection_setting.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+    let account = storage_account(target)?;
     // The dead letters of each event store have a partition of their own (`crate::notify::
     // deadletter`): the backend kind and the table or container name.
     let (events, outbox, dead_letter_partition): (Arc<dyn EventStore>, Arc<dyn Outbox>, String) =
@@ -487,14 +482,25 @@ fn build_stores(target: &StorageTarget, notify: bool) -> Result<StoreSet, Config
 }
 
 fn build_read_model_store(target: &StorageTarget) -> Result<Arc<dyn ReadModelStore>, ConfigError> {
-    let account =
-        StorageAccount::from_connection_string(&target.connection_string).map_err(|e| {
-            ConfigError {
-                setting: target.connection_setting.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+    let account = storage_account(target)?;
     Ok(Arc::new(TableReadModelStore::new(&account)))
+}
+
+/// The storage account of a target: from its connection string, or reached as the app's
+/// managed identity (identity-based connection).
+fn storage_account(target: &StorageTarget) -> Result<StorageAccount, ConfigError> {
+    let account = match &target.connection {
+        StorageConnection::ConnectionString(cs) => StorageAccount::from_connection_string(cs),
+        StorageConnection::Identity(connection) => StorageAccount::with_identity(
+            connection.table_endpoint.clone(),
+            connection.blob_endpoint.clone(),
+            ManagedIdentity::new(&connection.identity, connection.client_id.clone()),
+        ),
+    };
+    account.map_err(|e| ConfigError {
+        setting: target.connection_setting.clone(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]

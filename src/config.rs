@@ -9,11 +9,22 @@
 //! falling back to `{Domain}.ALL`, `ALL.{Entity}`, `ALL.ALL`, then Table storage on
 //! `AzureWebJobsStorage`. Linux App Service cannot pass dots in environment variable names, so
 //! `Streamfold__{Domain}__{Entity}` means the same.
+//!
+//! A connection named `X` is the connection string in setting `X` or, when `X` is not set, an
+//! identity-based connection by the Functions convention: `X__tableServiceUri` /
+//! `X__blobServiceUri` (or `X__accountName`, for the public cloud's endpoints),
+//! `X__credential` (`managedidentity`, the default and only one) and `X__clientId` (a
+//! user-assigned identity). Requests then carry a token of the app's managed identity, so each
+//! endpoint must be `https://` (or `http://` on a loopback address: emulators and tests), and the
+//! app must have an identity (`IDENTITY_ENDPOINT`); both are checked here, at start-up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
+use reqwest::Url;
+
+use crate::identity::{check_bearer_target, IdentityEndpoint};
 use crate::notify::NotificationSettings;
 use crate::stream::{validate_name, EntityType};
 
@@ -51,6 +62,20 @@ pub const READ_MODEL_STORAGE_SETTING: &str = "StreamfoldReadModelStorage";
 /// publishes (per backend).
 pub const NOTIFICATION_SWEEP_LIMIT_SETTING: &str = "StreamfoldNotificationSweepLimit";
 pub const DEFAULT_NOTIFICATION_SWEEP_LIMIT: usize = crate::notify::DEFAULT_SWEEP_LIMIT;
+/// Separator between a connection's name and the parts of an identity-based connection.
+pub const CONNECTION_PART_SEPARATOR: &str = "__";
+/// Identity-based connection parts (`{Connection}__{part}`), the Functions convention.
+pub const TABLE_SERVICE_URI_PART: &str = "tableServiceUri";
+pub const BLOB_SERVICE_URI_PART: &str = "blobServiceUri";
+/// Read by the Functions host (queue triggers); accepted and unused by the handler.
+pub const QUEUE_SERVICE_URI_PART: &str = "queueServiceUri";
+pub const ACCOUNT_NAME_PART: &str = "accountName";
+pub const CREDENTIAL_PART: &str = "credential";
+pub const CLIENT_ID_PART: &str = "clientId";
+/// The only credential an identity-based connection takes (case-insensitive).
+pub const MANAGED_IDENTITY_CREDENTIAL: &str = "managedidentity";
+/// Endpoint suffix of the public cloud, for `{Connection}__accountName`.
+pub const PUBLIC_CLOUD_STORAGE_SUFFIX: &str = "core.windows.net";
 /// Port the Functions host tells the handler to listen on.
 pub const PORT_SETTING: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
 pub const DEFAULT_PORT: u16 = 7072;
@@ -88,14 +113,40 @@ pub enum BackendKind {
     AppendBlob,
 }
 
+/// How a storage connection authenticates: a connection string (secret), or the app's managed
+/// identity with the service endpoints.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StorageConnection {
+    ConnectionString(String),
+    Identity(Box<IdentityConnection>),
+}
+
+impl fmt::Debug for StorageConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ConnectionString(_) => f.write_str("ConnectionString(<redacted>)"),
+            Self::Identity(identity) => identity.fmt(f),
+        }
+    }
+}
+
+/// An identity-based connection: where the services are, and which identity signs in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdentityConnection {
+    pub table_endpoint: Option<Url>,
+    pub blob_endpoint: Option<Url>,
+    /// The user-assigned identity's client id; `None` for the system-assigned one.
+    pub client_id: Option<String>,
+    pub identity: IdentityEndpoint,
+}
+
 /// Where the streams of one domain / entity type live.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StorageTarget {
     pub kind: BackendKind,
-    /// Name of the app setting that holds the connection string.
+    /// Name of the connection (the app setting, or the prefix of an identity-based one).
     pub connection_setting: String,
-    /// The connection string itself (secret).
-    pub connection_string: String,
+    pub connection: StorageConnection,
 }
 
 impl fmt::Debug for StorageTarget {
@@ -103,7 +154,8 @@ impl fmt::Debug for StorageTarget {
         f.debug_struct("StorageTarget")
             .field("kind", &self.kind)
             .field("connection_setting", &self.connection_setting)
-            .finish_non_exhaustive()
+            .field("connection", &self.connection)
+            .finish()
     }
 }
 
@@ -275,14 +327,11 @@ fn storage_routing(env: &HashMap<String, String>) -> Result<StorageRouting, Conf
             }
         }
     }
-    let default = env
-        .get(DEFAULT_CONNECTION_SETTING)
-        .filter(|v| !v.trim().is_empty())
-        .map(|cs| StorageTarget {
-            kind: BackendKind::Table,
-            connection_setting: DEFAULT_CONNECTION_SETTING.to_owned(),
-            connection_string: cs.clone(),
-        });
+    let default = connection(env, DEFAULT_CONNECTION_SETTING)?.map(|connection| StorageTarget {
+        kind: BackendKind::Table,
+        connection_setting: DEFAULT_CONNECTION_SETTING.to_owned(),
+        connection,
+    });
     Ok(StorageRouting { rules, default })
 }
 
@@ -294,19 +343,110 @@ fn read_model_storage(env: &HashMap<String, String>) -> Result<Option<StorageTar
         .map(|v| v.trim())
         .filter(|v| !v.is_empty());
     let connection_setting = named.unwrap_or(DEFAULT_CONNECTION_SETTING);
-    let connection_string = env.get(connection_setting).filter(|v| !v.trim().is_empty());
-    match (connection_string, named) {
-        (Some(cs), _) => Ok(Some(StorageTarget {
+    match (connection(env, connection_setting)?, named) {
+        (Some(connection), _) => Ok(Some(StorageTarget {
             kind: BackendKind::Table,
             connection_setting: connection_setting.to_owned(),
-            connection_string: cs.clone(),
+            connection,
         })),
         (None, Some(name)) => Err(ConfigError::new(
             READ_MODEL_STORAGE_SETTING,
-            format!("names connection string setting {name:?}, which is not set"),
+            format!("names connection {name:?}, which is not set"),
         )),
         (None, None) => Ok(None),
     }
+}
+
+/// The connection named `name`: the connection string in setting `name`, else the
+/// identity-based connection of the `{name}__*` settings, else `None`.
+pub fn connection(
+    env: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<StorageConnection>, ConfigError> {
+    if let Some(cs) = env.get(name).filter(|v| !v.trim().is_empty()) {
+        return Ok(Some(StorageConnection::ConnectionString(cs.clone())));
+    }
+    let part_name = |part: &str| format!("{name}{CONNECTION_PART_SEPARATOR}{part}");
+    let part = |p: &str| {
+        env.get(&part_name(p))
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    };
+    let uri = |p: &str| -> Result<Option<Url>, ConfigError> {
+        let Some(raw) = part(p) else {
+            return Ok(None);
+        };
+        let url = Url::parse(raw)
+            .ok()
+            .filter(|u| u.host_str().is_some())
+            .ok_or_else(|| ConfigError::new(&part_name(p), format!("{raw:?} is not a URL")))?;
+        check_bearer_target(&url).map_err(|why| ConfigError::new(&part_name(p), why))?;
+        Ok(Some(url))
+    };
+    let mut table_endpoint = uri(TABLE_SERVICE_URI_PART)?;
+    let mut blob_endpoint = uri(BLOB_SERVICE_URI_PART)?;
+    if let Some(account) = part(ACCOUNT_NAME_PART) {
+        if table_endpoint.is_some() || blob_endpoint.is_some() {
+            return Err(ConfigError::new(
+                &part_name(ACCOUNT_NAME_PART),
+                format!(
+                    "set either {} or the service URIs, not both",
+                    part_name(ACCOUNT_NAME_PART)
+                ),
+            ));
+        }
+        if account.is_empty()
+            || !account
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            return Err(ConfigError::new(
+                &part_name(ACCOUNT_NAME_PART),
+                "a storage account name is lowercase letters and digits",
+            ));
+        }
+        let at = |service: &str| {
+            Url::parse(&format!(
+                "https://{account}.{service}.{PUBLIC_CLOUD_STORAGE_SUFFIX}"
+            ))
+            .ok()
+        };
+        table_endpoint = at("table");
+        blob_endpoint = at("blob");
+    }
+    let other_parts = [CREDENTIAL_PART, CLIENT_ID_PART, QUEUE_SERVICE_URI_PART];
+    if table_endpoint.is_none() && blob_endpoint.is_none() {
+        return match other_parts.iter().find(|p| part(p).is_some()) {
+            Some(p) => Err(ConfigError::new(
+                &part_name(p),
+                format!(
+                    "an identity-based connection needs {} or {} (or {})",
+                    part_name(TABLE_SERVICE_URI_PART),
+                    part_name(BLOB_SERVICE_URI_PART),
+                    part_name(ACCOUNT_NAME_PART)
+                ),
+            )),
+            None => Ok(None),
+        };
+    }
+    if let Some(credential) = part(CREDENTIAL_PART) {
+        if !credential.eq_ignore_ascii_case(MANAGED_IDENTITY_CREDENTIAL) {
+            return Err(ConfigError::new(
+                &part_name(CREDENTIAL_PART),
+                format!("{credential:?}: the only credential supported is {MANAGED_IDENTITY_CREDENTIAL}"),
+            ));
+        }
+    }
+    let identity = IdentityEndpoint::from_settings(env)
+        .map_err(|why| ConfigError::new(&part_name(CREDENTIAL_PART), why.to_string()))?;
+    Ok(Some(StorageConnection::Identity(Box::new(
+        IdentityConnection {
+            table_endpoint,
+            blob_endpoint,
+            client_id: part(CLIENT_ID_PART).map(str::to_owned),
+            identity,
+        },
+    ))))
 }
 
 fn parse_target(
@@ -331,19 +471,19 @@ fn parse_target(
         }
     };
     let connection_setting = connection_setting.trim();
-    let connection_string = env
-        .get(connection_setting)
-        .filter(|v| !v.trim().is_empty())
-        .ok_or_else(|| {
-            ConfigError::new(
-                name,
-                format!("names connection string setting {connection_setting:?}, which is not set"),
-            )
-        })?;
+    let connection = connection(env, connection_setting)?.ok_or_else(|| {
+        ConfigError::new(
+            name,
+            format!(
+                "names connection {connection_setting:?}, which is not set (neither a connection \
+                 string nor {connection_setting}__tableServiceUri / __blobServiceUri / __accountName)"
+            ),
+        )
+    })?;
     Ok(StorageTarget {
         kind,
         connection_setting: connection_setting.to_owned(),
-        connection_string: connection_string.clone(),
+        connection,
     })
 }
 
@@ -417,7 +557,10 @@ mod tests {
         assert_eq!(t.connection_setting, DEFAULT_CONNECTION_SETTING);
         assert_eq!(t.kind, BackendKind::Table);
         let s = settings(&[(READ_MODEL_STORAGE_SETTING, "Views"), ("Views", "b")]).unwrap();
-        assert_eq!(s.read_model_storage.unwrap().connection_string, "b");
+        assert_eq!(
+            s.read_model_storage.unwrap().connection,
+            StorageConnection::ConnectionString("b".into())
+        );
         assert!(settings(&[]).unwrap().read_model_storage.is_none());
         let err = settings(&[(READ_MODEL_STORAGE_SETTING, "Missing")]).unwrap_err();
         assert_eq!(err.setting, READ_MODEL_STORAGE_SETTING);
@@ -469,6 +612,148 @@ mod tests {
             let err = settings(&[(name, "-1")]).unwrap_err();
             assert_eq!(err.setting, name);
         }
+    }
+
+    const IDENTITY: [(&str, &str); 2] = [
+        ("IDENTITY_ENDPOINT", "http://127.0.0.1:41741/msi/token"),
+        ("IDENTITY_HEADER", "hdr-s3cret"),
+    ];
+
+    fn with_identity(pairs: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        IDENTITY.iter().chain(pairs).copied().collect()
+    }
+
+    #[test]
+    fn identity_based_connections_by_the_functions_convention() {
+        let s = settings(&with_identity(&[
+            (
+                "AzureWebJobsStorage__tableServiceUri",
+                "https://acct.table.core.windows.net/",
+            ),
+            (
+                "AzureWebJobsStorage__blobServiceUri",
+                "https://acct.blob.core.windows.net/",
+            ),
+            (
+                "AzureWebJobsStorage__queueServiceUri",
+                "https://acct.queue.core.windows.net/",
+            ),
+            ("AzureWebJobsStorage__credential", "ManagedIdentity"),
+            ("AzureWebJobsStorage__clientId", "cid"),
+            ("Streamfold__Bank__Ledger", "AppendBlob;Other"),
+            ("Other__accountName", "other2"),
+        ]))
+        .unwrap();
+        let t = s
+            .storage
+            .resolve(&EntityType::from_static("Bank", "Account"))
+            .unwrap();
+        let StorageConnection::Identity(c) = &t.connection else {
+            panic!("{t:?}");
+        };
+        assert_eq!(
+            c.table_endpoint.as_ref().unwrap().host_str(),
+            Some("acct.table.core.windows.net")
+        );
+        assert_eq!(c.client_id.as_deref(), Some("cid"));
+        let StorageConnection::Identity(c) = &s
+            .storage
+            .resolve(&EntityType::from_static("Bank", "Ledger"))
+            .unwrap()
+            .connection
+        else {
+            panic!();
+        };
+        assert_eq!(
+            c.blob_endpoint.as_ref().unwrap().as_str(),
+            "https://other2.blob.core.windows.net/"
+        );
+        assert_eq!(c.client_id, None);
+        assert!(matches!(
+            s.read_model_storage.as_ref().unwrap().connection,
+            StorageConnection::Identity(_)
+        ));
+        assert!(!format!("{s:?}").contains("s3cret"));
+        // A connection string of the same name wins, as in Functions.
+        let s = settings(&with_identity(&[
+            ("AzureWebJobsStorage", "UseDevelopmentStorage=true"),
+            (
+                "AzureWebJobsStorage__tableServiceUri",
+                "https://acct.table.core.windows.net",
+            ),
+        ]))
+        .unwrap();
+        assert!(matches!(
+            s.storage
+                .resolve(&EntityType::from_static("Bank", "Account"))
+                .unwrap()
+                .connection,
+            StorageConnection::ConnectionString(_)
+        ));
+    }
+
+    #[test]
+    fn identity_based_connections_are_checked_at_start_up() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            // A bearer token never goes over plain http beyond loopback.
+            (
+                &[(
+                    "AzureWebJobsStorage__tableServiceUri",
+                    "http://acct.table.core.windows.net",
+                )],
+                "AzureWebJobsStorage__tableServiceUri",
+            ),
+            (
+                &[("AzureWebJobsStorage__blobServiceUri", "not a url")],
+                "AzureWebJobsStorage__blobServiceUri",
+            ),
+            (
+                &[
+                    (
+                        "AzureWebJobsStorage__tableServiceUri",
+                        "https://a.table.core.windows.net",
+                    ),
+                    ("AzureWebJobsStorage__credential", "clientsecret"),
+                ],
+                "AzureWebJobsStorage__credential",
+            ),
+            (
+                &[("AzureWebJobsStorage__clientId", "cid")],
+                "AzureWebJobsStorage__clientId",
+            ),
+            (
+                &[
+                    ("AzureWebJobsStorage__accountName", "acct"),
+                    (
+                        "AzureWebJobsStorage__tableServiceUri",
+                        "https://acct.table.core.windows.net",
+                    ),
+                ],
+                "AzureWebJobsStorage__accountName",
+            ),
+            (
+                &[("AzureWebJobsStorage__accountName", "Not_Valid")],
+                "AzureWebJobsStorage__accountName",
+            ),
+        ];
+        for (pairs, setting) in cases {
+            let err = settings(&with_identity(pairs)).unwrap_err();
+            assert_eq!(&err.setting, setting, "{pairs:?}: {err}");
+        }
+        // Loopback http is fine (emulators, tests).
+        assert!(settings(&with_identity(&[(
+            "AzureWebJobsStorage__tableServiceUri",
+            "http://127.0.0.1:10002/devstoreaccount1"
+        )]))
+        .is_ok());
+        // No identity endpoint: the app has no managed identity.
+        let err = settings(&[(
+            "AzureWebJobsStorage__tableServiceUri",
+            "https://acct.table.core.windows.net",
+        )])
+        .unwrap_err();
+        assert_eq!(err.setting, "AzureWebJobsStorage__credential");
+        assert!(err.reason.contains("IDENTITY_ENDPOINT"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! - [`storage`]: backends that implement it (Azure Table storage, Append Blobs, memory).
 //! - [`projection`]: folds over a stream, as of a sequence or a time, with snapshots, a state
 //!   cache and classifications.
+//! - [`identity`]: access tokens of the app's managed identity (for storage and Event Grid
+//!   without keys), and where a bearer token may be sent.
 //! - [`notify`]: Event Grid notifications (new entity, new event): shapes, schemas, publisher.
 //! - [`readmodel`]: projections kept as rows per stream, exact under at-least-once, unordered
 //!   notifications; rebuilt from the streams on demand.
@@ -26,6 +28,7 @@ pub mod functions;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod identity;
 pub mod notify;
 pub mod projection;
 pub mod readmodel;

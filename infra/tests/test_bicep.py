@@ -56,6 +56,12 @@ FLEX_FORBIDDEN_SETTINGS = {
     "WEBSITE_NODE_DEFAULT_VERSION",
 }
 
+# App settings read by the Functions host (or its Application Insights), not by the handler.
+HOST_SETTINGS = {"APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
+
+# The handler's sources that name the app settings it reads (as `pub const X: &str = "..."`).
+HANDLER_SETTING_SOURCES = ["src/config.rs", "src/notify/settings.rs", "src/identity.rs"]
+
 # Settings that would carry a secret: none may be set (identity only).
 SECRET_SETTINGS = {"AzureWebJobsStorage", "EventGridKeyValue", "EventGridKeySettingName"}
 
@@ -212,6 +218,31 @@ class MainTemplate(unittest.TestCase):
         self.assertEqual(settings["AzureWebJobsStorage__credential"], "managedidentity")
         self.assertEqual(expr(settings["AzureWebJobsStorage__clientId"]), "identity.properties.clientId")
         self.assertEqual(expr(settings["EventGridTopicEndpoint"]), "topic.properties.endpoint")
+
+    def test_every_setting_is_one_the_handler_or_the_host_reads(self):
+        constants = {}
+        for source in HANDLER_SETTING_SOURCES:
+            text = (REPO / source).read_text()
+            for name, value in re.findall(r'pub const (\w+): &str\s*=\s*"([^"]*)";', text):
+                constants[name] = value
+        known = set(constants.values())
+        parts = {v for k, v in constants.items() if k.endswith("_PART")}
+        self.assertIn("tableServiceUri", parts, "the handler reads identity-based connections")
+        connection = constants["DEFAULT_CONNECTION_SETTING"]
+        separator = constants["CONNECTION_PART_SEPARATOR"]
+        for name in self.app_settings():
+            with self.subTest(setting=name):
+                if name in HOST_SETTINGS:
+                    continue
+                if separator in name:
+                    prefix, part = name.split(separator, 1)
+                    self.assertEqual(prefix, connection, f"{name}: not a connection the handler uses")
+                    self.assertIn(part, parts, f"{name}: the handler does not read {part}")
+                else:
+                    self.assertIn(name, known, f"{name} is read by neither the handler nor the host")
+        settings = self.app_settings()
+        self.assertEqual(expr(settings[constants["CLIENT_ID_SETTING"]]), "identity.properties.clientId")
+        self.assertEqual(settings[constants["SCHEMA_SETTING"]], "notificationSchema")
 
     def test_outputs(self):
         outputs = self.main["outputs"]

@@ -26,7 +26,10 @@
 //!   [`PublishError::Paused`], no request made. Clones of a publisher share the pause, so the
 //!   background publishes of every backend and the `NotificationSweep` all wait on it.
 //! - **The key stays secret.** It is only ever put in the `aeg-sas-key` header; errors and logs
-//!   show the endpoint without its query string.
+//!   show the endpoint without its query string. A topic set by its endpoint alone is published
+//!   to with a token of the app's managed identity (`Authorization: Bearer`, from
+//!   `crate::identity`, cached and renewed there); a failure to get one is retried like an
+//!   unreachable topic, and the identity logs why.
 
 use std::fmt;
 use std::ops::Range;
@@ -35,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 
 pub use super::error::PublishError;
@@ -44,6 +47,7 @@ use super::retry::{random_unit, RetryPolicy, DEFAULT_CONNECT_TIMEOUT};
 use super::schema::{join_array, NotificationSchema};
 use super::settings::{without_query, NotificationSettings, NotificationTarget, TopicKey};
 use super::sink::NotificationSink;
+use crate::identity::{ManagedIdentity, EVENT_GRID_RESOURCE};
 
 /// Largest request body, in bytes (Event Grid: 1 MB per request).
 pub const MAX_REQUEST_BYTES: usize = MAX_EVENT_BYTES;
@@ -157,12 +161,23 @@ impl AuthPause {
     }
 }
 
+/// How requests prove they may publish.
+#[derive(Debug, Clone)]
+enum Auth {
+    /// The topic's access key, in `aeg-sas-key`.
+    Key(TopicKey),
+    /// A token of the app's managed identity, in `Authorization: Bearer`.
+    Identity(ManagedIdentity),
+    /// A Functions host's local webhook: no key, `aeg-event-type: Notification`.
+    Webhook,
+}
+
 /// Publishes notifications to one target in one schema.
 #[derive(Clone)]
 pub struct Publisher {
     client: reqwest::Client,
     url: Url,
-    key: Option<TopicKey>,
+    auth: Auth,
     schema: NotificationSchema,
     retry: RetryPolicy,
     pause: Arc<AuthPause>,
@@ -172,7 +187,7 @@ impl fmt::Debug for Publisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Publisher")
             .field("url", &without_query(&self.url))
-            .field("key", &self.key)
+            .field("auth", &self.auth)
             .field("schema", &self.schema)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
@@ -189,24 +204,33 @@ impl Publisher {
             .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
             .build()
             .map_err(|e| PublishError::Client(e.to_string()))?;
-        let (url, key) = match target {
-            NotificationTarget::Topic { mut endpoint, key } => {
-                let has_version = endpoint
-                    .query_pairs()
-                    .any(|(name, _)| name == API_VERSION_PARAMETER);
-                if !has_version {
-                    endpoint
-                        .query_pairs_mut()
-                        .append_pair(API_VERSION_PARAMETER, API_VERSION);
-                }
-                (endpoint, Some(key))
+        let with_version = |mut endpoint: Url| {
+            let has_version = endpoint
+                .query_pairs()
+                .any(|(name, _)| name == API_VERSION_PARAMETER);
+            if !has_version {
+                endpoint
+                    .query_pairs_mut()
+                    .append_pair(API_VERSION_PARAMETER, API_VERSION);
             }
-            NotificationTarget::LocalWebhook { url } => (url, None),
+            endpoint
+        };
+        let (url, auth) = match target {
+            NotificationTarget::Topic { endpoint, key } => (with_version(endpoint), Auth::Key(key)),
+            NotificationTarget::TopicWithIdentity {
+                endpoint,
+                identity,
+                client_id,
+            } => (
+                with_version(endpoint),
+                Auth::Identity(ManagedIdentity::new(&identity, client_id)),
+            ),
+            NotificationTarget::LocalWebhook { url } => (url, Auth::Webhook),
         };
         Ok(Self {
             client,
             url,
-            key,
+            auth,
             schema,
             retry: RetryPolicy::default(),
             pause: Arc::new(AuthPause::new(AUTH_PAUSE_INITIAL, AUTH_PAUSE_MAX)),
@@ -400,8 +424,30 @@ impl Publisher {
                 HeaderValue::from_static(self.schema.batch_content_type()),
             )
             .body(body);
-        request = match &self.key {
-            Some(key) => match HeaderValue::from_str(key.expose()) {
+        request = match &self.auth {
+            Auth::Identity(identity) => match identity.token(EVENT_GRID_RESOURCE).await {
+                // The identity logs why it has no token; the publish is retried, then fails
+                // as the topic being unreachable (503 for a caller that waits on it).
+                Err(why) => {
+                    return Attempt::Transient {
+                        what: format!("no managed identity token for the topic: {why}"),
+                        retry_after: None,
+                    }
+                }
+                Ok(token) => match HeaderValue::from_str(&format!("Bearer {}", token.secret())) {
+                    Ok(mut value) => {
+                        value.set_sensitive(true);
+                        request.header(AUTHORIZATION, value)
+                    }
+                    Err(_) => {
+                        return Attempt::Final {
+                            status: StatusCode::UNAUTHORIZED.as_u16(),
+                            body: "the managed identity token is not a valid header value".into(),
+                        }
+                    }
+                },
+            },
+            Auth::Key(key) => match HeaderValue::from_str(key.expose()) {
                 Ok(mut value) => {
                     value.set_sensitive(true);
                     request.header(SAS_KEY_HEADER, value)
@@ -413,7 +459,7 @@ impl Publisher {
                     }
                 }
             },
-            None => request.header(EVENT_TYPE_HEADER, NOTIFICATION_EVENT_TYPE),
+            Auth::Webhook => request.header(EVENT_TYPE_HEADER, NOTIFICATION_EVENT_TYPE),
         };
         let response = match request.send().await {
             Ok(response) => response,

@@ -5,14 +5,18 @@
 //! | `EventGridTopicEndpoint` | the custom topic's endpoint, e.g. `https://t.westeurope-1.eventgrid.azure.net/api/events` |
 //! | `EventGridKeyValue` | the topic's access key, or |
 //! | `EventGridKeySettingName` | the NAME of another setting that holds it (e.g. a Key Vault reference) |
+//! | `EventGridClientId` | with no key: the client id of the user-assigned managed identity to publish as |
 //! | `RaiseEntityCreationNotification` | `true`/`false`: raise `{Domain}.{Entity}.NewEntity` |
 //! | `RaiseEventNotification` | `true`/`false`: raise `{Domain}.{Entity}.{EventType}` |
 //! | `NotificationSchema` | `EventGridEvent` (default) or `CloudEvent` |
 //! | `StreamfoldLocalEventGridUrl` | where notifications go when no topic is set |
 //!
 //! Where notifications go:
-//! 1. `EventGridTopicEndpoint` set → that topic, with its key (one of the two key settings is
-//!    then required, and both at once is an error);
+//! 1. `EventGridTopicEndpoint` set → that topic, with its key (one key setting; both at once is
+//!    an error), or with no key at all, as the app's managed identity (a bearer token from the
+//!    App Service identity endpoint for `https://eventgrid.azure.net/`: the identity needs the
+//!    EventGrid Data Sender role); the endpoint must then be `https://` (or `http://` on a
+//!    loopback address, for emulators and tests) and the app must have an identity;
 //! 2. else `StreamfoldLocalEventGridUrl` set → that webhook;
 //! 3. else, when not running in Azure (`WEBSITE_INSTANCE_ID` unset) → the local Functions
 //!    host's Event Grid webhook, [`DEFAULT_LOCAL_EVENT_GRID_URL`], so `func start` (or the
@@ -34,6 +38,7 @@ use reqwest::Url;
 
 use super::raise::RaiseSwitches;
 use super::schema::NotificationSchema;
+use crate::identity::{check_bearer_target, IdentityEndpoint};
 
 pub const TOPIC_ENDPOINT_SETTING: &str = "EventGridTopicEndpoint";
 pub const KEY_VALUE_SETTING: &str = "EventGridKeyValue";
@@ -42,6 +47,8 @@ pub const RAISE_ENTITY_CREATION_SETTING: &str = "RaiseEntityCreationNotification
 pub const RAISE_EVENT_SETTING: &str = "RaiseEventNotification";
 pub const SCHEMA_SETTING: &str = "NotificationSchema";
 pub const LOCAL_URL_SETTING: &str = "StreamfoldLocalEventGridUrl";
+/// Client id of the user-assigned managed identity that publishes when no key is set.
+pub const CLIENT_ID_SETTING: &str = "EventGridClientId";
 /// Set by App Service on every instance in Azure; its absence means "running locally".
 pub const AZURE_INSTANCE_SETTING: &str = "WEBSITE_INSTANCE_ID";
 /// The local Functions host's Event Grid webhook for the `Projector` function.
@@ -82,6 +89,13 @@ impl fmt::Display for TopicKey {
 pub enum NotificationTarget {
     /// An Event Grid custom topic: `aeg-sas-key` header, `api-version` query parameter.
     Topic { endpoint: Url, key: TopicKey },
+    /// An Event Grid custom topic reached as the app's managed identity (user-assigned with
+    /// `client_id`): `Authorization: Bearer` header, `api-version` query parameter.
+    TopicWithIdentity {
+        endpoint: Url,
+        identity: IdentityEndpoint,
+        client_id: Option<String>,
+    },
     /// An Event Grid webhook of a Functions host (local development): header
     /// `aeg-event-type: Notification`, no key.
     LocalWebhook { url: Url },
@@ -94,6 +108,16 @@ impl fmt::Debug for NotificationTarget {
                 .debug_struct("Topic")
                 .field("endpoint", &without_query(endpoint))
                 .field("key", key)
+                .finish(),
+            Self::TopicWithIdentity {
+                endpoint,
+                identity,
+                client_id,
+            } => f
+                .debug_struct("TopicWithIdentity")
+                .field("endpoint", &without_query(endpoint))
+                .field("identity", identity)
+                .field("client_id", client_id)
                 .finish(),
             Self::LocalWebhook { url } => f
                 .debug_struct("LocalWebhook")
@@ -220,18 +244,34 @@ fn http_url(name: &str, raw: &str) -> Result<Url, SettingError> {
 
 fn target(env: &HashMap<String, String>) -> Result<Option<NotificationTarget>, SettingError> {
     let key = key(env)?;
+    let client_id = value(env, CLIENT_ID_SETTING).map(str::to_owned);
     if let Some(raw) = value(env, TOPIC_ENDPOINT_SETTING) {
         let endpoint = http_url(TOPIC_ENDPOINT_SETTING, raw)?;
-        let key = key.ok_or_else(|| {
-            error(
-                TOPIC_ENDPOINT_SETTING,
-                format!("needs a key: set {KEY_VALUE_SETTING} or {KEY_SETTING_NAME_SETTING}"),
-            )
-        })?;
-        return Ok(Some(NotificationTarget::Topic {
-            endpoint,
-            key: key.1,
-        }));
+        let Some((setting, key)) = key else {
+            // No key: publish as the app's managed identity.
+            check_bearer_target(&endpoint).map_err(|why| error(TOPIC_ENDPOINT_SETTING, why))?;
+            let identity = IdentityEndpoint::from_settings(env).map_err(|why| {
+                error(
+                    TOPIC_ENDPOINT_SETTING,
+                    format!(
+                        "no key ({KEY_VALUE_SETTING} or {KEY_SETTING_NAME_SETTING}) and no \
+                         managed identity to publish with: {why}"
+                    ),
+                )
+            })?;
+            return Ok(Some(NotificationTarget::TopicWithIdentity {
+                endpoint,
+                identity,
+                client_id,
+            }));
+        };
+        if client_id.is_some() {
+            return Err(error(
+                CLIENT_ID_SETTING,
+                format!("names the identity to publish with, but {setting} sets a key: set one of the two"),
+            ));
+        }
+        return Ok(Some(NotificationTarget::Topic { endpoint, key }));
     }
     if let Some((setting, _)) = key {
         return Err(error(
@@ -299,6 +339,40 @@ mod tests {
         assert_eq!(s.raise, RaiseSwitches::ALL);
         assert_eq!(s.schema, NotificationSchema::EventGridEvent);
         assert!(s.enabled());
+    }
+
+    #[test]
+    fn topic_by_endpoint_alone_publishes_as_the_managed_identity() {
+        let s = settings(&[
+            (TOPIC_ENDPOINT_SETTING, ENDPOINT),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:41741/msi/token"),
+            ("IDENTITY_HEADER", "s3cret"),
+            (CLIENT_ID_SETTING, "0000-cid"),
+        ])
+        .unwrap();
+        let Some(NotificationTarget::TopicWithIdentity {
+            endpoint,
+            client_id,
+            ..
+        }) = &s.target
+        else {
+            panic!("{s:?}");
+        };
+        assert_eq!(endpoint.as_str(), ENDPOINT);
+        assert_eq!(client_id.as_deref(), Some("0000-cid"));
+        assert!(s.enabled());
+        assert!(!format!("{s:?}").contains("s3cret"));
+        // A loopback emulator may be plain http.
+        let s = settings(&[
+            (TOPIC_ENDPOINT_SETTING, "http://127.0.0.1:9/api/events"),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:41741/msi/token"),
+            ("IDENTITY_HEADER", "h"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            s.target,
+            Some(NotificationTarget::TopicWithIdentity { .. })
+        ));
     }
 
     #[test]
@@ -378,6 +452,25 @@ mod tests {
             (
                 &[(TOPIC_ENDPOINT_SETTING, ENDPOINT)],
                 TOPIC_ENDPOINT_SETTING,
+            ),
+            (
+                &[
+                    (
+                        TOPIC_ENDPOINT_SETTING,
+                        "http://t.westeurope-1.eventgrid.azure.net/api/events",
+                    ),
+                    ("IDENTITY_ENDPOINT", "http://127.0.0.1:41741/msi/token"),
+                    ("IDENTITY_HEADER", "s3cret"),
+                ],
+                TOPIC_ENDPOINT_SETTING,
+            ),
+            (
+                &[
+                    (TOPIC_ENDPOINT_SETTING, ENDPOINT),
+                    (KEY_VALUE_SETTING, "k"),
+                    (CLIENT_ID_SETTING, "c"),
+                ],
+                CLIENT_ID_SETTING,
             ),
             (
                 &[

@@ -24,6 +24,7 @@ mod host_modes;
 mod idempotency;
 mod interest;
 mod kill_retry;
+mod managed_identity;
 mod notify_publisher;
 mod openapi;
 mod outbox;

@@ -12,6 +12,7 @@
 //!   string, never a value, and `Debug` redacts the credential.
 
 use std::fmt;
+use std::sync::Arc;
 
 use azure_core::auth::Secret;
 use azure_core::{ClientOptions, Url};
@@ -19,6 +20,9 @@ use azure_data_tables::clients::{TableServiceClient, TableServiceClientBuilder};
 use azure_storage::{CloudLocation, StorageCredentials};
 use azure_storage_blobs::prelude::{BlobServiceClient, ClientBuilder as BlobClientBuilder};
 use base64::Engine as _;
+
+use super::identity_credential::IdentityCredential;
+use crate::identity::ManagedIdentity;
 
 /// The development account of Azurite and the legacy storage emulator.
 pub const DEVELOPMENT_ACCOUNT: &str = "devstoreaccount1";
@@ -107,6 +111,8 @@ enum Credential {
     Key(Secret),
     /// A shared access signature: the query string without the leading `?`.
     Sas(Secret),
+    /// Bearer tokens of the app's managed identity (an identity-based connection).
+    Identity(ManagedIdentity),
 }
 
 /// A storage account: its name, credential and service endpoints. Cheap to clone.
@@ -123,6 +129,7 @@ impl fmt::Debug for StorageAccount {
         let credential = match self.credential {
             Credential::Key(_) => "AccountKey(redacted)",
             Credential::Sas(_) => "SharedAccessSignature(redacted)",
+            Credential::Identity(_) => "ManagedIdentity",
         };
         f.debug_struct("StorageAccount")
             .field("account_name", &self.account_name)
@@ -263,6 +270,39 @@ impl StorageAccount {
         })
     }
 
+    /// An account reached as the app's managed identity at these service endpoints (an
+    /// identity-based connection; `crate::config` checked that they may carry a bearer token).
+    /// The account name is read from the endpoint (`https://{name}.table...`, or the path's
+    /// first segment for an emulator's `http://127.0.0.1:port/{name}`).
+    pub fn with_identity(
+        table_endpoint: Option<Url>,
+        blob_endpoint: Option<Url>,
+        identity: ManagedIdentity,
+    ) -> Result<Self, ConnectionStringError> {
+        let any = table_endpoint.as_ref().or(blob_endpoint.as_ref()).ok_or(
+            ConnectionStringError::MissingAccountName {
+                reason: "no blob or table service URI is given",
+            },
+        )?;
+        let account_name =
+            account_from_endpoint(any).ok_or(ConnectionStringError::MissingAccountName {
+                reason: "it cannot be read from the service URI",
+            })?;
+        let trimmed = |url: Option<Url>| {
+            url.map(|mut url| {
+                let path = url.path().trim_end_matches('/').to_owned();
+                url.set_path(&path);
+                url
+            })
+        };
+        Ok(Self {
+            account_name,
+            credential: Credential::Identity(identity),
+            blob_endpoint: trimmed(blob_endpoint),
+            table_endpoint: trimmed(table_endpoint),
+        })
+    }
+
     /// The local emulator's well-known account (what `UseDevelopmentStorage=true` means).
     pub fn development_storage() -> Self {
         // Only constants go into these URLs, and they parse.
@@ -381,6 +421,9 @@ impl StorageAccount {
                     reason: "it is not a valid query string".into(),
                 }
             }),
+            Credential::Identity(identity) => Ok(StorageCredentials::token_credential(Arc::new(
+                IdentityCredential(identity.clone()),
+            ))),
         }
     }
 }

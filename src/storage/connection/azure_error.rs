@@ -7,6 +7,7 @@ use azure_core::error::ErrorKind;
 use azure_core::StatusCode;
 
 use super::delivery::DeliveryTracker;
+use super::identity_credential::identity_failure;
 use super::transport_failure::{describe_error, is_timeout_error};
 use crate::stream::StoreError;
 
@@ -65,7 +66,7 @@ pub fn map_error(
             match status_number {
                 401 | 403 => StoreError::Misconfigured(format!(
                     "storage refused access to {what} (HTTP {status_number}, {code}): check the \
-                     account key or SAS"
+                     account key or SAS, or the managed identity's role assignments"
                 )),
                 404 if code == gone => StoreError::Misconfigured(format!(
                     "the {parent} of {what} does not exist (was it deleted?)"
@@ -91,9 +92,17 @@ pub fn map_error(
                 describe_error(error)
             ),
         },
-        ErrorKind::Credential => {
-            StoreError::Misconfigured(format!("storage credentials are unusable for {what}"))
-        }
+        // No token from the managed identity: nothing was sent; storage cannot be reached
+        // until the identity endpoint answers again (it logged why).
+        ErrorKind::Credential => match identity_failure(error) {
+            Some(why) => StoreError::Unavailable {
+                message: format!("no managed identity token to reach storage for {what}: {why}"),
+                maybe_applied,
+            },
+            None => {
+                StoreError::Misconfigured(format!("storage credentials are unusable for {what}"))
+            }
+        },
         ErrorKind::Io | ErrorKind::Other | ErrorKind::MockFramework => StoreError::Unavailable {
             message: if is_timeout_error(error) {
                 format!("storage did not answer in time for {what}")

@@ -1,6 +1,7 @@
 //! Everything that reaches Azure Storage, shared by every backend that talks to it (Table
 //! storage, Append Blobs), one concept per file:
 //! - [`account`]: the connection string and the account it names, and the service clients;
+//! - [`identity_credential`]: the app's managed identity as the crates' token credential;
 //! - [`transport`]: the bounded HTTP transport and retry policy (no hang, no logged URL);
 //! - [`delivery`]: whether an attempt of a write may have reached storage ("maybe applied");
 //! - [`pipeline`]: passing a request on, for policies that only observe it;
@@ -12,6 +13,7 @@
 pub mod account;
 pub mod azure_error;
 pub mod delivery;
+pub mod identity_credential;
 pub(crate) mod pipeline;
 pub mod transport;
 pub mod transport_failure;
