@@ -66,7 +66,7 @@ pub fn handler_exe() -> anyhow::Result<PathBuf> {
 }
 
 /// Copies host.json, every function folder's function.json and the handler into `dir`.
-fn assemble_app(dir: &Path) -> anyhow::Result<()> {
+pub fn assemble_app(dir: &Path) -> anyhow::Result<()> {
     let root = Path::new(REPO_ROOT);
     std::fs::copy(root.join("host.json"), dir.join("host.json")).context("copying host.json")?;
     for entry in std::fs::read_dir(root.join("functions")).context("reading functions/")? {

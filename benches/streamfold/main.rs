@@ -19,11 +19,13 @@
 //!   drift, ratios much less;
 //! - nothing is invented: what cannot be measured yet is a row marked n/a with the reason.
 //!
-//! Sections (see each module): [`latency`], [`throughput`], [`requests`], [`replay`],
-//! [`footprint`], [`projector`]. The report and its JSON are in [`report`].
+//! Sections (see each module): [`latency`], [`throughput`], [`hot`], [`requests`], [`replay`],
+//! [`footprint`], [`projector`], [`instructions`]. The report and its JSON are in [`report`].
 
 mod env;
 mod footprint;
+mod hot;
+mod instructions;
 mod latency;
 mod projector;
 mod raw;
@@ -44,21 +46,25 @@ use report::{Report, RunInfo};
 /// Where results go unless `--json` names another file too (gitignored).
 const RESULTS_DIR: &str = "bench-results";
 /// Every section, in the order they run.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 8] = [
     "latency",
     "throughput",
+    "hot",
     "requests",
     "replay",
     "footprint",
     "projector",
+    "instructions",
 ];
 
 const USAGE: &str = "usage: cargo bench --bench streamfold -- [--short] [--json PATH] \
                      [--baseline PATH] [--only SECTION[,SECTION...]]
-  --short      small counts, under a minute of measuring (CI)
+  --short      small counts, under a minute of measuring (CI); leaves out `instructions`
+               unless --only names it
   --json PATH  also write the results to PATH (they always go to bench-results/<timestamp>.json)
   --baseline PATH  compare this run's ratios with an earlier run's JSON
-  --only LIST  run only these sections: latency, throughput, requests, replay, footprint, projector";
+  --only LIST  run only these sections: latency, throughput, hot, requests, replay, footprint,
+               projector, instructions";
 
 /// How much to measure.
 #[derive(Debug, Clone)]
@@ -69,6 +75,8 @@ pub struct Plan {
     /// Length of one throughput time slice, and slices per path and concurrency.
     pub throughput_slice: Duration,
     pub throughput_slices: usize,
+    /// Slices per path and concurrency of the hot-stream section (of `throughput_slice` each).
+    pub hot_slices: usize,
     pub replay_events: u64,
     pub replay_runs: usize,
     pub balance_samples: usize,
@@ -88,6 +96,7 @@ impl Plan {
             latency_samples: 40,
             throughput_slice: Duration::from_millis(500),
             throughput_slices: 2,
+            hot_slices: 1,
             replay_events: 2_000,
             replay_runs: 3,
             balance_samples: 5,
@@ -106,6 +115,7 @@ impl Plan {
             latency_samples: 500,
             throughput_slice: Duration::from_secs(1),
             throughput_slices: 10,
+            hot_slices: 5,
             replay_events: 10_000,
             replay_runs: 5,
             balance_samples: 20,
@@ -125,6 +135,8 @@ impl Plan {
             "throughputSliceSeconds": self.throughput_slice.as_secs_f64(),
             "throughputSlicesPerPath": self.throughput_slices,
             "throughputConcurrency": throughput::CONCURRENCY,
+            "hotSlicesPerPath": self.hot_slices,
+            "hotConcurrency": hot::CONCURRENCY,
             "replayEvents": self.replay_events,
             "replayRuns": self.replay_runs,
             "balanceSamples": self.balance_samples,
@@ -146,6 +158,8 @@ struct Args {
     json: Option<PathBuf>,
     baseline: Option<PathBuf>,
     only: Vec<String>,
+    /// Whether `--only` named the sections.
+    chosen: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -154,6 +168,7 @@ fn parse_args() -> anyhow::Result<Args> {
         json: None,
         baseline: None,
         only: SECTIONS.iter().map(|s| s.to_string()).collect(),
+        chosen: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -166,6 +181,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--only" => {
                 let list = it.next().context(USAGE)?;
                 args.only = list.split(',').map(|s| s.trim().to_owned()).collect();
+                args.chosen = true;
                 if let Some(bad) = args.only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
                     bail!("unknown section {bad:?}\n{USAGE}");
                 }
@@ -176,6 +192,11 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
+    }
+    if args.plan.short && !args.chosen {
+        // Valgrind multiplies the handler's start and every append; CI's short run leaves it
+        // out unless asked for by name.
+        args.only.retain(|s| s != "instructions");
     }
     Ok(args)
 }
@@ -209,8 +230,16 @@ fn progress(message: &str) {
     eprintln!("[bench] {message}");
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some(instructions::DRIVER_ARG) {
+        // A child process of the instructions section (under valgrind).
+        return instructions::driver(&argv[1..]);
+    }
+    tokio::runtime::Runtime::new()?.block_on(bench())
+}
+
+async fn bench() -> anyhow::Result<()> {
     let args = parse_args()?;
     let plan = args.plan.clone();
     let wants = |section: &str| args.only.iter().any(|s| s == section);
@@ -226,8 +255,8 @@ async fn main() -> anyhow::Result<()> {
         env::HANDLER_EXE
     ));
 
-    if wants("latency") || wants("throughput") {
-        // Latency and throughput share one Azurite and app.
+    if wants("latency") || wants("throughput") || wants("hot") {
+        // Latency, throughput and the hot stream share one Azurite and app.
         let env = env::Env::start().await?;
         if wants("latency") {
             progress("append latency");
@@ -242,6 +271,11 @@ async fn main() -> anyhow::Result<()> {
                     .await
                     .context("append throughput")?,
             );
+        }
+        if wants("hot") {
+            progress("one hot stream");
+            report.note_load("hot");
+            report.extend(hot::run(&env, &plan).await.context("hot stream")?);
         }
     }
     let mut findings = requests::Findings::default();
@@ -273,6 +307,18 @@ async fn main() -> anyhow::Result<()> {
         progress("projector");
         report.note_load("projector");
         report.extend(projector::run(&plan).await.context("projector")?);
+    }
+    if wants("instructions") {
+        progress("instructions per append (callgrind)");
+        report.note_load("instructions");
+        let azurite = streamfold_testbed::Azurite::start()
+            .await
+            .context("starting Azurite")?;
+        report.extend(
+            instructions::run(&azurite.connection_string(), &plan)
+                .await
+                .context("instructions per append")?,
+        );
     }
     progress(&format!(
         "measured in {:.0} s",
