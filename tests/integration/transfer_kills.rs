@@ -238,6 +238,13 @@ async fn transfers_survive_kills(backend: &str) {
         }
     }
     assert!(!completed.is_empty());
+    println!(
+        "{backend}: {} transfers, {} completed, {} refused, {} kills",
+        outcomes.len(),
+        completed.len(),
+        outcomes.len() - completed.len(),
+        KILLS
+    );
 
     // Balances: the sum never changes, each is its deposit plus what moved.
     let mut sum = 0i64;
