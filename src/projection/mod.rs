@@ -9,7 +9,8 @@
 //! - `definition`: the [`Projection`] trait and the rules its implementations keep.
 //! - `dynamic`: [`DynProjection`], projections with their state seen as JSON.
 //! - `runner`: [`ProjectionRunner`], [`AsOf`], [`Projected`].
-//! - `snapshot`: [`Snapshot`], [`SnapshotStore`], [`MemorySnapshotStore`].
+//! - [`Snapshot`], [`SnapshotStore`] (from the core, `crate::stream`): the snapshot contract;
+//!   `crate::storage` holds its adapters.
 //! - `cache`: [`StateCache`], the latest states kept in process, checked like snapshots.
 //! - `classification`: group membership as of a point ([`Classification`], [`Classifier`]).
 //! - `registry`: [`ProjectionRegistry`], projections by domain / entity type / name.
@@ -39,8 +40,8 @@ mod guard;
 mod idempotency;
 mod registry;
 mod runner;
-mod snapshot;
 
+pub use crate::stream::{Snapshot, SnapshotStore};
 pub use crate::stream::{StreamTurn, StreamTurns};
 pub use cache::{StateCache, MAX_CACHED_STATE_BYTES};
 pub use classification::{
@@ -62,4 +63,3 @@ pub use idempotency::{
 };
 pub use registry::{ProjectionRegistry, RegistryError};
 pub use runner::{AsOf, Projected, ProjectionRunner, REPLAY_CHUNK_EVENTS};
-pub use snapshot::{MemorySnapshotStore, Snapshot, SnapshotStore};

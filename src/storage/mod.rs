@@ -10,5 +10,5 @@ pub mod table;
 
 pub use blob::BlobStore;
 pub use connection::{ConnectionStringError, StorageAccount};
-pub use memory::MemoryStore;
+pub use memory::{MemorySnapshotStore, MemoryStore};
 pub use table::{TableSnapshotStore, TableStore};

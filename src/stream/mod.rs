@@ -12,6 +12,7 @@ mod expected;
 mod id;
 mod jitter;
 mod outbox;
+mod snapshot;
 mod store;
 mod turns;
 
@@ -25,6 +26,7 @@ pub use id::{
 #[doc(hidden)]
 pub use jitter::random_unit;
 pub use outbox::{Outbox, PendingScan, PendingStream, UnreadableEntry};
+pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::Clock;
 pub use store::{
     append_time, check_key_continuation, check_new_events, earlier_append, recorded_time,

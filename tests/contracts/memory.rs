@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use streamfold::projection::{MemorySnapshotStore, SnapshotStore};
+use streamfold::projection::SnapshotStore;
 use streamfold::readmodel::{MemoryReadModelStore, ReadModelStore};
+use streamfold::storage::MemorySnapshotStore;
 
 mod snapshots {
     use super::*;

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use streamfold::projection::{
-    ApplyError, AsOf, MemorySnapshotStore, Projection, ProjectionRunner, SnapshotStore, StateCache,
+    ApplyError, AsOf, Projection, ProjectionRunner, SnapshotStore, StateCache,
 };
+use streamfold::storage::MemorySnapshotStore;
 use streamfold::storage::{BlobStore, MemoryStore, StorageAccount, TableSnapshotStore, TableStore};
 use streamfold::stream::{
     Clock, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StreamId,

@@ -20,10 +20,10 @@ use uuid::Uuid;
 
 use streamfold::projection::{
     decode_data, ApplyError, AsOf, Classification, Classified, Classifier, CountingStore,
-    DynProjection, Membership, MemorySnapshotStore, Projected, Projection, ProjectionError,
-    ProjectionRunner, Snapshot, SnapshotStore, StateCache, StatefulClassification,
-    StatefulClassifier,
+    DynProjection, Membership, Projected, Projection, ProjectionError, ProjectionRunner, Snapshot,
+    SnapshotStore, StateCache, StatefulClassification, StatefulClassifier,
 };
+use streamfold::storage::MemorySnapshotStore;
 use streamfold::storage::MemoryStore;
 use streamfold::stream::{
     AppendOutcome, EventMetadata, EventStore, ExpectedVersion, NewEvent, ReadRequest,

@@ -23,8 +23,8 @@ use super::entity::{
     Properties,
 };
 use super::keys;
-use crate::projection::{Snapshot, SnapshotStore};
 use crate::storage::connection::StorageAccount;
+use crate::stream::{Snapshot, SnapshotStore};
 use crate::stream::{StoreError, StreamId};
 
 /// The table that holds snapshots unless another is chosen.

@@ -1,4 +1,4 @@
-//! Snapshots: a projection's state saved at a known sequence number, so a later run reads only
+//! The snapshot contract: a projection's state saved at a known sequence number, so a later run reads only
 //! the events after it.
 //!
 //! A snapshot is only ever an optimisation: the runner checks that it was written by the same
@@ -7,16 +7,12 @@
 //! lose, keep stale or overwrite snapshots freely (last write wins) without changing any
 //! result. A store keeps at most one snapshot per (stream, projection name).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
-use crate::stream::{StoreError, StreamId};
+use super::{StoreError, StreamId};
 
 /// A projection's state after folding events `1..=sequence` of one stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,63 +48,4 @@ pub trait SnapshotStore: Send + Sync + 'static {
 
     /// Saves `snapshot`, replacing any earlier snapshot of the same projection and stream.
     async fn save(&self, stream: &StreamId, snapshot: &Snapshot) -> Result<(), StoreError>;
-}
-
-/// Snapshots in a map behind a mutex, for tests and single-process use.
-#[derive(Default)]
-pub struct MemorySnapshotStore {
-    snapshots: Mutex<HashMap<(StreamId, String), Snapshot>>,
-    saves: AtomicU64,
-}
-
-impl MemorySnapshotStore {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The stored snapshot, read without going through the async trait.
-    pub fn get(&self, stream: &StreamId, projection: &str) -> Option<Snapshot> {
-        self.lock()
-            .get(&(stream.clone(), projection.to_owned()))
-            .cloned()
-    }
-
-    /// How many snapshots are stored.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// How many times `save` was called since the store was made.
-    pub fn saves(&self) -> u64 {
-        self.saves.load(Ordering::Relaxed)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(StreamId, String), Snapshot>> {
-        // Each operation is a single insert or lookup, so a poisoned map is still consistent.
-        self.snapshots.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-#[async_trait]
-impl SnapshotStore for MemorySnapshotStore {
-    async fn load(
-        &self,
-        stream: &StreamId,
-        projection: &str,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        Ok(self.get(stream, projection))
-    }
-
-    async fn save(&self, stream: &StreamId, snapshot: &Snapshot) -> Result<(), StoreError> {
-        self.lock().insert(
-            (stream.clone(), snapshot.projection.clone()),
-            snapshot.clone(),
-        );
-        self.saves.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
 }
