@@ -24,7 +24,7 @@ use crate::identity::ManagedIdentity;
 use crate::notify::settings::{LOCAL_URL_SETTING, TOPIC_ENDPOINT_SETTING};
 use crate::notify::{
     DeadLetterStore, Dispatcher, NotificationSink, NotificationTarget, NotifyingStore, Publisher,
-    RaiseSwitches, TableDeadLetters,
+    RaiseSwitches,
 };
 use crate::projection::{
     CommandPolicy, ConflictBudget, GuardError, GuardRegistry, ProjectionRegistry, ProjectionRunner,
@@ -34,7 +34,7 @@ use crate::readmodel::{
     MemoryReadModelStore, ReadModelError, ReadModelProjector, ReadModelStore, TableReadModelStore,
 };
 use crate::storage::connection::StorageAccount;
-use crate::storage::{BlobStore, MemoryStore, TableSnapshotStore, TableStore};
+use crate::storage::{BlobStore, MemoryStore, TableDeadLetters, TableSnapshotStore, TableStore};
 use crate::stream::{
     AppendOutcome, EntityType, EventStore, ExpectedVersion, NewEvent, Outbox, StoreError, StreamId,
 };
@@ -507,7 +507,8 @@ fn storage_account(target: &StorageTarget) -> Result<StorageAccount, ConfigError
 mod tests {
     use super::*;
     use crate::notify::dispatch::tests::MemoryOutbox;
-    use crate::notify::{MemoryDeadLetters, MemorySink};
+    use crate::notify::MemorySink;
+    use crate::storage::MemoryDeadLetters;
 
     const ORDERS: EntityType = EntityType::from_static("Shop", "Order");
     const CARTS: EntityType = EntityType::from_static("Shop", "Cart");

@@ -53,7 +53,6 @@ use futures::StreamExt;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::deadletter::{DeadLetter, DeadLetterPage, DeadLetterStore};
 use super::notification::Notification;
 use super::publisher::PublishError;
 use super::raise::{notifications_for, RaiseSwitches};
@@ -62,6 +61,7 @@ use crate::stream::{
     AppendOutcome, EntityType, EventStore, ExpectedVersion, NewEvent, Outbox, PendingStream,
     ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
 };
+use crate::stream::{DeadLetter, DeadLetterPage, DeadLetterStore};
 
 /// Pending streams one sweep dispatches unless told otherwise.
 pub const DEFAULT_SWEEP_LIMIT: usize = 500;
@@ -840,9 +840,9 @@ impl EventStore for NotifyingStore {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::notify::deadletter::MemoryDeadLetters;
     use crate::notify::notification::{notification_id, NotificationKind};
     use crate::notify::sink::MemorySink;
+    use crate::storage::MemoryDeadLetters;
     use crate::storage::MemoryStore;
     use std::collections::BTreeMap;
 

@@ -17,7 +17,8 @@
 //!   before it moves the notified mark — right after each append, and from the
 //!   `NotificationSweep` timer function for whatever is left;
 //! - no notification blocks the ones after it: one the topic refuses for good becomes a dead
-//!   letter ([`deadletter`]) that an operator can list and re-drive.
+//!   letter ([`deadletter`]) that an operator can list and re-drive (the store's contract is the
+//!   core's, [`DeadLetterStore`]; its adapters are in `crate::storage`).
 
 pub mod deadletter;
 pub mod dispatch;
@@ -30,10 +31,8 @@ pub mod schema;
 pub mod settings;
 pub mod sink;
 
-pub use deadletter::{
-    DeadLetter, DeadLetterPage, DeadLetterStore, MemoryDeadLetters, TableDeadLetters,
-    DEAD_LETTER_TABLE,
-};
+pub use crate::stream::{DeadLetter, DeadLetterPage, DeadLetterStore};
+pub use deadletter::MAX_REASON_CHARS;
 pub use dispatch::{Dispatcher, NotifyingStore, RedriveReport, SweepReport, DEFAULT_SWEEP_LIMIT};
 pub use notification::{
     notification_id, read_path, subject, Notification, NotificationData, NotificationKind,

@@ -27,6 +27,7 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use crate::stream::NotificationKind;
 use crate::stream::StreamId;
 
 /// The UUID namespace of notification ids (fixed forever: changing it breaks deduplication
@@ -52,25 +53,6 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
-
-/// Which notification: a stream came into being, or an event was appended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum NotificationKind {
-    /// Raised once per stream, with its first event.
-    NewEntity,
-    /// Raised for every event.
-    NewEvent,
-}
-
-impl NotificationKind {
-    /// The name used in ids and in `notificationKind`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NewEntity => "NewEntity",
-            Self::NewEvent => "NewEvent",
-        }
-    }
-}
 
 /// The `data` of a notification, identical in both schemas (serialized in camelCase).
 #[derive(Debug, Clone, Serialize, Deserialize)]

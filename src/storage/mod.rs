@@ -10,5 +10,5 @@ pub mod table;
 
 pub use blob::BlobStore;
 pub use connection::{ConnectionStringError, StorageAccount};
-pub use memory::{MemorySnapshotStore, MemoryStore};
-pub use table::{TableSnapshotStore, TableStore};
+pub use memory::{MemoryDeadLetters, MemorySnapshotStore, MemoryStore};
+pub use table::{TableDeadLetters, TableSnapshotStore, TableStore, DEAD_LETTER_TABLE};

@@ -6,16 +6,19 @@
 //! 1, and its *version* is the sequence number of its last event (0 for a stream that does not
 //! exist). Every append states an [`ExpectedVersion`] and is all-or-nothing.
 
+mod dead_letter;
 mod error;
 mod event;
 mod expected;
 mod id;
 mod jitter;
+mod notification_kind;
 mod outbox;
 mod snapshot;
 mod store;
 mod turns;
 
+pub use dead_letter::{DeadLetter, DeadLetterPage, DeadLetterStore};
 pub use error::StoreError;
 pub use event::{EventMetadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use expected::ExpectedVersion;
@@ -25,6 +28,7 @@ pub use id::{
 };
 #[doc(hidden)]
 pub use jitter::random_unit;
+pub use notification_kind::NotificationKind;
 pub use outbox::{Outbox, PendingScan, PendingStream, UnreadableEntry};
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::Clock;

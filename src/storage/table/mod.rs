@@ -63,6 +63,7 @@
 
 mod append;
 pub(crate) mod client;
+mod dead_letters;
 pub(crate) mod entity;
 mod event_row;
 pub(crate) mod keys;
@@ -85,6 +86,7 @@ use append::{Appender, StreamEnds};
 use client::TableApi;
 
 pub use append::{MAX_EVENTS_PER_APPEND, MAX_REMEMBERED_STREAMS, MAX_TRANSACTION_BYTES};
+pub use dead_letters::{TableDeadLetters, DEAD_LETTER_TABLE};
 pub use entity::{MAX_ENTITY_BYTES, MAX_STRING_PROPERTY_UTF16};
 pub use keys::MAX_SEQUENCE;
 pub use no_echo::NoEchoPolicy;
