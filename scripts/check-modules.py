@@ -14,11 +14,14 @@ folder = one module). An edge from a module to its own ancestor or descendant is
      modules included);
   2. each top-level module imports only modules of a lower layer (LAYERS below) or its own.
 Usage: scripts/check-modules.py [src-dir]   (exit 1 and a report on failure)
+       scripts/check-modules.py --self-test  (shows that it fails on a planted cycle and on a
+                                              planted upward import, and passes a clean tree)
 """
 
 import os
 import re
 import sys
+import tempfile
 from collections import defaultdict
 
 # Lower index = lower layer. A module may import only modules of strictly lower layers (or
@@ -175,10 +178,8 @@ def layer_of(name):
     return None
 
 
-def main():
-    src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "src"
-    )
+def check(src):
+    """The problems found in the library under `src` (empty when none)."""
     modules = collect(src)
     roots = library_roots(src)
     lib = {m: p for m, p in modules.items() if m and m[0] in roots}
@@ -229,12 +230,64 @@ def main():
     if unknown:
         problems.append(f"top-level modules with no layer in LAYERS: {unknown}")
 
+    return problems, len(lib)
+
+
+def write_tree(root, files):
+    for rel, text in files.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+
+
+def self_test():
+    """Plants a sibling cycle and an upward import in small trees and checks they are caught,
+    and that the same tree without them passes."""
+    clean = {
+        "lib.rs": "pub mod stream;\npub mod storage;\n",
+        "stream/mod.rs": "pub mod a;\npub mod b;\n",
+        "stream/a.rs": "use super::b::B;\n",
+        "stream/b.rs": "pub struct B;\n",
+        "storage/mod.rs": "use crate::stream::a;\n",
+    }
+    cycle = dict(clean, **{"stream/b.rs": "use super::a::A;\npub struct B;\n"})
+    upward = dict(clean, **{"stream/b.rs": "use crate::storage::X;\npub struct B;\n"})
+    # A test module may use anything: this one must not count.
+    test_only = dict(
+        clean,
+        **{"stream/b.rs": "pub struct B;\n#[cfg(test)]\nmod tests {\n    use crate::storage::X;\n}\n"},
+    )
+    cases = [
+        ("clean tree", clean, None),
+        ("planted cycle", cycle, "module cycle under stream: stream::a, stream::b"),
+        ("planted upward import", upward, "layering: stream::b"),
+        ("upward import in test code", test_only, None),
+    ]
+    failed = False
+    for name, files, expected in cases:
+        with tempfile.TemporaryDirectory() as root:
+            write_tree(root, files)
+            problems, _ = check(root)
+        caught = any(expected in p for p in problems) if expected else not problems
+        print(f"self-test {name}: {'ok' if caught else 'WRONG'} {problems}")
+        failed |= not caught
+    return 1 if failed else 0
+
+
+def main():
+    if sys.argv[1:] == ["--self-test"]:
+        return self_test()
+    src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "src"
+    )
+    problems, count = check(src)
     if problems:
         print("module check failed:")
         for p in problems:
             print("  " + p)
         return 1
-    print(f"module check: {len(lib)} modules, no cycle, layers respected")
+    print(f"module check: {count} modules, no cycle, layers respected")
     return 0
 
 
