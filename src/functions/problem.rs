@@ -15,7 +15,8 @@ use warp::reply::Response;
 use warp::{Rejection, Reply};
 
 use crate::projection::{ExecuteError, GuardError, ProjectionError};
-use crate::stream::StoreError;
+use crate::readmodel::ReadModelError;
+use crate::stream::{ReadModelStoreError, StoreError};
 
 /// Prefix of every problem `type` URI; the suffix is a stable slug.
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:streamfold:problem:";
@@ -244,6 +245,57 @@ impl From<ExecuteError> for Problem {
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
             }
         }
+    }
+}
+
+impl From<ReadModelError> for Problem {
+    fn from(error: ReadModelError) -> Self {
+        let detail = error.to_string();
+        match error {
+            ReadModelError::Store(e) => e.into(),
+            ReadModelError::Projection(e) => e.into(),
+            ReadModelError::InvalidKey(e) => crate::stream::StoreError::from(e).into(),
+            ReadModelError::Contention {
+                model, attempts, ..
+            } => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "read-model-contention",
+                detail,
+            )
+            .with("model", model)
+            .with("attempts", attempts),
+            ReadModelError::AheadOfStream {
+                sequence, version, ..
+            } => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "notification-ahead-of-stream",
+                detail,
+            )
+            .with("sequence", sequence)
+            .with("version", version),
+            ReadModelError::StateTooLarge {
+                model,
+                bytes,
+                limit,
+                ..
+            } => {
+                tracing::error!(error = %detail, "read model state too large");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "read-model-state-too-large",
+                    detail,
+                )
+                .with("model", model)
+                .with("bytes", bytes)
+                .with("limit", limit)
+            }
+        }
+    }
+}
+
+impl From<ReadModelStoreError> for Problem {
+    fn from(error: ReadModelStoreError) -> Self {
+        ReadModelError::from(error).into()
     }
 }
 

@@ -124,51 +124,6 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-impl From<ReadModelError> for Problem {
-    fn from(error: ReadModelError) -> Self {
-        let detail = error.to_string();
-        match error {
-            ReadModelError::Store(e) => e.into(),
-            ReadModelError::Projection(e) => e.into(),
-            ReadModelError::InvalidKey(e) => crate::stream::StoreError::from(e).into(),
-            ReadModelError::Contention {
-                model, attempts, ..
-            } => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "read-model-contention",
-                detail,
-            )
-            .with("model", model)
-            .with("attempts", attempts),
-            ReadModelError::AheadOfStream {
-                sequence, version, ..
-            } => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "notification-ahead-of-stream",
-                detail,
-            )
-            .with("sequence", sequence)
-            .with("version", version),
-            ReadModelError::StateTooLarge {
-                model,
-                bytes,
-                limit,
-                ..
-            } => {
-                tracing::error!(error = %detail, "read model state too large");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "read-model-state-too-large",
-                    detail,
-                )
-                .with("model", model)
-                .with("bytes", bytes)
-                .with("limit", limit)
-            }
-        }
-    }
-}
-
 /// What became of one delivered event.
 enum Handled {
     /// Applied (or already applied, or nothing to keep): what the projector did, in words.
@@ -999,7 +954,8 @@ mod tests {
             &self,
             model: &str,
             stream: &StreamId,
-        ) -> Result<Option<crate::readmodel::StoredCheckpoint>, ReadModelError> {
+        ) -> Result<Option<crate::readmodel::StoredCheckpoint>, crate::readmodel::ReadModelStoreError>
+        {
             self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.rows.load(model, stream).await
         }
@@ -1009,7 +965,7 @@ mod tests {
             stream: &StreamId,
             checkpoint: &crate::readmodel::Checkpoint,
             condition: &crate::readmodel::SaveCondition,
-        ) -> Result<crate::readmodel::SaveOutcome, ReadModelError> {
+        ) -> Result<crate::readmodel::SaveOutcome, crate::readmodel::ReadModelStoreError> {
             self.rows.save(model, stream, checkpoint, condition).await
         }
         async fn list(
@@ -1018,7 +974,8 @@ mod tests {
             entity_type: &EntityType,
             continuation: Option<&str>,
             page_size: usize,
-        ) -> Result<crate::readmodel::ReadModelPage, ReadModelError> {
+        ) -> Result<crate::readmodel::ReadModelPage, crate::readmodel::ReadModelStoreError>
+        {
             self.rows
                 .list(model, entity_type, continuation, page_size)
                 .await

@@ -3,7 +3,7 @@
 //! stream) or fix something (a state too large to store, an event the projection refuses).
 
 use crate::projection::ProjectionError;
-use crate::stream::{KeyError, StoreError};
+use crate::stream::{KeyError, ReadModelStoreError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadModelError {
@@ -49,6 +49,27 @@ pub enum ReadModelError {
     /// A domain, entity type or instance key (from a notification, say) is not valid.
     #[error(transparent)]
     InvalidKey(#[from] KeyError),
+}
+
+impl From<ReadModelStoreError> for ReadModelError {
+    /// The same variant: a store's error is a read-model error of the same kind.
+    fn from(error: ReadModelStoreError) -> Self {
+        match error {
+            ReadModelStoreError::Store(e) => Self::Store(e),
+            ReadModelStoreError::InvalidKey(e) => Self::InvalidKey(e),
+            ReadModelStoreError::StateTooLarge {
+                model,
+                stream,
+                bytes,
+                limit,
+            } => Self::StateTooLarge {
+                model,
+                stream,
+                bytes,
+                limit,
+            },
+        }
+    }
 }
 
 impl ReadModelError {

@@ -25,30 +25,27 @@
 //! `crate::functions::webhook`.
 //!
 //! # Layout
-//! - `store`: the [`ReadModelStore`] contract, [`Checkpoint`], [`SaveCondition`],
-//!   [`ReadModelPage`].
-//! - `memory`: [`MemoryReadModelStore`], for unit tests.
-//! - `table`: [`TableReadModelStore`], rows in their own Azure table.
+//! - the [`ReadModelStore`] contract, [`Checkpoint`], [`SaveCondition`], [`ReadModelPage`] are
+//!   the core's (`crate::stream`), re-exported here; its adapters are in `crate::storage`:
+//!   [`MemoryReadModelStore`] (unit tests) and [`TableReadModelStore`] (rows in their own
+//!   Azure table), re-exported here too.
 //! - `projector`: [`ReadModelProjector`], applying one notification to every read model.
 //! - `rebuild`: [`rebuild`], recomputing every row of a domain / entity type.
 //! - `error`: [`ReadModelError`].
 
 mod error;
-mod memory;
 mod projector;
 mod rebuild;
-mod store;
-mod table;
 
+pub use crate::storage::{MemoryReadModelStore, TableReadModelStore, DEFAULT_READ_MODEL_TABLE};
+pub use crate::stream::{
+    Checkpoint, ETag, FoldFailure, ReadModelPage, ReadModelRow, ReadModelStore,
+    ReadModelStoreError, SaveCondition, SaveOutcome, StoredCheckpoint, MAX_FAILURE_REASON_CHARS,
+    UNREADABLE_ROW_VERSION,
+};
 pub use error::ReadModelError;
-pub use memory::MemoryReadModelStore;
 pub use projector::{ProjectOutcome, ReadModelProjector, CATCH_UP_CHUNK_EVENTS, MAX_SAVE_ATTEMPTS};
 pub use rebuild::{rebuild, RebuildFailure, RebuildReport, UnreadableStream, REBUILD_CONCURRENCY};
-pub use store::{
-    Checkpoint, ETag, FoldFailure, ReadModelPage, ReadModelRow, ReadModelStore, SaveCondition,
-    SaveOutcome, StoredCheckpoint, MAX_FAILURE_REASON_CHARS, UNREADABLE_ROW_VERSION,
-};
-pub use table::{TableReadModelStore, DEFAULT_READ_MODEL_TABLE};
 
 #[cfg(test)]
 mod tests;

@@ -38,11 +38,11 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 
-use super::store::{
-    Checkpoint, FoldFailure, ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint,
-};
 use super::ReadModelError;
 use crate::projection::{ApplyError, DynProjection, Fold, ProjectionError};
+use crate::stream::{
+    Checkpoint, FoldFailure, ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint,
+};
 use crate::stream::{EventStore, ReadRequest, RecordedEvent, StreamId};
 
 /// Attempts per read model before a notification gives up (and is delivered again later).
@@ -276,7 +276,12 @@ impl ReadModelProjector {
                     index: lane.index,
                     before,
                     applied,
-                    checkpoint: Checkpoint::failed(initial, model.version(), &error),
+                    checkpoint: Checkpoint::failed(
+                        initial,
+                        model.version(),
+                        error.sequence,
+                        &error,
+                    ),
                     condition: SaveCondition::after_load(lane.loaded.as_ref()),
                 });
                 continue;
@@ -468,7 +473,7 @@ fn resumable(
 mod chunk_tests {
     use super::*;
     use crate::projection::{CountingStore, Projection};
-    use crate::readmodel::MemoryReadModelStore;
+    use crate::storage::MemoryReadModelStore;
     use crate::storage::MemoryStore;
     use crate::stream::{ExpectedVersion, NewEvent};
 

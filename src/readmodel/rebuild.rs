@@ -27,9 +27,9 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::projector::ReadModelProjector;
-use super::store::{Checkpoint, FoldFailure, SaveCondition, SaveOutcome, StoredCheckpoint};
 use super::{ReadModelError, MAX_SAVE_ATTEMPTS};
 use crate::projection::{DynProjection, ProjectionError};
+use crate::stream::{Checkpoint, FoldFailure, SaveCondition, SaveOutcome, StoredCheckpoint};
 use crate::stream::{EntityType, ReadRequest, StreamId, StreamSlice};
 
 /// Streams rebuilt at the same time.
@@ -258,7 +258,12 @@ fn replay(model: &dyn DynProjection, slice: &StreamSlice) -> Result<Checkpoint, 
     for event in &slice.events {
         if let Err(error) = fold.apply(event) {
             let initial = model.start().to_raw().map_err(state_error)?;
-            return Ok(Checkpoint::failed(initial, model.version(), &error));
+            return Ok(Checkpoint::failed(
+                initial,
+                model.version(),
+                error.sequence,
+                &error,
+            ));
         }
     }
     let state = fold.to_raw().map_err(state_error)?;

@@ -69,7 +69,7 @@ impl ReadModelStore for Yielding {
         &self,
         model: &str,
         stream: &StreamId,
-    ) -> Result<Option<StoredCheckpoint>, ReadModelError> {
+    ) -> Result<Option<StoredCheckpoint>, ReadModelStoreError> {
         tokio::task::yield_now().await;
         self.0.load(model, stream).await
     }
@@ -79,7 +79,7 @@ impl ReadModelStore for Yielding {
         stream: &StreamId,
         checkpoint: &Checkpoint,
         condition: &SaveCondition,
-    ) -> Result<SaveOutcome, ReadModelError> {
+    ) -> Result<SaveOutcome, ReadModelStoreError> {
         tokio::task::yield_now().await;
         self.0.save(model, stream, checkpoint, condition).await
     }
@@ -89,7 +89,7 @@ impl ReadModelStore for Yielding {
         entity_type: &EntityType,
         continuation: Option<&str>,
         page_size: usize,
-    ) -> Result<ReadModelPage, ReadModelError> {
+    ) -> Result<ReadModelPage, ReadModelStoreError> {
         self.0
             .list(model, entity_type, continuation, page_size)
             .await

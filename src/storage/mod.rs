@@ -10,5 +10,8 @@ pub mod table;
 
 pub use blob::BlobStore;
 pub use connection::{ConnectionStringError, StorageAccount};
-pub use memory::{MemoryDeadLetters, MemorySnapshotStore, MemoryStore};
-pub use table::{TableDeadLetters, TableSnapshotStore, TableStore, DEAD_LETTER_TABLE};
+pub use memory::{MemoryDeadLetters, MemoryReadModelStore, MemorySnapshotStore, MemoryStore};
+pub use table::{
+    TableDeadLetters, TableReadModelStore, TableSnapshotStore, TableStore, DEAD_LETTER_TABLE,
+    DEFAULT_READ_MODEL_TABLE,
+};

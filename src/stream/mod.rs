@@ -14,6 +14,7 @@ mod id;
 mod jitter;
 mod notification_kind;
 mod outbox;
+mod read_model;
 mod snapshot;
 mod store;
 mod turns;
@@ -30,6 +31,11 @@ pub use id::{
 pub use jitter::random_unit;
 pub use notification_kind::NotificationKind;
 pub use outbox::{Outbox, PendingScan, PendingStream, UnreadableEntry};
+pub use read_model::{
+    checked_page_size, Checkpoint, ETag, FoldFailure, ReadModelPage, ReadModelRow, ReadModelStore,
+    ReadModelStoreError, SaveCondition, SaveOutcome, StoredCheckpoint, MAX_FAILURE_REASON_CHARS,
+    UNREADABLE_ROW_VERSION,
+};
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::Clock;
 pub use store::{

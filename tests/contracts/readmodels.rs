@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use streamfold::readmodel::{
-    Checkpoint, FoldFailure, ReadModelError, ReadModelStore, SaveCondition, SaveOutcome,
+    Checkpoint, FoldFailure, ReadModelStore, ReadModelStoreError, SaveCondition, SaveOutcome,
     StoredCheckpoint,
 };
 use streamfold::stream::{EntityType, StreamId, MAX_INSTANCE_KEY_BYTES};
@@ -493,7 +493,7 @@ pub async fn invalid_continuations_and_entity_types_are_refused(f: &Fixture) {
             .await
             .unwrap_err();
         assert!(
-            matches!(&error, ReadModelError::InvalidKey(key) if key.what == "instance key"),
+            matches!(&error, ReadModelStoreError::InvalidKey(key) if key.what == "instance key"),
             "{bad:?}: {error}"
         );
     }
@@ -507,7 +507,7 @@ pub async fn invalid_continuations_and_entity_types_are_refused(f: &Fixture) {
                 10
             )
             .await,
-        Err(ReadModelError::InvalidKey(_))
+        Err(ReadModelStoreError::InvalidKey(_))
     ));
     // A bad entity-type name is refused before any store is asked.
     assert!(EntityType::new("Bank", "Acc-ount").is_err());

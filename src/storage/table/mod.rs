@@ -70,6 +70,7 @@ pub(crate) mod keys;
 pub mod no_echo;
 mod outbox;
 mod read;
+mod read_models;
 mod snapshot;
 
 use std::sync::Arc;
@@ -92,6 +93,7 @@ pub use keys::MAX_SEQUENCE;
 pub use no_echo::NoEchoPolicy;
 pub use outbox::{OUTBOX_NOTIFIED, OUTBOX_PENDING, OUTBOX_ROW_KEY, OUTBOX_VERSION};
 pub use read::AS_OF_QUERY_MARGIN;
+pub use read_models::{TableReadModelStore, DEFAULT_READ_MODEL_TABLE};
 pub use snapshot::{TableSnapshotStore, DEFAULT_SNAPSHOT_TABLE};
 
 /// The decoders of this backend's rows and keys, for the fuzz targets (`crate::fuzzing`); not

@@ -22,8 +22,32 @@
 use async_trait::async_trait;
 use serde_json::value::RawValue;
 
-use super::ReadModelError;
-use crate::stream::{validate_instance_key, EntityType, StreamId};
+use super::{validate_instance_key, EntityType, KeyError, StoreError, StreamId};
+
+/// Why a read-model store could not load, save or list (each read-model layer error converts
+/// from it: `crate::readmodel::ReadModelError` keeps the same variants).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadModelStoreError {
+    /// Storage was unavailable, misconfigured, or gave back what it should not have.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    /// The state is larger than one row can hold.
+    #[error(
+        "read model {model} of {stream}: the state is {bytes} bytes; a row holds at most {limit}"
+    )]
+    StateTooLarge {
+        model: String,
+        stream: String,
+        bytes: usize,
+        limit: usize,
+    },
+
+    /// A domain, entity type, instance key or continuation is not valid.
+    #[error(transparent)]
+    InvalidKey(#[from] KeyError),
+}
 
 /// A read model's state for one stream, and where in the stream it stands.
 #[derive(Debug, Clone)]
@@ -60,15 +84,16 @@ impl Checkpoint {
     pub fn failed(
         initial: Box<RawValue>,
         projection_version: u32,
-        error: &crate::projection::ApplyError,
+        sequence: u64,
+        reason: &dyn std::fmt::Display,
     ) -> Self {
         Self {
             state: initial,
-            sequence: error.sequence,
+            sequence,
             projection_version,
             failure: Some(FoldFailure {
-                sequence: error.sequence,
-                reason: error
+                sequence,
+                reason: reason
                     .to_string()
                     .chars()
                     .take(MAX_FAILURE_REASON_CHARS)
@@ -123,10 +148,10 @@ pub struct ReadModelPage {
 
 /// What every backend checks before listing a page: a continuation is an instance key (the
 /// last one of an earlier page). Returns the page size to use, at least 1.
-pub(super) fn checked_page_size(
+pub fn checked_page_size(
     continuation: Option<&str>,
     page_size: usize,
-) -> Result<usize, ReadModelError> {
+) -> Result<usize, ReadModelStoreError> {
     if let Some(after) = continuation {
         validate_instance_key(after)?;
     }
@@ -170,7 +195,7 @@ pub trait ReadModelStore: Send + Sync + 'static {
         &self,
         model: &str,
         stream: &StreamId,
-    ) -> Result<Option<StoredCheckpoint>, ReadModelError>;
+    ) -> Result<Option<StoredCheckpoint>, ReadModelStoreError>;
 
     /// Writes the row of `model` for `stream` if `condition` holds.
     async fn save(
@@ -179,17 +204,17 @@ pub trait ReadModelStore: Send + Sync + 'static {
         stream: &StreamId,
         checkpoint: &Checkpoint,
         condition: &SaveCondition,
-    ) -> Result<SaveOutcome, ReadModelError>;
+    ) -> Result<SaveOutcome, ReadModelStoreError>;
 
     /// A page of the rows of `model` for the streams of `entity_type`: at most
     /// `page_size` rows (at least 1) whose instance key sorts after `continuation` (from the
     /// first row when `None`), in instance-key order. A continuation that is not a valid
-    /// instance key is [`ReadModelError::InvalidKey`].
+    /// instance key is [`ReadModelStoreError::InvalidKey`].
     async fn list(
         &self,
         model: &str,
         entity_type: &EntityType,
         continuation: Option<&str>,
         page_size: usize,
-    ) -> Result<ReadModelPage, ReadModelError>;
+    ) -> Result<ReadModelPage, ReadModelStoreError>;
 }

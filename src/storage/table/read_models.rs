@@ -30,19 +30,18 @@ use azure_core::Etag;
 use azure_data_tables::prelude::IfMatchCondition;
 use serde_json::value::RawValue;
 
-use super::store::{
-    checked_page_size, Checkpoint, ETag, FoldFailure, ReadModelPage, ReadModelRow, ReadModelStore,
-    SaveCondition, SaveOutcome, StoredCheckpoint, UNREADABLE_ROW_VERSION,
-};
-use super::ReadModelError;
-use crate::storage::connection::StorageAccount;
-use crate::storage::table::client::{BatchOutcome, Operation, TableApi};
-use crate::storage::table::entity::{
+use super::client::{BatchOutcome, Operation, TableApi};
+use super::entity::{
     self, get_json_text, get_str, get_u64, set_int64, set_json_text, with_keys, Properties,
     MAX_ENTITY_BYTES, PARTITION_KEY, ROW_KEY,
 };
-use crate::storage::table::keys::{odata_string, KEY_SEPARATOR};
-use crate::stream::{EntityType, StoreError, StreamId};
+use super::keys::{odata_string, KEY_SEPARATOR};
+use crate::storage::connection::StorageAccount;
+use crate::stream::{
+    checked_page_size, Checkpoint, ETag, FoldFailure, ReadModelPage, ReadModelRow, ReadModelStore,
+    SaveCondition, SaveOutcome, StoredCheckpoint, UNREADABLE_ROW_VERSION,
+};
+use crate::stream::{EntityType, ReadModelStoreError, StoreError, StreamId};
 
 /// The table that holds read-model rows.
 pub const DEFAULT_READ_MODEL_TABLE: &str = "streamfoldreadmodels";
@@ -102,7 +101,7 @@ impl TableReadModelStore {
         &self.table_name
     }
 
-    async fn api(&self) -> Result<&TableApi, ReadModelError> {
+    async fn api(&self) -> Result<&TableApi, ReadModelStoreError> {
         let api = self
             .api
             .as_ref()
@@ -140,9 +139,9 @@ fn encode(
     model: &str,
     stream: &StreamId,
     checkpoint: &Checkpoint,
-) -> Result<Properties, ReadModelError> {
+) -> Result<Properties, ReadModelStoreError> {
     let text = checkpoint.state.get();
-    let too_large = || ReadModelError::StateTooLarge {
+    let too_large = || ReadModelStoreError::StateTooLarge {
         model: model.to_owned(),
         stream: stream.to_string(),
         bytes: text.len(),
@@ -214,7 +213,7 @@ impl ReadModelStore for TableReadModelStore {
         &self,
         model: &str,
         stream: &StreamId,
-    ) -> Result<Option<StoredCheckpoint>, ReadModelError> {
+    ) -> Result<Option<StoredCheckpoint>, ReadModelStoreError> {
         let api = self.api().await?;
         let what = describe(model, stream);
         let partition = partition_key(model, stream.domain(), stream.entity());
@@ -237,7 +236,7 @@ impl ReadModelStore for TableReadModelStore {
         stream: &StreamId,
         checkpoint: &Checkpoint,
         condition: &SaveCondition,
-    ) -> Result<SaveOutcome, ReadModelError> {
+    ) -> Result<SaveOutcome, ReadModelStoreError> {
         let properties = encode(model, stream, checkpoint)?;
         let api = self.api().await?;
         let what = describe(model, stream);
@@ -271,7 +270,7 @@ impl ReadModelStore for TableReadModelStore {
         entity_type: &EntityType,
         continuation: Option<&str>,
         page_size: usize,
-    ) -> Result<ReadModelPage, ReadModelError> {
+    ) -> Result<ReadModelPage, ReadModelStoreError> {
         let (domain, entity) = (entity_type.domain(), entity_type.entity());
         let page_size = checked_page_size(continuation, page_size)?;
         let api = self.api().await?;
@@ -316,8 +315,8 @@ impl ReadModelStore for TableReadModelStore {
 
 #[cfg(test)]
 mod tests {
+    use super::entity::{data_property, MAX_DATA_CHUNKS};
     use super::*;
-    use crate::storage::table::entity::{data_property, MAX_DATA_CHUNKS};
     use serde_json::Value;
 
     fn checkpoint(state: &str) -> Checkpoint {
@@ -376,7 +375,7 @@ mod tests {
         let huge = format!("\"{}\"", "x".repeat(MAX_ENTITY_BYTES));
         assert!(matches!(
             encode("account", &stream, &checkpoint(&huge)),
-            Err(ReadModelError::StateTooLarge { .. })
+            Err(ReadModelStoreError::StateTooLarge { .. })
         ));
         let mut properties = encode("account", &stream, &checkpoint("[1,2]")).unwrap();
         properties.insert(data_property(0), Value::String("[1,".into()));

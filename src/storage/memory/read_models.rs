@@ -12,12 +12,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::store::{
+use crate::stream::{
     checked_page_size, Checkpoint, ETag, ReadModelPage, ReadModelRow, ReadModelStore,
     SaveCondition, SaveOutcome, StoredCheckpoint,
 };
-use super::ReadModelError;
-use crate::stream::{EntityType, StreamId};
+use crate::stream::{EntityType, ReadModelStoreError, StreamId};
 
 /// (read model, domain, entity type) → instance key → row.
 type Rows = BTreeMap<(String, String, String), BTreeMap<InstanceKey, StoredCheckpoint>>;
@@ -98,7 +97,7 @@ impl ReadModelStore for MemoryReadModelStore {
         &self,
         model: &str,
         stream: &StreamId,
-    ) -> Result<Option<StoredCheckpoint>, ReadModelError> {
+    ) -> Result<Option<StoredCheckpoint>, ReadModelStoreError> {
         Ok(self
             .lock()
             .get(&key(model, stream))
@@ -112,7 +111,7 @@ impl ReadModelStore for MemoryReadModelStore {
         stream: &StreamId,
         checkpoint: &Checkpoint,
         condition: &SaveCondition,
-    ) -> Result<SaveOutcome, ReadModelError> {
+    ) -> Result<SaveOutcome, ReadModelStoreError> {
         let etag = self.new_etag();
         let mut all = self.lock();
         let rows = all.entry(key(model, stream)).or_default();
@@ -143,7 +142,7 @@ impl ReadModelStore for MemoryReadModelStore {
         entity_type: &EntityType,
         continuation: Option<&str>,
         page_size: usize,
-    ) -> Result<ReadModelPage, ReadModelError> {
+    ) -> Result<ReadModelPage, ReadModelStoreError> {
         let (domain, entity) = (entity_type.domain(), entity_type.entity());
         let page_size = checked_page_size(continuation, page_size)?;
         let key = (model.to_owned(), domain.to_owned(), entity.to_owned());
