@@ -1,17 +1,24 @@
 //! streamfold: event sourcing for Azure Functions custom handlers.
 //!
 //! # Layout
-//! - [`stream`]: the core model: stream ids, events, expectations, the `EventStore` contract.
-//! - [`storage`]: backends that implement it (Azure Table storage, Append Blobs, memory).
+//! Dependencies point one way, down this list (`scripts/check-modules.py` checks it in CI).
+//! - [`stream`]: the core model (stream ids, events, expectations) and every contract an
+//!   adapter implements: `EventStore`, `Outbox`, `SnapshotStore`, `ReadModelStore`,
+//!   `DeadLetterStore`.
+//! - [`storage`]: the adapters of those contracts: Azure Table storage (`storage::table`),
+//!   Append Blobs (`storage::blob`), memory (`storage::memory`), and what reaches Azure Storage
+//!   (`storage::connection`: account, transport, error mapping).
 //! - [`projection`]: folds over a stream, as of a sequence or a time, with snapshots, a state
 //!   cache and classifications.
 //! - [`identity`]: access tokens of the app's managed identity (for storage and Event Grid
 //!   without keys), and where a bearer token may be sent.
-//! - [`notify`]: Event Grid notifications (new entity, new event): shapes, schemas, publisher.
+//! - [`notify`]: Event Grid notifications (new entity, new event): shapes, raising, schemas,
+//!   publisher, the outbox dispatcher, dead letters.
 //! - [`readmodel`]: projections kept as rows per stream, exact under at-least-once, unordered
 //!   notifications; rebuilt from the streams on demand.
 //! - [`config`]: app settings, read once at start-up without I/O.
-//! - [`app`]: the backends and projections every function shares.
+//! - [`app`]: composes the backends and projections every function shares; nothing below
+//!   imports it.
 //! - [`functions`]: the handler layer (the only code that knows the HTTP framework): the
 //!   custom-handler protocol, problem responses, the generic event-stream API.
 //! - [`telemetry`]: JSON logs on stdout and the shutdown signal.

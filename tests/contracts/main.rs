@@ -3,8 +3,8 @@
 //! - the event store (`src/stream/store.rs`): the suite `tests/conformance/mod.rs`, run by the
 //!   fixtures `conformance_memory`, `conformance_table` and `conformance_blob`;
 //! - `outbox`: the notification outbox (`src/stream/outbox.rs`);
-//! - `snapshots`: the projection snapshot store (`src/projection/snapshot.rs`);
-//! - `readmodels`: the read-model store (`src/readmodel/store.rs`).
+//! - `snapshots`: the projection snapshot store (`src/stream/snapshot.rs`);
+//! - `readmodels`: the read-model store (`src/stream/read_model.rs`).
 //!
 //! One fixture file per backend (`memory`, `table`, `blob`) makes a fresh, empty store for
 //! each contract that backend implements and expands each suite's cases into tests against it,

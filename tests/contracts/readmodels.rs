@@ -1,11 +1,11 @@
-//! The read-model store contract (`src/readmodel/store.rs`), written once and run against every
+//! The read-model store contract (`src/stream/read_model.rs`), written once and run against every
 //! store (memory, Table storage — see the fixtures in `memory.rs` and `table.rs`): rows come
 //! back as saved, every save is conditional and atomic (two writers that loaded the same row
 //! never both save), and listings page through one read model of one entity type in
 //! instance-key order, each row once.
 //!
 //! What the Table store adds on its own (how a row is laid out in properties, its size limit,
-//! rows it cannot read back) is tested in `src/readmodel/table.rs`.
+//! rows it cannot read back) is tested in `src/storage/table/read_models.rs`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The snapshot store contract (`src/projection/snapshot.rs`), written once and run against
+//! The snapshot store contract (`src/stream/snapshot.rs`), written once and run against
 //! every store (memory, Table storage — see the fixtures in `memory.rs` and `table.rs`).
 //!
 //! Snapshots are only an optimisation, so a store may lose one or keep a stale one; what it may
