@@ -62,12 +62,12 @@
 //! outage gives `Unavailable` within seconds, never a hang.
 
 mod append;
-pub(crate) mod client;
+pub(in crate::storage) mod client;
 mod dead_letters;
-pub(crate) mod entity;
+pub(in crate::storage) mod entity;
 mod event_row;
-pub(crate) mod keys;
-pub mod no_echo;
+pub(in crate::storage) mod keys;
+mod no_echo;
 mod outbox;
 mod read;
 mod read_models;
