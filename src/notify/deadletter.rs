@@ -49,3 +49,27 @@ impl DeadLetter {
         }
     }
 }
+
+/// A letter of a rejected `Deposited` notification about event `sequence` of
+/// `Bank/Account/{instance}`, for the dead-letter stores' tests.
+#[cfg(test)]
+pub(crate) fn sample_letter(instance: &str, sequence: u64) -> DeadLetter {
+    use crate::stream::{EventMetadata, RecordedEvent, StreamId};
+    let stream = StreamId::new("Bank", "Account", instance).unwrap();
+    let event = RecordedEvent {
+        sequence,
+        event_id: uuid::Uuid::new_v4(),
+        event_type: "Deposited".into(),
+        data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+        metadata: EventMetadata::default(),
+        timestamp: OffsetDateTime::UNIX_EPOCH,
+    };
+    let notification = Notification::new_event(&stream, &event);
+    let error = PublishError::Rejected {
+        status: 400,
+        body: "event 0: data is required".into(),
+        endpoint: "http://topic/api/events".into(),
+        batch: 0..1,
+    };
+    DeadLetter::new(&notification, &error)
+}

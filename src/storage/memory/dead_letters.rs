@@ -73,30 +73,7 @@ impl DeadLetterStore for MemoryDeadLetters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::Notification;
-    use crate::notify::PublishError;
-    use crate::stream::{EventMetadata, RecordedEvent, StreamId};
-    use time::OffsetDateTime;
-
-    fn letter(instance: &str, sequence: u64) -> DeadLetter {
-        let stream = StreamId::new("Bank", "Account", instance).unwrap();
-        let event = RecordedEvent {
-            sequence,
-            event_id: Uuid::new_v4(),
-            event_type: "Deposited".into(),
-            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-            metadata: EventMetadata::default(),
-            timestamp: OffsetDateTime::UNIX_EPOCH,
-        };
-        let notification = Notification::new_event(&stream, &event);
-        let error = PublishError::Rejected {
-            status: 400,
-            body: "event 0: data is required".into(),
-            endpoint: "http://topic/api/events".into(),
-            batch: 0..1,
-        };
-        DeadLetter::new(&notification, &error)
-    }
+    use crate::notify::deadletter::sample_letter as letter;
 
     #[tokio::test]
     async fn memory_pages_in_id_order() {
