@@ -38,6 +38,8 @@ LAYERS = [
     # Settings, then the composition of the app from them.
     {"config"},
     {"app"},
+    # What composes the app's parts for one operation (erasing a stream).
+    {"erasure"},
     # The HTTP layer, then what re-exports for users.
     {"functions"},
     {"prelude", "testing", "backend", "fuzzing"},

@@ -27,8 +27,8 @@ use crate::notify::{
     RaiseSwitches,
 };
 use crate::projection::{
-    CommandPolicy, ConflictBudget, GuardError, GuardRegistry, ProjectionRegistry, ProjectionRunner,
-    RegistryError, SnapshotStore, StateCache, StreamGuard,
+    CommandPolicy, ConflictBudget, ExecuteError, GuardError, GuardRegistry, ProjectionRegistry,
+    ProjectionRunner, RegistryError, SnapshotStore, StateCache, StreamGuard,
 };
 use crate::readmodel::{
     MemoryReadModelStore, ReadModelError, ReadModelProjector, ReadModelStore, TableReadModelStore,
@@ -311,9 +311,25 @@ impl App {
         match self.guards.get(stream.entity_type()) {
             Some(guard) => {
                 let runner = self.runner(stream.entity_type())?;
-                guard
+                let result = guard
                     .append(&runner, stream, expected, events, self.command_policy())
-                    .await
+                    .await;
+                // The guard checks the caller's expectation against the state it folds, which
+                // an erased stream has not: the store says why the stream is not there.
+                if let Err(GuardError::Failed(ExecuteError::Store(
+                    StoreError::WrongExpectedVersion { actual: 0, .. },
+                ))) = &result
+                {
+                    let store = self.store(stream.entity_type())?;
+                    if store.is_erased(stream).await? {
+                        return Err(GuardError::Failed(ExecuteError::Store(
+                            StoreError::StreamErased {
+                                stream: stream.to_string(),
+                            },
+                        )));
+                    }
+                }
+                result
             }
             None => Ok(self
                 .store(stream.entity_type())?
@@ -357,6 +373,11 @@ impl App {
     pub fn with_read_model_store(mut self, store: Arc<dyn ReadModelStore>) -> Self {
         self.read_model_store = Some(store);
         self
+    }
+
+    /// The projection states this process keeps (every runner's cache).
+    pub fn state_cache(&self) -> &Arc<StateCache> {
+        &self.state_cache
     }
 
     /// The notification dispatchers of the backends (empty when notifications are off).

@@ -31,6 +31,7 @@
 
 pub mod app;
 pub mod config;
+pub mod erasure;
 pub mod functions;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -13,13 +13,15 @@
 //! - [`readmodels`]: the account rows kept from notifications, `Accounts`, `RebuildReadModels`;
 //! - [`transfer`]: transfers between accounts, exactly once, each with its own stream;
 //! - [`transfer_http`]: TransferMoney, GetTransferState, CancelMoneyTransfer, TransferSweep;
-//! - [`guard`]: the bank's rules for events other writers append to its streams.
+//! - [`guard`]: the bank's rules for events other writers append to its streams;
+//! - [`erase`]: `DeleteAccount`, erasing an account's stream and what is derived from it.
 //!
 //! Streams: domain `Bank`, entity type `Account`, instance key = the account number. The bank
 //! owns them: the generic AppendEvents API writes to them only what [`guard::AccountGuard`]
 //! accepts, i.e. what the bank's commands could have written.
 
 pub mod account;
+pub mod erase;
 pub mod events;
 pub mod guard;
 pub mod http;
@@ -127,13 +129,16 @@ pub fn routes(app: Arc<App>) -> streamfold::functions::Functions {
         )
         .invocation(transfer_http::SWEEP_FUNCTION)
         .http("Accounts", &[Method::GET], "Accounts")
-        .http("RebuildReadModels", &[Method::POST], "RebuildReadModels");
+        .http("RebuildReadModels", &[Method::POST], "RebuildReadModels")
+        .http(erase::FUNCTION, &[Method::POST], erase::ROUTE);
     let filter = http::routes(Bank::new(app.clone()))
         .or(interest_http::routes(Bank::new(app.clone())))
         .unify()
         .or(transfer_http::routes(Bank::new(app.clone())))
         .unify()
-        .or(readmodels::routes(app))
+        .or(readmodels::routes(app.clone()))
+        .unify()
+        .or(erase::routes(app))
         .unify()
         .boxed();
     Functions::new(table, filter)

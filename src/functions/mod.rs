@@ -8,6 +8,7 @@
 //! invocation id, the one [`problem::recover`], and turns panics into 500 problems.
 
 pub mod domain;
+pub mod erase;
 pub mod filters;
 pub mod idempotency;
 pub mod invocation;
@@ -59,6 +60,11 @@ pub(crate) fn library_functions(app: std::sync::Arc<crate::app::App>) -> Functio
             &[Method::GET],
             "streams/{domain}/{entity}/{instance}",
         )
+        .http(
+            erase::DELETE_STREAM_FUNCTION,
+            &[Method::DELETE],
+            erase::DELETE_STREAM_ROUTE,
+        )
         .http("ListStreams", &[Method::GET], "streams/{domain}/{entity}")
         .http(
             "RunProjection",
@@ -95,12 +101,15 @@ pub(crate) fn library_functions(app: std::sync::Arc<crate::app::App>) -> Functio
             ],
             "{*path}",
         );
+    let app_for_erase = app.clone();
     let filter = streams::routes(app.clone())
         .or(projections::routes(app.clone()))
         .unify()
         .or(webhook::routes(app.clone()))
         .unify()
         .or(sweep::routes(app))
+        .unify()
+        .or(erase::routes(app_for_erase))
         .unify()
         .boxed();
     Functions::new(table, filter)

@@ -139,6 +139,9 @@ impl From<StoreError> for Problem {
                 Problem::conflict("event-id-reused", detail).with("eventId", event_id.to_string())
             }
             StoreError::EmptyAppend => Problem::bad_request("empty-append", detail),
+            StoreError::StreamErased { stream } => {
+                Problem::new(StatusCode::GONE, "stream-erased", detail).with("stream", stream)
+            }
             StoreError::InvalidContinuation { .. } => {
                 Problem::bad_request("invalid-continuation", detail)
                     .with("parameter", "continuation")
@@ -168,6 +171,37 @@ impl From<StoreError> for Problem {
             StoreError::Corrupt { .. } | StoreError::Misconfigured(_) => {
                 tracing::error!(error = %detail, "storage error");
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "storage-error", detail)
+            }
+        }
+    }
+}
+
+impl From<crate::erasure::ErasureError> for Problem {
+    fn from(error: crate::erasure::ErasureError) -> Self {
+        use crate::erasure::ErasureError;
+        let detail = error.to_string();
+        match error {
+            ErasureError::NotFound(stream) => {
+                Problem::not_found("stream-not-found", detail).with("stream", stream)
+            }
+            ErasureError::Store(error) => error.into(),
+            ErasureError::ReadModel(ReadModelStoreError::Store(error)) => error.into(),
+            ErasureError::ReadModel(other) => {
+                tracing::error!(error = %other, "erasing read-model rows failed");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    other.to_string(),
+                )
+            }
+            ErasureError::Notification { stream, .. } => {
+                tracing::warn!(error = %detail, "DeletedEntity notification not published");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "notifications-unavailable",
+                    detail,
+                )
+                .with("stream", stream)
             }
         }
     }

@@ -835,6 +835,18 @@ impl EventStore for NotifyingStore {
             .list_streams(entity_type, continuation, page_size)
             .await
     }
+
+    async fn erase(&self, stream: &StreamId) -> Result<crate::stream::Erasure, StoreError> {
+        self.inner.erase(stream).await
+    }
+
+    async fn is_erased(&self, stream: &StreamId) -> Result<bool, StoreError> {
+        self.inner.is_erased(stream).await
+    }
+
+    async fn verify(&self, stream: &StreamId) -> Result<Vec<String>, StoreError> {
+        self.inner.verify(stream).await
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,8 @@ pub const SUBJECT_PREFIX: &str = "eventsourcing";
 pub const SOURCE_PREFIX: &str = "/streamfold";
 /// Last part of the event type of a new-entity notification.
 pub const NEW_ENTITY_SUFFIX: &str = "NewEntity";
+/// Last part of the event type of an erased-stream notification (the seed's).
+pub const DELETED_ENTITY_SUFFIX: &str = "DeletedEntity";
 /// Version of the data shape (Event Grid `dataVersion`).
 pub const DATA_VERSION: &str = "1.0";
 /// Path of the generic stream read (`src/functions/streams.rs`) a payload reference points to.
@@ -117,6 +119,41 @@ pub struct Notification {
 }
 
 impl Notification {
+    /// The notification that `stream`, at `version`, was erased at `erased_at`: type
+    /// `{Domain}.{Entity}.DeletedEntity`, the id deterministic over the stream and version (a
+    /// retried erasure raises the same id), no payload (the events are gone).
+    pub fn deleted_entity(stream: &StreamId, version: u64, erased_at: OffsetDateTime) -> Self {
+        let kind = NotificationKind::DeletedEntity;
+        let id = notification_id(stream, version, kind);
+        Self {
+            id,
+            event_type: format!(
+                "{}.{}.{DELETED_ENTITY_SUFFIX}",
+                stream.domain(),
+                stream.entity()
+            ),
+            subject: subject(stream),
+            source: format!("{SOURCE_PREFIX}/{}/{}", stream.domain(), stream.entity()),
+            time: erased_at,
+            data: NotificationData {
+                notification_kind: kind,
+                domain: stream.domain().to_owned(),
+                entity: stream.entity().to_owned(),
+                instance: stream.instance().to_owned(),
+                instance_key: stream.instance().to_owned(),
+                sequence_number: version,
+                event_type: DELETED_ENTITY_SUFFIX.to_owned(),
+                event_id: id,
+                correlation_id: None,
+                causation_id: None,
+                timestamp: erased_at,
+                payload: None,
+                payload_too_large: false,
+                payload_ref: None,
+            },
+        }
+    }
+
     /// Which notification this is.
     pub fn kind(&self) -> NotificationKind {
         self.data.notification_kind

@@ -32,6 +32,7 @@ impl Notification {
     pub fn build(kind: NotificationKind, stream: &StreamId, event: &RecordedEvent) -> Self {
         let suffix = match kind {
             NotificationKind::NewEntity => NEW_ENTITY_SUFFIX,
+            NotificationKind::DeletedEntity => super::notification::DELETED_ENTITY_SUFFIX,
             NotificationKind::NewEvent => event.event_type.as_str(),
         };
         let notification = Self {

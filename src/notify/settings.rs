@@ -45,6 +45,8 @@ pub const KEY_VALUE_SETTING: &str = "EventGridKeyValue";
 pub const KEY_SETTING_NAME_SETTING: &str = "EventGridKeySettingName";
 pub const RAISE_ENTITY_CREATION_SETTING: &str = "RaiseEntityCreationNotification";
 pub const RAISE_EVENT_SETTING: &str = "RaiseEventNotification";
+/// The seed's switch for `{Domain}.{Entity}.DeletedEntity`, raised when a stream is erased.
+pub const RAISE_ENTITY_DELETION_SETTING: &str = "RaiseEntityDeletionNotification";
 pub const SCHEMA_SETTING: &str = "NotificationSchema";
 pub const LOCAL_URL_SETTING: &str = "StreamfoldLocalEventGridUrl";
 /// Client id of the user-assigned managed identity that publishes when no key is set.
@@ -147,6 +149,10 @@ pub struct NotificationSettings {
     pub target: Option<NotificationTarget>,
     pub raise: RaiseSwitches,
     pub schema: NotificationSchema,
+    /// Whether erasing a stream raises `{Domain}.{Entity}.DeletedEntity`
+    /// (`RaiseEntityDeletionNotification`; on by default when notifications have somewhere to
+    /// go).
+    pub raise_entity_deletion: bool,
 }
 
 impl NotificationSettings {
@@ -171,10 +177,12 @@ impl NotificationSettings {
             entity_creation: switch(env, RAISE_ENTITY_CREATION_SETTING, default)?,
             event: switch(env, RAISE_EVENT_SETTING, default)?,
         };
+        let raise_entity_deletion = switch(env, RAISE_ENTITY_DELETION_SETTING, default)?;
         if target.is_none() {
             for (name, on) in [
                 (RAISE_ENTITY_CREATION_SETTING, raise.entity_creation),
                 (RAISE_EVENT_SETTING, raise.event),
+                (RAISE_ENTITY_DELETION_SETTING, raise_entity_deletion),
             ] {
                 if on {
                     return Err(error(
@@ -195,6 +203,7 @@ impl NotificationSettings {
             target,
             raise,
             schema,
+            raise_entity_deletion,
         })
     }
 

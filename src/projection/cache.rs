@@ -103,6 +103,19 @@ impl StateCache {
         }
     }
 
+    /// Drops every state of `stream` (it was erased).
+    pub fn forget_stream(&self, stream: &StreamId) {
+        let mut entries = self.lock();
+        let dropped: usize = entries
+            .map
+            .iter()
+            .filter(|((kept, _), _)| kept == stream)
+            .map(|((kept, _), (_, snapshot, _))| entry_bytes(kept, snapshot))
+            .sum();
+        entries.map.retain(|(kept, _), _| kept != stream);
+        entries.bytes = entries.bytes.saturating_sub(dropped);
+    }
+
     /// Entries held now.
     pub fn len(&self) -> usize {
         self.lock().map.len()

@@ -86,6 +86,11 @@ pub enum StoreError {
     #[error("stream {stream} is corrupt: {detail}")]
     Corrupt { stream: String, detail: String },
 
+    /// The stream was erased ([`super::EventStore::erase`]): its tombstone refuses every
+    /// append, so an erased stream never silently comes back. Nothing was written.
+    #[error("stream {stream} was erased; it takes no more events")]
+    StreamErased { stream: String },
+
     /// Configuration or credentials are wrong (authentication failed, a setting is missing).
     #[error("storage misconfigured: {0}")]
     Misconfigured(String),

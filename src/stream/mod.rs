@@ -40,7 +40,7 @@ pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::Clock;
 pub use store::{
     append_time, check_key_continuation, check_new_events, earlier_append, recorded_time,
-    AppendOutcome, EventStore, ReadRequest, StoredEventId, StreamPage, StreamSlice, TimeLine,
-    DEFAULT_PAGE_SIZE, TIME_PRECISION_NANOS,
+    AppendOutcome, Erasure, EventStore, ReadRequest, StoredEventId, StreamPage, StreamSlice,
+    TimeLine, DEFAULT_PAGE_SIZE, TIME_PRECISION_NANOS,
 };
 pub use turns::{StreamTurn, StreamTurns};

@@ -10,6 +10,9 @@ pub enum NotificationKind {
     NewEntity,
     /// Raised for every event.
     NewEvent,
+    /// Raised once when a stream is erased (about no event: its `sequenceNumber` is the
+    /// version the stream had, and it carries no payload).
+    DeletedEntity,
 }
 
 impl NotificationKind {
@@ -18,6 +21,7 @@ impl NotificationKind {
         match self {
             Self::NewEntity => "NewEntity",
             Self::NewEvent => "NewEvent",
+            Self::DeletedEntity => "DeletedEntity",
         }
     }
 }

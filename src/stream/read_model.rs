@@ -217,4 +217,12 @@ pub trait ReadModelStore: Send + Sync + 'static {
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<ReadModelPage, ReadModelStoreError>;
+
+    /// Deletes the row of `model` for `stream`, if there is one (the stream was erased).
+    async fn delete(&self, model: &str, stream: &StreamId) -> Result<(), ReadModelStoreError> {
+        let _ = model;
+        Err(ReadModelStoreError::from(super::StoreError::Misconfigured(
+            format!("this read-model store cannot delete the rows of {stream}"),
+        )))
+    }
 }

@@ -48,4 +48,11 @@ pub trait SnapshotStore: Send + Sync + 'static {
 
     /// Saves `snapshot`, replacing any earlier snapshot of the same projection and stream.
     async fn save(&self, stream: &StreamId, snapshot: &Snapshot) -> Result<(), StoreError>;
+
+    /// Deletes every snapshot of `stream`, of every projection (the stream was erased).
+    async fn delete_stream(&self, stream: &StreamId) -> Result<(), StoreError> {
+        Err(StoreError::Misconfigured(format!(
+            "this snapshot store cannot delete the snapshots of {stream}"
+        )))
+    }
 }

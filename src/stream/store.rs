@@ -227,6 +227,18 @@ pub struct AppendOutcome {
     pub recorded: Option<OffsetDateTime>,
 }
 
+/// What [`EventStore::erase`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Erasure {
+    /// The stream has no events and no tombstone: nothing was written.
+    NotFound,
+    /// The stream is erased: its tombstone is in place and nothing else of it is left.
+    /// `version` is the version it had when the tombstone was written (kept in the tombstone,
+    /// the one number it holds); `resumed` is true when the tombstone was there already (an
+    /// erasure interrupted before, or asked again), and this call finished it.
+    Erased { version: u64, resumed: bool },
+}
+
 /// One page of the instance keys of a domain / entity type, in key order.
 #[derive(Debug, Clone, Default)]
 pub struct StreamPage {
@@ -280,6 +292,54 @@ pub trait EventStore: Send + Sync + 'static {
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<StreamPage, StoreError>;
+
+    /// Erases a stream: every event, event-id record and outbox entry of it, leaving a
+    /// tombstone (at most two storage items, holding no event data, only the erased version
+    /// and when) that refuses every later append with [`StoreError::StreamErased`], so the
+    /// stream never silently comes back. Crash-safe and resumable: the tombstone is written
+    /// first, in one atomic operation that also makes every concurrent or stale append fail,
+    /// then the rest is deleted; calling it again after an interruption finishes the work.
+    /// Readers see an erased stream as one that does not exist (version 0, no events, not
+    /// listed). The default refuses: a store that cannot erase says so.
+    async fn erase(&self, stream: &StreamId) -> Result<Erasure, StoreError> {
+        Err(StoreError::Misconfigured(format!(
+            "this store cannot erase streams ({stream})"
+        )))
+    }
+
+    /// Checks what is stored of `stream` against the layout this backend writes, and names
+    /// every problem found (an empty list: healthy): a gap in the sequence numbers, a header
+    /// that disagrees with the last event, an event without its event-id record, an outbox
+    /// entry that disagrees with the stream. For operators (`streamfold verify`); reads the
+    /// whole stream. The default reads the stream through [`EventStore::read`], which reports
+    /// the first gap it meets.
+    async fn verify(&self, stream: &StreamId) -> Result<Vec<String>, StoreError> {
+        const PAGE: u64 = 1_000;
+        let mut from = 1;
+        loop {
+            let slice = match self
+                .read(
+                    stream,
+                    ReadRequest::range(from, Some(from.saturating_add(PAGE - 1))),
+                )
+                .await
+            {
+                Ok(slice) => slice,
+                Err(StoreError::Corrupt { detail, .. }) => return Ok(vec![detail]),
+                Err(error) => return Err(error),
+            };
+            match slice.events.last() {
+                Some(last) if last.sequence < slice.version => from = last.sequence + 1,
+                _ => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    /// Whether `stream` was erased (its tombstone exists). The default: never.
+    async fn is_erased(&self, stream: &StreamId) -> Result<bool, StoreError> {
+        let _ = stream;
+        Ok(false)
+    }
 }
 
 /// Checks a continuation that backends make of the last instance key of a page (Table

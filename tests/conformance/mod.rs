@@ -88,6 +88,8 @@ macro_rules! conformance_suite {
             concurrent_exact_writers_leave_no_gap,
             concurrent_any_appends_all_land_once,
             reads_racing_appends_see_events_one_to_version,
+            an_erased_stream_is_gone_and_its_tombstone_refuses_every_writer,
+            erasing_a_long_stream_leaves_nothing_of_it,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -1065,4 +1067,92 @@ pub async fn reads_racing_appends_see_events_one_to_version(f: &Fixture) {
     }
     writer.await.unwrap();
     assert_eq!((last_version, seen), (APPENDS, APPENDS));
+}
+
+/// The errors of an append refused by a tombstone.
+fn assert_erased(result: Result<streamfold::stream::AppendOutcome, StoreError>, what: &str) {
+    match result {
+        Err(StoreError::StreamErased { .. }) => {}
+        other => panic!("{what}: expected StreamErased, got {other:?}"),
+    }
+}
+
+pub async fn an_erased_stream_is_gone_and_its_tombstone_refuses_every_writer(f: &Fixture) {
+    use streamfold::stream::Erasure;
+    let s = stream("erased");
+    let kept = stream("kept");
+    let first = events(2);
+    f.store.append(&s, NoStream, first.clone()).await.unwrap();
+    f.store.append(&s, Exact(2), events(3)).await.unwrap();
+    f.store.append(&kept, NoStream, events(1)).await.unwrap();
+    // Another process that read the stream before it was erased, and keeps what it learnt.
+    let stale = (f.reopen)();
+    assert_eq!(stale.read(&s, ReadRequest::all()).await.unwrap().version, 5);
+
+    assert_eq!(
+        f.store.erase(&s).await.unwrap(),
+        Erasure::Erased {
+            version: 5,
+            resumed: false
+        }
+    );
+    for store in f.views().into_iter().chain([stale.clone()]) {
+        assert!(store.is_erased(&s).await.unwrap());
+        assert!(!store.is_erased(&kept).await.unwrap());
+        assert_eq!(store.version(&s).await.unwrap(), 0, "readers see no stream");
+        let slice = store.read(&s, ReadRequest::all()).await.unwrap();
+        assert_eq!((slice.version, slice.events.len()), (0, 0));
+        let as_of = ReadRequest::all().as_of(time::OffsetDateTime::now_utc());
+        assert_eq!(store.read(&s, as_of).await.unwrap().events.len(), 0);
+        assert_eq!(listed(&*store).await, vec!["kept".to_owned()]);
+        for expected in [NoStream, Exact(0), Exact(5), Exact(2), Any, Exists] {
+            assert_erased(
+                store.append(&s, expected, events(1)).await,
+                &format!("{expected}"),
+            );
+        }
+        // Not even a retry of the stream's first append brings it back.
+        assert_erased(store.append(&s, NoStream, first.clone()).await, "retry");
+        assert_eq!(store.version(&s).await.unwrap(), 0);
+    }
+    // Asked again (an erasure that was interrupted, or a retried request): finished, the same.
+    assert_eq!(
+        (f.reopen)().erase(&s).await.unwrap(),
+        Erasure::Erased {
+            version: 5,
+            resumed: true
+        }
+    );
+    // Other streams are untouched; a stream that never existed is not found, and stays free.
+    assert_eq!(contiguous(&*f.store, &kept).await.len(), 1);
+    let never = stream("never");
+    assert_eq!(f.store.erase(&never).await.unwrap(), Erasure::NotFound);
+    assert!(!f.store.is_erased(&never).await.unwrap());
+    f.store.append(&never, NoStream, events(1)).await.unwrap();
+}
+
+pub async fn erasing_a_long_stream_leaves_nothing_of_it(f: &Fixture) {
+    use streamfold::stream::Erasure;
+    let s = stream("long");
+    // More rows than one query page and one transaction hold (Table: two rows per event).
+    let mut version = 0;
+    while version < 600 {
+        let outcome = f
+            .store
+            .append(&s, Exact(version), events(40))
+            .await
+            .unwrap();
+        version = outcome.version;
+    }
+    assert_eq!(
+        f.store.erase(&s).await.unwrap(),
+        Erasure::Erased {
+            version,
+            resumed: false
+        }
+    );
+    for store in f.views() {
+        assert_eq!(store.read(&s, ReadRequest::all()).await.unwrap().version, 0);
+        assert_erased(store.append(&s, Any, events(1)).await, "any");
+    }
 }

@@ -20,6 +20,7 @@ mod chaos;
 mod concurrency;
 mod crash;
 mod domain_guard;
+mod erasure;
 mod host_modes;
 mod idempotency;
 mod interest;

@@ -46,7 +46,11 @@ async fn routes_answer_as_the_host_routes_them() {
     }
     for (method, path, allow) in [
         ("GET", "/api/deposit/Route-1", "POST"),
-        ("PUT", "/api/streams/Bank/Account/Route-1", "GET, POST"),
+        (
+            "PUT",
+            "/api/streams/Bank/Account/Route-1",
+            "DELETE, GET, POST",
+        ),
         ("DELETE", "/api/Accounts", "GET"),
     ] {
         let request = client

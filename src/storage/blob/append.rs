@@ -79,6 +79,11 @@ impl Appender<'_> {
         // The version through which these ids are known not to be stored.
         let mut checked = None;
         loop {
+            if tail.erased.is_some() {
+                return Err(StoreError::StreamErased {
+                    stream: blobs.stream.to_string(),
+                });
+            }
             let met = expected.is_met_by(tail.version);
             if !met && !fresh {
                 // A cached view that misses the expectation may just be behind: look again
@@ -128,6 +133,17 @@ impl Appender<'_> {
                     .await?
                 {
                     CreateResult::Created { etag } => {
+                        // The segment left behind may have become a tombstone since this view
+                        // was taken (module `erase`): then the new one must take nothing.
+                        let left = blobs.segment_name(current.segment.number);
+                        if let Some(version) =
+                            blobs.api.tombstone_version(&left, &blobs.what).await?
+                        {
+                            let created = blobs.segment_name(number);
+                            blobs.api.delete_blob(&created, &blobs.what).await?;
+                            tail.erased = Some(version);
+                            continue;
+                        }
                         tail.roll_over(hint.first_sequence);
                         if let Some(current) = tail.current.as_mut() {
                             current.etag = Some(etag);

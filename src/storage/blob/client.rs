@@ -72,6 +72,13 @@ pub const MAX_LIST_PAGE: usize = 5_000;
 pub const MAX_MARKER_LEN: usize = 1_024;
 
 // Metadata keys of a segment blob (names must be C# identifiers; the service lower-cases).
+/// Metadata of a tombstone (module `erase`): the version the erased stream had...
+pub const META_ERASED_VERSION: &str = "erasedversion";
+/// ... and when it was erased.
+pub const META_ERASED_AT: &str = "erased";
+/// Error code of an append to a blob that is not an append blob (a tombstone).
+const INVALID_BLOB_TYPE: &str = "InvalidBlobType";
+
 /// Sequence number of the segment's first event (fixed when the segment is created).
 pub const META_FIRST_SEQUENCE: &str = "firstsequence";
 /// A version of the stream that the segment has reached...
@@ -137,6 +144,8 @@ pub struct ListedSegment {
     pub name: String,
     pub length: u64,
     pub hint: Option<SegmentHint>,
+    /// The version recorded in a tombstone (module `erase`), when this blob is one.
+    pub erased: Option<u64>,
 }
 
 /// The bytes of a segment from an offset to its end.
@@ -234,6 +243,8 @@ pub enum CreateResult {
 #[derive(Debug, Clone, Default)]
 pub struct DirectoryPage {
     pub prefixes: Vec<String>,
+    /// The blobs directly under the prefix (not in a virtual directory).
+    pub blobs: Vec<String>,
     pub next_marker: Option<String>,
 }
 
@@ -301,16 +312,18 @@ impl BlobApi {
             };
             for blob in page.blobs.blobs() {
                 let metadata = blob.metadata.as_ref();
+                let get = |key: &str| {
+                    metadata.and_then(|m| {
+                        m.iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                            .map(|(_, v)| v.clone())
+                    })
+                };
                 segments.push(ListedSegment {
                     name: blob.name.clone(),
                     length: blob.properties.content_length,
-                    hint: SegmentHint::from_metadata(|key| {
-                        metadata.and_then(|m| {
-                            m.iter()
-                                .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                                .map(|(_, v)| v.clone())
-                        })
-                    }),
+                    hint: SegmentHint::from_metadata(get),
+                    erased: erased_version(get),
                 });
             }
         }
@@ -359,6 +372,7 @@ impl BlobApi {
         };
         Ok(DirectoryPage {
             prefixes: page.blobs.prefixes().map(|p| p.name.clone()).collect(),
+            blobs: page.blobs.blobs().map(|b| b.name.clone()).collect(),
             next_marker: page.next_marker.map(|m| m.as_str().to_owned()),
         })
     }
@@ -634,6 +648,9 @@ impl BlobApi {
                     Ok(AppendResult::PositionConflict)
                 }
                 (_, Some(BLOCK_COUNT_EXCEEDS_LIMIT)) => Ok(AppendResult::SegmentFull),
+                // The segment was replaced by a tombstone (a block blob): the stream is to be
+                // loaded again, which finds it erased.
+                (_, Some(INVALID_BLOB_TYPE)) => Ok(AppendResult::Missing),
                 (Some(StatusCode::NotFound), code) if code != Some(CONTAINER_NOT_FOUND) => {
                     Ok(AppendResult::Missing)
                 }
@@ -654,6 +671,65 @@ impl BlobApi {
             .ok()
             .map(|response| response.etag)
     }
+}
+
+impl BlobApi {
+    /// Replaces blob `name` (whatever it was) by a tombstone: an empty block blob whose
+    /// metadata says the stream was erased at `version`. Appends to it fail (it is no append
+    /// blob), and creating a segment of that name fails (it exists).
+    pub async fn put_tombstone(
+        &self,
+        name: &str,
+        version: u64,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        let mut metadata = Metadata::new();
+        metadata.insert(META_ERASED_VERSION, version.to_string());
+        metadata.insert(
+            META_ERASED_AT,
+            super::record::format_timestamp(time::OffsetDateTime::now_utc()),
+        );
+        self.container
+            .blob_client(name)
+            .put_block_blob(Bytes::new())
+            .metadata(metadata)
+            .await
+            .map(|_| ())
+            .map_err(|error| map_error(&error, what, None))
+    }
+
+    /// The version in blob `name`'s tombstone metadata; `None` when it is no tombstone or
+    /// does not exist.
+    pub async fn tombstone_version(
+        &self,
+        name: &str,
+        what: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        match self.container.blob_client(name).get_metadata().await {
+            Ok(response) => Ok(erased_version(|key| {
+                response
+                    .metadata
+                    .get(key)
+                    .and_then(|v| String::from_utf8(v.to_vec()).ok())
+            })),
+            Err(error) if status_of(&error) == Some(StatusCode::NotFound) => Ok(None),
+            Err(error) => Err(map_error(&error, what, None)),
+        }
+    }
+
+    /// Deletes blob `name`; one that is not there is no error.
+    pub async fn delete_blob(&self, name: &str, what: &str) -> Result<(), StoreError> {
+        match self.container.blob_client(name).delete().await {
+            Ok(_) => Ok(()),
+            Err(error) if status_of(&error) == Some(StatusCode::NotFound) => Ok(()),
+            Err(error) => Err(map_error(&error, what, None)),
+        }
+    }
+}
+
+/// The erased version a tombstone's metadata holds (see [`BlobApi::put_tombstone`]).
+fn erased_version(get: impl Fn(&str) -> Option<String>) -> Option<u64> {
+    get(META_ERASED_VERSION).and_then(|v| v.trim().parse().ok())
 }
 
 /// Classifies an error of the azure crates (see [`connection::map_error`]).

@@ -367,6 +367,15 @@ impl IdIndex {
         }
     }
 
+    /// Deletes every row of `stream` (its stream was erased).
+    pub async fn erase(&self, stream: &StreamId) -> Result<(), StoreError> {
+        self.api.ensure_table().await?;
+        self.api
+            .delete_partition_rows(&self.partition_key(stream), None, &stream.to_string())
+            .await
+            .map(|_| ())
+    }
+
     fn partition_key(&self, stream: &StreamId) -> String {
         format!(
             "{}{}{}",

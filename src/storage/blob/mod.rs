@@ -62,6 +62,11 @@
 //! marker blob under [`MARKER_PREFIX`], and what is pending is derived from the segments'
 //! lengths compared with that mark.
 //!
+//! # Erasure (module `erase`)
+//! Tombstones first (empty block blobs that no append or creation gets past, on the last
+//! segment, then on segment 0), then the rest of the stream is deleted; resumable. What is
+//! left is segment 0's tombstone and a listing marker beside the stream's directory.
+//!
 //! # Failure
 //! Every request has bounded timeouts and retries (see [`crate::storage::connection`]); an
 //! outage gives `Unavailable` within seconds, never a hang. After any error other than a
@@ -69,11 +74,12 @@
 //!
 //! # Not supported
 //! Writers of one container must agree on the block limit per segment (it is a test knob; in
-//! production it is the service's 50,000). Deleting streams is not part of the contract.
+//! production it is the service's 50,000).
 
 mod append;
 mod bookmark;
 mod client;
+mod erase;
 mod ids;
 mod naming;
 mod outbox;
@@ -90,8 +96,8 @@ use async_trait::async_trait;
 use crate::storage::connection::StorageAccount;
 use crate::stream::StreamTurns;
 use crate::stream::{
-    check_new_events, AppendOutcome, Clock, EntityType, EventStore, ExpectedVersion, NewEvent,
-    ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
+    check_new_events, AppendOutcome, Clock, EntityType, Erasure, EventStore, ExpectedVersion,
+    NewEvent, ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
 };
 use append::Appender;
 use bookmark::{Bookmark, Bookmarks};
@@ -552,14 +558,34 @@ impl EventStore for BlobStore {
                 &format!("{domain}/{entity}"),
             )
             .await?;
+        // An erased stream's directory may still be there while its erasure runs, next to
+        // the listing marker (module `erase`): it is left out.
+        let erased: std::collections::HashSet<&str> =
+            page.blobs.iter().map(String::as_str).collect();
         Ok(StreamPage {
             instances: page
                 .prefixes
                 .iter()
+                .filter(|listed| !erased.contains(listed.trim_end_matches(naming::SEPARATOR)))
                 .filter_map(|listed| naming::instance_of_prefix(&prefix, listed))
                 .collect(),
             continuation: page.next_marker,
         })
+    }
+
+    async fn erase(&self, stream: &StreamId) -> Result<Erasure, StoreError> {
+        let api = self.api()?;
+        let blobs = self.blobs(api, stream);
+        let outcome = erase::erase(api, self.index()?, &blobs).await;
+        self.forget(stream);
+        self.bookmarks.forget(stream);
+        outcome
+    }
+
+    async fn is_erased(&self, stream: &StreamId) -> Result<bool, StoreError> {
+        let api = self.api()?;
+        let blobs = self.blobs(api, stream);
+        Ok(blobs.cold_load().await?.erased.is_some())
     }
 }
 

@@ -82,6 +82,9 @@ pub struct Tail {
     pub last_recorded: Option<OffsetDateTime>,
     /// What this process knows of the stream's event ids.
     pub ids: IdKnowledge,
+    /// The stream was erased (module `erase`) at this version: it reads as version 0 and
+    /// takes no appends.
+    pub erased: Option<u64>,
 }
 
 impl Tail {

@@ -133,12 +133,14 @@ impl<'a> StreamBlobs<'a> {
             .map_err(|detail| self.corrupt(format!("segment {number}: {detail}")))
     }
 
-    /// The stream's segments in order, numbered 0, 1, ... without gaps.
-    async fn list(&self) -> Result<Vec<(u32, ListedSegment)>, StoreError> {
-        let mut segments: Vec<(u32, ListedSegment)> = self
-            .api
-            .list_segments(&self.prefix, &self.what)
-            .await?
+    /// The stream's segments in order, numbered 0, 1, ... without gaps; or, when one of them
+    /// is a tombstone (module `erase`), the version it holds.
+    async fn list(&self) -> Result<Result<Vec<(u32, ListedSegment)>, u64>, StoreError> {
+        let listed = self.api.list_segments(&self.prefix, &self.what).await?;
+        if let Some(version) = listed.iter().find_map(|s| s.erased) {
+            return Ok(Err(version));
+        }
+        let mut segments: Vec<(u32, ListedSegment)> = listed
             .into_iter()
             .filter_map(|s| naming::parse_segment_name(&self.prefix, &s.name).map(|n| (n, s)))
             .collect();
@@ -150,13 +152,21 @@ impl<'a> StreamBlobs<'a> {
                 )));
             }
         }
-        Ok(segments)
+        Ok(Ok(segments))
     }
 
     /// Learns the end of the stream with no cached knowledge: one listing and one read from the
     /// last segment's hint (or, without a usable hint, from its start), range by range.
     pub async fn cold_load(&self) -> Result<Tail, StoreError> {
-        let listed = self.list().await?;
+        let listed = match self.list().await? {
+            Ok(listed) => listed,
+            Err(version) => {
+                return Ok(Tail {
+                    erased: Some(version),
+                    ..Tail::default()
+                })
+            }
+        };
         let Some(((number, last), earlier)) = listed.split_last() else {
             return Ok(Tail {
                 ids: IdKnowledge::of_empty_stream(),
@@ -185,6 +195,7 @@ impl<'a> StreamBlobs<'a> {
                 known_from: base + hint.length,
                 last_recorded: hint.recorded.map(recorded_time),
                 ids: IdKnowledge::default(),
+                erased: None,
             };
             if let Absorbed::Read(end) = self
                 .absorb_segment(&mut tail, hint.length, hint.version + 1, None)
@@ -213,6 +224,7 @@ impl<'a> StreamBlobs<'a> {
             known_from: base,
             last_recorded: None,
             ids: IdKnowledge::default(),
+            erased: None,
         };
         match self
             .absorb_segment(&mut tail, 0, first_sequence, None)
@@ -500,7 +512,10 @@ impl<'a> StreamBlobs<'a> {
                 record_bytes,
             )
         } else {
-            let listed = self.list().await?;
+            let listed = self
+                .list()
+                .await?
+                .map_err(|_| self.corrupt("the stream was erased while being read"))?;
             let holding = if listed.iter().all(|(_, s)| s.hint.is_some()) {
                 listed
                     .iter()

@@ -1,7 +1,8 @@
 //! An in-memory backend for fast unit tests of domain code. It honours the full storage
 //! contract (atomic appends, expectations, idempotent retries, listing, recorded times that
 //! never go backwards, as-of-time reads that are prefixes) inside one process and keeps
-//! nothing after the process ends. Clones share the streams.
+//! nothing after the process ends. Clones share the streams. An erased stream keeps only its
+//! tombstone (the version it had), which refuses appends.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -12,8 +13,8 @@ use uuid::Uuid;
 
 use crate::stream::{
     append_time, check_key_continuation, check_new_events, earlier_append, AppendOutcome, Clock,
-    EntityType, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError,
-    StoredEventId, StreamId, StreamPage, StreamSlice, TimeLine,
+    EntityType, Erasure, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent,
+    StoreError, StoredEventId, StreamId, StreamPage, StreamSlice, TimeLine,
 };
 
 #[derive(Default)]
@@ -21,6 +22,8 @@ struct Stream {
     events: Vec<RecordedEvent>,
     /// Event id → where it was stored.
     stored_event_ids: HashMap<Uuid, StoredEventId>,
+    /// The tombstone of an erased stream: the version it had.
+    erased: Option<u64>,
 }
 
 /// Streams kept in a map behind one mutex. Cheap to clone; clones share the streams.
@@ -63,6 +66,11 @@ impl EventStore for MemoryStore {
         check_new_events(&events)?;
         let mut streams = self.lock();
         let entry = streams.entry(stream.clone()).or_default();
+        if entry.erased.is_some() {
+            return Err(StoreError::StreamErased {
+                stream: stream.to_string(),
+            });
+        }
         if let Some((first, last)) = earlier_append(stream, &events, |id| {
             entry.stored_event_ids.get(id).copied()
         })? {
@@ -171,9 +179,9 @@ impl EventStore for MemoryStore {
         check_key_continuation(continuation)?;
         let streams = self.lock();
         let mut instances: Vec<String> = streams
-            .keys()
-            .filter(|id| id.entity_type() == entity_type)
-            .map(|id| id.instance().to_owned())
+            .iter()
+            .filter(|(id, s)| id.entity_type() == entity_type && s.erased.is_none())
+            .map(|(id, _)| id.instance().to_owned())
             .filter(|key| continuation.is_none_or(|after| key.as_str() > after))
             .take(page_size.max(1) + 1)
             .collect();
@@ -187,5 +195,34 @@ impl EventStore for MemoryStore {
             instances,
             continuation,
         })
+    }
+
+    async fn erase(&self, stream: &StreamId) -> Result<Erasure, StoreError> {
+        let mut streams = self.lock();
+        let Some(entry) = streams.get_mut(stream) else {
+            return Ok(Erasure::NotFound);
+        };
+        if let Some(version) = entry.erased {
+            return Ok(Erasure::Erased {
+                version,
+                resumed: true,
+            });
+        }
+        let version = entry.events.len() as u64;
+        if version == 0 {
+            return Ok(Erasure::NotFound);
+        }
+        *entry = Stream {
+            erased: Some(version),
+            ..Stream::default()
+        };
+        Ok(Erasure::Erased {
+            version,
+            resumed: false,
+        })
+    }
+
+    async fn is_erased(&self, stream: &StreamId) -> Result<bool, StoreError> {
+        Ok(self.lock().get(stream).is_some_and(|s| s.erased.is_some()))
     }
 }

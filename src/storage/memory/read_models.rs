@@ -169,4 +169,11 @@ impl ReadModelStore for MemoryReadModelStore {
         };
         Ok(ReadModelPage { rows, continuation })
     }
+
+    async fn delete(&self, model: &str, stream: &StreamId) -> Result<(), ReadModelStoreError> {
+        if let Some(rows) = self.lock().get_mut(&key(model, stream)) {
+            rows.remove(&InstanceKey::of(stream.instance()));
+        }
+        Ok(())
+    }
 }

@@ -66,4 +66,9 @@ impl SnapshotStore for MemorySnapshotStore {
         self.saves.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+
+    async fn delete_stream(&self, stream: &StreamId) -> Result<(), StoreError> {
+        self.lock().retain(|(kept, _), _| kept != stream);
+        Ok(())
+    }
 }

@@ -33,6 +33,7 @@ use uuid::Uuid;
 
 use super::client::{BatchOutcome, Operation, TableApi};
 use super::entity::{self, EncodedEvent, Properties};
+use super::erase::{erased_or, tombstone};
 use super::keys;
 use crate::storage::contention::Contention;
 use crate::stream::{
@@ -99,6 +100,11 @@ impl StreamEnds {
             .get(stream)
             .filter(|(known, _)| *known == version)
             .map(|(_, time)| *time)
+    }
+
+    /// Forgets what this process knew of `stream` (it was erased).
+    pub fn forget(&self, stream: &StreamId) {
+        self.lock().remove(stream);
     }
 
     /// Remembers that event `version` was recorded at `time` (unless a later version is known).
@@ -234,7 +240,8 @@ impl Appender<'_> {
                 ExpectedVersion::Any | ExpectedVersion::Exists => {
                     match read_header(api, &partition_key, &what).await? {
                         None if expected == ExpectedVersion::Exists => {
-                            return Err(wrong_version(stream, expected, 0))
+                            let refused = wrong_version(stream, expected, 0);
+                            return Err(erased_or(api, stream, &partition_key, refused).await);
                         }
                         None => (Plan::Create, None),
                         Some(header) => {
@@ -294,7 +301,15 @@ impl Appender<'_> {
                         recorded: Some(recorded),
                     });
                 }
-                BatchOutcome::RolledBack { status } if CONFLICT_STATUSES.contains(&status) => {}
+                BatchOutcome::RolledBack { status } if CONFLICT_STATUSES.contains(&status) => {
+                    // A stream that cannot be created may have been erased (its tombstone
+                    // holds the first event's row).
+                    if created {
+                        if let Some(_version) = tombstone(api, &partition_key, &what).await? {
+                            return Err(StoreError::StreamErased { stream: what });
+                        }
+                    }
+                }
                 BatchOutcome::RolledBack { status } => {
                     return Err(StoreError::Misconfigured(format!(
                         "storage refused an append to {what} with HTTP {status}"
@@ -309,7 +324,11 @@ impl Appender<'_> {
                     .await?
                     .map_or(0, |header| header.version);
                 if !expected.is_met_by(actual) {
-                    return Err(wrong_version(stream, expected, actual));
+                    let refused = wrong_version(stream, expected, actual);
+                    return Err(match actual {
+                        0 => erased_or(api, stream, &partition_key, refused).await,
+                        _ => refused,
+                    });
                 }
             }
             if !contention.wait().await {
@@ -347,6 +366,10 @@ impl Appender<'_> {
     ) -> Result<AppendOutcome, StoreError> {
         match earlier_outcome(self.api, stream, partition_key, events).await? {
             Some(outcome) => Ok(outcome),
+            None if actual == 0 => {
+                let refused = wrong_version(stream, expected, actual);
+                Err(erased_or(self.api, stream, partition_key, refused).await)
+            }
             None => Err(wrong_version(stream, expected, actual)),
         }
     }

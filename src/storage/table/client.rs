@@ -13,7 +13,7 @@
 //!   missing table become `Misconfigured`, answers of an unexpected shape become `Corrupt`.
 
 use azure_core::{Etag, StatusCode};
-use azure_data_tables::prelude::{Filter, IfMatchCondition, TableClient, Top};
+use azure_data_tables::prelude::{Filter, IfMatchCondition, Select, TableClient, Top};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
@@ -29,6 +29,11 @@ const TABLE_ALREADY_EXISTS: &str = "TableAlreadyExists";
 const TABLE_NOT_FOUND: &str = "TableNotFound";
 /// Most entities the service returns in one query page.
 pub const MAX_QUERY_PAGE: u32 = 1_000;
+
+/// Most operations in one entity group transaction (the service's limit).
+pub const MAX_TRANSACTION_OPERATIONS: usize = 100;
+/// Passes in a row that delete nothing before [`TableApi::delete_partition_rows`] gives up.
+const MAX_FRUITLESS_DELETE_PASSES: u32 = 8;
 
 /// One operation of an entity group transaction.
 #[derive(Debug, Clone)]
@@ -46,6 +51,18 @@ pub enum Operation {
     Upsert {
         row_key: String,
         properties: Properties,
+    },
+    /// Replace an existing entity whole (its old properties are gone); 404 if it is missing,
+    /// 412 on a stale ETag.
+    Replace {
+        row_key: String,
+        properties: Properties,
+        if_match: IfMatchCondition,
+    },
+    /// Delete an entity; 404 if it is missing, 412 on a stale ETag.
+    Delete {
+        row_key: String,
+        if_match: IfMatchCondition,
     },
 }
 
@@ -176,6 +193,119 @@ impl TableApi {
         Ok(entities)
     }
 
+    /// The row keys of up to `limit` entities that match `filter` (only the keys are asked
+    /// for, so a query over large rows stays small), in key order.
+    pub async fn query_row_keys(
+        &self,
+        filter: String,
+        limit: usize,
+        what: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Key {
+            #[serde(rename = "RowKey")]
+            row_key: String,
+        }
+        let top = u32::try_from(limit)
+            .unwrap_or(MAX_QUERY_PAGE)
+            .clamp(1, MAX_QUERY_PAGE);
+        let mut pages = self
+            .table
+            .query()
+            .filter(Filter::new(filter))
+            .select(Select::new("RowKey"))
+            .top(Top::new(top))
+            .into_stream::<Key>();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|error| map_error(&error, what, None))?;
+            keys.extend(page.entities.into_iter().map(|k| k.row_key));
+            if keys.len() >= limit {
+                keys.truncate(limit);
+                break;
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Every entity of `partition_key`, with only the properties `select` names (and the
+    /// keys), in key order.
+    pub async fn query_partition(
+        &self,
+        partition_key: &str,
+        select: &[&str],
+        what: &str,
+    ) -> Result<Vec<Properties>, StoreError> {
+        let mut fields = vec!["PartitionKey", "RowKey"];
+        fields.extend_from_slice(select);
+        let mut pages = self
+            .table
+            .query()
+            .filter(Filter::new(format!(
+                "PartitionKey eq {}",
+                keys::odata_string(partition_key)
+            )))
+            .select(Select::new(fields.join(",")))
+            .into_stream::<Properties>();
+        let mut entities = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|error| map_error(&error, what, None))?;
+            entities.extend(page.entities);
+        }
+        Ok(entities)
+    }
+
+    /// Deletes every entity of `partition_key` whose row key `filter` (an OData condition on
+    /// `RowKey`, or `None` for all) admits, 100 per transaction, until a query finds none:
+    /// resumable, and safe to run twice at once (a row another deleter took first makes a
+    /// batch roll back, and the next query no longer sees it). Returns how many it deleted.
+    pub async fn delete_partition_rows(
+        &self,
+        partition_key: &str,
+        filter: Option<&str>,
+        what: &str,
+    ) -> Result<u64, StoreError> {
+        let mut query = format!("PartitionKey eq {}", keys::odata_string(partition_key));
+        if let Some(filter) = filter {
+            query.push_str(" and ");
+            query.push_str(filter);
+        }
+        let mut deleted: u64 = 0;
+        let mut fruitless = 0;
+        loop {
+            let found = self
+                .query_row_keys(query.clone(), MAX_QUERY_PAGE as usize, what)
+                .await?;
+            if found.is_empty() {
+                return Ok(deleted);
+            }
+            let mut progressed = false;
+            for chunk in found.chunks(MAX_TRANSACTION_OPERATIONS) {
+                let operations = chunk
+                    .iter()
+                    .map(|row_key| Operation::Delete {
+                        row_key: row_key.clone(),
+                        if_match: IfMatchCondition::Any,
+                    })
+                    .collect();
+                if self.transaction(partition_key, operations, what).await?
+                    == BatchOutcome::Committed
+                {
+                    deleted = deleted.saturating_add(chunk.len() as u64);
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                fruitless += 1;
+                if fruitless >= MAX_FRUITLESS_DELETE_PASSES {
+                    return Err(StoreError::unavailable(format!(
+                        "{what}: rows kept reappearing or vanishing while being deleted"
+                    )));
+                }
+            }
+        }
+    }
+
     /// Runs `operations` as one entity group transaction in `partition_key`.
     pub async fn transaction(
         &self,
@@ -200,6 +330,14 @@ impl TableApi {
                     row_key,
                     properties,
                 } => batch.insert_or_merge(keys::url_key(&row_key), properties),
+                Operation::Replace {
+                    row_key,
+                    properties,
+                    if_match,
+                } => batch.update(keys::url_key(&row_key), properties, Some(if_match)),
+                Operation::Delete { row_key, if_match } => {
+                    batch.delete(keys::url_key(&row_key), Some(if_match))
+                }
             }
             .map_err(|error| StoreError::Corrupt {
                 stream: what.to_owned(),

@@ -136,6 +136,7 @@ fn decode(row: &Properties) -> Result<DeadLetter, String> {
     let kind = match get_str(row, KIND)? {
         "NewEntity" => NotificationKind::NewEntity,
         "NewEvent" => NotificationKind::NewEvent,
+        "DeletedEntity" => NotificationKind::DeletedEntity,
         other => return Err(format!("property {KIND} is {other:?}")),
     };
     let status = match get_u64(row, STATUS)? {

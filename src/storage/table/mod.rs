@@ -57,6 +57,11 @@
 //! RowKey range queries within the partition (1,000 entities a page, continuation followed),
 //! plus a point read of the header for the version; both run concurrently.
 //!
+//! # Erasure (module `erase`)
+//! Tombstone first: the header is deleted and `E-0000000001` replaced by a row holding only
+//! the erased version, in one transaction, which every later append fails on; then the
+//! other rows of the partition are deleted. Resumable; an erased stream reads as version 0.
+//!
 //! # Failure
 //! Every request has bounded timeouts and retries (see [`crate::storage::connection`]); an
 //! outage gives `Unavailable` within seconds, never a hang.
@@ -65,6 +70,7 @@ mod append;
 pub(in crate::storage) mod client;
 mod dead_letters;
 pub(in crate::storage) mod entity;
+mod erase;
 mod event_row;
 pub(in crate::storage) mod keys;
 mod no_echo;
@@ -72,6 +78,7 @@ mod outbox;
 mod read;
 mod read_models;
 mod snapshot;
+mod verify;
 
 use std::sync::Arc;
 
@@ -80,8 +87,8 @@ use async_trait::async_trait;
 use crate::storage::connection::StorageAccount;
 use crate::stream::StreamTurns;
 use crate::stream::{
-    AppendOutcome, Clock, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent,
-    StoreError, StreamId, StreamPage, StreamSlice,
+    AppendOutcome, Clock, Erasure, EventStore, ExpectedVersion, NewEvent, ReadRequest,
+    RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
 };
 use append::{Appender, StreamEnds};
 use client::TableApi;
@@ -89,6 +96,7 @@ use client::TableApi;
 pub use append::{MAX_EVENTS_PER_APPEND, MAX_REMEMBERED_STREAMS, MAX_TRANSACTION_BYTES};
 pub use dead_letters::{TableDeadLetters, DEAD_LETTER_TABLE};
 pub use entity::{MAX_ENTITY_BYTES, MAX_STRING_PROPERTY_UTF16};
+pub use erase::{tombstone_row_key, ERASED_AT, ERASED_VERSION};
 pub use keys::MAX_SEQUENCE;
 pub use no_echo::NoEchoPolicy;
 pub use outbox::{OUTBOX_NOTIFIED, OUTBOX_PENDING, OUTBOX_ROW_KEY, OUTBOX_VERSION};
@@ -299,6 +307,32 @@ impl EventStore for TableStore {
         page_size: usize,
     ) -> Result<StreamPage, StoreError> {
         read::list_streams(self.api()?, entity_type, continuation, page_size).await
+    }
+
+    async fn erase(&self, stream: &StreamId) -> Result<Erasure, StoreError> {
+        let outcome = erase::erase(self.api()?, stream).await;
+        self.ends.forget(stream);
+        outcome
+    }
+
+    async fn verify(&self, stream: &StreamId) -> Result<Vec<String>, StoreError> {
+        verify::verify(self.api()?, stream).await
+    }
+
+    async fn is_erased(&self, stream: &StreamId) -> Result<bool, StoreError> {
+        let api = self.api()?;
+        api.ensure_table().await?;
+        let partition_key = keys::partition_key(stream);
+        let what = stream.to_string();
+        if append::read_header(api, &partition_key, &what)
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        Ok(erase::tombstone(api, &partition_key, &what)
+            .await?
+            .is_some())
     }
 }
 

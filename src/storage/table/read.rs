@@ -17,9 +17,9 @@
 //!   query. With `as_of` the header is read first, then events up to that version;
 //! - every header read tells the store's [`StreamEnds`] the stream's version and last recorded
 //!   time, so a command's exact append after it needs no read of its own;
-//! - a stream that does not exist reads as version 0 with no events.
+//! - a stream that does not exist, or was erased, reads as version 0 with no events.
 
-use futures::future::try_join;
+use futures::future::join;
 use time::OffsetDateTime;
 
 use super::append::{read_header, StreamEnds};
@@ -69,11 +69,20 @@ pub async fn read(
             events: Vec::new(),
         });
     }
-    let (version, mut events) = try_join(
+    let (version, events) = join(
         version_of(api, ends, stream, &partition_key, &what),
         query_events(api, &partition_key, &what, from, to, None),
     )
-    .await?;
+    .await;
+    let version = version?;
+    if version == 0 {
+        // No stream, or an erased one (whose tombstone row is no event).
+        return Ok(StreamSlice {
+            version,
+            events: Vec::new(),
+        });
+    }
+    let mut events = events?;
     events.retain(|e| e.sequence <= version);
     let upper = to.min(version);
     let next = events.last().map_or(from, |e| e.sequence + 1);

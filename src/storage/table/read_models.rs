@@ -311,6 +311,25 @@ impl ReadModelStore for TableReadModelStore {
         let continuation = if more { last } else { None };
         Ok(ReadModelPage { rows, continuation })
     }
+
+    async fn delete(&self, model: &str, stream: &StreamId) -> Result<(), ReadModelStoreError> {
+        let api = self.api().await?;
+        let what = describe(model, stream);
+        let partition = partition_key(model, stream.domain(), stream.entity());
+        let operation = Operation::Delete {
+            row_key: stream.instance().to_owned(),
+            if_match: IfMatchCondition::Any,
+        };
+        // A row that is not there (404) is as good as deleted.
+        match api.transaction(&partition, vec![operation], &what).await? {
+            BatchOutcome::Committed | BatchOutcome::RolledBack { status: 404 } => Ok(()),
+            BatchOutcome::RolledBack { status } => Err(StoreError::Corrupt {
+                stream: what,
+                detail: format!("deleting the row answered HTTP {status}"),
+            }
+            .into()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -159,4 +159,11 @@ impl SnapshotStore for TableSnapshotStore {
             ))),
         }
     }
+
+    async fn delete_stream(&self, stream: &StreamId) -> Result<(), StoreError> {
+        let api = self.api().await?;
+        api.delete_partition_rows(&keys::partition_key(stream), None, &stream.to_string())
+            .await
+            .map(|_| ())
+    }
 }
