@@ -5,8 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x node_modules/.bin/azurite ]; then
+if [ ! -x node_modules/.bin/azurite ] || [ ! -d node_modules/playwright-core ]; then
   npm ci --no-audit --no-fund
+fi
+
+# The browser test (tests/integration/browser.rs) needs Debian's chromium.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
 fi
 
 # Python tools used by some tests (official Event Grid SDK, OpenAPI validator), pinned.

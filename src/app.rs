@@ -24,7 +24,7 @@ use crate::identity::ManagedIdentity;
 use crate::notify::settings::{LOCAL_URL_SETTING, TOPIC_ENDPOINT_SETTING};
 use crate::notify::{
     DeadLetterStore, Dispatcher, NotificationSink, NotificationTarget, NotifyingStore, Publisher,
-    RaiseSwitches,
+    RaiseSwitches, RecentNotifications,
 };
 use crate::projection::{
     CommandPolicy, ConflictBudget, ExecuteError, GuardError, GuardRegistry, ProjectionRegistry,
@@ -188,6 +188,7 @@ impl AppBuilder {
             dispatchers,
             guards: GuardRegistry::default(),
             command_policy,
+            recent_notifications: RecentNotifications::new(),
         }
     }
 }
@@ -214,6 +215,8 @@ pub struct App {
     guards: GuardRegistry,
     /// The conflict budget from the settings, and the turns of every command of this process.
     command_policy: CommandPolicy,
+    /// The notifications this process received lately (for watching; see the module).
+    recent_notifications: RecentNotifications,
 }
 
 /// Where notifications go and which are raised, when they are on.
@@ -262,6 +265,12 @@ impl App {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The notifications this process received lately (the Projector and the plain webhook log
+    /// each one they decode).
+    pub fn recent_notifications(&self) -> &RecentNotifications {
+        &self.recent_notifications
     }
 
     pub fn projections(&self) -> &ProjectionRegistry {

@@ -206,7 +206,7 @@ async fn unknown_paths_are_404_and_known_paths_with_another_method_405() {
         ("POST", "/api/NoSuchFunction/1"),
         ("GET", "/api/"),
         ("GET", "/api"),
-        ("GET", "/api/GetBalance/X/extra"),
+        ("GET", "/api/GetBalance/X/2024-01-01/extra"),
         ("GET", "/api/GetBalance//"),
         ("POST", "/NoSuchFunction"),
         ("POST", "/api/Projector"),

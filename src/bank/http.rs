@@ -32,6 +32,7 @@ use warp::{Filter, Rejection};
 
 use super::account::{Refusal, Status};
 use super::money::{format_money, parse_amount, Sign};
+use super::seed;
 use super::service::{AccountView, Bank, BankError, CommandAnswer, CommandContext};
 
 /// Longest commentary stored with an event.
@@ -268,19 +269,20 @@ fn command_response(
     Ok(response)
 }
 
-pub(super) fn context(
+/// A command's context, its commentary checked.
+pub(super) fn command_context(
     correlation_id: String,
     commentary: Option<String>,
     idempotency_key: Option<IdempotencyKey>,
-) -> Result<CommandContext, Rejection> {
+) -> Result<CommandContext, Problem> {
     if commentary
         .as_ref()
         .is_some_and(|c| c.chars().count() > MAX_COMMENTARY_LEN)
     {
-        return Err(reject(Problem::bad_request(
+        return Err(Problem::bad_request(
             "invalid-commentary",
             format!("commentary must be at most {MAX_COMMENTARY_LEN} characters"),
-        )));
+        ));
     }
     Ok(CommandContext {
         correlation_id,
@@ -288,6 +290,15 @@ pub(super) fn context(
         who: None,
         idempotency_key,
     })
+}
+
+/// [`command_context`], refused as a rejection.
+pub(super) fn context(
+    correlation_id: String,
+    commentary: Option<String>,
+    idempotency_key: Option<IdempotencyKey>,
+) -> Result<CommandContext, Rejection> {
+    command_context(correlation_id, commentary, idempotency_key).map_err(reject)
 }
 
 fn amount(field: &'static str, raw: &RawValue, sign: Sign) -> Result<Decimal, Rejection> {
@@ -311,7 +322,17 @@ async fn open_account(
     bank: Bank,
 ) -> Result<Response, Rejection> {
     account_key(&account_number)?;
-    let body: OpenBody = parse_json(&body).map_err(reject)?;
+    let body: OpenBody = match parse_json(&body) {
+        Ok(parsed) => parsed,
+        Err(problem) => match seed::seed_fields(&body, SEED_OPEN_FIELDS) {
+            Ok(fields) => {
+                return open_seed_account(account_number, correlation_id, key, fields, bank)
+                    .await
+                    .map_err(seed::seed_problem)
+            }
+            Err(_) => return Err(reject(problem)),
+        },
+    };
     let limit = match &body.overdraft_limit {
         Some(raw) => amount("overdraftLimit", raw, Sign::NonNegative)?,
         None => Decimal::ZERO,
@@ -376,7 +397,20 @@ async fn run_command(
     bank: Bank,
 ) -> Result<Response, Rejection> {
     account_key(&account_number)?;
-    let (action, commentary) = parse_command(command, &body)?;
+    let (action, commentary) = match parse_command(command, &body) {
+        Ok(parsed) => parsed,
+        Err(rejection) => match command {
+            Command::SetOverdraftLimit => match seed::seed_fields(&body, SEED_LIMIT_FIELDS) {
+                Ok(fields) => {
+                    return set_seed_limit(account_number, correlation_id, key, fields, bank)
+                        .await
+                        .map_err(seed::seed_problem)
+                }
+                Err(_) => return Err(rejection),
+            },
+            _ => return Err(rejection),
+        },
+    };
     let ctx = context(correlation_id, commentary, key)?;
     let answer = match action {
         Action::Deposit(amount) => bank.deposit(&account_number, amount, &ctx).await,
@@ -446,4 +480,75 @@ async fn get_account_history(
             next_from_sequence: page.next,
         },
     ))
+}
+
+/// The seed's OpenAccount body (`AccountOpeningData`).
+const SEED_OPEN_FIELDS: &[&str] = &["OpeningBalance", "ClientName", "Commentary"];
+/// The seed's SetOverdraftLimit body (`OverdraftSetData`).
+const SEED_LIMIT_FIELDS: &[&str] = &["NewOverdraftLimit", "Commentary"];
+
+/// OpenAccount with the seed's body: opens the account (no overdraft limit, as the seed's
+/// does) and, with an `OpeningBalance`, deposits it as a second command (the seed's two
+/// appends; with an idempotency key, the deposit's key is derived from it, so a retry replays
+/// both). `ClientName` is read and not kept: streamfold's account has no owner
+/// (docs/seed-compatibility.md).
+async fn open_seed_account(
+    account_number: String,
+    correlation_id: String,
+    key: Option<IdempotencyKey>,
+    fields: std::collections::BTreeMap<String, Box<RawValue>>,
+    bank: Bank,
+) -> Result<Response, Problem> {
+    let opening = seed::seed_amount(&fields, "OpeningBalance", Sign::Positive)?;
+    seed::seed_string(&fields, "ClientName")?;
+    let commentary = seed::seed_string(&fields, "Commentary")?;
+    let deposit_key = match (&key, opening) {
+        (Some(key), Some(_)) => Some(seed::opening_deposit_key(key)?),
+        _ => None,
+    };
+    let ctx = command_context(correlation_id.clone(), commentary, key)?;
+    let mut answer = bank.open(&account_number, Decimal::ZERO, &ctx).await?;
+    if let Some(amount) = opening {
+        let ctx = command_context(
+            correlation_id,
+            Some(seed::OPENING_DEPOSIT_COMMENTARY.to_owned()),
+            deposit_key,
+        )?;
+        answer = bank.deposit(&account_number, amount, &ctx).await?;
+    }
+    seed::seed_command_response(
+        StatusCode::CREATED,
+        &account_number,
+        &answer,
+        format!("Account {account_number} created"),
+    )
+}
+
+/// SetOverdraftLimit with the seed's body.
+async fn set_seed_limit(
+    account_number: String,
+    correlation_id: String,
+    key: Option<IdempotencyKey>,
+    fields: std::collections::BTreeMap<String, Box<RawValue>>,
+    bank: Bank,
+) -> Result<Response, Problem> {
+    let limit =
+        seed::seed_amount(&fields, "NewOverdraftLimit", Sign::NonNegative)?.ok_or_else(|| {
+            Problem::bad_request("invalid-amount", "NewOverdraftLimit is required")
+                .with("field", "NewOverdraftLimit")
+        })?;
+    let commentary = seed::seed_string(&fields, "Commentary")?;
+    let ctx = command_context(correlation_id, commentary, key)?;
+    let answer = bank
+        .set_overdraft_limit(&account_number, limit, &ctx)
+        .await?;
+    seed::seed_command_response(
+        StatusCode::OK,
+        &account_number,
+        &answer,
+        format!(
+            "{} set as the new overdraft limit for account {account_number}",
+            format_money(limit)
+        ),
+    )
 }

@@ -10,11 +10,13 @@
 //! - [`overdraft`]: the "in overdraft" classification;
 //! - [`service`]: commands decided on fresh state, appended with its exact version;
 //! - [`http`]: the HTTP functions;
+//! - [`seed`]: the seed's own routes and bodies, as aliases of the bank's functions;
 //! - [`readmodels`]: the account rows kept from notifications, `Accounts`, `RebuildReadModels`;
 //! - [`transfer`]: transfers between accounts, exactly once, each with its own stream;
 //! - [`transfer_http`]: TransferMoney, GetTransferState, CancelMoneyTransfer, TransferSweep;
 //! - [`guard`]: the bank's rules for events other writers append to its streams;
 //! - [`erase`]: `DeleteAccount`, erasing an account's stream and what is derived from it.
+//! - [`web`]: the web front end (static files compiled in) and the balance series it charts.
 //!
 //! Streams: domain `Bank`, entity type `Account`, instance key = the account number. The bank
 //! owns them: the generic AppendEvents API writes to them only what [`guard::AccountGuard`]
@@ -31,9 +33,11 @@ pub mod interest_timer;
 pub mod money;
 pub mod overdraft;
 pub mod readmodels;
+pub mod seed;
 pub mod service;
 pub mod transfer;
 pub mod transfer_http;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -130,7 +134,21 @@ pub fn routes(app: Arc<App>) -> streamfold::functions::Functions {
         .invocation(transfer_http::SWEEP_FUNCTION)
         .http("Accounts", &[Method::GET], "Accounts")
         .http("RebuildReadModels", &[Method::POST], "RebuildReadModels")
-        .http(erase::FUNCTION, &[Method::POST], erase::ROUTE);
+        .http(erase::FUNCTION, &[Method::POST], erase::ROUTE)
+        .http("DepositMoney", &[Method::POST], seed::DEPOSIT_MONEY_ROUTE)
+        .http("WithdrawMoney", &[Method::POST], seed::WITHDRAW_MONEY_ROUTE)
+        .http(
+            "GetBalanceAsOfDate",
+            &[Method::GET],
+            seed::GET_BALANCE_AS_OF_ROUTE,
+        )
+        .http(
+            "GetAllAccounts",
+            &[Method::GET],
+            seed::GET_ALL_ACCOUNTS_ROUTE,
+        )
+        .http("Web", &[Method::GET], web::WEB_ROUTE)
+        .http("BalanceSeries", &[Method::GET], web::SERIES_ROUTE);
     let filter = http::routes(Bank::new(app.clone()))
         .or(interest_http::routes(Bank::new(app.clone())))
         .unify()
@@ -138,7 +156,11 @@ pub fn routes(app: Arc<App>) -> streamfold::functions::Functions {
         .unify()
         .or(readmodels::routes(app.clone()))
         .unify()
-        .or(erase::routes(app))
+        .or(erase::routes(app.clone()))
+        .unify()
+        .or(seed::routes(Bank::new(app.clone())))
+        .unify()
+        .or(web::routes(Bank::new(app)))
         .unify()
         .boxed();
     Functions::new(table, filter)

@@ -28,7 +28,7 @@ use streamfold::projection::{
     ProjectionError,
 };
 use streamfold::stream::{
-    EventMetadata, NewEvent, ReadRequest, RecordedEvent, StoreError, StreamId,
+    EventMetadata, NewEvent, ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage,
 };
 
 use super::account::{Account, AccountProjection, Refusal, Status};
@@ -269,6 +269,18 @@ impl Bank {
             account: state,
             sequence,
         })
+    }
+
+    /// A page of the account numbers that have a stream (`continuation` from the page before).
+    pub async fn list_accounts(
+        &self,
+        continuation: Option<&str>,
+        page_size: usize,
+    ) -> Result<StreamPage, BankError> {
+        let store = self.app.store(&ACCOUNTS)?;
+        Ok(store
+            .list_streams(&ACCOUNTS, continuation, page_size)
+            .await?)
     }
 
     /// Events `from..` of the account, at most `page_size` of them.

@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod invocation;
 pub mod problem;
 pub mod projections;
+pub mod recent;
 pub mod routing;
 pub mod server;
 pub mod streams;
@@ -43,8 +44,8 @@ pub fn routes(app: std::sync::Arc<crate::app::App>) -> Functions {
 }
 
 /// Every generic function of the library (the event-stream and projection API, the Event Grid
-/// entry points of the read-model projector, the notification sweep and its dead letters, and
-/// the catch-all `NotFound` that has the host forward unknown paths), with their routes; the
+/// entry points of the read-model projector, the notification sweep and its dead letters, the
+/// log of recently received notifications, and the catch-all `NotFound` that has the host forward unknown paths), with their routes; the
 /// OpenAPI document is added by [`app_functions`].
 pub(crate) fn library_functions(app: std::sync::Arc<crate::app::App>) -> Functions {
     use warp::http::Method;
@@ -86,6 +87,11 @@ pub(crate) fn library_functions(app: std::sync::Arc<crate::app::App>) -> Functio
             &[Method::POST],
             sweep::REDRIVE_ROUTE,
         )
+        .http(
+            recent::RECENT_FUNCTION,
+            &[Method::GET],
+            recent::RECENT_ROUTE,
+        )
         .invocation(webhook::PROJECTOR_FUNCTION)
         .invocation(sweep::SWEEP_FUNCTION)
         .fallback(
@@ -107,7 +113,9 @@ pub(crate) fn library_functions(app: std::sync::Arc<crate::app::App>) -> Functio
         .unify()
         .or(webhook::routes(app.clone()))
         .unify()
-        .or(sweep::routes(app))
+        .or(sweep::routes(app.clone()))
+        .unify()
+        .or(recent::routes(app.clone()))
         .unify()
         .or(erase::routes(app_for_erase))
         .unify()

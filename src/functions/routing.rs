@@ -438,6 +438,7 @@ mod tests {
             .http("Files", &[Method::GET], "files/{*rest}")
             .http("Special", &[Method::POST], "items/special")
             .http("Item", &[Method::GET], "items/{id}")
+            .http("Maybe", &[Method::GET], "maybe/{id?}")
             .invocation("Projector")
             .fallback("NotFound", &[Method::GET, Method::POST], "{*path}")
     }
@@ -528,6 +529,23 @@ mod tests {
         assert!(ordinal_eq_ignore_case("straße", "STRAßE"));
         assert!(ordinal_eq_ignore_case("éte", "ÉTE"));
         assert!(!ordinal_eq_ignore_case("straße", "STRASSE"));
+    }
+
+    #[test]
+    fn an_optional_parameter_matches_one_segment_or_none() {
+        let t = table();
+        assert_eq!(
+            t.resolve(&Method::GET, "/api/MAYBE"),
+            found("Maybe", "/api/maybe")
+        );
+        assert_eq!(
+            t.resolve(&Method::GET, "/api/maybe/2024-01-01"),
+            found("Maybe", "/api/maybe/2024-01-01")
+        );
+        assert_eq!(
+            t.resolve(&Method::GET, "/api/maybe/a/b"),
+            Resolution::NotFound
+        );
     }
 
     #[test]
@@ -634,6 +652,7 @@ mod tests {
                 "GetBalance",
                 "Special",
                 "Item",
+                "Maybe",
                 "Append",
                 "Read",
                 "List",

@@ -199,6 +199,7 @@ async fn handle(app: &App, event: &str) -> Handled {
         Ok(decoded) => decoded,
         Err(reason) => return Handled::Skipped(reason),
     };
+    app.recent_notifications().record(&notification);
     match project(app, &stream, notification.data.sequence_number).await {
         Ok(outcomes) => Handled::Applied(describe(&notification, &outcomes)),
         Err(error) if is_permanent(&error) => Handled::Skipped(format!(

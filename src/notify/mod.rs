@@ -18,7 +18,9 @@
 //!   `NotificationSweep` timer function for whatever is left;
 //! - no notification blocks the ones after it: one the topic refuses for good becomes a dead
 //!   letter ([`deadletter`]) that an operator can list and re-drive (the store's contract is the
-//!   core's, [`DeadLetterStore`]; its adapters are in `crate::storage`).
+//!   core's, [`DeadLetterStore`]; its adapters are in `crate::storage`);
+//! - the notifications a process received lately are kept in a small log for people to watch
+//!   ([`recent`]; one process's view, never a source of truth).
 
 pub mod deadletter;
 pub mod dispatch;
@@ -26,6 +28,7 @@ pub mod error;
 pub mod notification;
 pub mod publisher;
 pub mod raise;
+pub mod recent;
 pub mod retry;
 pub mod schema;
 pub mod settings;
@@ -42,6 +45,7 @@ pub use publisher::{
     plan_batches, PublishError, Publisher, MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES,
 };
 pub use raise::{notifications_for, RaiseSwitches};
+pub use recent::{RecentNotification, RecentNotifications, RecentPage};
 pub use retry::RetryPolicy;
 pub use schema::{DecodeError, NotificationSchema};
 pub use settings::{NotificationSettings, NotificationTarget, SettingError, TopicKey};

@@ -35,7 +35,7 @@ async fn routes_answer_as_the_host_routes_them() {
         ("GET", "/api/NoSuchFunction/1"),
         ("POST", "/api/NoSuchFunction/1"),
         ("GET", "/api/"),
-        ("GET", "/api/GetBalance/Route-1/extra"),
+        ("GET", "/api/GetBalance/Route-1/2024-01-01/extra"),
     ] {
         let request = client
             .http()
