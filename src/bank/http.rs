@@ -178,9 +178,12 @@ struct LimitBody {
     commentary: Option<String>,
 }
 
+/// A body with only a commentary (CloseAccount, AccrueInterest, PayInterest); the seed's
+/// `InterestPayData` spells it `Commentary` (docs/seed-compatibility.md).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct CommentBody {
+    #[serde(alias = "Commentary")]
     pub(super) commentary: Option<String>,
 }
 

@@ -157,6 +157,12 @@ async fn seed_client_scenario(client: &Client) {
         .get("/api/GetAllAccounts/not-a-date")
         .await
         .problem(400);
+
+    // The seed's PayInterest body (InterestPayData) is read by the bank's PayInterest.
+    let paid = client
+        .post("/api/PayInterest/SEED-2", &json!({"Commentary": null}))
+        .await;
+    assert_eq!(paid.ok(200)["paid"], "0.00");
 }
 
 #[tokio::test]

@@ -334,9 +334,14 @@ async function runCommand(form) {
       body = {};
   }
   try {
-    const a = await call('POST', `/${command}/${enc(current)}`, body, { idempotent: true });
-    const balance = a && a.balance !== undefined ? `: balance ${a.balance}, available ${a.available}` : '';
-    showOutcome(out, `Done${balance} (sequence ${a && a.sequence !== undefined ? a.sequence : '?'}).`);
+    const a = (await call('POST', `/${command}/${enc(current)}`, body, { idempotent: true })) || {};
+    const parts = [];
+    if (a.paid !== undefined) parts.push(`paid ${a.paid}`);
+    if (a.overdraftExtended) parts.push(`overdraft limit raised to ${a.overdraftLimit}`);
+    if (a.balance !== undefined) parts.push(`balance ${a.balance}`);
+    if (a.available !== undefined) parts.push(`available ${a.available}`);
+    const seq = a.sequence !== undefined ? ` (sequence ${a.sequence})` : '';
+    showOutcome(out, `Done${parts.length ? ': ' + parts.join(', ') : ''}${seq}.`);
     form.reset();
     await refreshAccount();
   } catch (e) {
