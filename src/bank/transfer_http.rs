@@ -98,12 +98,18 @@ pub fn routes(bank: Bank) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// The transfer request; the seed's `MoneyTransferData` names (`SourceAccountNumber`,
+/// `TargetAccountNumber`, `Amount`, `Commentary`) are read too (docs/seed-compatibility.md).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct TransferBody {
+    #[serde(alias = "SourceAccountNumber")]
     from: String,
+    #[serde(alias = "TargetAccountNumber")]
     to: String,
+    #[serde(alias = "Amount")]
     amount: Box<RawValue>,
+    #[serde(alias = "Commentary")]
     commentary: Option<String>,
 }
 

@@ -68,7 +68,7 @@ async fn the_web_front_end_works_in_chromium() {
     eprintln!("{err}");
     assert!(status.success(), "the browser test failed:\n{out}\n{err}");
     assert!(out.contains("PASSED"), "{out}");
-    for shot in ["account.png", "accounts.png", "phone.png"] {
+    for shot in ["account.png", "accounts.png", "transfer.png", "phone.png"] {
         assert!(shots.join(shot).exists(), "no screenshot {shot}");
     }
 }

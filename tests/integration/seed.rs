@@ -163,6 +163,33 @@ async fn seed_client_scenario(client: &Client) {
         .post("/api/PayInterest/SEED-2", &json!({"Commentary": null}))
         .await;
     assert_eq!(paid.ok(200)["paid"], "0.00");
+
+    // The seed's MoneyTransferData, to the seed's TransferMoney route.
+    client
+        .post("/api/DepositMoney/SEED-2", &json!({"DepositAmount": 40}))
+        .await
+        .ok(200);
+    let transfer = client
+        .post(
+            "/api/TransferMoney/seed-transfer-1",
+            &json!({"Amount": 15, "SourceAccountNumber": "SEED-2",
+                    "TargetAccountNumber": "SEED-1", "Commentary": null}),
+        )
+        .await;
+    assert!(transfer.status.is_success(), "{:?}", transfer.body);
+    for _ in 0..100 {
+        let state = client.get("/api/GetTransferState/seed-transfer-1").await;
+        if state.ok(200)["state"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let state = client.get("/api/GetTransferState/seed-transfer-1").await;
+    assert_eq!(state.ok(200)["state"], "completed");
+    let from = client.get("/api/GetBalance/SEED-2").await;
+    assert_eq!(from.ok(200)["balance"], "25.00");
+    let to = client.get("/api/GetBalance/SEED-1").await;
+    assert_eq!(to.ok(200)["balance"], "-9.50");
 }
 
 #[tokio::test]
