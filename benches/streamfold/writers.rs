@@ -232,15 +232,17 @@ pub async fn targets(env: &crate::env::Env, backend: Backend) -> anyhow::Result<
         Backend::Table => raw_table.ensure_table().await?,
         Backend::Blob => {
             raw_blobs.ensure_container().await?;
-            let instance = "record-size-probe";
+            // A fresh probe stream each time: several sections ask for the targets of one
+            // backend on the same storage, and a probe that exists already would be refused.
+            let instance = format!("record-size-probe-{}", uuid::Uuid::new_v4().simple());
             let mut probe =
-                HttpStream::create(&env.http, &env.app.front_url(), backend.entity(), instance)
+                HttpStream::create(&env.http, &env.app.front_url(), backend.entity(), &instance)
                     .await?;
             probe.append(&env.http).await?;
             let prefix = format!(
                 "{DOMAIN}/{}/{}/",
                 backend.entity(),
-                blob::escape_instance(instance)
+                blob::escape_instance(&instance)
             );
             let bytes = raw_blobs.total_length(&prefix).await?;
             let record = usize::try_from(bytes / probe.version.max(1))?;
