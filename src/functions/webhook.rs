@@ -52,7 +52,7 @@ use crate::app::App;
 use crate::notify::{notification_id, Notification};
 use crate::projection::ProjectionError;
 use crate::readmodel::{ProjectOutcome, ReadModelError};
-use crate::stream::{StoreError, StreamId};
+use crate::stream::{NotificationKind, StoreError, StreamId};
 
 /// The Event Grid-triggered function (its folder name, and the path the host posts to).
 pub const PROJECTOR_FUNCTION: &str = "Projector";
@@ -200,8 +200,22 @@ async fn handle(app: &App, event: &str) -> Handled {
         Err(reason) => return Handled::Skipped(reason),
     };
     app.recent_notifications().record(&notification);
+    if notification.kind() == NotificationKind::DeletedEntity {
+        // The eraser removed the stream's read-model rows before raising this.
+        return Handled::Applied(format!(
+            "notification {}: {stream} was erased; nothing to keep",
+            notification.id
+        ));
+    }
     match project(app, &stream, notification.data.sequence_number).await {
         Ok(outcomes) => Handled::Applied(describe(&notification, &outcomes)),
+        // An event of an erased stream is gone for good: redelivering it cannot help.
+        Err(ReadModelError::AheadOfStream { .. }) if is_erased(app, &stream).await => {
+            Handled::Applied(format!(
+                "notification {}: {stream} was erased; nothing to keep",
+                notification.id
+            ))
+        }
         Err(error) if is_permanent(&error) => Handled::Skipped(format!(
             "notification {} can never be applied: {error}",
             notification.id
@@ -210,6 +224,15 @@ async fn handle(app: &App, event: &str) -> Handled {
             notification: notification.id,
             error,
         },
+    }
+}
+
+/// Whether `stream` was erased (an unreachable store answers "no": the notification is then
+/// delivered again, as for any other transient failure).
+async fn is_erased(app: &App, stream: &StreamId) -> bool {
+    match app.store(stream.entity_type()) {
+        Ok(store) => store.is_erased(stream).await.unwrap_or(false),
+        Err(_) => false,
     }
 }
 
