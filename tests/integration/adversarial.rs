@@ -154,7 +154,7 @@ async fn routes_queries_and_headers() {
         // Unknown paths are 404, a known path with another method 405 (#5).
         case("GET", "/api/NoSuchFunction/1", 404).slug("no-such-route"),
         case("GET", "/api/", 404).slug("no-such-route"),
-        case("GET", "/api/GetBalance/CANARY/extra", 404).slug("no-such-route"),
+        case("GET", "/api/GetBalance/CANARY/2024-05-01/extra", 404).slug("no-such-route"),
         // The host answers a path of no function itself, with its own empty 404.
         case("POST", "/NoSuchFunction", 404).answered_by_host(),
         case("GET", "/api/Deposit/CANARY", 405).slug("method-not-allowed"),
