@@ -133,7 +133,10 @@ async fn request_counts_of_each_operation() {
     assert_wrong_version(store.append(&s, Exact(1), events(1)).await, Exact(1), 54);
     cost("conflict: header read + id query", 2);
     assert_wrong_version(store.append(&s, NoStream, events(1)).await, NoStream, 54);
-    cost("conflict: transaction + id query + header read", 3);
+    cost(
+        "conflict: transaction + tombstone read + id query + header read",
+        4,
+    );
 
     // Another process appends at a version it has never seen: it reads the header for the
     // time of the event it follows, then appends; its next append is one request again.
