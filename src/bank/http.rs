@@ -110,20 +110,32 @@ impl From<BankError> for Problem {
     }
 }
 
+/// A bank command's request, `POST /api/{name}/{accountnumber}`: the decoded account number,
+/// the correlation id, the `Idempotency-Key`, the body and the bank (one filter for every
+/// command route: the bank's own, the interest commands and the seed's aliases).
+pub(crate) fn command<B>(
+    name: &'static str,
+    bank: B,
+) -> impl Filter<Extract = (String, String, Option<IdempotencyKey>, Bytes, Bank), Error = Rejection>
+       + Clone
+where
+    B: Filter<Extract = (Bank,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static,
+{
+    warp::post()
+        .and(warp::path("api"))
+        .and(warp::path(name))
+        .and(filters::decoded_segment())
+        .and(warp::path::end())
+        .and(filters::correlation_id())
+        .and(idempotency_key())
+        .and(filters::body())
+        .and(bank)
+}
+
 /// The bank's routes.
 pub fn routes(bank: Bank) -> BoxedFilter<(Response,)> {
     let bank = warp::any().map(move || bank.clone());
-    let command = |name: &'static str| {
-        warp::post()
-            .and(warp::path("api"))
-            .and(warp::path(name))
-            .and(filters::decoded_segment())
-            .and(warp::path::end())
-            .and(filters::correlation_id())
-            .and(idempotency_key())
-            .and(filters::body())
-            .and(bank.clone())
-    };
+    let command = |name: &'static str| command(name, bank.clone());
     let query = |name: &'static str| {
         warp::get()
             .and(warp::path("api"))

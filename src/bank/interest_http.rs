@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::json;
 use streamfold::functions::filters;
-use streamfold::functions::idempotency::{idempotency_key, REPLAYED_HEADER};
+use streamfold::functions::idempotency::REPLAYED_HEADER;
 use streamfold::functions::invocation::InvocationResponse;
 use streamfold::functions::problem::{json_response, parse_json, reject, Problem};
 use streamfold::projection::IdempotencyKey;
@@ -39,17 +39,7 @@ pub const PAY_FUNCTION: &str = "PayInterest";
 /// `POST /AccrueInterestTimer`.
 pub fn routes(bank: Bank) -> BoxedFilter<(Response,)> {
     let bank = warp::any().map(move || bank.clone());
-    let command = |name: &'static str| {
-        warp::post()
-            .and(warp::path("api"))
-            .and(warp::path(name))
-            .and(filters::decoded_segment())
-            .and(warp::path::end())
-            .and(filters::correlation_id())
-            .and(idempotency_key())
-            .and(filters::body())
-            .and(bank.clone())
-    };
+    let command = |name: &'static str| super::http::command(name, bank.clone());
     let timer = warp::post()
         .and(warp::path(TIMER_FUNCTION))
         .and(warp::path::end())

@@ -25,7 +25,7 @@ use rust_decimal::Decimal;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use streamfold::functions::filters::{self, only_known_params, CORRELATION_ID_HEADER};
-use streamfold::functions::idempotency::{idempotency_key, REPLAYED_HEADER};
+use streamfold::functions::idempotency::REPLAYED_HEADER;
 use streamfold::functions::problem::{json_response, reject, Problem};
 use streamfold::projection::{AsOf, IdempotencyKey};
 use time::format_description::well_known::Rfc3339;
@@ -57,17 +57,7 @@ pub const OPENING_DEPOSIT_COMMENTARY: &str = "Opening deposit";
 /// The seed's routes that are not the bank's own.
 pub fn routes(bank: Bank) -> BoxedFilter<(Response,)> {
     let bank = warp::any().map(move || bank.clone());
-    let command = |name: &'static str| {
-        warp::post()
-            .and(warp::path("api"))
-            .and(warp::path(name))
-            .and(filters::decoded_segment())
-            .and(warp::path::end())
-            .and(filters::correlation_id())
-            .and(idempotency_key())
-            .and(filters::body())
-            .and(bank.clone())
-    };
+    let command = |name: &'static str| super::http::command(name, bank.clone());
     let deposit = command("DepositMoney").and_then(|account, correlation, key, body, bank| {
         seed_command(Money::Deposit, account, correlation, key, body, bank)
     });
