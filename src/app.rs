@@ -537,8 +537,8 @@ fn storage_account(target: &StorageTarget) -> Result<StorageAccount, ConfigError
 mod tests {
     use super::*;
     use crate::notify::dispatch::tests::MemoryOutbox;
-    use crate::notify::MemorySink;
     use crate::storage::MemoryDeadLetters;
+    use crate::testing::MemorySink;
 
     const ORDERS: EntityType = EntityType::from_static("Shop", "Order");
     const CARTS: EntityType = EntityType::from_static("Shop", "Cart");

@@ -22,6 +22,8 @@
 //! - [`functions`]: the handler layer (the only code that knows the HTTP framework): the
 //!   custom-handler protocol, problem responses, the generic event-stream API.
 //! - [`telemetry`]: JSON logs on stdout and the shutdown signal.
+//! - `testing` (feature `testing`): test doubles (`CountingStore`, `MemorySink`), absent from
+//!   a build without the feature.
 //!
 //! The bank example lives in the binary (`src/bank`), a user of this public API; a second
 //! domain, `examples/inventory`, uses the same API (`docs/your-own-domain.md`): an app is
@@ -43,3 +45,5 @@ pub mod readmodel;
 pub mod storage;
 pub mod stream;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

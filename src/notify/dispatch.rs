@@ -853,9 +853,9 @@ impl EventStore for NotifyingStore {
 pub(crate) mod tests {
     use super::*;
     use crate::notify::notification::{notification_id, NotificationKind};
-    use crate::notify::sink::MemorySink;
     use crate::storage::MemoryDeadLetters;
     use crate::storage::MemoryStore;
+    use crate::testing::MemorySink;
     use std::collections::BTreeMap;
 
     /// An outbox over a [`MemoryStore`]: pending = version past the mark; the token is the
@@ -1220,7 +1220,7 @@ pub(crate) mod tests {
         assert_eq!(letters[0].id, refused);
         assert_eq!(letters[0].sequence_number, 3);
         assert_eq!(letters[0].status, Some(400));
-        assert_eq!(letters[0].reason, crate::notify::sink::MEMORY_SINK_REFUSAL);
+        assert_eq!(letters[0].reason, crate::testing::MEMORY_SINK_REFUSAL);
         // Later events go on.
         store
             .append(&s, ExpectedVersion::Exact(5), events(1))

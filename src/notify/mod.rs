@@ -49,4 +49,4 @@ pub use recent::{RecentNotification, RecentNotifications, RecentPage};
 pub use retry::RetryPolicy;
 pub use schema::{DecodeError, NotificationSchema};
 pub use settings::{NotificationSettings, NotificationTarget, SettingError, TopicKey};
-pub use sink::{MemorySink, NotificationSink};
+pub use sink::NotificationSink;

@@ -25,12 +25,10 @@
 //!   executor writes them in one append (group commit).
 //! - `idempotency`: [`IdempotencyKey`], [`Idempotency`]: event ids derived from a client's key,
 //!   and the request's hash stored with the events.
-//! - `counting`: [`CountingStore`], an event store wrapper that counts reads, for tests.
 //! - `error`: [`ApplyError`], [`ProjectionError`].
 
 mod cache;
 mod classification;
-mod counting;
 mod definition;
 mod dynamic;
 mod error;
@@ -47,7 +45,6 @@ pub use cache::{StateCache, MAX_CACHED_STATE_BYTES};
 pub use classification::{
     Classification, Classified, Classifier, Membership, StatefulClassification, StatefulClassifier,
 };
-pub use counting::CountingStore;
 pub use definition::{decode_data, validate_projection_name, Projection, MAX_PROJECTION_NAME_LEN};
 pub use dynamic::{DynProjection, Fold};
 pub use error::{ApplyError, ProjectionError};

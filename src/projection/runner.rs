@@ -759,7 +759,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_replay_reads_the_stream_in_chunks() {
-        let store = Arc::new(super::super::CountingStore::new(
+        let store = Arc::new(crate::testing::CountingStore::new(
             crate::storage::MemoryStore::new(),
         ));
         let events = REPLAY_CHUNK_EVENTS * 5 / 2;

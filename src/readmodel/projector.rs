@@ -472,10 +472,11 @@ fn resumable(
 #[cfg(test)]
 mod chunk_tests {
     use super::*;
-    use crate::projection::{CountingStore, Projection};
+    use crate::projection::Projection;
     use crate::storage::MemoryReadModelStore;
     use crate::storage::MemoryStore;
     use crate::stream::{ExpectedVersion, NewEvent};
+    use crate::testing::CountingStore;
 
     struct Count;
 

@@ -15,12 +15,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use streamfold::notify::dispatch::DispatchOutcome;
 use streamfold::notify::{
-    notification_id, Dispatcher, MemorySink, Notification, NotificationKind, NotificationSink,
-    PublishError, RaiseSwitches,
+    notification_id, Dispatcher, Notification, NotificationKind, NotificationSink, PublishError,
+    RaiseSwitches,
 };
 use streamfold::storage::MemoryDeadLetters;
 use streamfold::stream::ExpectedVersion::{Any, Exact, NoStream};
 use streamfold::stream::{EventStore, Outbox, PendingScan, PendingStream, StreamId};
+use streamfold::testing::MemorySink;
 use uuid::Uuid;
 
 use crate::helpers::{events, stream};

@@ -22,13 +22,14 @@ use serde_json::{json, Value};
 use streamfold::notify::dispatch::Dispatcher;
 use streamfold::notify::retry::DEFAULT_MAX_ATTEMPTS;
 use streamfold::notify::{
-    notification_id, DeadLetterStore, MemorySink, Notification, NotificationKind, NotificationSink,
+    notification_id, DeadLetterStore, Notification, NotificationKind, NotificationSink,
     PublishError, RaiseSwitches,
 };
 use streamfold::storage::table::TableStore;
 use streamfold::storage::MemoryDeadLetters;
 use streamfold::storage::{BlobStore, StorageAccount};
 use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, Outbox, StreamId};
+use streamfold::testing::MemorySink;
 use streamfold_testbed::hostsim::{HostConfig, HostSim, InvocationRecord};
 use streamfold_testbed::topic::{DownMode, TopicConfig, TopicSim};
 use streamfold_testbed::Azurite;

@@ -19,9 +19,9 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use streamfold::projection::{
-    decode_data, ApplyError, AsOf, Classification, Classified, Classifier, CountingStore,
-    DynProjection, Membership, Projected, Projection, ProjectionError, ProjectionRunner, Snapshot,
-    SnapshotStore, StateCache, StatefulClassification, StatefulClassifier,
+    decode_data, ApplyError, AsOf, Classification, Classified, Classifier, DynProjection,
+    Membership, Projected, Projection, ProjectionError, ProjectionRunner, Snapshot, SnapshotStore,
+    StateCache, StatefulClassification, StatefulClassifier,
 };
 use streamfold::storage::MemorySnapshotStore;
 use streamfold::storage::MemoryStore;
@@ -29,6 +29,7 @@ use streamfold::stream::{
     AppendOutcome, EventMetadata, EventStore, ExpectedVersion, NewEvent, ReadRequest,
     RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice, TimeLine,
 };
+use streamfold::testing::CountingStore;
 
 // ---------------------------------------------------------------------------------------------
 // The domain under test: an account with deposits, withdrawals, freezes, and an event type

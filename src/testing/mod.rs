@@ -1,0 +1,16 @@
+//! Test doubles, for tests of code built on the library (feature `testing`; the crate's own unit
+//! tests always have them). Nothing in a release build depends on them, and without the feature
+//! they are not compiled at all, so no production app can end up running one.
+//! - [`CountingStore`]: wraps any [`crate::stream::EventStore`] and counts what is read
+//!   through it, so a test can check what a projection run or a request costs in reads;
+//! - [`MemorySink`]: a [`crate::notify::NotificationSink`] that keeps what is published and
+//!   can be told to fail or refuse, for tests of what publishes.
+//!
+//! The in-memory backends (`crate::storage::memory`) are not doubles: they are a real backend
+//! for single-process runs, and stay in the API without this feature.
+
+mod counting;
+mod sink;
+
+pub use counting::CountingStore;
+pub use sink::{MemorySink, MEMORY_SINK_ENDPOINT, MEMORY_SINK_REFUSAL};

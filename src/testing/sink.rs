@@ -1,0 +1,116 @@
+//! A [`NotificationSink`] that keeps what is published in memory and can be told to fail or
+//! refuse, so the callers' handling of each outcome of the sink's contract can be tested.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::notify::{Notification, NotificationSink, PublishError};
+
+/// The endpoint name a [`MemorySink`] reports in its errors.
+pub const MEMORY_SINK_ENDPOINT: &str = "memory";
+
+/// Keeps what is published, in order; can be told to fail (for tests of the callers).
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    published: Mutex<Vec<Notification>>,
+    failures: AtomicUsize,
+    /// Ids refused for good, with the status: a slice holding one is refused whole (as Event
+    /// Grid refuses a whole request).
+    refused: Mutex<HashMap<Uuid, u16>>,
+    /// Slices handed to `publish`, refused ones included.
+    calls: AtomicUsize,
+}
+
+/// The error text of a [`MemorySink`] refusal.
+pub const MEMORY_SINK_REFUSAL: &str = "refused by the memory sink";
+
+impl MemorySink {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Everything accepted so far, in order.
+    pub fn published(&self) -> Vec<Notification> {
+        lock(&self.published).clone()
+    }
+
+    /// Makes the next `count` calls of `publish` fail with [`PublishError::Unavailable`],
+    /// accepting nothing.
+    pub fn fail_next(&self, count: usize) {
+        self.failures.store(count, Ordering::SeqCst);
+    }
+
+    /// Refuses for good, with `status`, every call whose slice holds the notification `id`
+    /// ([`PublishError::Rejected`] for the whole slice, nothing accepted).
+    pub fn refuse(&self, id: Uuid, status: u16) {
+        lock(&self.refused).insert(id, status);
+    }
+
+    /// Accepts every notification again.
+    pub fn accept_all(&self) {
+        lock(&self.refused).clear();
+    }
+
+    /// Calls of `publish` so far.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[async_trait]
+impl NotificationSink for MemorySink {
+    async fn publish(&self, batch: &[Notification]) -> Result<(), PublishError> {
+        let failing = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if failing {
+            return Err(PublishError::Unavailable {
+                attempts: 1,
+                last: "injected failure".into(),
+                endpoint: MEMORY_SINK_ENDPOINT.into(),
+                batch: 0..batch.len(),
+            });
+        }
+        let refusal = {
+            let refused = lock(&self.refused);
+            batch.iter().find_map(|n| refused.get(&n.id).copied())
+        };
+        if let Some(status) = refusal {
+            return Err(PublishError::Rejected {
+                status,
+                body: MEMORY_SINK_REFUSAL.into(),
+                endpoint: MEMORY_SINK_ENDPOINT.into(),
+                batch: 0..batch.len(),
+            });
+        }
+        lock(&self.published).extend_from_slice(batch);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn memory_sink_records_and_fails_on_demand() {
+        let sink = Arc::new(MemorySink::new());
+        sink.fail_next(1);
+        assert!(sink.publish(&[]).await.unwrap_err().is_transient());
+        sink.publish(&[]).await.unwrap();
+        assert!(sink.published().is_empty());
+    }
+}
