@@ -22,6 +22,8 @@
 //! - [`functions`]: the handler layer (the only code that knows the HTTP framework): the
 //!   custom-handler protocol, problem responses, the generic event-stream API.
 //! - [`telemetry`]: JSON logs on stdout and the shutdown signal.
+//! - [`backend`]: what only an author of a new adapter (an `EventStore`, `Outbox`,
+//!   `SnapshotStore` or `ReadModelStore`) needs: the checks and rules every backend shares.
 //! - `testing` (feature `testing`): test doubles (`CountingStore`, `MemorySink`), absent from
 //!   a build without the feature.
 //!
@@ -32,6 +34,7 @@
 //! [`functions::DomainApi`].
 
 pub mod app;
+pub mod backend;
 pub mod config;
 pub mod erasure;
 pub mod functions;

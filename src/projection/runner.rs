@@ -6,7 +6,7 @@
 //!   the stream's version); as of time `t` it is the fold of events `1..=M`, `M` the last event
 //!   recorded at or before `t`: a prefix, the same as of sequence `M` (the store's reads as of
 //!   a time end at the first event recorded after it, and report times that never go back,
-//!   [`crate::stream::TimeLine`]; a read that ends early ends the run's reading too);
+//!   [`crate::backend::TimeLine`]; a read that ends early ends the run's reading too);
 //! - a snapshot never changes a result. One is resumed from only when it was written by the
 //!   same projection version, it holds only events the request includes (its sequence is at
 //!   most `N`; its `max_timestamp` is at most `t`), it is consistent with the stream (not past

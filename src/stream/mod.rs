@@ -5,6 +5,10 @@
 //! (domain / entity type / instance key); its events carry gap-free sequence numbers starting at
 //! 1, and its *version* is the sequence number of its last event (0 for a stream that does not
 //! exist). Every append states an [`ExpectedVersion`] and is all-or-nothing.
+//!
+//! The helpers a backend uses to keep these contracts (checking an append, recognising a
+//! retried one, recorded times) are defined here too, and published apart, in
+//! `crate::backend`, for those who write an adapter.
 
 mod dead_letter;
 mod error;
@@ -14,9 +18,9 @@ mod id;
 mod jitter;
 mod notification_kind;
 mod outbox;
-mod read_model;
+pub(crate) mod read_model;
 mod snapshot;
-mod store;
+pub(crate) mod store;
 mod turns;
 
 pub use dead_letter::{DeadLetter, DeadLetterPage, DeadLetterStore};
@@ -31,16 +35,21 @@ pub use id::{
 pub use jitter::random_unit;
 pub use notification_kind::NotificationKind;
 pub use outbox::{Outbox, PendingScan, PendingStream, UnreadableEntry};
+pub(crate) use read_model::checked_page_size;
 pub use read_model::{
-    checked_page_size, Checkpoint, ETag, FoldFailure, ReadModelPage, ReadModelRow, ReadModelStore,
+    Checkpoint, ETag, FoldFailure, ReadModelPage, ReadModelRow, ReadModelStore,
     ReadModelStoreError, SaveCondition, SaveOutcome, StoredCheckpoint, MAX_FAILURE_REASON_CHARS,
     UNREADABLE_ROW_VERSION,
 };
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::Clock;
 pub use store::{
+    AppendOutcome, Erasure, EventStore, ReadRequest, StreamPage, StreamSlice, DEFAULT_PAGE_SIZE,
+    TIME_PRECISION_NANOS,
+};
+// What only a backend needs; outside the crate, `crate::backend` names them.
+pub(crate) use store::{
     append_time, check_key_continuation, check_new_events, earlier_append, recorded_time,
-    AppendOutcome, Erasure, EventStore, ReadRequest, StoredEventId, StreamPage, StreamSlice,
-    TimeLine, DEFAULT_PAGE_SIZE, TIME_PRECISION_NANOS,
+    StoredEventId, TimeLine,
 };
 pub use turns::{StreamTurn, StreamTurns};

@@ -18,6 +18,7 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use streamfold::backend::TimeLine;
 use streamfold::projection::{
     decode_data, ApplyError, AsOf, Classification, Classified, Classifier, DynProjection,
     Membership, Projected, Projection, ProjectionError, ProjectionRunner, Snapshot, SnapshotStore,
@@ -27,7 +28,7 @@ use streamfold::storage::MemorySnapshotStore;
 use streamfold::storage::MemoryStore;
 use streamfold::stream::{
     AppendOutcome, EventMetadata, EventStore, ExpectedVersion, NewEvent, ReadRequest,
-    RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice, TimeLine,
+    RecordedEvent, StoreError, StreamId, StreamPage, StreamSlice,
 };
 use streamfold::testing::CountingStore;
 
