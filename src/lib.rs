@@ -22,6 +22,7 @@
 //! - [`functions`]: the handler layer (the only code that knows the HTTP framework): the
 //!   custom-handler protocol, problem responses, the generic event-stream API.
 //! - [`telemetry`]: JSON logs on stdout and the shutdown signal.
+//! - [`prelude`]: what a domain author needs, in one `use streamfold::prelude::*;`.
 //! - [`backend`]: what only an author of a new adapter (an `EventStore`, `Outbox`,
 //!   `SnapshotStore` or `ReadModelStore`) needs: the checks and rules every backend shares.
 //! - `testing` (feature `testing`): test doubles (`CountingStore`, `MemorySink`), absent from
@@ -43,6 +44,7 @@ pub mod functions;
 pub mod fuzzing;
 pub mod identity;
 pub mod notify;
+pub mod prelude;
 pub mod projection;
 pub mod readmodel;
 pub mod storage;

@@ -10,7 +10,7 @@
 use serde::Serialize;
 use serde_json::json;
 use streamfold::functions::filters::only_known_params;
-use streamfold::functions::{DomainApi, Problem, Reply, Request};
+use streamfold::prelude::*;
 
 use crate::item::{Item, ItemEvent, Quantity, ITEM_PROJECTION};
 use crate::{Inventory, ItemView, ITEMS};

@@ -3,10 +3,7 @@
 //! event outside the rules is an error naming it, never a panic or a wrapped number.
 
 use serde::{Deserialize, Serialize};
-use streamfold::projection::{
-    decode_data, ApplyError, Classified, Projection, StatefulClassification,
-};
-use streamfold::stream::RecordedEvent;
+use streamfold::prelude::*;
 
 /// Below this many available units, an item is "low on stock".
 pub const LOW_STOCK_THRESHOLD: u64 = 10;

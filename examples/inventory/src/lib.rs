@@ -14,13 +14,7 @@ pub mod item;
 use std::sync::Arc;
 
 use serde_json::json;
-use streamfold::app::App;
-use streamfold::functions::{DomainApi, DomainApiError, Problem};
-use streamfold::projection::{
-    AsOf, CommandExecutor, CommandOptions, ExecuteError, ProjectionError, RegistryError,
-    StatefulClassifier,
-};
-use streamfold::stream::{EntityType, NewEvent, StoreError, StreamId};
+use streamfold::prelude::*;
 
 use item::{Item, ItemEvent, ItemProjection, LowStock, Quantity, Refusal};
 

@@ -4,8 +4,7 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use streamfold::app::App;
-use streamfold::config::Settings;
+use streamfold::prelude::*;
 use streamfold::{functions, telemetry};
 
 #[tokio::main]
