@@ -83,6 +83,7 @@ pub const DEFAULT_PORT: u16 = 7072;
 /// A setting that stops the start, with the setting's name.
 #[derive(Debug, thiserror::Error)]
 #[error("setting {setting}: {reason}")]
+#[non_exhaustive]
 pub struct ConfigError {
     pub setting: String,
     pub reason: String,
@@ -98,7 +99,8 @@ impl From<crate::notify::settings::SettingError> for ConfigError {
 }
 
 impl ConfigError {
-    fn new(setting: &str, reason: impl Into<String>) -> Self {
+    /// An error about `setting` (a domain's own settings use it too).
+    pub fn new(setting: &str, reason: impl Into<String>) -> Self {
         Self {
             setting: setting.to_owned(),
             reason: reason.into(),
@@ -132,6 +134,7 @@ impl fmt::Debug for StorageConnection {
 
 /// An identity-based connection: where the services are, and which identity signs in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub struct IdentityConnection {
     pub table_endpoint: Option<Url>,
     pub blob_endpoint: Option<Url>,
@@ -142,6 +145,7 @@ pub struct IdentityConnection {
 
 /// Where the streams of one domain / entity type live.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub struct StorageTarget {
     pub kind: BackendKind,
     /// Name of the connection (the app setting, or the prefix of an identity-based one).
@@ -161,6 +165,7 @@ impl fmt::Debug for StorageTarget {
 
 /// The storage rules: (domain, entity) with `ALL` wildcards → target.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct StorageRouting {
     rules: BTreeMap<(String, String), StorageTarget>,
     default: Option<StorageTarget>,
@@ -190,6 +195,7 @@ impl StorageRouting {
 
 /// Everything streamfold reads from app settings.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Settings {
     pub port: u16,
     pub storage: StorageRouting,

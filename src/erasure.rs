@@ -39,6 +39,7 @@ pub struct ErasureReport {
 
 /// Why an erasure did not finish (every step done so far stays done; a retry goes on).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ErasureError {
     /// The stream has no events and was never erased.
     #[error("stream {0} does not exist")]

@@ -44,6 +44,7 @@ const MAX_ERROR_DETAIL_CHARS: usize = 200;
 
 /// Why there is no token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IdentityError {
     #[error(
         "no managed identity endpoint: {IDENTITY_ENDPOINT_SETTING} and {IDENTITY_HEADER_SETTING} \

@@ -178,10 +178,7 @@ impl InterestRates {
 }
 
 fn config_error(setting: &str, reason: String) -> ConfigError {
-    ConfigError {
-        setting: setting.to_owned(),
-        reason,
-    }
+    ConfigError::new(setting, reason)
 }
 
 /// One day's interest on `balance` at `annual_rate` percent: `balance × rate / 100 / 365`,

@@ -82,6 +82,7 @@ pub const SINK_COOLDOWN: Duration = Duration::from_secs(30);
 
 /// Why a dispatch did not finish. The stream stays pending either way.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DispatchError {
     /// The outbox or the stream could not be read, or the mark or a dead letter not written.
     #[error("stream {stream}: {source}")]

@@ -12,6 +12,7 @@ use super::notification::MAX_EVENT_BYTES;
 
 /// Why notifications were not all published.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PublishError {
     /// A notification cannot fit in one request; nothing was sent.
     #[error("notification {id} (index {index}) is {bytes} bytes, over the {MAX_EVENT_BYTES}-byte limit of one request")]

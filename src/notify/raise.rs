@@ -104,6 +104,7 @@ pub fn notifications_for(
 /// Which notifications are raised (the seed's `RaiseEntityCreationNotification` and
 /// `RaiseEventNotification`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RaiseSwitches {
     pub entity_creation: bool,
     pub event: bool,

@@ -170,6 +170,7 @@ impl<'a> From<&'a Notification> for CloudEventOut<'a> {
 
 /// Why a received event is not a streamfold notification.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     #[error("event is not JSON: {0}")]
     Json(#[from] serde_json::Error),

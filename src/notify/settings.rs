@@ -144,6 +144,7 @@ pub fn without_query(url: &Url) -> String {
 
 /// The notification part of the app settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NotificationSettings {
     /// `None` when notifications have nowhere to go (then `raise` is all off).
     pub target: Option<NotificationTarget>,
@@ -217,6 +218,7 @@ impl NotificationSettings {
 /// configuration turns it into its own error).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("setting {setting}: {reason}")]
+#[non_exhaustive]
 pub struct SettingError {
     pub setting: String,
     pub reason: String,

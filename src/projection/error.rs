@@ -12,6 +12,7 @@ use crate::stream::{RecordedEvent, StoreError, StreamId};
 /// out of range...). The projection's state is then unknown, so the run stops.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("event {sequence} ({event_type}): {reason}")]
+#[non_exhaustive]
 pub struct ApplyError {
     /// Sequence number of the event that could not be applied.
     pub sequence: u64,
@@ -44,6 +45,7 @@ impl ProjectionError {
 
 /// Why a projection run failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProjectionError {
     /// Reading the stream failed.
     #[error(transparent)]

@@ -94,6 +94,7 @@ pub const MAX_GROUP_DATA_BYTES: usize = 1024 * 1024;
 
 /// How long and how often a command is decided again after losing races to other writers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConflictBudget {
     /// No attempt starts later than this after the first one (its wait counted).
     pub deadline: Duration,
@@ -137,6 +138,7 @@ impl ConflictBudget {
 /// What the commands of an app share: how long to keep deciding again after lost races, and
 /// the turns that queue the commands of one stream in this process.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CommandPolicy {
     pub budget: ConflictBudget,
     pub turns: Arc<StreamTurns>,
@@ -187,6 +189,7 @@ pub enum Recognition {
 
 /// How to run one command.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct CommandOptions {
     pub recognition: Recognition,
     /// Decide the first attempt on the projection's initial state without reading, and append
@@ -238,6 +241,7 @@ impl<S> Executed<S> {
 
 /// Why a command failed, other than the domain's own refusal.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExecuteError {
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -71,6 +71,7 @@ pub trait StreamGuard: Send + Sync + 'static {
 
 /// Why a guarded append wrote nothing.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GuardError {
     /// Reading or writing the stream failed, or the caller's expectation is not met, or
     /// event ids were used before (as for any append), or the stream cannot be folded, or

@@ -15,6 +15,7 @@ use super::{validate_projection_name, DynProjection, Projection};
 
 /// Why a projection could not be registered.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// The domain or entity type breaks the stream naming rules.
     #[error(transparent)]

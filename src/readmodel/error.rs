@@ -6,6 +6,7 @@ use crate::projection::ProjectionError;
 use crate::stream::{KeyError, ReadModelStoreError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReadModelError {
     /// Reading the events or the rows failed (unavailable, misconfigured, corrupt data).
     #[error(transparent)]

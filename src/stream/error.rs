@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::{ExpectedVersion, KeyError};
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The stream was not at the version the append expected. Nothing was written.
     #[error("stream {stream}: expected version {expected}, but it is at {actual}")]

@@ -20,6 +20,7 @@ const FORBIDDEN_KEY_CHARS: [char; 4] = ['/', '\\', '#', '?'];
 /// Why a domain, entity or instance name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {what} {value:?}: {reason}")]
+#[non_exhaustive]
 pub struct KeyError {
     /// Which part of the identity: "domain", "entity type" or "instance key".
     pub what: &'static str,

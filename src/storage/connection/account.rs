@@ -74,6 +74,7 @@ const KNOWN_KEYS: [&str; 9] = [
 /// Why a connection string was refused, or a client could not be built. Never carries a
 /// secret: keys of the connection string are named, their values are not repeated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectionStringError {
     #[error("the storage connection string is empty")]
     Empty,
