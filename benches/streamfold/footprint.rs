@@ -367,6 +367,7 @@ async fn store_bytes(
     store: &streamfold::storage::blob::BlobStore,
     stream: &streamfold::stream::StreamId,
 ) -> anyhow::Result<u64> {
+    use streamfold::testing::RawClients;
     let container = store
         .account()
         .blob_service_client()?

@@ -1,6 +1,6 @@
 //! The raw baselines: the storage operations streamfold is built on, sent directly to Azurite
 //! with the same crates and the same client configuration
-//! (`StorageAccount::table_service_client` / `blob_service_client`), with none of
+//! (`streamfold::testing::RawClients`: `table_service_client` / `blob_service_client`), with none of
 //! streamfold's code in between.
 //!
 //! Guarantees, so that "raw" is a fair baseline and not a strawman:
@@ -24,8 +24,9 @@ use azure_storage_blobs::prelude::{ConditionAppendPosition, ContainerClient};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
-use streamfold::storage::connection::error_code;
 use streamfold::storage::StorageAccount;
+use streamfold::testing::azure::error_code;
+use streamfold::testing::RawClients;
 use uuid::Uuid;
 
 /// RowKey of a stream's header row (mirrors the Table backend's layout).

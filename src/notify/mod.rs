@@ -38,8 +38,8 @@ pub use crate::stream::{DeadLetter, DeadLetterPage, DeadLetterStore};
 pub use deadletter::MAX_REASON_CHARS;
 pub use dispatch::{Dispatcher, NotifyingStore, RedriveReport, SweepReport, DEFAULT_SWEEP_LIMIT};
 pub use notification::{
-    notification_id, read_path, subject, Notification, NotificationData, NotificationKind,
-    MAX_EVENT_BYTES, NOTIFICATION_NAMESPACE,
+    notification_id, subject, Notification, NotificationData, NotificationKind, MAX_EVENT_BYTES,
+    NOTIFICATION_NAMESPACE,
 };
 pub use publisher::{
     plan_batches, PublishError, Publisher, MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES,

@@ -192,7 +192,7 @@ pub fn subject(stream: &StreamId) -> String {
 
 /// `/api/streams/{domain}/{entity}/{instance}?fromSequence=N&toSequence=N`, the instance
 /// percent-encoded as one path segment.
-pub fn read_path(domain: &str, entity: &str, instance: &str, sequence: u64) -> String {
+pub(crate) fn read_path(domain: &str, entity: &str, instance: &str, sequence: u64) -> String {
     let segment = |s: &str| utf8_percent_encode(s, PATH_SEGMENT).to_string();
     format!(
         "{READ_PATH_PREFIX}/{}/{}/{}?fromSequence={sequence}&toSequence={sequence}",

@@ -9,8 +9,13 @@
 //! The in-memory backends (`crate::storage::memory`) are not doubles: they are a real backend
 //! for single-process runs, and stay in the API without this feature.
 
+//! - [`RawClients`] and [`azure`]: the raw Azure Storage clients of an account, for tests that
+//!   reach past the backends (the library's own API names no type of the azure crates).
+
+pub mod azure;
 mod counting;
 mod sink;
 
+pub use azure::RawClients;
 pub use counting::CountingStore;
 pub use sink::{MemorySink, MEMORY_SINK_ENDPOINT, MEMORY_SINK_REFUSAL};

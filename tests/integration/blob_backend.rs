@@ -20,6 +20,7 @@ use streamfold::storage::StorageAccount;
 use streamfold::stream::{
     EntityType, EventStore, ExpectedVersion, NewEvent, ReadRequest, StoreError,
 };
+use streamfold::testing::RawClients;
 use streamfold_testbed::proxy::Fault;
 use streamfold_testbed::Azurite;
 use uuid::Uuid;

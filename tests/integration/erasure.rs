@@ -10,6 +10,7 @@ use crate::support;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use streamfold::storage::StorageAccount;
+use streamfold::testing::RawClients;
 use streamfold_testbed::topic::{TopicConfig, TopicSim};
 use support::{publishing_to, TestApp};
 

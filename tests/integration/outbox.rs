@@ -30,6 +30,7 @@ use streamfold::storage::MemoryDeadLetters;
 use streamfold::storage::{BlobStore, StorageAccount};
 use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, Outbox, StreamId};
 use streamfold::testing::MemorySink;
+use streamfold::testing::RawClients;
 use streamfold_testbed::hostsim::{HostConfig, HostSim, InvocationRecord};
 use streamfold_testbed::topic::{DownMode, TopicConfig, TopicSim};
 use streamfold_testbed::Azurite;

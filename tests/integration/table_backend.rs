@@ -14,12 +14,14 @@ use conformance::helpers::{
     ENTITY,
 };
 use streamfold::storage::table::{
-    NoEchoPolicy, TableStore, MAX_ENTITY_BYTES, MAX_EVENTS_PER_APPEND, MAX_TRANSACTION_BYTES,
+    TableStore, MAX_ENTITY_BYTES, MAX_EVENTS_PER_APPEND, MAX_TRANSACTION_BYTES,
 };
 use streamfold::storage::StorageAccount;
 use streamfold::stream::{
     EntityType, EventStore, ExpectedVersion, NewEvent, ReadRequest, StoreError,
 };
+use streamfold::testing::azure::no_echo_policy;
+use streamfold::testing::RawClients;
 use streamfold_testbed::proxy::Fault;
 use streamfold_testbed::Azurite;
 use uuid::Uuid;
@@ -153,7 +155,7 @@ async fn request_counts_of_each_operation() {
 }
 
 /// The inserts of a transaction ask storage not to echo the rows back (`204` instead of `201`
-/// with the entity): the store's Table client carries [`NoEchoPolicy`], checked here against
+/// with the entity): the store's Table client carries the no-echo policy, checked here against
 /// Azurite with the same client options with and without it.
 #[tokio::test]
 async fn transaction_inserts_ask_for_no_echo() {
@@ -164,7 +166,7 @@ async fn transaction_inserts_ask_for_no_echo() {
         async move {
             let mut options = account.client_options().unwrap();
             if quiet {
-                options.per_call_policies_mut().push(NoEchoPolicy::shared());
+                options.per_call_policies_mut().push(no_echo_policy());
             }
             let table = account
                 .table_service_client_with_options(options)

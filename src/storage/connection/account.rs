@@ -331,13 +331,13 @@ impl StorageAccount {
     }
 
     /// The blob service endpoint, without a trailing `/` (e.g. `http://127.0.0.1:10000/devstoreaccount1`).
-    pub fn blob_endpoint(&self) -> Option<&Url> {
-        self.blob_endpoint.as_ref()
+    pub fn blob_endpoint(&self) -> Option<&str> {
+        self.blob_endpoint.as_ref().map(Url::as_str)
     }
 
     /// The table service endpoint, without a trailing `/`.
-    pub fn table_endpoint(&self) -> Option<&Url> {
-        self.table_endpoint.as_ref()
+    pub fn table_endpoint(&self) -> Option<&str> {
+        self.table_endpoint.as_ref().map(Url::as_str)
     }
 
     /// Whether requests are signed with a shared access signature (rather than the account key).
@@ -349,18 +349,18 @@ impl StorageAccount {
     /// the bounded retry policy and the [`super::DeliveryTracker`] policy. A backend that needs a
     /// policy of its own adds it to `per_retry_policies_mut()` and builds its client with
     /// [`Self::blob_service_client_with_options`] or [`Self::table_service_client_with_options`].
-    pub fn client_options(&self) -> Result<ClientOptions, ConnectionStringError> {
+    pub(crate) fn client_options(&self) -> Result<ClientOptions, ConnectionStringError> {
         super::transport::client_options()
             .map_err(|e| ConnectionStringError::HttpClient(e.to_string()))
     }
 
     /// A Table service client for this account with [`Self::client_options`].
-    pub fn table_service_client(&self) -> Result<TableServiceClient, ConnectionStringError> {
+    pub(crate) fn table_service_client(&self) -> Result<TableServiceClient, ConnectionStringError> {
         self.table_service_client_with_options(self.client_options()?)
     }
 
     /// A Table service client with the given options.
-    pub fn table_service_client_with_options(
+    pub(crate) fn table_service_client_with_options(
         &self,
         options: ClientOptions,
     ) -> Result<TableServiceClient, ConnectionStringError> {
@@ -379,12 +379,12 @@ impl StorageAccount {
     }
 
     /// A Blob service client for this account with [`Self::client_options`].
-    pub fn blob_service_client(&self) -> Result<BlobServiceClient, ConnectionStringError> {
+    pub(crate) fn blob_service_client(&self) -> Result<BlobServiceClient, ConnectionStringError> {
         self.blob_service_client_with_options(self.client_options()?)
     }
 
     /// A Blob service client with the given options.
-    pub fn blob_service_client_with_options(
+    pub(crate) fn blob_service_client_with_options(
         &self,
         options: ClientOptions,
     ) -> Result<BlobServiceClient, ConnectionStringError> {
@@ -521,11 +521,11 @@ mod tests {
         let account = StorageAccount::from_connection_string("UseDevelopmentStorage=true").unwrap();
         assert_eq!(account.account_name(), DEVELOPMENT_ACCOUNT);
         assert_eq!(
-            account.blob_endpoint().unwrap().as_str(),
+            account.blob_endpoint().unwrap(),
             "http://127.0.0.1:10000/devstoreaccount1"
         );
         assert_eq!(
-            account.table_endpoint().unwrap().as_str(),
+            account.table_endpoint().unwrap(),
             "http://127.0.0.1:10002/devstoreaccount1"
         );
         assert!(!account.uses_sas());
@@ -537,11 +537,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            account.table_endpoint().unwrap().as_str(),
+            account.table_endpoint().unwrap(),
             "http://docker-host:10002/devstoreaccount1"
         );
         assert_eq!(
-            account.blob_endpoint().unwrap().as_str(),
+            account.blob_endpoint().unwrap(),
             "http://docker-host:10000/devstoreaccount1"
         );
 
@@ -565,11 +565,11 @@ mod tests {
         .unwrap();
         assert_eq!(account.account_name(), "myacct");
         assert_eq!(
-            account.table_endpoint().unwrap().as_str(),
+            account.table_endpoint().unwrap(),
             "https://myacct.table.core.chinacloudapi.cn/"
         );
         assert_eq!(
-            account.blob_endpoint().unwrap().as_str(),
+            account.blob_endpoint().unwrap(),
             "https://myacct.blob.core.chinacloudapi.cn/"
         );
 
@@ -578,7 +578,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            account.table_endpoint().unwrap().as_str(),
+            account.table_endpoint().unwrap(),
             "https://myacct.table.core.windows.net/"
         );
     }
@@ -590,11 +590,11 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            account.table_endpoint().unwrap().as_str(),
+            account.table_endpoint().unwrap(),
             "http://127.0.0.1:41002/devstoreaccount1"
         );
         assert_eq!(
-            account.blob_endpoint().unwrap().as_str(),
+            account.blob_endpoint().unwrap(),
             "http://127.0.0.1:41001/devstoreaccount1"
         );
     }

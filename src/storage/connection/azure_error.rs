@@ -12,7 +12,7 @@ use super::transport_failure::{describe_error, is_timeout_error};
 use crate::stream::StoreError;
 
 /// The HTTP status of an error answer.
-pub fn status_of(error: &azure_core::Error) -> Option<StatusCode> {
+pub(crate) fn status_of(error: &azure_core::Error) -> Option<StatusCode> {
     match error.kind() {
         ErrorKind::HttpResponse { status, .. } => Some(*status),
         _ => None,
@@ -20,7 +20,7 @@ pub fn status_of(error: &azure_core::Error) -> Option<StatusCode> {
 }
 
 /// The service's error code of an error answer.
-pub fn error_code(error: &azure_core::Error) -> Option<&str> {
+pub(crate) fn error_code(error: &azure_core::Error) -> Option<&str> {
     match error.kind() {
         ErrorKind::HttpResponse { error_code, .. } => error_code.as_deref(),
         _ => None,
@@ -51,7 +51,7 @@ pub const INPUT_ERROR_CODES: [&str; 14] = [
 /// table or container for the message; `write` is the tracker of a write, whose failure may
 /// leave it applied; `gone` is the service's error code for "the table / container itself does
 /// not exist" and `parent` what to call it in the message.
-pub fn map_error(
+pub(crate) fn map_error(
     error: &azure_core::Error,
     what: &str,
     write: Option<&DeliveryTracker>,

@@ -50,7 +50,7 @@ impl TokenCredential for IdentityCredential {
 }
 
 /// The identity's reason, when `error` is a failure to get a managed identity token.
-pub fn identity_failure(error: &azure_core::Error) -> Option<&IdentityError> {
+pub(crate) fn identity_failure(error: &azure_core::Error) -> Option<&IdentityError> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = source {
         if let Some(identity) = current.downcast_ref::<IdentityError>() {

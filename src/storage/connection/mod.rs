@@ -1,32 +1,33 @@
 //! Everything that reaches Azure Storage, shared by every backend that talks to it (Table
 //! storage, Append Blobs), one concept per file:
 //! - [`account`]: the connection string and the account it names, and the service clients;
-//! - [`identity_credential`]: the app's managed identity as the crates' token credential;
+//! - `identity_credential`: the app's managed identity as the crates' token credential;
 //! - [`transport`]: the bounded HTTP transport and retry policy (no hang, no logged URL);
-//! - [`delivery`]: whether an attempt of a write may have reached storage ("maybe applied");
+//! - `delivery`: whether an attempt of a write may have reached storage ("maybe applied");
 //! - [`pipeline`]: passing a request on, for policies that only observe it;
-//! - [`transport_failure`]: the one walk down an error's `source()` chain (connect, timeout);
-//! - [`azure_error`]: what an error of the azure crates means, as a [`crate::stream::StoreError`].
+//! - `transport_failure`: the one walk down an error's `source()` chain (connect, timeout);
+//! - `azure_error`: what an error of the azure crates means, as a [`crate::stream::StoreError`].
 //!
-//! The items are re-exported here, so `storage::connection::X` names each of them.
+//! The items are re-exported here, so `storage::connection::X` names each of them. What names a
+//! type of the azure crates is the crate's own (the raw clients are in `crate::testing`).
 
 pub mod account;
-pub mod azure_error;
-pub mod delivery;
-pub mod identity_credential;
+pub(crate) mod azure_error;
+pub(crate) mod delivery;
+pub(crate) mod identity_credential;
 pub(crate) mod pipeline;
 pub mod transport;
-pub mod transport_failure;
+pub(crate) mod transport_failure;
 
 pub use account::{
     ConnectionStringError, StorageAccount, DEFAULT_ENDPOINT_SUFFIX, DEVELOPMENT_ACCOUNT,
     DEVELOPMENT_ACCOUNT_KEY, DEVELOPMENT_BLOB_PORT, DEVELOPMENT_HOST, DEVELOPMENT_TABLE_PORT,
 };
-pub use azure_error::{error_code, map_error, status_of, INPUT_ERROR_CODES};
-pub use delivery::DeliveryTracker;
+pub use azure_error::INPUT_ERROR_CODES;
+pub(crate) use azure_error::{error_code, map_error, status_of};
+pub(crate) use delivery::DeliveryTracker;
 pub(crate) use pipeline::send_next;
 pub use transport::{
     CONNECT_TIMEOUT, MAX_RETRIES, POOL_IDLE_TIMEOUT, REQUEST_TIMEOUT, RETRY_INITIAL_DELAY,
     RETRY_MAX_ELAPSED,
 };
-pub use transport_failure::{describe_error, is_connect_error, is_timeout_error};

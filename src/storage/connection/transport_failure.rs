@@ -50,18 +50,18 @@ fn transport_failure(
 }
 
 /// Whether an azure_core error is a failure to connect (the request was never sent).
-pub fn is_connect_error(error: &azure_core::Error) -> bool {
+pub(crate) fn is_connect_error(error: &azure_core::Error) -> bool {
     transport_failure(error).is_some_and(|(failure, _)| failure.connect)
 }
 
 /// Whether an azure_core error is a timeout of the transport (connect or whole request).
-pub fn is_timeout_error(error: &azure_core::Error) -> bool {
+pub(crate) fn is_timeout_error(error: &azure_core::Error) -> bool {
     transport_failure(error).is_some_and(|(failure, _)| failure.timeout)
 }
 
 /// A description of an azure_core error that is safe to log: the kind of transport failure
 /// and its innermost cause, never a URL (which may carry a SAS).
-pub fn describe_error(error: &azure_core::Error) -> String {
+pub(crate) fn describe_error(error: &azure_core::Error) -> String {
     match transport_failure(error) {
         Some((failure, Some(cause))) => format!("{}: {cause}", failure.describe()),
         Some((failure, None)) => failure.describe().to_owned(),

@@ -79,7 +79,7 @@ impl TableDeadLetters {
     ) -> Self {
         let endpoint = account
             .table_endpoint()
-            .map(|url| url.as_str().to_owned())
+            .map(str::to_owned)
             .unwrap_or_default();
         let api = account
             .table_service_client()

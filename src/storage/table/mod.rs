@@ -40,7 +40,7 @@
 //! clocks. Reads as of a time are prefixes (module `read`).
 //!
 //! Inserts ask storage not to echo the rows in the answer (`Prefer: return-no-content`, added
-//! by [`NoEchoPolicy`]); only each operation's status is read.
+//! by `NoEchoPolicy`); only each operation's status is read.
 //!
 //! A failed batch is explained afterwards with reads (event-id rows, then the header), so the
 //! successful path stays one request. One operation per transaction is reserved for the
@@ -98,7 +98,13 @@ pub use dead_letters::{TableDeadLetters, DEAD_LETTER_TABLE};
 pub use entity::{MAX_ENTITY_BYTES, MAX_STRING_PROPERTY_UTF16};
 pub use erase::{tombstone_row_key, ERASED_AT, ERASED_VERSION};
 pub use keys::MAX_SEQUENCE;
-pub use no_echo::NoEchoPolicy;
+
+/// The policy this backend's Table client carries (see `no_echo`), for tests that build a
+/// client as the backend does (`crate::testing::azure`).
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn no_echo_policy() -> Arc<dyn azure_core::Policy> {
+    no_echo::NoEchoPolicy::shared()
+}
 pub use outbox::{OUTBOX_NOTIFIED, OUTBOX_PENDING, OUTBOX_ROW_KEY, OUTBOX_VERSION};
 pub use read::AS_OF_QUERY_MARGIN;
 pub use read_models::{TableReadModelStore, DEFAULT_READ_MODEL_TABLE};
@@ -230,7 +236,7 @@ pub(crate) fn table_api(account: &StorageAccount, table_name: &str) -> Result<Ta
     validate_table_name(table_name)?;
     let endpoint = account
         .table_endpoint()
-        .map(|url| url.as_str().to_owned())
+        .map(str::to_owned)
         .unwrap_or_default();
     let mut options = account.client_options().map_err(|e| e.to_string())?;
     options

@@ -85,7 +85,7 @@ impl TableReadModelStore {
     pub fn with_table_name(account: &StorageAccount, table_name: &str) -> Self {
         let endpoint = account
             .table_endpoint()
-            .map(|url| url.as_str().to_owned())
+            .map(str::to_owned)
             .unwrap_or_default();
         let api = account
             .table_service_client()

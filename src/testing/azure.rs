@@ -1,0 +1,62 @@
+//! The raw Azure Storage clients of an account, for tests and benchmarks that reach past the
+//! backends: to plant a row a backend would never write, to read what it wrote, or to measure
+//! the SDK's own cost beside streamfold's. The library's API names no type of the azure crates;
+//! these are here, behind the `testing` feature, because only such code needs them.
+//!
+//! Every client carries the options the backends use (bounded transport, bounded retries).
+
+use std::sync::Arc;
+
+use azure_core::{ClientOptions, Policy};
+use azure_data_tables::clients::TableServiceClient;
+use azure_storage_blobs::prelude::BlobServiceClient;
+
+use crate::storage::connection::{ConnectionStringError, StorageAccount};
+
+/// The service clients of a [`StorageAccount`] (`use streamfold::testing::RawClients;`).
+pub trait RawClients {
+    /// The client options every storage client of streamfold uses.
+    fn client_options(&self) -> Result<ClientOptions, ConnectionStringError>;
+    /// A Table service client with [`RawClients::client_options`].
+    fn table_service_client(&self) -> Result<TableServiceClient, ConnectionStringError>;
+    /// A Table service client with the given options.
+    fn table_service_client_with_options(
+        &self,
+        options: ClientOptions,
+    ) -> Result<TableServiceClient, ConnectionStringError>;
+    /// A Blob service client with [`RawClients::client_options`].
+    fn blob_service_client(&self) -> Result<BlobServiceClient, ConnectionStringError>;
+}
+
+impl RawClients for StorageAccount {
+    fn client_options(&self) -> Result<ClientOptions, ConnectionStringError> {
+        StorageAccount::client_options(self)
+    }
+
+    fn table_service_client(&self) -> Result<TableServiceClient, ConnectionStringError> {
+        StorageAccount::table_service_client(self)
+    }
+
+    fn table_service_client_with_options(
+        &self,
+        options: ClientOptions,
+    ) -> Result<TableServiceClient, ConnectionStringError> {
+        StorageAccount::table_service_client_with_options(self, options)
+    }
+
+    fn blob_service_client(&self) -> Result<BlobServiceClient, ConnectionStringError> {
+        StorageAccount::blob_service_client(self)
+    }
+}
+
+/// The storage error code of an error of the azure crates (`x-ms-error-code`, or the code in
+/// the body), as the backends read it.
+pub fn error_code(error: &azure_core::Error) -> Option<&str> {
+    crate::storage::connection::error_code(error)
+}
+
+/// The policy the Table backend adds to its client so that inserts are not echoed back
+/// (`Prefer: return-no-content`), for a test that builds a client as the backend does.
+pub fn no_echo_policy() -> Arc<dyn Policy> {
+    crate::storage::table::no_echo_policy()
+}
