@@ -9,7 +9,7 @@
 //!   Append Blobs (`storage::blob`), memory (`storage::memory`), and what reaches Azure Storage
 //!   (`storage::connection`: account, transport, error mapping).
 //! - [`projection`]: folds over a stream, as of a sequence or a time, with snapshots, a state
-//!   cache and classifications.
+//!   cache and classifications; its fold engine is the one the read models run on too.
 //! - [`identity`]: access tokens of the app's managed identity (for storage and Event Grid
 //!   without keys), and where a bearer token may be sent.
 //! - [`notify`]: Event Grid notifications (new entity, new event): shapes, raising, schemas,

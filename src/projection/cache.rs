@@ -174,8 +174,9 @@ mod tests {
             projection: projection.to_owned(),
             projection_version: version,
             sequence,
-            max_timestamp: time::OffsetDateTime::UNIX_EPOCH,
+            max_timestamp: Some(time::OffsetDateTime::UNIX_EPOCH),
             state: to_raw_value(&sequence).unwrap(),
+            failure: None,
         }
     }
 

@@ -8,8 +8,11 @@
 //! # Layout
 //! - `definition`: the [`Projection`] trait and the rules its implementations keep.
 //! - `dynamic`: [`DynProjection`], projections with their state seen as JSON.
-//! - `runner`: [`ProjectionRunner`], [`AsOf`], [`Projected`].
+//! - `fold`: the one fold engine (resume from a stored state, read what follows in chunks,
+//!   fold, stop at [`AsOf`]) that the runner and the read-model projector share.
+//! - `runner`: [`ProjectionRunner`], [`Projected`].
 //! - [`Snapshot`], [`SnapshotStore`] (from the core, `crate::stream`): the snapshot contract;
+//!   a snapshot is a [`crate::stream::StoredState`], the same type as a read-model row;
 //!   `crate::storage` holds its adapters.
 //! - `cache`: [`StateCache`], the latest states kept in process, checked like snapshots.
 //! - `classification`: group membership as of a point ([`Classification`], [`Classifier`]).
@@ -33,6 +36,7 @@ mod definition;
 mod dynamic;
 mod error;
 mod executor;
+mod fold;
 mod group;
 mod guard;
 mod idempotency;
@@ -52,6 +56,8 @@ pub use executor::{
     CommandExecutor, CommandOptions, CommandPolicy, ConflictBudget, ExecuteError, Executed,
     Recognition, DEFAULT_CONFLICT_DEADLINE, MAX_GROUP_DATA_BYTES, MAX_GROUP_EVENTS,
 };
+pub(crate) use fold::{fold_stream, Lane, OnRefusal};
+pub use fold::{AsOf, REPLAY_CHUNK_EVENTS};
 pub use group::CommandGroups;
 pub use guard::{guarded_append, DynStreamGuard, GuardError, GuardRegistry, StreamGuard};
 pub use idempotency::{
@@ -59,4 +65,4 @@ pub use idempotency::{
     MAX_IDEMPOTENCY_KEY_LEN,
 };
 pub use registry::{ProjectionRegistry, RegistryError};
-pub use runner::{AsOf, Projected, ProjectionRunner, REPLAY_CHUNK_EVENTS};
+pub use runner::{Projected, ProjectionRunner};

@@ -1,5 +1,8 @@
 //! Runs projections over a stream, as of now, a sequence number or a point in time, resuming
-//! from snapshots when it can.
+//! from snapshots when it can. The folding itself (resume checks, chunked reads, the stop at a
+//! point of history) is the fold engine's (`super::fold`), shared with the read-model
+//! projector; this module decides where states come from (snapshots, the cache) and where
+//! they go.
 //!
 //! Guarantees:
 //! - the result as of sequence `N` is the fold of events `1..=N` (all of them when `N` is past
@@ -14,7 +17,7 @@
 //!   unreachable snapshot) falls back to a replay from the start, with a log line;
 //! - [`ProjectionRunner::run_many`] reads the stream once for all the projections it is given;
 //! - memory does not grow with the stream: events are read and folded in chunks of at most
-//!   [`REPLAY_CHUNK_EVENTS`], the first read giving the version that bounds the rest
+//!   [`super::REPLAY_CHUNK_EVENTS`], the first read giving the version that bounds the rest
 //!   ([`EventStore::read_known`]);
 //! - with a snapshot store, the snapshots and the stream's version are read in one round trip,
 //!   then only the events past the oldest usable snapshot up to that version
@@ -33,54 +36,15 @@ use std::sync::Arc;
 
 use futures::future::{join, join_all};
 use serde::Serialize;
-use time::OffsetDateTime;
 
-use crate::stream::{
-    AppendOutcome, EventStore, NewEvent, ReadRequest, RecordedEvent, StoreError, StreamId,
-};
+use crate::stream::{AppendOutcome, EventStore, NewEvent, RecordedEvent, StoreError, StreamId};
 
 use super::dynamic::TypedFold;
+use super::fold::{fold_stream, Lane, OnRefusal};
 use super::{
-    validate_projection_name, DynProjection, Fold, Projection, ProjectionError, Snapshot,
+    validate_projection_name, AsOf, DynProjection, Fold, Projection, ProjectionError, Snapshot,
     SnapshotStore, StateCache,
 };
-
-/// Most events one read of a run asks for: a run folds a stream of any length with at most
-/// this many of its events in memory. (Table storage answers a query with at most 1,000
-/// entities, so reading in chunks of this size costs it no extra requests.)
-pub const REPLAY_CHUNK_EVENTS: u64 = 1_000;
-
-/// Which point of the stream's history a projection is run as of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AsOf {
-    /// Every event of the stream.
-    #[default]
-    Latest,
-    /// Events `1..=N`.
-    Sequence(u64),
-    /// The events whose timestamp is at or before this time.
-    Time(OffsetDateTime),
-}
-
-impl AsOf {
-    /// Whether every event folded into `snapshot` belongs to this point of history.
-    fn admits(self, snapshot: &Snapshot) -> bool {
-        match self {
-            Self::Latest => true,
-            Self::Sequence(n) => snapshot.sequence <= n,
-            Self::Time(t) => snapshot.max_timestamp <= t,
-        }
-    }
-
-    /// The events of this point of history that come after sequence `after`.
-    fn read_after(self, after: u64) -> ReadRequest {
-        match self {
-            Self::Latest => ReadRequest::after(after),
-            Self::Sequence(n) => ReadRequest::range(after.saturating_add(1), Some(n)),
-            Self::Time(t) => ReadRequest::after(after).as_of(t),
-        }
-    }
-}
 
 /// A projection's state as of some point, with where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -207,8 +171,9 @@ impl ProjectionRunner {
             projection: before.projection,
             projection_version: before.projection_version,
             sequence: outcome.version,
-            max_timestamp: before.max_timestamp.max(recorded),
+            max_timestamp: Some(before.max_timestamp.map_or(recorded, |t| t.max(recorded))),
             state,
+            failure: None,
         };
         cache.put(stream, after, persisted);
     }
@@ -226,7 +191,7 @@ impl ProjectionRunner {
         let (progress, stream_version) = {
             let mut lanes = [Lane::new(name, Projection::version(projection), &mut fold)];
             let stream_version = self.fold_lanes(stream, &mut lanes, as_of).await?;
-            (lanes[0].progress(), stream_version)
+            (Progress::of(&lanes[0]), stream_version)
         };
         Ok(progress.with_state(fold.state, stream_version))
     }
@@ -249,7 +214,7 @@ impl ProjectionRunner {
             .map(|(p, fold)| Lane::new(p.name(), p.version(), fold.as_mut()))
             .collect();
         let stream_version = self.fold_lanes(stream, &mut lanes, as_of).await?;
-        let progress: Vec<Progress> = lanes.iter().map(Lane::progress).collect();
+        let progress: Vec<Progress> = lanes.iter().map(Progress::of).collect();
         drop(lanes);
         projections
             .iter()
@@ -265,10 +230,9 @@ impl ProjectionRunner {
             .collect()
     }
 
-    /// Resumes each lane from its cached state or snapshot where it can, reads the stream once
-    /// (in reads of at most [`REPLAY_CHUNK_EVENTS`] events), folds each event into every lane
-    /// that has not seen it, then caches the states and saves new snapshots. Returns the
-    /// stream's version.
+    /// Resumes each lane from its cached state or snapshot where it can, folds the stream into
+    /// every lane with the fold engine (one read of the stream, in chunks), then caches the
+    /// states and saves new snapshots. Returns the stream's version.
     async fn fold_lanes(
         &self,
         stream: &StreamId,
@@ -276,66 +240,38 @@ impl ProjectionRunner {
         as_of: AsOf,
     ) -> Result<u64, ProjectionError> {
         let cached = self.cache.is_some() && as_of == AsOf::Latest;
-        let (version, rest) = if self.snapshots.is_some() || cached {
-            self.read_past_snapshots(stream, lanes, as_of).await?
+        // With stored states to load, the version is read alongside them; without, the first
+        // read of events gives it.
+        let known = if self.snapshots.is_some() || cached {
+            Some(self.resume_lanes(stream, lanes, as_of).await?)
         } else {
-            // The first chunk's read also gives the version that bounds the others.
-            let request = as_of.read_after(0);
-            let first = chunk_of(request);
-            let slice = self.store.read(stream, first).await?;
-            fold_events(stream, lanes, &slice.events)?;
-            let end = request
-                .to_sequence
-                .map_or(slice.version, |to| to.min(slice.version));
-            let ended = prefix_ended(&first, &slice.events, end);
-            let rest = first
-                .to_sequence
-                .filter(|&done| done < end && !ended)
-                .map(|done| ReadRequest {
-                    from_sequence: done + 1,
-                    to_sequence: Some(end),
-                    ..request
-                });
-            (slice.version, rest)
+            None
         };
-        if let Some(rest) = rest {
-            self.fold_range(stream, lanes, rest, version).await?;
+        let version = fold_stream(
+            self.store.as_ref(),
+            stream,
+            lanes,
+            as_of,
+            known,
+            OnRefusal::StopReading,
+            |_| Ok::<(), StoreError>(()),
+        )
+        .await?;
+        // The first event a projection refused fails the run (the engine stopped reading).
+        if let Some(lane) = lanes
+            .iter_mut()
+            .filter(|lane| lane.refused().is_some())
+            .min_by_key(|lane| lane.refused().map(|e| e.sequence))
+        {
+            if let Some(error) = lane.take_refused() {
+                return Err(ProjectionError::apply(stream, lane.name, error));
+            }
         }
 
         if as_of == AsOf::Latest {
             self.keep_states(stream, lanes).await;
         }
         Ok(version)
-    }
-
-    /// Folds the events of `request` (which ends at `to_sequence`, at most `version`) into
-    /// every lane, reading at most [`REPLAY_CHUNK_EVENTS`] of them at a time.
-    async fn fold_range(
-        &self,
-        stream: &StreamId,
-        lanes: &mut [Lane<'_>],
-        request: ReadRequest,
-        version: u64,
-    ) -> Result<(), ProjectionError> {
-        let mut next = Some(request);
-        while let Some(request) =
-            next.filter(|r| r.to_sequence.is_some_and(|to| to >= r.from_sequence))
-        {
-            let chunk = chunk_of(request);
-            let events = self.store.read_known(stream, chunk, version).await?;
-            fold_events(stream, lanes, &events)?;
-            if prefix_ended(&chunk, &events, version) {
-                break;
-            }
-            next = match (chunk.to_sequence, request.to_sequence) {
-                (Some(done), Some(to)) if done < to => Some(ReadRequest {
-                    from_sequence: done + 1,
-                    ..request
-                }),
-                _ => None,
-            };
-        }
-        Ok(())
     }
 
     /// After a run as of the latest event: saves a snapshot of each lane that folded more than
@@ -373,20 +309,19 @@ impl ProjectionRunner {
     /// Whether `lane` holds more than `every` events past its last saved snapshot (folded by
     /// this run, or by earlier ones of this process through the cache).
     fn snapshot_due(&self, lane: &Lane<'_>) -> bool {
-        lane.progress().sequence.saturating_sub(lane.persisted) > self.every
+        lane.sequence().saturating_sub(lane.persisted) > self.every
     }
 
     /// Loads the lanes' snapshots and the stream's version in one round trip (two point reads
-    /// on Table storage), and returns that version and the events left to read: only those
-    /// past the oldest usable snapshot, up to that version (`None` when every snapshot is at
-    /// the stream's head). A lane with a cached state (runs as of the latest event) starts
+    /// on Table storage), resumes each lane from its snapshot where the engine admits it, and
+    /// returns that version. A lane with a cached state (runs as of the latest event) starts
     /// from it and loads no snapshot.
-    async fn read_past_snapshots(
+    async fn resume_lanes(
         &self,
         stream: &StreamId,
         lanes: &mut [Lane<'_>],
         as_of: AsOf,
-    ) -> Result<(u64, Option<ReadRequest>), ProjectionError> {
+    ) -> Result<u64, ProjectionError> {
         let cached: Vec<Option<(Snapshot, u64)>> = lanes
             .iter()
             .map(|lane| match (&self.cache, as_of) {
@@ -409,87 +344,47 @@ impl ProjectionRunner {
         let (loaded, version) = join(join_all(loads), self.store.version(stream)).await;
         let mut version = version?;
         for (lane, loaded) in lanes.iter_mut().zip(loaded) {
-            lane.resume(stream, loaded, as_of);
+            match loaded {
+                Ok(Some((snapshot, persisted))) => {
+                    if lane.resume(stream, &snapshot, as_of) {
+                        lane.persisted = persisted;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    stream = %stream,
+                    projection = lane.name,
+                    error = %e,
+                    "snapshot could not be loaded; replaying from the start"
+                ),
+            }
         }
-        if lanes.iter().any(|lane| lane.start > version) {
+        if lanes.iter().any(|lane| lane.start() > version) {
             // Both were read at once: a snapshot saved after an append that landed after the
             // version was read is ahead of it. A stream's version never goes down, so one more
-            // read settles it; a snapshot still ahead belongs to no history of this stream.
+            // read settles it; a snapshot still ahead belongs to no history of this stream
+            // (the engine starts that lane over).
             version = self.store.version(stream).await?;
         }
-        for lane in lanes.iter_mut().filter(|lane| lane.start > version) {
-            tracing::warn!(
-                stream = %stream,
-                projection = lane.name,
-                snapshot_sequence = lane.start,
-                stream_version = version,
-                "snapshot is past the end of the stream; replaying from the start"
-            );
-            lane.discard_snapshot();
-        }
-
-        let after = lanes.iter().map(|lane| lane.start).min().unwrap_or(0);
-        let request = as_of.read_after(after).bounded_by(version);
-        let rest = request
-            .to_sequence
-            .is_some_and(|to| to >= request.from_sequence)
-            .then_some(request);
-        Ok((version, rest))
+        Ok(version)
     }
-}
-
-/// Whether a read as of a time ended before the end of its range (at most `version`): the
-/// stream's prefix as of that time ends there, and no later read may add to it.
-fn prefix_ended(chunk: &ReadRequest, events: &[RecordedEvent], version: u64) -> bool {
-    let end = chunk.to_sequence.map_or(version, |to| to.min(version));
-    let reached = events
-        .last()
-        .map_or(chunk.from_sequence.saturating_sub(1), |e| e.sequence);
-    chunk.as_of.is_some() && reached < end
-}
-
-/// `request` cut to its first [`REPLAY_CHUNK_EVENTS`] sequence numbers.
-fn chunk_of(request: ReadRequest) -> ReadRequest {
-    let chunk_end = request
-        .from_sequence
-        .saturating_add(REPLAY_CHUNK_EVENTS - 1);
-    ReadRequest {
-        to_sequence: Some(
-            request
-                .to_sequence
-                .map_or(chunk_end, |to| to.min(chunk_end)),
-        ),
-        ..request
-    }
-}
-
-/// Folds `events` into every lane that has not seen them.
-fn fold_events(
-    stream: &StreamId,
-    lanes: &mut [Lane<'_>],
-    events: &[RecordedEvent],
-) -> Result<(), ProjectionError> {
-    for event in events {
-        for lane in lanes.iter_mut() {
-            lane.apply(event)
-                .map_err(|source| ProjectionError::apply(stream, lane.name, source))?;
-        }
-    }
-    Ok(())
 }
 
 /// The state `lane` ended with, as a snapshot (`None` if it holds no event or cannot be
 /// serialized, which is logged).
 fn final_snapshot(stream: &StreamId, lane: &Lane<'_>) -> Option<Snapshot> {
-    lane.snapshot().unwrap_or_else(|e| {
-        tracing::warn!(
-            stream = %stream,
-            projection = lane.name,
-            error = %e,
-            "state cannot be serialized; not kept"
-        );
-        None
-    })
+    match lane.to_stored() {
+        Ok(snapshot) => snapshot.max_timestamp.is_some().then_some(snapshot),
+        Err(e) => {
+            tracing::warn!(
+                stream = %stream,
+                projection = lane.name,
+                error = %e,
+                "state cannot be serialized; not kept"
+            );
+            None
+        }
+    }
 }
 
 /// Saves `snapshot`; a failure is logged and does not fail the run. Whether it was saved.
@@ -528,26 +423,6 @@ fn check_name(name: &str) -> Result<(), ProjectionError> {
     })
 }
 
-/// Where one projection's fold stands during a run.
-struct Lane<'a> {
-    name: &'a str,
-    version: u32,
-    fold: &'a mut dyn Fold,
-    /// Events up to this sequence are already in the fold (from a snapshot).
-    start: u64,
-    /// The latest timestamp among the events in the fold, when known.
-    max_timestamp: Option<OffsetDateTime>,
-    /// Whether `start` comes from a snapshot (or a cached state).
-    from_snapshot: bool,
-    /// Sequence of the last snapshot saved of this projection over the stream, as far as this
-    /// run knows (0 = none).
-    persisted: u64,
-    /// Sequence number of the last event folded in by this run.
-    last: u64,
-    /// Events folded in by this run.
-    read: u64,
-}
-
 /// What a lane did, without its fold.
 struct Progress {
     sequence: u64,
@@ -556,6 +431,14 @@ struct Progress {
 }
 
 impl Progress {
+    fn of(lane: &Lane<'_>) -> Self {
+        Self {
+            sequence: lane.sequence(),
+            events_read: lane.events_read(),
+            snapshot_sequence: lane.resumed().then_some(lane.start()),
+        }
+    }
+
     fn with_state<S>(self, state: S, stream_version: u64) -> Projected<S> {
         Projected {
             state,
@@ -567,129 +450,9 @@ impl Progress {
     }
 }
 
-impl<'a> Lane<'a> {
-    fn new(name: &'a str, version: u32, fold: &'a mut dyn Fold) -> Self {
-        Self {
-            name,
-            version,
-            fold,
-            start: 0,
-            max_timestamp: None,
-            from_snapshot: false,
-            persisted: 0,
-            last: 0,
-            read: 0,
-        }
-    }
-
-    /// Starts from the loaded snapshot if it is usable for `as_of`; otherwise stays at the
-    /// initial state.
-    fn resume(
-        &mut self,
-        stream: &StreamId,
-        loaded: Result<Option<(Snapshot, u64)>, StoreError>,
-        as_of: AsOf,
-    ) {
-        let (snapshot, persisted) = match loaded {
-            Ok(Some(loaded)) => loaded,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(
-                    stream = %stream,
-                    projection = self.name,
-                    error = %e,
-                    "snapshot could not be loaded; replaying from the start"
-                );
-                return;
-            }
-        };
-        if snapshot.projection != self.name {
-            tracing::warn!(
-                stream = %stream,
-                projection = self.name,
-                found = %snapshot.projection,
-                "snapshot store returned another projection's snapshot; replaying from the start"
-            );
-            return;
-        }
-        if snapshot.projection_version != self.version {
-            tracing::debug!(
-                stream = %stream,
-                projection = self.name,
-                snapshot_version = snapshot.projection_version,
-                version = self.version,
-                "snapshot is of another projection version; replaying from the start"
-            );
-            return;
-        }
-        if !as_of.admits(&snapshot) {
-            return;
-        }
-        if let Err(e) = self.fold.restore(&snapshot.state) {
-            tracing::warn!(
-                stream = %stream,
-                projection = self.name,
-                snapshot_sequence = snapshot.sequence,
-                error = %e,
-                "snapshot state cannot be read; replaying from the start"
-            );
-            return;
-        }
-        self.start = snapshot.sequence;
-        self.max_timestamp = Some(snapshot.max_timestamp);
-        self.from_snapshot = true;
-        self.persisted = persisted;
-    }
-
-    /// Goes back to the initial state, as if no snapshot had been found.
-    fn discard_snapshot(&mut self) {
-        self.fold.reset();
-        self.start = 0;
-        self.max_timestamp = None;
-        self.from_snapshot = false;
-        self.persisted = 0;
-    }
-
-    /// Folds `event` in unless the fold already holds it.
-    fn apply(&mut self, event: &RecordedEvent) -> Result<(), super::ApplyError> {
-        if event.sequence <= self.start.max(self.last) {
-            return Ok(());
-        }
-        self.fold.apply(event)?;
-        self.last = event.sequence;
-        self.read += 1;
-        self.max_timestamp = Some(
-            self.max_timestamp
-                .map_or(event.timestamp, |t| t.max(event.timestamp)),
-        );
-        Ok(())
-    }
-
-    fn progress(&self) -> Progress {
-        Progress {
-            sequence: if self.read > 0 { self.last } else { self.start },
-            events_read: self.read,
-            snapshot_sequence: self.from_snapshot.then_some(self.start),
-        }
-    }
-
-    /// A snapshot of the fold as it stands, if it holds any event.
-    fn snapshot(&self) -> Result<Option<Snapshot>, serde_json::Error> {
-        let (sequence, Some(max_timestamp)) = (self.progress().sequence, self.max_timestamp) else {
-            return Ok(None);
-        };
-        Ok(Some(Snapshot {
-            projection: self.name.to_owned(),
-            projection_version: self.version,
-            sequence,
-            max_timestamp,
-            state: self.fold.to_raw()?,
-        }))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::REPLAY_CHUNK_EVENTS;
     use super::*;
 
     fn assert_send<T: Send>(_: &T) {}
@@ -720,23 +483,6 @@ mod tests {
         let stream = StreamId::new("Bank", "Account", "1").unwrap();
         assert_send(&runner.run(&stream, &Count, AsOf::Latest));
         assert_send(&runner.run_many(&stream, &[&Count], AsOf::Latest));
-    }
-
-    #[test]
-    fn snapshots_are_admitted_only_when_they_hold_nothing_past_the_point() {
-        let t = time::macros::datetime!(2024-01-01 00:00 UTC);
-        let snapshot = Snapshot {
-            projection: "count".into(),
-            projection_version: 1,
-            sequence: 10,
-            max_timestamp: t,
-            state: serde_json::value::to_raw_value(&10).unwrap(),
-        };
-        assert!(AsOf::Latest.admits(&snapshot));
-        assert!(AsOf::Sequence(10).admits(&snapshot));
-        assert!(!AsOf::Sequence(9).admits(&snapshot));
-        assert!(AsOf::Time(t).admits(&snapshot));
-        assert!(!AsOf::Time(t - time::Duration::nanoseconds(1)).admits(&snapshot));
     }
 
     /// Appends `events` events to a new stream of `store`.
@@ -809,20 +555,5 @@ mod tests {
             .await
             .unwrap()
             .version
-    }
-
-    #[test]
-    fn reads_start_after_the_snapshot_and_keep_the_bound() {
-        let t = time::macros::datetime!(2024-01-01 00:00 UTC);
-        assert_eq!(AsOf::Latest.read_after(0), ReadRequest::all());
-        assert_eq!(AsOf::Latest.read_after(7), ReadRequest::range(8, None));
-        assert_eq!(
-            AsOf::Sequence(9).read_after(7),
-            ReadRequest::range(8, Some(9))
-        );
-        assert_eq!(
-            AsOf::Time(t).read_after(7),
-            ReadRequest::range(8, None).as_of(t)
-        );
     }
 }

@@ -15,7 +15,9 @@
 //! down.
 //!
 //! All read models of one stream are loaded together and the stream is read once per attempt
-//! (from the oldest row's sequence), in reads of at most [`CATCH_UP_CHUNK_EVENTS`] events, each
+//! by the fold engine the projection runner uses too (`crate::projection::fold`: the same
+//! resume checks, a row being the same stored type as a snapshot), from the oldest row's
+//! sequence, in reads of at most [`CATCH_UP_CHUNK_EVENTS`] events, each
 //! folded into every row's state before the next is read: memory does not grow with the
 //! number of events a row catches up on. Nothing is saved between chunks: each row is saved
 //! once at the end of the attempt, conditioned on the ETag it was loaded with, exactly as an
@@ -39,11 +41,11 @@ use std::sync::Arc;
 use futures::future::join_all;
 
 use super::ReadModelError;
-use crate::projection::{ApplyError, DynProjection, Fold, ProjectionError};
+use crate::projection::{fold_stream, AsOf, DynProjection, Fold, Lane, OnRefusal, ProjectionError};
 use crate::stream::{
     Checkpoint, FoldFailure, ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint,
 };
-use crate::stream::{EventStore, ReadRequest, RecordedEvent, StreamId};
+use crate::stream::{EventStore, StreamId};
 
 /// Attempts per read model before a notification gives up (and is delivered again later).
 pub const MAX_SAVE_ATTEMPTS: u32 = 10;
@@ -86,35 +88,6 @@ struct Save {
     applied: u64,
     checkpoint: Checkpoint,
     condition: SaveCondition,
-}
-
-/// One read model's work within an attempt.
-struct Lane<'a> {
-    index: usize,
-    fold: Box<dyn Fold + 'a>,
-    /// Events up to here are in the fold.
-    start: u64,
-    loaded: Option<StoredCheckpoint>,
-    /// Events folded in by this attempt.
-    applied: u64,
-    /// The event the projection refused (nothing more is folded into this lane).
-    refused: Option<ApplyError>,
-}
-
-impl Lane<'_> {
-    /// Folds in the events of `events` past `start`, until the projection refuses one.
-    fn fold_chunk(&mut self, events: &[RecordedEvent]) {
-        if self.refused.is_some() {
-            return;
-        }
-        for event in events.iter().filter(|e| e.sequence > self.start) {
-            if let Err(error) = self.fold.apply(event) {
-                self.refused = Some(error);
-                return;
-            }
-            self.applied += 1;
-        }
-    }
 }
 
 impl ReadModelProjector {
@@ -192,7 +165,8 @@ impl ReadModelProjector {
                 .map(|&i| self.store.load(self.models[i].name(), stream)),
         )
         .await;
-        let mut lanes = Vec::new();
+        // The rows to bring forward: (model index, row as loaded), in the order of their lanes.
+        let mut rows: Vec<(usize, Option<StoredCheckpoint>)> = Vec::new();
         for (&index, loaded) in pending.iter().zip(loads) {
             let loaded = loaded?;
             let model = &self.models[index];
@@ -214,18 +188,26 @@ impl ReadModelProjector {
                 });
                 continue;
             }
-            let mut fold = model.start();
-            let start = match &loaded {
-                Some(row) if resumable(model.as_ref(), fold.as_mut(), stream, row) => {
-                    row.checkpoint.sequence
-                }
-                _ => 0,
-            };
+            rows.push((index, loaded));
+        }
+        let mut folds: Vec<Box<dyn Fold + '_>> = rows
+            .iter()
+            .map(|(index, _)| self.models[*index].start())
+            .collect();
+        let mut lanes: Vec<Lane<'_>> = Vec::new();
+        let mut kept = Vec::new();
+        for ((index, loaded), fold) in rows.into_iter().zip(folds.iter_mut()) {
+            let model = &self.models[index];
+            let mut lane = Lane::new(model.name(), model.version(), fold.as_mut());
+            if let Some(row) = &loaded {
+                lane.resume(stream, &row.checkpoint, AsOf::Latest);
+            }
+            let start = lane.start();
             if start > 0 && notified.is_some_and(|n| start >= n) {
                 outcomes[index] = Some(ProjectOutcome {
                     model: model.name().to_owned(),
-                    before,
-                    after: before,
+                    before: start,
+                    after: start,
                     applied: 0,
                     duplicate: true,
                     attempts: attempt,
@@ -233,27 +215,40 @@ impl ReadModelProjector {
                 });
                 continue;
             }
-            lanes.push(Lane {
-                index,
-                fold,
-                start,
-                loaded,
-                applied: 0,
-                refused: None,
-            });
+            lanes.push(lane);
+            kept.push((index, loaded));
         }
         if lanes.is_empty() {
             return Ok(Vec::new());
         }
 
-        let version = self.fold_to_end(stream, notified, &mut lanes).await?;
+        // One read of the stream for every lane, from the oldest row, to its end; a
+        // notification ahead of the stream fails after the first read.
+        let version = fold_stream(
+            self.events.as_ref(),
+            stream,
+            &mut lanes,
+            AsOf::Latest,
+            None,
+            OnRefusal::StopFold,
+            |version| match notified {
+                Some(n) if version < n => Err(ReadModelError::AheadOfStream {
+                    stream: stream.to_string(),
+                    sequence: n,
+                    version,
+                }),
+                _ => Ok(()),
+            },
+        )
+        .await?;
 
         let mut saves = Vec::new();
-        for mut lane in lanes {
-            let model = &self.models[lane.index];
-            let before = lane.loaded.as_ref().map_or(0, |r| r.checkpoint.sequence);
-            let applied = lane.applied;
-            if let Some(error) = lane.refused.take() {
+        for (mut lane, (index, loaded)) in lanes.into_iter().zip(kept) {
+            let model = &self.models[index];
+            let before = loaded.as_ref().map_or(0, |r| r.checkpoint.sequence);
+            let applied = lane.events_read();
+            let condition = SaveCondition::after_load(loaded.as_ref());
+            if let Some(error) = lane.take_refused() {
                 // The stream holds an event this projection refuses: mark the row with it and
                 // succeed, so the notification is not delivered again and again for an event
                 // that will never fold; the other read models and streams carry on.
@@ -273,23 +268,24 @@ impl ReadModelProjector {
                         source,
                     })?;
                 saves.push(Save {
-                    index: lane.index,
+                    index,
                     before,
                     applied,
                     checkpoint: Checkpoint::failed(
+                        model.name(),
                         initial,
                         model.version(),
                         error.sequence,
                         &error,
                     ),
-                    condition: SaveCondition::after_load(lane.loaded.as_ref()),
+                    condition,
                 });
                 continue;
             }
-            if applied == 0 && (lane.start > 0 || version == 0) {
+            if applied == 0 && (lane.start() > 0 || version == 0) {
                 // Nothing new: the row is at the end of the stream (a catch-up), or there is
                 // no stream at all.
-                outcomes[lane.index] = Some(ProjectOutcome {
+                outcomes[index] = Some(ProjectOutcome {
                     model: model.name().to_owned(),
                     before,
                     after: before,
@@ -300,26 +296,22 @@ impl ReadModelProjector {
                 });
                 continue;
             }
-            let state = lane
-                .fold
-                .to_raw()
-                .map_err(|source| ProjectionError::State {
-                    projection: model.name().to_owned(),
-                    source,
-                })?;
+            let stored = lane.to_stored().map_err(|source| ProjectionError::State {
+                projection: model.name().to_owned(),
+                source,
+            })?;
             saves.push(Save {
-                index: lane.index,
+                index,
                 before,
                 applied,
                 checkpoint: Checkpoint {
-                    state,
                     sequence: version,
-                    projection_version: model.version(),
-                    failure: None,
+                    ..stored.as_row_of(model.name())
                 },
-                condition: SaveCondition::after_load(lane.loaded.as_ref()),
+                condition,
             });
         }
+        drop(folds);
 
         let results = join_all(saves.iter().map(|save| {
             self.store.save(
@@ -367,114 +359,15 @@ impl ReadModelProjector {
         }
         Ok(lost)
     }
-
-    /// Reads the events after the oldest lane's start to the end of the stream, at most
-    /// [`CATCH_UP_CHUNK_EVENTS`] at a time, and folds each chunk into every lane; returns the
-    /// stream's version (read with the first chunk, which bounds the others). A notification
-    /// ahead of that version fails before anything more is read. A lane whose row claims more
-    /// events than the stream has is reset to replay from the first event.
-    async fn fold_to_end(
-        &self,
-        stream: &StreamId,
-        notified: Option<u64>,
-        lanes: &mut [Lane<'_>],
-    ) -> Result<u64, ReadModelError> {
-        let after = lanes.iter().map(|l| l.start).min().unwrap_or(0);
-        let first = chunk_after(after, None);
-        let slice = self.events.read(stream, first).await?;
-        let version = slice.version;
-        if let Some(n) = notified {
-            if version < n {
-                return Err(ReadModelError::AheadOfStream {
-                    stream: stream.to_string(),
-                    sequence: n,
-                    version,
-                });
-            }
-        }
-        let mut reset = false;
-        for lane in lanes.iter_mut().filter(|l| l.start > version) {
-            tracing::warn!(
-                stream = %stream,
-                model = self.models[lane.index].name(),
-                row_sequence = lane.start,
-                stream_version = version,
-                "read model row is past the end of the stream; recomputing it"
-            );
-            lane.fold.reset();
-            lane.start = 0;
-            reset = true;
-        }
-        let mut done = if reset && after > 0 {
-            // The first chunk started past what the reset lanes need: read from the start.
-            0
-        } else {
-            for lane in lanes.iter_mut() {
-                lane.fold_chunk(&slice.events);
-            }
-            first.to_sequence.unwrap_or(u64::MAX)
-        };
-        drop(slice);
-        while done < version {
-            let chunk = chunk_after(done, Some(version));
-            let events = self.events.read_known(stream, chunk, version).await?;
-            for lane in lanes.iter_mut() {
-                lane.fold_chunk(&events);
-            }
-            done = chunk.to_sequence.unwrap_or(version);
-        }
-        Ok(version)
-    }
-}
-
-/// The events after `after`, at most [`CATCH_UP_CHUNK_EVENTS`] of them and none past `last`.
-fn chunk_after(after: u64, last: Option<u64>) -> ReadRequest {
-    let end = after.saturating_add(CATCH_UP_CHUNK_EVENTS);
-    ReadRequest::range(
-        after.saturating_add(1),
-        Some(last.map_or(end, |last| last.min(end))),
-    )
-}
-
-/// Whether `row` can be resumed from: same projection version and a state that reads back
-/// (restored into `fold`). Otherwise `fold` stays at the initial state, with a log line.
-fn resumable(
-    model: &dyn DynProjection,
-    fold: &mut dyn Fold,
-    stream: &StreamId,
-    row: &StoredCheckpoint,
-) -> bool {
-    if row.checkpoint.projection_version != model.version() {
-        tracing::info!(
-            stream = %stream,
-            model = model.name(),
-            row_version = row.checkpoint.projection_version,
-            version = model.version(),
-            "read model row is of another projection version; recomputing it"
-        );
-        return false;
-    }
-    match fold.restore(&row.checkpoint.state) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(
-                stream = %stream,
-                model = model.name(),
-                error = %e,
-                "read model state cannot be read; recomputing it"
-            );
-            fold.reset();
-            false
-        }
-    }
 }
 
 #[cfg(test)]
 mod chunk_tests {
     use super::*;
-    use crate::projection::Projection;
+    use crate::projection::{ApplyError, Projection};
     use crate::storage::MemoryReadModelStore;
     use crate::storage::MemoryStore;
+    use crate::stream::RecordedEvent;
     use crate::stream::{ExpectedVersion, NewEvent};
     use crate::testing::CountingStore;
 

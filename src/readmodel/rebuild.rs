@@ -2,7 +2,8 @@
 //! are missing (streams written before the read model existed, notifications that never came)
 //! or wrong (a bug fixed, a row edited by hand).
 //!
-//! Each stream is replayed from its first event, once for all read models, and each row is
+//! Each stream is replayed from its first event, once for all read models (by the fold engine
+//! the projector uses, in chunks), and each row is
 //! written with the same conditions the projector uses, so a rebuild can run while
 //! notifications are being handled:
 //! - a missing row is created ("must not exist");
@@ -28,9 +29,9 @@ use serde::Serialize;
 
 use super::projector::ReadModelProjector;
 use super::{ReadModelError, MAX_SAVE_ATTEMPTS};
-use crate::projection::{DynProjection, ProjectionError};
+use crate::projection::{fold_stream, AsOf, DynProjection, Fold, Lane, OnRefusal, ProjectionError};
 use crate::stream::{Checkpoint, FoldFailure, SaveCondition, SaveOutcome, StoredCheckpoint};
-use crate::stream::{EntityType, ReadRequest, StreamId, StreamSlice};
+use crate::stream::{EntityType, StreamId};
 
 /// Streams rebuilt at the same time.
 pub const REBUILD_CONCURRENCY: usize = 8;
@@ -185,15 +186,10 @@ async fn rebuild_stream(
         if pending.is_empty() {
             break;
         }
-        let slice = projector.events.read(stream, ReadRequest::all()).await?;
-        if slice.version == 0 {
+        let Some(replays) = replay(projector, stream, &pending).await? else {
             // Listed, but gone (or never written): nothing to rebuild.
             return Ok(Vec::new());
-        }
-        let replays = pending
-            .iter()
-            .map(|&i| replay(models[i].as_ref(), &slice))
-            .collect::<Result<Vec<_>, _>>()?;
+        };
         let loads = join_all(
             pending
                 .iter()
@@ -246,33 +242,65 @@ async fn rebuild_stream(
     Ok(results.into_iter().flatten().collect())
 }
 
-/// The read model's row as a full replay of `slice` makes it: the state at the stream's
+/// The rows of the read models in `pending` as a full replay of `stream` makes them (with the
+/// fold engine, in chunks, one read of the stream for all of them): the state at the stream's
 /// version, or the failed row of the first event the projection refuses (as the projector
-/// makes it, so the two agree).
-fn replay(model: &dyn DynProjection, slice: &StreamSlice) -> Result<Checkpoint, ReadModelError> {
-    let state_error = |source| ProjectionError::State {
-        projection: model.name().to_owned(),
-        source,
-    };
-    let mut fold = model.start();
-    for event in &slice.events {
-        if let Err(error) = fold.apply(event) {
-            let initial = model.start().to_raw().map_err(state_error)?;
-            return Ok(Checkpoint::failed(
-                initial,
-                model.version(),
-                error.sequence,
-                &error,
-            ));
-        }
+/// makes it, so the two agree). `None` when the stream has no event.
+async fn replay(
+    projector: &ReadModelProjector,
+    stream: &StreamId,
+    pending: &[usize],
+) -> Result<Option<Vec<Checkpoint>>, ReadModelError> {
+    let models: Vec<&dyn DynProjection> = pending
+        .iter()
+        .map(|&i| projector.models[i].as_ref())
+        .collect();
+    let mut folds: Vec<Box<dyn Fold + '_>> = models.iter().map(|m| m.start()).collect();
+    let mut lanes: Vec<Lane<'_>> = models
+        .iter()
+        .zip(folds.iter_mut())
+        .map(|(m, fold)| Lane::new(m.name(), m.version(), fold.as_mut()))
+        .collect();
+    let version = fold_stream(
+        projector.events.as_ref(),
+        stream,
+        &mut lanes,
+        AsOf::Latest,
+        None,
+        OnRefusal::StopFold,
+        |_| Ok::<(), ReadModelError>(()),
+    )
+    .await?;
+    if version == 0 {
+        return Ok(None);
     }
-    let state = fold.to_raw().map_err(state_error)?;
-    Ok(Checkpoint {
-        state,
-        sequence: slice.version,
-        projection_version: model.version(),
-        failure: None,
-    })
+    let mut rows = Vec::with_capacity(lanes.len());
+    for (mut lane, model) in lanes.into_iter().zip(models) {
+        let state_error = |source| ProjectionError::State {
+            projection: model.name().to_owned(),
+            source,
+        };
+        rows.push(match lane.take_refused() {
+            Some(error) => {
+                let initial = model.start().to_raw().map_err(state_error)?;
+                Checkpoint::failed(
+                    model.name(),
+                    initial,
+                    model.version(),
+                    error.sequence,
+                    &error,
+                )
+            }
+            None => Checkpoint {
+                sequence: version,
+                ..lane
+                    .to_stored()
+                    .map_err(state_error)?
+                    .as_row_of(model.name())
+            },
+        });
+    }
+    Ok(Some(rows))
 }
 
 async fn decide(

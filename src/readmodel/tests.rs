@@ -259,6 +259,8 @@ async fn rows_of_another_version_unreadable_or_past_the_stream_are_recomputed() 
     append(&f.events, &s, 3).await;
     f.projector.project(&s, 3).await.unwrap();
     let bad = |state: &str, sequence, projection_version| Checkpoint {
+        projection: String::new(),
+        max_timestamp: None,
         state: RawValue::from_string(state.into()).unwrap(),
         sequence,
         projection_version,
@@ -301,6 +303,8 @@ async fn rebuild_fills_missing_rows_fixes_wrong_ones_and_keeps_newer_ones() {
         "count",
         &b,
         Checkpoint {
+            projection: String::new(),
+            max_timestamp: None,
             state: RawValue::from_string("42".into()).unwrap(),
             sequence: 3,
             projection_version: 3,
@@ -327,6 +331,8 @@ async fn rebuild_fills_missing_rows_fixes_wrong_ones_and_keeps_newer_ones() {
         "count",
         &c,
         Checkpoint {
+            projection: String::new(),
+            max_timestamp: None,
             state: RawValue::from_string("9".into()).unwrap(),
             sequence: 9,
             projection_version: 3,
@@ -467,6 +473,8 @@ async fn an_event_a_model_refuses_marks_its_row_and_the_rest_carries_on() {
         "trail",
         &bad,
         Checkpoint {
+            projection: String::new(),
+            max_timestamp: None,
             state: RawValue::from_string("[1,2,3,4,5]".into()).unwrap(),
             sequence: 5,
             projection_version: 1,

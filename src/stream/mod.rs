@@ -21,6 +21,7 @@ mod outbox;
 pub(crate) mod read_model;
 mod snapshot;
 pub(crate) mod store;
+mod stored_state;
 mod turns;
 
 pub use dead_letter::{DeadLetter, DeadLetterPage, DeadLetterStore};
@@ -37,9 +38,8 @@ pub use notification_kind::NotificationKind;
 pub use outbox::{Outbox, PendingScan, PendingStream, UnreadableEntry};
 pub(crate) use read_model::checked_page_size;
 pub use read_model::{
-    Checkpoint, ETag, FoldFailure, ReadModelPage, ReadModelRow, ReadModelStore,
-    ReadModelStoreError, SaveCondition, SaveOutcome, StoredCheckpoint, MAX_FAILURE_REASON_CHARS,
-    UNREADABLE_ROW_VERSION,
+    Checkpoint, ETag, ReadModelPage, ReadModelRow, ReadModelStore, ReadModelStoreError,
+    SaveCondition, SaveOutcome, StoredCheckpoint, UNREADABLE_ROW_VERSION,
 };
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::Clock;
@@ -52,4 +52,5 @@ pub(crate) use store::{
     append_time, check_key_continuation, check_new_events, earlier_append, recorded_time,
     StoredEventId, TimeLine,
 };
+pub use stored_state::{FoldFailure, StoredState, MAX_FAILURE_REASON_CHARS};
 pub use turns::{StreamTurn, StreamTurns};

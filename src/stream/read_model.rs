@@ -19,10 +19,8 @@
 //!   left out of its page, so a page may hold fewer rows than asked for while more follow;
 //!   only `continuation == None` means the end.
 
+use super::{validate_instance_key, EntityType, KeyError, StoreError, StoredState, StreamId};
 use async_trait::async_trait;
-use serde_json::value::RawValue;
-
-use super::{validate_instance_key, EntityType, KeyError, StoreError, StreamId};
 
 /// Why a read-model store could not load, save or list (each read-model layer error converts
 /// from it: `crate::readmodel::ReadModelError` keeps the same variants).
@@ -49,68 +47,10 @@ pub enum ReadModelStoreError {
     InvalidKey(#[from] KeyError),
 }
 
-/// A read model's state for one stream, and where in the stream it stands.
-#[derive(Debug, Clone)]
-pub struct Checkpoint {
-    /// The projection's state as JSON text.
-    pub state: Box<RawValue>,
-    /// Sequence number of the last event folded in (0 = none); for a failed row, the event
-    /// the projection refused.
-    pub sequence: u64,
-    /// The projection version that wrote the state; a row of another version is recomputed.
-    pub projection_version: u32,
-    /// Set when the projection refuses an event of the stream: the row then holds the
-    /// projection's initial state at the refused event's sequence, and stays so (events never
-    /// change) until another projection version recomputes it. Listings show such a row as
-    /// unreadable rather than as a state.
-    pub failure: Option<FoldFailure>,
-}
-
-/// Longest reason kept in a failed row, in characters (a refusal can quote event data).
-pub const MAX_FAILURE_REASON_CHARS: usize = 1000;
-
-/// The event a read model's projection refused, for good.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FoldFailure {
-    /// Its sequence number.
-    pub sequence: u64,
-    /// Why, in words (names the event type).
-    pub reason: String,
-}
-
-impl Checkpoint {
-    /// The row of a stream whose event `sequence` the projection refuses: the projection's
-    /// `initial` state, at that sequence, with the reason.
-    pub fn failed(
-        initial: Box<RawValue>,
-        projection_version: u32,
-        sequence: u64,
-        reason: &dyn std::fmt::Display,
-    ) -> Self {
-        Self {
-            state: initial,
-            sequence,
-            projection_version,
-            failure: Some(FoldFailure {
-                sequence,
-                reason: reason
-                    .to_string()
-                    .chars()
-                    .take(MAX_FAILURE_REASON_CHARS)
-                    .collect(),
-            }),
-        }
-    }
-}
-
-impl PartialEq for Checkpoint {
-    fn eq(&self, other: &Self) -> bool {
-        self.state.get() == other.state.get()
-            && self.sequence == other.sequence
-            && self.projection_version == other.projection_version
-            && self.failure == other.failure
-    }
-}
+/// A read model's row for one stream: its state and where in the stream it stands (the one
+/// stored form of a fold, [`StoredState`]; a store answers with `projection` set to the read
+/// model asked for and no `max_timestamp`).
+pub type Checkpoint = StoredState;
 
 /// The projection version a backend reports for a row it cannot read back (hand-edited or
 /// written by incompatible code). Such a row comes back at sequence 0 with a `null` state, so

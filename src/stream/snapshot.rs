@@ -8,30 +8,13 @@
 //! result. A store keeps at most one snapshot per (stream, projection name).
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use time::OffsetDateTime;
 
-use super::{StoreError, StreamId};
+use super::{StoreError, StoredState, StreamId};
 
-/// A projection's state after folding events `1..=sequence` of one stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Snapshot {
-    /// The projection's name.
-    pub projection: String,
-    /// The projection's version when the snapshot was written.
-    pub projection_version: u32,
-    /// Sequence number of the last event folded in.
-    pub sequence: u64,
-    /// The latest timestamp among the events folded in. Timestamps need not grow with sequence
-    /// numbers (writers' clocks differ), so this is a maximum, not the last event's timestamp:
-    /// the snapshot holds exactly the events written at or before any time from here on.
-    #[serde(with = "time::serde::rfc3339")]
-    pub max_timestamp: OffsetDateTime,
-    /// The state as the projection serializes it.
-    pub state: Box<RawValue>,
-}
+/// A projection's state after folding events `1..=sequence` of one stream, kept to resume from
+/// (the one stored form of a fold, [`StoredState`]; a snapshot has a `max_timestamp` and no
+/// `failure`).
+pub type Snapshot = StoredState;
 
 /// Where snapshots are kept. A store may lose a snapshot or keep an older one, but what `load`
 /// returns is one that was saved, whole: its state's text byte for byte, its sequence, and a

@@ -485,6 +485,8 @@ async fn a_poisoned_stream_answers_a_problem_and_hurts_no_other() {
     );
     let max = "79228162514264337593543950335";
     let edited = Checkpoint {
+        projection: "account".into(),
+        max_timestamp: None,
         state: serde_json::value::RawValue::from_string(format!(
             r#"{{"status":"open","balance":"{max}","overdraftLimit":"{max}"}}"#
         ))

@@ -800,7 +800,7 @@ async fn an_append_of_this_process_moves_the_cached_state_to_the_head() {
     let saved = snapshots.get(&stream, "balance").unwrap();
     assert_eq!(saved.sequence, 5);
     let stored = store.read(&stream, ReadRequest::all()).await.unwrap();
-    assert_eq!(saved.max_timestamp, stored.events[4].timestamp);
+    assert_eq!(saved.max_timestamp, Some(stored.events[4].timestamp));
     let before = stored.events[4].timestamp - Duration::nanoseconds(1);
     let p = runner
         .run(&stream, &BALANCE, AsOf::Time(before))
@@ -853,7 +853,7 @@ async fn a_snapshot_is_used_only_for_points_it_does_not_pass() {
     assert_eq!(snapshots.get(&stream, "balance").unwrap().sequence, 10);
     assert_eq!(
         snapshots.get(&stream, "balance").unwrap().max_timestamp,
-        at(90)
+        Some(at(90))
     );
     store.push(DEPOSITED, 1 << 10, at(100));
     store.push(DEPOSITED, 1 << 11, at(55)); // a skewed clock: before the snapshot's max
@@ -941,8 +941,9 @@ async fn a_corrupt_snapshot_falls_back_to_a_full_replay() {
         projection: "balance".into(),
         projection_version: 1,
         sequence,
-        max_timestamp: at(0),
+        max_timestamp: Some(at(0)),
         state: RawValue::from_string(state.into()).unwrap(),
+        failure: None,
     };
     // A state that does not deserialize into the projection's state.
     snapshots

@@ -66,7 +66,10 @@ impl MemoryReadModelStore {
         let etag = self.new_etag();
         self.lock().entry(key(model, stream)).or_default().insert(
             InstanceKey::of(stream.instance()),
-            StoredCheckpoint { checkpoint, etag },
+            StoredCheckpoint {
+                checkpoint: checkpoint.as_row_of(model),
+                etag,
+            },
         );
     }
 
@@ -128,7 +131,7 @@ impl ReadModelStore for MemoryReadModelStore {
         rows.insert(
             instance,
             StoredCheckpoint {
-                checkpoint: checkpoint.clone(),
+                checkpoint: checkpoint.as_row_of(model),
                 etag,
             },
         );

@@ -172,7 +172,7 @@ fn encode(
 }
 
 /// A row read back; `Err` says why it cannot be.
-fn decode(entity: &Properties) -> Result<Checkpoint, String> {
+fn decode(model: &str, entity: &Properties) -> Result<Checkpoint, String> {
     let sequence = get_u64(entity, SEQUENCE)?;
     let projection_version = u32::try_from(get_u64(entity, PROJECTION_VERSION)?)
         .map_err(|_| format!("{PROJECTION_VERSION} is out of range"))?;
@@ -189,20 +189,24 @@ fn decode(entity: &Properties) -> Result<Checkpoint, String> {
             .to_owned(),
     });
     Ok(Checkpoint {
-        state,
-        sequence,
+        projection: model.to_owned(),
         projection_version,
+        sequence,
+        max_timestamp: None,
+        state,
         failure,
     })
 }
 
 /// The stand-in for a row that cannot be read: recomputed by whoever loads it.
-fn unreadable() -> Checkpoint {
+fn unreadable(model: &str) -> Checkpoint {
     Checkpoint {
+        projection: model.to_owned(),
+        projection_version: UNREADABLE_ROW_VERSION,
+        sequence: 0,
+        max_timestamp: None,
         state: RawValue::from_string("null".to_owned())
             .unwrap_or_else(|_| unreachable!("null is JSON")),
-        sequence: 0,
-        projection_version: UNREADABLE_ROW_VERSION,
         failure: None,
     }
 }
@@ -220,9 +224,9 @@ impl ReadModelStore for TableReadModelStore {
         let Some(fetched) = api.get(&partition, stream.instance(), &what).await? else {
             return Ok(None);
         };
-        let checkpoint = decode(&fetched.entity).unwrap_or_else(|reason| {
+        let checkpoint = decode(model, &fetched.entity).unwrap_or_else(|reason| {
             tracing::warn!(stream = %stream, model, reason, "read model row cannot be read; it will be recomputed");
-            unreadable()
+            unreadable(model)
         });
         Ok(Some(StoredCheckpoint {
             checkpoint,
@@ -291,7 +295,7 @@ impl ReadModelStore for TableReadModelStore {
                 })?
                 .to_owned();
             last = Some(instance.clone());
-            match decode(entity_row) {
+            match decode(model, entity_row) {
                 Ok(checkpoint) => rows.push(ReadModelRow {
                     instance,
                     checkpoint,
@@ -340,9 +344,11 @@ mod tests {
 
     fn checkpoint(state: &str) -> Checkpoint {
         Checkpoint {
-            state: RawValue::from_string(state.to_owned()).unwrap(),
-            sequence: 7,
+            projection: "account".into(),
             projection_version: 2,
+            sequence: 7,
+            max_timestamp: None,
+            state: RawValue::from_string(state.to_owned()).unwrap(),
             failure: None,
         }
     }
@@ -358,14 +364,14 @@ mod tests {
             ..checkpoint("{}")
         };
         let properties = encode("account", &stream, &failed).unwrap();
-        assert_eq!(decode(&properties).unwrap(), failed);
+        assert_eq!(decode("account", &properties).unwrap(), failed);
         let mut merged = properties;
         merged.extend(encode("account", &stream, &checkpoint("{}")).unwrap());
-        assert_eq!(decode(&merged).unwrap(), checkpoint("{}"));
+        assert_eq!(decode("account", &merged).unwrap(), checkpoint("{}"));
         // A row written before failures were recorded.
         let mut old = encode("account", &stream, &checkpoint("{}")).unwrap();
         old.retain(|k, _| !k.starts_with("Fail"));
-        assert_eq!(decode(&old).unwrap(), checkpoint("{}"));
+        assert_eq!(decode("account", &old).unwrap(), checkpoint("{}"));
     }
 
     #[test]
@@ -374,13 +380,13 @@ mod tests {
         let big = format!("{{\"s\":\"{}\"}}", "x".repeat(100_000));
         for state in [r#"{"balance":"0.10"}"#, big.as_str()] {
             let mut properties = encode("account", &stream, &checkpoint(state)).unwrap();
-            assert_eq!(decode(&properties).unwrap(), checkpoint(state));
+            assert_eq!(decode("account", &properties).unwrap(), checkpoint(state));
             // A stale chunk left by a larger earlier state is ignored.
             properties.insert(
                 data_property(MAX_DATA_CHUNKS - 1),
                 Value::String("junk".into()),
             );
-            assert_eq!(decode(&properties).unwrap(), checkpoint(state));
+            assert_eq!(decode("account", &properties).unwrap(), checkpoint(state));
         }
         assert_eq!(
             partition_key("account", "Bank", "Account"),
@@ -398,8 +404,8 @@ mod tests {
         ));
         let mut properties = encode("account", &stream, &checkpoint("[1,2]")).unwrap();
         properties.insert(data_property(0), Value::String("[1,".into()));
-        assert!(decode(&properties).is_err());
-        assert!(decode(&Properties::new()).is_err());
+        assert!(decode("account", &properties).is_err());
+        assert!(decode("account", &Properties::new()).is_err());
     }
 
     #[test]

@@ -86,11 +86,13 @@ fn encode(snapshot: &Snapshot) -> Option<Properties> {
         u64::from(snapshot.projection_version),
     );
     set_int64(&mut properties, SEQUENCE, snapshot.sequence);
-    set_time(
-        &mut properties,
-        MAX_TIMESTAMP,
-        kept_max_timestamp(snapshot.max_timestamp)?,
-    );
+    if let Some(max_timestamp) = snapshot.max_timestamp {
+        set_time(
+            &mut properties,
+            MAX_TIMESTAMP,
+            kept_max_timestamp(max_timestamp)?,
+        );
+    }
     Some(properties)
 }
 
@@ -101,8 +103,13 @@ fn decode(projection: &str, entity: &Properties) -> Result<Snapshot, String> {
         projection_version: u32::try_from(get_u64(entity, PROJECTION_VERSION)?)
             .map_err(|_| "projection version out of range".to_owned())?,
         sequence: get_u64(entity, SEQUENCE)?,
-        max_timestamp: get_time(entity, MAX_TIMESTAMP)?,
+        // Every snapshot the runner saves has one; one without serves no point in time.
+        max_timestamp: match entity.get(MAX_TIMESTAMP) {
+            None => None,
+            Some(_) => Some(get_time(entity, MAX_TIMESTAMP)?),
+        },
         state,
+        failure: None,
     })
 }
 
