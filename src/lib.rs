@@ -4,7 +4,7 @@
 //! Dependencies point one way, down this list (`scripts/check-modules.py` checks it in CI).
 //! - [`stream`]: the core model (stream ids, events, expectations) and every contract an
 //!   adapter implements: `EventStore`, `Outbox`, `SnapshotStore`, `ReadModelStore`,
-//!   `DeadLetterStore`.
+//!   `DeadLetterStore`, `NotificationSink` (with a notification's shape).
 //! - [`storage`]: the adapters of those contracts: Azure Table storage (`storage::table`),
 //!   Append Blobs (`storage::blob`), memory (`storage::memory`), and what reaches Azure Storage
 //!   (`storage::connection`: account, transport, error mapping).
@@ -12,8 +12,8 @@
 //!   cache and classifications; its fold engine is the one the read models run on too.
 //! - [`identity`]: access tokens of the app's managed identity (for storage and Event Grid
 //!   without keys), and where a bearer token may be sent.
-//! - [`notify`]: Event Grid notifications (new entity, new event): shapes, raising, schemas,
-//!   publisher, the outbox dispatcher, dead letters.
+//! - [`notify`]: Event Grid notifications (new entity, new event): raising, schemas, the
+//!   publisher (the `NotificationSink` of Event Grid), the outbox dispatcher, dead letters.
 //! - [`readmodel`]: projections kept as rows per stream, exact under at-least-once, unordered
 //!   notifications; rebuilt from the streams on demand.
 //! - [`config`]: app settings, read once at start-up without I/O.
@@ -25,8 +25,9 @@
 //! - [`prelude`]: what a domain author needs, in one `use streamfold::prelude::*;`.
 //! - [`backend`]: what only an author of a new adapter (an `EventStore`, `Outbox`,
 //!   `SnapshotStore` or `ReadModelStore`) needs: the checks and rules every backend shares.
-//! - `testing` (feature `testing`): test doubles (`CountingStore`, `MemorySink`), absent from
-//!   a build without the feature.
+//! - `testing` (feature `testing`): test doubles (`CountingStore`, `MemorySink`) and the raw
+//!   Azure clients of an account for tests that reach past the backends; absent from a build
+//!   without the feature.
 //!
 //! The bank example lives in the binary (`src/bank`), a user of this public API; a second
 //! domain, `examples/inventory`, uses the same API (`docs/your-own-domain.md`): an app is

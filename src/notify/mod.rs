@@ -24,29 +24,27 @@
 
 pub mod deadletter;
 pub mod dispatch;
-pub mod error;
-pub mod notification;
 pub mod publisher;
 pub mod raise;
 pub mod recent;
 pub mod retry;
 pub mod schema;
 pub mod settings;
-pub mod sink;
 
+// The notification's shape and the sink contract are the core's (`crate::stream`, beside the
+// other contracts); these paths name them here too, where they are raised and published.
+pub use crate::stream::{notification, sink};
 pub use crate::stream::{DeadLetter, DeadLetterPage, DeadLetterStore};
+pub use crate::stream::{NotificationSink, PublishError};
 pub use deadletter::MAX_REASON_CHARS;
 pub use dispatch::{Dispatcher, NotifyingStore, RedriveReport, SweepReport, DEFAULT_SWEEP_LIMIT};
 pub use notification::{
     notification_id, subject, Notification, NotificationData, NotificationKind, MAX_EVENT_BYTES,
     NOTIFICATION_NAMESPACE,
 };
-pub use publisher::{
-    plan_batches, PublishError, Publisher, MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES,
-};
+pub use publisher::{plan_batches, Publisher, MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES};
 pub use raise::{notifications_for, RaiseSwitches};
 pub use recent::{RecentNotification, RecentNotifications, RecentPage};
 pub use retry::RetryPolicy;
 pub use schema::{DecodeError, NotificationSchema};
 pub use settings::{NotificationSettings, NotificationTarget, SettingError, TopicKey};
-pub use sink::NotificationSink;

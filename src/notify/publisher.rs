@@ -41,13 +41,13 @@ use bytes::Bytes;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 
-pub use super::error::PublishError;
 use super::notification::{Notification, MAX_EVENT_BYTES};
 use super::retry::{random_unit, RetryPolicy, DEFAULT_CONNECT_TIMEOUT};
 use super::schema::{join_array, NotificationSchema};
 use super::settings::{without_query, NotificationSettings, NotificationTarget, TopicKey};
 use super::sink::NotificationSink;
 use crate::identity::{ManagedIdentity, EVENT_GRID_RESOURCE};
+pub use crate::stream::PublishError;
 
 /// Largest request body, in bytes (Event Grid: 1 MB per request).
 pub const MAX_REQUEST_BYTES: usize = MAX_EVENT_BYTES;

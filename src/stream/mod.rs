@@ -6,6 +6,11 @@
 //! 1, and its *version* is the sequence number of its last event (0 for a stream that does not
 //! exist). Every append states an [`ExpectedVersion`] and is all-or-nothing.
 //!
+//! The contracts every adapter implements live here, with the types they speak in:
+//! [`EventStore`], [`Outbox`], [`SnapshotStore`], [`ReadModelStore`], [`DeadLetterStore`], and
+//! [`NotificationSink`] (with the shape of a [`Notification`] and a [`PublishError`]; the
+//! Event Grid publisher that implements it is in `crate::notify`).
+//!
 //! The helpers a backend uses to keep these contracts (checking an append, recognising a
 //! retried one, recorded times) are defined here too, and published apart, in
 //! `crate::backend`, for those who write an adapter.
@@ -16,9 +21,12 @@ mod event;
 mod expected;
 mod id;
 mod jitter;
+pub mod notification;
 mod notification_kind;
 mod outbox;
+mod publish_error;
 pub(crate) mod read_model;
+pub mod sink;
 mod snapshot;
 pub(crate) mod store;
 mod stored_state;
@@ -34,13 +42,16 @@ pub use id::{
 };
 #[doc(hidden)]
 pub use jitter::random_unit;
+pub use notification::{Notification, NotificationData};
 pub use notification_kind::NotificationKind;
 pub use outbox::{Outbox, PendingScan, PendingStream, UnreadableEntry};
+pub use publish_error::PublishError;
 pub(crate) use read_model::checked_page_size;
 pub use read_model::{
     Checkpoint, ETag, ReadModelPage, ReadModelRow, ReadModelStore, ReadModelStoreError,
     SaveCondition, SaveOutcome, StoredCheckpoint, UNREADABLE_ROW_VERSION,
 };
+pub use sink::NotificationSink;
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::Clock;
 pub use store::{

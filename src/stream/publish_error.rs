@@ -1,7 +1,8 @@
 //! Why a publish did not deliver every notification, in terms a caller can act on: how many
 //! went through, whether trying again later can help, which ones were refused for good.
-//! Kept apart from the publisher so that every sink (the publisher, test sinks) shares it
-//! without depending on the publisher.
+//! Part of the [`super::NotificationSink`] contract, so it lives with it in the core: every
+//! sink (the Event Grid publisher in `crate::notify`, test sinks) shares it without depending
+//! on the publisher.
 
 use std::ops::Range;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Where published notifications go, as a trait: the outbox drains into a
-//! [`NotificationSink`] and does not care whether it is Event Grid ([`super::Publisher`]) or a
+//! [`NotificationSink`] and does not care whether it is Event Grid (`crate::notify::Publisher`) or a
 //! test's memory sink (`streamfold::testing::MemorySink`, feature `testing`).
 //!
 //! Contract of `publish`: either every notification of the slice was accepted (`Ok`), or the
@@ -11,8 +11,8 @@
 
 use std::sync::Arc;
 
-use super::error::PublishError;
 use super::notification::Notification;
+use super::publish_error::PublishError;
 use async_trait::async_trait;
 
 /// Something notifications can be published to.

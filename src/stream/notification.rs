@@ -1,5 +1,7 @@
 //! What a notification says: the schema-independent shape of "a stream was created" and "an
-//! event was appended", built from a stored event.
+//! event was appended", built from a stored event. It is what the [`super::NotificationSink`]
+//! contract carries, so it lives with the core model; `crate::notify` raises, encodes and
+//! publishes it.
 //!
 //! Guarantees:
 //! - **Deterministic identity.** A notification's id is a UUID v5 under [`NOTIFICATION_NAMESPACE`]
@@ -11,7 +13,7 @@
 //!   byte-for-byte the one sent before.
 //! - **Always publishable.** When the event data would make the notification exceed Event
 //!   Grid's per-event limit ([`MAX_EVENT_BYTES`]) in either schema, the payload is left out
-//!   (by [`super::raise`], which builds notifications and knows the encoders); the data then
+//!   (by `crate::notify::raise`, which builds notifications and knows the encoders); the data then
 //!   says `payloadTooLarge: true` and carries `payloadRef`, the path of the generic HTTP read
 //!   that returns exactly that event.
 //!
@@ -27,8 +29,8 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub use crate::stream::NotificationKind;
-use crate::stream::StreamId;
+pub use super::NotificationKind;
+use super::StreamId;
 
 /// The UUID namespace of notification ids (fixed forever: changing it breaks deduplication
 /// across versions).
