@@ -7,7 +7,7 @@
 //! Guarantees:
 //! - each retry is again one atomic attempt (the backend's transaction or conditional block);
 //!   nothing is written twice, whatever the number of attempts;
-//! - within one store (one process), such appends to one stream take turns ([`StreamTurns`], first
+//! - within one store (one process), such appends to one stream take turns ([`StreamTurns`](crate::stream::StreamTurns), first
 //!   come first served), so they never race each other: only other processes contend, and the
 //!   attempts wasted on lost races do not grow with the number of concurrent callers;
 //! - attempts are spread with jittered exponential backoff ("full jitter": a random wait

@@ -378,7 +378,9 @@ impl StorageAccount {
         )
     }
 
-    /// A Blob service client for this account with [`Self::client_options`].
+    /// A Blob service client for this account with [`Self::client_options`] (the backend
+    /// builds its own with its policies; tests reach it through `crate::testing::RawClients`, the fuzz targets call it).
+    #[cfg(any(test, feature = "testing", feature = "fuzzing"))]
     pub(crate) fn blob_service_client(&self) -> Result<BlobServiceClient, ConnectionStringError> {
         self.blob_service_client_with_options(self.client_options()?)
     }

@@ -4,7 +4,7 @@
 //! - `identity_credential`: the app's managed identity as the crates' token credential;
 //! - [`transport`]: the bounded HTTP transport and retry policy (no hang, no logged URL);
 //! - `delivery`: whether an attempt of a write may have reached storage ("maybe applied");
-//! - [`pipeline`]: passing a request on, for policies that only observe it;
+//! - `pipeline`: passing a request on, for policies that only observe it;
 //! - `transport_failure`: the one walk down an error's `source()` chain (connect, timeout);
 //! - `azure_error`: what an error of the azure crates means, as a [`crate::stream::StoreError`].
 //!
