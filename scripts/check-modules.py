@@ -12,7 +12,12 @@ folder = one module). An edge from a module to its own ancestor or descendant is
 (declaring and re-exporting children), not a dependency, and is skipped. Then:
   1. no cycle among the modules under one parent (siblings), at every level (the top-level
      modules included);
-  2. each top-level module imports only modules of a lower layer (LAYERS below) or its own.
+  2. each top-level module imports only modules of a lower layer (LAYERS below) or its own;
+  3. the public API (issue 10) names no type of the azure crates (a plain `pub` item whose
+     declaration, up to its body, names an azure crate's path, `azure_core::...`; a type
+     imported by name is not seen), outside the test-only modules (TEST_ONLY),
+     and every public error enum (`pub enum ...Error`) is `#[non_exhaustive]`. A `pub` item of
+     a private module is caught too: keep such items `pub(crate)`.
 Usage: scripts/check-modules.py [src-dir]   (exit 1 and a report on failure)
        scripts/check-modules.py --self-test  (shows that it fails on a planted cycle and on a
                                               planted upward import, and passes a clean tree)
@@ -44,6 +49,15 @@ LAYERS = [
     {"functions"},
     {"prelude", "testing", "backend", "fuzzing"},
 ]
+
+# Top-level modules compiled only for tests (feature `testing`) or fuzzing: outside the API.
+TEST_ONLY = {"testing", "fuzzing"}
+AZURE_IN_PUBLIC = re.compile(
+    r"^[ \t]*pub[ \t]+(?:async[ \t]+)?(?:unsafe[ \t]+)?(?:fn|struct|enum|trait|type|const|static|use)\b"
+    r"[^;{]*?\bazure_(?:core|storage|storage_blobs|data_tables|messaging_eventgrid|identity)::",
+    re.M,
+)
+ERROR_ENUM = re.compile(r"^[ \t]*pub[ \t]+enum[ \t]+(\w*Error)\b", re.M)
 
 PATH = re.compile(r"\b(crate|super|self)((?:::[A-Za-z_][A-Za-z0-9_]*)+|::\{)")
 USE_GROUP = re.compile(r"\buse\s+(crate|super|self)::\{([^;]*)\};", re.S)
@@ -228,6 +242,23 @@ def check(src):
                     f"layering: {'::'.join(a)} ({why[(a, b)]}) imports {'::'.join(b)}, "
                     f"which is not below it"
                 )
+    # 3. The public API: no azure type, error enums non-exhaustive.
+    for module, path in sorted(lib.items()):
+        if module[0] in TEST_ONLY:
+            continue
+        text = without_tests(strip_comments_and_strings(open(path).read()))
+        for m in AZURE_IN_PUBLIC.finditer(text):
+            line = text.count("\n", 0, m.start()) + 1
+            problems.append(f"public API: {path}:{line} names an azure crate in a pub item")
+        for m in ERROR_ENUM.finditer(text):
+            attributes = text[: m.start()].rstrip().rsplit("\n", 8)[1:]
+            block = []
+            for candidate in reversed(attributes):
+                if not candidate.strip().startswith("#["):
+                    break
+                block.append(candidate)
+            if not any("non_exhaustive" in a for a in block):
+                problems.append(f"public API: {path}: pub enum {m.group(1)} is not #[non_exhaustive]")
     unknown = sorted(r for r in roots if layer_of(r) is None)
     if unknown:
         problems.append(f"top-level modules with no layer in LAYERS: {unknown}")
@@ -260,8 +291,25 @@ def self_test():
         clean,
         **{"stream/b.rs": "pub struct B;\n#[cfg(test)]\nmod tests {\n    use crate::storage::X;\n}\n"},
     )
+    azure = dict(
+        clean, **{"storage/mod.rs": "pub fn code(e: &azure_core::Error) -> u16 {\n    0\n}\n"}
+    )
+    azure_crate_only = dict(
+        clean, **{"storage/mod.rs": "pub(crate) fn code(e: &azure_core::Error) -> u16 {\n    0\n}\n"}
+    )
+    exhaustive = dict(
+        clean, **{"stream/b.rs": "#[derive(Debug)]\npub enum BError {\n    A,\n}\n"}
+    )
+    non_exhaustive = dict(
+        clean,
+        **{"stream/b.rs": "#[derive(Debug)]\n#[non_exhaustive]\npub enum BError {\n    A,\n}\n"},
+    )
     cases = [
         ("clean tree", clean, None),
+        ("planted azure type in a pub fn", azure, "names an azure crate"),
+        ("azure type in a pub(crate) fn", azure_crate_only, None),
+        ("planted exhaustive error enum", exhaustive, "pub enum BError is not #[non_exhaustive]"),
+        ("non-exhaustive error enum", non_exhaustive, None),
         ("planted cycle", cycle, "module cycle under stream: stream::a, stream::b"),
         ("planted upward import", upward, "layering: stream::b"),
         ("upward import in test code", test_only, None),
@@ -289,7 +337,10 @@ def main():
         for p in problems:
             print("  " + p)
         return 1
-    print(f"module check: {count} modules, no cycle, layers respected")
+    print(
+        f"module check: {count} modules, no cycle, layers respected, "
+        f"no azure type in the public API, public error enums non-exhaustive"
+    )
     return 0
 
 
