@@ -136,8 +136,8 @@ async fn request_counts_of_each_operation() {
     cost("conflict: header read + id query", 2);
     assert_wrong_version(store.append(&s, NoStream, events(1)).await, NoStream, 54);
     cost(
-        "conflict: transaction + tombstone read + id query + header read",
-        4,
+        "conflict: transaction + id query + header and tombstone row in one query",
+        3,
     );
 
     // Another process appends at a version it has never seen: it reads the header for the
@@ -152,6 +152,27 @@ async fn request_counts_of_each_operation() {
     proxy.reset();
     store.append(&s, Exact(56), events(1)).await.unwrap();
     cost("Exact append after a version read", 1);
+
+    // An erased stream refuses its writers with the same reads as any conflict: the header and
+    // the tombstone row come in the one query that tells the actual version.
+    store.erase(&s).await.unwrap();
+    proxy.reset();
+    let erased = |result: Result<streamfold::stream::AppendOutcome, StoreError>| {
+        assert!(
+            matches!(result, Err(StoreError::StreamErased { .. })),
+            "{result:?}"
+        )
+    };
+    erased(store.append(&s, NoStream, events(1)).await);
+    cost(
+        "erased, create: transaction + id query + header/tombstone query",
+        3,
+    );
+    erased(store.append(&s, Exact(57), events(1)).await);
+    cost(
+        "erased, known version: transaction + id query + header/tombstone query",
+        3,
+    );
 }
 
 /// The inserts of a transaction ask storage not to echo the rows back (`204` instead of `201`

@@ -13,9 +13,11 @@
 //!   transaction commits only if the stream is at the version whose time it used, and each
 //!   attempt takes the time afresh, so a stream's recorded times never go backwards whatever
 //!   the writers' clocks;
-//! - a rolled-back transaction is explained with reads, and only then: first the event-id rows
-//!   (a complete earlier append with these ids → its outcome with `duplicate = true`; some ids
-//!   taken → `EventIdReused`), then the header (`WrongExpectedVersion` with the actual version);
+//! - a rolled-back transaction is explained with reads, and only then, two at once: the
+//!   event-id rows (a complete earlier append with these ids → its outcome with
+//!   `duplicate = true`; some ids taken → `EventIdReused`) and, in one query, the header and
+//!   the tombstone row (`StreamErased` first, else `WrongExpectedVersion` with the actual
+//!   version): a refused append costs at most 3 requests, erased stream or not;
 //! - conflicts that the expectation allows (a concurrent append under `Any`/`Exists`, or a
 //!   stream that reached the expected version meanwhile) are retried, each attempt again a
 //!   single atomic transaction, with jittered backoff until
@@ -33,7 +35,7 @@ use uuid::Uuid;
 
 use super::client::{BatchOutcome, Operation, TableApi};
 use super::entity::{self, EncodedEvent, Properties};
-use super::erase::{erased_or, tombstone};
+use super::erase::{decode_tombstone, erased_or, tombstone_row_key};
 use super::keys;
 use crate::storage::contention::Contention;
 use crate::stream::{
@@ -301,34 +303,35 @@ impl Appender<'_> {
                         recorded: Some(recorded),
                     });
                 }
-                BatchOutcome::RolledBack { status } if CONFLICT_STATUSES.contains(&status) => {
-                    // A stream that cannot be created may have been erased (its tombstone
-                    // holds the first event's row).
-                    if created {
-                        if let Some(_version) = tombstone(api, &partition_key, &what).await? {
-                            return Err(StoreError::StreamErased { stream: what });
-                        }
-                    }
-                }
+                BatchOutcome::RolledBack { status } if CONFLICT_STATUSES.contains(&status) => {}
                 BatchOutcome::RolledBack { status } => {
                     return Err(StoreError::Misconfigured(format!(
                         "storage refused an append to {what} with HTTP {status}"
                     )))
                 }
             }
-            if let Some(outcome) = earlier_outcome(api, stream, &partition_key, &events).await? {
+            // The conflict is explained with at most two concurrent reads: the event ids (a
+            // retry of an earlier append?) and, unless the expectation tolerates any version,
+            // the stream's end: its header and its tombstone row in one query (an erased stream
+            // refuses a creation with 409, and has no header for an extension to merge).
+            let tolerant = matches!(expected, ExpectedVersion::Any | ExpectedVersion::Exists);
+            let end = async {
+                match created || !tolerant {
+                    true => read_end(api, &partition_key, &what).await.map(Some),
+                    false => Ok(None),
+                }
+            };
+            let (end, earlier) =
+                futures::try_join!(end, earlier_outcome(api, stream, &partition_key, &events))?;
+            if end.as_ref().is_some_and(|end| end.erased) {
+                return Err(StoreError::StreamErased { stream: what });
+            }
+            if let Some(outcome) = earlier {
                 return Ok(outcome);
             }
-            if !matches!(expected, ExpectedVersion::Any | ExpectedVersion::Exists) {
-                let actual = read_header(api, &partition_key, &what)
-                    .await?
-                    .map_or(0, |header| header.version);
-                if !expected.is_met_by(actual) {
-                    let refused = wrong_version(stream, expected, actual);
-                    return Err(match actual {
-                        0 => erased_or(api, stream, &partition_key, refused).await,
-                        _ => refused,
-                    });
+            if let Some(end) = end.filter(|_| !tolerant) {
+                if !expected.is_met_by(end.version) {
+                    return Err(wrong_version(stream, expected, end.version));
                 }
             }
             if !contention.wait().await {
@@ -528,6 +531,47 @@ pub async fn read_header(
         etag: fetched.etag,
         last_recorded,
     }))
+}
+
+/// What one query tells of a stream's end: the header's version (0 without a header) and
+/// whether the stream's tombstone is there.
+struct End {
+    version: u64,
+    erased: bool,
+}
+
+/// The header and the tombstone row (module `erase`) of a stream, read in ONE query: the
+/// failure paths need both, and a second request only to tell an erased stream from a missing
+/// one would be a request more on every refused append.
+async fn read_end(api: &TableApi, partition_key: &str, what: &str) -> Result<End, StoreError> {
+    let filter = format!(
+        "PartitionKey eq {} and (RowKey eq {} or RowKey eq {})",
+        keys::odata_string(partition_key),
+        keys::odata_string(keys::HEADER_ROW_KEY),
+        keys::odata_string(&tombstone_row_key()),
+    );
+    let mut end = End {
+        version: 0,
+        erased: false,
+    };
+    for row in api.query(filter, None, what).await? {
+        let corrupt = |row: &str, detail: String| StoreError::Corrupt {
+            stream: what.to_owned(),
+            detail: format!("{row} row: {detail}"),
+        };
+        match entity::get_str(&row, entity::ROW_KEY) {
+            Ok(keys::HEADER_ROW_KEY) => {
+                end.version =
+                    entity::decode_header_version(&row).map_err(|d| corrupt("header", d))?;
+            }
+            _ => {
+                end.erased = decode_tombstone(&row)
+                    .map_err(|d| corrupt("tombstone", d))?
+                    .is_some();
+            }
+        }
+    }
+    Ok(end)
 }
 
 /// Whether `events` were all stored by one earlier append (its first and last sequence), none

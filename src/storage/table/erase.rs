@@ -12,8 +12,8 @@
 //! transaction, until none is left. A crash anywhere leaves a tombstone that a second call
 //! finds (no header, a tombstone row) and finishes. Readers see no header, so version 0: an
 //! erased stream reads and lists as one that never existed. An append refused by the
-//! tombstone is `StreamErased`, found by [`tombstone`] on the failure paths only, so a
-//! successful append costs nothing more.
+//! tombstone is `StreamErased`, found on the failure paths only (a refused append reads the
+//! header and the tombstone row in one query), so a successful append costs nothing more.
 
 use azure_data_tables::prelude::IfMatchCondition;
 use time::OffsetDateTime;
@@ -42,15 +42,19 @@ pub async fn tombstone(
     let Some(row) = api.get(partition_key, &tombstone_row_key(), what).await? else {
         return Ok(None);
     };
-    if !row.entity.contains_key(ERASED_VERSION) {
+    decode_tombstone(&row.entity).map_err(|detail| StoreError::Corrupt {
+        stream: what.to_owned(),
+        detail: format!("tombstone row: {detail}"),
+    })
+}
+
+/// The version a tombstone row records; `None` when the row at the tombstone's key is the
+/// stream's first event (the stream is not erased).
+pub fn decode_tombstone(row: &Properties) -> Result<Option<u64>, String> {
+    if !row.contains_key(ERASED_VERSION) {
         return Ok(None);
     }
-    entity::get_u64(&row.entity, ERASED_VERSION)
-        .map(Some)
-        .map_err(|detail| StoreError::Corrupt {
-            stream: what.to_owned(),
-            detail: format!("tombstone row: {detail}"),
-        })
+    entity::get_u64(row, ERASED_VERSION).map(Some)
 }
 
 /// `StreamErased` when the stream has a tombstone, else `otherwise`.
