@@ -127,7 +127,8 @@ pub struct Clock {
 }
 
 impl Clock {
-    /// The system clock moved by `offset` (positive: ahead).
+    /// The system clock moved by `offset` (positive: ahead). Feature `testing` only.
+    #[cfg(any(test, feature = "testing"))]
     pub fn skewed(offset: time::Duration) -> Self {
         Self { offset }
     }

@@ -9,6 +9,8 @@
 //! The in-memory backends (`crate::storage::memory`) are not doubles: they are a real backend
 //! for single-process runs, and stay in the API without this feature.
 
+//! - test hooks kept on the real types, compiled only with this feature too: the stores'
+//!   `with_clock` (a skewed [`crate::stream::Clock`]), `MemoryReadModelStore::overwrite`;
 //! - [`RawClients`] and [`azure`]: the raw Azure Storage clients of an account, for tests that
 //!   reach past the backends (the library's own API names no type of the azure crates).
 

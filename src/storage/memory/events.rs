@@ -38,9 +38,10 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// The same streams, appended to with `clock`'s time. Not part of the API (tests give views
+    /// The same streams, appended to with `clock`'s time. Not part of the API (feature `testing`: tests give views
     /// skewed clocks).
     #[doc(hidden)]
+    #[cfg(any(test, feature = "testing"))]
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self

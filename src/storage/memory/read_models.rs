@@ -61,7 +61,9 @@ impl MemoryReadModelStore {
         self.saves.load(Ordering::Relaxed)
     }
 
-    /// Replaces a row without any condition (tests use it to make a row wrong).
+    /// Replaces a row without any condition (tests use it to make a row wrong). Feature
+    /// `testing` only.
+    #[cfg(any(test, feature = "testing"))]
     pub fn overwrite(&self, model: &str, stream: &StreamId, checkpoint: Checkpoint) {
         let etag = self.new_etag();
         self.lock().entry(key(model, stream)).or_default().insert(

@@ -174,9 +174,10 @@ impl TableStore {
         store
     }
 
-    /// The same store, appending with `clock`'s time. Not part of the API (tests give views
+    /// The same store, appending with `clock`'s time. Not part of the API (feature `testing`: tests give views
     /// skewed clocks).
     #[doc(hidden)]
+    #[cfg(any(test, feature = "testing"))]
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
