@@ -35,21 +35,34 @@ def main():
     in_table = False
     for line in sys.stdin:
         if line.startswith("--------"):
+            continue
+        if "file:function" in line:
             in_table = True
             continue
         m = LINE.match(line)
         if not m:
+            # The function table ends at the first line that is no row (source annotation,
+            # if callgrind_annotate was asked for it, follows).
+            if in_table and functions and line.strip():
+                break
             continue
         count = int(m.group(1).replace(",", ""))
         rest = m.group(2)
         if "PROGRAM TOTALS" in rest:
             total = count
             continue
-        if not in_table or rest.startswith("file:function"):
+        if not in_table:
             continue
         functions.append((count, rest, m.group(3) or ""))
     if not total:
         total = sum(c for c, _, _ in functions)
+    # The frames that were on the stack when the counters were zeroed (thread start, the
+    # runtime's worker loop) are charged the whole dump as "self" cost: not a function's own
+    # work. Any row above half the total is one of them.
+    stacked = [f for f in functions if f[0] > total / 2]
+    functions = [f for f in functions if f[0] <= total / 2]
+    if stacked:
+        print(f"(left out: {len(stacked)} frames on the stack when the counters were zeroed)")
     per = args.appends or 1
     crates = defaultdict(int)
     for count, function, obj in functions:
@@ -60,7 +73,7 @@ def main():
         print(f"  {count / per:>10,.0f}  {100 * count / total:5.1f}%  {crate}")
     print(f"top {args.top} functions (self cost):")
     for count, function, _ in sorted(functions, key=lambda f: -f[0])[: args.top]:
-        name = function.split(":", 1)[1] if function.startswith("???:") else function
+        name = function.split(":", 1)[1] if ":" in function.split("::", 1)[0] else function
         print(f"  {count / per:>10,.0f}  {100 * count / total:5.1f}%  {name[:140]}")
 
 

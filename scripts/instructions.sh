@@ -35,7 +35,7 @@ export CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables
 cargo bench --bench streamfold --no-run --target-dir "$target"
 bench=$(ls -t "$target"/release/deps/streamfold-* | grep -v '\.d$' | head -1)
 
-dumps="$target/callgrind"
+dumps="$PWD/$target/callgrind"  # absolute: the handler under valgrind runs in its app folder
 rm -rf "$dumps"
 mkdir -p "$dumps"
 STREAMFOLD_CALLGRIND_DIR="$dumps" "$bench" "${short[@]}" --only instructions \
@@ -50,5 +50,5 @@ for path in library:library.*.1 handler:handler.*.1 full:handler.*.2; do
   appends=$(python3 -c 'import json,sys; rows=json.load(open(sys.argv[1]))["rows"]; print(next(r["note"].split()[1] for r in rows if r["id"].endswith("." + sys.argv[2])))' "$target/instructions.json" "$name")
   echo
   echo "== $name path: $file ($appends appends)"
-  callgrind_annotate --threshold=100 "$file" | python3 scripts/callgrind-breakdown.py --appends "$appends" --top "$top"
+  callgrind_annotate --auto=no --threshold=100 "$file" | python3 scripts/callgrind-breakdown.py --appends "$appends" --top "$top"
 done
