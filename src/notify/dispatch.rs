@@ -280,6 +280,16 @@ impl Dispatcher {
         &self.name
     }
 
+    /// The backend's outbox (operators list and purge pending notifications through it).
+    pub fn outbox(&self) -> &Arc<dyn Outbox> {
+        &self.outbox
+    }
+
+    /// Where this backend's dead letters are kept.
+    pub fn dead_letter_store(&self) -> &Arc<dyn DeadLetterStore> {
+        &self.dead_letters
+    }
+
     /// Publishes what is pending for `stream` (nothing when nothing is).
     pub async fn dispatch(&self, stream: &StreamId) -> Result<DispatchOutcome, DispatchError> {
         match self.read_pending(stream).await? {

@@ -717,6 +717,19 @@ impl BlobApi {
         }
     }
 
+    /// The `notified` metadata of the notification marker `name`, if it exists and says.
+    pub async fn marker_notified(&self, name: &str, what: &str) -> Result<Option<u64>, StoreError> {
+        match self.container.blob_client(name).get_metadata().await {
+            Ok(response) => Ok(response
+                .metadata
+                .get("notified")
+                .and_then(|v| String::from_utf8(v.to_vec()).ok())
+                .and_then(|v| v.trim().parse().ok())),
+            Err(error) if status_of(&error) == Some(StatusCode::NotFound) => Ok(None),
+            Err(error) => Err(map_error(&error, what, None)),
+        }
+    }
+
     /// Deletes blob `name`; one that is not there is no error.
     pub async fn delete_blob(&self, name: &str, what: &str) -> Result<(), StoreError> {
         match self.container.blob_client(name).delete().await {

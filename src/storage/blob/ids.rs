@@ -367,6 +367,18 @@ impl IdIndex {
         }
     }
 
+    /// Every id row of `stream` and its watermark (for `streamfold verify`).
+    pub async fn all_rows(&self, stream: &StreamId) -> Result<Found, StoreError> {
+        self.api.ensure_table().await?;
+        let filter = format!(
+            "PartitionKey eq {} and RowKey ne {}",
+            keys::odata_string(&self.partition_key(stream)),
+            keys::odata_string(PRINTS_ROW_KEY),
+        );
+        let rows = self.api.query(filter, None, &stream.to_string()).await?;
+        self.decode(stream, rows)
+    }
+
     /// Deletes every row of `stream` (its stream was erased).
     pub async fn erase(&self, stream: &StreamId) -> Result<(), StoreError> {
         self.api.ensure_table().await?;

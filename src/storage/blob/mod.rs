@@ -86,6 +86,7 @@ mod outbox;
 mod policy;
 mod record;
 mod tail;
+mod verify;
 mod view;
 
 use std::collections::HashMap;
@@ -581,6 +582,10 @@ impl EventStore for BlobStore {
         self.forget(stream);
         self.bookmarks.forget(stream);
         outcome
+    }
+
+    async fn verify(&self, stream: &StreamId) -> Result<Vec<String>, StoreError> {
+        verify::verify(self.api()?, self.index()?, stream).await
     }
 
     async fn is_erased(&self, stream: &StreamId) -> Result<bool, StoreError> {

@@ -109,6 +109,8 @@ pub use outbox::{OUTBOX_NOTIFIED, OUTBOX_PENDING, OUTBOX_ROW_KEY, OUTBOX_VERSION
 pub use read::AS_OF_QUERY_MARGIN;
 pub use read_models::{TableReadModelStore, DEFAULT_READ_MODEL_TABLE};
 pub use snapshot::{TableSnapshotStore, DEFAULT_SNAPSHOT_TABLE};
+#[doc(hidden)]
+pub use verify::gap as verify_gap;
 
 /// The decoders of this backend's rows and keys, for the fuzz targets (`crate::fuzzing`); not
 /// part of the API.
