@@ -45,6 +45,8 @@ LAYERS = [
     {"app"},
     # What composes the app's parts for one operation (erasing a stream).
     {"erasure"},
+    # The operator CLI's commands (binary `streamfold`), over the app and its operations.
+    {"ops"},
     # The HTTP layer, then what re-exports for users.
     {"functions"},
     {"prelude", "testing", "backend", "fuzzing"},

@@ -19,6 +19,9 @@
 //! - [`config`]: app settings, read once at start-up without I/O.
 //! - [`app`]: composes the backends and projections every function shares; nothing below
 //!   imports it.
+//! - [`erasure`]: erasing a stream and everything derived from it.
+//! - [`ops`]: the operator CLI's commands (binary `streamfold`): list, dump, verify, rebuild,
+//!   notifications, replay, delete, over the app composed from the handler's settings.
 //! - [`functions`]: the handler layer (the only code that knows the HTTP framework): the
 //!   custom-handler protocol, problem responses, the generic event-stream API.
 //! - [`telemetry`]: JSON logs on stdout and the shutdown signal.
@@ -45,6 +48,7 @@ pub mod functions;
 pub mod fuzzing;
 pub mod identity;
 pub mod notify;
+pub mod ops;
 pub mod prelude;
 pub mod projection;
 pub mod readmodel;

@@ -45,7 +45,10 @@ pub use crate::stream::{
 };
 pub use error::ReadModelError;
 pub use projector::{ProjectOutcome, ReadModelProjector, CATCH_UP_CHUNK_EVENTS, MAX_SAVE_ATTEMPTS};
-pub use rebuild::{rebuild, RebuildFailure, RebuildReport, UnreadableStream, REBUILD_CONCURRENCY};
+pub use rebuild::{
+    rebuild, rebuild_instances, RebuildFailure, RebuildReport, UnreadableStream,
+    REBUILD_CONCURRENCY,
+};
 
 #[cfg(test)]
 mod tests;

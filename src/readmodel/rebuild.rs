@@ -112,55 +112,7 @@ pub async fn rebuild(
             .events
             .list_streams(entity_type, continuation.as_deref(), REBUILD_LIST_PAGE)
             .await?;
-        let results: Vec<(String, Result<Vec<RowOutcome>, ReadModelError>)> =
-            futures::stream::iter(page.instances.into_iter().map(|instance| async move {
-                let result = match entity_type.stream(instance.as_str()) {
-                    Ok(stream) => rebuild_stream(projector, &stream).await,
-                    Err(e) => Err(e.into()),
-                };
-                (instance, result)
-            }))
-            .buffer_unordered(REBUILD_CONCURRENCY)
-            .collect()
-            .await;
-        for (instance, result) in results {
-            match result {
-                Ok(rows) => {
-                    report.streams += 1;
-                    let mut refused = None;
-                    for (row, failure) in rows {
-                        match row {
-                            RowResult::Written => report.written += 1,
-                            RowResult::Unchanged => report.unchanged += 1,
-                            RowResult::Newer => report.newer += 1,
-                        }
-                        refused = refused.or(failure);
-                    }
-                    if let Some((model, failure)) = refused {
-                        tracing::warn!(entity_type = %entity_type, instance, model, sequence = failure.sequence, reason = failure.reason, "a read model cannot fold an event of the stream; its row is marked unreadable");
-                        report.unreadable += 1;
-                        if report.unreadable_streams.len() < MAX_REPORTED_FAILURES {
-                            report.unreadable_streams.push(UnreadableStream {
-                                instance,
-                                model,
-                                sequence: failure.sequence,
-                                reason: failure.reason,
-                            });
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(entity_type = %entity_type, instance, error = %error, "read model rebuild failed for a stream");
-                    report.failed += 1;
-                    if report.failures.len() < MAX_REPORTED_FAILURES {
-                        report.failures.push(RebuildFailure {
-                            instance,
-                            error: error.to_string(),
-                        });
-                    }
-                }
-            }
-        }
+        rebuild_instances(projector, entity_type, page.instances, &mut report).await;
         match page.continuation {
             Some(next) => continuation = Some(next),
             None => break,
@@ -168,6 +120,69 @@ pub async fn rebuild(
     }
     tracing::info!(entity_type = %entity_type, ?report, "read models rebuilt");
     Ok(report)
+}
+
+/// Recomputes every read model's row of the streams `instances` of `entity_type`
+/// ([`REBUILD_CONCURRENCY`] at a time), adding what became of them to `report` (the operator
+/// CLI's `streamfold rebuild` takes a category one stream at a time through it).
+pub async fn rebuild_instances(
+    projector: &ReadModelProjector,
+    entity_type: &EntityType,
+    instances: Vec<String>,
+    report: &mut RebuildReport,
+) {
+    if projector.models.is_empty() {
+        return;
+    }
+    let results: Vec<(String, Result<Vec<RowOutcome>, ReadModelError>)> =
+        futures::stream::iter(instances.into_iter().map(|instance| async move {
+            let result = match entity_type.stream(instance.as_str()) {
+                Ok(stream) => rebuild_stream(projector, &stream).await,
+                Err(e) => Err(e.into()),
+            };
+            (instance, result)
+        }))
+        .buffer_unordered(REBUILD_CONCURRENCY)
+        .collect()
+        .await;
+    for (instance, result) in results {
+        match result {
+            Ok(rows) => {
+                report.streams += 1;
+                let mut refused = None;
+                for (row, failure) in rows {
+                    match row {
+                        RowResult::Written => report.written += 1,
+                        RowResult::Unchanged => report.unchanged += 1,
+                        RowResult::Newer => report.newer += 1,
+                    }
+                    refused = refused.or(failure);
+                }
+                if let Some((model, failure)) = refused {
+                    tracing::warn!(entity_type = %entity_type, instance, model, sequence = failure.sequence, reason = failure.reason, "a read model cannot fold an event of the stream; its row is marked unreadable");
+                    report.unreadable += 1;
+                    if report.unreadable_streams.len() < MAX_REPORTED_FAILURES {
+                        report.unreadable_streams.push(UnreadableStream {
+                            instance,
+                            model,
+                            sequence: failure.sequence,
+                            reason: failure.reason,
+                        });
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(entity_type = %entity_type, instance, error = %error, "read model rebuild failed for a stream");
+                report.failed += 1;
+                if report.failures.len() < MAX_REPORTED_FAILURES {
+                    report.failures.push(RebuildFailure {
+                        instance,
+                        error: error.to_string(),
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// What became of one row, with the refusal the row is marked with, if any (model name and

@@ -18,6 +18,7 @@ mod blob_backend;
 mod blob_ranges;
 mod browser;
 mod chaos;
+mod cli;
 mod concurrency;
 mod crash;
 mod domain_guard;
