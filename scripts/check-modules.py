@@ -82,7 +82,7 @@ def without_tests(text):
 def test_only_children(path):
     """Modules this file declares under `#[cfg(test)]` (`#[cfg(test)] mod tests;`)."""
     text = strip_comments_and_strings(open(path).read())
-    return set(re.findall(r"#\[cfg\(test\)\]\s*(?:pub\s+)?mod\s+(\w+)\s*;", text))
+    return set(re.findall(r"#\[cfg\(test\)\]\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;", text))
 
 
 def module_of(path, src):

@@ -14,8 +14,8 @@
 //! - every acknowledged append is notified at least once ([`dispatch`]): the backends record
 //!   pending notifications atomically with the events (their outbox, see
 //!   [`crate::stream::Outbox`]), and the dispatcher publishes them into a [`NotificationSink`]
-//!   before it moves the notified mark — right after each append, and from the
-//!   `NotificationSweep` timer function for whatever is left;
+//!   before it moves the notified mark — right after each append ([`notifying_store`]), and
+//!   from the `NotificationSweep` timer function for whatever is left;
 //! - no notification blocks the ones after it: one the topic refuses for good becomes a dead
 //!   letter ([`deadletter`]) that an operator can list and re-drive (the store's contract is the
 //!   core's, [`DeadLetterStore`]; its adapters are in `crate::storage`);
@@ -24,6 +24,7 @@
 
 pub mod deadletter;
 pub mod dispatch;
+pub mod notifying_store;
 pub mod publisher;
 pub mod raise;
 pub mod recent;
@@ -37,11 +38,12 @@ pub use crate::stream::{notification, sink};
 pub use crate::stream::{DeadLetter, DeadLetterPage, DeadLetterStore};
 pub use crate::stream::{NotificationSink, PublishError};
 pub use deadletter::MAX_REASON_CHARS;
-pub use dispatch::{Dispatcher, NotifyingStore, RedriveReport, SweepReport, DEFAULT_SWEEP_LIMIT};
+pub use dispatch::{Dispatcher, RedriveReport, SweepReport, DEFAULT_SWEEP_LIMIT};
 pub use notification::{
     notification_id, subject, Notification, NotificationData, NotificationKind, MAX_EVENT_BYTES,
     NOTIFICATION_NAMESPACE,
 };
+pub use notifying_store::NotifyingStore;
 pub use publisher::{plan_batches, Publisher, MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES};
 pub use raise::{notifications_for, RaiseSwitches};
 pub use recent::{RecentNotification, RecentNotifications, RecentPage};
