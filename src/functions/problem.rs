@@ -327,6 +327,24 @@ impl From<ReadModelError> for Problem {
     }
 }
 
+impl Problem {
+    /// The answer that makes Event Grid deliver a notification again after the projector
+    /// failed with `error`: its problem when that is a server error, else a 500
+    /// `projector-failed` (the host and Event Grid drop a delivery answered with 400 or 413).
+    pub fn redelivery(error: ReadModelError) -> Self {
+        let problem = Problem::from(error);
+        if problem.status().is_server_error() {
+            problem
+        } else {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "projector-failed",
+                problem.detail().to_owned(),
+            )
+        }
+    }
+}
+
 impl From<ReadModelStoreError> for Problem {
     fn from(error: ReadModelStoreError) -> Self {
         ReadModelError::from(error).into()

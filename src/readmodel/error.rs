@@ -85,4 +85,17 @@ impl ReadModelError {
                 | Self::AheadOfStream { .. }
         )
     }
+    /// True when calling again can never change how it ends: the projection refuses one of
+    /// the stream's events or its state, or the stored data is corrupt. Everything else
+    /// (storage unavailable, contention, ahead of the stream, a misconfiguration an operator
+    /// can fix) may end otherwise later.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Projection(ProjectionError::Store(e)) | Self::Store(e) => {
+                matches!(e, StoreError::Corrupt { .. } | StoreError::InvalidKey(_))
+            }
+            Self::Projection(_) | Self::InvalidKey(_) | Self::StateTooLarge { .. } => true,
+            Self::Contention { .. } | Self::AheadOfStream { .. } => false,
+        }
+    }
 }
