@@ -15,18 +15,14 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use anyhow::Context;
 use base64::Engine as _;
-use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use warp::http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::azurite::{ACCOUNT, KEY};
 use crate::identity::TokenCheck;
-use crate::raw::{self, RawRequest};
+use crate::raw::{self, RawRequest, Serving, Upstream};
 
 /// Which storage service the proxy stands in front of (they sign differently).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +36,7 @@ pub struct BearerStorageProxy {
     port: u16,
     accepted: Arc<AtomicUsize>,
     refused: Arc<AtomicUsize>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    _serving: Serving,
 }
 
 impl BearerStorageProxy {
@@ -52,26 +47,15 @@ impl BearerStorageProxy {
         service: StorageService,
         check: TokenCheck,
     ) -> anyhow::Result<Self> {
-        let upstream = reqwest::Url::parse(upstream_base)
-            .with_context(|| format!("upstream address {upstream_base:?}"))?;
-        let origin = upstream.origin().ascii_serialization();
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let upstream = Upstream::new(upstream_base)?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
         let accepted = Arc::new(AtomicUsize::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
         let (ok, no) = (accepted.clone(), refused.clone());
         let routes = warp::Filter::then(raw::request(), move |request: RawRequest| {
-            let (client, origin, check, ok, no) = (
-                client.clone(),
-                origin.clone(),
-                check.clone(),
-                ok.clone(),
-                no.clone(),
-            );
+            let (upstream, check, ok, no) =
+                (upstream.clone(), check.clone(), ok.clone(), no.clone());
             async move {
                 let authorization = request
                     .headers
@@ -93,26 +77,16 @@ impl BearerStorageProxy {
                     }
                     Ok(()) => {
                         ok.fetch_add(1, Ordering::SeqCst);
-                        forward(&client, &origin, service, request).await
+                        forward(&upstream, service, request).await
                     }
                 }
             }
         });
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(
-            warp::serve(routes)
-                .incoming(listener)
-                .graceful(async move {
-                    let _ = stopped.await;
-                })
-                .run(),
-        );
         Ok(Self {
             port,
             accepted,
             refused,
-            stop: Some(stop),
-            task: Some(task),
+            _serving: Serving::start(listener, routes),
         })
     }
 
@@ -132,17 +106,6 @@ impl BearerStorageProxy {
     }
 }
 
-impl Drop for BearerStorageProxy {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
 fn refuse(why: &str) -> warp::reply::Response {
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -155,19 +118,11 @@ fn refuse(why: &str) -> warp::reply::Response {
 }
 
 async fn forward(
-    client: &reqwest::Client,
-    origin: &str,
+    upstream: &Upstream,
     service: StorageService,
     request: RawRequest,
 ) -> warp::reply::Response {
-    let mut headers = HeaderMap::new();
-    for (name, value) in &request.headers {
-        let name_str = name.as_str();
-        if name_str != "host" && name_str != "authorization" && !raw::HOP_BY_HOP.contains(&name_str)
-        {
-            headers.append(name.clone(), value.clone());
-        }
-    }
+    let mut headers = Upstream::passed_on(&request.headers, &["authorization"]);
     if !headers.contains_key("x-ms-date") && !headers.contains_key("date") {
         let now = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc2822)
@@ -190,30 +145,9 @@ async fn forward(
         }
         Err(_) => return refuse("could not sign"),
     }
-    let url = format!("{origin}{}", request.target());
-    let mut builder = client
-        .request(request.method.clone(), &url)
-        .headers(headers);
-    if !request.body.is_empty() {
-        builder = builder.body(request.body.clone());
-    }
-    match builder.send().await {
-        Ok(response) => {
-            let status = response.status();
-            let mut back = HeaderMap::new();
-            for (name, value) in response.headers() {
-                if name.as_str() != "host" && !raw::HOP_BY_HOP.contains(&name.as_str()) {
-                    back.append(name.clone(), value.clone());
-                }
-            }
-            let body = response.bytes().await.unwrap_or_else(|_| Bytes::new());
-            raw::response(status, back, body)
-        }
-        Err(error) => raw::response(
-            StatusCode::BAD_GATEWAY,
-            HeaderMap::new(),
-            format!("upstream unreachable: {error}"),
-        ),
+    match Upstream::send(upstream.request(&request, headers)).await {
+        Ok((status, headers, body)) => raw::response(status, headers, body),
+        Err(error) => raw::response(StatusCode::BAD_GATEWAY, HeaderMap::new(), error),
     }
 }
 

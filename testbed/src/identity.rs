@@ -17,12 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::Filter;
 
-use crate::raw::{self, RawRequest};
+use crate::raw::{self, RawRequest, Serving};
 
 /// Path of the token endpoint (App Service's own is similar; any path works for the handler).
 pub const TOKEN_PATH: &str = "/msi/token";
@@ -100,8 +98,7 @@ pub struct FakeIdentity {
     header: String,
     client_id: Option<String>,
     state: Arc<State>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    _serving: Serving,
 }
 
 impl FakeIdentity {
@@ -126,22 +123,12 @@ impl FakeIdentity {
                 &request,
             )
         });
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(
-            warp::serve(routes)
-                .incoming(listener)
-                .graceful(async move {
-                    let _ = stopped.await;
-                })
-                .run(),
-        );
         Ok(Self {
             port,
             header,
             client_id: client_id.map(str::to_owned),
             state,
-            stop: Some(stop),
-            task: Some(task),
+            _serving: Serving::start(listener, routes),
         })
     }
 
@@ -193,17 +180,6 @@ impl FakeIdentity {
     /// Requests refused for a wrong header, version, resource or client id.
     pub fn refused(&self) -> usize {
         self.state.refused.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for FakeIdentity {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 

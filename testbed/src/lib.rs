@@ -6,8 +6,10 @@
 //! - [`hostsim`]: a stand-in for the Azure Functions host running a custom handler app.
 //! - [`proxy`]: a counting HTTP proxy, to count the storage requests an operation costs, and
 //!   to inject faults (errors, lost answers).
-//! - [`raw`]: the one catch-all warp filter its servers use: every request as received.
-//! - [`topic`]: an Event Grid topic simulator: strict publish checks, chaotic delivery.
+//! - [`raw`]: the one catch-all warp filter its servers use (every request as received), the
+//!   one way they run on a listener, and the one way both proxies pass a request upstream.
+//! - [`topic`]: an Event Grid topic simulator: strict publish checks, schema validation,
+//!   chaotic delivery (one file each).
 //! - [`rng`]: the reproducible generator behind the chaos (and the tests' random operations).
 //!
 //! Nothing here is a mock of storage: tests talk to Azurite over HTTP.

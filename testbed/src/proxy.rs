@@ -30,20 +30,11 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use bytes::Bytes;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use warp::http::{HeaderMap, StatusCode};
 use warp::{Filter, Reply};
 
-use crate::raw::{self, RawRequest};
-
-/// Whether a header passes the proxy: not one of the connection's ([`raw::HOP_BY_HOP`]), nor
-/// `Host` (set for the upstream).
-fn forwarded(name: &str) -> bool {
-    name != "host" && !raw::HOP_BY_HOP.contains(&name)
-}
+use crate::raw::{self, RawRequest, Serving, Upstream};
 
 /// One forwarded request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,42 +169,23 @@ struct Stats {
 pub struct CountingProxy {
     port: u16,
     stats: Arc<Stats>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    _serving: Serving,
 }
 
 impl CountingProxy {
     /// Starts a proxy forwarding to `upstream_base` (e.g. `http://127.0.0.1:10002`).
     pub async fn start(upstream_base: &str) -> anyhow::Result<Self> {
-        let upstream = reqwest::Url::parse(upstream_base)
-            .with_context(|| format!("upstream address {upstream_base:?}"))?;
-        let origin = upstream.origin().ascii_serialization();
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .default_headers(HeaderMap::new())
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let upstream = Upstream::new(upstream_base)?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
         let stats = Arc::new(Stats::default());
         let shared = stats.clone();
-        let routes = raw::request().then(move |request: RawRequest| {
-            forward(client.clone(), origin.clone(), shared.clone(), request)
-        });
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(
-            warp::serve(routes)
-                .incoming(listener)
-                .graceful(async move {
-                    let _ = stopped.await;
-                })
-                .run(),
-        );
+        let routes = raw::request()
+            .then(move |request: RawRequest| forward(upstream.clone(), shared.clone(), request));
         Ok(Self {
             port,
             stats,
-            stop: Some(stop),
-            task: Some(task),
+            _serving: Serving::start(listener, routes),
         })
     }
 
@@ -282,37 +254,13 @@ impl CountingProxy {
     }
 }
 
-impl Drop for CountingProxy {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
 async fn forward(
-    client: reqwest::Client,
-    origin: String,
+    upstream: Upstream,
     stats: Arc<Stats>,
     request: RawRequest,
 ) -> warp::reply::Response {
     stats.requests.fetch_add(1, Ordering::SeqCst);
-    let url = format!("{origin}{}", request.target());
-    let mut headers = HeaderMap::new();
-    for (name, value) in &request.headers {
-        if forwarded(name.as_str()) {
-            headers.append(name.clone(), value.clone());
-        }
-    }
-    let mut builder = client
-        .request(request.method.clone(), &url)
-        .headers(headers);
-    if !request.body.is_empty() {
-        builder = builder.body(request.body.clone());
-    }
+    let builder = upstream.request(&request, Upstream::passed_on(&request.headers, &[]));
     let fault = stats
         .faults
         .lock()
@@ -325,11 +273,11 @@ async fn forward(
         });
     let outcome = match &fault {
         Some(fault) if fault.forward => {
-            let _dropped = send(builder).await;
+            let _dropped = Upstream::send(builder).await;
             Ok(fault.response())
         }
         Some(fault) => Ok(fault.response()),
-        None => send(builder).await,
+        None => Upstream::send(builder).await,
     };
     let close = fault.is_some_and(|f| f.close);
 
@@ -369,23 +317,4 @@ async fn forward(
 fn closed_connection() -> warp::reply::Response {
     let lost = std::io::Error::other("the answer was lost on purpose by the test proxy");
     warp::reply::stream(futures::stream::iter([Err::<Bytes, _>(lost)])).into_response()
-}
-
-async fn send(builder: reqwest::RequestBuilder) -> Result<(StatusCode, HeaderMap, Bytes), String> {
-    match builder.send().await {
-        Ok(response) => {
-            let status = response.status();
-            let mut response_headers = HeaderMap::new();
-            for (name, value) in response.headers() {
-                if forwarded(name.as_str()) {
-                    response_headers.append(name.clone(), value.clone());
-                }
-            }
-            match response.bytes().await {
-                Ok(body) => Ok((status, response_headers, body)),
-                Err(error) => Err(format!("reading the upstream answer failed: {error}")),
-            }
-        }
-        Err(error) => Err(format!("upstream unreachable: {error}")),
-    }
 }

@@ -5,10 +5,17 @@
 //! or rejected on the way (beyond an optional body limit), so what a server checks or forwards is
 //! what arrived, not what a router made of it. [`response`] builds the answer from the same
 //! parts; [`HOP_BY_HOP`] lists the headers a server that passes requests on never forwards.
+//!
+//! The same raw layer serves and forwards: [`Serving`] runs one such server on a listener and
+//! stops it when dropped (every loopback server of the test bed), and [`Upstream`] passes a raw
+//! request on to another server and brings its answer back unchanged (both proxies).
 
 use std::convert::Infallible;
 
+use anyhow::Context;
 use bytes::Bytes;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::path::FullPath;
 use warp::{Filter, Rejection};
@@ -105,4 +112,130 @@ pub fn response(
     *reply.status_mut() = status;
     *reply.headers_mut() = headers;
     reply
+}
+
+/// A warp server running on a listener; stopped (and its task aborted) when dropped.
+pub struct Serving {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Serving {
+    /// Serves `routes` on `listener` until stopped or dropped.
+    pub fn start<F>(listener: tokio::net::TcpListener, routes: F) -> Self
+    where
+        F: Filter<Extract = (warp::reply::Response,), Error = Rejection>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(
+            warp::serve(routes)
+                .incoming(listener)
+                .graceful(async move {
+                    let _ = stopped.await;
+                })
+                .run(),
+        );
+        Self {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops accepting, lets the requests under way finish, and waits for the server's end
+    /// (the port is closed when this returns).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.context("stopping a server")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The server a proxy passes requests on to: only the origin (scheme, host, port) of its
+/// address is used, the path and query are the request's as received.
+#[derive(Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    origin: String,
+}
+
+impl Upstream {
+    /// The upstream at `base` (e.g. `http://127.0.0.1:10002`); redirects are not followed and
+    /// nothing is decompressed or added.
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        let url =
+            reqwest::Url::parse(base).with_context(|| format!("upstream address {base:?}"))?;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .default_headers(HeaderMap::new())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            client,
+            origin: url.origin().ascii_serialization(),
+        })
+    }
+
+    /// The headers of `headers` a proxy passes on: all but the connection's ([`HOP_BY_HOP`]),
+    /// `Host` (set for the upstream) and those named in `except` (lower case).
+    pub fn passed_on(headers: &HeaderMap, except: &[&str]) -> HeaderMap {
+        let mut passed = HeaderMap::new();
+        for (name, value) in headers {
+            let name_str = name.as_str();
+            if name_str != "host" && !HOP_BY_HOP.contains(&name_str) && !except.contains(&name_str)
+            {
+                passed.append(name.clone(), value.clone());
+            }
+        }
+        passed
+    }
+
+    /// `request` as the upstream would receive it, with `headers` instead of its own (not sent).
+    pub fn request(&self, request: &RawRequest, headers: HeaderMap) -> reqwest::RequestBuilder {
+        let url = format!("{}{}", self.origin, request.target());
+        let mut builder = self
+            .client
+            .request(request.method.clone(), &url)
+            .headers(headers);
+        if !request.body.is_empty() {
+            builder = builder.body(request.body.clone());
+        }
+        builder
+    }
+
+    /// Sends `builder` and reads the whole answer: its status, headers (as [`Self::passed_on`]
+    /// keeps them) and body; why not when the upstream could not be reached or read.
+    pub async fn send(
+        builder: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+        match builder.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let headers = Self::passed_on(response.headers(), &[]);
+                match response.bytes().await {
+                    Ok(body) => Ok((status, headers, body)),
+                    Err(error) => Err(format!("reading the upstream answer failed: {error}")),
+                }
+            }
+            Err(error) => Err(format!("upstream unreachable: {error}")),
+        }
+    }
 }

@@ -18,8 +18,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde_json::Value;
-use tokio::sync::{oneshot, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::raw::Serving;
 
 mod delivery;
 mod publish;
@@ -149,16 +151,11 @@ struct State {
     deliveries: Mutex<JoinSet<()>>,
 }
 
-struct Server {
-    shutdown: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
 /// A running topic simulator; stops (and abandons pending deliveries) when dropped.
 pub struct TopicSim {
     state: Arc<State>,
     addr: SocketAddr,
-    server: tokio::sync::Mutex<Option<Server>>,
+    server: tokio::sync::Mutex<Option<Serving>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -279,8 +276,7 @@ impl TopicSim {
         if mode == DownMode::Refuse {
             self.release_stalls();
             if let Some(server) = self.server.lock().await.take() {
-                let _ = server.shutdown.send(());
-                server.task.await.context("stopping the topic server")?;
+                server.stop().await.context("stopping the topic server")?;
             }
         }
         Ok(())
@@ -341,10 +337,7 @@ impl Drop for TopicSim {
     fn drop(&mut self) {
         self.release_stalls();
         if let Ok(mut server) = self.server.try_lock() {
-            if let Some(server) = server.take() {
-                let _ = server.shutdown.send(());
-                server.task.abort();
-            }
+            server.take();
         }
         lock(&self.state.deliveries).abort_all();
     }

@@ -41,10 +41,8 @@ use warp::Filter;
 
 use super::delivery::accept;
 use super::schema::{check_cloud_event, check_event_grid_event};
-use tokio::sync::oneshot;
-
-use super::{lock, resource_id, InputSchema, PublishRecord, Server, State};
-use crate::raw::RawRequest;
+use super::{lock, resource_id, InputSchema, PublishRecord, State};
+use crate::raw::{RawRequest, Serving};
 
 /// Event Grid's request limit ("1 MB", taken as 1 MiB: the most Event Grid could mean).
 pub const MAX_REQUEST_BYTES: usize = 1_048_576;
@@ -68,8 +66,7 @@ pub const CLOUDEVENT_CONTENT_TYPE: &str = "application/cloudevents+json";
 /// Largest body read at all (bigger is refused by the HTTP layer, with 413).
 const MAX_BODY_READ: u64 = 16 * 1_048_576;
 
-pub(super) fn serve(listener: tokio::net::TcpListener, state: Arc<State>) -> Server {
-    let (shutdown, signal) = oneshot::channel::<()>();
+pub(super) fn serve(listener: tokio::net::TcpListener, state: Arc<State>) -> Serving {
     let routes = crate::raw::request_within(MAX_BODY_READ).then(move |raw: RawRequest| {
         let state = state.clone();
         async move {
@@ -87,15 +84,7 @@ pub(super) fn serve(listener: tokio::net::TcpListener, state: Arc<State>) -> Ser
             crate::raw::response(status, HeaderMap::new(), reason.unwrap_or_default())
         }
     });
-    let task = tokio::spawn(
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(async move {
-                let _ = signal.await;
-            })
-            .run(),
-    );
-    Server { shutdown, task }
+    Serving::start(listener, routes)
 }
 
 /// When a stall is due: records the request, waits for a release, and answers 503.
