@@ -5,9 +5,8 @@
 //! one event per acknowledged command (none applied twice, none lost), and after a
 //! `NotificationSweep` the read model equals a replay. Run on both backends.
 //!
-//! The simulator gives up on a handler after 3 failures, as the host does; a host whose
-//! handler was killed twice is replaced by a fresh host (a recycled instance), so the kills
-//! keep coming. Notifications go to each host's own Projector (its Event Grid webhook).
+//! The hosts, the retrying clients and the killer are the shared harness (`support::kills`).
+//! Notifications go to each host's own Projector (its Event Grid webhook).
 
 use crate::support;
 
@@ -15,31 +14,21 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use streamfold_testbed::hostsim::HostSim;
+use serde_json::json;
 use streamfold_testbed::rng::SplitMix64;
 use streamfold_testbed::Azurite;
-use support::{assert_row_matches_replay, run_sweep, start_host_on, Client};
+use support::kills::{lock, money, retry_until_answered, Bases, Fleet};
+use support::{assert_row_matches_replay, run_sweep, Client};
 
 const HOSTS: usize = 3;
 const KILLS: usize = 30;
-const KILLS_PER_HOST: usize = 2;
 const ACCOUNTS: [&str; 3] = ["KR-1", "KR-2", "KR-3"];
 const CLIENTS: u64 = 6;
 const COMMANDS_PER_CLIENT: u64 = 30;
-/// How long a command keeps being retried before the test gives up on it.
-const PATIENCE: Duration = Duration::from_secs(120);
 
-/// The live hosts' base URLs, which clients pick from (replaced hosts drop out).
-type Bases = Arc<Mutex<Vec<String>>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-async fn start(azurite: &Azurite, backend: &str) -> (HostSim, tempfile::TempDir) {
-    let port = streamfold_testbed::free_port().unwrap();
-    let settings = vec![
+/// A host's settings: `backend` for the accounts, notifications to its own Projector.
+fn settings(azurite: &Azurite, backend: &str, port: u16) -> Vec<(String, String)> {
+    vec![
         (
             "AzureWebJobsStorage".to_owned(),
             azurite.connection_string(),
@@ -57,8 +46,7 @@ async fn start(azurite: &Azurite, backend: &str) -> (HostSim, tempfile::TempDir)
             "StreamfoldLocalEventGridUrl".to_owned(),
             format!("http://127.0.0.1:{port}/runtime/webhooks/EventGrid?functionName=Projector"),
         ),
-    ];
-    start_host_on(port, settings).await
+    ]
 }
 
 /// One command: its account, the signed amount in cents, and its key.
@@ -76,57 +64,39 @@ async fn settle(
     command: &Command,
     seed: u64,
 ) -> Option<i64> {
-    let mut rng = SplitMix64::new(seed);
     let (path, amount) = if command.cents >= 0 {
         ("Deposit", command.cents)
     } else {
         ("Withdraw", -command.cents)
     };
-    let body = json!({"amount": format!("{}.{:02}", amount / 100, amount % 100)});
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{command:?} got no answer in {PATIENCE:?}"
-        );
-        let base = {
-            let bases = lock(bases);
-            let i = (rng.next_u64() % bases.len() as u64) as usize;
-            bases[i].clone()
-        };
-        let sent = http
-            .post(format!("{base}/api/{path}/{}", command.account))
-            .header("Idempotency-Key", &command.key)
-            .json(&body)
-            .timeout(Duration::from_secs(20))
-            .send()
-            .await;
-        if let Ok(response) = sent {
-            let status = response.status().as_u16();
-            let answer: Value = response.json().await.unwrap_or(Value::Null);
-            match status {
-                200 => return Some(command.cents),
-                422 if answer["type"] == "urn:streamfold:problem:insufficient-funds" => {
-                    return None
-                }
-                400..=499 if status != 409 => panic!("{command:?}: {status} {answer}"),
-                _ => {}
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20 + rng.next_u64() % 80)).await;
-    }
+    let body = json!({ "amount": money(amount) });
+    retry_until_answered(
+        bases,
+        seed,
+        &format!("{command:?}"),
+        |base| {
+            http.post(format!("{base}/api/{path}/{}", command.account))
+                .header("Idempotency-Key", &command.key)
+                .json(&body)
+        },
+        |status, answer| match status {
+            200 => Some(Some(command.cents)),
+            422 if answer["type"] == "urn:streamfold:problem:insufficient-funds" => Some(None),
+            400..=499 if status != 409 => panic!("{command:?}: {status} {answer}"),
+            _ => None,
+        },
+    )
+    .await
 }
 
 async fn killed_and_retried(backend: &str) {
     let azurite = Azurite::start().await.unwrap();
-    let mut hosts = Vec::new();
-    for _ in 0..HOSTS {
-        hosts.push(start(&azurite, backend).await);
-    }
-    let bases: Bases = Arc::new(Mutex::new(
-        hosts.iter().map(|(h, _)| h.base_url()).collect(),
-    ));
-    let first = Client::new(hosts[0].0.base_url());
+    let mut fleet = Fleet::start(&azurite, HOSTS, |azurite, port| {
+        settings(azurite, backend, port)
+    })
+    .await;
+    let bases = fleet.bases();
+    let first = Client::new(fleet.host(0).base_url());
     for account in ACCOUNTS {
         first
             .post(
@@ -170,58 +140,19 @@ async fn killed_and_retried(backend: &str) {
     }
 
     // The killer: a random host's handler at random moments; a host killed twice is replaced.
-    let mut rng = SplitMix64::new(7);
-    let mut kills_on = [0usize; HOSTS];
-    let mut kills = 0;
-    while kills < KILLS {
-        tokio::time::sleep(Duration::from_millis(50 + rng.next_u64() % 250)).await;
-        let i = (rng.next_u64() % HOSTS as u64) as usize;
-        if kills_on[i] == KILLS_PER_HOST {
-            let fresh = start(&azurite, backend).await;
-            let old = std::mem::replace(&mut hosts[i], fresh);
-            {
-                let mut bases = lock(&bases);
-                bases.retain(|b| *b != old.0.base_url());
-                bases.push(hosts[i].0.base_url());
-            }
-            let _ = old.0.shutdown().await;
-            kills_on[i] = 0;
-            continue;
-        }
-        let host = &hosts[i].0;
-        if host
-            .wait_until_ready(Duration::from_secs(30))
-            .await
-            .is_err()
-        {
-            continue;
-        }
-        host.kill_handler().await.unwrap();
-        kills_on[i] += 1;
-        kills += 1;
-    }
+    fleet.kill(KILLS, 7).await;
     for client in clients {
         client.await.unwrap();
     }
-    for (host, _) in &hosts {
-        host.wait_until_ready(Duration::from_secs(30))
-            .await
-            .unwrap();
-    }
+    fleet.wait_ready().await;
 
     // Every acknowledged command applied once: balances and event counts.
     let applied = lock(&applied).clone();
-    let c = Client::new(hosts[0].0.base_url());
+    let c = Client::new(fleet.host(0).base_url());
     for account in ACCOUNTS {
         let (cents, commands) = applied.get(account).copied().unwrap_or((0, 0));
         let balance = c.get(&format!("/api/GetBalance/{account}")).await;
-        let want = format!(
-            "{}{}.{:02}",
-            if cents < 0 { "-" } else { "" },
-            cents.abs() / 100,
-            cents.abs() % 100
-        );
-        assert_eq!(balance.ok(200)["balance"], want, "{account}");
+        assert_eq!(balance.ok(200)["balance"], money(cents), "{account}");
         let events = support::recorded_events(&c, "Bank", "Account", account, 1).await;
         assert_eq!(
             events.len() as u64,
@@ -231,7 +162,7 @@ async fn killed_and_retried(backend: &str) {
     }
 
     // After a sweep the read model equals a replay.
-    run_sweep(&c, &hosts[0].0, 1, Duration::from_secs(60)).await;
+    run_sweep(&c, fleet.host(0), 1, Duration::from_secs(60)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let rows = c.get("/api/Accounts").await;

@@ -10,42 +10,25 @@ use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{json, Value};
-use streamfold_testbed::hostsim::HostSim;
+use std::time::Duration;
 use streamfold_testbed::rng::SplitMix64;
 use streamfold_testbed::Azurite;
-use support::{start_host_on, Client};
+use support::kills::{lock, money, retry_until_answered, Bases, Fleet};
+use support::Client;
 
 const HOSTS: usize = 3;
 const KILLS: usize = 20;
-const KILLS_PER_HOST: usize = 2;
 const ACCOUNTS: [&str; 4] = ["TK-1", "TK-2", "TK-3", "TK-4"];
 /// Cents deposited in each account at the start.
 const DEPOSIT_CENTS: i64 = 50_000;
 const CLIENTS: u64 = 6;
 const TRANSFERS_PER_CLIENT: u64 = 15;
-const PATIENCE: Duration = Duration::from_secs(120);
 
-type Bases = Arc<Mutex<Vec<String>>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn money(cents: i64) -> String {
-    format!(
-        "{}{}.{:02}",
-        if cents < 0 { "-" } else { "" },
-        cents.abs() / 100,
-        cents.abs() % 100
-    )
-}
-
-async fn start(azurite: &Azurite, backend: &str) -> (HostSim, tempfile::TempDir) {
-    let port = streamfold_testbed::free_port().unwrap();
-    let settings = vec![
+/// A host's settings: `backend` for the whole bank.
+fn settings(azurite: &Azurite, backend: &str) -> Vec<(String, String)> {
+    vec![
         (
             "AzureWebJobsStorage".to_owned(),
             azurite.connection_string(),
@@ -54,8 +37,7 @@ async fn start(azurite: &Azurite, backend: &str) -> (HostSim, tempfile::TempDir)
             "Bank.ALL".to_owned(),
             format!("{backend};AzureWebJobsStorage"),
         ),
-    ];
-    start_host_on(port, settings).await
+    ]
 }
 
 #[derive(Debug, Clone)]
@@ -68,57 +50,39 @@ struct Transfer {
 
 /// Sends `transfer` until a process answers it: its final state (`refused` for a refusal).
 async fn settle(http: &reqwest::Client, bases: &Bases, transfer: &Transfer, seed: u64) -> String {
-    let mut rng = SplitMix64::new(seed);
     let body = json!({"from": transfer.from, "to": transfer.to, "amount": money(transfer.cents)});
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{transfer:?} got no answer in {PATIENCE:?}"
-        );
-        let base = {
-            let bases = lock(bases);
-            bases[(rng.next_u64() % bases.len() as u64) as usize].clone()
-        };
-        let sent = http
-            .post(format!("{base}/api/TransferMoney/{}", transfer.id))
-            .json(&body)
-            .timeout(Duration::from_secs(20))
-            .send()
-            .await;
-        if let Ok(response) = sent {
-            let status = response.status().as_u16();
-            let answer: Value = response.json().await.unwrap_or(Value::Null);
-            match status {
-                200 | 201 => {
-                    let state = answer["state"].as_str().unwrap_or("").to_owned();
-                    assert!(
-                        ["completed", "refunded"].contains(&state.as_str()),
-                        "{transfer:?}: {answer}"
-                    );
-                    return state;
-                }
-                422 if answer["type"] == "urn:streamfold:problem:insufficient-funds" => {
-                    return "refused".to_owned()
-                }
-                400..=499 => panic!("{transfer:?}: {status} {answer}"),
-                _ => {}
+    retry_until_answered(
+        bases,
+        seed,
+        &format!("{transfer:?}"),
+        |base| {
+            http.post(format!("{base}/api/TransferMoney/{}", transfer.id))
+                .json(&body)
+        },
+        |status, answer| match status {
+            200 | 201 => {
+                let state = answer["state"].as_str().unwrap_or("").to_owned();
+                assert!(
+                    ["completed", "refunded"].contains(&state.as_str()),
+                    "{transfer:?}: {answer}"
+                );
+                Some(state)
             }
-        }
-        tokio::time::sleep(Duration::from_millis(20 + rng.next_u64() % 80)).await;
-    }
+            422 if answer["type"] == "urn:streamfold:problem:insufficient-funds" => {
+                Some("refused".to_owned())
+            }
+            400..=499 => panic!("{transfer:?}: {status} {answer}"),
+            _ => None,
+        },
+    )
+    .await
 }
 
 async fn transfers_survive_kills(backend: &str) {
     let azurite = Azurite::start().await.unwrap();
-    let mut hosts = Vec::new();
-    for _ in 0..HOSTS {
-        hosts.push(start(&azurite, backend).await);
-    }
-    let bases: Bases = Arc::new(Mutex::new(
-        hosts.iter().map(|(h, _)| h.base_url()).collect(),
-    ));
-    let first = Client::new(hosts[0].0.base_url());
+    let mut fleet = Fleet::start(&azurite, HOSTS, |azurite, _| settings(azurite, backend)).await;
+    let bases = fleet.bases();
+    let first = Client::new(fleet.host(0).base_url());
     for account in ACCOUNTS {
         first
             .post(&format!("/api/OpenAccount/{account}"), &json!({}))
@@ -156,45 +120,12 @@ async fn transfers_survive_kills(backend: &str) {
         }));
     }
 
-    let mut rng = SplitMix64::new(11);
-    let mut kills_on = [0usize; HOSTS];
-    let mut kills = 0;
-    while kills < KILLS {
-        tokio::time::sleep(Duration::from_millis(50 + rng.next_u64() % 250)).await;
-        let i = (rng.next_u64() % HOSTS as u64) as usize;
-        if kills_on[i] == KILLS_PER_HOST {
-            let fresh = start(&azurite, backend).await;
-            let old = std::mem::replace(&mut hosts[i], fresh);
-            {
-                let mut bases = lock(&bases);
-                bases.retain(|b| *b != old.0.base_url());
-                bases.push(hosts[i].0.base_url());
-            }
-            let _ = old.0.shutdown().await;
-            kills_on[i] = 0;
-            continue;
-        }
-        let host = &hosts[i].0;
-        if host
-            .wait_until_ready(Duration::from_secs(30))
-            .await
-            .is_err()
-        {
-            continue;
-        }
-        host.kill_handler().await.unwrap();
-        kills_on[i] += 1;
-        kills += 1;
-    }
+    fleet.kill(KILLS, 11).await;
     for client in clients {
         client.await.unwrap();
     }
-    for (host, _) in &hosts {
-        host.wait_until_ready(Duration::from_secs(30))
-            .await
-            .unwrap();
-    }
-    let c = Client::new(hosts[0].0.base_url());
+    fleet.wait_ready().await;
+    let c = Client::new(fleet.host(0).base_url());
     let outcomes = lock(&outcomes).clone();
     assert_eq!(outcomes.len() as u64, CLIENTS * TRANSFERS_PER_CLIENT);
 
@@ -208,8 +139,8 @@ async fn transfers_survive_kills(backend: &str) {
         .await
         .unwrap();
     assert_eq!(accepted.status().as_u16(), 202);
-    let runs = hosts[0]
-        .0
+    let runs = fleet
+        .host(0)
         .wait_for_invocations("TransferSweep", 1, Duration::from_secs(120))
         .await
         .unwrap();

@@ -3,6 +3,8 @@
 //! and a small HTTP client that checks problem responses.
 #![allow(dead_code)]
 
+pub mod kills;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
