@@ -31,7 +31,8 @@ use crate::projection::{
     ProjectionRunner, RegistryError, SnapshotStore, StateCache, StreamGuard,
 };
 use crate::readmodel::{
-    MemoryReadModelStore, ReadModelError, ReadModelProjector, ReadModelStore, TableReadModelStore,
+    CheckpointCache, MemoryReadModelStore, ReadModelError, ReadModelProjector, ReadModelStore,
+    TableReadModelStore,
 };
 use crate::storage::connection::StorageAccount;
 use crate::storage::{BlobStore, MemoryStore, TableDeadLetters, TableSnapshotStore, TableStore};
@@ -178,6 +179,7 @@ impl AppBuilder {
         let command_policy = command_policy(&self.settings);
         App {
             state_cache: Arc::new(StateCache::new(self.settings.state_cache_bytes)),
+            checkpoints: Arc::new(CheckpointCache::new()),
             settings: self.settings,
             by_entity,
             by_target,
@@ -211,6 +213,8 @@ pub struct App {
     dispatchers: Vec<Arc<Dispatcher>>,
     /// Projection states kept in process, shared by every runner.
     state_cache: Arc<StateCache>,
+    /// Read-model rows this process saw, shared by every projector.
+    checkpoints: Arc<CheckpointCache>,
     /// The entity types a domain owns, with its check of other writers' events.
     guards: GuardRegistry,
     /// The conflict budget from the settings, and the turns of every command of this process.
@@ -365,7 +369,8 @@ impl App {
             self.store(entity_type)?,
             self.read_model_store()?,
             self.read_models().projections(entity_type),
-        ))
+        )
+        .with_cache(self.checkpoints.clone()))
     }
 
     /// Where read-model rows live.

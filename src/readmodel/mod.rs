@@ -30,9 +30,12 @@
 //!   [`MemoryReadModelStore`] (unit tests) and [`TableReadModelStore`] (rows in their own
 //!   Azure table), re-exported here too.
 //! - `projector`: [`ReadModelProjector`], applying one notification to every read model.
+//! - `cache`: [`CheckpointCache`], the rows this process saw and one catch-up per stream at a
+//!   time, so that duplicates cost nothing and a stream's notifications one catch-up.
 //! - `rebuild`: [`rebuild`], recomputing every row of a domain / entity type.
 //! - `error`: [`ReadModelError`].
 
+mod cache;
 mod error;
 mod projector;
 mod rebuild;
@@ -43,6 +46,7 @@ pub use crate::stream::{
     ReadModelStoreError, SaveCondition, SaveOutcome, StoredCheckpoint, MAX_FAILURE_REASON_CHARS,
     UNREADABLE_ROW_VERSION,
 };
+pub use cache::{CheckpointCache, MAX_CACHED_CHECKPOINTS};
 pub use error::ReadModelError;
 pub use projector::{ProjectOutcome, ReadModelProjector, CATCH_UP_CHUNK_EVENTS, MAX_SAVE_ATTEMPTS};
 pub use rebuild::{

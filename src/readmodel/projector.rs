@@ -23,6 +23,11 @@
 //! once at the end of the attempt, conditioned on the ETag it was loaded with, exactly as an
 //! unchunked attempt would (a chunk is a read, never a commit point).
 //!
+//! Notifications of one stream are handled one at a time in a process, and a notification whose
+//! rows this process already saw at its event or later is acknowledged with no storage request
+//! ([`CheckpointCache`], which says why that is exact): notifications of one stream that
+//! arrive together cost one catch-up (one read of the events after the rows, one save each).
+//!
 //! A row written by another projection version, one whose state no longer deserializes, or
 //! one that claims a sequence past the end of the stream is recomputed from the first event.
 //!
@@ -40,7 +45,7 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 
-use super::ReadModelError;
+use super::{CheckpointCache, ReadModelError};
 use crate::projection::{fold_stream, AsOf, DynProjection, Fold, Lane, OnRefusal, ProjectionError};
 use crate::stream::{
     Checkpoint, FoldFailure, ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint,
@@ -66,7 +71,8 @@ pub struct ProjectOutcome {
     pub applied: u64,
     /// The row was already at or past the notified sequence: nothing was written.
     pub duplicate: bool,
-    /// Attempts made (more than 1 after losing to concurrent invocations).
+    /// Attempts made (more than 1 after losing to concurrent invocations; 0 when this process
+    /// already knew the row was at the notified event or later, and read nothing).
     pub attempts: u32,
     /// Set when the projection refuses an event of the stream: the row is marked with it
     /// (now, or by an earlier call) and this read model of the stream is not advanced again.
@@ -79,6 +85,8 @@ pub struct ReadModelProjector {
     pub(super) events: Arc<dyn EventStore>,
     pub(super) store: Arc<dyn ReadModelStore>,
     pub(super) models: Vec<Arc<dyn DynProjection>>,
+    /// What this process knows of the rows, and the turns of the streams being caught up.
+    cache: Arc<CheckpointCache>,
 }
 
 /// A save decided by an attempt.
@@ -102,7 +110,15 @@ impl ReadModelProjector {
             events,
             store,
             models,
+            cache: Arc::new(CheckpointCache::new()),
         }
+    }
+
+    /// Shares `cache` (one per process: every projector of the app uses the same) instead of
+    /// a cache of its own.
+    pub fn with_cache(mut self, cache: Arc<CheckpointCache>) -> Self {
+        self.cache = cache;
+        self
     }
 
     /// The names of the read models kept.
@@ -130,8 +146,29 @@ impl ReadModelProjector {
         stream: &StreamId,
         notified: Option<u64>,
     ) -> Result<Vec<ProjectOutcome>, ReadModelError> {
+        // One catch-up of this stream at a time in this process: notifications that arrive
+        // together wait here, and then find the rows past their event.
+        let _turn = self.cache.turn(stream).await;
         let mut outcomes: Vec<Option<ProjectOutcome>> = vec![None; self.models.len()];
-        let mut pending: Vec<usize> = (0..self.models.len()).collect();
+        let mut pending: Vec<usize> = Vec::with_capacity(self.models.len());
+        for (index, model) in self.models.iter().enumerate() {
+            let known = self.cache.known(model.name(), model.version(), stream);
+            match (known, notified) {
+                (Some(sequence), Some(n)) if sequence >= n => {
+                    // This process saw the row at `sequence` or later: nothing to read.
+                    outcomes[index] = Some(ProjectOutcome {
+                        model: model.name().to_owned(),
+                        before: sequence,
+                        after: sequence,
+                        applied: 0,
+                        duplicate: true,
+                        attempts: 0,
+                        failed: None,
+                    });
+                }
+                _ => pending.push(index),
+            }
+        }
         for attempt in 1..=MAX_SAVE_ATTEMPTS {
             if pending.is_empty() {
                 break;
@@ -200,7 +237,10 @@ impl ReadModelProjector {
             let model = &self.models[index];
             let mut lane = Lane::new(model.name(), model.version(), fold.as_mut());
             if let Some(row) = &loaded {
-                lane.resume(stream, &row.checkpoint, AsOf::Latest);
+                if lane.resume(stream, &row.checkpoint, AsOf::Latest) {
+                    self.cache
+                        .record(model.name(), model.version(), stream, lane.start());
+                }
             }
             let start = lane.start();
             if start > 0 && notified.is_some_and(|n| start >= n) {
@@ -327,6 +367,14 @@ impl ReadModelProjector {
             let model = self.models[save.index].name();
             match result? {
                 SaveOutcome::Saved => {
+                    if save.checkpoint.failure.is_none() {
+                        self.cache.record(
+                            model,
+                            save.checkpoint.projection_version,
+                            stream,
+                            save.checkpoint.sequence,
+                        );
+                    }
                     tracing::debug!(
                         stream = %stream,
                         model,

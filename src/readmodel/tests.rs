@@ -12,6 +12,7 @@ use crate::storage::MemoryStore;
 use crate::stream::{
     EntityType, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StreamId,
 };
+use crate::testing::CountingStore;
 
 /// An event type [`Trail`] refuses (and [`Count`] counts).
 const POISON: &str = "Poison";
@@ -188,10 +189,16 @@ async fn concurrent_notifications_of_one_stream_lose_nothing_and_double_nothing(
     let f = fixture();
     let s = stream("busy");
     append(&f.events, &s, 30).await;
-    // Every notification at once, several times over, interleaving at every storage call.
+    // Every notification at once, several times over, interleaving at every storage call, to
+    // three instances (each projector its own process: its own turns and cache), so saves race.
+    let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(Count)];
+    let instances: Vec<ReadModelProjector> = (0..3)
+        .map(|_| ReadModelProjector::new(f.events.clone(), f.rows.clone(), models.clone()))
+        .collect();
     let calls = (1..=30u64)
         .chain((1..=30).rev())
-        .map(|n| f.projector.project(&s, n));
+        .enumerate()
+        .map(|(i, n)| instances[i % instances.len()].project(&s, n));
     let outcomes = futures::future::join_all(calls).await;
     let outcomes: Vec<_> = outcomes.into_iter().map(Result::unwrap).collect();
     assert_exact(&f, &s).await;
@@ -258,6 +265,13 @@ async fn rows_of_another_version_unreadable_or_past_the_stream_are_recomputed() 
     let s = stream("3");
     append(&f.events, &s, 3).await;
     f.projector.project(&s, 3).await.unwrap();
+    // Rows are edited behind the projector's back: each check is by a projector of its own
+    // (another process), since a process that saw a row at an event skips that event's
+    // notifications without a read (see `cache`).
+    let fresh = |f: &Fixture| {
+        let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(Count)];
+        ReadModelProjector::new(f.events.clone(), f.rows.clone(), models)
+    };
     let bad = |state: &str, sequence, projection_version| Checkpoint {
         projection: String::new(),
         max_timestamp: None,
@@ -269,24 +283,24 @@ async fn rows_of_another_version_unreadable_or_past_the_stream_are_recomputed() 
 
     // Another projection version at an earlier sequence: recomputed, not resumed.
     f.rows.0.overwrite("trail", &s, bad("[99]", 2, 0));
-    f.projector.project(&s, 3).await.unwrap();
+    fresh(&f).project(&s, 3).await.unwrap();
     assert_exact(&f, &s).await;
 
     // A state that does not read back.
     f.rows.0.overwrite("trail", &s, bad("\"garbage\"", 1, 1));
-    f.projector.project(&s, 3).await.unwrap();
+    fresh(&f).project(&s, 3).await.unwrap();
     assert_exact(&f, &s).await;
 
     // The marker of a row a backend could not read.
     f.rows
         .0
         .overwrite("count", &s, bad("null", 0, UNREADABLE_ROW_VERSION));
-    f.projector.project(&s, 2).await.unwrap();
+    fresh(&f).project(&s, 2).await.unwrap();
     assert_exact(&f, &s).await;
 
     // A row claiming events the stream does not have: a catch-up replays from the start.
     f.rows.0.overwrite("trail", &s, bad("[1,2,3,4,5]", 5, 1));
-    f.projector.catch_up(&s).await.unwrap();
+    fresh(&f).catch_up(&s).await.unwrap();
     assert_exact(&f, &s).await;
 }
 
@@ -487,4 +501,97 @@ async fn an_event_a_model_refuses_marks_its_row_and_the_rest_carries_on() {
     assert_eq!((fixed.written, fixed.newer, fixed.unreadable), (1, 0, 1));
     let row = f.rows.0.load("trail", &bad).await.unwrap().unwrap();
     assert_eq!(row.checkpoint.failure, Some(failure));
+}
+
+/// A projector over stores that count their requests: event reads and row loads / saves.
+struct Counted {
+    events: Arc<CountingStore<MemoryStore>>,
+    rows: Arc<MemoryReadModelStore>,
+    projector: ReadModelProjector,
+}
+
+fn counted() -> Counted {
+    let events = Arc::new(CountingStore::new(MemoryStore::new()));
+    let rows = Arc::new(MemoryReadModelStore::new());
+    let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(Count)];
+    let projector = ReadModelProjector::new(events.clone(), rows.clone(), models);
+    Counted {
+        events,
+        rows,
+        projector,
+    }
+}
+
+#[tokio::test]
+async fn the_notifications_of_one_stream_arriving_together_cost_one_catch_up() {
+    let c = counted();
+    let s = stream("together");
+    append(c.events.inner(), &s, 8).await;
+    // Eight notifications at once, as the host invokes the Projector once per event.
+    let outcomes = futures::future::join_all((1..=8u64).map(|n| c.projector.project(&s, n))).await;
+    let outcomes: Vec<_> = outcomes.into_iter().map(Result::unwrap).collect();
+    // One catch-up: each row loaded once, the stream read once, each row saved once.
+    assert_eq!(c.rows.loads(), 2, "one load per read model");
+    assert_eq!(c.events.reads(), 1, "one read of the events");
+    assert_eq!(c.rows.saves(), 2, "one save per read model");
+    let applied: u64 = outcomes.iter().flatten().map(|o| o.applied).sum();
+    assert_eq!(applied, 16, "8 events into each of 2 rows, once");
+    let count = c.rows.load("count", &s).await.unwrap().unwrap();
+    assert_eq!(
+        (count.checkpoint.sequence, count.checkpoint.state.get()),
+        (8, "8")
+    );
+}
+
+#[tokio::test]
+async fn a_notification_whose_rows_this_process_saw_past_it_reads_nothing() {
+    let c = counted();
+    let s = stream("known");
+    append(c.events.inner(), &s, 3).await;
+    c.projector.project(&s, 3).await.unwrap();
+    let (loads, reads, saves) = (c.rows.loads(), c.events.reads(), c.rows.saves());
+    assert_eq!((loads, reads, saves), (2, 1, 2));
+
+    // Duplicates and late ones: no storage request at all.
+    for n in [3, 1, 2, 3] {
+        let outcomes = c.projector.project(&s, n).await.unwrap();
+        assert!(
+            outcomes.iter().all(|o| o.duplicate && o.attempts == 0),
+            "{n}: {outcomes:?}"
+        );
+    }
+    assert_eq!(
+        (c.rows.loads(), c.events.reads(), c.rows.saves()),
+        (loads, reads, saves)
+    );
+
+    // A new event is read and saved as before (the rows are loaded: another process may have
+    // moved them).
+    append(c.events.inner(), &s, 1).await;
+    c.projector.project(&s, 4).await.unwrap();
+    assert_eq!(
+        (c.rows.loads(), c.events.reads(), c.rows.saves()),
+        (loads + 2, reads + 1, saves + 2)
+    );
+    assert_eq!(
+        c.rows
+            .load("count", &s)
+            .await
+            .unwrap()
+            .unwrap()
+            .checkpoint
+            .sequence,
+        4
+    );
+
+    // Another process (its own cache) moved the rows on: this one still sees new events.
+    let other = ReadModelProjector::new(
+        c.events.clone(),
+        c.rows.clone(),
+        vec![Arc::new(Trail), Arc::new(Count)],
+    );
+    append(c.events.inner(), &s, 2).await;
+    other.project(&s, 6).await.unwrap();
+    let outcomes = c.projector.project(&s, 5).await.unwrap();
+    assert!(outcomes.iter().all(|o| o.duplicate && o.after == 6));
 }

@@ -49,11 +49,17 @@ pub struct MemoryReadModelStore {
     rows: Mutex<Rows>,
     next_etag: AtomicU64,
     saves: AtomicU64,
+    loads: AtomicU64,
 }
 
 impl MemoryReadModelStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Row loads since the store was made (each a point read on a real backend).
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
     }
 
     /// Successful saves since the store was made.
@@ -103,6 +109,7 @@ impl ReadModelStore for MemoryReadModelStore {
         model: &str,
         stream: &StreamId,
     ) -> Result<Option<StoredCheckpoint>, ReadModelStoreError> {
+        self.loads.fetch_add(1, Ordering::Relaxed);
         Ok(self
             .lock()
             .get(&key(model, stream))
