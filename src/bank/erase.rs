@@ -8,18 +8,11 @@
 //! (`resumed: true`). Afterwards commands on the account are 410 `stream-erased` (the number
 //! can never be opened again) and queries are 404 `account-not-found`.
 
-use std::sync::Arc;
-
-use streamfold::app::App;
 use streamfold::erasure::{erase_stream, ErasureError};
-use streamfold::functions::filters;
-use streamfold::functions::problem::{json_response, reject, Problem};
+use streamfold::functions::{with_state, DomainApi, Problem, Reply, Request};
 use streamfold::stream::{StoreError, StreamId};
-use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
-use warp::reply::Response;
-use warp::{Filter, Rejection};
 
+use super::service::Bank;
 use super::{DOMAIN, ENTITY};
 
 /// The function's name and route (as in its function.json).
@@ -27,30 +20,21 @@ pub const FUNCTION: &str = "DeleteAccount";
 pub const ROUTE: &str = "DeleteAccount/{accountnumber}";
 
 /// The route of this module.
-pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
-    let with_app = warp::any().map(move || app.clone());
-    warp::post()
-        .and(warp::path("api"))
-        .and(warp::path(FUNCTION))
-        .and(filters::decoded_segment())
-        .and(warp::path::end())
-        .and(with_app)
-        .and_then(delete_account)
-        .boxed()
+pub fn routes(api: DomainApi, bank: &Bank) -> DomainApi {
+    api.post(FUNCTION, ROUTE, with_state(bank, delete_account))
 }
 
-async fn delete_account(account: String, app: Arc<App>) -> Result<Response, Rejection> {
-    let stream = StreamId::new(DOMAIN, ENTITY, &account)
-        .map_err(|e| reject(Problem::from(StoreError::from(e))))?;
-    match erase_stream(&app, &stream).await {
-        Ok(report) => Ok(json_response(StatusCode::OK, &report)),
-        Err(ErasureError::NotFound(_)) => Err(reject(
-            Problem::not_found(
-                "account-not-found",
-                format!("account {account} does not exist"),
-            )
-            .with("accountNumber", account),
-        )),
-        Err(error) => Err(reject(error)),
+async fn delete_account(bank: Bank, request: Request) -> Result<Reply, Problem> {
+    let account = super::http::account_number(&request);
+    let stream =
+        StreamId::new(DOMAIN, ENTITY, &account).map_err(|e| Problem::from(StoreError::from(e)))?;
+    match erase_stream(bank.app(), &stream).await {
+        Ok(report) => Reply::ok(&report),
+        Err(ErasureError::NotFound(_)) => Err(Problem::not_found(
+            "account-not-found",
+            format!("account {account} does not exist"),
+        )
+        .with("accountNumber", account)),
+        Err(error) => Err(Problem::from(error)),
     }
 }

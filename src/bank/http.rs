@@ -14,26 +14,23 @@
 //! answer is a function of the account right after its event and the correlation id stored
 //! with it, nothing else, which is what makes a replay the same answer.
 
-use bytes::Bytes;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use streamfold::functions::filters::{
-    self, as_of_params, only_known_params, u64_param, CORRELATION_ID_HEADER,
+    as_of_params, only_known_params, u64_param, CORRELATION_ID_HEADER,
 };
-use streamfold::functions::idempotency::{idempotency_key, REPLAYED_HEADER};
-use streamfold::functions::problem::{json_response, parse_json, reject, Problem};
+use streamfold::functions::{with_state, DomainApi, Problem, Reply, Request};
 use streamfold::projection::IdempotencyKey;
 use streamfold::stream::RecordedEvent;
-use warp::filters::BoxedFilter;
-use warp::http::{HeaderValue, StatusCode};
-use warp::reply::Response;
-use warp::{Filter, Rejection};
 
 use super::account::{Refusal, Status};
 use super::money::{format_money, parse_amount, Sign};
 use super::seed;
 use super::service::{AccountView, Bank, BankError, CommandAnswer, CommandContext};
+
+/// The route parameter naming the account.
+pub const ACCOUNT_PARAMETER: &str = "accountnumber";
 
 /// Longest commentary stored with an event.
 pub const MAX_COMMENTARY_LEN: usize = 1024;
@@ -100,73 +97,69 @@ impl From<BankError> for Problem {
                     .with("state", state)
             }
             BankError::TransferStuck { id, .. } => {
-                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "transfer-stuck", detail)
-                    .with("transferId", id)
+                Problem::internal("transfer-stuck", detail).with("transferId", id)
             }
-            BankError::Serialize(_) => {
-                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
-            }
+            BankError::Serialize(_) => Problem::internal("internal", detail),
         }
     }
 }
 
-/// A bank command's request, `POST /api/{name}/{accountnumber}`: the decoded account number,
-/// the correlation id, the `Idempotency-Key`, the body and the bank (one filter for every
-/// command route: the bank's own, the interest commands and the seed's aliases).
-pub(crate) fn command<B>(
-    name: &'static str,
-    bank: B,
-) -> impl Filter<Extract = (String, String, Option<IdempotencyKey>, Bytes, Bank), Error = Rejection>
-       + Clone
-where
-    B: Filter<Extract = (Bank,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static,
-{
-    warp::post()
-        .and(warp::path("api"))
-        .and(warp::path(name))
-        .and(filters::decoded_segment())
-        .and(warp::path::end())
-        .and(filters::correlation_id())
-        .and(idempotency_key())
-        .and(filters::body())
-        .and(bank)
+/// A bank command's request, `POST /api/{name}/{accountnumber}`: its `Idempotency-Key` (400
+/// when malformed, before anything else is looked at) and the account number (one reading
+/// for every command route: the bank's own, the interest commands and the seed's aliases).
+pub(super) fn command_request(
+    request: &Request,
+) -> Result<(String, Option<IdempotencyKey>), Problem> {
+    let key = request.idempotency_key()?;
+    Ok((account_number(request), key))
+}
+
+/// The route's account number, as decoded (checked by [`account_key`]).
+pub(super) fn account_number(request: &Request) -> String {
+    request
+        .param(ACCOUNT_PARAMETER)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The bank's routes.
-pub fn routes(bank: Bank) -> BoxedFilter<(Response,)> {
-    let bank = warp::any().map(move || bank.clone());
-    let command = |name: &'static str| command(name, bank.clone());
-    let query = |name: &'static str| {
-        warp::get()
-            .and(warp::path("api"))
-            .and(warp::path(name))
-            .and(filters::decoded_segment())
-            .and(warp::path::end())
-            .and(filters::query_pairs())
-            .and(bank.clone())
-    };
-    let run = |kind: Command| {
-        move |account: String,
-              correlation: String,
-              key: Option<IdempotencyKey>,
-              body: Bytes,
-              bank: Bank| { run_command(kind, account, correlation, key, body, bank) }
-    };
-    command("OpenAccount")
-        .and_then(open_account)
-        .or(command("Deposit").and_then(run(Command::Deposit)))
-        .unify()
-        .or(command("Withdraw").and_then(run(Command::Withdraw)))
-        .unify()
-        .or(command("SetOverdraftLimit").and_then(run(Command::SetOverdraftLimit)))
-        .unify()
-        .or(command("CloseAccount").and_then(run(Command::Close)))
-        .unify()
-        .or(query("GetBalance").and_then(get_balance))
-        .unify()
-        .or(query("GetAccountHistory").and_then(get_account_history))
-        .unify()
-        .boxed()
+pub fn routes(api: DomainApi, bank: &Bank) -> DomainApi {
+    let run = |kind: Command| move |bank: Bank, request: Request| run_command(kind, bank, request);
+    api.post(
+        "OpenAccount",
+        "OpenAccount/{accountnumber}",
+        with_state(bank, open_account),
+    )
+    .post(
+        "Deposit",
+        "Deposit/{accountnumber}",
+        with_state(bank, run(Command::Deposit)),
+    )
+    .post(
+        "Withdraw",
+        "Withdraw/{accountnumber}",
+        with_state(bank, run(Command::Withdraw)),
+    )
+    .post(
+        "SetOverdraftLimit",
+        "SetOverdraftLimit/{accountnumber}",
+        with_state(bank, run(Command::SetOverdraftLimit)),
+    )
+    .post(
+        "CloseAccount",
+        "CloseAccount/{accountnumber}",
+        with_state(bank, run(Command::Close)),
+    )
+    .get(
+        "GetBalance",
+        "GetBalance/{accountnumber}",
+        with_state(bank, get_balance),
+    )
+    .get(
+        "GetAccountHistory",
+        "GetAccountHistory/{accountnumber}",
+        with_state(bank, get_account_history),
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,11 +211,11 @@ struct AccountBody<'a> {
 }
 
 pub(super) fn account_response(
-    status: StatusCode,
+    status: u16,
     account_number: &str,
     view: &AccountView,
     correlation_id: Option<&str>,
-) -> Result<Response, Rejection> {
+) -> Result<Reply, Problem> {
     let a = &view.account;
     // Only a state no valid history makes (a hand-edited snapshot) has no available amount.
     let available = a.available().ok_or_else(|| {
@@ -231,19 +224,16 @@ pub(super) fn account_response(
             sequence = view.sequence,
             "account state is out of range"
         );
-        reject(
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "account-state-out-of-range",
-                format!(
-                    "the state of account {account_number} as of sequence {} is out of range",
-                    view.sequence
-                ),
-            )
-            .with("sequence", view.sequence),
+        Problem::internal(
+            "account-state-out-of-range",
+            format!(
+                "the state of account {account_number} as of sequence {} is out of range",
+                view.sequence
+            ),
         )
+        .with("sequence", view.sequence)
     })?;
-    let mut response = json_response(
+    let reply = Reply::json(
         status,
         &AccountBody {
             account_number,
@@ -256,32 +246,27 @@ pub(super) fn account_response(
             sequence: view.sequence,
             correlation_id,
         },
-    );
-    if let Some(id) = correlation_id.and_then(|id| HeaderValue::from_str(id).ok()) {
-        response.headers_mut().insert(CORRELATION_ID_HEADER, id);
-    }
-    Ok(response)
+    )?;
+    Ok(match correlation_id {
+        Some(id) => reply.with_header(CORRELATION_ID_HEADER, id),
+        None => reply,
+    })
 }
 
 /// A command's answer: `status` with the account after it (the same for a replay, which also
 /// says `Idempotent-Replayed: true`).
 fn command_response(
-    status: StatusCode,
+    status: u16,
     account_number: &str,
     answer: &CommandAnswer,
-) -> Result<Response, Rejection> {
-    let mut response = account_response(
+) -> Result<Reply, Problem> {
+    Ok(account_response(
         status,
         account_number,
         &answer.view,
         answer.correlation_id.as_deref(),
-    )?;
-    if answer.replayed {
-        response
-            .headers_mut()
-            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    )?
+    .replayed(answer.replayed))
 }
 
 /// A command's context, its commentary checked.
@@ -307,57 +292,40 @@ pub(super) fn command_context(
     })
 }
 
-/// [`command_context`], refused as a rejection.
-pub(super) fn context(
-    correlation_id: String,
-    commentary: Option<String>,
-    idempotency_key: Option<IdempotencyKey>,
-) -> Result<CommandContext, Rejection> {
-    command_context(correlation_id, commentary, idempotency_key).map_err(reject)
-}
-
-fn amount(field: &'static str, raw: &RawValue, sign: Sign) -> Result<Decimal, Rejection> {
-    parse_amount(field, raw, sign).map_err(|e| {
-        reject(Problem::bad_request("invalid-amount", e.to_string()).with("field", e.field))
-    })
+fn amount(field: &'static str, raw: &RawValue, sign: Sign) -> Result<Decimal, Problem> {
+    parse_amount(field, raw, sign)
+        .map_err(|e| Problem::bad_request("invalid-amount", e.to_string()).with("field", e.field))
 }
 
 /// Validates the account number before any body is looked at, so the problem names it.
-pub(super) fn account_key(account_number: &str) -> Result<(), Rejection> {
+pub(super) fn account_key(account_number: &str) -> Result<(), Problem> {
     Bank::stream(account_number)
         .map(|_| ())
-        .map_err(|e| reject(Problem::from(e)))
+        .map_err(Problem::from)
 }
 
-async fn open_account(
-    account_number: String,
-    correlation_id: String,
-    key: Option<IdempotencyKey>,
-    body: Bytes,
-    bank: Bank,
-) -> Result<Response, Rejection> {
+async fn open_account(bank: Bank, request: Request) -> Result<Reply, Problem> {
+    let (account_number, key) = command_request(&request)?;
+    let correlation_id = request.correlation_id().to_owned();
     account_key(&account_number)?;
-    let body: OpenBody = match parse_json(&body) {
+    let body: OpenBody = match request.json() {
         Ok(parsed) => parsed,
-        Err(problem) => match seed::seed_fields(&body, SEED_OPEN_FIELDS) {
+        Err(problem) => match seed::seed_fields(request.body(), SEED_OPEN_FIELDS) {
             Ok(fields) => {
                 return open_seed_account(account_number, correlation_id, key, fields, bank)
                     .await
                     .map_err(seed::seed_problem)
             }
-            Err(_) => return Err(reject(problem)),
+            Err(_) => return Err(problem),
         },
     };
     let limit = match &body.overdraft_limit {
         Some(raw) => amount("overdraftLimit", raw, Sign::NonNegative)?,
         None => Decimal::ZERO,
     };
-    let ctx = context(correlation_id, body.commentary, key)?;
-    let answer = bank
-        .open(&account_number, limit, &ctx)
-        .await
-        .map_err(reject)?;
-    command_response(StatusCode::CREATED, &account_number, &answer)
+    let ctx = command_context(correlation_id, body.commentary, key)?;
+    let answer = bank.open(&account_number, limit, &ctx).await?;
+    command_response(201, &account_number, &answer)
 }
 
 /// A command on an existing account, as named by its route.
@@ -378,10 +346,10 @@ enum Action {
 }
 
 /// Parses and validates a command's body into its action and commentary.
-fn parse_command(command: Command, body: &[u8]) -> Result<(Action, Option<String>), Rejection> {
+fn parse_command(command: Command, request: &Request) -> Result<(Action, Option<String>), Problem> {
     Ok(match command {
         Command::Deposit | Command::Withdraw => {
-            let body: MoneyBody = parse_json(body).map_err(reject)?;
+            let body: MoneyBody = request.json()?;
             let value = amount("amount", &body.amount, Sign::Positive)?;
             let action = match command {
                 Command::Deposit => Action::Deposit(value),
@@ -390,12 +358,12 @@ fn parse_command(command: Command, body: &[u8]) -> Result<(Action, Option<String
             (action, body.commentary)
         }
         Command::SetOverdraftLimit => {
-            let body: LimitBody = parse_json(body).map_err(reject)?;
+            let body: LimitBody = request.json()?;
             let limit = amount("limit", &body.limit, Sign::NonNegative)?;
             (Action::SetOverdraftLimit(limit), body.commentary)
         }
         Command::Close => {
-            let body: CommentBody = parse_json(body).map_err(reject)?;
+            let body: CommentBody = request.json()?;
             (Action::Close, body.commentary)
         }
     })
@@ -403,30 +371,27 @@ fn parse_command(command: Command, body: &[u8]) -> Result<(Action, Option<String
 
 /// Deposit, Withdraw, SetOverdraftLimit and CloseAccount: validate, decide on fresh state,
 /// answer with the account after the command.
-async fn run_command(
-    command: Command,
-    account_number: String,
-    correlation_id: String,
-    key: Option<IdempotencyKey>,
-    body: Bytes,
-    bank: Bank,
-) -> Result<Response, Rejection> {
+async fn run_command(command: Command, bank: Bank, request: Request) -> Result<Reply, Problem> {
+    let (account_number, key) = command_request(&request)?;
+    let correlation_id = request.correlation_id().to_owned();
     account_key(&account_number)?;
-    let (action, commentary) = match parse_command(command, &body) {
+    let (action, commentary) = match parse_command(command, &request) {
         Ok(parsed) => parsed,
         Err(rejection) => match command {
-            Command::SetOverdraftLimit => match seed::seed_fields(&body, SEED_LIMIT_FIELDS) {
-                Ok(fields) => {
-                    return set_seed_limit(account_number, correlation_id, key, fields, bank)
-                        .await
-                        .map_err(seed::seed_problem)
+            Command::SetOverdraftLimit => {
+                match seed::seed_fields(request.body(), SEED_LIMIT_FIELDS) {
+                    Ok(fields) => {
+                        return set_seed_limit(account_number, correlation_id, key, fields, bank)
+                            .await
+                            .map_err(seed::seed_problem)
+                    }
+                    Err(_) => return Err(rejection),
                 }
-                Err(_) => return Err(rejection),
-            },
+            }
             _ => return Err(rejection),
         },
     };
-    let ctx = context(correlation_id, commentary, key)?;
+    let ctx = command_context(correlation_id, commentary, key)?;
     let answer = match action {
         Action::Deposit(amount) => bank.deposit(&account_number, amount, &ctx).await,
         Action::Withdraw(amount) => bank.withdraw(&account_number, amount, &ctx).await,
@@ -434,21 +399,18 @@ async fn run_command(
             bank.set_overdraft_limit(&account_number, limit, &ctx).await
         }
         Action::Close => bank.close(&account_number, &ctx).await,
-    }
-    .map_err(reject)?;
-    command_response(StatusCode::OK, &account_number, &answer)
+    }?;
+    command_response(200, &account_number, &answer)
 }
 
-async fn get_balance(
-    account_number: String,
-    query: Vec<(String, String)>,
-    bank: Bank,
-) -> Result<Response, Rejection> {
+async fn get_balance(bank: Bank, request: Request) -> Result<Reply, Problem> {
+    let account_number = account_number(&request);
     account_key(&account_number)?;
-    only_known_params(&query, &["asOfSequence", "asOf"]).map_err(reject)?;
-    let as_of = as_of_params(&query).map_err(reject)?;
-    let view = bank.balance(&account_number, as_of).await.map_err(reject)?;
-    account_response(StatusCode::OK, &account_number, &view, None)
+    let query = request.query();
+    only_known_params(query, &["asOfSequence", "asOf"])?;
+    let as_of = as_of_params(query)?;
+    let view = bank.balance(&account_number, as_of).await?;
+    account_response(200, &account_number, &view, None)
 }
 
 #[derive(Serialize)]
@@ -462,39 +424,26 @@ struct HistoryBody<'a> {
     next_from_sequence: Option<u64>,
 }
 
-async fn get_account_history(
-    account_number: String,
-    query: Vec<(String, String)>,
-    bank: Bank,
-) -> Result<Response, Rejection> {
+async fn get_account_history(bank: Bank, request: Request) -> Result<Reply, Problem> {
+    let account_number = account_number(&request);
     account_key(&account_number)?;
-    only_known_params(&query, &["fromSequence", "pageSize"]).map_err(reject)?;
-    let from = u64_param(&query, "fromSequence")
-        .map_err(reject)?
-        .unwrap_or(1)
-        .max(1);
-    let page_size = u64_param(&query, "pageSize")
-        .map_err(reject)?
-        .unwrap_or(DEFAULT_HISTORY_PAGE);
+    let query = request.query();
+    only_known_params(query, &["fromSequence", "pageSize"])?;
+    let from = u64_param(query, "fromSequence")?.unwrap_or(1).max(1);
+    let page_size = u64_param(query, "pageSize")?.unwrap_or(DEFAULT_HISTORY_PAGE);
     if !(1..=MAX_HISTORY_PAGE).contains(&page_size) {
-        return Err(reject(Problem::bad_request(
+        return Err(Problem::bad_request(
             "invalid-page-size",
             format!("pageSize must be between 1 and {MAX_HISTORY_PAGE}"),
-        )));
+        ));
     }
-    let page = bank
-        .history(&account_number, from, page_size)
-        .await
-        .map_err(reject)?;
-    Ok(json_response(
-        StatusCode::OK,
-        &HistoryBody {
-            account_number: &account_number,
-            version: page.version,
-            events: &page.events,
-            next_from_sequence: page.next,
-        },
-    ))
+    let page = bank.history(&account_number, from, page_size).await?;
+    Reply::ok(&HistoryBody {
+        account_number: &account_number,
+        version: page.version,
+        events: &page.events,
+        next_from_sequence: page.next,
+    })
 }
 
 /// The seed's OpenAccount body (`AccountOpeningData`).
@@ -513,7 +462,7 @@ async fn open_seed_account(
     key: Option<IdempotencyKey>,
     fields: std::collections::BTreeMap<String, Box<RawValue>>,
     bank: Bank,
-) -> Result<Response, Problem> {
+) -> Result<Reply, Problem> {
     let opening = seed::seed_amount(&fields, "OpeningBalance", Sign::Positive)?;
     seed::seed_string(&fields, "ClientName")?;
     let commentary = seed::seed_string(&fields, "Commentary")?;
@@ -532,7 +481,7 @@ async fn open_seed_account(
         answer = bank.deposit(&account_number, amount, &ctx).await?;
     }
     seed::seed_command_response(
-        StatusCode::CREATED,
+        201,
         &account_number,
         &answer,
         format!("Account {account_number} created"),
@@ -546,7 +495,7 @@ async fn set_seed_limit(
     key: Option<IdempotencyKey>,
     fields: std::collections::BTreeMap<String, Box<RawValue>>,
     bank: Bank,
-) -> Result<Response, Problem> {
+) -> Result<Reply, Problem> {
     let limit =
         seed::seed_amount(&fields, "NewOverdraftLimit", Sign::NonNegative)?.ok_or_else(|| {
             Problem::bad_request("invalid-amount", "NewOverdraftLimit is required")
@@ -558,7 +507,7 @@ async fn set_seed_limit(
         .set_overdraft_limit(&account_number, limit, &ctx)
         .await?;
     seed::seed_command_response(
-        StatusCode::OK,
+        200,
         &account_number,
         &answer,
         format!(

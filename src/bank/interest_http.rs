@@ -11,20 +11,12 @@
 //!   debit interest;
 //! - `POST /AccrueInterestTimer` (timer trigger): the daily run ([`super::interest_timer`]).
 
-use bytes::Bytes;
 use serde::Serialize;
 use serde_json::json;
-use streamfold::functions::filters;
-use streamfold::functions::idempotency::REPLAYED_HEADER;
 use streamfold::functions::invocation::InvocationResponse;
-use streamfold::functions::problem::{json_response, parse_json, reject, Problem};
-use streamfold::projection::IdempotencyKey;
-use warp::filters::BoxedFilter;
-use warp::http::{HeaderValue, StatusCode};
-use warp::reply::Response;
-use warp::{Filter, Rejection, Reply};
+use streamfold::functions::{with_state, DomainApi, Problem, Reply, Request};
 
-use super::http::{account_key, context, CommentBody};
+use super::http::{account_key, command_context, command_request, CommentBody};
 use super::interest::{format_day, format_interest, InterestRates};
 use super::interest_timer::{self, TIMER_FUNCTION};
 use super::money::format_money;
@@ -37,23 +29,18 @@ pub const PAY_FUNCTION: &str = "PayInterest";
 
 /// `POST /api/AccrueInterest/{accountnumber}`, `POST /api/PayInterest/{accountnumber}` and
 /// `POST /AccrueInterestTimer`.
-pub fn routes(bank: Bank) -> BoxedFilter<(Response,)> {
-    let bank = warp::any().map(move || bank.clone());
-    let command = |name: &'static str| super::http::command(name, bank.clone());
-    let timer = warp::post()
-        .and(warp::path(TIMER_FUNCTION))
-        .and(warp::path::end())
-        .and(filters::invocation_id())
-        .and(bank.clone())
-        .then(timer_handler)
-        .boxed();
-    command(ACCRUE_FUNCTION)
-        .and_then(accrue)
-        .or(command(PAY_FUNCTION).and_then(pay))
-        .unify()
-        .or(timer)
-        .unify()
-        .boxed()
+pub fn routes(api: DomainApi, bank: &Bank) -> DomainApi {
+    api.post(
+        ACCRUE_FUNCTION,
+        "AccrueInterest/{accountnumber}",
+        with_state(bank, accrue),
+    )
+    .post(
+        PAY_FUNCTION,
+        "PayInterest/{accountnumber}",
+        with_state(bank, pay),
+    )
+    .invocation(TIMER_FUNCTION, with_state(bank, timer_handler))
 }
 
 #[derive(Serialize)]
@@ -77,41 +64,31 @@ struct AccrualBody<'a> {
     sequence: u64,
 }
 
-async fn accrue(
-    account_number: String,
-    correlation_id: String,
-    key: Option<IdempotencyKey>,
-    body: Bytes,
-    bank: Bank,
-) -> Result<Response, Rejection> {
-    account_key(&account_number)?;
-    let body: CommentBody = parse_json(&body).map_err(reject)?;
+async fn accrue(bank: Bank, request: Request) -> Result<Reply, Problem> {
     // Accruing is once a day by itself: a key adds nothing, and is accepted and ignored.
-    drop(key);
-    let ctx = context(correlation_id, body.commentary, None)?;
+    let (account_number, _key) = command_request(&request)?;
+    account_key(&account_number)?;
+    let body: CommentBody = request.json()?;
+    let ctx = command_context(request.correlation_id().to_owned(), body.commentary, None)?;
     let rates = InterestRates::current();
     let day = interest_timer::day_now(&rates);
     let accrual = bank
         .accrue_interest(&account_number, day, &rates, &ctx)
-        .await
-        .map_err(reject)?;
+        .await?;
     let account = &accrual.view.account;
-    Ok(json_response(
-        StatusCode::OK,
-        &AccrualBody {
-            account_number: &account_number,
-            day: format_day(accrual.day),
-            already_accrued: accrual.accrued.is_none(),
-            interest: accrual.accrued.as_ref().map(|a| InterestBody {
-                amount: format_interest(a.amount),
-                annual_rate: a.annual_rate.normalize().to_string(),
-                balance_at_start_of_day: format_money(a.balance),
-            }),
-            accrued_interest: format_interest(account.accrued_interest),
-            balance: format_money(account.balance),
-            sequence: accrual.view.sequence,
-        },
-    ))
+    Reply::ok(&AccrualBody {
+        account_number: &account_number,
+        day: format_day(accrual.day),
+        already_accrued: accrual.accrued.is_none(),
+        interest: accrual.accrued.as_ref().map(|a| InterestBody {
+            amount: format_interest(a.amount),
+            annual_rate: a.annual_rate.normalize().to_string(),
+            balance_at_start_of_day: format_money(a.balance),
+        }),
+        accrued_interest: format_interest(account.accrued_interest),
+        balance: format_money(account.balance),
+        sequence: accrual.view.sequence,
+    })
 }
 
 #[derive(Serialize)]
@@ -130,44 +107,29 @@ struct PaymentBody<'a> {
     correlation_id: Option<&'a str>,
 }
 
-async fn pay(
-    account_number: String,
-    correlation_id: String,
-    key: Option<IdempotencyKey>,
-    body: Bytes,
-    bank: Bank,
-) -> Result<Response, Rejection> {
+async fn pay(bank: Bank, request: Request) -> Result<Reply, Problem> {
+    let (account_number, key) = command_request(&request)?;
     account_key(&account_number)?;
-    let body: CommentBody = parse_json(&body).map_err(reject)?;
-    let ctx = context(correlation_id, body.commentary, key)?;
-    let payment = bank
-        .pay_interest(&account_number, &ctx)
-        .await
-        .map_err(reject)?;
+    let body: CommentBody = request.json()?;
+    let ctx = command_context(request.correlation_id().to_owned(), body.commentary, key)?;
+    let payment = bank.pay_interest(&account_number, &ctx).await?;
     let account = &payment.view.account;
-    let mut response = json_response(
-        StatusCode::OK,
-        &PaymentBody {
-            account_number: &account_number,
-            paid: format_money(payment.paid),
-            accrued_paid: format_interest(payment.accrued),
-            overdraft_extended: payment.overdraft_extended.is_some(),
-            balance: format_money(account.balance),
-            overdraft_limit: format_money(account.overdraft_limit),
-            accrued_interest: format_interest(account.accrued_interest),
-            sequence: payment.view.sequence,
-            correlation_id: payment.correlation_id.as_deref(),
-        },
-    );
-    if payment.replayed {
-        response
-            .headers_mut()
-            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    Ok(Reply::ok(&PaymentBody {
+        account_number: &account_number,
+        paid: format_money(payment.paid),
+        accrued_paid: format_interest(payment.accrued),
+        overdraft_extended: payment.overdraft_extended.is_some(),
+        balance: format_money(account.balance),
+        overdraft_limit: format_money(account.overdraft_limit),
+        accrued_interest: format_interest(account.accrued_interest),
+        sequence: payment.view.sequence,
+        correlation_id: payment.correlation_id.as_deref(),
+    })?
+    .replayed(payment.replayed))
 }
 
-async fn timer_handler(invocation_id: String, bank: Bank) -> Response {
+async fn timer_handler(bank: Bank, request: Request) -> Result<Reply, Problem> {
+    let invocation_id = request.invocation_id();
     let rates = InterestRates::current();
     let day = interest_timer::day_now(&rates);
     let mut response = InvocationResponse::default();
@@ -192,23 +154,21 @@ async fn timer_handler(invocation_id: String, bank: Bank) -> Response {
             ));
             response.return_value = json!(report);
             if report.failed == 0 {
-                return json_response(StatusCode::OK, &response);
+                return Reply::ok(&response);
             }
             tracing::error!(%invocation_id, failed = report.failed, "interest run incomplete");
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
+            Err(Problem::internal(
                 "interest-run-incomplete",
                 format!(
                     "{} account(s) could not be accrued for {}; the next run resumes at their page",
                     report.failed, report.day
                 ),
             )
-            .with("failed", report.failed)
-            .into_response()
+            .with("failed", report.failed))
         }
         Err(error) => {
             tracing::error!(%invocation_id, %error, "interest run failed");
-            Problem::from(error).into_response()
+            Err(Problem::from(error))
         }
     }
 }

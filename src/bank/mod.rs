@@ -71,97 +71,15 @@ pub fn register(app: &mut App) -> anyhow::Result<()> {
 /// The bank's part of the app's OpenAPI document (merged with the library's).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// The bank's HTTP API as the app registers it: its functions and its OpenAPI part.
+/// The bank's HTTP API as the app registers it: its functions (each with its route, as in its
+/// function.json) and its OpenAPI part, registered as any domain registers them.
 pub fn api(app: Arc<App>) -> Result<DomainApi, DomainApiError> {
-    DomainApi::new().functions(routes(app)).openapi(OPENAPI)
-}
-
-/// The bank's HTTP functions, with their routes (as in their function.json files).
-pub fn routes(app: Arc<App>) -> streamfold::functions::Functions {
-    use streamfold::functions::{Functions, RouteTable};
-    use warp::http::Method;
-    use warp::Filter;
-    let table = RouteTable::new()
-        .http(
-            "OpenAccount",
-            &[Method::POST],
-            "OpenAccount/{accountnumber}",
-        )
-        .http("Deposit", &[Method::POST], "Deposit/{accountnumber}")
-        .http("Withdraw", &[Method::POST], "Withdraw/{accountnumber}")
-        .http(
-            "SetOverdraftLimit",
-            &[Method::POST],
-            "SetOverdraftLimit/{accountnumber}",
-        )
-        .http(
-            "CloseAccount",
-            &[Method::POST],
-            "CloseAccount/{accountnumber}",
-        )
-        .http("GetBalance", &[Method::GET], "GetBalance/{accountnumber}")
-        .http(
-            "GetAccountHistory",
-            &[Method::GET],
-            "GetAccountHistory/{accountnumber}",
-        )
-        .http(
-            interest_http::ACCRUE_FUNCTION,
-            &[Method::POST],
-            "AccrueInterest/{accountnumber}",
-        )
-        .http(
-            interest_http::PAY_FUNCTION,
-            &[Method::POST],
-            "PayInterest/{accountnumber}",
-        )
-        .invocation(interest_timer::TIMER_FUNCTION)
-        .http(
-            transfer_http::TRANSFER_FUNCTION,
-            &[Method::POST],
-            "TransferMoney/{transferId?}",
-        )
-        .http(
-            transfer_http::STATE_FUNCTION,
-            &[Method::GET],
-            "GetTransferState/{transferId}",
-        )
-        .http(
-            transfer_http::CANCEL_FUNCTION,
-            &[Method::POST],
-            "CancelMoneyTransfer/{transferId}",
-        )
-        .invocation(transfer_http::SWEEP_FUNCTION)
-        .http("Accounts", &[Method::GET], "Accounts")
-        .http("RebuildReadModels", &[Method::POST], "RebuildReadModels")
-        .http(erase::FUNCTION, &[Method::POST], erase::ROUTE)
-        .http("DepositMoney", &[Method::POST], seed::DEPOSIT_MONEY_ROUTE)
-        .http("WithdrawMoney", &[Method::POST], seed::WITHDRAW_MONEY_ROUTE)
-        .http(
-            "GetBalanceAsOfDate",
-            &[Method::GET],
-            seed::GET_BALANCE_AS_OF_ROUTE,
-        )
-        .http(
-            "GetAllAccounts",
-            &[Method::GET],
-            seed::GET_ALL_ACCOUNTS_ROUTE,
-        )
-        .http("Web", &[Method::GET], web::WEB_ROUTE)
-        .http("BalanceSeries", &[Method::GET], web::SERIES_ROUTE);
-    let filter = http::routes(Bank::new(app.clone()))
-        .or(interest_http::routes(Bank::new(app.clone())))
-        .unify()
-        .or(transfer_http::routes(Bank::new(app.clone())))
-        .unify()
-        .or(readmodels::routes(app.clone()))
-        .unify()
-        .or(erase::routes(app.clone()))
-        .unify()
-        .or(seed::routes(Bank::new(app.clone())))
-        .unify()
-        .or(web::routes(Bank::new(app)))
-        .unify()
-        .boxed();
-    Functions::new(table, filter)
+    let bank = Bank::new(app);
+    let api = http::routes(DomainApi::new(), &bank);
+    let api = interest_http::routes(api, &bank);
+    let api = transfer_http::routes(api, &bank);
+    let api = readmodels::routes(api, &bank);
+    let api = erase::routes(api, &bank);
+    let api = seed::routes(api, &bank);
+    web::routes(api, &bank).openapi(OPENAPI)
 }

@@ -34,23 +34,18 @@
 //! money movements, so both always agree — and deriving it from the same row means an
 //! account's balance and its group membership can never be at different sequences.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 use streamfold::app::App;
-use streamfold::functions::filters::{self, only_known_params, query_param, u64_param};
-use streamfold::functions::problem::{json_response, reject, Problem};
+use streamfold::functions::filters::{only_known_params, query_param, u64_param};
 use streamfold::functions::streams::MAX_PAGE_SIZE;
+use streamfold::functions::{with_state, DomainApi, Problem, Reply, Request};
 use streamfold::projection::{Projection, RegistryError};
 use streamfold::readmodel::{rebuild, ReadModelError};
 use streamfold::stream::{validate_instance_key, DEFAULT_PAGE_SIZE};
-use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
-use warp::reply::Response;
-use warp::{Filter, Rejection};
 
 use super::account::{Account, AccountProjection, Status, ACCOUNT_PROJECTION};
 use super::money::format_money;
+use super::service::Bank;
 use super::ACCOUNTS;
 
 /// The query parameter that filters `Accounts` by overdraft.
@@ -68,19 +63,13 @@ pub fn register(app: &mut App) -> Result<(), RegistryError> {
 }
 
 /// `GET /api/Accounts` and `POST /api/RebuildReadModels`.
-pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
-    let with_app = warp::any().map(move || app.clone());
-    let accounts = warp::get()
-        .and(warp::path!("api" / "Accounts"))
-        .and(filters::query_pairs())
-        .and(with_app.clone())
-        .and_then(accounts_handler);
-    let rebuild = warp::post()
-        .and(warp::path!("api" / "RebuildReadModels"))
-        .and(filters::body())
-        .and(with_app)
-        .and_then(|_body: bytes::Bytes, app: Arc<App>| rebuild_handler(app));
-    accounts.or(rebuild).unify().boxed()
+pub fn routes(api: DomainApi, bank: &Bank) -> DomainApi {
+    api.get("Accounts", "Accounts", with_state(bank, accounts_handler))
+        .post(
+            "RebuildReadModels",
+            "RebuildReadModels",
+            with_state(bank, rebuild_handler),
+        )
 }
 
 /// One account row as clients see it.
@@ -193,12 +182,9 @@ fn continuation(query: &[(String, String)]) -> Result<Option<String>, Problem> {
     Ok(Some(given.to_owned()))
 }
 
-async fn accounts_handler(
-    query: Vec<(String, String)>,
-    app: Arc<App>,
-) -> Result<Response, Rejection> {
-    let query = accounts_query(&query).map_err(reject)?;
-    let store = app.read_model_store().map_err(reject)?;
+async fn accounts_handler(bank: Bank, request: Request) -> Result<Reply, Problem> {
+    let query = accounts_query(request.query())?;
+    let store = bank.app().read_model_store()?;
     let page = store
         .list(
             ACCOUNT_PROJECTION,
@@ -207,7 +193,7 @@ async fn accounts_handler(
             query.page_size,
         )
         .await
-        .map_err(|e| reject(Problem::from(e)))?;
+        .map_err(Problem::from)?;
     let version = Projection::version(&AccountProjection);
     let mut accounts = Vec::with_capacity(page.rows.len());
     let mut unreadable = Vec::new();
@@ -267,37 +253,29 @@ async fn accounts_handler(
             sequence: row.checkpoint.sequence,
         });
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &AccountsBody {
-            count: accounts.len(),
-            accounts,
-            unreadable,
-            continuation: page.continuation,
-        },
-    ))
+    Reply::ok(&AccountsBody {
+        count: accounts.len(),
+        accounts,
+        unreadable,
+        continuation: page.continuation,
+    })
 }
 
-async fn rebuild_handler(app: Arc<App>) -> Result<Response, Rejection> {
-    let projector = app
+async fn rebuild_handler(bank: Bank, _request: Request) -> Result<Reply, Problem> {
+    let projector = bank
+        .app()
         .read_model_projector(&ACCOUNTS)
-        .map_err(|e: ReadModelError| reject(Problem::from(e)))?;
+        .map_err(|e: ReadModelError| Problem::from(e))?;
     let report = rebuild(&projector, &ACCOUNTS)
         .await
-        .map_err(|e| reject(Problem::from(e)))?;
-    let mut body = serde_json::to_value(&report).map_err(|e| {
-        reject(Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            e.to_string(),
-        ))
-    })?;
+        .map_err(Problem::from)?;
+    let mut body =
+        serde_json::to_value(&report).map_err(|e| Problem::internal("internal", e.to_string()))?;
     body["domain"] = ACCOUNTS.domain().into();
     body["entity"] = ACCOUNTS.entity().into();
     body["models"] = projector.models().into();
     if report.failed > 0 {
-        let mut problem = Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+        let mut problem = Problem::internal(
             "rebuild-incomplete",
             format!(
                 "{} of {} streams could not be rebuilt; the others were",
@@ -310,9 +288,9 @@ async fn rebuild_handler(app: Arc<App>) -> Result<Response, Rejection> {
                 problem = problem.with(&key, value);
             }
         }
-        return Err(reject(problem));
+        return Err(problem);
     }
-    Ok(json_response(StatusCode::OK, &body))
+    Reply::ok(&body)
 }
 
 #[cfg(test)]
@@ -328,7 +306,7 @@ mod tests {
     /// The problem of a refused query, as JSON, with its status checked.
     fn refused(raw: &[(&str, &str)]) -> serde_json::Value {
         let problem = accounts_query(&pairs(raw)).unwrap_err();
-        assert_eq!(problem.status(), StatusCode::BAD_REQUEST, "{raw:?}");
+        assert_eq!(problem.status().as_u16(), 400, "{raw:?}");
         serde_json::to_value(problem).unwrap()
     }
 

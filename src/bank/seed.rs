@@ -20,23 +20,17 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use rust_decimal::Decimal;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
-use streamfold::functions::filters::{self, only_known_params, CORRELATION_ID_HEADER};
-use streamfold::functions::idempotency::REPLAYED_HEADER;
-use streamfold::functions::problem::{json_response, reject, Problem};
+use streamfold::functions::filters::{only_known_params, CORRELATION_ID_HEADER};
+use streamfold::functions::{with_state, DomainApi, Problem, Reply, Request};
 use streamfold::projection::{AsOf, IdempotencyKey};
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, UtcOffset};
-use warp::filters::BoxedFilter;
-use warp::http::{HeaderValue, StatusCode};
-use warp::reply::Response;
-use warp::{Filter, Rejection};
 
-use super::http::command_context;
+use super::http::{account_number, command_context, command_request};
 use super::money::{format_money, parse_amount, Sign};
 use super::service::{AccountView, Bank, CommandAnswer};
 
@@ -54,52 +48,41 @@ pub const OPENING_DEPOSIT_KEY_SUFFIX: &str = "#OpeningBalance";
 /// The commentary of the deposit an `OpeningBalance` makes (the seed's words).
 pub const OPENING_DEPOSIT_COMMENTARY: &str = "Opening deposit";
 
+/// The route parameter of the seed's date.
+const AS_OF_DATE_PARAMETER: &str = "asOfDate";
+
 /// The seed's routes that are not the bank's own.
-pub fn routes(bank: Bank) -> BoxedFilter<(Response,)> {
-    let bank = warp::any().map(move || bank.clone());
-    let command = |name: &'static str| super::http::command(name, bank.clone());
-    let deposit = command("DepositMoney").and_then(|account, correlation, key, body, bank| {
-        seed_command(Money::Deposit, account, correlation, key, body, bank)
-    });
-    let withdraw = command("WithdrawMoney").and_then(|account, correlation, key, body, bank| {
-        seed_command(Money::Withdraw, account, correlation, key, body, bank)
-    });
-    let balance = warp::get()
-        .and(warp::path("api"))
-        .and(warp::path("GetBalance"))
-        .and(filters::decoded_segment())
-        .and(filters::decoded_segment())
-        .and(warp::path::end())
-        .and(filters::query_pairs())
-        .and(bank.clone())
-        .and_then(balance_as_of);
-    let all = warp::get()
-        .and(warp::path("api"))
-        .and(warp::path("GetAllAccounts"))
-        .and(
-            filters::decoded_segment()
-                .map(Some)
-                .or(warp::any().map(|| None))
-                .unify(),
-        )
-        .and(warp::path::end())
-        .and(filters::query_pairs())
-        .and(bank)
-        .and_then(all_accounts);
-    deposit
-        .or(withdraw)
-        .unify()
-        .or(balance)
-        .unify()
-        .or(all)
-        .unify()
-        .boxed()
+pub fn routes(api: DomainApi, bank: &Bank) -> DomainApi {
+    api.post(
+        "DepositMoney",
+        DEPOSIT_MONEY_ROUTE,
+        with_state(bank, |bank, request| {
+            seed_command(Money::Deposit, bank, request)
+        }),
+    )
+    .post(
+        "WithdrawMoney",
+        WITHDRAW_MONEY_ROUTE,
+        with_state(bank, |bank, request| {
+            seed_command(Money::Withdraw, bank, request)
+        }),
+    )
+    .get(
+        "GetBalanceAsOfDate",
+        GET_BALANCE_AS_OF_ROUTE,
+        with_state(bank, balance_as_of),
+    )
+    .get(
+        "GetAllAccounts",
+        GET_ALL_ACCOUNTS_ROUTE,
+        with_state(bank, all_accounts),
+    )
 }
 
 /// A seed refusal: the bank's problem with the seed's `InError` and `Message`.
-pub fn seed_problem(problem: Problem) -> Rejection {
+pub fn seed_problem(problem: Problem) -> Problem {
     let message = problem.detail().to_owned();
-    reject(problem.with("InError", true).with("Message", message))
+    problem.with("InError", true).with("Message", message)
 }
 
 /// Reads a seed body: a JSON object (or nothing), its field names lower-cased (the seed's
@@ -196,8 +179,7 @@ pub fn seed_account_body(
 ) -> Result<Value, Problem> {
     let a = &view.account;
     let available = a.available().ok_or_else(|| {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+        Problem::internal(
             "account-state-out-of-range",
             format!(
                 "the state of account {account_number} as of sequence {} is out of range",
@@ -227,30 +209,22 @@ pub fn seed_account_body(
 
 /// A command's answer in the seed's shape (with the replay header of a replay).
 pub fn seed_command_response(
-    status: StatusCode,
+    status: u16,
     account_number: &str,
     answer: &CommandAnswer,
     message: String,
-) -> Result<Response, Problem> {
+) -> Result<Reply, Problem> {
     let body = seed_account_body(
         account_number,
         &answer.view,
         message,
         answer.correlation_id.as_deref(),
     )?;
-    let mut response = json_response(status, &body);
-    let headers = response.headers_mut();
-    if let Some(id) = answer
-        .correlation_id
-        .as_deref()
-        .and_then(|id| HeaderValue::from_str(id).ok())
-    {
-        headers.insert(CORRELATION_ID_HEADER, id);
-    }
-    if answer.replayed {
-        headers.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    let reply = Reply::json(status, &body)?.replayed(answer.replayed);
+    Ok(match answer.correlation_id.as_deref() {
+        Some(id) => reply.with_header(CORRELATION_ID_HEADER, id),
+        None => reply,
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -259,33 +233,22 @@ enum Money {
     Withdraw,
 }
 
-async fn seed_command(
-    kind: Money,
-    account_number: String,
-    correlation_id: String,
-    key: Option<IdempotencyKey>,
-    body: Bytes,
-    bank: Bank,
-) -> Result<Response, Rejection> {
-    run_seed_command(kind, account_number, correlation_id, key, body, bank)
+async fn seed_command(kind: Money, bank: Bank, request: Request) -> Result<Reply, Problem> {
+    run_seed_command(kind, bank, request)
         .await
         .map_err(seed_problem)
 }
 
-async fn run_seed_command(
-    kind: Money,
-    account_number: String,
-    correlation_id: String,
-    key: Option<IdempotencyKey>,
-    body: Bytes,
-    bank: Bank,
-) -> Result<Response, Problem> {
+async fn run_seed_command(kind: Money, bank: Bank, request: Request) -> Result<Reply, Problem> {
+    let (account_number, key) = command_request(&request)?;
+    let correlation_id = request.correlation_id().to_owned();
+    let body = request.body();
     Bank::stream(&account_number)?;
     let (amount_field, known): (&'static str, &[&str]) = match kind {
         Money::Deposit => ("DepositAmount", &["DepositAmount", "Commentary", "Source"]),
         Money::Withdraw => ("AmountWithdrawn", &["AmountWithdrawn", "Commentary"]),
     };
-    let fields = seed_fields(&body, known)?;
+    let fields = seed_fields(body, known)?;
     let amount = seed_amount(&fields, amount_field, Sign::Positive)?.ok_or_else(|| {
         Problem::bad_request("invalid-amount", format!("{amount_field} is required"))
             .with("field", amount_field)
@@ -316,7 +279,7 @@ async fn run_seed_command(
             (answer, message)
         }
     };
-    seed_command_response(StatusCode::OK, &account_number, &answer, message)
+    seed_command_response(200, &account_number, &answer, message)
 }
 
 /// The seed's `asOfDate`: a date (`2024-05-01`, meaning its 00:00 UTC) or an RFC 3339 time,
@@ -340,37 +303,29 @@ pub fn parse_as_of_date(text: &str) -> Result<OffsetDateTime, Problem> {
     time.checked_to_offset(UtcOffset::UTC).ok_or_else(invalid)
 }
 
-async fn balance_as_of(
-    account_number: String,
-    as_of_date: String,
-    query: Vec<(String, String)>,
-    bank: Bank,
-) -> Result<Response, Rejection> {
+async fn balance_as_of(bank: Bank, request: Request) -> Result<Reply, Problem> {
     async {
+        let account_number = account_number(&request);
         Bank::stream(&account_number)?;
-        only_known_params(&query, &[])?;
-        let time = parse_as_of_date(&as_of_date)?;
+        only_known_params(request.query(), &[])?;
+        let time = parse_as_of_date(request.param(AS_OF_DATE_PARAMETER).unwrap_or_default())?;
         let view = bank.balance(&account_number, AsOf::Time(time)).await?;
         let message = format!(
             "Balance for account {account_number} is {}",
             format_money(view.account.balance)
         );
         let body = seed_account_body(&account_number, &view, message, None)?;
-        Ok::<_, Problem>(json_response(StatusCode::OK, &body))
+        Reply::ok(&body)
     }
     .await
     .map_err(seed_problem)
 }
 
-async fn all_accounts(
-    as_of_date: Option<String>,
-    query: Vec<(String, String)>,
-    bank: Bank,
-) -> Result<Response, Rejection> {
+async fn all_accounts(bank: Bank, request: Request) -> Result<Reply, Problem> {
     async {
-        only_known_params(&query, &[])?;
+        only_known_params(request.query(), &[])?;
         // The seed takes a date here and does not use it; so it is checked, then ignored.
-        if let Some(date) = &as_of_date {
+        if let Some(date) = request.param(AS_OF_DATE_PARAMETER) {
             parse_as_of_date(date)?;
         }
         let mut numbers: Vec<String> = Vec::new();
@@ -392,15 +347,12 @@ async fn all_accounts(
             }
         }
         let message = format!("Account numbers: {}", numbers.join(","));
-        Ok::<_, Problem>(json_response(
-            StatusCode::OK,
-            &json!({
-                "accountNumbers": numbers,
-                "truncated": truncated,
-                "Message": message,
-                "InError": false,
-            }),
-        ))
+        Reply::ok(&json!({
+            "accountNumbers": numbers,
+            "truncated": truncated,
+            "Message": message,
+            "InError": false,
+        }))
     }
     .await
     .map_err(seed_problem)
@@ -442,7 +394,7 @@ mod tests {
             Some("till")
         );
         let unknown = seed_fields(br#"{"Amount": 1}"#, &["DepositAmount"]).unwrap_err();
-        assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(unknown.status().as_u16(), 400);
         let twice = seed_fields(
             br#"{"DepositAmount": 1, "depositAmount": 2}"#,
             &["DepositAmount"],

@@ -15,7 +15,6 @@
 //! - `POST /TransferSweep` (timer trigger, every minute): carries on every transfer not in a
 //!   final state (interrupted by a crash or an outage), 8 at a time.
 
-use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -23,15 +22,11 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use streamfold::functions::filters;
 use streamfold::functions::invocation::InvocationResponse;
-use streamfold::functions::problem::{json_response, parse_json, reject, Problem};
+use streamfold::functions::{with_state, DomainApi, Problem, Reply, Request};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
-use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
-use warp::reply::Response;
-use warp::{Filter, Rejection, Reply};
 
-use super::http::{account_key, context, CommentBody};
+use super::http::{account_key, command_context, CommentBody};
 use super::money::{format_money, parse_amount, Sign};
 use super::service::{Bank, BankError, CommandContext};
 use super::transfer::{check_transfer_id, Phase, Transfer, TransferRequest, TRANSFERS};
@@ -40,62 +35,30 @@ pub const TRANSFER_FUNCTION: &str = "TransferMoney";
 pub const STATE_FUNCTION: &str = "GetTransferState";
 pub const CANCEL_FUNCTION: &str = "CancelMoneyTransfer";
 pub const SWEEP_FUNCTION: &str = "TransferSweep";
+/// The route parameter naming the transfer.
+const TRANSFER_PARAMETER: &str = "transferId";
 /// Transfers listed per page by the sweep.
 pub const SWEEP_PAGE_SIZE: usize = 100;
 /// Transfers carried on at once by the sweep.
 pub const SWEEP_CONCURRENCY: usize = 8;
 
-pub fn routes(bank: Bank) -> BoxedFilter<(Response,)> {
-    let bank = warp::any().map(move || bank.clone());
-    let start_new = warp::post()
-        .and(warp::path("api"))
-        .and(warp::path(TRANSFER_FUNCTION))
-        .and(warp::path::end())
-        .map(|| None);
-    let start_named = warp::post()
-        .and(warp::path("api"))
-        .and(warp::path(TRANSFER_FUNCTION))
-        .and(filters::decoded_segment())
-        .and(warp::path::end())
-        .map(Some);
-    let start = start_new
-        .or(start_named)
-        .unify()
-        .and(filters::correlation_id())
-        .and(filters::body())
-        .and(bank.clone())
-        .and_then(start_transfer);
-    let state = warp::get()
-        .and(warp::path("api"))
-        .and(warp::path(STATE_FUNCTION))
-        .and(filters::decoded_segment())
-        .and(warp::path::end())
-        .and(filters::query_pairs())
-        .and(bank.clone())
-        .and_then(get_state);
-    let cancel = warp::post()
-        .and(warp::path("api"))
-        .and(warp::path(CANCEL_FUNCTION))
-        .and(filters::decoded_segment())
-        .and(warp::path::end())
-        .and(filters::correlation_id())
-        .and(filters::body())
-        .and(bank.clone())
-        .and_then(cancel_transfer);
-    let sweep = warp::post()
-        .and(warp::path(SWEEP_FUNCTION))
-        .and(warp::path::end())
-        .and(filters::invocation_id())
-        .and(bank)
-        .then(sweep_handler);
-    start
-        .or(state)
-        .unify()
-        .or(cancel)
-        .unify()
-        .or(sweep)
-        .unify()
-        .boxed()
+pub fn routes(api: DomainApi, bank: &Bank) -> DomainApi {
+    api.post(
+        TRANSFER_FUNCTION,
+        "TransferMoney/{transferId?}",
+        with_state(bank, start_transfer),
+    )
+    .get(
+        STATE_FUNCTION,
+        "GetTransferState/{transferId}",
+        with_state(bank, get_state),
+    )
+    .post(
+        CANCEL_FUNCTION,
+        "CancelMoneyTransfer/{transferId}",
+        with_state(bank, cancel_transfer),
+    )
+    .invocation(SWEEP_FUNCTION, with_state(bank, sweep_handler))
 }
 
 /// The transfer request; the seed's `MoneyTransferData` names (`SourceAccountNumber`,
@@ -165,42 +128,39 @@ fn view(transfer: &Transfer) -> TransferView<'_> {
     }
 }
 
-fn transfer_id(id: &str) -> Result<(), Rejection> {
+fn transfer_id(id: &str) -> Result<(), Problem> {
     check_transfer_id(id).map_err(|reason| {
-        reject(Problem::bad_request("invalid-transfer-id", reason).with("transferId", id))
+        Problem::bad_request("invalid-transfer-id", reason).with("transferId", id)
     })
 }
 
-async fn start_transfer(
-    id: Option<String>,
-    correlation_id: String,
-    body: Bytes,
-    bank: Bank,
-) -> Result<Response, Rejection> {
-    let id = id.unwrap_or_else(|| Uuid::new_v4().to_string());
+/// The route's transfer id, as decoded (checked by [`transfer_id`]).
+fn named_transfer(request: &Request) -> Option<String> {
+    request.param(TRANSFER_PARAMETER).map(str::to_owned)
+}
+
+async fn start_transfer(bank: Bank, request: Request) -> Result<Reply, Problem> {
+    let id = named_transfer(&request).unwrap_or_else(|| Uuid::new_v4().to_string());
     transfer_id(&id)?;
-    let body: TransferBody = parse_json(&body).map_err(reject)?;
+    let body: TransferBody = request.json()?;
     account_key(&body.from)?;
     account_key(&body.to)?;
     let amount: Decimal = parse_amount("amount", &body.amount, Sign::Positive).map_err(|e| {
-        reject(Problem::bad_request("invalid-amount", e.to_string()).with("field", e.field))
+        Problem::bad_request("invalid-amount", e.to_string()).with("field", e.field)
     })?;
     if body.from == body.to {
-        return Err(reject(Problem::bad_request(
+        return Err(Problem::bad_request(
             "same-account",
             "a transfer moves money between two different accounts",
-        )));
+        ));
     }
-    let ctx = context(correlation_id, body.commentary, None)?;
-    let request = TransferRequest {
+    let ctx = command_context(request.correlation_id().to_owned(), body.commentary, None)?;
+    let transfer_request = TransferRequest {
         from: body.from,
         to: body.to,
         amount,
     };
-    let (transfer, created) = bank
-        .start_transfer(&id, &request, &ctx)
-        .await
-        .map_err(reject)?;
+    let (transfer, created) = bank.start_transfer(&id, &transfer_request, &ctx).await?;
     if transfer.phase == Phase::Refused {
         let refusal = transfer.refusal().cloned().unwrap_or_default();
         let slug = refusal.problem.as_deref().unwrap_or("transfer-refused");
@@ -208,42 +168,28 @@ async fn start_transfer(
             "account-not-found" => Problem::not_found(slug, refusal.reason.unwrap_or_default()),
             _ => Problem::unprocessable(slug, refusal.reason.unwrap_or_default()),
         };
-        return Err(reject(
-            problem
-                .with("transferId", transfer.id.as_str())
-                .with("state", transfer.phase.state()),
-        ));
+        return Err(problem
+            .with("transferId", transfer.id.as_str())
+            .with("state", transfer.phase.state()));
     }
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(json_response(status, &view(&transfer)))
+    Reply::json(if created { 201 } else { 200 }, &view(&transfer))
 }
 
-async fn get_state(
-    id: String,
-    query: Vec<(String, String)>,
-    bank: Bank,
-) -> Result<Response, Rejection> {
+async fn get_state(bank: Bank, request: Request) -> Result<Reply, Problem> {
+    let id = named_transfer(&request).unwrap_or_default();
     transfer_id(&id)?;
-    filters::only_known_params(&query, &[]).map_err(reject)?;
-    let transfer = bank.transfer(&id).await.map_err(reject)?;
-    Ok(json_response(StatusCode::OK, &view(&transfer)))
+    filters::only_known_params(request.query(), &[])?;
+    let transfer = bank.transfer(&id).await?;
+    Reply::ok(&view(&transfer))
 }
 
-async fn cancel_transfer(
-    id: String,
-    correlation_id: String,
-    body: Bytes,
-    bank: Bank,
-) -> Result<Response, Rejection> {
+async fn cancel_transfer(bank: Bank, request: Request) -> Result<Reply, Problem> {
+    let id = named_transfer(&request).unwrap_or_default();
     transfer_id(&id)?;
-    let body: CommentBody = parse_json(&body).map_err(reject)?;
-    let ctx = context(correlation_id, body.commentary, None)?;
-    let transfer = bank.cancel_transfer(&id, &ctx).await.map_err(reject)?;
-    Ok(json_response(StatusCode::OK, &view(&transfer)))
+    let body: CommentBody = request.json()?;
+    let ctx = command_context(request.correlation_id().to_owned(), body.commentary, None)?;
+    let transfer = bank.cancel_transfer(&id, &ctx).await?;
+    Reply::ok(&view(&transfer))
 }
 
 /// What one sweep did.
@@ -304,7 +250,8 @@ pub async fn sweep(bank: &Bank) -> Result<SweepReport, BankError> {
     }
 }
 
-async fn sweep_handler(invocation_id: String, bank: Bank) -> Response {
+async fn sweep_handler(bank: Bank, request: Request) -> Result<Reply, Problem> {
+    let invocation_id = request.invocation_id();
     let mut response = InvocationResponse::default();
     match sweep(&bank).await {
         Ok(report) => {
@@ -315,20 +262,18 @@ async fn sweep_handler(invocation_id: String, bank: Bank) -> Response {
             let failed = report.failed;
             response.return_value = json!(report);
             if failed == 0 {
-                return json_response(StatusCode::OK, &response);
+                return Reply::ok(&response);
             }
             tracing::error!(%invocation_id, failed, "transfers remain unfinished");
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
+            Err(Problem::internal(
                 "transfer-sweep-incomplete",
                 format!("{failed} transfer(s) could not be carried on; the next run tries again"),
             )
-            .with("failed", failed)
-            .into_response()
+            .with("failed", failed))
         }
         Err(error) => {
             tracing::error!(%invocation_id, %error, "transfer sweep failed");
-            Problem::from(error).into_response()
+            Err(Problem::from(error))
         }
     }
 }

@@ -8,20 +8,13 @@
 //! notifications) with the function key the user gives it, in the `x-functions-key` header;
 //! the static files carry no data and need no key (README, "The web front end").
 
-use bytes::Bytes;
 use rust_decimal::Decimal;
 use serde::Serialize;
-use streamfold::functions::filters::{self, only_known_params};
-use streamfold::functions::problem::{json_response, reject, Problem};
+use streamfold::functions::filters::only_known_params;
+use streamfold::functions::{with_state, DomainApi, Problem, Reply, Request};
 use streamfold::projection::{Projection, ProjectionError};
 use streamfold::stream::StreamId;
 use time::OffsetDateTime;
-use warp::filters::BoxedFilter;
-use warp::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use warp::http::StatusCode;
-use warp::path::Tail;
-use warp::reply::Response;
-use warp::{Filter, Rejection};
 
 use super::account::{Account, AccountProjection};
 use super::money::format_money;
@@ -67,46 +60,28 @@ const ASSETS: &[Asset] = &[
 ];
 
 /// `GET /api/web/{*path}` and `GET /api/BalanceSeries/{accountnumber}`.
-pub fn routes(bank: Bank) -> BoxedFilter<(Response,)> {
-    let web = warp::get()
-        .and(warp::path("api"))
-        .and(warp::path("web"))
-        .and(warp::path::tail())
-        .and_then(serve_asset);
-    let bank = warp::any().map(move || bank.clone());
-    let series = warp::get()
-        .and(warp::path("api"))
-        .and(warp::path("BalanceSeries"))
-        .and(filters::decoded_segment())
-        .and(warp::path::end())
-        .and(filters::query_pairs())
-        .and(bank)
-        .and_then(balance_series);
-    web.or(series).unify().boxed()
+pub fn routes(api: DomainApi, bank: &Bank) -> DomainApi {
+    api.get("Web", WEB_ROUTE, serve_asset).get(
+        "BalanceSeries",
+        SERIES_ROUTE,
+        with_state(bank, balance_series),
+    )
 }
 
-async fn serve_asset(tail: Tail) -> Result<Response, Rejection> {
-    let name = tail.as_str().trim_end_matches('/');
+async fn serve_asset(request: Request) -> Result<Reply, Problem> {
+    let name = request.param("path").unwrap_or_default();
+    let name = name.trim_end_matches('/');
     let name = if name == "index.html" { "" } else { name };
     let asset = ASSETS.iter().find(|a| a.name == name).ok_or_else(|| {
-        reject(Problem::not_found(
+        Problem::not_found(
             "no-such-file",
             format!("the web front end has no file {name:?}"),
-        ))
+        )
     })?;
-    let mut response = Response::new(Bytes::from_static(asset.body).into());
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(
-        "content-security-policy",
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    Ok(response)
+    Ok(Reply::bytes(200, asset.content_type, asset.body)
+        .with_header("cache-control", "no-cache")
+        .with_header("content-security-policy", CONTENT_SECURITY_POLICY)
+        .with_header("x-content-type-options", "nosniff"))
 }
 
 /// The balance right after one event.
@@ -132,13 +107,10 @@ struct SeriesBody<'a> {
 
 /// Folds the whole stream once with the account's own fold, keeping the balance after each
 /// event.
-async fn balance_series(
-    account_number: String,
-    query: Vec<(String, String)>,
-    bank: Bank,
-) -> Result<Response, Rejection> {
-    only_known_params(&query, &[]).map_err(reject)?;
-    let stream: StreamId = Bank::stream(&account_number).map_err(|e| reject(Problem::from(e)))?;
+async fn balance_series(bank: Bank, request: Request) -> Result<Reply, Problem> {
+    only_known_params(request.query(), &[])?;
+    let account_number = super::http::account_number(&request);
+    let stream: StreamId = Bank::stream(&account_number)?;
     let mut account = Account::default();
     let mut all: Vec<(u64, String, OffsetDateTime, Decimal)> = Vec::new();
     let mut from = 1;
@@ -146,13 +118,12 @@ async fn balance_series(
     loop {
         let page = bank
             .history(&account_number, from, SERIES_READ_PAGE)
-            .await
-            .map_err(|e| reject(Problem::from(e)))?;
+            .await?;
         version = version.max(page.version);
         for event in &page.events {
             account.apply(event).map_err(|e| {
                 let error = ProjectionError::apply(&stream, AccountProjection.name(), e);
-                reject(Problem::from(BankError::Projection(error)))
+                Problem::from(BankError::Projection(error))
             })?;
             all.push((
                 event.sequence,
@@ -179,13 +150,10 @@ async fn balance_series(
             balance: format_money(balance),
         })
         .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &SeriesBody {
-            account_number: &account_number,
-            version,
-            sampled: step > 1,
-            points,
-        },
-    ))
+    Reply::ok(&SeriesBody {
+        account_number: &account_number,
+        version,
+        sampled: step > 1,
+        points,
+    })
 }

@@ -9,9 +9,17 @@
 //! handler, so the table (checked against the `function.json` files) and what is served cannot
 //! disagree. Requests reach a handler only after the table has chosen its function: the path's
 //! literals are spelled as the template spells them, parameters are percent-decoded here (a
-//! segment that is not UTF-8 once decoded is 400 `invalid-path`), and the query string is
-//! decoded once (400 `invalid-query` when malformed). The body is read only for the matched
-//! route, bounded like every body ([`super::filters::body`]).
+//! segment that is not UTF-8 once decoded is 400 `invalid-path`), then the query string is
+//! decoded once (400 `invalid-query` when malformed) and the `x-correlation-id` checked (400
+//! `invalid-correlation-id`). The body is read only for the matched route, bounded like every
+//! body ([`super::filters::body`]).
+//!
+//! Templates are written as in `function.json`: `{name}` is one segment, `{name?}` one that may
+//! be left out at the end of the path, `{*name}` the rest of the path (possibly empty). Besides
+//! HTTP routes a domain registers functions with other triggers (timers), which the host
+//! invokes with `POST /{FunctionName}` ([`DomainApi::invocation`]). A [`Reply`] is JSON with any
+//! status, or bytes of any content type ([`Reply::bytes`]), with headers of the handler's
+//! choosing; an error is the handler's [`Problem`], answered as problem+json like every other.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,10 +36,12 @@ use warp::http::{HeaderMap, HeaderName, Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use super::filters;
+use super::filters::{self, INVOCATION_ID_HEADER};
+use super::idempotency::{self, REPLAYED_HEADER};
 use super::problem::{parse_json, reject, Problem};
 use super::routing::{Functions, RouteTable, ROUTE_PREFIX};
 use crate::app::App;
+use crate::projection::IdempotencyKey;
 
 /// One request to a domain's function, as its handler sees it.
 #[derive(Debug, Clone)]
@@ -82,13 +92,25 @@ impl Request {
     pub fn correlation_id(&self) -> &str {
         &self.correlation_id
     }
+
+    /// The request's `Idempotency-Key` ([`super::idempotency`]): `None` without the header,
+    /// 400 `invalid-idempotency-key` when it is malformed or given twice.
+    pub fn idempotency_key(&self) -> Result<Option<IdempotencyKey>, Problem> {
+        idempotency::key_from_headers(&self.headers)
+    }
+
+    /// The Functions host's invocation id of this call (for logs): empty when absent or not
+    /// text.
+    pub fn invocation_id(&self) -> &str {
+        self.header(INVOCATION_ID_HEADER).unwrap_or_default()
+    }
 }
 
 /// A handler's answer.
 #[derive(Debug, Clone)]
 pub struct Reply {
     status: u16,
-    body: Vec<u8>,
+    body: Bytes,
     headers: Vec<(String, String)>,
 }
 
@@ -102,11 +124,16 @@ impl Reply {
                 format!("the answer could not be serialized: {e}"),
             )
         })?;
-        Ok(Self {
+        Ok(Self::bytes(status, "application/json", body))
+    }
+
+    /// `status` with `body` as it is, of type `content_type` (a page, a script, an image).
+    pub fn bytes(status: u16, content_type: &str, body: impl Into<Bytes>) -> Self {
+        Self {
             status,
-            body,
-            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
-        })
+            body: body.into(),
+            headers: vec![("content-type".to_owned(), content_type.to_owned())],
+        }
     }
 
     /// 200 with `body` as JSON.
@@ -119,10 +146,26 @@ impl Reply {
         Self::json(201, body)
     }
 
-    /// Adds a header (one that is not a valid header name or text value is left out).
+    /// Adds a header, replacing one of the same name (one that is not a valid header name or
+    /// text value is left out).
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
+    }
+
+    /// Says `Idempotent-Replayed: true` when `replayed`: the answer of an earlier attempt with
+    /// the same `Idempotency-Key` ([`Request::idempotency_key`]).
+    pub fn replayed(self, replayed: bool) -> Self {
+        if replayed {
+            self.with_header(REPLAYED_HEADER, "true")
+        } else {
+            self
+        }
+    }
+
+    /// The status.
+    pub fn status(&self) -> u16 {
+        self.status
     }
 
     fn into_response(self) -> Response {
@@ -141,18 +184,62 @@ impl Reply {
     }
 }
 
+/// A handler that gets a clone of `state` (the domain's service, an `Arc` of the app, ...)
+/// with each request: `api.get("GetItem", "GetItem/{sku}", with_state(&inventory, get_item))`.
+pub fn with_state<S, F, Fut>(state: &S, handler: F) -> impl Fn(Request) -> Fut + Send + Sync
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S, Request) -> Fut + Send + Sync,
+{
+    let state = state.clone();
+    move |request| handler(state.clone(), request)
+}
+
 /// What a handler returns.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, Problem>> + Send>>;
 
 type Handler = Arc<dyn Fn(Request) -> HandlerFuture + Send + Sync>;
 
+/// One segment of a registered route's path.
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Literal(String),
+    /// `{name}`, or `{name?}` (`optional`: may be left out at the end of the path).
+    Parameter {
+        name: String,
+        optional: bool,
+    },
+    /// `{*name}`: the rest of the path.
+    Rest(String),
+}
+
+impl Segment {
+    fn parse(text: &str) -> Self {
+        match text.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(inner) => match inner.strip_prefix('*') {
+                Some(name) => Self::Rest(name.to_owned()),
+                None => match inner.strip_suffix('?') {
+                    Some(name) => Self::Parameter {
+                        name: name.to_owned(),
+                        optional: true,
+                    },
+                    None => Self::Parameter {
+                        name: inner.to_owned(),
+                        optional: false,
+                    },
+                },
+            },
+            None => Self::Literal(text.to_owned()),
+        }
+    }
+}
+
 /// One registered route.
 #[derive(Clone)]
 struct DomainRoute {
     method: Method,
-    /// The template's segments under the route prefix: `Some(literal)` or `None` for a
-    /// parameter, with the parameter's name.
-    segments: Vec<(Option<String>, String)>,
+    /// The path's segments, the route prefix included for an HTTP function.
+    segments: Vec<Segment>,
     handler: Handler,
 }
 
@@ -171,7 +258,6 @@ pub enum DomainApiError {
 pub struct DomainApi {
     table: RouteTable,
     routes: Vec<DomainRoute>,
-    filters: Option<Functions>,
     openapi: Option<Value>,
 }
 
@@ -199,6 +285,22 @@ impl DomainApi {
         self.route(Method::POST, function, template, handler)
     }
 
+    /// Function `function`, triggered by something other than HTTP (a timer), which the host
+    /// invokes with `POST /{function}` and its invocation payload as the body; `handler`'s
+    /// reply is the invocation's answer (a [`Problem`] makes the invocation fail).
+    pub fn invocation<F, Fut>(mut self, function: &str, handler: F) -> Self
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Reply, Problem>> + Send + 'static,
+    {
+        self.table = self.table.invocation(function);
+        self.push(
+            Method::POST,
+            vec![Segment::Literal(function.to_owned())],
+            handler,
+        )
+    }
+
     fn route<F, Fut>(mut self, method: Method, function: &str, template: &str, handler: F) -> Self
     where
         F: Fn(Request) -> Fut + Send + Sync + 'static,
@@ -207,31 +309,27 @@ impl DomainApi {
         self.table = self
             .table
             .http(function, std::slice::from_ref(&method), template);
-        let segments = template
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(
-                |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                    Some(name) => (None, name.to_owned()),
-                    None => (Some(s.to_owned()), String::new()),
-                },
+        let segments = std::iter::once(Segment::Literal(ROUTE_PREFIX.to_owned()))
+            .chain(
+                template
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(Segment::parse),
             )
             .collect();
+        self.push(method, segments, handler)
+    }
+
+    fn push<F, Fut>(mut self, method: Method, segments: Vec<Segment>, handler: F) -> Self
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Reply, Problem>> + Send + 'static,
+    {
         let handler: Handler = Arc::new(move |request| Box::pin(handler(request)));
         self.routes.push(DomainRoute {
             method,
             segments,
             handler,
-        });
-        self
-    }
-
-    /// Functions the domain serves with warp filters of its own (declared in their own route
-    /// table), for a domain that needs what [`Request`] does not offer.
-    pub fn functions(mut self, functions: Functions) -> Self {
-        self.filters = Some(match self.filters.take() {
-            Some(mine) => mine.or(functions),
-            None => functions,
         });
         self
     }
@@ -255,40 +353,64 @@ impl DomainApi {
 
     /// The routes and the filter that serves them.
     fn into_functions(self) -> Option<Functions> {
-        let routed = (!self.routes.is_empty()).then(|| {
+        (!self.routes.is_empty()).then(|| {
             let routes = Arc::new(self.routes);
             Functions::new(self.table, routes_filter(routes))
-        });
-        match (routed, self.filters) {
-            (Some(a), Some(b)) => Some(a.or(b)),
-            (a, b) => a.or(b),
-        }
+        })
     }
 }
 
 /// The route of `routes` that `method` on `path` (as the route table spelled it) names, with
-/// its parameters (still percent-encoded).
+/// its parameters (still percent-encoded; a `{*rest}` is the rest of the path as sent, an
+/// optional parameter left out is absent).
 fn matching(
     routes: &[DomainRoute],
     method: &Method,
     path: &str,
 ) -> Option<(Handler, Vec<(String, String)>)> {
-    let rest = path.strip_prefix('/')?.strip_prefix(ROUTE_PREFIX)?;
-    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let path = path.strip_prefix('/')?;
     routes.iter().find_map(|route| {
-        if route.method != *method || route.segments.len() != segments.len() {
+        if route.method != *method {
             return None;
         }
+        let mut rest = path;
         let mut params = Vec::new();
-        for ((literal, name), segment) in route.segments.iter().zip(&segments) {
-            match literal {
-                Some(literal) if literal != segment => return None,
-                Some(_) => {}
-                None => params.push((name.clone(), (*segment).to_owned())),
+        for segment in &route.segments {
+            if let Segment::Rest(name) = segment {
+                params.push((name.clone(), rest.to_owned()));
+                return Some((route.handler.clone(), params));
             }
+            let (head, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            match segment {
+                Segment::Literal(literal) if literal != head => return None,
+                Segment::Parameter { optional, .. } if head.is_empty() => {
+                    if !(*optional && tail.is_empty()) {
+                        return None;
+                    }
+                }
+                Segment::Parameter { name, .. } => params.push((name.clone(), head.to_owned())),
+                Segment::Literal(_) | Segment::Rest(_) => {}
+            }
+            rest = tail;
         }
-        Some((route.handler.clone(), params))
+        rest.is_empty().then(|| (route.handler.clone(), params))
     })
+}
+
+/// The parameters percent-decoded: 400 `invalid-path` for one that is not UTF-8 once decoded.
+fn decode_params(raw_params: Vec<(String, String)>) -> Result<Vec<(String, String)>, Problem> {
+    raw_params
+        .into_iter()
+        .map(|(name, raw)| {
+            let value = percent_decode_str(&raw).decode_utf8().map_err(|_| {
+                Problem::bad_request(
+                    "invalid-path",
+                    format!("path segment {raw:?} is not valid UTF-8 once decoded"),
+                )
+            })?;
+            Ok((name, value.into_owned()))
+        })
+        .collect()
 }
 
 fn routes_filter(routes: Arc<Vec<DomainRoute>>) -> BoxedFilter<(Response,)> {
@@ -296,28 +418,22 @@ fn routes_filter(routes: Arc<Vec<DomainRoute>>) -> BoxedFilter<(Response,)> {
         .and(warp::path::full())
         .and_then(move |method: Method, path: warp::path::FullPath| {
             let found = matching(&routes, &method, path.as_str());
-            async move { found.ok_or_else(warp::reject::not_found) }
+            async move {
+                let (handler, raw_params) = found.ok_or_else(warp::reject::not_found)?;
+                let params = decode_params(raw_params).map_err(reject)?;
+                Ok::<_, warp::Rejection>((handler, params))
+            }
         })
         .and(filters::query_pairs())
         .and(warp::header::headers_cloned())
         .and(filters::correlation_id())
         .and(filters::body())
         .and_then(
-            |(handler, raw_params): (Handler, Vec<(String, String)>),
+            |(handler, params): (Handler, Vec<(String, String)>),
              query: Vec<(String, String)>,
              headers: HeaderMap,
              correlation_id: String,
              body: Bytes| async move {
-                let mut params = Vec::with_capacity(raw_params.len());
-                for (name, raw) in raw_params {
-                    let value = percent_decode_str(&raw).decode_utf8().map_err(|_| {
-                        reject(Problem::bad_request(
-                            "invalid-path",
-                            format!("path segment {raw:?} is not valid UTF-8 once decoded"),
-                        ))
-                    })?;
-                    params.push((name, value.into_owned()));
-                }
                 let request = Request {
                     params,
                     query,
@@ -546,6 +662,143 @@ mod tests {
         assert!(document["paths"]["/api/streams/{domain}/{entity}"].is_object());
         assert!(document["components"]["schemas"]["Thing"].is_object());
         assert!(document["components"]["schemas"]["Problem"].is_object());
+    }
+
+    /// Optional and rest-of-path parameters, invocations, byte replies, statuses, headers and
+    /// the idempotency key: what a domain such as the bank needs, without warp.
+    #[tokio::test]
+    async fn optional_and_rest_parameters_invocations_bytes_and_headers() {
+        let api = DomainApi::new()
+            .post("Start", "Start/{id?}", |request: Request| async move {
+                let key = request.idempotency_key()?;
+                Ok(Reply::json(
+                    202,
+                    &serde_json::json!({
+                        "id": request.param("id"),
+                        "key": key.as_ref().map(|k| k.as_str()),
+                    }),
+                )?
+                .replayed(key.is_some()))
+            })
+            .get("Files", "files/{*path}", |request: Request| async move {
+                let path = request.param("path").unwrap_or_default().to_owned();
+                Ok(Reply::bytes(200, "text/plain; charset=utf-8", path)
+                    .with_header("cache-control", "no-cache"))
+            })
+            .invocation("Nightly", |request: Request| async move {
+                Reply::ok(&serde_json::json!({
+                    "invocation": request.invocation_id(),
+                    "payload": String::from_utf8_lossy(request.body()),
+                }))
+            });
+        assert_eq!(api.table.routes().len(), 3);
+        let functions = app_functions(app(), vec![api]).unwrap();
+        let table = functions.table().unwrap().clone();
+        for (method, path) in [
+            (Method::POST, "/api/start"),
+            (Method::POST, "/api/Start/a"),
+            (Method::GET, "/api/files"),
+            (Method::GET, "/api/FILES/a/b.txt"),
+            (Method::POST, "/nightly"),
+        ] {
+            assert!(
+                matches!(table.resolve(&method, path), Resolution::Found { .. }),
+                "{method} {path}"
+            );
+        }
+        let base = serve(functions).await;
+        let http = reqwest::Client::new();
+
+        let bare = http.post(format!("{base}/api/Start")).send().await.unwrap();
+        assert_eq!(bare.status(), 202);
+        assert!(bare.headers().get(REPLAYED_HEADER).is_none());
+        let body: Value = bare.json().await.unwrap();
+        assert_eq!(body, serde_json::json!({"id": null, "key": null}));
+
+        let named = http
+            .post(format!("{base}/api/Start/a%20b"))
+            .header("idempotency-key", "\"k-1\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(named.status(), 202);
+        assert_eq!(named.headers()[REPLAYED_HEADER], "true");
+        let body: Value = named.json().await.unwrap();
+        assert_eq!(body, serde_json::json!({"id": "a b", "key": "k-1"}));
+
+        let bad_key = http
+            .post(format!("{base}/api/Start/a"))
+            .header("idempotency-key", "unquoted")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad_key.status(), 400);
+        let body: Value = bad_key.json().await.unwrap();
+        assert_eq!(
+            body["type"],
+            "urn:streamfold:problem:invalid-idempotency-key"
+        );
+
+        for (path, rest) in [
+            ("files", ""),
+            ("files/", ""),
+            ("files/a.txt", "a.txt"),
+            ("files/dir/b%20c.txt", "dir/b c.txt"),
+        ] {
+            let answer = http.get(format!("{base}/api/{path}")).send().await.unwrap();
+            assert_eq!(answer.status(), 200, "{path}");
+            assert_eq!(
+                answer.headers()["content-type"],
+                "text/plain; charset=utf-8"
+            );
+            assert_eq!(answer.headers()["cache-control"], "no-cache");
+            assert_eq!(answer.text().await.unwrap(), rest, "{path}");
+        }
+
+        let invoked: Value = http
+            .post(format!("{base}/Nightly"))
+            .header(INVOCATION_ID_HEADER, "inv-1")
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            invoked,
+            serde_json::json!({"invocation": "inv-1", "payload": "{}"})
+        );
+    }
+
+    /// `with_state` hands every call a clone of the state.
+    #[tokio::test]
+    async fn with_state_gives_each_call_the_state() {
+        let counter = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let api = DomainApi::new().post(
+            "Count",
+            "Count",
+            with_state(
+                &counter,
+                |counter: Arc<std::sync::atomic::AtomicU32>, _request| async move {
+                    let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    Reply::ok(&n)
+                },
+            ),
+        );
+        let base = serve(app_functions(app(), vec![api]).unwrap()).await;
+        let http = reqwest::Client::new();
+        for expected in 1..=2u32 {
+            let n: u32 = http
+                .post(format!("{base}/api/Count"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(n, expected);
+        }
     }
 
     #[test]

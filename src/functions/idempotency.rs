@@ -28,16 +28,18 @@ pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 /// The request's idempotency key, if it has one (see the module guarantees).
 pub fn idempotency_key(
 ) -> impl Filter<Extract = (Option<IdempotencyKey>,), Error = Rejection> + Clone {
-    warp::header::headers_cloned().and_then(|headers: HeaderMap| async move {
-        let mut values = headers.get_all(IDEMPOTENCY_KEY_HEADER).iter();
-        match (values.next(), values.next()) {
-            (None, _) => Ok(None),
-            (Some(value), None) => parse_header(value.as_bytes()).map(Some).map_err(reject),
-            (Some(_), Some(_)) => Err(reject(invalid(
-                "the header is given more than once; send one key",
-            ))),
-        }
-    })
+    warp::header::headers_cloned()
+        .and_then(|headers: HeaderMap| async move { key_from_headers(&headers).map_err(reject) })
+}
+
+/// The idempotency key among a request's `headers`, if it has one (see the module guarantees).
+pub fn key_from_headers(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Problem> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY_HEADER).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(value), None) => parse_header(value.as_bytes()).map(Some),
+        (Some(_), Some(_)) => Err(invalid("the header is given more than once; send one key")),
+    }
 }
 
 /// Reads one `Idempotency-Key` header value.

@@ -21,7 +21,7 @@ pub mod streams;
 pub mod sweep;
 pub mod webhook;
 
-pub use domain::{app_functions, DomainApi, DomainApiError, Reply, Request};
+pub use domain::{app_functions, with_state, DomainApi, DomainApiError, Reply, Request};
 pub use problem::{Problem, PROBLEM_CONTENT_TYPE};
 pub use routing::{Functions, RouteTable};
 pub use server::serve;

@@ -69,6 +69,12 @@ impl Problem {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, slug, detail)
     }
 
+    /// 500 Internal Server Error: something the server should have been able to do failed
+    /// (a state no valid history makes, a run that left work undone).
+    pub fn internal(slug: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, slug, detail)
+    }
+
     /// Adds an extension member (e.g. `actualVersion`).
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extensions.insert(key.to_owned(), value.into());

@@ -53,26 +53,21 @@ pub fn api(inventory: Inventory) -> DomainApi {
         .post(
             "ReceiveStock",
             "ReceiveStock/{sku}",
-            with(&inventory, receive),
+            with_state(&inventory, receive),
         )
         .post(
             "ReserveStock",
             "ReserveStock/{sku}",
-            with(&inventory, reserve),
+            with_state(&inventory, reserve),
         )
-        .post("ShipStock", "ShipStock/{sku}", with(&inventory, ship))
-        .get("GetItem", "GetItem/{sku}", with(&inventory, get_item))
-        .get("Items", "Items", with(&inventory, list_items))
-        .post("RebuildItems", "RebuildItems", with(&inventory, rebuild))
-}
-
-/// A handler that gets the inventory with each request.
-fn with<F, Fut>(inventory: &Inventory, handler: F) -> impl Fn(Request) -> Fut + Send + Sync
-where
-    F: Fn(Inventory, Request) -> Fut + Send + Sync,
-{
-    let inventory = inventory.clone();
-    move |request| handler(inventory.clone(), request)
+        .post("ShipStock", "ShipStock/{sku}", with_state(&inventory, ship))
+        .get("GetItem", "GetItem/{sku}", with_state(&inventory, get_item))
+        .get("Items", "Items", with_state(&inventory, list_items))
+        .post(
+            "RebuildItems",
+            "RebuildItems",
+            with_state(&inventory, rebuild),
+        )
 }
 
 async fn receive(inventory: Inventory, request: Request) -> Result<Reply, Problem> {
