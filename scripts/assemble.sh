@@ -5,7 +5,7 @@
 # local.settings.json or anything else: a deploy package carries no local settings or secrets
 # (scripts/run-local.sh adds local.settings.json to its own run folder).
 #
-#   scripts/assemble.sh [--debug|--release] [--musl] [--zip] [--binary PATH] [OUT_DIR]
+#   scripts/assemble.sh [--debug|--release] [--musl] [--zip] [--binary PATH] [--functions DIR]... [OUT_DIR]
 #
 #   --release (default) optimised build; --debug for fast local iteration
 #   --musl    static x86_64-unknown-linux-musl build for the Functions Linux image
@@ -14,6 +14,11 @@
 #             (stored with mode 0755) and */function.json
 #   --binary  package this already-built handler instead of building one (tests use it to run
 #             everything else this script does without a nested cargo build)
+#   --functions DIR  (repeatable) an app of your own domain: package the library's function
+#             folders (listed in src/functions/library-functions.txt) and every folder of DIR
+#             that holds a function.json, instead of all of functions/ (the bank's app). Give
+#             your handler with --binary (docs/your-own-domain.md, "Deploying"). Paths are
+#             relative to the repository root, as OUT_DIR and --binary are
 #   OUT_DIR   default: dist/app
 #
 # Production package (README, "Deploy to Azure"):
@@ -26,6 +31,7 @@ musl=0
 zip=0
 binary=
 out=dist/app
+domain_dirs=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --debug) profile=debug ;;
@@ -33,7 +39,8 @@ while [ $# -gt 0 ]; do
     --musl) musl=1 ;;
     --zip) zip=1 ;;
     --binary) shift; binary=${1:?--binary needs a path} ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --functions) shift; domain_dirs+=("${1:?--functions needs a folder}") ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) out=$1 ;;
   esac
@@ -66,9 +73,29 @@ fi
 rm -rf "$out"
 mkdir -p "$out"
 install -m 0644 host.json "$out/host.json"
-for fn in functions/*/; do
+# The function folders: all of functions/ (the library's and the bank's), or, for an app of
+# another domain, the library's listed ones and the domain's own.
+folders=()
+if [ "${#domain_dirs[@]}" -eq 0 ]; then
+  folders=(functions/*/)
+else
+  while read -r name; do
+    case "$name" in ''|'#'*) continue ;; esac
+    [ -f "functions/$name/function.json" ] || { echo "functions/$name/function.json is missing" >&2; exit 1; }
+    folders+=("functions/$name/")
+  done < src/functions/library-functions.txt
+  for dir in "${domain_dirs[@]}"; do
+    [ -d "$dir" ] || { echo "no function folder $dir" >&2; exit 1; }
+    folders+=("$dir"/*/)
+  done
+fi
+for fn in "${folders[@]}"; do
   name=$(basename "$fn")
   [ -f "$fn/function.json" ] || continue
+  if [ -e "$out/$name" ]; then
+    echo "two function folders are named $name ($fn and an earlier one)" >&2
+    exit 1
+  fi
   mkdir -p "$out/$name"
   install -m 0644 "$fn/function.json" "$out/$name/function.json"
 done

@@ -122,3 +122,51 @@ pub(crate) fn library_functions(app: std::sync::Arc<crate::app::App>) -> Functio
         .boxed();
     Functions::new(table, filter)
 }
+
+/// The list of the library's function folders that `scripts/assemble.sh --functions` packages
+/// with a domain's (`src/functions/library-functions.txt`, one name a line, `#` comments).
+pub const LIBRARY_FUNCTIONS_LIST: &str = "src/functions/library-functions.txt";
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use super::routing::RouteKind;
+    use crate::app::App;
+    use crate::config::Settings;
+
+    /// The listed folders are exactly the library's functions, each with its function.json, so
+    /// an app packaged from the list with its domain's folders has every function it serves.
+    #[test]
+    fn the_library_functions_list_is_the_library_route_table() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(root.join(super::LIBRARY_FUNCTIONS_LIST)).unwrap();
+        let listed: BTreeSet<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        let app = Arc::new(App::in_memory(Settings::from_pairs(Vec::new()).unwrap()));
+        let functions = super::routes(app);
+        let served: BTreeSet<String> = functions
+            .table()
+            .unwrap()
+            .routes()
+            .iter()
+            .filter(|route| route.kind() != RouteKind::Readiness)
+            .map(|route| route.function().to_owned())
+            .collect();
+        assert_eq!(listed, served);
+        for name in &listed {
+            assert!(
+                root.join("functions")
+                    .join(name)
+                    .join("function.json")
+                    .is_file(),
+                "functions/{name}/function.json"
+            );
+        }
+    }
+}

@@ -82,14 +82,35 @@ impl InventoryApp {
     async fn start() -> Self {
         let azurite = Azurite::start().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(repo_root().join("host.json"), dir.path().join("host.json")).unwrap();
-        for folder in function_folders() {
-            let target = dir.path().join(folder.file_name().unwrap());
-            std::fs::create_dir_all(&target).unwrap();
-            std::fs::copy(folder.join("function.json"), target.join("function.json")).unwrap();
-        }
-        std::fs::copy(env!("CARGO_BIN_EXE_inventory"), dir.path().join("handler")).unwrap();
-        let mut config = HostConfig::new(dir.path());
+        let app_dir = dir.path().join("app");
+        // Packaged as a user packages their app: the library's folders and the inventory's.
+        let assembled = std::process::Command::new("bash")
+            .arg(repo_root().join("scripts/assemble.sh"))
+            .arg("--binary")
+            .arg(env!("CARGO_BIN_EXE_inventory"))
+            .arg("--functions")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("functions"))
+            .arg(&app_dir)
+            .output()
+            .unwrap();
+        assert!(
+            assembled.status.success(),
+            "{}",
+            String::from_utf8_lossy(&assembled.stderr)
+        );
+        let mut packaged: Vec<String> = std::fs::read_dir(&app_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name != "host.json" && name != "handler")
+            .collect();
+        packaged.sort();
+        let mut expected: Vec<String> = function_folders()
+            .iter()
+            .map(|f| f.file_name().unwrap().to_str().unwrap().to_owned())
+            .collect();
+        expected.sort();
+        assert_eq!(packaged, expected);
+        let mut config = HostConfig::new(&app_dir);
         config.settings = vec![
             ("AzureWebJobsStorage".into(), azurite.connection_string()),
             ("RaiseEntityCreationNotification".into(), "false".into()),
