@@ -1,7 +1,8 @@
 //! The operator CLI (`streamfold`, the built binary) against real Azurite, on both backends:
 //! `verify` names a gap and a missing event-id record planted straight into storage and says
 //! nothing about a healthy stream; `list` and `dump`; dead letters listed, re-driven and
-//! purged; a replay of history to a webhook; an interrupted run resumed from its checkpoint.
+//! purged; a replay of history to a webhook and, from a time, to a topic; an interrupted run
+//! resumed from its checkpoint; a read model rebuilt, naming a stream it cannot fold.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -601,4 +602,147 @@ async fn verify_of_a_category_resumes_with_earlier_problems() {
         resumed.stdout
     );
     assert!(resumed.stderr.contains("3/3 streams"), "{}", resumed.stderr);
+}
+
+/// `rebuild` recomputes the bank's `account` rows from the streams (the CLI registers the
+/// bank), names a stream the projection cannot fold, and exits 1 for it while still writing
+/// the other rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn rebuild_writes_rows_and_names_an_unfoldable_stream() {
+    let azurite = Azurite::start().await.unwrap();
+    let settings = settings(&azurite, "Table", &[]);
+    let app = app(&settings);
+    let good = StreamId::new("Bank", "Account", "ACC-R1").unwrap();
+    let bad = StreamId::new("Bank", "Account", "ACC-R2").unwrap();
+    let opened = || NewEvent::new("AccountOpened", &json!({"overdraftLimit": "100.00"})).unwrap();
+    app.append(
+        &good,
+        ExpectedVersion::Any,
+        vec![
+            opened(),
+            NewEvent::new("MoneyDeposited", &json!({"amount": "25.00"})).unwrap(),
+            NewEvent::new("MoneyWithdrawn", &json!({"amount": "5.50"})).unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    app.append(
+        &bad,
+        ExpectedVersion::Any,
+        vec![
+            opened(),
+            NewEvent::new("MoneyDeposited", &json!({"amount": "not money"})).unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    let unknown = cli(dir.path(), &settings, &["rebuild", "no-such-model"]).await;
+    assert_eq!(unknown.code, 2, "an unknown read model is a usage error");
+    assert!(unknown.stderr.contains("account"), "{}", unknown.stderr);
+
+    let run = cli(
+        dir.path(),
+        &settings,
+        &["rebuild", "account", "--category", "Bank/Account"],
+    )
+    .await;
+    assert_eq!(run.code, 1, "one stream cannot be folded");
+    assert!(
+        run.stdout.contains("Bank/Account/ACC-R2") && run.stdout.contains("event 2"),
+        "the unfoldable stream and its event are named: {}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("ACC-R1"), "{}", run.stdout);
+
+    let rows = app.read_model_store().unwrap();
+    let row = rows
+        .load("account", &good)
+        .await
+        .unwrap()
+        .expect("the good stream's row was written");
+    assert_eq!(row.checkpoint.sequence, 3);
+    assert!(row.checkpoint.failure.is_none());
+    let state: Value = serde_json::from_str(row.checkpoint.state.get()).unwrap();
+    assert_eq!(state["balance"], json!("19.50"), "{state}");
+    let marked = rows
+        .load("account", &bad)
+        .await
+        .unwrap()
+        .expect("the unfoldable stream's row is written, marked failed");
+    assert_eq!(marked.checkpoint.failure.map(|f| f.sequence), Some(2));
+}
+
+/// A replay from a time to an Event Grid topic (its key from the setting `--topic-key-setting`
+/// names) sends the notifications of exactly the events recorded at or after that time, each
+/// once.
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_from_a_time_to_a_topic() {
+    let azurite = Azurite::start().await.unwrap();
+    let topic = TopicSim::start(TopicConfig::default()).await.unwrap();
+    let extra = vec![("ReplayTopicKey".to_owned(), topic.key().to_owned())];
+    let settings = settings(&azurite, "Table", &extra);
+    let app = app(&settings);
+    for instance in ["t1", "t2"] {
+        write(&app, &thing(instance), 2, 2).await;
+    }
+    // Clear of the earlier events' recorded times on this machine's clock.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let from = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    for instance in ["t1", "t2"] {
+        write(&app, &thing(instance), 3, 1).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = topic.endpoint();
+    let run = cli(
+        dir.path(),
+        &settings,
+        &[
+            "replay",
+            "Ops/Thing",
+            "--from-time",
+            &from,
+            "--to-topic",
+            &endpoint,
+            "--topic-key-setting",
+            "ReplayTopicKey",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0);
+    let mut seen: Vec<(String, u64)> = topic
+        .received()
+        .iter()
+        .map(|e| {
+            (
+                e["data"]["instance"].as_str().unwrap().to_owned(),
+                e["data"]["sequenceNumber"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let expected: Vec<(String, u64)> = ["t1", "t2"]
+        .iter()
+        .flat_map(|s| (3..=5).map(move |n| (s.to_string(), n)))
+        .collect();
+    assert_eq!(seen, expected, "events 3 to 5 of each stream, once");
+
+    let bad = cli(
+        dir.path(),
+        &settings,
+        &[
+            "replay",
+            "Ops/Thing",
+            "--from-time",
+            "yesterday",
+            "--to-topic",
+            &endpoint,
+        ],
+    )
+    .await;
+    assert_eq!(bad.code, 2, "a time that is not RFC 3339 is a usage error");
 }
