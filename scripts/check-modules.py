@@ -49,7 +49,9 @@ LAYERS = [
     {"ops"},
     # The HTTP layer, then what re-exports for users.
     {"functions"},
-    {"prelude", "testing", "backend", "fuzzing"},
+    {"prelude", "testing", "backend"},
+    # The fuzz targets' entry points, which build an app with the test doubles.
+    {"fuzzing"},
 ]
 
 # Top-level modules compiled only for tests (feature `testing`) or fuzzing: outside the API.

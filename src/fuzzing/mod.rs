@@ -42,6 +42,7 @@ use crate::stream::{
     check_key_continuation, EntityType, EventStore, ExpectedVersion, NewEvent, RecordedEvent,
     StreamId,
 };
+use crate::testing::EventCount;
 
 /// The body of a fuzz target: one input's bytes.
 pub type Body = fn(&[u8]);
@@ -167,26 +168,7 @@ pub fn table_entity(data: &[u8]) {
 }
 
 /// A read model kept by the fuzzing app: counts events.
-struct Count;
-
-impl Projection for Count {
-    type State = u64;
-    fn name(&self) -> &str {
-        "count"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn initial(&self) -> u64 {
-        0
-    }
-    fn apply(&self, state: &mut u64, event: &RecordedEvent) -> Result<(), ApplyError> {
-        *state = state
-            .checked_add(1)
-            .ok_or_else(|| ApplyError::new(event, "too many events"))?;
-        Ok(())
-    }
-}
+const COUNT: EventCount = EventCount::new();
 
 /// A projection that reads its events' data: sums `{"n": <integer>}` of `Added` events.
 struct Sum;
@@ -228,11 +210,11 @@ fn app() -> Arc<App> {
             .expect("valid settings");
     let mut app = App::in_memory(settings);
     app.projections_mut()
-        .register(&EntityType::from_static("Bank", "Account"), Count)
+        .register(&EntityType::from_static("Bank", "Account"), COUNT)
         .and_then(|r| r.register(&EntityType::from_static("Bank", "Account"), Sum))
         .expect("valid projections");
     app.read_models_mut()
-        .register(&EntityType::from_static("Bank", "Account"), Count)
+        .register(&EntityType::from_static("Bank", "Account"), COUNT)
         .expect("valid read model");
     Arc::new(app)
 }

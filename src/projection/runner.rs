@@ -454,35 +454,19 @@ impl Progress {
 mod tests {
     use super::super::REPLAY_CHUNK_EVENTS;
     use super::*;
+    use crate::testing::EventCount;
 
     fn assert_send<T: Send>(_: &T) {}
 
-    struct Count;
-
-    impl Projection for Count {
-        type State = u64;
-        fn name(&self) -> &str {
-            "count"
-        }
-        fn version(&self) -> u32 {
-            1
-        }
-        fn initial(&self) -> u64 {
-            0
-        }
-        fn apply(&self, n: &mut u64, _: &RecordedEvent) -> Result<(), super::super::ApplyError> {
-            *n += 1;
-            Ok(())
-        }
-    }
+    const COUNT: EventCount = EventCount::new();
 
     /// Handlers of multi-threaded servers (warp) need futures that can move between threads.
     #[test]
     fn runs_are_send() {
         let runner = ProjectionRunner::new(std::sync::Arc::new(crate::storage::MemoryStore::new()));
         let stream = StreamId::new("Bank", "Account", "1").unwrap();
-        assert_send(&runner.run(&stream, &Count, AsOf::Latest));
-        assert_send(&runner.run_many(&stream, &[&Count], AsOf::Latest));
+        assert_send(&runner.run(&stream, &COUNT, AsOf::Latest));
+        assert_send(&runner.run_many(&stream, &[&COUNT], AsOf::Latest));
     }
 
     /// Appends `events` events to a new stream of `store`.
@@ -511,7 +495,7 @@ mod tests {
         let events = REPLAY_CHUNK_EVENTS * 5 / 2;
         let stream = long_stream(store.as_ref(), events).await;
         let runner = ProjectionRunner::new(store.clone());
-        let all = runner.run(&stream, &Count, AsOf::Latest).await.unwrap();
+        let all = runner.run(&stream, &COUNT, AsOf::Latest).await.unwrap();
         assert_eq!(
             (all.state, all.sequence, all.stream_version),
             (events, events, events)
@@ -526,7 +510,7 @@ mod tests {
         store.reset();
         let upto = REPLAY_CHUNK_EVENTS + 1;
         let part = runner
-            .run(&stream, &Count, AsOf::Sequence(upto))
+            .run(&stream, &COUNT, AsOf::Sequence(upto))
             .await
             .unwrap();
         assert_eq!((part.state, part.sequence), (upto, upto));
@@ -536,12 +520,12 @@ mod tests {
         store.reset();
         let cached =
             ProjectionRunner::new(store.clone()).with_cache(Arc::new(StateCache::new(1 << 20)));
-        let first = cached.run(&stream, &Count, AsOf::Latest).await.unwrap();
+        let first = cached.run(&stream, &COUNT, AsOf::Latest).await.unwrap();
         assert_eq!(first.state, events);
         assert_eq!(store.reads(), 3);
         let more = long_stream_append(store.as_ref(), &stream, events, 10).await;
         store.reset();
-        let again = cached.run(&stream, &Count, AsOf::Latest).await.unwrap();
+        let again = cached.run(&stream, &COUNT, AsOf::Latest).await.unwrap();
         assert_eq!(again.state, more);
         assert_eq!((store.reads(), store.events_read()), (1, 10));
     }

@@ -412,31 +412,12 @@ impl ReadModelProjector {
 #[cfg(test)]
 mod chunk_tests {
     use super::*;
-    use crate::projection::{ApplyError, Projection};
     use crate::storage::MemoryReadModelStore;
     use crate::storage::MemoryStore;
-    use crate::stream::RecordedEvent;
     use crate::stream::{ExpectedVersion, NewEvent};
-    use crate::testing::CountingStore;
+    use crate::testing::{CountingStore, EventCount};
 
-    struct Count;
-
-    impl Projection for Count {
-        type State = u64;
-        fn name(&self) -> &str {
-            "count"
-        }
-        fn version(&self) -> u32 {
-            1
-        }
-        fn initial(&self) -> u64 {
-            0
-        }
-        fn apply(&self, n: &mut u64, _: &RecordedEvent) -> Result<(), ApplyError> {
-            *n += 1;
-            Ok(())
-        }
-    }
+    const COUNT: EventCount = EventCount::new();
 
     async fn append(store: &dyn EventStore, stream: &StreamId, at: u64, n: u64) -> u64 {
         let mut version = at;
@@ -458,7 +439,7 @@ mod chunk_tests {
     async fn a_catch_up_longer_than_a_chunk_reads_chunk_by_chunk_and_reaches_the_end() {
         let events = Arc::new(CountingStore::new(MemoryStore::new()));
         let rows = Arc::new(MemoryReadModelStore::new());
-        let model: Arc<dyn DynProjection> = Arc::new(Count);
+        let model: Arc<dyn DynProjection> = Arc::new(COUNT);
         let projector = ReadModelProjector::new(events.clone(), rows.clone(), vec![model]);
         let stream = StreamId::new("Bank", "Account", "long").unwrap();
         let length = CATCH_UP_CHUNK_EVENTS * 5 / 2;

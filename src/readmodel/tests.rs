@@ -12,9 +12,9 @@ use crate::storage::MemoryStore;
 use crate::stream::{
     EntityType, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StreamId,
 };
-use crate::testing::CountingStore;
+use crate::testing::{CountingStore, EventCount};
 
-/// An event type [`Trail`] refuses (and [`Count`] counts).
+/// An event type [`Trail`] refuses (and [`COUNT`] counts).
 const POISON: &str = "Poison";
 
 /// State: the sequence numbers folded in, in order.
@@ -40,25 +40,7 @@ impl Projection for Trail {
     }
 }
 
-/// State: how many events were folded in.
-struct Count;
-
-impl Projection for Count {
-    type State = u64;
-    fn name(&self) -> &str {
-        "count"
-    }
-    fn version(&self) -> u32 {
-        3
-    }
-    fn initial(&self) -> u64 {
-        0
-    }
-    fn apply(&self, n: &mut u64, _: &RecordedEvent) -> Result<(), ApplyError> {
-        *n += 1;
-        Ok(())
-    }
-}
+const COUNT: EventCount = EventCount::new().at_version(3);
 
 /// A read-model store that yields to other tasks before each operation, so concurrent
 /// projector calls interleave between load and save, as they do against real storage.
@@ -106,7 +88,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let events = Arc::new(MemoryStore::new());
     let rows = Arc::new(Yielding(MemoryReadModelStore::new()));
-    let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(Count)];
+    let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(COUNT)];
     let projector = ReadModelProjector::new(events.clone(), rows.clone(), models);
     Fixture {
         events,
@@ -191,7 +173,7 @@ async fn concurrent_notifications_of_one_stream_lose_nothing_and_double_nothing(
     append(&f.events, &s, 30).await;
     // Every notification at once, several times over, interleaving at every storage call, to
     // three instances (each projector its own process: its own turns and cache), so saves race.
-    let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(Count)];
+    let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(COUNT)];
     let instances: Vec<ReadModelProjector> = (0..3)
         .map(|_| ReadModelProjector::new(f.events.clone(), f.rows.clone(), models.clone()))
         .collect();
@@ -269,7 +251,7 @@ async fn rows_of_another_version_unreadable_or_past_the_stream_are_recomputed() 
     // (another process), since a process that saw a row at an event skips that event's
     // notifications without a read (see `cache`).
     let fresh = |f: &Fixture| {
-        let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(Count)];
+        let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(COUNT)];
         ReadModelProjector::new(f.events.clone(), f.rows.clone(), models)
     };
     let bad = |state: &str, sequence, projection_version| Checkpoint {
@@ -415,7 +397,7 @@ async fn rebuild_leaves_rows_a_projector_took_further() {
         inner: f.events.clone(),
         concurrent: std::sync::Mutex::new(Some((f.projector.clone(), s.clone()))),
     });
-    let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(Count)];
+    let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(COUNT)];
     let rebuilding = ReadModelProjector::new(growing, f.rows.clone(), models);
     let report = rebuild(&rebuilding, &EntityType::from_static("Bank", "Account"))
         .await
@@ -513,7 +495,7 @@ struct Counted {
 fn counted() -> Counted {
     let events = Arc::new(CountingStore::new(MemoryStore::new()));
     let rows = Arc::new(MemoryReadModelStore::new());
-    let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(Count)];
+    let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(COUNT)];
     let projector = ReadModelProjector::new(events.clone(), rows.clone(), models);
     Counted {
         events,
@@ -588,7 +570,7 @@ async fn a_notification_whose_rows_this_process_saw_past_it_reads_nothing() {
     let other = ReadModelProjector::new(
         c.events.clone(),
         c.rows.clone(),
-        vec![Arc::new(Trail), Arc::new(Count)],
+        vec![Arc::new(Trail), Arc::new(COUNT)],
     );
     append(c.events.inner(), &s, 2).await;
     other.project(&s, 6).await.unwrap();

@@ -3,6 +3,7 @@
 //! they are not compiled at all, so no production app can end up running one.
 //! - [`CountingStore`]: wraps any [`crate::stream::EventStore`] and counts what is read
 //!   through it, so a test can check what a projection run or a request costs in reads;
+//! - [`EventCount`]: a projection that counts events, for tests of what folds;
 //! - [`MemorySink`]: a [`crate::notify::NotificationSink`] that keeps what is published and
 //!   can be told to fail or refuse, for tests of what publishes.
 //!
@@ -16,8 +17,10 @@
 
 pub mod azure;
 mod counting;
+mod event_count;
 mod sink;
 
 pub use azure::RawClients;
 pub use counting::CountingStore;
+pub use event_count::EventCount;
 pub use sink::{MemorySink, MEMORY_SINK_ENDPOINT, MEMORY_SINK_REFUSAL};

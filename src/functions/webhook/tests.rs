@@ -10,35 +10,15 @@ use super::*;
 use crate::app::App;
 use crate::config::Settings;
 use crate::notify::{Notification, NotificationSchema};
-use crate::projection::{ApplyError, Projection};
 use crate::stream::{EntityType, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
+use crate::testing::EventCount;
 
-struct Count;
-
-impl Projection for Count {
-    type State = u64;
-    fn name(&self) -> &str {
-        "count"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn initial(&self) -> u64 {
-        0
-    }
-    fn apply(&self, n: &mut u64, event: &RecordedEvent) -> Result<(), ApplyError> {
-        if event.event_type == "Poison" {
-            return Err(ApplyError::new(event, "this projection refuses it"));
-        }
-        *n += 1;
-        Ok(())
-    }
-}
+const COUNT: EventCount = EventCount::new().refusing("Poison");
 
 async fn app_with_stream(events: usize) -> (Arc<App>, StreamId, Vec<RecordedEvent>) {
     let mut app = App::in_memory(Settings::from_pairs(Vec::new()).unwrap());
     app.read_models_mut()
-        .register(&EntityType::from_static("Bank", "Account"), Count)
+        .register(&EntityType::from_static("Bank", "Account"), COUNT)
         .unwrap();
     let stream = StreamId::new("Bank", "Account", "A 1").unwrap();
     let store = app
