@@ -24,8 +24,10 @@ if ! cmp -s requirements-test.txt .venv/.installed 2>/dev/null; then
 fi
 export STREAMFOLD_PYTHON="$PWD/.venv/bin/python"
 
+# The `fuzzing` feature adds the fuzz corpus replay (tests/fuzz_corpus.rs) to the suite and
+# changes nothing else, so one build serves both.
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace --features streamfold/fuzzing --no-fail-fast "$@"
 else
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --features streamfold/fuzzing --no-fail-fast "$@"
 fi
