@@ -29,6 +29,10 @@ MAX_EXAMPLES=${API_CONTRACT_MAX_EXAMPLES:-20}
 SEED=${API_CONTRACT_SEED:-20240917}
 # Hard bound on the schemathesis run (seconds).
 TIME_LIMIT=${API_CONTRACT_TIME_LIMIT:-600}
+# 1: run the handler and host simulator already in target/debug (`scripts/test.sh --no-run`
+# builds both, with the test suite's packages and features; .ci/run uses that so the whole run
+# compiles the debug build once) instead of building them here.
+PREBUILT=${API_CONTRACT_PREBUILT:-0}
 
 [ -x node_modules/.bin/azurite ] || npm ci --no-audit --no-fund
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys' 2>/dev/null; then
@@ -90,8 +94,15 @@ wait_for_port "$blob_port" Azurite "${pids[-1]}"
 wait_for_port "$table_port" Azurite "${pids[-1]}"
 
 echo "== app"
-scripts/assemble.sh --debug "$work/app" >/dev/null
-cargo build --quiet -p streamfold-testbed --bin hostsim
+if [ "$PREBUILT" = 1 ]; then
+  for binary in target/debug/handler target/debug/hostsim; do
+    [ -x "$binary" ] || { echo "API_CONTRACT_PREBUILT=1 but $binary is missing" >&2; exit 1; }
+  done
+  scripts/assemble.sh --binary target/debug/handler "$work/app" >/dev/null
+else
+  scripts/assemble.sh --debug "$work/app" >/dev/null
+  cargo build --quiet -p streamfold-testbed --bin hostsim
+fi
 
 account=devstoreaccount1
 key='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='

@@ -26,8 +26,15 @@ export STREAMFOLD_PYTHON="$PWD/.venv/bin/python"
 
 # The `fuzzing` feature adds the fuzz corpus replay (tests/fuzz_corpus.rs) to the suite and
 # changes nothing else, so one build serves both.
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --features streamfold/fuzzing --no-fail-fast "$@"
+build=(--workspace --features streamfold/fuzzing)
+if [ "${1:-}" = --no-run ]; then
+  # Build only: every test binary, the handler and the host simulator, into target/debug
+  # (.ci/run builds once this way, then runs the benchmark and the API contract test on it).
+  # nextest builds through `cargo test --no-run` with the same arguments, so it reuses all of it.
+  shift
+  cargo test "${build[@]}" --no-run "$@"
+elif cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run "${build[@]}" --no-fail-fast "$@"
 else
-  cargo test --workspace --features streamfold/fuzzing --no-fail-fast "$@"
+  cargo test "${build[@]}" --no-fail-fast "$@"
 fi

@@ -150,10 +150,17 @@ pub async fn run(connection: &str, plan: &Plan) -> anyhow::Result<Vec<Row>> {
             None,
             "",
         )
-        .note(format!(
-            "binary: {} (release profile of Cargo.toml: thin LTO, symbols stripped)",
-            exe.display()
-        )),
+        .note(if crate::BUILD == "debug" {
+            format!(
+                "binary: {} (a debug build: its size says nothing)",
+                exe.display()
+            )
+        } else {
+            format!(
+                "binary: {} (release profile of Cargo.toml: thin LTO, symbols stripped)",
+                exe.display()
+            )
+        }),
     );
 
     // Start to ready, and idle RSS of the first process.

@@ -57,6 +57,15 @@ const SECTIONS: [&str; 8] = [
     "instructions",
 ];
 
+/// Whether this benchmark (and the handler Cargo built with it) is an optimised build. CI runs
+/// the short mode on the test suite's debug build, only to keep the benchmark working; its
+/// numbers say nothing about speed, and the report says which build made them.
+pub const BUILD: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "optimised"
+};
+
 const USAGE: &str = "usage: cargo bench --bench streamfold -- [--short] [--json PATH] \
                      [--baseline PATH] [--only SECTION[,SECTION...]]
   --short      small counts, under a minute of measuring (CI); leaves out `instructions`
@@ -130,6 +139,7 @@ impl Plan {
     fn settings(&self) -> serde_json::Map<String, serde_json::Value> {
         let value = json!({
             "mode": if self.short { "short" } else { "full" },
+            "build": BUILD,
             "latencyWarmup": self.latency_warmup,
             "latencySamples": self.latency_samples,
             "throughputSliceSeconds": self.throughput_slice.as_secs_f64(),
@@ -250,7 +260,7 @@ async fn bench() -> anyhow::Result<()> {
     };
     let started = Instant::now();
     progress(&format!(
-        "{} mode; handler {}",
+        "{} mode; {BUILD} build; handler {}",
         if plan.short { "short" } else { "full" },
         env::HANDLER_EXE
     ));
@@ -327,7 +337,7 @@ async fn bench() -> anyhow::Result<()> {
 
     println!();
     println!(
-        "streamfold benchmark, {} mode, commit {}{}, {} CPUs, {}",
+        "streamfold benchmark, {} mode, {BUILD} build, commit {}{}, {} CPUs, {}",
         if plan.short { "short" } else { "full" },
         run.commit.as_deref().unwrap_or("unknown"),
         if run.dirty {
