@@ -66,6 +66,14 @@ impl EventStore for NotifyingStore {
         self.inner.read_known(stream, request, version).await
     }
 
+    async fn read_stored(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stored(stream, request).await
+    }
+
     async fn list_streams(
         &self,
         entity_type: &EntityType,

@@ -14,7 +14,9 @@
 //! - the stream is read once for all folds, from the oldest one's position, in reads of at most
 //!   [`REPLAY_CHUNK_EVENTS`] events (memory does not grow with the stream); the first read
 //!   gives the version that bounds the rest ([`EventStore::read_known`]) unless the caller
-//!   already read it;
+//!   already read it; a caller that knows the stream has some event (a notification of it)
+//!   may read without the version ([`fold_stored`]: events that are stored are final, and
+//!   the fold ends where the stored events end);
 //! - as of a time, the fold is a prefix of the stream: a read as of a time ends at the first
 //!   event recorded after it, and a read that ends early ends the reading
 //!   ([`crate::stream::TimeLine`]);
@@ -282,6 +284,44 @@ pub(crate) async fn fold_stream<E: From<StoreError>>(
         fold_range(store, stream, lanes, rest, version, on_refusal).await?;
     }
     Ok(version)
+}
+
+/// Folds into `lanes` the events `after+1..` that the caller read without the stream's version
+/// ([`EventStore::read_stored`], `first`: one chunk of [`chunk_of`] size, not empty) and every
+/// event stored after them, read the same way in chunks until one comes back short. Lanes that
+/// stand before `after` get their missing events first (they exist: later ones do). Returns
+/// the sequence of the last event seen, the end of the stream as this read found it.
+pub(crate) async fn fold_stored(
+    store: &dyn EventStore,
+    stream: &StreamId,
+    lanes: &mut [Lane<'_>],
+    after: u64,
+    first: Vec<RecordedEvent>,
+    on_refusal: OnRefusal,
+) -> Result<u64, StoreError> {
+    let mut last = first.last().map_or(after, |e| e.sequence);
+    discard_past(stream, lanes, last);
+    let oldest = oldest(lanes);
+    if oldest < after {
+        let gap = ReadRequest::range(oldest.saturating_add(1), Some(after));
+        fold_range(store, stream, lanes, gap, last, on_refusal).await?;
+    }
+    fold_events(lanes, &first);
+    let mut full = first.len() as u64 >= REPLAY_CHUNK_EVENTS;
+    while full && !all_stopped(lanes, on_refusal) {
+        let events = store
+            .read_stored(stream, chunk_of(ReadRequest::after(last)))
+            .await?;
+        fold_events(lanes, &events);
+        full = events.len() as u64 >= REPLAY_CHUNK_EVENTS;
+        last = events.last().map_or(last, |e| e.sequence);
+    }
+    Ok(last)
+}
+
+/// The first chunk of the events after `after`: what one read of a fold asks for.
+pub(crate) fn first_chunk_after(after: u64) -> ReadRequest {
+    chunk_of(ReadRequest::after(after))
 }
 
 /// The oldest position among `lanes` (0 when there are none).

@@ -56,7 +56,7 @@ pub use executor::{
     CommandExecutor, CommandOptions, CommandPolicy, ConflictBudget, ExecuteError, Executed,
     Recognition, DEFAULT_CONFLICT_DEADLINE, MAX_GROUP_DATA_BYTES, MAX_GROUP_EVENTS,
 };
-pub(crate) use fold::{fold_stream, Lane, OnRefusal};
+pub(crate) use fold::{first_chunk_after, fold_stored, fold_stream, Lane, OnRefusal};
 pub use fold::{AsOf, REPLAY_CHUNK_EVENTS};
 pub use group::CommandGroups;
 pub use guard::{guarded_append, DynStreamGuard, GuardError, GuardRegistry, StreamGuard};

@@ -577,3 +577,116 @@ async fn a_notification_whose_rows_this_process_saw_past_it_reads_nothing() {
     let outcomes = c.projector.project(&s, 5).await.unwrap();
     assert!(outcomes.iter().all(|o| o.duplicate && o.after == 6));
 }
+
+/// A read-model store that notes, as each load finishes, how many event reads had finished:
+/// a load that overlaps the read of the events sees it done.
+struct Watching {
+    rows: MemoryReadModelStore,
+    events: Arc<CountingStore<MemoryStore>>,
+    reads_seen: std::sync::Mutex<Vec<u64>>,
+}
+
+#[async_trait]
+impl ReadModelStore for Watching {
+    async fn load(
+        &self,
+        model: &str,
+        stream: &StreamId,
+    ) -> Result<Option<StoredCheckpoint>, ReadModelStoreError> {
+        tokio::task::yield_now().await;
+        self.reads_seen.lock().unwrap().push(self.events.reads());
+        self.rows.load(model, stream).await
+    }
+    async fn save(
+        &self,
+        model: &str,
+        stream: &StreamId,
+        checkpoint: &Checkpoint,
+        condition: &SaveCondition,
+    ) -> Result<SaveOutcome, ReadModelStoreError> {
+        self.rows.save(model, stream, checkpoint, condition).await
+    }
+    async fn list(
+        &self,
+        model: &str,
+        entity_type: &EntityType,
+        continuation: Option<&str>,
+        page_size: usize,
+    ) -> Result<ReadModelPage, ReadModelStoreError> {
+        self.rows
+            .list(model, entity_type, continuation, page_size)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn a_notification_reads_the_rows_and_the_events_at_the_same_time() {
+    let events = Arc::new(CountingStore::new(MemoryStore::new()));
+    let rows = Arc::new(Watching {
+        rows: MemoryReadModelStore::new(),
+        events: events.clone(),
+        reads_seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let models: Vec<Arc<dyn DynProjection>> = vec![Arc::new(Trail), Arc::new(COUNT)];
+    let projector = ReadModelProjector::new(events.clone(), rows.clone(), models);
+    let s = stream("together-read");
+    append(events.inner(), &s, 2).await;
+
+    projector.project(&s, 2).await.unwrap();
+    assert_eq!(
+        *rows.reads_seen.lock().unwrap(),
+        vec![1, 1],
+        "both loads overlapped the read of the events"
+    );
+    assert_eq!(events.reads(), 1, "that read was the whole catch-up");
+
+    // A known row: the read starts after it, still beside the loads.
+    append(events.inner(), &s, 1).await;
+    rows.reads_seen.lock().unwrap().clear();
+    events.reset();
+    projector.project(&s, 3).await.unwrap();
+    assert_eq!(*rows.reads_seen.lock().unwrap(), vec![1, 1]);
+    assert_eq!((events.reads(), events.events_read()), (1, 1));
+    let row = rows.rows.load("trail", &s).await.unwrap().unwrap();
+    assert_eq!(
+        (row.checkpoint.sequence, row.checkpoint.state.get()),
+        (3, "[1,2,3]")
+    );
+}
+
+#[tokio::test]
+async fn a_row_behind_what_this_process_saw_gets_the_events_before_the_early_read() {
+    let c = counted();
+    let s = stream("behind");
+    append(c.events.inner(), &s, 3).await;
+    c.projector.project(&s, 3).await.unwrap();
+    // Behind this process's back the trail row becomes another projection version's (a
+    // rollback): it must be recomputed from the first event, though the early read starts
+    // after event 3.
+    c.rows.overwrite(
+        "trail",
+        &s,
+        Checkpoint {
+            projection: "trail".into(),
+            projection_version: 0,
+            sequence: 3,
+            max_timestamp: None,
+            state: RawValue::from_string("[7,7,7]".into()).unwrap(),
+            failure: None,
+        },
+    );
+    append(c.events.inner(), &s, 2).await;
+    c.events.reset();
+    c.projector.project(&s, 5).await.unwrap();
+    assert_eq!(c.events.reads(), 2, "the early read, then events 1..=3");
+    let trail = c.rows.load("trail", &s).await.unwrap().unwrap();
+    assert_eq!(
+        (trail.checkpoint.sequence, trail.checkpoint.state.get()),
+        (5, "[1,2,3,4,5]")
+    );
+    let count = c.rows.load("count", &s).await.unwrap().unwrap();
+    assert_eq!(
+        (count.checkpoint.sequence, count.checkpoint.state.get()),
+        (5, "5")
+    );
+}

@@ -284,6 +284,23 @@ pub trait EventStore: Send + Sync + 'static {
         Ok(self.read(stream, request).await?.events)
     }
 
+    /// The events of `request` that are stored now, read without the stream's version: exactly
+    /// the events `from..=min(to, last)`, in order, where `last` is the last event stored when
+    /// the read was served (none when the stream has no event `from`; a gap is `Corrupt`). A
+    /// backend that keeps the version apart from the events answers with one request (Table:
+    /// the event query without the header read). Events never change once stored, so what it
+    /// returns is exact; what it does not do is tell an erased stream from a live one: while an
+    /// erasure is deleting a stream's events it may return those not deleted yet (a reader that
+    /// must see such a stream as empty uses [`EventStore::read`]). The default reads as `read`
+    /// does.
+    async fn read_stored(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        Ok(self.read(stream, request).await?.events)
+    }
+
     /// A page of the instance keys that have a stream of `entity_type`. `continuation` is a
     /// token an earlier page returned (opaque to callers); one this backend could not have
     /// returned is `InvalidContinuation`.

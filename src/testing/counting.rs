@@ -28,12 +28,12 @@ impl<S: EventStore> CountingStore<S> {
         }
     }
 
-    /// Calls to `read` and `read_known` that succeeded.
+    /// Calls to `read`, `read_known` and `read_stored` that succeeded.
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
     }
 
-    /// Events returned by successful calls to `read` and `read_known`.
+    /// Events returned by successful calls to `read`, `read_known` and `read_stored`.
     pub fn events_read(&self) -> u64 {
         self.events_read.load(Ordering::Relaxed)
     }
@@ -86,6 +86,16 @@ impl<S: EventStore> EventStore for CountingStore<S> {
         version: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let events = self.inner.read_known(stream, request, version).await?;
+        self.count(events.len());
+        Ok(events)
+    }
+
+    async fn read_stored(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = self.inner.read_stored(stream, request).await?;
         self.count(events.len());
         Ok(events)
     }

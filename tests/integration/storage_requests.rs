@@ -5,6 +5,8 @@
 use crate::support;
 
 use serde_json::json;
+use streamfold::notify::{Notification, NotificationSchema};
+use streamfold::stream::StreamId;
 use streamfold_testbed::Azurite;
 use support::{start_host, Client, CountedStorage};
 
@@ -127,4 +129,88 @@ async fn commands_on_a_warm_instance_read_only_the_version_on_table_storage() {
 #[tokio::test]
 async fn commands_on_a_warm_instance_read_only_the_version_on_append_blobs() {
     commands_on_a_warm_instance("AppendBlob").await;
+}
+
+/// The notification of event `sequence` of account `account`, as Event Grid delivers it.
+async fn projector_notification(c: &Client, account: &str, sequence: u64) -> serde_json::Value {
+    let events = support::recorded_events(c, "Bank", "Account", account, sequence).await;
+    let stream = StreamId::new("Bank", "Account", account).unwrap();
+    let notification = Notification::new_event(&stream, &events[0]);
+    let event: serde_json::Value = serde_json::from_slice(
+        &NotificationSchema::EventGridEvent
+            .encode(&notification)
+            .unwrap(),
+    )
+    .unwrap();
+    json!([event])
+}
+
+/// Delivers `body` to the host's Event Grid webhook for the Projector; the host's status.
+async fn deliver_to_projector(c: &Client, body: &serde_json::Value) -> u16 {
+    c.http()
+        .post(c.url(&support::event_grid_webhook_path("Projector")))
+        .header("aeg-event-type", "Notification")
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The Projector applying a notification to an account without a row: the row and the events
+/// are read at the same time, and without the stream's header (the notification proves its
+/// event is stored; the events read end where the stored ones end), then the row is saved —
+/// three requests, as the same work done directly costs. The same notification again costs
+/// none (this process saw the row at that event).
+#[tokio::test]
+async fn the_projector_applies_a_notification_with_three_table_requests() {
+    let azurite = Azurite::start().await.unwrap();
+    let counted = CountedStorage::start(&azurite).await;
+    let proxy = &counted.tables;
+    let (host, _dir) = start_host(vec![(
+        "AzureWebJobsStorage".into(),
+        counted.connection.clone(),
+    )])
+    .await;
+    let c = Client::new(host.base_url());
+    for account in ["W-1", "P-1"] {
+        c.post(&format!("/api/OpenAccount/{account}"), &json!({}))
+            .await
+            .ok(201);
+    }
+    c.post("/api/Deposit/P-1", &json!({"amount": 5}))
+        .await
+        .ok(200);
+    // The process's one-off check of the read-model table; not counted.
+    let warm_up = projector_notification(&c, "W-1", 1).await;
+    assert_eq!(deliver_to_projector(&c, &warm_up).await, 202);
+
+    let notification = projector_notification(&c, "P-1", 2).await;
+    proxy.reset();
+    assert_eq!(deliver_to_projector(&c, &notification).await, 202);
+    let log = proxy.log();
+    assert_eq!(
+        log.len(),
+        3,
+        "the row and the events together, the save: {log:?}"
+    );
+    assert!(
+        !log.iter().any(|line| line.contains("RowKey='HEAD'")),
+        "no header read: {log:?}"
+    );
+
+    proxy.reset();
+    assert_eq!(deliver_to_projector(&c, &notification).await, 202);
+    assert_eq!(proxy.requests(), 0, "{:?}", proxy.log());
+
+    let reply = c.get("/api/Accounts").await;
+    let p1 = reply.ok(200)["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["accountNumber"] == "P-1")
+        .cloned()
+        .unwrap();
+    assert_eq!(p1["balance"], "5.00", "{p1}");
 }

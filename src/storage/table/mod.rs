@@ -309,6 +309,14 @@ impl EventStore for TableStore {
         read::read_known(self.api()?, stream, request, version).await
     }
 
+    async fn read_stored(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        read::read_stored(self.api()?, &self.ends, stream, request).await
+    }
+
     async fn list_streams(
         &self,
         entity_type: &crate::stream::EntityType,

@@ -1,5 +1,5 @@
-//! Reads: a range of a stream's events with the stream's version, the version alone, and the
-//! listing of a domain / entity type's streams.
+//! Reads: a range of a stream's events with the stream's version, the events stored without
+//! it, the version alone, and the listing of a domain / entity type's streams.
 //!
 //! Guarantees:
 //! - events come back in sequence order, with no gap: a read without `as_of` returns exactly
@@ -122,6 +122,36 @@ pub async fn read_known(
     }
     let events = query_events(api, &partition_key, &what, from, upper, None).await?;
     check_contiguous(&what, &events, from, upper)?;
+    Ok(TimeLine::cut(&ReadRequest::all(), events))
+}
+
+/// The events of `request` stored now, without the header: one query (see
+/// `EventStore::read_stored`). A read as of a time is a plain [`read`] (it needs the version).
+/// The tombstone of an erased stream is row `E-0000000001` and holds no event, so a read from
+/// the first event of an erased stream is `Corrupt`, never an empty stream.
+pub async fn read_stored(
+    api: &TableApi,
+    ends: &StreamEnds,
+    stream: &StreamId,
+    request: ReadRequest,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    if request.as_of.is_some() {
+        return Ok(read(api, ends, stream, request).await?.events);
+    }
+    api.ensure_table().await?;
+    let what = stream.to_string();
+    let from = request.from_sequence.max(1);
+    let to = request
+        .to_sequence
+        .unwrap_or(keys::MAX_SEQUENCE)
+        .min(keys::MAX_SEQUENCE);
+    if from > to {
+        return Ok(Vec::new());
+    }
+    let partition_key = keys::partition_key(stream);
+    let events = query_events(api, &partition_key, &what, from, to, None).await?;
+    let last = events.last().map_or(from.saturating_sub(1), |e| e.sequence);
+    check_contiguous(&what, &events, from, last)?;
     Ok(TimeLine::cut(&ReadRequest::all(), events))
 }
 
