@@ -17,7 +17,11 @@
 //! - streamfold and raw are measured in the same run on the same Azurite, interleaved where
 //!   they can be, and compared as ratios: absolute times on Azurite and a shared 2-core machine
 //!   drift, ratios much less;
-//! - nothing is invented: what cannot be measured yet is a row marked n/a with the reason.
+//! - nothing is invented: what cannot be measured yet is a row marked n/a with the reason;
+//! - a section that fails (an error or a panic) is reported with its whole chain of causes as
+//!   soon as it fails, the other sections still run, and the results are written after every
+//!   section (`failedSections` and `pendingSections` in the JSON), so nothing measured is lost;
+//!   the run then exits non-zero.
 //!
 //! Sections (see each module): [`latency`], [`throughput`], [`hot`], [`requests`], [`replay`],
 //! [`footprint`], [`projector`], [`instructions`]. The report and its JSON are in [`report`].
@@ -35,13 +39,16 @@ mod requests;
 mod throughput;
 mod writers;
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
+use futures::FutureExt;
 use serde_json::json;
 
-use report::{Report, RunInfo};
+use report::{Report, Row, RunInfo};
 
 /// Where results go unless `--json` names another file too (gitignored).
 const RESULTS_DIR: &str = "bench-results";
@@ -249,14 +256,76 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(bench())
 }
 
+/// The run's results, written out (to `bench-results/` and `--json`) after every section, so a
+/// section that fails, or a run that is stopped, keeps what the others measured.
+struct Results {
+    report: Report,
+    run: RunInfo,
+    paths: Vec<PathBuf>,
+}
+
+impl Results {
+    /// Records what `section` gave (its rows, or its failure with every cause, printed at once)
+    /// and writes the results so far.
+    fn record(&mut self, section: &str, result: anyhow::Result<Vec<Row>>) {
+        self.report.pending.retain(|s| s != section);
+        match result {
+            Ok(rows) => self.report.extend(rows),
+            Err(error) => {
+                progress(&format!("section {section} FAILED: {error:?}"));
+                self.report.fail(section, format!("{error:#}"));
+            }
+        }
+        self.write();
+    }
+
+    fn write(&self) {
+        let value = self.report.to_json(&self.run);
+        for path in &self.paths {
+            if let Err(error) = report::write_json(path, &value) {
+                progress(&format!("results not written: {error:#}"));
+            }
+        }
+    }
+}
+
+/// Runs one section's measurement; a panic in it is one more way for the section to fail.
+async fn guarded(
+    what: &str,
+    measure: impl Future<Output = anyhow::Result<Vec<Row>>>,
+) -> anyhow::Result<Vec<Row>> {
+    match AssertUnwindSafe(measure).catch_unwind().await {
+        Ok(result) => result.context(what.to_owned()),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            Err(anyhow!("{what}: panicked: {message}"))
+        }
+    }
+}
+
 async fn bench() -> anyhow::Result<()> {
     let args = parse_args()?;
     let plan = args.plan.clone();
     let wants = |section: &str| args.only.iter().any(|s| s == section);
     let run = run_info();
-    let mut report = Report {
-        settings: plan.settings(),
-        ..Report::default()
+    let stamp = run.timestamp.replace([':', '-'], "");
+    let default_path = PathBuf::from(env::REPO_ROOT)
+        .join(RESULTS_DIR)
+        .join(format!("{stamp}.json"));
+    let mut results = Results {
+        report: Report {
+            settings: plan.settings(),
+            pending: args.only.clone(),
+            ..Report::default()
+        },
+        run: run.clone(),
+        paths: std::iter::once(default_path.clone())
+            .chain(args.json.clone())
+            .collect(),
     };
     let started = Instant::now();
     progress(&format!(
@@ -265,76 +334,101 @@ async fn bench() -> anyhow::Result<()> {
         env::HANDLER_EXE
     ));
 
-    if wants("latency") || wants("throughput") || wants("hot") {
+    let shared = ["latency", "throughput", "hot"];
+    if shared.iter().any(|s| wants(s)) {
         // Latency, throughput and the hot stream share one Azurite and app.
-        let env = env::Env::start().await?;
-        if wants("latency") {
-            progress("append latency");
-            report.note_load("latency");
-            report.extend(latency::run(&env, &plan).await.context("append latency")?);
-        }
-        if wants("throughput") {
-            progress("append throughput");
-            report.note_load("throughput");
-            report.extend(
-                throughput::run(&env, &plan)
-                    .await
-                    .context("append throughput")?,
-            );
-        }
-        if wants("hot") {
-            progress("one hot stream");
-            report.note_load("hot");
-            report.extend(hot::run(&env, &plan).await.context("hot stream")?);
+        match env::Env::start().await {
+            Ok(env) => {
+                if wants("latency") {
+                    progress("append latency");
+                    results.report.note_load("latency");
+                    let rows = guarded("append latency", latency::run(&env, &plan)).await;
+                    results.record("latency", rows);
+                }
+                if wants("throughput") {
+                    progress("append throughput");
+                    results.report.note_load("throughput");
+                    let rows = guarded("append throughput", throughput::run(&env, &plan)).await;
+                    results.record("throughput", rows);
+                }
+                if wants("hot") {
+                    progress("one hot stream");
+                    results.report.note_load("hot");
+                    let rows = guarded("hot stream", hot::run(&env, &plan)).await;
+                    results.record("hot", rows);
+                }
+            }
+            Err(error) => {
+                for section in shared.into_iter().filter(|s| wants(s)) {
+                    results.record(section, Err(anyhow!("starting the app: {error:#}")));
+                }
+            }
         }
     }
     let mut findings = requests::Findings::default();
     if wants("requests") {
         progress("storage requests per operation");
-        report.note_load("requests");
-        let (rows, found) = requests::run().await.context("storage requests")?;
-        report.extend(rows);
-        findings = found;
+        results.report.note_load("requests");
+        let mut found = None;
+        let rows = guarded("storage requests", async {
+            let (rows, findings) = requests::run().await?;
+            found = Some(findings);
+            Ok(rows)
+        })
+        .await;
+        findings = found.unwrap_or_default();
+        results.record("requests", rows);
     }
-    if wants("replay") || wants("footprint") {
-        let env = env::Env::start().await?;
-        if wants("replay") {
-            progress("replay");
-            report.note_load("replay");
-            report.extend(replay::run(&env, &plan, findings).await.context("replay")?);
-        }
-        if wants("footprint") {
-            progress("start-up and footprint");
-            report.note_load("footprint");
-            report.extend(
-                footprint::run(&env.azurite.connection_string(), &plan)
-                    .await
-                    .context("start-up and footprint")?,
-            );
+    let shared = ["replay", "footprint"];
+    if shared.iter().any(|s| wants(s)) {
+        match env::Env::start().await {
+            Ok(env) => {
+                if wants("replay") {
+                    progress("replay");
+                    results.report.note_load("replay");
+                    let rows = guarded("replay", replay::run(&env, &plan, findings)).await;
+                    results.record("replay", rows);
+                }
+                if wants("footprint") {
+                    progress("start-up and footprint");
+                    results.report.note_load("footprint");
+                    let connection = env.azurite.connection_string();
+                    let rows =
+                        guarded("start-up and footprint", footprint::run(&connection, &plan)).await;
+                    results.record("footprint", rows);
+                }
+            }
+            Err(error) => {
+                for section in shared.into_iter().filter(|s| wants(s)) {
+                    results.record(section, Err(anyhow!("starting the app: {error:#}")));
+                }
+            }
         }
     }
     if wants("projector") {
         progress("projector");
-        report.note_load("projector");
-        report.extend(projector::run(&plan).await.context("projector")?);
+        results.report.note_load("projector");
+        let rows = guarded("projector", projector::run(&plan)).await;
+        results.record("projector", rows);
     }
     if wants("instructions") {
         progress("instructions per append (callgrind)");
-        report.note_load("instructions");
-        let azurite = streamfold_testbed::Azurite::start()
-            .await
-            .context("starting Azurite")?;
-        report.extend(
-            instructions::run(&azurite.connection_string(), &plan)
+        results.report.note_load("instructions");
+        let rows = guarded("instructions per append", async {
+            let azurite = streamfold_testbed::Azurite::start()
                 .await
-                .context("instructions per append")?,
-        );
+                .context("starting Azurite")?;
+            instructions::run(&azurite.connection_string(), &plan).await
+        })
+        .await;
+        results.record("instructions", rows);
     }
     progress(&format!(
         "measured in {:.0} s",
         started.elapsed().as_secs_f64()
     ));
 
+    let report = &results.report;
     println!();
     println!(
         "streamfold benchmark, {} mode, {BUILD} build, commit {}{}, {} CPUs, {}",
@@ -350,16 +444,10 @@ async fn bench() -> anyhow::Result<()> {
     );
     println!();
     print!("{}", report.table());
+    print!("{}", report.failures_text());
 
-    let value = report.to_json(&run);
-    let stamp = run.timestamp.replace([':', '-'], "");
-    let default_path = PathBuf::from(env::REPO_ROOT)
-        .join(RESULTS_DIR)
-        .join(format!("{stamp}.json"));
-    report::write_json(&default_path, &value)?;
-    println!("\nresults: {}", default_path.display());
-    if let Some(path) = &args.json {
-        report::write_json(path, &value)?;
+    println!();
+    for path in &results.paths {
         println!("results: {}", path.display());
     }
     if let Some(path) = &args.baseline {
@@ -368,6 +456,14 @@ async fn bench() -> anyhow::Result<()> {
         let baseline: serde_json::Value = serde_json::from_str(&text)?;
         println!();
         print!("{}", report.compare_with(&baseline));
+    }
+    if !report.failures.is_empty() {
+        let failed: Vec<&str> = report.failures.iter().map(|(s, _)| s.as_str()).collect();
+        bail!(
+            "{} section(s) failed: {} (the others' results are written)",
+            failed.len(),
+            failed.join(", ")
+        );
     }
     Ok(())
 }

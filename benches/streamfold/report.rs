@@ -194,6 +194,10 @@ pub struct Report {
     pub settings: serde_json::Map<String, Value>,
     /// The 1-minute load average when each section started (other work on the machine).
     pub load_average: Vec<(String, f64)>,
+    /// Sections that failed, with the whole chain of causes (the other sections still ran).
+    pub failures: Vec<(String, String)>,
+    /// Sections still to run when the JSON was written (empty once the run ended).
+    pub pending: Vec<String>,
 }
 
 impl Report {
@@ -327,7 +331,27 @@ impl Report {
                 .map(|(section, load)| (section.clone(), json!(load)))
                 .collect::<serde_json::Map<_, _>>(),
             "rows": self.rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+            "failedSections": self
+                .failures
+                .iter()
+                .map(|(section, error)| json!({"section": section, "error": error}))
+                .collect::<Vec<_>>(),
+            "pendingSections": self.pending,
         })
+    }
+
+    /// Records that `section` failed with `error` (printed with its causes).
+    pub fn fail(&mut self, section: &str, error: String) {
+        self.failures.push((section.to_owned(), error));
+    }
+
+    /// The failed sections and their causes, for the end of the printed report.
+    pub fn failures_text(&self) -> String {
+        let mut out = String::new();
+        for (section, error) in &self.failures {
+            let _ = writeln!(out, "section {section} FAILED: {error}");
+        }
+        out
     }
 
     /// How this run's ratios (or values, for rows without a raw baseline) moved against an
