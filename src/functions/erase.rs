@@ -16,11 +16,10 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::filters::{self, only_known_params};
-use super::problem::{json_response, reject, Problem};
+use super::filters::{self, only_known_params, StreamSegments};
+use super::problem::{json_response, reject};
 use crate::app::App;
 use crate::erasure::erase_stream;
-use crate::stream::StreamId;
 
 /// The function's name (its folder under `functions/`).
 pub const DELETE_STREAM_FUNCTION: &str = "DeleteStream";
@@ -32,9 +31,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let with_app = warp::any().map(move || app.clone());
     warp::delete()
         .and(warp::path!("api" / "streams" / ..))
-        .and(filters::decoded_segment())
-        .and(filters::decoded_segment())
-        .and(filters::decoded_segment())
+        .and(filters::stream_segments())
         .and(warp::path::end())
         .and(filters::query_pairs())
         .and(with_app)
@@ -43,15 +40,12 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
 }
 
 async fn delete_handler(
-    domain: String,
-    entity: String,
-    instance: String,
+    segments: StreamSegments,
     query: Vec<(String, String)>,
     app: Arc<App>,
 ) -> Result<Response, Rejection> {
     only_known_params(&query, &[]).map_err(reject)?;
-    let stream = StreamId::new(&domain, &entity, &instance)
-        .map_err(|e| reject(Problem::from(crate::stream::StoreError::from(e))))?;
+    let stream = segments.stream_id().map_err(reject)?;
     let report = erase_stream(&app, &stream).await.map_err(reject)?;
     Ok(json_response(StatusCode::OK, &report))
 }

@@ -86,6 +86,38 @@ pub fn decoded_segment() -> impl Filter<Extract = (String,), Error = Rejection> 
     })
 }
 
+/// A stream's `{domain}/{entity}/{instance}` path segments, each percent-decoded (one reading
+/// for every route on a stream: `streams/...` and `projections/...`), not yet checked as a
+/// stream id: each handler checks them where it always has ([`StreamSegments::stream_id`]),
+/// so its answers keep their order.
+pub(crate) fn stream_segments(
+) -> impl Filter<Extract = (StreamSegments,), Error = Rejection> + Clone {
+    decoded_segment()
+        .and(decoded_segment())
+        .and(decoded_segment())
+        .map(|domain, entity, instance| StreamSegments {
+            domain,
+            entity,
+            instance,
+        })
+}
+
+/// What [`stream_segments`] read.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamSegments {
+    domain: String,
+    entity: String,
+    instance: String,
+}
+
+impl StreamSegments {
+    /// The stream the segments name: 400 (the stream-id problem) when they name none.
+    pub(crate) fn stream_id(self) -> Result<crate::stream::StreamId, Problem> {
+        crate::stream::StreamId::new(self.domain, self.entity, self.instance)
+            .map_err(|e| crate::stream::StoreError::from(e).into())
+    }
+}
+
 /// The request's correlation id: the client's `x-correlation-id` when given (and sane), else a
 /// new one.
 pub fn correlation_id() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {

@@ -10,19 +10,16 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::filters::{self, as_of_params, only_known_params};
+use super::filters::{self, as_of_params, only_known_params, StreamSegments};
 use super::problem::{json_response, reject, Problem};
 use crate::app::App;
-use crate::stream::{StoreError, StreamId};
 
 /// The route of this module.
 pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let with_app = warp::any().map(move || app.clone());
     warp::get()
         .and(warp::path!("api" / "projections" / ..))
-        .and(filters::decoded_segment())
-        .and(filters::decoded_segment())
-        .and(filters::decoded_segment())
+        .and(filters::stream_segments())
         .and(filters::decoded_segment())
         .and(warp::path::end())
         .and(filters::query_pairs())
@@ -32,15 +29,12 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
 }
 
 async fn run_handler(
-    domain: String,
-    entity: String,
-    instance: String,
+    segments: StreamSegments,
     name: String,
     query: Vec<(String, String)>,
     app: Arc<App>,
 ) -> Result<Response, Rejection> {
-    let stream = StreamId::new(domain, entity, instance)
-        .map_err(|e| reject(Problem::from(StoreError::from(e))))?;
+    let stream = segments.stream_id().map_err(reject)?;
     only_known_params(&query, &["asOfSequence", "asOf"]).map_err(reject)?;
     let as_of = as_of_params(&query).map_err(reject)?;
     let Some(projection) = app.projections().get(stream.entity_type(), &name) else {

@@ -26,11 +26,11 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::filters::{self, only_known_params, time_param, u64_param};
+use super::filters::{self, only_known_params, time_param, u64_param, StreamSegments};
 use super::problem::{json_response, parse_json, reject, Problem};
 use crate::app::App;
 use crate::stream::{
-    EntityType, EventMetadata, ExpectedVersion, NewEvent, ReadRequest, StreamId, DEFAULT_PAGE_SIZE,
+    EntityType, EventMetadata, ExpectedVersion, NewEvent, ReadRequest, DEFAULT_PAGE_SIZE,
 };
 
 /// Largest page of instance keys a client may ask for.
@@ -40,9 +40,7 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let with_app = warp::any().map(move || app.clone());
     let stream_path = warp::path!("api" / "streams" / ..)
-        .and(filters::decoded_segment())
-        .and(filters::decoded_segment())
-        .and(filters::decoded_segment())
+        .and(filters::stream_segments())
         .and(warp::path::end());
     let append = warp::post()
         .and(stream_path.clone())
@@ -166,19 +164,13 @@ pub fn parse_expected_version(value: Option<&Value>) -> Result<ExpectedVersion, 
     }
 }
 
-fn stream_id(domain: String, entity: String, instance: String) -> Result<StreamId, Problem> {
-    StreamId::new(domain, entity, instance).map_err(|e| crate::stream::StoreError::from(e).into())
-}
-
 async fn append_handler(
-    domain: String,
-    entity: String,
-    instance: String,
+    segments: StreamSegments,
     correlation_id: String,
     body: Bytes,
     app: Arc<App>,
 ) -> Result<Response, Rejection> {
-    let stream = stream_id(domain, entity, instance).map_err(reject)?;
+    let stream = segments.stream_id().map_err(reject)?;
     let body: AppendBody = parse_json(&body).map_err(reject)?;
     let expected = parse_expected_version(body.expected_version.as_ref()).map_err(reject)?;
     let events: Vec<NewEvent> = body
@@ -237,13 +229,11 @@ pub const MAX_READ_PAGE_SIZE: u64 = 1000;
 /// (or the stream) goes on. With `asOf`, a page ends at the first event recorded after it
 /// (the events as of a time are a prefix of the stream); a page that ends there has no next.
 async fn read_handler(
-    domain: String,
-    entity: String,
-    instance: String,
+    segments: StreamSegments,
     query: Vec<(String, String)>,
     app: Arc<App>,
 ) -> Result<Response, Rejection> {
-    let stream = stream_id(domain, entity, instance).map_err(reject)?;
+    let stream = segments.stream_id().map_err(reject)?;
     only_known_params(&query, &["fromSequence", "toSequence", "asOf", "pageSize"])
         .map_err(reject)?;
     let from = u64_param(&query, "fromSequence").map_err(reject)?;
