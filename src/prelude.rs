@@ -8,7 +8,9 @@
 
 pub use crate::app::App;
 pub use crate::config::Settings;
-pub use crate::functions::{with_state, DomainApi, DomainApiError, Problem, Reply, Request};
+pub use crate::functions::{
+    with_state, CommandContext, DomainApi, DomainApiError, Problem, Reply, Request,
+};
 pub use crate::projection::{
     decode_data, ApplyError, AsOf, Classification, Classified, Classifier, CommandExecutor,
     CommandOptions, ExecuteError, Executed, Projected, Projection, ProjectionError, RegistryError,

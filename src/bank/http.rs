@@ -17,17 +17,15 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use streamfold::functions::filters::{
-    as_of_params, only_known_params, u64_param, CORRELATION_ID_HEADER,
-};
-use streamfold::functions::{with_state, DomainApi, Problem, Reply, Request};
+use streamfold::functions::filters::CORRELATION_ID_HEADER;
+use streamfold::functions::{with_state, CommandContext, DomainApi, Problem, Reply, Request};
 use streamfold::projection::IdempotencyKey;
 use streamfold::stream::RecordedEvent;
 
 use super::account::{Refusal, Status};
 use super::money::{format_money, parse_amount, Sign};
 use super::seed;
-use super::service::{AccountView, Bank, BankError, CommandAnswer, CommandContext};
+use super::service::{AccountView, Bank, BankError, CommandAnswer};
 
 /// The route parameter naming the account.
 pub const ACCOUNT_PARAMETER: &str = "accountnumber";
@@ -406,9 +404,8 @@ async fn run_command(command: Command, bank: Bank, request: Request) -> Result<R
 async fn get_balance(bank: Bank, request: Request) -> Result<Reply, Problem> {
     let account_number = account_number(&request);
     account_key(&account_number)?;
-    let query = request.query();
-    only_known_params(query, &["asOfSequence", "asOf"])?;
-    let as_of = as_of_params(query)?;
+    request.only_known_params(&["asOfSequence", "asOf"])?;
+    let as_of = request.as_of_params()?;
     let view = bank.balance(&account_number, as_of).await?;
     account_response(200, &account_number, &view, None)
 }
@@ -427,10 +424,11 @@ struct HistoryBody<'a> {
 async fn get_account_history(bank: Bank, request: Request) -> Result<Reply, Problem> {
     let account_number = account_number(&request);
     account_key(&account_number)?;
-    let query = request.query();
-    only_known_params(query, &["fromSequence", "pageSize"])?;
-    let from = u64_param(query, "fromSequence")?.unwrap_or(1).max(1);
-    let page_size = u64_param(query, "pageSize")?.unwrap_or(DEFAULT_HISTORY_PAGE);
+    request.only_known_params(&["fromSequence", "pageSize"])?;
+    let from = request.u64_param("fromSequence")?.unwrap_or(1).max(1);
+    let page_size = request
+        .u64_param("pageSize")?
+        .unwrap_or(DEFAULT_HISTORY_PAGE);
     if !(1..=MAX_HISTORY_PAGE).contains(&page_size) {
         return Err(Problem::bad_request(
             "invalid-page-size",

@@ -31,16 +31,15 @@ use std::sync::OnceLock;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Deserializer, Serializer};
 use streamfold::config::ConfigError;
-use streamfold::projection::{AsOf, CommandExecutor, CommandOptions, Idempotency};
+use streamfold::projection::{AsOf, CommandExecutor, CommandOptions};
 use time::{Date, OffsetDateTime};
 
 use super::account::{Account, AccountProjection, Refusal, Status};
 use super::events::{AccountEvent, InterestAccrued, InterestPaid, OverdraftLimitSet};
 use super::money::{format_money, CURRENCY_DECIMALS};
-use super::service::{
-    canonical_request, to_new_event, AccountView, Bank, BankError, CommandContext,
-};
+use super::service::{to_new_event, AccountView, Bank, BankError};
 use super::ACCOUNTS;
+use streamfold::functions::CommandContext;
 
 /// Places of accrued interest.
 pub const INTEREST_DECIMALS: u32 = 6;
@@ -440,13 +439,7 @@ impl Bank {
         let runner = self.app().runner(&ACCOUNTS)?;
         let executor =
             CommandExecutor::new(&runner, &AccountProjection, self.app().command_policy());
-        let idempotency = match &context.idempotency_key {
-            Some(key) => Some(Idempotency::new(
-                key.clone(),
-                &canonical_request("PayInterest", None, context)?,
-            )),
-            None => None,
-        };
+        let idempotency = context.idempotency("PayInterest", None)?;
         let executed = executor
             .execute(
                 &stream,

@@ -34,8 +34,9 @@ use time::{Date, OffsetDateTime};
 
 use super::account::Refusal;
 use super::interest::{format_day, InterestRates};
-use super::service::{Bank, BankError, CommandContext};
+use super::service::{Bank, BankError};
 use super::{ACCOUNTS, DOMAIN, SOURCE};
+use streamfold::functions::CommandContext;
 
 /// The timer function (its folder name, and the path the host posts to).
 pub const TIMER_FUNCTION: &str = "AccrueInterestTimer";

@@ -36,7 +36,6 @@
 
 use serde::Serialize;
 use streamfold::app::App;
-use streamfold::functions::filters::{only_known_params, query_param, u64_param};
 use streamfold::functions::streams::MAX_PAGE_SIZE;
 use streamfold::functions::{with_state, DomainApi, Problem, Reply, Request};
 use streamfold::projection::{Projection, RegistryError};
@@ -119,38 +118,22 @@ struct AccountsQuery {
     continuation: Option<String>,
 }
 
-fn accounts_query(query: &[(String, String)]) -> Result<AccountsQuery, Problem> {
-    only_known_params(
-        query,
-        &[
-            IN_OVERDRAFT_PARAMETER,
-            PAGE_SIZE_PARAMETER,
-            CONTINUATION_PARAMETER,
-        ],
-    )?;
+fn accounts_query(query: &Request) -> Result<AccountsQuery, Problem> {
+    query.only_known_params(&[
+        IN_OVERDRAFT_PARAMETER,
+        PAGE_SIZE_PARAMETER,
+        CONTINUATION_PARAMETER,
+    ])?;
     Ok(AccountsQuery {
-        in_overdraft: in_overdraft_filter(query)?,
+        in_overdraft: query.bool_param(IN_OVERDRAFT_PARAMETER)?,
         page_size: page_size(query)?,
         continuation: continuation(query)?,
     })
 }
 
-fn in_overdraft_filter(query: &[(String, String)]) -> Result<Option<bool>, Problem> {
-    match query_param(query, IN_OVERDRAFT_PARAMETER).map(str::trim) {
-        None => Ok(None),
-        Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
-        Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
-        Some(v) => Err(Problem::bad_request(
-            "invalid-query-parameter",
-            format!("{IN_OVERDRAFT_PARAMETER} must be true or false, not {v:?}"),
-        )
-        .with("parameter", IN_OVERDRAFT_PARAMETER)),
-    }
-}
-
 /// `pageSize`, checked as `ListStreams` checks it (same slugs), naming the parameter.
-fn page_size(query: &[(String, String)]) -> Result<usize, Problem> {
-    let Some(asked) = u64_param(query, PAGE_SIZE_PARAMETER)? else {
+fn page_size(query: &Request) -> Result<usize, Problem> {
+    let Some(asked) = query.u64_param(PAGE_SIZE_PARAMETER)? else {
         return Ok(DEFAULT_PAGE_SIZE);
     };
     match usize::try_from(asked) {
@@ -165,8 +148,11 @@ fn page_size(query: &[(String, String)]) -> Result<usize, Problem> {
 
 /// `continuation`: absent or empty starts from the first row; otherwise it must be what an
 /// earlier page returned, an account number.
-fn continuation(query: &[(String, String)]) -> Result<Option<String>, Problem> {
-    let Some(given) = query_param(query, CONTINUATION_PARAMETER).filter(|c| !c.is_empty()) else {
+fn continuation(query: &Request) -> Result<Option<String>, Problem> {
+    let Some(given) = query
+        .query_param(CONTINUATION_PARAMETER)
+        .filter(|c| !c.is_empty())
+    else {
         return Ok(None);
     };
     validate_instance_key(given).map_err(|e| {
@@ -183,7 +169,7 @@ fn continuation(query: &[(String, String)]) -> Result<Option<String>, Problem> {
 }
 
 async fn accounts_handler(bank: Bank, request: Request) -> Result<Reply, Problem> {
-    let query = accounts_query(request.query())?;
+    let query = accounts_query(&request)?;
     let store = bank.app().read_model_store()?;
     let page = store
         .list(
@@ -297,10 +283,8 @@ async fn rebuild_handler(bank: Bank, _request: Request) -> Result<Reply, Problem
 mod tests {
     use super::*;
 
-    fn pairs(raw: &[(&str, &str)]) -> Vec<(String, String)> {
-        raw.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn pairs(raw: &[(&str, &str)]) -> Request {
+        Request::default().with_query(raw.iter().copied())
     }
 
     /// The problem of a refused query, as JSON, with its status checked.
@@ -313,7 +297,7 @@ mod tests {
     #[test]
     fn paging_parameters_default_and_are_checked() {
         assert_eq!(
-            accounts_query(&[]).unwrap(),
+            accounts_query(&pairs(&[])).unwrap(),
             AccountsQuery {
                 in_overdraft: None,
                 page_size: DEFAULT_PAGE_SIZE,

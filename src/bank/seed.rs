@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
-use streamfold::functions::filters::{only_known_params, CORRELATION_ID_HEADER};
+use streamfold::functions::filters::CORRELATION_ID_HEADER;
 use streamfold::functions::{with_state, DomainApi, Problem, Reply, Request};
 use streamfold::projection::{AsOf, IdempotencyKey};
 use time::format_description::well_known::Rfc3339;
@@ -307,7 +307,7 @@ async fn balance_as_of(bank: Bank, request: Request) -> Result<Reply, Problem> {
     async {
         let account_number = account_number(&request);
         Bank::stream(&account_number)?;
-        only_known_params(request.query(), &[])?;
+        request.only_known_params(&[])?;
         let time = parse_as_of_date(request.param(AS_OF_DATE_PARAMETER).unwrap_or_default())?;
         let view = bank.balance(&account_number, AsOf::Time(time)).await?;
         let message = format!(
@@ -323,7 +323,7 @@ async fn balance_as_of(bank: Bank, request: Request) -> Result<Reply, Problem> {
 
 async fn all_accounts(bank: Bank, request: Request) -> Result<Reply, Problem> {
     async {
-        only_known_params(request.query(), &[])?;
+        request.only_known_params(&[])?;
         // The seed takes a date here and does not use it; so it is checked, then ignored.
         if let Some(date) = request.param(AS_OF_DATE_PARAMETER) {
             parse_as_of_date(date)?;

@@ -10,9 +10,9 @@
 //!
 //! A command sent with an idempotency key lands once however often it is sent: its event's id
 //! is derived from the account, the key and its position, and the event carries the key and
-//! the hash of the command's canonical request ([`canonical_request`]: the command's name, its
-//! amount in the stored form and its commentary; not the correlation id, which a retry may
-//! change). A retry is answered from the stored event and the account as of it:
+//! the hash of the command's canonical request (`CommandContext::canonical_request` of the
+//! library: the command's name, its amount in the stored form, its commentary and who sent it;
+//! not the correlation id, which a retry may change). A retry is answered from the stored event and the account as of it:
 //! [`CommandAnswer`] is a function of those alone, so the retry gets the first answer to the
 //! byte, and moves nothing. The same key with another request is refused
 //! (`ExecuteError::IdempotencyKeyReused`). A refused command writes nothing, so its key stays
@@ -21,15 +21,12 @@
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
-use serde::Serialize;
 use streamfold::app::App;
+use streamfold::functions::CommandContext;
 use streamfold::projection::{
-    AsOf, CommandExecutor, CommandOptions, ExecuteError, Idempotency, IdempotencyKey, Projected,
-    ProjectionError,
+    AsOf, CommandExecutor, CommandOptions, ExecuteError, Idempotency, Projected, ProjectionError,
 };
-use streamfold::stream::{
-    EventMetadata, NewEvent, ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage,
-};
+use streamfold::stream::{NewEvent, ReadRequest, RecordedEvent, StoreError, StreamId, StreamPage};
 
 use super::account::{Account, AccountProjection, Refusal, Status};
 use super::events::{AccountEvent, AccountOpened};
@@ -76,28 +73,6 @@ impl From<ExecuteError> for BankError {
     }
 }
 
-/// Who asks, for the event metadata, and the client's key of the command.
-#[derive(Debug, Clone, Default)]
-pub struct CommandContext {
-    pub correlation_id: String,
-    pub commentary: Option<String>,
-    pub who: Option<String>,
-    /// The client's `Idempotency-Key`, when it sent one.
-    pub idempotency_key: Option<IdempotencyKey>,
-}
-
-impl CommandContext {
-    fn metadata(&self) -> EventMetadata {
-        EventMetadata {
-            correlation_id: Some(self.correlation_id.clone()),
-            commentary: self.commentary.clone(),
-            who: self.who.clone(),
-            source: Some(SOURCE.to_owned()),
-            ..EventMetadata::default()
-        }
-    }
-}
-
 /// The account after a command, and the sequence number it is as of.
 #[derive(Debug, Clone)]
 pub struct AccountView {
@@ -124,34 +99,6 @@ pub struct HistoryPage {
     pub events: Vec<RecordedEvent>,
     /// Sequence number to ask for next, when there is more.
     pub next: Option<u64>,
-}
-
-/// A command as its idempotency key's request hash sees it.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CanonicalRequest<'a> {
-    command: &'a str,
-    /// The command's amount (deposit, withdrawal, limit), as stored (`"12.50"`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    amount: Option<String>,
-    commentary: Option<&'a str>,
-    who: Option<&'a str>,
-}
-
-/// The canonical form of a command's request: two requests are the same request (for an
-/// idempotency key) exactly when these bytes are. Amounts are spelt one way (`12.5`, `"12.50"`
-/// and `12.50` are one amount); the correlation id is left out.
-pub fn canonical_request(
-    command: &str,
-    amount: Option<Decimal>,
-    context: &CommandContext,
-) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&CanonicalRequest {
-        command,
-        amount: amount.map(format_money),
-        commentary: context.commentary.as_deref(),
-        who: context.who.as_deref(),
-    })
 }
 
 /// The bank's command and query side.
@@ -321,14 +268,7 @@ impl Bank {
         let stream = Self::stream(account_number)?;
         let runner = self.app.runner(&ACCOUNTS)?;
         let executor = CommandExecutor::new(&runner, &AccountProjection, self.app.command_policy());
-        let idempotency = match &context.idempotency_key {
-            Some(key) => Some(Idempotency::new(
-                key.clone(),
-                &canonical_request(command.name, command.amount, context)?,
-            )),
-            None => None,
-        };
-        let mut options = CommandOptions::with_key(idempotency);
+        let mut options = CommandOptions::with_key(command.idempotency(context)?);
         if command.creates {
             options = options.assuming_new_stream();
         }
@@ -375,11 +315,47 @@ impl Command {
             creates: false,
         }
     }
+
+    /// The command's idempotency when `context` has a key: its canonical request
+    /// ([`CommandContext::canonical_request`]) with the amount spelt as stored (`12.5`,
+    /// `"12.50"` and `12.50` are one amount).
+    pub(super) fn idempotency(
+        &self,
+        context: &CommandContext,
+    ) -> Result<Option<Idempotency>, serde_json::Error> {
+        context.idempotency(self.name, self.amount.map(format_money).as_deref())
+    }
 }
 
 pub(super) fn to_new_event(
     event: &AccountEvent,
     context: &CommandContext,
 ) -> Result<NewEvent, BankError> {
-    Ok(NewEvent::from_raw(event.event_type(), event.to_raw()?).with_metadata(context.metadata()))
+    Ok(NewEvent::from_raw(event.event_type(), event.to_raw()?)
+        .with_metadata(context.metadata(SOURCE)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use streamfold::projection::IdempotencyKey;
+
+    /// The bank's Deposit spells its amount as stored before it is hashed, so `12.5` is the
+    /// request the library pins (`functions::command`): the hash every keyed deposit has
+    /// stored so far.
+    #[test]
+    fn a_deposit_hashes_as_stored_keyed_deposits_did() {
+        let context = CommandContext {
+            correlation_id: "left-out".to_owned(),
+            commentary: Some("rent".to_owned()),
+            who: None,
+            idempotency_key: Some(IdempotencyKey::new("k-1").unwrap()),
+        };
+        let deposit = Command::on_account("Deposit", Some("12.5".parse().unwrap()));
+        let idempotency = deposit.idempotency(&context).unwrap().unwrap();
+        assert_eq!(
+            idempotency.request_hash(),
+            "baf9863609f001eb7c8455b9e4a85157e061acda362b8f6e04f193eb4c2c58e9"
+        );
+    }
 }

@@ -47,8 +47,9 @@ use time::OffsetDateTime;
 
 use super::account::{Account, AccountProjection, Refusal, Status};
 use super::events::{AccountEvent, MoneyTransferred, TransferRefunded};
-use super::service::{to_new_event, Bank, BankError, CommandContext};
+use super::service::{to_new_event, Bank, BankError};
 use super::{DOMAIN, SOURCE};
+use streamfold::functions::CommandContext;
 
 /// Entity type of the transfer streams.
 pub const TRANSFER_ENTITY: &str = "Transfer";
@@ -527,10 +528,7 @@ impl StepData {
 
 fn step_metadata(context: &CommandContext, commentary: Option<String>) -> EventMetadata {
     EventMetadata {
-        correlation_id: Some(context.correlation_id.clone()),
         commentary,
-        who: context.who.clone(),
-        source: Some(SOURCE.to_owned()),
-        ..EventMetadata::default()
+        ..context.metadata(SOURCE)
     }
 }

@@ -20,15 +20,14 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
-use streamfold::functions::filters;
 use streamfold::functions::invocation::InvocationResponse;
-use streamfold::functions::{with_state, DomainApi, Problem, Reply, Request};
+use streamfold::functions::{with_state, CommandContext, DomainApi, Problem, Reply, Request};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::http::{account_key, command_context, CommentBody};
 use super::money::{format_money, parse_amount, Sign};
-use super::service::{Bank, BankError, CommandContext};
+use super::service::{Bank, BankError};
 use super::transfer::{check_transfer_id, Phase, Transfer, TransferRequest, TRANSFERS};
 
 pub const TRANSFER_FUNCTION: &str = "TransferMoney";
@@ -178,7 +177,7 @@ async fn start_transfer(bank: Bank, request: Request) -> Result<Reply, Problem> 
 async fn get_state(bank: Bank, request: Request) -> Result<Reply, Problem> {
     let id = named_transfer(&request).unwrap_or_default();
     transfer_id(&id)?;
-    filters::only_known_params(request.query(), &[])?;
+    request.only_known_params(&[])?;
     let transfer = bank.transfer(&id).await?;
     Reply::ok(&view(&transfer))
 }

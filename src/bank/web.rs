@@ -10,7 +10,6 @@
 
 use rust_decimal::Decimal;
 use serde::Serialize;
-use streamfold::functions::filters::only_known_params;
 use streamfold::functions::{with_state, DomainApi, Problem, Reply, Request};
 use streamfold::projection::{Projection, ProjectionError};
 use streamfold::stream::StreamId;
@@ -108,7 +107,7 @@ struct SeriesBody<'a> {
 /// Folds the whole stream once with the account's own fold, keeping the balance after each
 /// event.
 async fn balance_series(bank: Bank, request: Request) -> Result<Reply, Problem> {
-    only_known_params(request.query(), &[])?;
+    request.only_known_params(&[])?;
     let account_number = super::http::account_number(&request);
     let stream: StreamId = Bank::stream(&account_number)?;
     let mut account = Account::default();

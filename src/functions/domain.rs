@@ -36,15 +36,17 @@ use warp::http::{HeaderMap, HeaderName, Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
+use super::command::CommandContext;
 use super::filters::{self, INVOCATION_ID_HEADER};
 use super::idempotency::{self, REPLAYED_HEADER};
 use super::problem::{parse_json, reject, Problem};
 use super::routing::{Functions, RouteTable, ROUTE_PREFIX};
 use crate::app::App;
-use crate::projection::IdempotencyKey;
+use crate::projection::{AsOf, IdempotencyKey};
 
-/// One request to a domain's function, as its handler sees it.
-#[derive(Debug, Clone)]
+/// One request to a domain's function, as its handler sees it. A test of a handler builds
+/// one with `Request::default()` and the `with_*` methods.
+#[derive(Debug, Clone, Default)]
 pub struct Request {
     params: Vec<(String, String)>,
     query: Vec<(String, String)>,
@@ -67,9 +69,41 @@ impl Request {
         &self.query
     }
 
-    /// The first value of query parameter `name`.
+    /// The first value of query parameter `name` (names match case-insensitively, as the
+    /// Functions host matches them).
     pub fn query_param(&self, name: &str) -> Option<&str> {
         filters::query_param(&self.query, name)
+    }
+
+    /// Refuses a query parameter other than the `known` ones (400 `unknown-query-parameter`)
+    /// and one given twice (400 `duplicate-query-parameter`), naming it; `code` (the
+    /// function key) is always allowed. The library's own routes check theirs the same way.
+    pub fn only_known_params(&self, known: &[&str]) -> Result<(), Problem> {
+        filters::only_known_params(&self.query, known)
+    }
+
+    /// Query parameter `name` as a whole number of ASCII digits up to `u64::MAX`, when given:
+    /// 400 `invalid-query-parameter` naming it otherwise.
+    pub fn u64_param(&self, name: &str) -> Result<Option<u64>, Problem> {
+        filters::u64_param(&self.query, name)
+    }
+
+    /// Query parameter `name` as `true` or `false` (any case, spaces around ignored), when
+    /// given: 400 `invalid-query-parameter` naming it otherwise.
+    pub fn bool_param(&self, name: &str) -> Result<Option<bool>, Problem> {
+        filters::bool_param(&self.query, name)
+    }
+
+    /// Query parameter `name` as an RFC 3339 time, in UTC, when given: 400
+    /// `invalid-query-parameter` naming it for anything else or a time storage cannot hold.
+    pub fn time_param(&self, name: &str) -> Result<Option<time::OffsetDateTime>, Problem> {
+        filters::time_param(&self.query, name)
+    }
+
+    /// The point of history asked for with `asOfSequence` or `asOf` (at most one of them;
+    /// neither is now), read as the library's `RunProjection` reads them.
+    pub fn as_of_params(&self) -> Result<AsOf, Problem> {
+        filters::as_of_params(&self.query)
     }
 
     /// A header's value, when it is text.
@@ -99,10 +133,52 @@ impl Request {
         idempotency::key_from_headers(&self.headers)
     }
 
+    /// The context of a command sent with this request: its correlation id and its
+    /// `Idempotency-Key` ([`Self::idempotency_key`]: 400 `invalid-idempotency-key` when it is
+    /// malformed, so call this before anything else is looked at), no commentary, no `who`.
+    pub fn command_context(&self) -> Result<CommandContext, Problem> {
+        Ok(CommandContext {
+            correlation_id: self.correlation_id.clone(),
+            idempotency_key: self.idempotency_key()?,
+            ..CommandContext::default()
+        })
+    }
+
     /// The Functions host's invocation id of this call (for logs): empty when absent or not
     /// text.
     pub fn invocation_id(&self) -> &str {
         self.header(INVOCATION_ID_HEADER).unwrap_or_default()
+    }
+
+    /// This request with route parameter `name` = `value` (as decoded), for tests.
+    pub fn with_param(mut self, name: &str, value: &str) -> Self {
+        self.params.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// This request with the query pairs `query` (as decoded), for tests.
+    pub fn with_query<'a>(mut self, query: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        self.query
+            .extend(query.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())));
+        self
+    }
+
+    /// This request with header `name` = `value` (one that is not a valid header is left
+    /// out), for tests.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            self.headers.append(name, value);
+        }
+        self
+    }
+
+    /// This request with `body`, for tests.
+    pub fn with_body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
     }
 }
 
@@ -799,6 +875,96 @@ mod tests {
                 .unwrap();
             assert_eq!(n, expected);
         }
+    }
+
+    /// The query helpers answer as the library's own routes do: the problem names the
+    /// parameter, and nothing past the first refusal is read.
+    #[test]
+    fn query_parameters_are_read_and_refused_naming_them() {
+        let request = Request::default().with_query([
+            ("PageSize", "12"),
+            ("inOverdraft", " TRUE "),
+            ("asOf", "2024-05-01T10:00:00 02:00"),
+        ]);
+        request
+            .only_known_params(&["pageSize", "inOverdraft", "asOf"])
+            .unwrap();
+        assert_eq!(request.u64_param("pageSize").unwrap(), Some(12));
+        assert_eq!(request.u64_param("absent").unwrap(), None);
+        assert_eq!(request.bool_param("inOverdraft").unwrap(), Some(true));
+        assert_eq!(
+            request.as_of_params().unwrap(),
+            AsOf::Time(time::macros::datetime!(2024-05-01 08:00:00 UTC))
+        );
+        let slug_and_parameter = |problem: Problem| {
+            let body = serde_json::to_value(&problem).unwrap();
+            assert_eq!(problem.status().as_u16(), 400);
+            (
+                body["type"].as_str().unwrap().to_owned(),
+                body["parameter"].as_str().unwrap_or_default().to_owned(),
+            )
+        };
+        let invalid = |name: &str| {
+            (
+                "urn:streamfold:problem:invalid-query-parameter".to_owned(),
+                name.to_owned(),
+            )
+        };
+        assert_eq!(
+            slug_and_parameter(request.only_known_params(&["pageSize"]).unwrap_err()),
+            (
+                "urn:streamfold:problem:unknown-query-parameter".to_owned(),
+                "inOverdraft".to_owned()
+            )
+        );
+        let twice = Request::default().with_query([("a", "1"), ("A", "2")]);
+        assert_eq!(
+            slug_and_parameter(twice.only_known_params(&["a"]).unwrap_err()),
+            (
+                "urn:streamfold:problem:duplicate-query-parameter".to_owned(),
+                "A".to_owned()
+            )
+        );
+        let bad = Request::default().with_query([
+            ("n", "-1"),
+            ("flag", "yes"),
+            ("asOf", "yesterday"),
+            ("asOfSequence", "1"),
+        ]);
+        assert_eq!(
+            slug_and_parameter(bad.u64_param("n").unwrap_err()),
+            invalid("n")
+        );
+        assert_eq!(
+            slug_and_parameter(bad.bool_param("flag").unwrap_err()),
+            invalid("flag")
+        );
+        assert_eq!(
+            slug_and_parameter(bad.time_param("asOf").unwrap_err()),
+            invalid("asOf")
+        );
+        let both = Request::default()
+            .with_query([("asOf", "2024-05-01T10:00:00Z"), ("asOfSequence", "1")]);
+        assert_eq!(both.as_of_params().unwrap_err().status().as_u16(), 400);
+    }
+
+    /// A command's context is the request's correlation id and idempotency key, the key
+    /// checked first.
+    #[test]
+    fn a_command_context_carries_the_key_and_the_correlation_id() {
+        let request = Request {
+            correlation_id: "c-1".to_owned(),
+            ..Request::default()
+        }
+        .with_header("idempotency-key", "\"k-1\"");
+        let context = request.command_context().unwrap();
+        assert_eq!(context.correlation_id, "c-1");
+        assert_eq!(
+            context.idempotency_key.as_ref().map(|k| k.as_str()),
+            Some("k-1")
+        );
+        let bad = Request::default().with_header("idempotency-key", "k-1");
+        assert_eq!(bad.command_context().unwrap_err().status().as_u16(), 400);
     }
 
     #[test]

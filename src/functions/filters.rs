@@ -221,7 +221,7 @@ fn decode_query_part(part: &str) -> Result<String, Problem> {
 
 /// Looks up a query parameter by name (names are matched case-insensitively, as the Functions
 /// host treats them).
-pub fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -230,7 +230,7 @@ pub fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a 
 
 /// Rejects query parameters a route does not know, and a parameter given twice (the host
 /// joins repeated keys with commas; a direct caller could send both), naming them.
-pub fn only_known_params(pairs: &[(String, String)], known: &[&str]) -> Result<(), Problem> {
+pub(crate) fn only_known_params(pairs: &[(String, String)], known: &[&str]) -> Result<(), Problem> {
     // `code` carries the function key; the host strips nothing, so it is always allowed.
     if let Some((k, _)) = pairs
         .iter()
@@ -258,9 +258,24 @@ pub fn only_known_params(pairs: &[(String, String)], known: &[&str]) -> Result<(
     }
 }
 
+/// Parses an optional `true` / `false` query parameter (any case, spaces around ignored),
+/// naming it when it is neither.
+pub(crate) fn bool_param(pairs: &[(String, String)], name: &str) -> Result<Option<bool>, Problem> {
+    match query_param(pairs, name).map(str::trim) {
+        None => Ok(None),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(v) => Err(Problem::bad_request(
+            "invalid-query-parameter",
+            format!("{name} must be true or false, not {v:?}"),
+        )
+        .with("parameter", name)),
+    }
+}
+
 /// Parses an optional unsigned integer query parameter, naming it when it is not one. Only
 /// ASCII digits are accepted (no sign, spaces, `_` or exponent), up to `u64::MAX`.
-pub fn u64_param(pairs: &[(String, String)], name: &str) -> Result<Option<u64>, Problem> {
+pub(crate) fn u64_param(pairs: &[(String, String)], name: &str) -> Result<Option<u64>, Problem> {
     query_param(pairs, name)
         .map(|v| {
             parse_whole_number(v).ok_or_else(|| {
@@ -294,7 +309,7 @@ pub const LATEST_TIME: time::OffsetDateTime =
 /// Parses an optional RFC 3339 time query parameter into UTC. A `+` of a UTC offset that
 /// arrived as a space (an unencoded `+` in a query) is restored. Times outside what storage
 /// can hold ([`EARLIEST_TIME`] to [`LATEST_TIME`], once converted to UTC) are refused.
-pub fn time_param(
+pub(crate) fn time_param(
     pairs: &[(String, String)],
     name: &str,
 ) -> Result<Option<time::OffsetDateTime>, Problem> {
@@ -324,7 +339,7 @@ pub fn time_param(
 }
 
 /// Reads `asOfSequence` / `asOf` (at most one of them) into the point of history to project.
-pub fn as_of_params(pairs: &[(String, String)]) -> Result<crate::projection::AsOf, Problem> {
+pub(crate) fn as_of_params(pairs: &[(String, String)]) -> Result<crate::projection::AsOf, Problem> {
     use crate::projection::AsOf;
     match (
         u64_param(pairs, "asOfSequence")?,

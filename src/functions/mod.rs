@@ -7,6 +7,7 @@
 //! 404 and 405 decided there), and [`serve`], which adds request tracing with the host's
 //! invocation id, the one [`problem::recover`], and turns panics into 500 problems.
 
+pub mod command;
 pub mod domain;
 pub mod erase;
 pub mod filters;
@@ -21,6 +22,7 @@ pub mod streams;
 pub mod sweep;
 pub mod webhook;
 
+pub use command::CommandContext;
 pub use domain::{app_functions, with_state, DomainApi, DomainApiError, Reply, Request};
 pub use problem::{Problem, PROBLEM_CONTENT_TYPE};
 pub use routing::{Functions, RouteTable};

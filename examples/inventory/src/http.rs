@@ -2,14 +2,14 @@
 //! framework): one function.json folder each under `examples/inventory/functions/`.
 //!
 //! - `POST /api/ReceiveStock/{sku}`, `ReserveStock/{sku}`, `ShipStock/{sku}` with
-//!   `{"quantity": n}`: the item after the command (200);
+//!   `{"quantity": n}` and an optional `Idempotency-Key`: the item after the command (200; a
+//!   retry with the same key answers the same, with `Idempotent-Replayed: true`);
 //! - `GET /api/GetItem/{sku}`: the item now;
 //! - `GET /api/Items?lowStock=true|false&continuation=`: the item rows of the read model;
 //! - `POST /api/RebuildItems`: recomputes the read model from the streams.
 
 use serde::Serialize;
 use serde_json::json;
-use streamfold::functions::filters::only_known_params;
 use streamfold::prelude::*;
 
 use crate::item::{Item, ItemEvent, Quantity, ITEM_PROJECTION};
@@ -82,24 +82,28 @@ async fn ship(inventory: Inventory, request: Request) -> Result<Reply, Problem> 
     command(inventory, request, ItemEvent::Shipped).await
 }
 
-/// A command: `{"quantity": n}`, decided on the item's fresh state.
+/// A command: `{"quantity": n}`, decided on the item's fresh state, with an optional
+/// `Idempotency-Key` (checked first: 400 when malformed).
 async fn command(
     inventory: Inventory,
     request: Request,
     make: fn(u64) -> ItemEvent,
 ) -> Result<Reply, Problem> {
+    let context = request.command_context()?;
     let sku = sku(&request)?;
     let Quantity { quantity } = request.json()?;
-    let ItemView { item, sequence } = inventory
-        .execute(&sku, make(quantity), request.correlation_id())
-        .await?;
-    Reply::ok(&item_body(&sku, &item, sequence))
+    let ItemView {
+        item,
+        sequence,
+        replayed,
+    } = inventory.execute(&sku, make(quantity), &context).await?;
+    Ok(Reply::ok(&item_body(&sku, &item, sequence))?.replayed(replayed))
 }
 
 async fn get_item(inventory: Inventory, request: Request) -> Result<Reply, Problem> {
-    only_known_params(request.query(), &[])?;
+    request.only_known_params(&[])?;
     let sku = sku(&request)?;
-    let ItemView { item, sequence } = inventory.item(&sku).await?;
+    let ItemView { item, sequence, .. } = inventory.item(&sku).await?;
     Reply::ok(&item_body(&sku, &item, sequence))
 }
 
@@ -108,18 +112,8 @@ async fn rebuild(inventory: Inventory, _request: Request) -> Result<Reply, Probl
 }
 
 async fn list_items(inventory: Inventory, request: Request) -> Result<Reply, Problem> {
-    only_known_params(request.query(), &["lowStock", "continuation"])?;
-    let low_stock = match request.query_param("lowStock") {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(other) => {
-            return Err(Problem::bad_request(
-                "invalid-query-parameter",
-                format!("lowStock must be true or false, not {other:?}"),
-            ))
-        }
-    };
+    request.only_known_params(&["lowStock", "continuation"])?;
+    let low_stock = request.bool_param("lowStock")?;
     let store = inventory.app().read_model_store()?;
     let page = store
         .list(

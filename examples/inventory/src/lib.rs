@@ -21,6 +21,9 @@ use item::{Item, ItemEvent, ItemProjection, LowStock, Quantity, Refusal};
 /// The inventory's streams: one per item.
 pub const ITEMS: EntityType = EntityType::from_static("Inventory", "Item");
 
+/// The `source` stored in the metadata of every event the inventory writes.
+pub const SOURCE: &str = "streamfold-inventory";
+
 /// The inventory's part of the app's OpenAPI document.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
@@ -91,6 +94,9 @@ impl From<InventoryError> for Problem {
 pub struct ItemView {
     pub item: Item,
     pub sequence: u64,
+    /// Whether this is the answer of an earlier attempt with the same `Idempotency-Key`
+    /// (nothing was written now).
+    pub replayed: bool,
 }
 
 /// The inventory's command and query side.
@@ -113,37 +119,41 @@ impl Inventory {
     }
 
     /// Decides `event` on the item's fresh state and appends it with that state's exact
-    /// version (decided again when another writer got in first).
+    /// version (decided again when another writer got in first). With an idempotency key in
+    /// `context`, a retry of the same command answers as the first attempt did and writes
+    /// nothing; the key with another command or quantity is refused.
     pub async fn execute(
         &self,
         sku: &str,
         event: ItemEvent,
-        correlation_id: &str,
+        context: &CommandContext,
     ) -> Result<ItemView, InventoryError> {
         let stream = Self::stream(sku)?;
         let runner = self.app.runner(&ITEMS)?;
         let executor = CommandExecutor::new(&runner, &ItemProjection, self.app.command_policy());
+        let quantity = event.quantity().to_string();
+        let idempotency = context.idempotency(event.event_type(), Some(&quantity))?;
         let executed = executor
             .execute(
                 &stream,
-                CommandOptions::default(),
+                CommandOptions::with_key(idempotency),
                 |item: &Item, version| -> Result<Vec<NewEvent>, InventoryError> {
                     if version == 0 && !matches!(event, ItemEvent::Received(_)) {
                         return Err(InventoryError::NotFound(sku.to_owned()));
                     }
                     item.accept(&event)?;
-                    let mut new = NewEvent::new(
+                    let new = NewEvent::new(
                         event.event_type(),
                         &Quantity {
                             quantity: event.quantity(),
                         },
                     )?;
-                    new.metadata.correlation_id = Some(correlation_id.to_owned());
-                    Ok(vec![new])
+                    Ok(vec![new.with_metadata(context.metadata(SOURCE))])
                 },
             )
             .await?;
         Ok(ItemView {
+            replayed: executed.replayed(),
             item: executed.state,
             sequence: executed.outcome.version,
         })
@@ -163,6 +173,7 @@ impl Inventory {
         Ok(ItemView {
             item: projected.state,
             sequence: projected.sequence,
+            replayed: false,
         })
     }
 

@@ -232,3 +232,86 @@ async fn items_are_received_reserved_shipped_and_classified() {
     assert!(paths.contains_key("/api/streams/{domain}/{entity}/{instance}"));
     assert!(!paths.keys().any(|p| p.contains("Account")));
 }
+
+/// The inventory's functions served in memory (no host, no Azurite): what its handlers read
+/// from a request through the library's `Request`.
+async fn serve_in_memory() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(streamfold::functions::serve(
+        listener,
+        app_functions(),
+        std::future::pending(),
+    ));
+    base
+}
+
+/// A keyed command lands once: its retry answers the same with `Idempotent-Replayed`, the key
+/// with another quantity is refused; a malformed key and a malformed query parameter are 400
+/// problems naming what is wrong.
+#[tokio::test]
+async fn keyed_commands_replay_and_bad_query_parameters_are_named() {
+    let base = serve_in_memory().await;
+    let http = reqwest::Client::new();
+    let receive = |key: &str, quantity: u64| {
+        http.post(format!("{base}/api/ReceiveStock/SKU-9"))
+            .header("idempotency-key", key)
+            .json(&json!({ "quantity": quantity }))
+            .send()
+    };
+    let first = receive("\"r-1\"", 4).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let again = receive("\"r-1\"", 4).await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    assert_eq!(first["onHand"], 4);
+
+    let reused: Value = receive("\"r-1\"", 5).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        reused["type"],
+        "urn:streamfold:problem:idempotency-key-reused"
+    );
+    let malformed = receive("r-2", 1).await.unwrap();
+    assert_eq!(malformed.status(), 400);
+    let malformed: Value = malformed.json().await.unwrap();
+    assert_eq!(
+        malformed["type"],
+        "urn:streamfold:problem:invalid-idempotency-key"
+    );
+
+    for (query, slug, parameter) in [
+        ("lowStock=maybe", "invalid-query-parameter", "lowStock"),
+        ("lowStok=true", "unknown-query-parameter", "lowStok"),
+        (
+            "lowStock=true&LOWSTOCK=false",
+            "duplicate-query-parameter",
+            "LOWSTOCK",
+        ),
+    ] {
+        let answer = http
+            .get(format!("{base}/api/Items?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400, "{query}");
+        let problem: Value = answer.json().await.unwrap();
+        assert_eq!(
+            problem["type"],
+            format!("urn:streamfold:problem:{slug}"),
+            "{query}"
+        );
+        assert_eq!(problem["parameter"], parameter, "{query}");
+    }
+    let (status, body) = {
+        let answer = http
+            .get(format!("{base}/api/GetItem/SKU-9"))
+            .send()
+            .await
+            .unwrap();
+        (answer.status(), answer.json::<Value>().await.unwrap())
+    };
+    assert_eq!((status.as_u16(), body["sequence"].as_u64()), (200, Some(1)));
+}
