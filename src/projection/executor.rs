@@ -1272,6 +1272,7 @@ mod tests {
     use crate::projection::guard::tests::{budget, event, stream, Balance, Racing};
     use crate::projection::IdempotencyKey;
     use crate::storage::MemoryStore;
+    use crate::stream::{EventStore, StoreDecorator};
 
     /// What the test domain refuses.
     #[derive(Debug)]
@@ -1615,7 +1616,11 @@ mod tests {
     }
 
     #[async_trait::async_trait]
-    impl crate::stream::EventStore for Gated {
+    impl StoreDecorator for Gated {
+        fn inner(&self) -> &dyn EventStore {
+            &self.inner
+        }
+
         async fn append(
             &self,
             stream: &StreamId,
@@ -1634,26 +1639,6 @@ mod tests {
                     .await?;
             }
             self.inner.append(stream, expected, events).await
-        }
-        async fn read(
-            &self,
-            stream: &StreamId,
-            request: ReadRequest,
-        ) -> std::result::Result<crate::stream::StreamSlice, StoreError> {
-            self.inner.read(stream, request).await
-        }
-        async fn version(&self, stream: &StreamId) -> std::result::Result<u64, StoreError> {
-            self.inner.version(stream).await
-        }
-        async fn list_streams(
-            &self,
-            entity_type: &crate::stream::EntityType,
-            continuation: Option<&str>,
-            page_size: usize,
-        ) -> std::result::Result<crate::stream::StreamPage, StoreError> {
-            self.inner
-                .list_streams(entity_type, continuation, page_size)
-                .await
         }
     }
 

@@ -266,7 +266,7 @@ pub(super) mod tests {
     use super::*;
     use crate::projection::ApplyError;
     use crate::storage::MemoryStore;
-    use crate::stream::{EventStore, ReadRequest, StreamPage, StreamSlice};
+    use crate::stream::{EventStore, StoreDecorator};
 
     /// State: a balance that must never go below zero; events `In`/`Out` with an amount.
     pub(crate) struct Balance;
@@ -332,7 +332,11 @@ pub(super) mod tests {
     }
 
     #[async_trait]
-    impl EventStore for Racing {
+    impl StoreDecorator for Racing {
+        fn inner(&self) -> &dyn EventStore {
+            &self.inner
+        }
+
         async fn append(
             &self,
             stream: &StreamId,
@@ -349,26 +353,6 @@ pub(super) mod tests {
                     .await?;
             }
             self.inner.append(stream, expected, events).await
-        }
-        async fn read(
-            &self,
-            stream: &StreamId,
-            request: ReadRequest,
-        ) -> Result<StreamSlice, StoreError> {
-            self.inner.read(stream, request).await
-        }
-        async fn version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-            self.inner.version(stream).await
-        }
-        async fn list_streams(
-            &self,
-            entity_type: &EntityType,
-            continuation: Option<&str>,
-            page_size: usize,
-        ) -> Result<StreamPage, StoreError> {
-            self.inner
-                .list_streams(entity_type, continuation, page_size)
-                .await
         }
     }
 

@@ -10,7 +10,8 @@ use super::*;
 use crate::projection::{ApplyError, DynProjection, Projection};
 use crate::storage::MemoryStore;
 use crate::stream::{
-    EntityType, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StreamId,
+    EntityType, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreDecorator,
+    StreamId,
 };
 use crate::testing::{CountingStore, EventCount};
 
@@ -351,15 +352,11 @@ struct GrowsDuringReplay {
 }
 
 #[async_trait]
-impl EventStore for GrowsDuringReplay {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<crate::stream::AppendOutcome, crate::stream::StoreError> {
-        self.inner.append(stream, expected, events).await
+impl StoreDecorator for GrowsDuringReplay {
+    fn inner(&self) -> &dyn EventStore {
+        self.inner.as_ref()
     }
+
     async fn read(
         &self,
         stream: &StreamId,
@@ -372,19 +369,6 @@ impl EventStore for GrowsDuringReplay {
             projector.project(&stream, slice.version + 2).await.unwrap();
         }
         Ok(slice)
-    }
-    async fn version(&self, stream: &StreamId) -> Result<u64, crate::stream::StoreError> {
-        self.inner.version(stream).await
-    }
-    async fn list_streams(
-        &self,
-        entity_type: &EntityType,
-        continuation: Option<&str>,
-        page_size: usize,
-    ) -> Result<crate::stream::StreamPage, crate::stream::StoreError> {
-        self.inner
-            .list_streams(entity_type, continuation, page_size)
-            .await
     }
 }
 

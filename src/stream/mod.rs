@@ -11,11 +11,15 @@
 //! [`NotificationSink`] (with the shape of a [`Notification`] and a [`PublishError`]; the
 //! Event Grid publisher that implements it is in `crate::notify`).
 //!
+//! A wrapper of an event store (counting, notifying, injecting faults) implements
+//! [`StoreDecorator`] and writes only the calls it changes.
+//!
 //! The helpers a backend uses to keep these contracts (checking an append, recognising a
 //! retried one, recorded times) are defined here too, and published apart, in
 //! `crate::backend`, for those who write an adapter.
 
 mod dead_letter;
+mod decorator;
 mod error;
 mod event;
 mod expected;
@@ -33,6 +37,7 @@ mod stored_state;
 mod turns;
 
 pub use dead_letter::{DeadLetter, DeadLetterPage, DeadLetterStore};
+pub use decorator::StoreDecorator;
 pub use error::StoreError;
 pub use event::{EventMetadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use expected::ExpectedVersion;
@@ -60,7 +65,7 @@ pub use store::{
 };
 // What only a backend needs; outside the crate, `crate::backend` names them.
 pub(crate) use store::{
-    append_time, check_key_continuation, check_new_events, earlier_append, recorded_time,
+    append_time, check_key_continuation, check_new_events, earlier_append, end_page, recorded_time,
     StoredEventId, TimeLine,
 };
 pub use stored_state::{FoldFailure, StoredState, MAX_FAILURE_REASON_CHARS};

@@ -1,15 +1,14 @@
 //! An event store wrapper that counts what is read through it, so a test can check what a
 //! projection run (or a whole HTTP request) costs in storage reads, whatever the backend.
 //!
-//! It forwards every call unchanged; counting is the only thing it adds.
+//! It forwards every call unchanged ([`StoreDecorator`]); counting is the only thing it adds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
 use crate::stream::{
-    AppendOutcome, EntityType, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent,
-    StoreError, StreamId, StreamPage, StreamSlice,
+    EventStore, ReadRequest, RecordedEvent, StoreDecorator, StoreError, StreamId, StreamSlice,
 };
 
 /// Wraps an [`EventStore`] and counts its reads.
@@ -55,14 +54,9 @@ impl<S: EventStore> CountingStore<S> {
 }
 
 #[async_trait]
-impl<S: EventStore> EventStore for CountingStore<S> {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, StoreError> {
-        self.inner.append(stream, expected, events).await
+impl<S: EventStore> StoreDecorator for CountingStore<S> {
+    fn inner(&self) -> &dyn EventStore {
+        &self.inner
     }
 
     async fn read(
@@ -73,10 +67,6 @@ impl<S: EventStore> EventStore for CountingStore<S> {
         let slice = self.inner.read(stream, request).await?;
         self.count(slice.events.len());
         Ok(slice)
-    }
-
-    async fn version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        self.inner.version(stream).await
     }
 
     async fn read_known(
@@ -98,28 +88,5 @@ impl<S: EventStore> EventStore for CountingStore<S> {
         let events = self.inner.read_stored(stream, request).await?;
         self.count(events.len());
         Ok(events)
-    }
-
-    async fn list_streams(
-        &self,
-        entity_type: &EntityType,
-        continuation: Option<&str>,
-        page_size: usize,
-    ) -> Result<StreamPage, StoreError> {
-        self.inner
-            .list_streams(entity_type, continuation, page_size)
-            .await
-    }
-
-    async fn erase(&self, stream: &StreamId) -> Result<crate::stream::Erasure, StoreError> {
-        self.inner.erase(stream).await
-    }
-
-    async fn is_erased(&self, stream: &StreamId) -> Result<bool, StoreError> {
-        self.inner.is_erased(stream).await
-    }
-
-    async fn verify(&self, stream: &StreamId) -> Result<Vec<String>, StoreError> {
-        self.inner.verify(stream).await
     }
 }

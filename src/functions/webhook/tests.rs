@@ -384,51 +384,11 @@ async fn a_storage_outage_answers_5xx_for_a_redelivery() {
     assert_eq!(invocation.status, 503, "{}", invocation.body);
 }
 
-/// Read-model rows in memory, counting the loads.
-#[derive(Default)]
-struct CountedRows {
-    rows: crate::readmodel::MemoryReadModelStore,
-    loads: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl crate::readmodel::ReadModelStore for CountedRows {
-    async fn load(
-        &self,
-        model: &str,
-        stream: &StreamId,
-    ) -> Result<Option<crate::readmodel::StoredCheckpoint>, crate::readmodel::ReadModelStoreError>
-    {
-        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.rows.load(model, stream).await
-    }
-    async fn save(
-        &self,
-        model: &str,
-        stream: &StreamId,
-        checkpoint: &crate::readmodel::Checkpoint,
-        condition: &crate::readmodel::SaveCondition,
-    ) -> Result<crate::readmodel::SaveOutcome, crate::readmodel::ReadModelStoreError> {
-        self.rows.save(model, stream, checkpoint, condition).await
-    }
-    async fn list(
-        &self,
-        model: &str,
-        entity_type: &EntityType,
-        continuation: Option<&str>,
-        page_size: usize,
-    ) -> Result<crate::readmodel::ReadModelPage, crate::readmodel::ReadModelStoreError> {
-        self.rows
-            .list(model, entity_type, continuation, page_size)
-            .await
-    }
-}
-
 #[tokio::test]
 async fn the_notifications_of_one_stream_are_applied_once_per_delivery() {
     let (app, stream, recorded) = app_with_stream(3).await;
     let other = append_one(&app, "B", "Happened", "{}").await;
-    let rows = Arc::new(CountedRows::default());
+    let rows = Arc::new(crate::readmodel::MemoryReadModelStore::new());
     let app = Arc::new(
         Arc::into_inner(app)
             .unwrap()
@@ -457,6 +417,6 @@ async fn the_notifications_of_one_stream_are_applied_once_per_delivery() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["processed"], 21);
     // One projector run per stream: one load of each stream's row.
-    assert_eq!(rows.loads.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(rows.loads(), 2);
     assert_eq!(count_row(&app, &stream).await, Some(3));
 }
