@@ -16,7 +16,8 @@
 //!   [`TimeLine`] when reading), at the precision [`TIME_PRECISION_NANOS`] ([`recorded_time`]),
 //!   and a read as of a time is a prefix of the stream;
 //! - listing pages: a continuation the backend could not have returned is refused
-//!   ([`check_key_continuation`], [`checked_page_size`] for read-model rows);
+//!   ([`check_key_continuation`], [`checked_page_size`] for read-model rows), and a page read
+//!   with one item more than asked for ends at the page size ([`end_page`]);
 //! - the outbox entry of an append is written atomically with its events, so every
 //!   acknowledged append is notified at least once.
 //!
@@ -26,7 +27,7 @@
 
 pub use crate::stream::read_model::checked_page_size;
 pub use crate::stream::store::{
-    append_time, check_key_continuation, check_new_events, earlier_append, recorded_time,
+    append_time, check_key_continuation, check_new_events, earlier_append, end_page, recorded_time,
     StoredEventId, TimeLine,
 };
 pub use crate::stream::TIME_PRECISION_NANOS;

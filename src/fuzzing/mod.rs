@@ -511,9 +511,9 @@ pub fn stream_key(data: &[u8]) {
 fn check_stream_keys(id: &StreamId) {
     // Table: one partition per stream, inside the listing range of its entity type.
     let partition = table::partition_key(id);
-    let prefix = table::stream_prefix(id.domain(), id.entity());
+    let prefix = table::stream_prefix(id.entity_type());
     assert!(partition.starts_with(&prefix));
-    assert!(partition < table::stream_prefix_end(id.domain(), id.entity()));
+    assert!(partition < table::stream_prefix_end(id.entity_type()));
     assert_eq!(
         partition.strip_prefix(&prefix),
         Some(id.instance()),
@@ -543,11 +543,7 @@ fn check_stream_keys(id: &StreamId) {
         Some(id.instance())
     );
     assert_eq!(
-        blob::instance_of_prefix(
-            &blob::entity_prefix(id.domain(), id.entity()),
-            &stream_prefix
-        )
-        .as_deref(),
+        blob::instance_of_prefix(&blob::entity_prefix(id.entity_type()), &stream_prefix).as_deref(),
         Some(id.instance())
     );
 }

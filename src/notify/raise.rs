@@ -6,10 +6,7 @@
 //! This sits above both [`super::notification`] (what a notification says) and
 //! [`super::schema`] (how it is written), since the size rule needs the encoders.
 
-use super::notification::{
-    notification_id, subject, Notification, NotificationData, NotificationKind, MAX_EVENT_BYTES,
-    NEW_ENTITY_SUFFIX, SOURCE_PREFIX,
-};
+use super::notification::{Notification, NotificationKind, MAX_EVENT_BYTES, NEW_ENTITY_SUFFIX};
 use super::schema::NotificationSchema;
 use crate::stream::{RecordedEvent, StreamId};
 
@@ -35,29 +32,17 @@ impl Notification {
             NotificationKind::DeletedEntity => super::notification::DELETED_ENTITY_SUFFIX,
             NotificationKind::NewEvent => event.event_type.as_str(),
         };
-        let notification = Self {
-            id: notification_id(stream, event.sequence, kind),
-            event_type: format!("{}.{}.{suffix}", stream.domain(), stream.entity()),
-            subject: subject(stream),
-            source: format!("{SOURCE_PREFIX}/{}/{}", stream.domain(), stream.entity()),
-            time: event.timestamp,
-            data: NotificationData {
-                notification_kind: kind,
-                domain: stream.domain().to_owned(),
-                entity: stream.entity().to_owned(),
-                instance: stream.instance().to_owned(),
-                instance_key: stream.instance().to_owned(),
-                sequence_number: event.sequence,
-                event_type: event.event_type.clone(),
-                event_id: event.event_id,
-                correlation_id: event.metadata.correlation_id.clone(),
-                causation_id: event.metadata.causation_id.clone(),
-                timestamp: event.timestamp,
-                payload: Some(event.data.clone()),
-                payload_too_large: false,
-                payload_ref: None,
-            },
-        };
+        let mut notification = Self::about(
+            kind,
+            stream,
+            event.sequence,
+            suffix,
+            (event.event_type.clone(), event.event_id),
+            event.timestamp,
+        );
+        notification.data.correlation_id = event.metadata.correlation_id.clone();
+        notification.data.causation_id = event.metadata.causation_id.clone();
+        notification.data.payload = Some(event.data.clone());
         if notification.fits() {
             notification
         } else {

@@ -121,39 +121,60 @@ pub struct Notification {
 }
 
 impl Notification {
-    /// The notification that `stream`, at `version`, was erased at `erased_at`: type
-    /// `{Domain}.{Entity}.DeletedEntity`, the id deterministic over the stream and version (a
-    /// retried erasure raises the same id), no payload (the events are gone).
-    pub fn deleted_entity(stream: &StreamId, version: u64, erased_at: OffsetDateTime) -> Self {
-        let kind = NotificationKind::DeletedEntity;
-        let id = notification_id(stream, version, kind);
+    /// The notification of `kind` about event `sequence` of `stream` (of type `event_type`,
+    /// id `event_id`, recorded at `time`), with the event's type ending the notification's
+    /// type as `suffix` and nothing else set: no correlation, causation or payload.
+    pub(crate) fn about(
+        kind: NotificationKind,
+        stream: &StreamId,
+        sequence: u64,
+        suffix: &str,
+        (event_type, event_id): (String, Uuid),
+        time: OffsetDateTime,
+    ) -> Self {
         Self {
-            id,
-            event_type: format!(
-                "{}.{}.{DELETED_ENTITY_SUFFIX}",
-                stream.domain(),
-                stream.entity()
-            ),
+            id: notification_id(stream, sequence, kind),
+            event_type: format!("{}.{}.{suffix}", stream.domain(), stream.entity()),
             subject: subject(stream),
             source: format!("{SOURCE_PREFIX}/{}/{}", stream.domain(), stream.entity()),
-            time: erased_at,
+            time,
             data: NotificationData {
                 notification_kind: kind,
                 domain: stream.domain().to_owned(),
                 entity: stream.entity().to_owned(),
                 instance: stream.instance().to_owned(),
                 instance_key: stream.instance().to_owned(),
-                sequence_number: version,
-                event_type: DELETED_ENTITY_SUFFIX.to_owned(),
-                event_id: id,
+                sequence_number: sequence,
+                event_type,
+                event_id,
                 correlation_id: None,
                 causation_id: None,
-                timestamp: erased_at,
+                timestamp: time,
                 payload: None,
                 payload_too_large: false,
                 payload_ref: None,
             },
         }
+    }
+
+    /// The notification that `stream`, at `version`, was erased at `erased_at`: type
+    /// `{Domain}.{Entity}.DeletedEntity`, the id deterministic over the stream and version (a
+    /// retried erasure raises the same id), no payload (the events are gone).
+    pub fn deleted_entity(stream: &StreamId, version: u64, erased_at: OffsetDateTime) -> Self {
+        let kind = NotificationKind::DeletedEntity;
+        // The event id is the notification's own (there is no event).
+        let event = (
+            DELETED_ENTITY_SUFFIX.to_owned(),
+            notification_id(stream, version, kind),
+        );
+        Self::about(
+            kind,
+            stream,
+            version,
+            DELETED_ENTITY_SUFFIX,
+            event,
+            erased_at,
+        )
     }
 
     /// Which notification this is.

@@ -374,6 +374,21 @@ pub fn check_key_continuation(continuation: Option<&str>) -> Result<(), StoreErr
     }
 }
 
+/// Ends a page of a listing read with one item more than `page_size` (the extra item only
+/// says that more follow): keeps the first `page_size` items, and answers the continuation, the
+/// key of the last item kept, when more follow (`None` on the last page).
+pub fn end_page<T>(
+    items: &mut Vec<T>,
+    page_size: usize,
+    key: impl FnOnce(&T) -> &str,
+) -> Option<String> {
+    if items.len() <= page_size {
+        return None;
+    }
+    items.truncate(page_size);
+    items.last().map(|item| key(item).to_owned())
+}
+
 /// Checks what every backend refuses before touching storage: an empty append, a bad event
 /// type, an event id used twice in one append.
 pub fn check_new_events(events: &[NewEvent]) -> Result<(), StoreError> {
@@ -444,4 +459,18 @@ pub fn earlier_append(
         stream: stream.to_string(),
         event_id: reused,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::end_page;
+
+    #[test]
+    fn a_page_ends_at_its_size_and_names_its_last_key_when_more_follow() {
+        let mut keys = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        assert_eq!(end_page(&mut keys, 2, String::as_str), Some("b".to_owned()));
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(end_page(&mut keys, 2, String::as_str), None);
+        assert_eq!(keys, ["a", "b"]);
+    }
 }

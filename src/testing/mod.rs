@@ -5,7 +5,8 @@
 //!   through it, so a test can check what a projection run or a request costs in reads;
 //! - [`EventCount`]: a projection that counts events, for tests of what folds;
 //! - [`MemorySink`]: a [`crate::notify::NotificationSink`] that keeps what is published and
-//!   can be told to fail or refuse, for tests of what publishes.
+//!   can be told to fail or refuse, for tests of what publishes; [`RacingSink`], one that
+//!   appends to a stream while it publishes;
 //!
 //! The in-memory backends (`crate::storage::memory`) are not doubles: they are a real backend
 //! for single-process runs, and stay in the API without this feature.
@@ -23,4 +24,6 @@ mod sink;
 pub use azure::RawClients;
 pub use counting::CountingStore;
 pub use event_count::EventCount;
-pub use sink::{MemorySink, MEMORY_SINK_ENDPOINT, MEMORY_SINK_REFUSAL};
+pub use sink::{
+    MemorySink, RacingSink, MEMORY_SINK_ENDPOINT, MEMORY_SINK_REFUSAL, RACING_EVENT_TYPE,
+};

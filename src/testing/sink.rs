@@ -1,14 +1,18 @@
 //! A [`NotificationSink`] that keeps what is published in memory and can be told to fail or
-//! refuse, so the callers' handling of each outcome of the sink's contract can be tested.
+//! refuse, so the callers' handling of each outcome of the sink's contract can be tested; and
+//! one that appends to a stream while it publishes ([`RacingSink`]), for the race between a
+//! dispatch and an append.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::notify::{Notification, NotificationSink, PublishError};
+use crate::stream::{EventStore, ExpectedVersion, NewEvent, StreamId};
 
 /// The endpoint name a [`MemorySink`] reports in its errors.
 pub const MEMORY_SINK_ENDPOINT: &str = "memory";
@@ -100,10 +104,68 @@ impl NotificationSink for MemorySink {
     }
 }
 
+/// A sink that appends to a stream while it publishes: before each of its first `races`
+/// publishes (`u32::MAX`: every one) it appends one event ([`RACING_EVENT_TYPE`], data `{}`)
+/// to `stream` through `store`, with no expectation, then hands the batch to its
+/// [`MemorySink`]. An append racing a dispatch, between the dispatch's read and its mark. A
+/// failed append fails the publish ([`PublishError::Unavailable`]).
+pub struct RacingSink {
+    memory: Arc<MemorySink>,
+    store: Arc<dyn EventStore>,
+    stream: StreamId,
+    races: AtomicU32,
+}
+
+/// The event type of what a [`RacingSink`] appends.
+pub const RACING_EVENT_TYPE: &str = "Raced";
+
+impl RacingSink {
+    /// Races the first `races` publishes (see the type's documentation).
+    pub fn new(store: Arc<dyn EventStore>, stream: StreamId, races: u32) -> Self {
+        Self {
+            memory: Arc::new(MemorySink::new()),
+            store,
+            stream,
+            races: AtomicU32::new(races),
+        }
+    }
+
+    /// The sink that keeps what was published.
+    pub fn memory(&self) -> &Arc<MemorySink> {
+        &self.memory
+    }
+}
+
+#[async_trait]
+impl NotificationSink for RacingSink {
+    async fn publish(&self, batch: &[Notification]) -> Result<(), PublishError> {
+        let race = self
+            .races
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if race {
+            let event = NewEvent::from_raw(RACING_EVENT_TYPE, empty_object());
+            self.store
+                .append(&self.stream, ExpectedVersion::Any, vec![event])
+                .await
+                .map_err(|e| PublishError::Unavailable {
+                    attempts: 1,
+                    last: e.to_string(),
+                    endpoint: MEMORY_SINK_ENDPOINT.into(),
+                    batch: 0..batch.len(),
+                })?;
+        }
+        self.memory.publish(batch).await
+    }
+}
+
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| unreachable!("{{}} is JSON"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[tokio::test]
     async fn memory_sink_records_and_fails_on_demand() {

@@ -17,7 +17,7 @@ use crate::storage::MemoryStore;
 use crate::stream::{
     EntityType, EventStore, ExpectedVersion, NewEvent, Outbox, PendingStream, StoreError, StreamId,
 };
-use crate::testing::MemorySink;
+use crate::testing::{MemorySink, RacingSink};
 use std::collections::BTreeMap;
 
 /// An outbox over a [`MemoryStore`]: pending = version past the mark; the token is the
@@ -139,19 +139,28 @@ fn setup_with_outbox(
     (store, outbox, dead_letters, dispatcher)
 }
 
+/// A memory sink, a dispatcher into it raising `raise`, and stream `1` holding `n` events.
+async fn with_stream(
+    raise: RaiseSwitches,
+    n: usize,
+) -> (Arc<MemorySink>, Arc<MemoryStore>, Arc<Dispatcher>, StreamId) {
+    let sink = Arc::new(MemorySink::new());
+    let (store, dispatcher) = setup(sink.clone(), raise);
+    let s = stream("1");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(n))
+        .await
+        .unwrap();
+    (sink, store, dispatcher, s)
+}
+
 fn ids(sink: &MemorySink) -> Vec<uuid::Uuid> {
     sink.published().iter().map(|n| n.id).collect()
 }
 
 #[tokio::test]
 async fn dispatch_publishes_then_marks_and_a_second_dispatch_publishes_nothing() {
-    let sink = Arc::new(MemorySink::new());
-    let (store, dispatcher) = setup(sink.clone(), RaiseSwitches::ALL);
-    let s = stream("1");
-    store
-        .append(&s, ExpectedVersion::NoStream, events(2))
-        .await
-        .unwrap();
+    let (sink, store, dispatcher, s) = with_stream(RaiseSwitches::ALL, 2).await;
     let outcome = dispatcher.dispatch(&s).await.unwrap();
     assert_eq!(
         outcome,
@@ -183,13 +192,7 @@ async fn dispatch_publishes_then_marks_and_a_second_dispatch_publishes_nothing()
 
 #[tokio::test]
 async fn a_failed_publish_marks_nothing() {
-    let sink = Arc::new(MemorySink::new());
-    let (store, dispatcher) = setup(sink.clone(), RaiseSwitches::ALL);
-    let s = stream("1");
-    store
-        .append(&s, ExpectedVersion::NoStream, events(1))
-        .await
-        .unwrap();
+    let (sink, _, dispatcher, s) = with_stream(RaiseSwitches::ALL, 1).await;
     sink.fail_next(1);
     let error = dispatcher.dispatch(&s).await.unwrap_err();
     assert!(error.is_sink_unavailable(), "{error}");
@@ -203,17 +206,11 @@ async fn a_failed_publish_marks_nothing() {
 
 #[tokio::test]
 async fn only_the_switched_on_kinds_are_raised() {
-    let sink = Arc::new(MemorySink::new());
     let only_new = RaiseSwitches {
         entity_creation: true,
         event: false,
     };
-    let (store, dispatcher) = setup(sink.clone(), only_new);
-    let s = stream("1");
-    store
-        .append(&s, ExpectedVersion::NoStream, events(3))
-        .await
-        .unwrap();
+    let (sink, store, dispatcher, s) = with_stream(only_new, 3).await;
     assert_eq!(dispatcher.dispatch(&s).await.unwrap().published, 1);
     store
         .append(&s, ExpectedVersion::Exact(3), events(1))
@@ -260,44 +257,12 @@ async fn long_pending_ranges_are_published_in_chunks() {
     assert_eq!(sequences, (1..=total as u64).collect::<Vec<_>>());
 }
 
-/// A sink that appends to the stream while it publishes (an append racing a dispatch).
-struct RacingSink {
-    inner: Arc<MemorySink>,
-    store: Arc<MemoryStore>,
-    stream: StreamId,
-    races: Mutex<usize>,
-}
-
-#[async_trait]
-impl NotificationSink for RacingSink {
-    async fn publish(&self, batch: &[super::super::Notification]) -> Result<(), PublishError> {
-        let race = {
-            let mut races = self.races.lock().unwrap();
-            let race = *races > 0;
-            *races = races.saturating_sub(1);
-            race
-        };
-        if race {
-            self.store
-                .append(&self.stream, ExpectedVersion::Any, events(1))
-                .await
-                .unwrap();
-        }
-        self.inner.publish(batch).await
-    }
-}
-
 #[tokio::test]
 async fn an_append_racing_a_dispatch_stays_pending() {
-    let memory = Arc::new(MemorySink::new());
     let store = Arc::new(MemoryStore::new());
     let s = stream("1");
-    let sink = Arc::new(RacingSink {
-        inner: memory.clone(),
-        store: store.clone(),
-        stream: s.clone(),
-        races: Mutex::new(1),
-    });
+    let sink = Arc::new(RacingSink::new(store.clone(), s.clone(), 1));
+    let memory = sink.memory().clone();
     let outbox = Arc::new(MemoryOutbox::new(store.clone()));
     let dispatcher = Dispatcher::new(
         "memory",

@@ -40,7 +40,7 @@ use super::ids::{
     Fingerprints, IdIndex, IdKnowledge, Watermark, FULL_ID_SET_MAX_EVENTS, INDEX_INTERVAL_EVENTS,
 };
 use super::record::{encode_append, AppendSpan};
-use super::tail::{Current, Segment, Tail};
+use super::tail::{Current, Tail};
 use super::view::StreamBlobs;
 use crate::storage::connection::DeliveryTracker;
 use crate::storage::contention::Contention;
@@ -414,18 +414,7 @@ async fn create_first_segment(blobs: &StreamBlobs<'_>, tail: &mut Tail) -> Resul
     {
         CreateResult::Created { etag } => {
             *tail = Tail {
-                current: Some(Current {
-                    segment: Segment {
-                        number: 0,
-                        base: 0,
-                        length: 0,
-                        first_sequence: 1,
-                    },
-                    committed_blocks: 0,
-                    refused_block: false,
-                    etag: Some(etag),
-                    hint_length: 0,
-                }),
+                current: Some(Current::empty(0, 0, 1, Some(etag))),
                 ids: IdKnowledge::of_empty_stream(),
                 ..Tail::default()
             };

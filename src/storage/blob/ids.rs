@@ -188,15 +188,7 @@ impl IdKnowledge {
             }
         }
         self.recent.push_back(entry);
-        if let Some(indexed) = self.indexed {
-            while self
-                .recent
-                .front()
-                .is_some_and(|first| first.sequence <= indexed.version)
-            {
-                self.recent.pop_front();
-            }
-        }
+        self.trim_indexed();
         while self.recent.len() > MAX_TRACKED_EVENTS {
             self.recent.pop_front();
         }

@@ -548,16 +548,15 @@ impl EventStore for BlobStore {
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<StreamPage, StoreError> {
-        let (domain, entity) = (entity_type.domain(), entity_type.entity());
         let api = self.api()?;
-        let prefix = naming::entity_prefix(domain, entity);
+        let prefix = naming::entity_prefix(entity_type);
         let page = api
             .list_directories(
                 &prefix,
                 naming::DELIMITER,
                 continuation,
                 page_size,
-                &format!("{domain}/{entity}"),
+                &entity_type.to_string(),
             )
             .await?;
         // An erased stream's directory may still be there while its erasure runs, next to

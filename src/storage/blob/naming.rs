@@ -13,7 +13,7 @@
 //! - instances are the virtual directories under `{domain}/{entity}/`, so listing that prefix
 //!   with the `/` delimiter yields one entry per stream.
 
-use crate::stream::{StreamId, MAX_INSTANCE_KEY_BYTES, MAX_NAME_LEN};
+use crate::stream::{EntityType, StreamId, MAX_INSTANCE_KEY_BYTES, MAX_NAME_LEN};
 
 /// The container streams live in unless the store is told otherwise.
 pub const DEFAULT_CONTAINER: &str = "streamfold";
@@ -92,7 +92,8 @@ pub fn unescape_instance(escaped: &str) -> Option<String> {
 }
 
 /// `{domain}/{entity}/`: the prefix under which every stream of an entity type lives.
-pub fn entity_prefix(domain: &str, entity: &str) -> String {
+pub fn entity_prefix(entity_type: &EntityType) -> String {
+    let (domain, entity) = (entity_type.domain(), entity_type.entity());
     format!("{domain}{SEPARATOR}{entity}{SEPARATOR}")
 }
 
@@ -100,7 +101,7 @@ pub fn entity_prefix(domain: &str, entity: &str) -> String {
 pub fn stream_prefix(stream: &StreamId) -> String {
     format!(
         "{}{}{SEPARATOR}",
-        entity_prefix(stream.domain(), stream.entity()),
+        entity_prefix(stream.entity_type()),
         escape_instance(stream.instance())
     )
 }
@@ -155,6 +156,8 @@ mod tests {
             segment_blob_name(&id("O'Brien 50% a+b"), 12),
             "Bank/Account/O%27Brien%2050%25%20a%2Bb/000012.jsonl"
         );
+        // The stored layout: every stream of an entity type lives under this prefix.
+        assert_eq!(entity_prefix(id("ACC-1").entity_type()), "Bank/Account/");
         assert_eq!(escape_instance("ünï"), "%C3%BCn%C3%AF");
         assert_eq!(escape_instance(".a.b."), "%2Ea.b%2E");
         assert_eq!(escape_instance(".."), "%2E%2E");

@@ -53,6 +53,25 @@ pub struct Current {
     pub hint_length: u64,
 }
 
+impl Current {
+    /// Segment `number`, just created and still empty: it starts at stream offset `base` and
+    /// with event `first_sequence`, and has the ETag `etag` when its creation answered one.
+    pub fn empty(number: u32, base: u64, first_sequence: u64, etag: Option<String>) -> Self {
+        Self {
+            segment: Segment {
+                number,
+                base,
+                length: 0,
+                first_sequence,
+            },
+            committed_blocks: 0,
+            refused_block: false,
+            etag,
+            hint_length: 0,
+        }
+    }
+}
+
 /// An event whose record lies in the window of known positions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Known {
@@ -207,18 +226,12 @@ impl Tail {
         };
         let old = current.segment;
         self.previous = Some(old);
-        self.current = Some(Current {
-            segment: Segment {
-                number: old.number + 1,
-                base: old.end(),
-                length: 0,
-                first_sequence,
-            },
-            committed_blocks: 0,
-            refused_block: false,
-            etag: None,
-            hint_length: 0,
-        });
+        self.current = Some(Current::empty(
+            old.number + 1,
+            old.end(),
+            first_sequence,
+            None,
+        ));
     }
 
     /// Forgets the events that have left the window.
@@ -266,18 +279,7 @@ mod tests {
     /// A tail holding appends of the given sizes, every record 10 bytes.
     fn tail_with(appends: &[usize]) -> (Tail, Vec<Vec<NewEvent>>) {
         let mut tail = Tail {
-            current: Some(Current {
-                segment: Segment {
-                    number: 0,
-                    base: 0,
-                    length: 0,
-                    first_sequence: 1,
-                },
-                committed_blocks: 0,
-                refused_block: false,
-                etag: None,
-                hint_length: 0,
-            }),
+            current: Some(Current::empty(0, 0, 1, None)),
             ..Tail::default()
         };
         let mut batches = Vec::new();

@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::stream::{
-    append_time, check_key_continuation, check_new_events, earlier_append, AppendOutcome, Clock,
-    EntityType, Erasure, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent,
+    append_time, check_key_continuation, check_new_events, earlier_append, end_page, AppendOutcome,
+    Clock, EntityType, Erasure, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent,
     StoreError, StoredEventId, StreamId, StreamPage, StreamSlice, TimeLine,
 };
 
@@ -179,19 +179,15 @@ impl EventStore for MemoryStore {
     ) -> Result<StreamPage, StoreError> {
         check_key_continuation(continuation)?;
         let streams = self.lock();
+        let page_size = page_size.max(1);
         let mut instances: Vec<String> = streams
             .iter()
             .filter(|(id, s)| id.entity_type() == entity_type && s.erased.is_none())
             .map(|(id, _)| id.instance().to_owned())
             .filter(|key| continuation.is_none_or(|after| key.as_str() > after))
-            .take(page_size.max(1) + 1)
+            .take(page_size + 1)
             .collect();
-        let continuation = if instances.len() > page_size.max(1) {
-            instances.pop();
-            instances.last().cloned()
-        } else {
-            None
-        };
+        let continuation = end_page(&mut instances, page_size, String::as_str);
         Ok(StreamPage {
             instances,
             continuation,

@@ -13,13 +13,13 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::stream::{
-    checked_page_size, Checkpoint, ETag, ReadModelPage, ReadModelRow, ReadModelStore,
+    checked_page_size, end_page, Checkpoint, ETag, ReadModelPage, ReadModelRow, ReadModelStore,
     SaveCondition, SaveOutcome, StoredCheckpoint,
 };
 use crate::stream::{EntityType, ReadModelStoreError, StreamId};
 
-/// (read model, domain, entity type) → instance key → row.
-type Rows = BTreeMap<(String, String, String), BTreeMap<InstanceKey, StoredCheckpoint>>;
+/// (read model, entity type) → instance key → row.
+type Rows = BTreeMap<(String, EntityType), BTreeMap<InstanceKey, StoredCheckpoint>>;
 
 /// An instance key, ordered by its UTF-16 code units, as Table storage orders row keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,13 +72,16 @@ impl MemoryReadModelStore {
     #[cfg(any(test, feature = "testing"))]
     pub fn overwrite(&self, model: &str, stream: &StreamId, checkpoint: Checkpoint) {
         let etag = self.new_etag();
-        self.lock().entry(key(model, stream)).or_default().insert(
-            InstanceKey::of(stream.instance()),
-            StoredCheckpoint {
-                checkpoint: checkpoint.as_row_of(model),
-                etag,
-            },
-        );
+        self.lock()
+            .entry(key(model, stream.entity_type()))
+            .or_default()
+            .insert(
+                InstanceKey::of(stream.instance()),
+                StoredCheckpoint {
+                    checkpoint: checkpoint.as_row_of(model),
+                    etag,
+                },
+            );
     }
 
     fn new_etag(&self) -> ETag {
@@ -94,12 +97,8 @@ impl MemoryReadModelStore {
     }
 }
 
-fn key(model: &str, stream: &StreamId) -> (String, String, String) {
-    (
-        model.to_owned(),
-        stream.domain().to_owned(),
-        stream.entity().to_owned(),
-    )
+fn key(model: &str, entity_type: &EntityType) -> (String, EntityType) {
+    (model.to_owned(), entity_type.clone())
 }
 
 #[async_trait]
@@ -112,7 +111,7 @@ impl ReadModelStore for MemoryReadModelStore {
         self.loads.fetch_add(1, Ordering::Relaxed);
         Ok(self
             .lock()
-            .get(&key(model, stream))
+            .get(&key(model, stream.entity_type()))
             .and_then(|rows| rows.get(&InstanceKey::of(stream.instance())))
             .cloned())
     }
@@ -126,7 +125,7 @@ impl ReadModelStore for MemoryReadModelStore {
     ) -> Result<SaveOutcome, ReadModelStoreError> {
         let etag = self.new_etag();
         let mut all = self.lock();
-        let rows = all.entry(key(model, stream)).or_default();
+        let rows = all.entry(key(model, stream.entity_type())).or_default();
         let instance = InstanceKey::of(stream.instance());
         let current = rows.get(&instance).map(|row| &row.etag);
         let holds = match (condition, current) {
@@ -155,11 +154,9 @@ impl ReadModelStore for MemoryReadModelStore {
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<ReadModelPage, ReadModelStoreError> {
-        let (domain, entity) = (entity_type.domain(), entity_type.entity());
         let page_size = checked_page_size(continuation, page_size)?;
-        let key = (model.to_owned(), domain.to_owned(), entity.to_owned());
         let all = self.lock();
-        let Some(rows) = all.get(&key) else {
+        let Some(rows) = all.get(&key(model, entity_type)) else {
             return Ok(ReadModelPage::default());
         };
         let lower = continuation.map_or(Bound::Unbounded, |after| {
@@ -173,17 +170,12 @@ impl ReadModelStore for MemoryReadModelStore {
                 checkpoint: row.checkpoint.clone(),
             })
             .collect();
-        let continuation = if rows.len() > page_size {
-            rows.truncate(page_size);
-            rows.last().map(|row| row.instance.clone())
-        } else {
-            None
-        };
+        let continuation = end_page(&mut rows, page_size, |row| &row.instance);
         Ok(ReadModelPage { rows, continuation })
     }
 
     async fn delete(&self, model: &str, stream: &StreamId) -> Result<(), ReadModelStoreError> {
-        if let Some(rows) = self.lock().get_mut(&key(model, stream)) {
+        if let Some(rows) = self.lock().get_mut(&key(model, stream.entity_type())) {
             rows.remove(&InstanceKey::of(stream.instance()));
         }
         Ok(())

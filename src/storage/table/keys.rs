@@ -15,7 +15,7 @@
 
 use uuid::Uuid;
 
-use crate::stream::StreamId;
+use crate::stream::{EntityType, StreamId};
 
 /// Joins domain, entity type and instance key into a PartitionKey.
 pub const KEY_SEPARATOR: char = '|';
@@ -45,13 +45,16 @@ pub fn partition_key(stream: &StreamId) -> String {
     )
 }
 
-/// The PartitionKey prefix shared by every stream of `domain` / `entity`.
-pub fn stream_prefix(domain: &str, entity: &str) -> String {
+/// The PartitionKey prefix shared by every stream of `entity_type`: `{domain}|{entity}|`.
+pub fn stream_prefix(entity_type: &EntityType) -> String {
+    let (domain, entity) = (entity_type.domain(), entity_type.entity());
     format!("{domain}{KEY_SEPARATOR}{entity}{KEY_SEPARATOR}")
 }
 
-/// The smallest PartitionKey above every key that starts with `stream_prefix(domain, entity)`.
-pub fn stream_prefix_end(domain: &str, entity: &str) -> String {
+/// The smallest PartitionKey above every key that starts with [`stream_prefix`]
+/// (`{domain}|{entity}}`).
+pub fn stream_prefix_end(entity_type: &EntityType) -> String {
+    let (domain, entity) = (entity_type.domain(), entity_type.entity());
     format!("{domain}{KEY_SEPARATOR}{entity}{KEY_SEPARATOR_SUCCESSOR}")
 }
 
@@ -103,8 +106,13 @@ mod tests {
     fn partition_keys_join_the_stream_id() {
         let id = StreamId::new("Bank", "Account", "O'Brien|x").unwrap();
         assert_eq!(partition_key(&id), "Bank|Account|O'Brien|x");
-        let prefix = stream_prefix("Bank", "Account");
-        let end = stream_prefix_end("Bank", "Account");
+        let prefix = stream_prefix(id.entity_type());
+        let end = stream_prefix_end(id.entity_type());
+        // The stored layout: these bytes are in every existing table.
+        assert_eq!(
+            (prefix.as_str(), end.as_str()),
+            ("Bank|Account|", "Bank|Account}")
+        );
         assert!(partition_key(&id).starts_with(&prefix));
         assert!(prefix < end && partition_key(&id) < end);
         // A longer entity name that extends "Account" sorts outside the range.

@@ -28,7 +28,7 @@ use super::entity;
 use super::event_row::EventRow;
 use super::keys;
 use crate::stream::{
-    check_key_continuation, EntityType, ReadRequest, RecordedEvent, StoreError, StreamId,
+    check_key_continuation, end_page, EntityType, ReadRequest, RecordedEvent, StoreError, StreamId,
     StreamPage, StreamSlice, TimeLine,
 };
 
@@ -289,11 +289,10 @@ pub async fn list_streams(
     continuation: Option<&str>,
     page_size: usize,
 ) -> Result<StreamPage, StoreError> {
-    let (domain, entity) = (entity_type.domain(), entity_type.entity());
     check_key_continuation(continuation)?;
     api.ensure_table().await?;
     let page_size = page_size.max(1);
-    let prefix = keys::stream_prefix(domain, entity);
+    let prefix = keys::stream_prefix(entity_type);
     let lower = match continuation {
         Some(after) => format!(
             "PartitionKey gt {}",
@@ -303,10 +302,10 @@ pub async fn list_streams(
     };
     let filter = format!(
         "{lower} and PartitionKey lt {} and RowKey eq {}",
-        keys::odata_string(&keys::stream_prefix_end(domain, entity)),
+        keys::odata_string(&keys::stream_prefix_end(entity_type)),
         keys::odata_string(keys::HEADER_ROW_KEY),
     );
-    let what = format!("the streams of {domain}/{entity}");
+    let what = format!("the streams of {entity_type}");
     let rows = api.query(filter, Some(page_size + 1), &what).await?;
     let mut instances = rows
         .iter()
@@ -321,12 +320,7 @@ pub async fn list_streams(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let continuation = if instances.len() > page_size {
-        instances.truncate(page_size);
-        instances.last().cloned()
-    } else {
-        None
-    };
+    let continuation = end_page(&mut instances, page_size, String::as_str);
     Ok(StreamPage {
         instances,
         continuation,

@@ -38,8 +38,8 @@ use super::entity::{
 use super::keys::{odata_string, KEY_SEPARATOR};
 use crate::storage::connection::StorageAccount;
 use crate::stream::{
-    checked_page_size, Checkpoint, ETag, FoldFailure, ReadModelPage, ReadModelRow, ReadModelStore,
-    SaveCondition, SaveOutcome, StoredCheckpoint, UNREADABLE_ROW_VERSION,
+    checked_page_size, end_page, Checkpoint, ETag, FoldFailure, ReadModelPage, ReadModelRow,
+    ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint, UNREADABLE_ROW_VERSION,
 };
 use crate::stream::{EntityType, ReadModelStoreError, StoreError, StreamId};
 
@@ -112,15 +112,16 @@ impl TableReadModelStore {
     }
 }
 
-/// The partition of every row of `model` for `domain` / `entity`.
-pub fn partition_key(model: &str, domain: &str, entity: &str) -> String {
-    [domain, entity, model].join(&KEY_SEPARATOR.to_string())
+/// The partition of every row of `model` for the streams of `entity_type`:
+/// `{domain}|{entity}|{model}`.
+pub fn partition_key(model: &str, entity_type: &EntityType) -> String {
+    [entity_type.domain(), entity_type.entity(), model].join(&KEY_SEPARATOR.to_string())
 }
 
-/// The OData filter of a listing page: the rows of `model` for `domain` / `entity` whose
-/// instance key sorts after `continuation` (every row of the partition when `None`).
-fn page_filter(model: &str, domain: &str, entity: &str, continuation: Option<&str>) -> String {
-    let partition = odata_string(&partition_key(model, domain, entity));
+/// The OData filter of a listing page: the rows of `model` for `entity_type` whose instance
+/// key sorts after `continuation` (every row of the partition when `None`).
+fn page_filter(model: &str, entity_type: &EntityType, continuation: Option<&str>) -> String {
+    let partition = odata_string(&partition_key(model, entity_type));
     match continuation {
         None => format!("{PARTITION_KEY} eq {partition}"),
         Some(after) => format!(
@@ -147,8 +148,8 @@ fn encode(
         bytes: text.len(),
         limit: MAX_ENTITY_BYTES - ROW_OVERHEAD_BYTES,
     };
-    let keys_bytes = 2
-        * (partition_key(model, stream.domain(), stream.entity()).len() + stream.instance().len());
+    let keys_bytes =
+        2 * (partition_key(model, stream.entity_type()).len() + stream.instance().len());
     let bytes = 2 * text.encode_utf16().count() + keys_bytes + ROW_OVERHEAD_BYTES;
     if bytes > MAX_ENTITY_BYTES {
         return Err(too_large());
@@ -220,7 +221,7 @@ impl ReadModelStore for TableReadModelStore {
     ) -> Result<Option<StoredCheckpoint>, ReadModelStoreError> {
         let api = self.api().await?;
         let what = describe(model, stream);
-        let partition = partition_key(model, stream.domain(), stream.entity());
+        let partition = partition_key(model, stream.entity_type());
         let Some(fetched) = api.get(&partition, stream.instance(), &what).await? else {
             return Ok(None);
         };
@@ -244,7 +245,7 @@ impl ReadModelStore for TableReadModelStore {
         let properties = encode(model, stream, checkpoint)?;
         let api = self.api().await?;
         let what = describe(model, stream);
-        let partition = partition_key(model, stream.domain(), stream.entity());
+        let partition = partition_key(model, stream.entity_type());
         let operation = match condition {
             SaveCondition::MustNotExist => {
                 Operation::Insert(with_keys(&partition, stream.instance(), &properties))
@@ -275,18 +276,20 @@ impl ReadModelStore for TableReadModelStore {
         continuation: Option<&str>,
         page_size: usize,
     ) -> Result<ReadModelPage, ReadModelStoreError> {
-        let (domain, entity) = (entity_type.domain(), entity_type.entity());
         let page_size = checked_page_size(continuation, page_size)?;
         let api = self.api().await?;
-        let what = format!("read model {model} of {domain}/{entity}");
-        let filter = page_filter(model, domain, entity, continuation);
+        let what = format!("read model {model} of {entity_type}");
+        let filter = page_filter(model, entity_type, continuation);
         let mut entities = api
             .query(filter, Some(page_size.saturating_add(1)), &what)
             .await?;
-        let more = entities.len() > page_size;
-        entities.truncate(page_size);
+        // The last key read, not the last row returned: an unreadable row left out at the end
+        // of a page must not end the listing or be read again. (A row without a key fails
+        // the listing below.)
+        let continuation = end_page(&mut entities, page_size, |row| {
+            get_str(row, ROW_KEY).unwrap_or_default()
+        });
         let mut rows = Vec::with_capacity(entities.len());
-        let mut last = None;
         for entity_row in &entities {
             let instance = get_str(entity_row, ROW_KEY)
                 .map_err(|detail| StoreError::Corrupt {
@@ -294,7 +297,6 @@ impl ReadModelStore for TableReadModelStore {
                     detail,
                 })?
                 .to_owned();
-            last = Some(instance.clone());
             match decode(model, entity_row) {
                 Ok(checkpoint) => rows.push(ReadModelRow {
                     instance,
@@ -302,24 +304,21 @@ impl ReadModelStore for TableReadModelStore {
                 }),
                 Err(reason) => tracing::warn!(
                     model,
-                    domain,
-                    entity,
+                    domain = entity_type.domain(),
+                    entity = entity_type.entity(),
                     instance,
                     reason,
                     "read model row cannot be read; left out of the listing until it is recomputed"
                 ),
             }
         }
-        // The last key read, not the last row returned: an unreadable row left out at the end
-        // of a page must not end the listing or be read again.
-        let continuation = if more { last } else { None };
         Ok(ReadModelPage { rows, continuation })
     }
 
     async fn delete(&self, model: &str, stream: &StreamId) -> Result<(), ReadModelStoreError> {
         let api = self.api().await?;
         let what = describe(model, stream);
-        let partition = partition_key(model, stream.domain(), stream.entity());
+        let partition = partition_key(model, stream.entity_type());
         let operation = Operation::Delete {
             row_key: stream.instance().to_owned(),
             if_match: IfMatchCondition::Any,
@@ -341,6 +340,8 @@ mod tests {
     use super::entity::{data_property, MAX_DATA_CHUNKS};
     use super::*;
     use serde_json::Value;
+
+    const ACCOUNTS: EntityType = EntityType::from_static("Bank", "Account");
 
     fn checkpoint(state: &str) -> Checkpoint {
         Checkpoint {
@@ -389,7 +390,7 @@ mod tests {
             assert_eq!(decode("account", &properties).unwrap(), checkpoint(state));
         }
         assert_eq!(
-            partition_key("account", "Bank", "Account"),
+            partition_key("account", &EntityType::from_static("Bank", "Account")),
             "Bank|Account|account"
         );
     }
@@ -411,11 +412,11 @@ mod tests {
     #[test]
     fn page_filters_stay_in_the_partition_and_escape_the_continuation() {
         assert_eq!(
-            page_filter("account", "Bank", "Account", None),
+            page_filter("account", &ACCOUNTS, None),
             "PartitionKey eq 'Bank|Account|account'"
         );
         assert_eq!(
-            page_filter("account", "Bank", "Account", Some("O'Brien")),
+            page_filter("account", &ACCOUNTS, Some("O'Brien")),
             "PartitionKey eq 'Bank|Account|account' and RowKey gt 'O''Brien'"
         );
     }
