@@ -313,12 +313,12 @@ impl From<ReadModelError> for Problem {
             )
             .with("sequence", sequence)
             .with("version", version),
-            ReadModelError::StateTooLarge {
+            ReadModelError::StateTooLarge(crate::stream::StateTooLarge {
                 model,
                 bytes,
                 limit,
                 ..
-            } => {
+            }) => {
                 tracing::error!(error = %detail, "read model state too large");
                 Problem::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -1349,24 +1349,23 @@ mod tests {
         assert_eq!(executed.events[0].sequence, 21);
     }
 
+    /// The attempts after which a deposit under `budget` gave up on contention.
+    async fn attempts_until_contention(runner: &ProjectionRunner, budget: ConflictBudget) -> u32 {
+        let executor = CommandExecutor::new(runner, &Balance, CommandPolicy::new(budget));
+        match executor
+            .execute(&stream(), CommandOptions::default(), deposit(5))
+            .await
+        {
+            Err(TestError::Failed(ExecuteError::Contention { attempts, .. })) => attempts,
+            other => panic!("not contention: {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn contention_past_the_budget_writes_nothing() {
         let store = racing(u32::MAX);
         let runner = ProjectionRunner::new(store.clone());
-        let executor = CommandExecutor::new(&runner, &Balance, CommandPolicy::new(budget()));
-        let result = executor
-            .execute(&stream(), CommandOptions::default(), deposit(5))
-            .await;
-        assert!(
-            matches!(
-                result,
-                Err(TestError::Failed(ExecuteError::Contention {
-                    attempts: 3,
-                    ..
-                }))
-            ),
-            "{result:?}"
-        );
+        assert_eq!(attempts_until_contention(&runner, budget()).await, 3);
         assert_eq!(version(&runner).await, 3, "only the competitors' events");
 
         // A deadline already past allows no second attempt.
@@ -1376,20 +1375,7 @@ mod tests {
             first_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(1),
         };
-        let executor = CommandExecutor::new(&runner, &Balance, CommandPolicy::new(no_time));
-        let result = executor
-            .execute(&stream(), CommandOptions::default(), deposit(5))
-            .await;
-        assert!(
-            matches!(
-                result,
-                Err(TestError::Failed(ExecuteError::Contention {
-                    attempts: 1,
-                    ..
-                }))
-            ),
-            "{result:?}"
-        );
+        assert_eq!(attempts_until_contention(&runner, no_time).await, 1);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! stream) or fix something (a state too large to store, an event the projection refuses).
 
 use crate::projection::ProjectionError;
-use crate::stream::{KeyError, ReadModelStoreError, StoreError};
+use crate::stream::{KeyError, ReadModelStoreError, StateTooLarge, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -37,15 +37,8 @@ pub enum ReadModelError {
     },
 
     /// The state is larger than one row can hold.
-    #[error(
-        "read model {model} of {stream}: the state is {bytes} bytes; a row holds at most {limit}"
-    )]
-    StateTooLarge {
-        model: String,
-        stream: String,
-        bytes: usize,
-        limit: usize,
-    },
+    #[error(transparent)]
+    StateTooLarge(#[from] StateTooLarge),
 
     /// A domain, entity type or instance key (from a notification, say) is not valid.
     #[error(transparent)]
@@ -58,17 +51,7 @@ impl From<ReadModelStoreError> for ReadModelError {
         match error {
             ReadModelStoreError::Store(e) => Self::Store(e),
             ReadModelStoreError::InvalidKey(e) => Self::InvalidKey(e),
-            ReadModelStoreError::StateTooLarge {
-                model,
-                stream,
-                bytes,
-                limit,
-            } => Self::StateTooLarge {
-                model,
-                stream,
-                bytes,
-                limit,
-            },
+            ReadModelStoreError::StateTooLarge(e) => Self::StateTooLarge(e),
         }
     }
 }
@@ -94,8 +77,31 @@ impl ReadModelError {
             Self::Projection(ProjectionError::Store(e)) | Self::Store(e) => {
                 matches!(e, StoreError::Corrupt { .. } | StoreError::InvalidKey(_))
             }
-            Self::Projection(_) | Self::InvalidKey(_) | Self::StateTooLarge { .. } => true,
+            Self::Projection(_) | Self::InvalidKey(_) | Self::StateTooLarge(_) => true,
             Self::Contention { .. } | Self::AheadOfStream { .. } => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_too_large_for_its_row_is_the_same_error_in_both_layers_and_permanent() {
+        let too_large = StateTooLarge {
+            model: "account".into(),
+            stream: "Bank/Account/1".into(),
+            bytes: 2_000_000,
+            limit: 1_040_384,
+        };
+        let text = "read model account of Bank/Account/1: the state is 2000000 bytes; a row \
+                    holds at most 1040384";
+        let store = ReadModelStoreError::from(too_large.clone());
+        assert_eq!(store.to_string(), text);
+        let error = ReadModelError::from(store);
+        assert_eq!(error.to_string(), text);
+        assert!(matches!(&error, ReadModelError::StateTooLarge(e) if *e == too_large));
+        assert!(error.is_permanent() && !error.is_transient());
     }
 }

@@ -43,8 +43,8 @@ mod rebuild;
 pub use crate::storage::{MemoryReadModelStore, TableReadModelStore, DEFAULT_READ_MODEL_TABLE};
 pub use crate::stream::{
     Checkpoint, ETag, FoldFailure, ReadModelPage, ReadModelRow, ReadModelStore,
-    ReadModelStoreError, SaveCondition, SaveOutcome, StoredCheckpoint, MAX_FAILURE_REASON_CHARS,
-    UNREADABLE_ROW_VERSION,
+    ReadModelStoreError, SaveCondition, SaveOutcome, StateTooLarge, StoredCheckpoint,
+    MAX_FAILURE_REASON_CHARS, UNREADABLE_ROW_VERSION,
 };
 pub use cache::{CheckpointCache, MAX_CACHED_CHECKPOINTS};
 pub use error::ReadModelError;

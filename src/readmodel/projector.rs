@@ -92,6 +92,22 @@ pub struct ProjectOutcome {
     pub failed: Option<FoldFailure>,
 }
 
+impl ProjectOutcome {
+    /// Nothing written: the row of `model` stays at `at` (after `attempts` attempts), marked
+    /// `failed` when the projection refused an event of the stream.
+    fn unchanged(model: &str, at: u64, attempts: u32, failed: Option<FoldFailure>) -> Self {
+        Self {
+            model: model.to_owned(),
+            before: at,
+            after: at,
+            applied: 0,
+            duplicate: true,
+            attempts,
+            failed,
+        }
+    }
+}
+
 /// Keeps the read models of one domain / entity type up to date.
 #[derive(Clone)]
 pub struct ReadModelProjector {
@@ -169,15 +185,8 @@ impl ReadModelProjector {
             match (known, notified) {
                 (Some(sequence), Some(n)) if sequence >= n => {
                     // This process saw the row at `sequence` or later: nothing to read.
-                    outcomes[index] = Some(ProjectOutcome {
-                        model: model.name().to_owned(),
-                        before: sequence,
-                        after: sequence,
-                        applied: 0,
-                        duplicate: true,
-                        attempts: 0,
-                        failed: None,
-                    });
+                    outcomes[index] =
+                        Some(ProjectOutcome::unchanged(model.name(), sequence, 0, None));
                 }
                 _ => pending.push(index),
             }
@@ -304,15 +313,12 @@ impl ReadModelProjector {
                 .and_then(|row| row.checkpoint.failure.clone())
             {
                 // Refused for good (events never change): nothing to read or write.
-                outcomes[index] = Some(ProjectOutcome {
-                    model: model.name().to_owned(),
+                outcomes[index] = Some(ProjectOutcome::unchanged(
+                    model.name(),
                     before,
-                    after: before,
-                    applied: 0,
-                    duplicate: true,
-                    attempts: attempt,
-                    failed: Some(failure),
-                });
+                    attempt,
+                    Some(failure),
+                ));
                 continue;
             }
             rows.push((index, loaded));
@@ -334,15 +340,12 @@ impl ReadModelProjector {
             }
             let start = lane.start();
             if start > 0 && notified.is_some_and(|n| start >= n) {
-                outcomes[index] = Some(ProjectOutcome {
-                    model: model.name().to_owned(),
-                    before: start,
-                    after: start,
-                    applied: 0,
-                    duplicate: true,
-                    attempts: attempt,
-                    failed: None,
-                });
+                outcomes[index] = Some(ProjectOutcome::unchanged(
+                    model.name(),
+                    start,
+                    attempt,
+                    None,
+                ));
                 continue;
             }
             lanes.push(lane);
@@ -397,15 +400,12 @@ impl ReadModelProjector {
             if applied == 0 && (lane.start() > 0 || version == 0) {
                 // Nothing new: the row is at the end of the stream (a catch-up), or there is
                 // no stream at all.
-                outcomes[index] = Some(ProjectOutcome {
-                    model: model.name().to_owned(),
+                outcomes[index] = Some(ProjectOutcome::unchanged(
+                    model.name(),
                     before,
-                    after: before,
-                    applied: 0,
-                    duplicate: true,
-                    attempts: attempt,
-                    failed: None,
-                });
+                    attempt,
+                    None,
+                ));
                 continue;
             }
             let stored = lane.to_stored().map_err(|source| ProjectionError::State {

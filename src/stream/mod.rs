@@ -54,7 +54,7 @@ pub use publish_error::PublishError;
 pub(crate) use read_model::checked_page_size;
 pub use read_model::{
     Checkpoint, ETag, ReadModelPage, ReadModelRow, ReadModelStore, ReadModelStoreError,
-    SaveCondition, SaveOutcome, StoredCheckpoint, UNREADABLE_ROW_VERSION,
+    SaveCondition, SaveOutcome, StateTooLarge, StoredCheckpoint, UNREADABLE_ROW_VERSION,
 };
 pub use sink::NotificationSink;
 pub use snapshot::{Snapshot, SnapshotStore};

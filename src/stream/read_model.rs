@@ -32,19 +32,23 @@ pub enum ReadModelStoreError {
     Store(#[from] StoreError),
 
     /// The state is larger than one row can hold.
-    #[error(
-        "read model {model} of {stream}: the state is {bytes} bytes; a row holds at most {limit}"
-    )]
-    StateTooLarge {
-        model: String,
-        stream: String,
-        bytes: usize,
-        limit: usize,
-    },
+    #[error(transparent)]
+    StateTooLarge(#[from] StateTooLarge),
 
     /// A domain, entity type, instance key or continuation is not valid.
     #[error(transparent)]
     InvalidKey(#[from] KeyError),
+}
+
+/// A read model's state that is larger than one row can hold (both the store's error and the
+/// read-model layer's carry it as it is).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("read model {model} of {stream}: the state is {bytes} bytes; a row holds at most {limit}")]
+pub struct StateTooLarge {
+    pub model: String,
+    pub stream: String,
+    pub bytes: usize,
+    pub limit: usize,
 }
 
 /// A read model's row for one stream: its state and where in the stream it stands (the one

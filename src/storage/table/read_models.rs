@@ -41,7 +41,7 @@ use crate::stream::{
     checked_page_size, end_page, Checkpoint, ETag, FoldFailure, ReadModelPage, ReadModelRow,
     ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint, UNREADABLE_ROW_VERSION,
 };
-use crate::stream::{EntityType, ReadModelStoreError, StoreError, StreamId};
+use crate::stream::{EntityType, ReadModelStoreError, StateTooLarge, StoreError, StreamId};
 
 /// The table that holds read-model rows.
 pub const DEFAULT_READ_MODEL_TABLE: &str = "streamfoldreadmodels";
@@ -142,11 +142,13 @@ fn encode(
     checkpoint: &Checkpoint,
 ) -> Result<Properties, ReadModelStoreError> {
     let text = checkpoint.state.get();
-    let too_large = || ReadModelStoreError::StateTooLarge {
-        model: model.to_owned(),
-        stream: stream.to_string(),
-        bytes: text.len(),
-        limit: MAX_ENTITY_BYTES - ROW_OVERHEAD_BYTES,
+    let too_large = || {
+        ReadModelStoreError::from(StateTooLarge {
+            model: model.to_owned(),
+            stream: stream.to_string(),
+            bytes: text.len(),
+            limit: MAX_ENTITY_BYTES - ROW_OVERHEAD_BYTES,
+        })
     };
     let keys_bytes =
         2 * (partition_key(model, stream.entity_type()).len() + stream.instance().len());
@@ -401,7 +403,7 @@ mod tests {
         let huge = format!("\"{}\"", "x".repeat(MAX_ENTITY_BYTES));
         assert!(matches!(
             encode("account", &stream, &checkpoint(&huge)),
-            Err(ReadModelStoreError::StateTooLarge { .. })
+            Err(ReadModelStoreError::StateTooLarge(_))
         ));
         let mut properties = encode("account", &stream, &checkpoint("[1,2]")).unwrap();
         properties.insert(data_property(0), Value::String("[1,".into()));
