@@ -1318,6 +1318,16 @@ mod tests {
         })
     }
 
+    /// A runner over a memory store whose stream holds one deposit of `amount`.
+    async fn funded(amount: i64) -> ProjectionRunner {
+        let runner = ProjectionRunner::new(Arc::new(MemoryStore::new()));
+        CommandExecutor::new(&runner, &Balance, CommandPolicy::new(budget()))
+            .execute(&stream(), CommandOptions::default(), deposit(amount))
+            .await
+            .unwrap();
+        runner
+    }
+
     async fn version(runner: &ProjectionRunner) -> u64 {
         runner.store().version(&stream()).await.unwrap()
     }
@@ -1399,13 +1409,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_keyed_command_lands_once_and_its_retries_answer_the_first_answer() {
-        let runner = ProjectionRunner::new(Arc::new(MemoryStore::new()));
+        let runner = funded(100).await;
         let executor = CommandExecutor::new(&runner, &Balance, CommandPolicy::new(budget()));
         let s = stream();
-        executor
-            .execute(&s, CommandOptions::default(), deposit(100))
-            .await
-            .unwrap();
         let first = executor
             .execute(&s, keyed("w-1", "withdraw 60"), withdraw(60))
             .await
@@ -1457,13 +1463,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_refusal_writes_nothing_and_leaves_the_key_unused() {
-        let runner = ProjectionRunner::new(Arc::new(MemoryStore::new()));
+        let runner = funded(10).await;
         let executor = CommandExecutor::new(&runner, &Balance, CommandPolicy::new(budget()));
         let s = stream();
-        executor
-            .execute(&s, CommandOptions::default(), deposit(10))
-            .await
-            .unwrap();
         let refused = executor
             .execute(&s, keyed("w-2", "withdraw 50"), withdraw(50))
             .await;
@@ -1490,13 +1492,9 @@ mod tests {
     /// first attempt's events by reading the stream.
     #[tokio::test]
     async fn a_retry_deciding_another_number_of_events_still_answers_the_first() {
-        let runner = ProjectionRunner::new(Arc::new(MemoryStore::new()));
+        let runner = funded(3).await;
         let executor = CommandExecutor::new(&runner, &Balance, CommandPolicy::new(budget()));
         let s = stream();
-        executor
-            .execute(&s, CommandOptions::default(), deposit(3))
-            .await
-            .unwrap();
         let first = executor
             .execute(&s, keyed("split", "pay 2 twice"), |_: &i64, _| {
                 Ok::<_, TestError>(vec![event("Out", 1), event("Out", 1)])
