@@ -103,6 +103,11 @@ impl Account {
         self.balance < Decimal::ZERO
     }
 
+    /// The balance with `amount` added, when it is within range.
+    fn credited(&self, amount: Decimal) -> Result<Decimal, Refusal> {
+        self.balance.checked_add(amount).ok_or(Refusal::OutOfRange)
+    }
+
     fn must_be_open(&self) -> Result<(), Refusal> {
         match self.status {
             Status::NotOpened => Err(Refusal::NotOpened),
@@ -174,16 +179,16 @@ impl Account {
                 next.status = Status::Open;
                 next.overdraft_limit = limit;
             }
-            AccountEvent::Deposited(e) => {
-                let amount = check_amount("amount", e.amount, Sign::Positive)?;
+            // Money in and out: a transfer's leg is decided as a deposit or a withdrawal is.
+            AccountEvent::Deposited(MoneyMoved { amount })
+            | AccountEvent::TransferredIn(MoneyTransferred { amount, .. }) => {
+                let amount = check_amount("amount", *amount, Sign::Positive)?;
                 self.deposit(amount)?;
-                next.balance = self
-                    .balance
-                    .checked_add(amount)
-                    .ok_or(Refusal::OutOfRange)?;
+                next.balance = self.credited(amount)?;
             }
-            AccountEvent::Withdrawn(e) => {
-                let amount = check_amount("amount", e.amount, Sign::Positive)?;
+            AccountEvent::Withdrawn(MoneyMoved { amount })
+            | AccountEvent::TransferredOut(MoneyTransferred { amount, .. }) => {
+                let amount = check_amount("amount", *amount, Sign::Positive)?;
                 self.withdraw(amount)?;
                 next.balance = self
                     .balance
@@ -199,31 +204,12 @@ impl Account {
                 self.close()?;
                 next.status = Status::Closed;
             }
-            AccountEvent::TransferredOut(e) => {
-                let amount = check_amount("amount", e.amount, Sign::Positive)?;
-                self.withdraw(amount)?;
-                next.balance = self
-                    .balance
-                    .checked_sub(amount)
-                    .ok_or(Refusal::OutOfRange)?;
-            }
-            AccountEvent::TransferredIn(e) => {
-                let amount = check_amount("amount", e.amount, Sign::Positive)?;
-                self.deposit(amount)?;
-                next.balance = self
-                    .balance
-                    .checked_add(amount)
-                    .ok_or(Refusal::OutOfRange)?;
-            }
             AccountEvent::TransferRefunded(e) => {
                 let amount = check_amount("amount", e.amount, Sign::Positive)?;
                 if self.status == Status::NotOpened {
                     return Err(Refusal::NotOpened);
                 }
-                next.balance = self
-                    .balance
-                    .checked_add(amount)
-                    .ok_or(Refusal::OutOfRange)?;
+                next.balance = self.credited(amount)?;
             }
             AccountEvent::InterestAccrued(e) => {
                 self.must_be_open()?;
@@ -256,10 +242,7 @@ impl Account {
                         e.accrued, amount, e.amount
                     )));
                 }
-                let balance = self
-                    .balance
-                    .checked_add(amount)
-                    .ok_or(Refusal::OutOfRange)?;
+                let balance = self.credited(amount)?;
                 if amount < Decimal::ZERO {
                     let available = self.available().ok_or(Refusal::OutOfRange)?;
                     if available
@@ -325,15 +308,17 @@ impl Projection for AccountProjection {
     }
 }
 
+/// Fixtures of the bank's unit tests.
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn dec(s: &str) -> Decimal {
+    pub(crate) fn dec(s: &str) -> Decimal {
         s.parse().unwrap()
     }
 
-    fn open(balance: &str, limit: &str) -> Account {
+    /// An open account with `balance` and overdraft `limit`.
+    pub(crate) fn open(balance: &str, limit: &str) -> Account {
         Account {
             status: Status::Open,
             balance: dec(balance),

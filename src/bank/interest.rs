@@ -31,6 +31,7 @@ use std::sync::OnceLock;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Deserializer, Serializer};
 use streamfold::config::ConfigError;
+use streamfold::functions::CommandContext;
 use streamfold::projection::{AsOf, CommandExecutor, CommandOptions};
 use time::{Date, OffsetDateTime};
 
@@ -39,7 +40,6 @@ use super::events::{AccountEvent, InterestAccrued, InterestPaid, OverdraftLimitS
 use super::money::{format_money, CURRENCY_DECIMALS};
 use super::service::{to_new_event, AccountView, Bank, BankError};
 use super::ACCOUNTS;
-use streamfold::functions::CommandContext;
 
 /// Places of accrued interest.
 pub const INTEREST_DECIMALS: u32 = 6;
@@ -534,11 +534,8 @@ fn pay_events(
 
 #[cfg(test)]
 mod tests {
+    use super::super::account::tests::{dec, open};
     use super::*;
-
-    fn dec(s: &str) -> Decimal {
-        s.parse().unwrap()
-    }
 
     #[test]
     fn one_day_is_a_365th_of_the_annual_rate_rounded_half_to_even() {
@@ -593,15 +590,6 @@ mod tests {
         }
         assert_eq!(set.for_balance(dec("-0.01")), dec("0"));
         assert_eq!(set.for_balance(dec("0")), dec("2.25"));
-    }
-
-    fn open(balance: &str, limit: &str) -> Account {
-        Account {
-            status: Status::Open,
-            balance: dec(balance),
-            overdraft_limit: dec(limit),
-            ..Account::default()
-        }
     }
 
     fn accrued(day: &str, balance: &str, rate: &str) -> AccountEvent {

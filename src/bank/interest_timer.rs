@@ -26,6 +26,7 @@
 
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
+use streamfold::functions::CommandContext;
 use streamfold::projection::decode_data;
 use streamfold::stream::{
     EntityType, ExpectedVersion, NewEvent, ReadRequest, StoreError, StreamId,
@@ -36,7 +37,6 @@ use super::account::Refusal;
 use super::interest::{format_day, InterestRates};
 use super::service::{Bank, BankError};
 use super::{ACCOUNTS, DOMAIN, SOURCE};
-use streamfold::functions::CommandContext;
 
 /// The timer function (its folder name, and the path the host posts to).
 pub const TIMER_FUNCTION: &str = "AccrueInterestTimer";

@@ -38,6 +38,7 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use streamfold::functions::CommandContext;
 use streamfold::projection::{AsOf, CommandExecutor, CommandOptions, Idempotency, IdempotencyKey};
 use streamfold::stream::{
     EntityType, EventMetadata, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StoreError,
@@ -49,7 +50,6 @@ use super::account::{Account, AccountProjection, Refusal, Status};
 use super::events::{AccountEvent, MoneyTransferred, TransferRefunded};
 use super::service::{to_new_event, Bank, BankError};
 use super::{DOMAIN, SOURCE};
-use streamfold::functions::CommandContext;
 
 /// Entity type of the transfer streams.
 pub const TRANSFER_ENTITY: &str = "Transfer";

@@ -640,6 +640,11 @@ mod tests {
         Arc::new(App::in_memory(Settings::from_pairs(Vec::new()).unwrap()))
     }
 
+    /// The JSON answer to `request`.
+    async fn json_of<T: DeserializeOwned>(request: reqwest::RequestBuilder) -> T {
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
     async fn serve(functions: Functions) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -655,12 +660,8 @@ mod tests {
     #[tokio::test]
     async fn the_library_serves_only_its_own_document() {
         let base = serve(crate::functions::routes(app())).await;
-        let served: Value = reqwest::get(format!("{base}/api/openapi.json"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let served: Value =
+            json_of(reqwest::Client::new().get(format!("{base}/api/openapi.json"))).await;
         let paths = served["paths"].as_object().unwrap();
         assert!(paths.contains_key("/api/streams/{domain}/{entity}/{instance}"));
         assert!(
@@ -701,15 +702,11 @@ mod tests {
         ));
         let base = serve(functions).await;
         let http = reqwest::Client::new();
-        let answer: Value = http
-            .post(format!("{base}/api/things/a%20b/ADD?dry=yes"))
-            .body(r#"{"n": 7}"#)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer: Value = json_of(
+            http.post(format!("{base}/api/things/a%20b/ADD?dry=yes"))
+                .body(r#"{"n": 7}"#),
+        )
+        .await;
         assert_eq!(
             answer,
             serde_json::json!({"key": "a b", "n": 7, "dry": "yes"})
@@ -726,14 +723,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(wrong.status(), 405);
-        let document: Value = http
-            .get(format!("{base}/api/openapi.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let document: Value = json_of(http.get(format!("{base}/api/openapi.json"))).await;
         assert!(document["paths"]["/api/Things/{key}/add"].is_object());
         assert!(document["paths"]["/api/streams/{domain}/{entity}"].is_object());
         assert!(document["components"]["schemas"]["Thing"].is_object());
@@ -831,16 +821,12 @@ mod tests {
             assert_eq!(answer.text().await.unwrap(), rest, "{path}");
         }
 
-        let invoked: Value = http
-            .post(format!("{base}/Nightly"))
-            .header(INVOCATION_ID_HEADER, "inv-1")
-            .body("{}")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let invoked: Value = json_of(
+            http.post(format!("{base}/Nightly"))
+                .header(INVOCATION_ID_HEADER, "inv-1")
+                .body("{}"),
+        )
+        .await;
         assert_eq!(
             invoked,
             serde_json::json!({"invocation": "inv-1", "payload": "{}"})
@@ -865,14 +851,7 @@ mod tests {
         let base = serve(app_functions(app(), vec![api]).unwrap()).await;
         let http = reqwest::Client::new();
         for expected in 1..=2u32 {
-            let n: u32 = http
-                .post(format!("{base}/api/Count"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let n: u32 = json_of(http.post(format!("{base}/api/Count"))).await;
             assert_eq!(n, expected);
         }
     }

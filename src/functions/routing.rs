@@ -238,7 +238,10 @@ fn ordinal_upper(c: char) -> char {
     }
 }
 
-/// `a` and `b` are equal under [`ordinal_upper`], character by character.
+/// `a` and `b` are equal under [`ordinal_upper`], character by character. The host simulator
+/// (`testbed/src/hostsim/route.rs`) writes this comparison again on purpose: it stands for the
+/// real host, independently of this crate, so the tests that compare the two can catch a
+/// divergence instead of comparing this code with itself.
 fn ordinal_eq_ignore_case(a: &str, b: &str) -> bool {
     a.chars().count() == b.chars().count()
         && a.chars()
