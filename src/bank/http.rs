@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use streamfold::functions::filters::CORRELATION_ID_HEADER;
 use streamfold::functions::{with_state, CommandContext, DomainApi, Problem, Reply, Request};
-use streamfold::projection::IdempotencyKey;
 use streamfold::stream::RecordedEvent;
 
 use super::account::{Refusal, Status};
@@ -102,14 +101,21 @@ impl From<BankError> for Problem {
     }
 }
 
-/// A bank command's request, `POST /api/{name}/{accountnumber}`: its `Idempotency-Key` (400
-/// when malformed, before anything else is looked at) and the account number (one reading
-/// for every command route: the bank's own, the interest commands and the seed's aliases).
-pub(super) fn command_request(
-    request: &Request,
-) -> Result<(String, Option<IdempotencyKey>), Problem> {
-    let key = request.idempotency_key()?;
-    Ok((account_number(request), key))
+/// A bank command's request, `POST /api/{name}/{accountnumber}`: its context (the
+/// correlation id and the `Idempotency-Key`, 400 when malformed, before anything else is
+/// looked at) and the account number (one reading for every command route: the bank's own,
+/// the interest commands and the seed's aliases).
+pub(super) fn command_request(request: &Request) -> Result<(String, CommandContext), Problem> {
+    let context = request.command_context()?;
+    Ok((account_number(request), context))
+}
+
+/// The context of a command that takes no idempotency key (the header is not read).
+pub(super) fn unkeyed_context(request: &Request) -> CommandContext {
+    CommandContext {
+        correlation_id: request.correlation_id().to_owned(),
+        ..CommandContext::default()
+    }
 }
 
 /// The route's account number, as decoded (checked by [`account_key`]).
@@ -120,35 +126,32 @@ pub(super) fn account_number(request: &Request) -> String {
         .to_owned()
 }
 
+/// The commands on an existing account, each with its function (its route is
+/// `{function}/{accountnumber}`).
+const COMMANDS: [(&str, Command); 4] = [
+    ("Deposit", Command::Deposit),
+    ("Withdraw", Command::Withdraw),
+    ("SetOverdraftLimit", Command::SetOverdraftLimit),
+    ("CloseAccount", Command::Close),
+];
+
 /// The bank's routes.
 pub fn routes(api: DomainApi, bank: &Bank) -> DomainApi {
-    let run = |kind: Command| move |bank: Bank, request: Request| run_command(kind, bank, request);
-    api.post(
+    let api = api.post(
         "OpenAccount",
         "OpenAccount/{accountnumber}",
         with_state(bank, open_account),
-    )
-    .post(
-        "Deposit",
-        "Deposit/{accountnumber}",
-        with_state(bank, run(Command::Deposit)),
-    )
-    .post(
-        "Withdraw",
-        "Withdraw/{accountnumber}",
-        with_state(bank, run(Command::Withdraw)),
-    )
-    .post(
-        "SetOverdraftLimit",
-        "SetOverdraftLimit/{accountnumber}",
-        with_state(bank, run(Command::SetOverdraftLimit)),
-    )
-    .post(
-        "CloseAccount",
-        "CloseAccount/{accountnumber}",
-        with_state(bank, run(Command::Close)),
-    )
-    .get(
+    );
+    let api = COMMANDS.into_iter().fold(api, |api, (function, kind)| {
+        api.post(
+            function,
+            &format!("{function}/{{{ACCOUNT_PARAMETER}}}"),
+            with_state(bank, move |bank: Bank, request: Request| {
+                run_command(kind, bank, request)
+            }),
+        )
+    });
+    api.get(
         "GetBalance",
         "GetBalance/{accountnumber}",
         with_state(bank, get_balance),
@@ -267,11 +270,11 @@ fn command_response(
     .replayed(answer.replayed))
 }
 
-/// A command's context, its commentary checked.
-pub(super) fn command_context(
-    correlation_id: String,
+/// `context` with the client's `commentary`, checked (400 `invalid-commentary` when longer
+/// than [`MAX_COMMENTARY_LEN`] characters).
+pub(super) fn with_commentary(
+    context: CommandContext,
     commentary: Option<String>,
-    idempotency_key: Option<IdempotencyKey>,
 ) -> Result<CommandContext, Problem> {
     if commentary
         .as_ref()
@@ -283,10 +286,8 @@ pub(super) fn command_context(
         ));
     }
     Ok(CommandContext {
-        correlation_id,
         commentary,
-        who: None,
-        idempotency_key,
+        ..context
     })
 }
 
@@ -303,14 +304,13 @@ pub(super) fn account_key(account_number: &str) -> Result<(), Problem> {
 }
 
 async fn open_account(bank: Bank, request: Request) -> Result<Reply, Problem> {
-    let (account_number, key) = command_request(&request)?;
-    let correlation_id = request.correlation_id().to_owned();
+    let (account_number, context) = command_request(&request)?;
     account_key(&account_number)?;
     let body: OpenBody = match request.json() {
         Ok(parsed) => parsed,
         Err(problem) => match seed::seed_fields(request.body(), SEED_OPEN_FIELDS) {
             Ok(fields) => {
-                return open_seed_account(account_number, correlation_id, key, fields, bank)
+                return open_seed_account(account_number, context, fields, bank)
                     .await
                     .map_err(seed::seed_problem)
             }
@@ -321,7 +321,7 @@ async fn open_account(bank: Bank, request: Request) -> Result<Reply, Problem> {
         Some(raw) => amount("overdraftLimit", raw, Sign::NonNegative)?,
         None => Decimal::ZERO,
     };
-    let ctx = command_context(correlation_id, body.commentary, key)?;
+    let ctx = with_commentary(context, body.commentary)?;
     let answer = bank.open(&account_number, limit, &ctx).await?;
     command_response(201, &account_number, &answer)
 }
@@ -370,8 +370,7 @@ fn parse_command(command: Command, request: &Request) -> Result<(Action, Option<
 /// Deposit, Withdraw, SetOverdraftLimit and CloseAccount: validate, decide on fresh state,
 /// answer with the account after the command.
 async fn run_command(command: Command, bank: Bank, request: Request) -> Result<Reply, Problem> {
-    let (account_number, key) = command_request(&request)?;
-    let correlation_id = request.correlation_id().to_owned();
+    let (account_number, context) = command_request(&request)?;
     account_key(&account_number)?;
     let (action, commentary) = match parse_command(command, &request) {
         Ok(parsed) => parsed,
@@ -379,7 +378,7 @@ async fn run_command(command: Command, bank: Bank, request: Request) -> Result<R
             Command::SetOverdraftLimit => {
                 match seed::seed_fields(request.body(), SEED_LIMIT_FIELDS) {
                     Ok(fields) => {
-                        return set_seed_limit(account_number, correlation_id, key, fields, bank)
+                        return set_seed_limit(account_number, context, fields, bank)
                             .await
                             .map_err(seed::seed_problem)
                     }
@@ -389,7 +388,7 @@ async fn run_command(command: Command, bank: Bank, request: Request) -> Result<R
             _ => return Err(rejection),
         },
     };
-    let ctx = command_context(correlation_id, commentary, key)?;
+    let ctx = with_commentary(context, commentary)?;
     let answer = match action {
         Action::Deposit(amount) => bank.deposit(&account_number, amount, &ctx).await,
         Action::Withdraw(amount) => bank.withdraw(&account_number, amount, &ctx).await,
@@ -456,26 +455,24 @@ const SEED_LIMIT_FIELDS: &[&str] = &["NewOverdraftLimit", "Commentary"];
 /// (docs/seed-compatibility.md).
 async fn open_seed_account(
     account_number: String,
-    correlation_id: String,
-    key: Option<IdempotencyKey>,
+    context: CommandContext,
     fields: std::collections::BTreeMap<String, Box<RawValue>>,
     bank: Bank,
 ) -> Result<Reply, Problem> {
     let opening = seed::seed_amount(&fields, "OpeningBalance", Sign::Positive)?;
     seed::seed_string(&fields, "ClientName")?;
     let commentary = seed::seed_string(&fields, "Commentary")?;
-    let deposit_key = match (&key, opening) {
+    let deposit_key = match (&context.idempotency_key, opening) {
         (Some(key), Some(_)) => Some(seed::opening_deposit_key(key)?),
         _ => None,
     };
-    let ctx = command_context(correlation_id.clone(), commentary, key)?;
+    let ctx = with_commentary(context.clone(), commentary)?;
     let mut answer = bank.open(&account_number, Decimal::ZERO, &ctx).await?;
     if let Some(amount) = opening {
-        let ctx = command_context(
-            correlation_id,
-            Some(seed::OPENING_DEPOSIT_COMMENTARY.to_owned()),
-            deposit_key,
-        )?;
+        let ctx = CommandContext {
+            idempotency_key: deposit_key,
+            ..with_commentary(context, Some(seed::OPENING_DEPOSIT_COMMENTARY.to_owned()))?
+        };
         answer = bank.deposit(&account_number, amount, &ctx).await?;
     }
     seed::seed_command_response(
@@ -489,8 +486,7 @@ async fn open_seed_account(
 /// SetOverdraftLimit with the seed's body.
 async fn set_seed_limit(
     account_number: String,
-    correlation_id: String,
-    key: Option<IdempotencyKey>,
+    context: CommandContext,
     fields: std::collections::BTreeMap<String, Box<RawValue>>,
     bank: Bank,
 ) -> Result<Reply, Problem> {
@@ -500,7 +496,7 @@ async fn set_seed_limit(
                 .with("field", "NewOverdraftLimit")
         })?;
     let commentary = seed::seed_string(&fields, "Commentary")?;
-    let ctx = command_context(correlation_id, commentary, key)?;
+    let ctx = with_commentary(context, commentary)?;
     let answer = bank
         .set_overdraft_limit(&account_number, limit, &ctx)
         .await?;

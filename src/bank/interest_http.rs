@@ -16,7 +16,7 @@ use serde_json::json;
 use streamfold::functions::invocation::InvocationResponse;
 use streamfold::functions::{with_state, DomainApi, Problem, Reply, Request};
 
-use super::http::{account_key, command_context, command_request, CommentBody};
+use super::http::{account_key, command_request, unkeyed_context, with_commentary, CommentBody};
 use super::interest::{format_day, format_interest, InterestRates};
 use super::interest_timer::{self, TIMER_FUNCTION};
 use super::money::format_money;
@@ -66,10 +66,10 @@ struct AccrualBody<'a> {
 
 async fn accrue(bank: Bank, request: Request) -> Result<Reply, Problem> {
     // Accruing is once a day by itself: a key adds nothing, and is accepted and ignored.
-    let (account_number, _key) = command_request(&request)?;
+    let (account_number, _keyed) = command_request(&request)?;
     account_key(&account_number)?;
     let body: CommentBody = request.json()?;
-    let ctx = command_context(request.correlation_id().to_owned(), body.commentary, None)?;
+    let ctx = with_commentary(unkeyed_context(&request), body.commentary)?;
     let rates = InterestRates::current();
     let day = interest_timer::day_now(&rates);
     let accrual = bank
@@ -108,10 +108,10 @@ struct PaymentBody<'a> {
 }
 
 async fn pay(bank: Bank, request: Request) -> Result<Reply, Problem> {
-    let (account_number, key) = command_request(&request)?;
+    let (account_number, context) = command_request(&request)?;
     account_key(&account_number)?;
     let body: CommentBody = request.json()?;
-    let ctx = command_context(request.correlation_id().to_owned(), body.commentary, key)?;
+    let ctx = with_commentary(context, body.commentary)?;
     let payment = bank.pay_interest(&account_number, &ctx).await?;
     let account = &payment.view.account;
     Ok(Reply::ok(&PaymentBody {

@@ -30,7 +30,7 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, UtcOffset};
 
-use super::http::{account_number, command_context, command_request};
+use super::http::{account_number, command_request, with_commentary};
 use super::money::{format_money, parse_amount, Sign};
 use super::service::{AccountView, Bank, CommandAnswer};
 
@@ -240,8 +240,7 @@ async fn seed_command(kind: Money, bank: Bank, request: Request) -> Result<Reply
 }
 
 async fn run_seed_command(kind: Money, bank: Bank, request: Request) -> Result<Reply, Problem> {
-    let (account_number, key) = command_request(&request)?;
-    let correlation_id = request.correlation_id().to_owned();
+    let (account_number, context) = command_request(&request)?;
     let body = request.body();
     Bank::stream(&account_number)?;
     let (amount_field, known): (&'static str, &[&str]) = match kind {
@@ -257,7 +256,7 @@ async fn run_seed_command(kind: Money, bank: Bank, request: Request) -> Result<R
     // `source` metadata is the server's own (docs/seed-compatibility.md).
     seed_string(&fields, "Source")?;
     let commentary = seed_string(&fields, "Commentary")?;
-    let ctx = command_context(correlation_id, commentary, key)?;
+    let ctx = with_commentary(context, commentary)?;
     let (answer, message) = match kind {
         Money::Deposit => {
             let answer = bank.deposit(&account_number, amount, &ctx).await?;

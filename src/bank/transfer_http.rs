@@ -25,7 +25,7 @@ use streamfold::functions::{with_state, CommandContext, DomainApi, Problem, Repl
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use super::http::{account_key, command_context, CommentBody};
+use super::http::{account_key, unkeyed_context, with_commentary, CommentBody};
 use super::money::{format_money, parse_amount, Sign};
 use super::service::{Bank, BankError};
 use super::transfer::{check_transfer_id, Phase, Transfer, TransferRequest, TRANSFERS};
@@ -153,7 +153,7 @@ async fn start_transfer(bank: Bank, request: Request) -> Result<Reply, Problem> 
             "a transfer moves money between two different accounts",
         ));
     }
-    let ctx = command_context(request.correlation_id().to_owned(), body.commentary, None)?;
+    let ctx = with_commentary(unkeyed_context(&request), body.commentary)?;
     let transfer_request = TransferRequest {
         from: body.from,
         to: body.to,
@@ -186,7 +186,7 @@ async fn cancel_transfer(bank: Bank, request: Request) -> Result<Reply, Problem>
     let id = named_transfer(&request).unwrap_or_default();
     transfer_id(&id)?;
     let body: CommentBody = request.json()?;
-    let ctx = command_context(request.correlation_id().to_owned(), body.commentary, None)?;
+    let ctx = with_commentary(unkeyed_context(&request), body.commentary)?;
     let transfer = bank.cancel_transfer(&id, &ctx).await?;
     Reply::ok(&view(&transfer))
 }
