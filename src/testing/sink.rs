@@ -4,7 +4,7 @@
 //! dispatch and an append.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -65,6 +65,13 @@ impl MemorySink {
     }
 }
 
+/// Takes one from `count` if it is above zero; says whether it was.
+fn take_one(count: &AtomicUsize) -> bool {
+    count
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -74,10 +81,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[async_trait]
 impl NotificationSink for MemorySink {
     async fn publish(&self, batch: &[Notification]) -> Result<(), PublishError> {
-        let failing = self
-            .failures
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
+        let failing = take_one(&self.failures);
         self.calls.fetch_add(1, Ordering::SeqCst);
         if failing {
             return Err(PublishError::Unavailable {
@@ -105,7 +109,7 @@ impl NotificationSink for MemorySink {
 }
 
 /// A sink that appends to a stream while it publishes: before each of its first `races`
-/// publishes (`u32::MAX`: every one) it appends one event ([`RACING_EVENT_TYPE`], data `{}`)
+/// publishes (`usize::MAX`: every one) it appends one event ([`RACING_EVENT_TYPE`], data `{}`)
 /// to `stream` through `store`, with no expectation, then hands the batch to its
 /// [`MemorySink`]. An append racing a dispatch, between the dispatch's read and its mark. A
 /// failed append fails the publish ([`PublishError::Unavailable`]).
@@ -113,7 +117,7 @@ pub struct RacingSink {
     memory: Arc<MemorySink>,
     store: Arc<dyn EventStore>,
     stream: StreamId,
-    races: AtomicU32,
+    races: AtomicUsize,
 }
 
 /// The event type of what a [`RacingSink`] appends.
@@ -121,12 +125,12 @@ pub const RACING_EVENT_TYPE: &str = "Raced";
 
 impl RacingSink {
     /// Races the first `races` publishes (see the type's documentation).
-    pub fn new(store: Arc<dyn EventStore>, stream: StreamId, races: u32) -> Self {
+    pub fn new(store: Arc<dyn EventStore>, stream: StreamId, races: usize) -> Self {
         Self {
             memory: Arc::new(MemorySink::new()),
             store,
             stream,
-            races: AtomicU32::new(races),
+            races: AtomicUsize::new(races),
         }
     }
 
@@ -139,10 +143,7 @@ impl RacingSink {
 #[async_trait]
 impl NotificationSink for RacingSink {
     async fn publish(&self, batch: &[Notification]) -> Result<(), PublishError> {
-        let race = self
-            .races
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
+        let race = take_one(&self.races);
         if race {
             let event = NewEvent::from_raw(RACING_EVENT_TYPE, empty_object());
             self.store
