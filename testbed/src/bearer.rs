@@ -20,7 +20,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use warp::http::{HeaderMap, HeaderValue, StatusCode};
 
-use crate::azurite::{ACCOUNT, KEY};
+use crate::azurite::{Azurite, ACCOUNT, KEY};
 use crate::identity::TokenCheck;
 use crate::raw::{self, RawRequest, Serving, Upstream};
 
@@ -88,6 +88,19 @@ impl BearerStorageProxy {
             refused,
             _serving: Serving::start(listener, routes),
         })
+    }
+
+    /// A table proxy and a blob proxy in front of `azurite`, both accepting the tokens `check`
+    /// accepts: the whole bearer-only storage account, as `(tables, blobs)`.
+    pub async fn start_both(azurite: &Azurite, check: TokenCheck) -> anyhow::Result<(Self, Self)> {
+        let tables = Self::start(
+            &azurite.table_endpoint(),
+            StorageService::Table,
+            check.clone(),
+        )
+        .await?;
+        let blobs = Self::start(&azurite.blob_endpoint(), StorageService::Blob, check).await?;
+        Ok((tables, blobs))
     }
 
     /// The service endpoint for clients: `http://127.0.0.1:{port}/devstoreaccount1`.

@@ -7,7 +7,8 @@
 //! parts; [`HOP_BY_HOP`] lists the headers a server that passes requests on never forwards.
 //!
 //! The same raw layer serves and forwards: [`Serving`] runs one such server on a listener and
-//! stops it when dropped (every loopback server of the test bed), and [`Upstream`] passes a raw
+//! stops it when dropped (every loopback server of the test bed; [`serve_on_free_port`] runs a
+//! test's own server for good), and [`Upstream`] passes a raw
 //! request on to another server and brings its answer back unchanged (both proxies).
 
 use std::convert::Infallible;
@@ -114,6 +115,30 @@ pub fn response(
     reply
 }
 
+/// What a test-bed server serves: a filter that answers every request it takes with a response.
+pub trait Routes:
+    Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone + Send + Sync + 'static
+{
+}
+
+impl<F> Routes for F where
+    F: Filter<Extract = (warp::reply::Response,), Error = Rejection>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Serves `routes` on a free port of 127.0.0.1 until the runtime ends, and gives its address:
+/// for a test's own small server (an upstream, a webhook) that never needs stopping.
+pub async fn serve_on_free_port(routes: impl Routes) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(warp::serve(routes).incoming(listener).run());
+    Ok(address)
+}
+
 /// A warp server running on a listener; stopped (and its task aborted) when dropped.
 pub struct Serving {
     stop: Option<oneshot::Sender<()>>,
@@ -122,14 +147,7 @@ pub struct Serving {
 
 impl Serving {
     /// Serves `routes` on `listener` until stopped or dropped.
-    pub fn start<F>(listener: tokio::net::TcpListener, routes: F) -> Self
-    where
-        F: Filter<Extract = (warp::reply::Response,), Error = Rejection>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-    {
+    pub fn start(listener: tokio::net::TcpListener, routes: impl Routes) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(
             warp::serve(routes)

@@ -3,7 +3,7 @@
 //! no token, another resource's token, a wrong identity header or client id do not.
 
 use serde_json::Value;
-use streamfold_testbed::bearer::{BearerStorageProxy, StorageService};
+use streamfold_testbed::bearer::BearerStorageProxy;
 use streamfold_testbed::identity::FakeIdentity;
 use streamfold_testbed::Azurite;
 
@@ -39,20 +39,9 @@ async fn token(identity: &FakeIdentity, resource: &str) -> String {
 async fn tokens_of_the_identity_reach_azurite_and_nothing_else_does() {
     let azurite = Azurite::start().await.unwrap();
     let identity = FakeIdentity::start(Some("cid")).await.unwrap();
-    let tables = BearerStorageProxy::start(
-        &azurite.table_endpoint(),
-        StorageService::Table,
-        identity.check(STORAGE),
-    )
-    .await
-    .unwrap();
-    let blobs = BearerStorageProxy::start(
-        &azurite.blob_endpoint(),
-        StorageService::Blob,
-        identity.check(STORAGE),
-    )
-    .await
-    .unwrap();
+    let (tables, blobs) = BearerStorageProxy::start_both(&azurite, identity.check(STORAGE))
+        .await
+        .unwrap();
     let http = reqwest::Client::new();
     let good = token(&identity, STORAGE).await;
     let other = token(&identity, "https://eventgrid.azure.net/").await;

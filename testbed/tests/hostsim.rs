@@ -2,22 +2,17 @@
 //! routes and methods, the JSON payload, the Event Grid webhook, the admin endpoint, timers,
 //! readiness polling, restarts, graceful shutdown and refusals.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use streamfold_testbed::hostsim::{
-    stage_app, HandlerState, HostConfig, HostSim, TriggerValueEncoding,
-};
+use streamfold_testbed::hostsim::{HandlerState, HostConfig, HostSim, TriggerValueEncoding};
 
-const WAIT: Duration = Duration::from_secs(20);
-
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
+use common::{client, received, received_at, stage_echo, write, WAIT};
 
 /// An app dir with the echo-handler as `handler` and a set of functions, staged from a
 /// template the way streamfold's tests stage the real app.
@@ -75,12 +70,7 @@ fn app_dir(forwarding: bool) -> tempfile::TempDir {
         &root.join("nested/Deep/function.json"),
         r#"{"bindings":[{"type":"eventGridTrigger","direction":"in","name":"event"}]}"#,
     );
-    stage_app(
-        root,
-        Path::new(env!("CARGO_BIN_EXE_echo-handler")),
-        "handler",
-    )
-    .unwrap()
+    stage_echo(root)
 }
 
 fn config(dir: &Path) -> HostConfig {
@@ -90,31 +80,12 @@ fn config(dir: &Path) -> HostConfig {
     config
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-/// Everything the handler received (asked on its own port).
-async fn received(host: &HostSim) -> Vec<Value> {
-    client()
-        .get(format!(
-            "http://127.0.0.1:{}/__received",
-            host.handler_port()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn received_at(host: &HostSim, path: &str) -> Vec<Value> {
-    received(host)
-        .await
-        .into_iter()
-        .filter(|r| r["path"] == path)
-        .collect()
+/// The host simulator on a fresh [`app_dir`] with the test [`config`] (and the app's folder,
+/// which must outlive it).
+async fn start(forwarding: bool) -> (tempfile::TempDir, HostSim) {
+    let dir = app_dir(forwarding);
+    let host = HostSim::start(config(dir.path())).await.unwrap();
+    (dir, host)
 }
 
 /// The JSON payload a received invocation carried.
@@ -124,8 +95,7 @@ fn payload(received: &Value) -> Value {
 
 #[tokio::test]
 async fn forwards_http_requests_as_the_host_does() {
-    let dir = app_dir(true);
-    let host = HostSim::start(config(dir.path())).await.unwrap();
+    let (_dir, host) = start(true).await;
     let response = client()
         .post(format!("{}/api/Echo?a=1&b=x%20y&A=2", host.base_url()))
         .header("x-custom", "v")
@@ -192,8 +162,7 @@ async fn forwards_http_requests_as_the_host_does() {
 
 #[tokio::test]
 async fn routes_templates_methods_and_constraints() {
-    let dir = app_dir(true);
-    let host = HostSim::start(config(dir.path())).await.unwrap();
+    let (_dir, host) = start(true).await;
     let base = host.base_url();
     let get = |path: &str| client().get(format!("{base}{path}")).send();
     assert_eq!(get("/api/items/5").await.unwrap().status(), 200);
@@ -238,8 +207,7 @@ async fn routes_templates_methods_and_constraints() {
 
 #[tokio::test]
 async fn literals_match_ignoring_case_and_the_original_path_is_forwarded() {
-    let dir = app_dir(true);
-    let host = HostSim::start(config(dir.path())).await.unwrap();
+    let (_dir, host) = start(true).await;
     let base = host.base_url();
     let get = |path: &str| client().get(format!("{base}{path}")).send();
     for path in ["/API/ITEMS/5/Bob", "/api/Items/5/", "/Api/%69tems/7"] {
@@ -296,8 +264,7 @@ async fn a_catch_all_route_yields_to_more_specific_ones_whatever_the_names() {
 
 #[tokio::test]
 async fn other_http_functions_get_the_json_invocation_payload() {
-    let dir = app_dir(true);
-    let host = HostSim::start(config(dir.path())).await.unwrap();
+    let (_dir, host) = start(true).await;
     let response = client()
         .post(format!("{}/api/payload/42?x=1&x=2", host.base_url()))
         .header("content-type", "application/json")
@@ -333,8 +300,7 @@ async fn other_http_functions_get_the_json_invocation_payload() {
     drop(host);
 
     // With forwarding off, even a plain HTTP-in/HTTP-out function gets the payload.
-    let dir = app_dir(false);
-    let host = HostSim::start(config(dir.path())).await.unwrap();
+    let (_dir, host) = start(false).await;
     let response = client()
         .get(format!("{}/api/Echo", host.base_url()))
         .send()
@@ -354,22 +320,27 @@ fn webhook(host: &HostSim, function: &str) -> String {
     )
 }
 
+/// Posts `body` to the host's Event Grid webhook for `Projector`, as a message of `kind`
+/// (the `aeg-event-type` header).
+async fn deliver(host: &HostSim, kind: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(webhook(host, "Projector"))
+        .header("aeg-event-type", kind)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn event_grid_delivers_one_invocation_per_event() {
-    let dir = app_dir(true);
-    let host = HostSim::start(config(dir.path())).await.unwrap();
+    let (_dir, host) = start(true).await;
     let events = json!([
         {"id":"e1","topic":"/t","subject":"s/1","eventType":"Bank.Account.NewEvent","eventTime":"2024-05-01T10:00:00Z","data":{"instanceKey":"1"},"dataVersion":"1.0","metadataVersion":"1"},
         {"id":"e2","topic":"/t","subject":"s/2","eventType":"Bank.Account.NewEvent","eventTime":"2024-05-01T10:00:01Z","data":{"instanceKey":"2"},"dataVersion":"1.0","metadataVersion":"1"},
         {"specversion":"1.0","id":"c1","source":"/t","type":"Bank.Account.NewEvent","time":"2024-05-01T10:00:02Z","subject":"s/3","datacontenttype":"application/json","data":{"instanceKey":"3"}}
     ]);
-    let response = client()
-        .post(webhook(&host, "Projector"))
-        .header("aeg-event-type", "Notification")
-        .json(&events)
-        .send()
-        .await
-        .unwrap();
+    let response = deliver(&host, "Notification", &events).await;
     assert_eq!(response.status(), 202);
     let invocations = received_at(&host, "/Projector").await;
     assert_eq!(invocations.len(), 3);
@@ -405,13 +376,7 @@ async fn event_grid_delivers_one_invocation_per_event() {
 
     // One failing event fails the batch (500), though the others ran.
     let batch = json!([{"id":"ok","data":{}}, {"id":"bad","data":{"fail":true}}]);
-    let response = client()
-        .post(webhook(&host, "Projector"))
-        .header("aeg-event-type", "Notification")
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
+    let response = deliver(&host, "Notification", &batch).await;
     assert_eq!(response.status(), 500);
     assert_eq!(received_at(&host, "/Projector").await.len(), 6);
     let records = host
@@ -429,8 +394,7 @@ async fn event_grid_delivers_one_invocation_per_event() {
 
 #[tokio::test]
 async fn event_grid_refusals_and_handshakes() {
-    let dir = app_dir(true);
-    let host = HostSim::start(config(dir.path())).await.unwrap();
+    let (_dir, host) = start(true).await;
     let event = json!([{"id":"e1","data":{}}]);
     let send = |url: String, event_type: Option<&'static str>| {
         let mut request = client().post(url).json(&event);
@@ -468,13 +432,7 @@ async fn event_grid_refusals_and_handshakes() {
         "eventTime":"2024-05-01T10:00:00Z","data":{"validationCode":"512d38b6-c7b8-40c8-89fe-f46f9e9622b6","validationUrl":"https://x"},
         "dataVersion":"2","metadataVersion":"1"
     }]);
-    let response = client()
-        .post(webhook(&host, "Projector"))
-        .header("aeg-event-type", "SubscriptionValidation")
-        .json(&validation)
-        .send()
-        .await
-        .unwrap();
+    let response = deliver(&host, "SubscriptionValidation", &validation).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(
@@ -504,13 +462,12 @@ async fn event_grid_events_can_arrive_as_json_strings() {
     let mut config = config(dir.path());
     config.trigger_value_encoding = TriggerValueEncoding::JsonString;
     let host = HostSim::start(config).await.unwrap();
-    let response = client()
-        .post(webhook(&host, "Projector"))
-        .header("aeg-event-type", "Notification")
-        .json(&json!([{"id":"s1","data":{"fail":true}}]))
-        .send()
-        .await
-        .unwrap();
+    let response = deliver(
+        &host,
+        "Notification",
+        &json!([{"id":"s1","data":{"fail":true}}]),
+    )
+    .await;
     // The echo-handler looks inside the string and fails the invocation as asked.
     assert_eq!(response.status(), 500);
     let sent = payload(&received_at(&host, "/Projector").await[0]);
@@ -521,8 +478,7 @@ async fn event_grid_events_can_arrive_as_json_strings() {
 
 #[tokio::test]
 async fn admin_endpoint_invokes_non_http_functions() {
-    let dir = app_dir(true);
-    let host = HostSim::start(config(dir.path())).await.unwrap();
+    let (_dir, host) = start(true).await;
     let admin = |name: &str| format!("{}/admin/functions/{name}", host.base_url());
     let response = client()
         .post(admin("Tick"))
@@ -641,8 +597,7 @@ async fn local_settings_apply_when_not_overridden() {
 
 #[tokio::test]
 async fn a_handler_that_dies_is_restarted() {
-    let dir = app_dir(true);
-    let host = HostSim::start(config(dir.path())).await.unwrap();
+    let (_dir, host) = start(true).await;
     let echo_of = |host: &HostSim| {
         let url = format!("{}/api/Echo", host.base_url());
         async move {
@@ -698,8 +653,7 @@ async fn a_handler_that_never_listens_times_out() {
 
 #[tokio::test]
 async fn shutdown_is_graceful() {
-    let dir = app_dir(true);
-    let host = HostSim::start(config(dir.path())).await.unwrap();
+    let (_dir, host) = start(true).await;
     let status = host.shutdown().await.unwrap().expect("an exit status");
     // Exit code 0 (not "killed by signal"): the handler handled SIGTERM.
     assert_eq!(status.code(), Some(0), "{status}");

@@ -3,19 +3,15 @@
 //! handler (path, query, headers, the invocation id, chunked bodies), and which one host.json
 //! gets when it names both.
 
+mod common;
+
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use streamfold_testbed::hostsim::app::HttpDelivery;
-use streamfold_testbed::hostsim::{stage_app, HostConfig, HostSim, Trigger};
+use streamfold_testbed::hostsim::{HostConfig, HostSim, Trigger};
 
-const WAIT: Duration = Duration::from_secs(20);
-
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
+use common::{client, received, stage_echo, write, WAIT};
 
 /// An app with one catch-all HTTP function, `flags` being the customHandler flags.
 fn app(flags: Value) -> tempfile::TempDir {
@@ -34,12 +30,7 @@ fn app(flags: Value) -> tempfile::TempDir {
         &template.path().join("Echo/function.json"),
         r#"{"bindings":[{"type":"httpTrigger","direction":"in","name":"req","methods":["get","post"],"route":"echo/{*rest}"},{"type":"http","direction":"out","name":"res"}]}"#,
     );
-    stage_app(
-        template.path(),
-        Path::new(env!("CARGO_BIN_EXE_echo-handler")),
-        "handler",
-    )
-    .unwrap()
+    stage_echo(template.path())
 }
 
 async fn start(dir: &Path) -> HostSim {
@@ -47,10 +38,6 @@ async fn start(dir: &Path) -> HostSim {
     config.run_timers = false;
     config.log_prefix = Some("[echo] ".into());
     HostSim::start(config).await.unwrap()
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 fn delivery(host: &HostSim) -> HttpDelivery {
@@ -225,18 +212,10 @@ async fn forwarding_rebuilds_the_query_appends_the_hosts_headers_and_fails_chunk
         .as_deref()
         .unwrap()
         .contains("Transfer-Encoding: chunked"));
-    let received = client()
-        .get(format!(
-            "http://127.0.0.1:{}/__received",
-            host.handler_port()
-        ))
-        .send()
+    assert!(received(&host)
         .await
-        .unwrap()
-        .json::<Vec<Value>>()
-        .await
-        .unwrap();
-    assert!(received.iter().all(|r| r["path"] != "/api/echo/chunks"));
+        .iter()
+        .all(|r| r["path"] != "/api/echo/chunks"));
 }
 
 #[tokio::test]

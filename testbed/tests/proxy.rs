@@ -1,6 +1,8 @@
 //! The counting proxy in front of a small upstream that reports what it received, and in
 //! front of real Azurite.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -11,16 +13,14 @@ use streamfold_testbed::{Azurite, CountingProxy};
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::Filter;
 
+use common::client;
+
 /// Bytes of every upstream GET body.
 const BODY_SIZE: usize = 1000;
 
 /// An upstream on a free port: GET answers BODY_SIZE bytes; HEAD answers Content-Length
 /// BODY_SIZE and no body; anything else answers what it received as JSON.
 async fn upstream() -> u16 {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
     let routes = raw::request().map(|request: RawRequest| {
         if request.method == Method::GET {
             let mut headers = HeaderMap::new();
@@ -46,12 +46,7 @@ async fn upstream() -> u16 {
         });
         raw::response(StatusCode::CREATED, HeaderMap::new(), echo.to_string())
     });
-    tokio::spawn(warp::serve(routes).incoming(listener).run());
-    port
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    raw::serve_on_free_port(routes).await.unwrap().port()
 }
 
 #[tokio::test]
@@ -193,17 +188,13 @@ async fn passes_azurite_answers_through() {
 
 /// An upstream that answers 201 to everything and records the path of each request it got.
 async fn recording_upstream() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
     let received = Arc::new(Mutex::new(Vec::new()));
     let record = received.clone();
     let routes = raw::request().map(move |request: RawRequest| {
         record.lock().unwrap().push(request.path);
         raw::response(StatusCode::CREATED, HeaderMap::new(), "done")
     });
-    tokio::spawn(warp::serve(routes).incoming(listener).run());
+    let port = raw::serve_on_free_port(routes).await.unwrap().port();
     (port, received)
 }
 

@@ -6,14 +6,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
 use serde_json::{json, Value};
-use streamfold_testbed::hostsim::{stage_app, HostConfig, HostSim};
+use streamfold_testbed::hostsim::{HostConfig, HostSim};
+use streamfold_testbed::raw::serve_on_free_port;
 use streamfold_testbed::topic::{
     AttemptOutcome, Chaos, DeliveryRetry, DeliveryStats, DownMode, InputSchema, Subscription,
     TopicConfig, TopicSim, MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES,
 };
 use warp::http::HeaderMap;
-use warp::Filter;
+use warp::{Filter, Reply};
+
+use common::{client, received_at, stage_echo};
 
 const IDLE: Duration = Duration::from_secs(60);
 
@@ -238,7 +243,7 @@ async fn injected_failures_and_downtime() {
 async fn stalled_requests_get_no_answer_until_released() {
     let sim = TopicSim::start(TopicConfig::default()).await.unwrap();
     sim.stall_next(1);
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = client();
     let send = || {
         client
             .post(format!("{}?api-version=2018-01-01", sim.endpoint()))
@@ -316,16 +321,11 @@ async fn webhook(answer: Answer) -> (String, Arc<Mutex<Vec<Seen>>>) {
                 let (status, delay) = answer(&id, delivery_count);
                 tokio::time::sleep(delay).await;
                 warp::reply::with_status("", warp::http::StatusCode::from_u16(status).unwrap())
+                    .into_response()
             }
         });
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let url = format!(
-        "http://{}/runtime/webhooks/EventGrid?functionName=Projector",
-        listener.local_addr().unwrap()
-    );
-    tokio::spawn(warp::serve(route).incoming(listener).run());
+    let address = serve_on_free_port(route).await.unwrap();
+    let url = format!("http://{address}/runtime/webhooks/EventGrid?functionName=Projector");
     (url, seen)
 }
 
@@ -567,12 +567,7 @@ fn projector_app() -> tempfile::TempDir {
         r#"{"bindings":[{"type":"eventGridTrigger","direction":"in","name":"event"}]}"#,
     )
     .unwrap();
-    stage_app(
-        root,
-        std::path::Path::new(env!("CARGO_BIN_EXE_echo-handler")),
-        "handler",
-    )
-    .unwrap()
+    stage_echo(root)
 }
 
 #[tokio::test]
@@ -620,24 +615,6 @@ async fn delivers_through_the_host_simulator_webhook_in_both_schemas() {
         assert_eq!((stats.delivered, stats.dropped), (2, 1), "{schema:?}");
     }
     // The handler saw every attempt: 2 + 3 per schema.
-    let invocations: Vec<Value> = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!(
-            "http://127.0.0.1:{}/__received",
-            host.handler_port()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let projector = invocations
-        .iter()
-        .filter(|r| r["path"] == "/Projector")
-        .count();
-    assert_eq!(projector, 10);
+    assert_eq!(received_at(&host, "/Projector").await.len(), 10);
     host.shutdown().await.unwrap();
 }

@@ -17,7 +17,7 @@ use streamfold::stream::{ExpectedVersion, NewEvent, StreamId};
 use streamfold::testing::RawClients;
 use streamfold_testbed::topic::{TopicConfig, TopicSim};
 use streamfold_testbed::Azurite;
-use warp::Filter;
+use warp::{Filter, Reply};
 
 /// What one run of the CLI did.
 struct Run {
@@ -46,6 +46,12 @@ async fn cli(dir: &Path, settings: &[(String, String)], args: &[&str]) -> Run {
         run.code, run.stdout, run.stderr
     );
     run
+}
+
+/// Asserts that `output` contains `part`, showing the whole output when it does not.
+#[track_caller]
+fn assert_says(output: &str, part: &str) {
+    assert!(output.contains(part), "{output}");
 }
 
 /// Settings of the backend on Azurite, notifications off unless `extra` turns them on.
@@ -248,46 +254,24 @@ async fn verify_finds_planted_damage(backend: &str) {
     }
     let gap = cli(dir, &settings, &["verify", "Ops/Thing/gap"]).await;
     assert_eq!(gap.code, 1);
-    assert!(
-        gap.stdout
-            .contains("Ops/Thing/gap: gap: event 2 is missing"),
-        "{}",
-        gap.stdout
-    );
+    assert_says(&gap.stdout, "Ops/Thing/gap: gap: event 2 is missing");
     let no_id = cli(dir, &settings, &["verify", "Ops/Thing/noid"]).await;
     assert_eq!(no_id.code, 1);
-    assert!(
-        no_id.stdout.contains("Ops/Thing/noid: event "),
-        "{}",
-        no_id.stdout
-    );
-    assert!(
-        no_id.stdout.contains("has no event-id record"),
-        "{}",
-        no_id.stdout
-    );
+    assert_says(&no_id.stdout, "Ops/Thing/noid: event ");
+    assert_says(&no_id.stdout, "has no event-id record");
     let all = cli(dir, &settings, &["verify", "Ops/Thing"]).await;
     assert_eq!(all.code, 1);
-    assert!(
-        all.stdout
-            .contains("Ops/Thing/gap: gap: event 2 is missing"),
-        "{}",
-        all.stdout
-    );
-    assert!(
-        all.stdout.contains("Ops/Thing/noid: event "),
-        "{}",
-        all.stdout
-    );
+    assert_says(&all.stdout, "Ops/Thing/gap: gap: event 2 is missing");
+    assert_says(&all.stdout, "Ops/Thing/noid: event ");
     assert!(!all.stdout.contains("healthy"), "{}", all.stdout);
-    assert!(all.stderr.contains("3/3 streams"), "{}", all.stderr);
+    assert_says(&all.stderr, "3/3 streams");
     let healthy = cli(dir, &settings, &["verify", "Ops/Thing/healthy"]).await;
     assert_eq!((healthy.code, healthy.stdout.as_str()), (0, ""));
 
     for bad in ["Ops", "Ops/Th-ing", "Ops/Thing/a/b", "Ops/Thing/"] {
         let refused = cli(dir, &settings, &["verify", bad]).await;
         assert_eq!(refused.code, 2, "{bad}");
-        assert!(refused.stderr.contains(bad), "{}", refused.stderr);
+        assert_says(&refused.stderr, bad);
     }
 }
 
@@ -457,11 +441,11 @@ async fn webhook() -> (String, Received) {
                 Value::Array(items) => events.extend(items),
                 other => events.push(other),
             }
-            warp::reply()
+            warp::reply().into_response()
         });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(warp::serve(route).incoming(listener).run());
+    let address = streamfold_testbed::raw::serve_on_free_port(route)
+        .await
+        .unwrap();
     (format!("http://{address}/api/events"), received)
 }
 
@@ -494,7 +478,7 @@ async fn replay_to_a_webhook_is_interrupted_and_resumed() {
     )
     .await;
     assert_eq!(first.code, 130);
-    assert!(first.stderr.contains("--resume"), "{}", first.stderr);
+    assert_says(&first.stderr, "--resume");
     let checkpoint = dir.join("streamfold-replay-Ops-Thing.checkpoint.json");
     let saved: Value =
         serde_json::from_str(&std::fs::read_to_string(&checkpoint).unwrap()).unwrap();
@@ -513,7 +497,7 @@ async fn replay_to_a_webhook_is_interrupted_and_resumed() {
     )
     .await;
     assert_eq!(other.code, 3);
-    assert!(other.stderr.contains("another run"), "{}", other.stderr);
+    assert_says(&other.stderr, "another run");
 
     let resumed = cli(dir, &settings, &[&args[..], &["--resume"]].concat()).await;
     assert_eq!(resumed.code, 0);
@@ -594,14 +578,8 @@ async fn verify_of_a_category_resumes_with_earlier_problems() {
     )
     .await;
     assert_eq!(resumed.code, 1);
-    assert!(
-        resumed
-            .stdout
-            .contains("Ops/Thing/a: gap: event 2 is missing"),
-        "{}",
-        resumed.stdout
-    );
-    assert!(resumed.stderr.contains("3/3 streams"), "{}", resumed.stderr);
+    assert_says(&resumed.stdout, "Ops/Thing/a: gap: event 2 is missing");
+    assert_says(&resumed.stderr, "3/3 streams");
 }
 
 /// `rebuild` recomputes the bank's `account` rows from the streams (the CLI registers the
@@ -640,7 +618,7 @@ async fn rebuild_writes_rows_and_names_an_unfoldable_stream() {
 
     let unknown = cli(dir.path(), &settings, &["rebuild", "no-such-model"]).await;
     assert_eq!(unknown.code, 2, "an unknown read model is a usage error");
-    assert!(unknown.stderr.contains("account"), "{}", unknown.stderr);
+    assert_says(&unknown.stderr, "account");
 
     let run = cli(
         dir.path(),

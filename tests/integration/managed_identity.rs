@@ -11,7 +11,7 @@ use crate::support;
 use std::time::Duration;
 
 use serde_json::json;
-use streamfold_testbed::bearer::{BearerStorageProxy, StorageService};
+use streamfold_testbed::bearer::BearerStorageProxy;
 use streamfold_testbed::identity::FakeIdentity;
 use streamfold_testbed::topic::{Subscription, TopicConfig, TopicSim};
 use streamfold_testbed::Azurite;
@@ -38,20 +38,9 @@ async fn start(lifetime: u64) -> KeylessApp {
     let azurite = Azurite::start().await.expect("start Azurite");
     let identity = FakeIdentity::start(Some(CLIENT_ID)).await.unwrap();
     identity.set_lifetime(lifetime);
-    let tables = BearerStorageProxy::start(
-        &azurite.table_endpoint(),
-        StorageService::Table,
-        identity.check(STORAGE),
-    )
-    .await
-    .unwrap();
-    let blobs = BearerStorageProxy::start(
-        &azurite.blob_endpoint(),
-        StorageService::Blob,
-        identity.check(STORAGE),
-    )
-    .await
-    .unwrap();
+    let (tables, blobs) = BearerStorageProxy::start_both(&azurite, identity.check(STORAGE))
+        .await
+        .unwrap();
     let port = streamfold_testbed::free_port().unwrap();
     let webhook = format!(
         "http://127.0.0.1:{port}{}",

@@ -424,7 +424,7 @@ async fn local_webhook() -> (
     String,
     Arc<Mutex<Vec<(Option<String>, Option<String>, Value)>>>,
 ) {
-    use warp::Filter;
+    use warp::{Filter, Reply};
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
     let route = warp::post()
@@ -436,18 +436,19 @@ async fn local_webhook() -> (
             move |query: String, kind: Option<String>, key: Option<String>, body: Value| {
                 assert_eq!(query, "functionName=Projector");
                 record.lock().unwrap().push((kind, key, body));
-                warp::reply::with_status("", warp::http::StatusCode::ACCEPTED)
+                warp::reply::with_status("", warp::http::StatusCode::ACCEPTED).into_response()
             },
         );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+    let address = streamfold_testbed::raw::serve_on_free_port(route)
         .await
         .unwrap();
-    let url = format!(
-        "http://{}/runtime/webhooks/EventGrid?functionName=Projector",
-        listener.local_addr().unwrap()
-    );
-    tokio::spawn(warp::serve(route).incoming(listener).run());
-    (url, seen)
+    (
+        format!(
+            "http://{address}{}",
+            crate::support::event_grid_webhook_path("Projector")
+        ),
+        seen,
+    )
 }
 
 #[tokio::test]

@@ -302,7 +302,8 @@ fn get_bool(value: &Value, key: &str) -> Option<bool> {
     }
 }
 
-fn string_list(value: Option<&Value>) -> Vec<String> {
+/// An array of strings as a list (any other item as its JSON text); anything else, none.
+pub(crate) fn string_list(value: Option<&Value>) -> Vec<String> {
     match value {
         Some(Value::Array(items)) => items
             .iter()

@@ -48,7 +48,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 use warp::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
-use super::app::{get_ci, HttpDelivery};
+use super::app::{get_ci, string_list, HttpDelivery};
 use super::worker::{self, HandlerState};
 
 /// The version the simulator announces (`X-Azure-Functions-HostVersion`, User-Agent).
@@ -727,17 +727,7 @@ impl Invoker {
             Ok((status, body)) => {
                 let outputs = get_ci(&body, "Outputs").cloned().unwrap_or(Value::Null);
                 let return_value = get_ci(&body, "ReturnValue").cloned().unwrap_or(Value::Null);
-                let logs: Vec<String> = match get_ci(&body, "Logs") {
-                    Some(Value::Array(items)) => items
-                        .iter()
-                        .map(|v| {
-                            v.as_str()
-                                .map(str::to_string)
-                                .unwrap_or_else(|| v.to_string())
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                };
+                let logs = string_list(get_ci(&body, "Logs"));
                 for line in &logs {
                     println!("[hostsim] {function}: {line}");
                 }
