@@ -3,8 +3,9 @@
 //! cache of tails, as another process would open. Segments of two blocks, so that marks fall
 //! in earlier segments and pending events in later ones.
 
-use streamfold::storage::{BlobStore, StorageAccount};
-use streamfold_testbed::Azurite;
+use streamfold::storage::BlobStore;
+
+use crate::azurite;
 
 const BLOCKS_PER_SEGMENT: u32 = 2;
 
@@ -13,8 +14,7 @@ mod outbox {
     use crate::outbox::{Fixture, View};
 
     async fn blob() -> Fixture {
-        let azurite = Azurite::start().await.unwrap();
-        let account = StorageAccount::from_connection_string(&azurite.connection_string()).unwrap();
+        let (azurite, account) = azurite().await;
         let open = move || {
             View::of(
                 BlobStore::new(account.clone()).with_max_blocks_per_segment(BLOCKS_PER_SEGMENT),

@@ -7,17 +7,15 @@ use std::time::Duration;
 
 use conformance::{EventLimit, Fixture};
 use streamfold::storage::blob::{record_size_bound, MAX_BLOCK_BYTES};
-use streamfold::storage::{BlobStore, StorageAccount};
+use streamfold::storage::BlobStore;
 use streamfold::stream::{Clock, EventStore};
-use streamfold_testbed::Azurite;
 
 /// Segments of a few blocks, so that the cases also cross segment boundaries (the service's
 /// 50,000 changes only when a stream moves on to its next segment).
 const BLOCKS_PER_SEGMENT: u32 = 4;
 
 async fn blob() -> Fixture {
-    let azurite = Azurite::start().await.unwrap();
-    let account = StorageAccount::from_connection_string(&azurite.connection_string()).unwrap();
+    let (azurite, account) = crate::azurite().await;
     // Another process: a new store on the same container, with its own cache of tails.
     let skewed_account = account.clone();
     let open = move || -> Arc<dyn EventStore> {

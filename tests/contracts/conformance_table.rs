@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use conformance::{EventLimit, Fixture};
 use streamfold::storage::table::MAX_ENTITY_BYTES;
-use streamfold::storage::{StorageAccount, TableStore};
+use streamfold::storage::TableStore;
 use streamfold::stream::{Clock, EventStore};
-use streamfold_testbed::Azurite;
 
 async fn table() -> Fixture {
-    let azurite = Azurite::start().await.unwrap();
-    let account = StorageAccount::from_connection_string(&azurite.connection_string()).unwrap();
+    let (azurite, account) = crate::azurite().await;
     // Another process: a new store on the same table, with its own client.
     let skewed_account = account.clone();
     let open = move || -> Arc<dyn EventStore> { Arc::new(TableStore::new(account.clone())) };

@@ -34,6 +34,18 @@ macro_rules! cases {
 }
 pub(crate) use cases;
 
+/// A fresh Azurite (every fixture on it starts empty) and its account.
+pub(crate) async fn azurite() -> (
+    streamfold_testbed::Azurite,
+    streamfold::storage::StorageAccount,
+) {
+    let azurite = streamfold_testbed::Azurite::start().await.unwrap();
+    let account =
+        streamfold::storage::StorageAccount::from_connection_string(&azurite.connection_string())
+            .unwrap();
+    (azurite, account)
+}
+
 mod outbox;
 mod readmodels;
 mod snapshots;

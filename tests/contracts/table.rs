@@ -7,15 +7,9 @@ use std::time::Duration;
 
 use streamfold::projection::SnapshotStore;
 use streamfold::readmodel::{ReadModelStore, TableReadModelStore};
-use streamfold::storage::{StorageAccount, TableSnapshotStore, TableStore};
-use streamfold_testbed::Azurite;
+use streamfold::storage::{TableSnapshotStore, TableStore};
 
-/// A fresh Azurite and its account.
-async fn azurite() -> (Azurite, StorageAccount) {
-    let azurite = Azurite::start().await.unwrap();
-    let account = StorageAccount::from_connection_string(&azurite.connection_string()).unwrap();
-    (azurite, account)
-}
+use crate::azurite;
 
 mod outbox {
     use super::*;

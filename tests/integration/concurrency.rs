@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use serde_json::json;
 use streamfold_testbed::Azurite;
-use support::{start_host, Client};
+use support::{all_streams_on, assert_stream_holds_exactly, start_hosts, Client};
 
 const PROCESSES: usize = 3;
 const WRITERS: usize = 32;
@@ -58,18 +58,7 @@ async fn writer(client: Client, writer: usize) -> (HashMap<uuid::Uuid, u64>, Vec
 
 async fn writers_in_processes_on_one_stream(backend: &str) {
     let azurite = Azurite::start().await.unwrap();
-    let mut hosts = Vec::new();
-    for _ in 0..PROCESSES {
-        let settings = vec![
-            ("AzureWebJobsStorage".into(), azurite.connection_string()),
-            ("ALL.ALL".into(), format!("{backend};AzureWebJobsStorage")),
-        ];
-        hosts.push(start_host(settings).await);
-    }
-    let clients: Vec<Client> = hosts
-        .iter()
-        .map(|(h, _)| Client::new(h.base_url()))
-        .collect();
+    let (_hosts, clients) = start_hosts(PROCESSES, all_streams_on(&azurite, backend)).await;
 
     let tasks: Vec<_> = (0..WRITERS)
         .map(|w| tokio::spawn(writer(clients[w % PROCESSES].clone(), w)))
@@ -83,25 +72,7 @@ async fn writers_in_processes_on_one_stream(backend: &str) {
     }
     assert_eq!(acked.len(), WRITERS * APPENDS_PER_WRITER);
 
-    let stream = clients[0].get(&format!("{PATH}?pageSize=1000")).await;
-    let body = stream.ok(200);
-    let events = body["events"].as_array().unwrap();
-    assert_eq!(body["version"].as_u64().unwrap() as usize, acked.len());
-    assert_eq!(
-        events.len(),
-        acked.len(),
-        "no more and no fewer events than acknowledged"
-    );
-    for (i, event) in events.iter().enumerate() {
-        let sequence = event["sequence"].as_u64().unwrap();
-        assert_eq!(sequence, i as u64 + 1, "contiguous from 1");
-        let id = uuid::Uuid::parse_str(event["eventId"].as_str().unwrap()).unwrap();
-        assert_eq!(
-            acked.get(&id),
-            Some(&sequence),
-            "acknowledged at this sequence"
-        );
-    }
+    assert_stream_holds_exactly(&clients[0], PATH, &acked).await;
     for id in rejected {
         assert!(!acked.contains_key(&id));
     }

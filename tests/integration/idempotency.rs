@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use serde_json::{json, Value};
 use streamfold_testbed::proxy::{CountingProxy, Fault};
 use streamfold_testbed::Azurite;
-use support::start_host;
+use support::{start_host, start_hosts};
 
 const KEY_HEADER: &str = "Idempotency-Key";
 const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -282,10 +282,7 @@ const DEPOSITS: usize = 20;
 
 async fn concurrent_deposits_all_land(backend: &str) {
     let azurite = Azurite::start().await.unwrap();
-    let mut hosts = Vec::new();
-    for _ in 0..PROCESSES {
-        hosts.push(start_host(settings(&azurite, backend)).await);
-    }
+    let (hosts, _clients) = start_hosts(PROCESSES, settings(&azurite, backend)).await;
     let bases: Vec<String> = hosts.iter().map(|(h, _)| h.base_url()).collect();
     let account = "HOT-1";
     let opened = post(

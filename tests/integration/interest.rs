@@ -19,20 +19,10 @@ const TIMER: &str = "AccrueInterestTimer";
 
 async fn open(client: &Client, account: &str, limit: &str, deposit: Option<&str>) {
     client
-        .post(
-            &format!("/api/OpenAccount/{account}"),
-            &json!({"overdraftLimit": limit}),
-        )
-        .await
-        .ok(201);
+        .open_account(account, &json!({"overdraftLimit": limit}))
+        .await;
     if let Some(amount) = deposit {
-        client
-            .post(
-                &format!("/api/Deposit/{account}"),
-                &json!({"amount": amount}),
-            )
-            .await
-            .ok(200);
+        client.deposit(account, amount).await;
     }
 }
 
@@ -159,20 +149,7 @@ async fn scenario(app: &TestApp) {
 
     // The timer function: every open account not yet accrued today, once.
     open(client, "INT-5", "0", Some("200")).await;
-    let accepted = client
-        .http()
-        .post(client.url(&format!("/admin/functions/{TIMER}")))
-        .json(&json!({"input": ""}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(accepted.status().as_u16(), 202);
-    let runs = app
-        .host
-        .wait_for_invocations(TIMER, 1, Duration::from_secs(60))
-        .await
-        .unwrap();
-    let run = runs.last().unwrap();
+    let run = support::run_timer(client, &app.host, TIMER, 1, Duration::from_secs(60)).await;
     assert!(run.succeeded, "{run:?}");
     let report: &Value = &run.return_value;
     assert_eq!(report["accrued"], 1, "{report}"); // INT-5

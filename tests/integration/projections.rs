@@ -378,21 +378,14 @@ async fn as_of_time_is_a_prefix_even_where_stored_times_go_back() {
         .await
         .unwrap();
     assert_eq!((p.state, p.sequence), (vec![], 0));
-    let p = runner
-        .run(&stream, &BALANCE, AsOf::Time(at(10)))
-        .await
-        .unwrap();
-    assert_eq!((p.state, p.sequence), (11, 2));
-    let p = runner
-        .run(&stream, &BALANCE, AsOf::Time(at(20)))
-        .await
-        .unwrap();
-    assert_eq!((p.state, p.sequence), (1111, 4));
-    let p = runner
-        .run(&stream, &BALANCE, AsOf::Time(at(0)))
-        .await
-        .unwrap();
-    assert_eq!((p.state, p.sequence), (0, 0));
+    // (as of second, balance, sequence)
+    for (second, balance, sequence) in [(10, 11, 2), (20, 1111, 4), (0, 0, 0)] {
+        let p = runner
+            .run(&stream, &BALANCE, AsOf::Time(at(second)))
+            .await
+            .unwrap();
+        assert_eq!((p.state, p.sequence), (balance, sequence), "as of {second}");
+    }
 }
 
 #[tokio::test]
@@ -1072,17 +1065,20 @@ fn reference<P: Projection>(
     (state, sequence)
 }
 
-fn check<P: Projection>(
+/// Runs `projection` on `plain` (no snapshots) and then on `snapshotting`, and checks both, and
+/// its `run_many` result `many`, against the reference fold of `events`.
+async fn check<P: Projection>(
     projection: &P,
     events: &[RecordedEvent],
     as_of: AsOf,
-    plain: &Projected<P::State>,
-    snapshotted: &Projected<P::State>,
+    (plain, snapshotting, stream): (&ProjectionRunner, &ProjectionRunner, &StreamId),
     many: &Projected<serde_json::Value>,
 ) -> Result<(), TestCaseError>
 where
     P::State: PartialEq + std::fmt::Debug,
 {
+    let plain = plain.run(stream, projection, as_of).await.unwrap();
+    let snapshotted = snapshotting.run(stream, projection, as_of).await.unwrap();
     let (state, sequence) = reference(projection, events, as_of);
     let name = Projection::name(projection);
     prop_assert_eq!(&plain.state, &state, "{} without snapshots", name);
@@ -1143,30 +1139,11 @@ proptest! {
                     .run_many(&stream, &[&BALANCE, &History, &frozen, &overdraft], as_of)
                     .await
                     .unwrap();
-                check(
-                    &BALANCE, &events, as_of,
-                    &plain.run(&stream, &BALANCE, as_of).await.unwrap(),
-                    &runner.run(&stream, &BALANCE, as_of).await.unwrap(),
-                    &many[0],
-                )?;
-                check(
-                    &History, &events, as_of,
-                    &plain.run(&stream, &History, as_of).await.unwrap(),
-                    &runner.run(&stream, &History, as_of).await.unwrap(),
-                    &many[1],
-                )?;
-                check(
-                    &frozen, &events, as_of,
-                    &plain.run(&stream, &frozen, as_of).await.unwrap(),
-                    &runner.run(&stream, &frozen, as_of).await.unwrap(),
-                    &many[2],
-                )?;
-                check(
-                    &overdraft, &events, as_of,
-                    &plain.run(&stream, &overdraft, as_of).await.unwrap(),
-                    &runner.run(&stream, &overdraft, as_of).await.unwrap(),
-                    &many[3],
-                )?;
+                let runners = (&plain, &runner, &stream);
+                check(&BALANCE, &events, as_of, runners, &many[0]).await?;
+                check(&History, &events, as_of, runners, &many[1]).await?;
+                check(&frozen, &events, as_of, runners, &many[2]).await?;
+                check(&overdraft, &events, as_of, runners, &many[3]).await?;
             }
             Ok::<(), TestCaseError>(())
         })?;

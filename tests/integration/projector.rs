@@ -79,32 +79,8 @@ async fn deliver(client: &Client, batch: &[Value]) -> u16 {
 
 async fn open(client: &Client, account: &str, limit: &str) {
     client
-        .post(
-            &format!("/api/OpenAccount/{account}"),
-            &json!({"overdraftLimit": limit}),
-        )
-        .await
-        .ok(201);
-}
-
-async fn deposit(client: &Client, account: &str, amount: &str) {
-    client
-        .post(
-            &format!("/api/Deposit/{account}"),
-            &json!({"amount": amount}),
-        )
-        .await
-        .ok(200);
-}
-
-async fn withdraw(client: &Client, account: &str, amount: &str) {
-    client
-        .post(
-            &format!("/api/Withdraw/{account}"),
-            &json!({"amount": amount}),
-        )
-        .await
-        .ok(200);
+        .open_account(account, &json!({"overdraftLimit": limit}))
+        .await;
 }
 
 /// Every row of the read model, by account number.
@@ -194,7 +170,7 @@ async fn rows_stay_exact_under_ordered_duplicated_reversed_and_concurrent_delive
     assert_eq!(deliver(c, &[new_entity, grid(&e, acc, 1)]).await, 202);
     assert_eq!(row_sequence(c, acc).await, Some(1));
     assert_row_is_exact(c, acc).await;
-    deposit(c, acc, "10.10").await;
+    c.deposit(acc, "10.10").await;
     let e = events(c, acc).await;
     assert_eq!(deliver(c, &[grid(&e, acc, 2)]).await, 202);
     assert_eq!(row_sequence(c, acc).await, Some(2));
@@ -210,8 +186,8 @@ async fn rows_stay_exact_under_ordered_duplicated_reversed_and_concurrent_delive
 
     // Reversed: event 5 is notified first, so 3 and 4 are applied with it (the gap is
     // filled); their own notifications then change nothing.
-    deposit(c, acc, "5").await;
-    withdraw(c, acc, "50").await;
+    c.deposit(acc, "5").await;
+    c.withdraw(acc, "50").await;
     c.post(
         &format!("/api/SetOverdraftLimit/{acc}"),
         &json!({"limit": "60"}),
@@ -232,9 +208,9 @@ async fn rows_stay_exact_under_ordered_duplicated_reversed_and_concurrent_delive
     // host invokes the Projector once per event, in parallel).
     for i in 0..10 {
         if i % 3 == 0 {
-            withdraw(c, acc, "1.25").await;
+            c.withdraw(acc, "1.25").await;
         } else {
-            deposit(c, acc, "2.50").await;
+            c.deposit(acc, "2.50").await;
         }
     }
     let e = events(c, acc).await;
@@ -295,7 +271,7 @@ async fn events_passed_as_json_strings_and_cloud_events_reach_the_projector() {
     let c = &Client::new(host.base_url());
 
     open(c, "S-1", "0").await;
-    deposit(c, "S-1", "1").await;
+    c.deposit("S-1", "1").await;
     let e = events(c, "S-1").await;
     assert_eq!(deliver(c, &[grid(&e, "S-1", 1)]).await, 202);
     assert_row_is_exact(c, "S-1").await;
@@ -304,7 +280,7 @@ async fn events_passed_as_json_strings_and_cloud_events_reach_the_projector() {
         .iter()
         .any(|r| r.function == "Projector" && r.succeeded));
 
-    deposit(c, "S-1", "2").await;
+    c.deposit("S-1", "2").await;
     let e = events(c, "S-1").await;
     let cloud = notification(&e, "S-1", 3, NotificationSchema::CloudEvent);
     assert_eq!(deliver(c, &[cloud]).await, 202);
@@ -350,7 +326,7 @@ async fn the_plain_webhook_answers_handshakes_and_applies_deliveries() {
     assert!(handshake.headers.contains_key("webhook-allowed-rate"));
 
     open(c, "W-1", "10").await;
-    withdraw(c, "W-1", "4").await;
+    c.withdraw("W-1", "4").await;
     let e = events(c, "W-1").await;
     // One CloudEvent, as Event Grid delivers a CloudEvents subscription.
     let one = c
@@ -400,9 +376,9 @@ async fn accounts_filter_by_overdraft_and_rebuild_fills_and_fixes_rows() {
     let app = start().await;
     let c = &app.client;
     open(c, "A", "50").await;
-    withdraw(c, "A", "30").await;
+    c.withdraw("A", "30").await;
     open(c, "B", "0").await;
-    deposit(c, "B", "10").await;
+    c.deposit("B", "10").await;
     open(c, "C", "0").await; // never notified
     for account in ["A", "B"] {
         let e = events(c, account).await;
@@ -537,9 +513,9 @@ async fn accounts_are_listed_in_pages_following_continuations() {
     for account in all.iter().rev() {
         open(c, account, "50").await;
         if overdrawn.contains(account) {
-            withdraw(c, account, "30").await;
+            c.withdraw(account, "30").await;
         } else {
-            deposit(c, account, "10").await;
+            c.deposit(account, "10").await;
         }
     }
     let report = c.post("/api/RebuildReadModels", &json!({})).await;

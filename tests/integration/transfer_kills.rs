@@ -84,17 +84,8 @@ async fn transfers_survive_kills(backend: &str) {
     let bases = fleet.bases();
     let first = Client::new(fleet.host(0).base_url());
     for account in ACCOUNTS {
-        first
-            .post(&format!("/api/OpenAccount/{account}"), &json!({}))
-            .await
-            .ok(201);
-        first
-            .post(
-                &format!("/api/Deposit/{account}"),
-                &json!({"amount": money(DEPOSIT_CENTS)}),
-            )
-            .await
-            .ok(200);
+        first.open_account(account, &json!({})).await;
+        first.deposit(account, &money(DEPOSIT_CENTS)).await;
     }
 
     let outcomes: Arc<Mutex<BTreeMap<String, (Transfer, String)>>> = Arc::default();
@@ -131,20 +122,15 @@ async fn transfers_survive_kills(backend: &str) {
 
     // The sweep carries on anything a killed process left (the clients got final answers, so
     // it must find nothing unfinished that was answered).
-    let accepted = c
-        .http()
-        .post(c.url("/admin/functions/TransferSweep"))
-        .json(&json!({"input": ""}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(accepted.status().as_u16(), 202);
-    let runs = fleet
-        .host(0)
-        .wait_for_invocations("TransferSweep", 1, Duration::from_secs(120))
-        .await
-        .unwrap();
-    assert!(runs.last().unwrap().succeeded, "{:?}", runs.last());
+    let run = support::run_timer(
+        &c,
+        fleet.host(0),
+        "TransferSweep",
+        1,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(run.succeeded, "{run:?}");
 
     // Every transfer's recorded state is its answer; refused ones may be unrecorded.
     let mut want: BTreeMap<&str, i64> = ACCOUNTS.iter().map(|a| (*a, DEPOSIT_CENTS)).collect();

@@ -15,18 +15,9 @@ const BLOB: (&str, &str) = ("Bank.ALL", "AppendBlob;AzureWebJobsStorage");
 const SWEEP: &str = "TransferSweep";
 
 async fn open(client: &Client, account: &str, deposit: Option<&str>) {
-    client
-        .post(&format!("/api/OpenAccount/{account}"), &json!({}))
-        .await
-        .ok(201);
+    client.open_account(account, &json!({})).await;
     if let Some(amount) = deposit {
-        client
-            .post(
-                &format!("/api/Deposit/{account}"),
-                &json!({"amount": amount}),
-            )
-            .await
-            .ok(200);
+        client.deposit(account, amount).await;
     }
 }
 
@@ -73,23 +64,9 @@ async fn requested_only(client: &Client, id: &str, from: &str, to: &str, amount:
 }
 
 async fn run_sweep(app: &TestApp, nth: usize) -> Value {
-    let client = &app.client;
-    let accepted = client
-        .http()
-        .post(client.url(&format!("/admin/functions/{SWEEP}")))
-        .json(&json!({"input": ""}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(accepted.status().as_u16(), 202);
-    let runs = app
-        .host
-        .wait_for_invocations(SWEEP, nth, Duration::from_secs(60))
-        .await
-        .unwrap();
-    let run = runs.last().unwrap();
+    let run = support::run_timer(&app.client, &app.host, SWEEP, nth, Duration::from_secs(60)).await;
     assert!(run.succeeded, "{run:?}");
-    run.return_value.clone()
+    run.return_value
 }
 
 async fn scenario(app: &TestApp) {

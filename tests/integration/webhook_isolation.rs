@@ -48,12 +48,8 @@ fn forged(account: &str, event: &RecordedEvent) -> String {
 }
 
 async fn open_and_deposit(c: &Client, account: &str) -> Vec<RecordedEvent> {
-    c.post(&format!("/api/OpenAccount/{account}"), &json!({}))
-        .await
-        .ok(201);
-    c.post(&format!("/api/Deposit/{account}"), &json!({"amount": "5"}))
-        .await
-        .ok(200);
+    c.open_account(account, &json!({})).await;
+    c.deposit(account, "5").await;
     recorded_events(c, "Bank", "Account", account, 1).await
 }
 

@@ -46,15 +46,28 @@ pub async fn run_sweep(
     nth: usize,
     timeout: Duration,
 ) -> InvocationRecord {
+    run_timer(client, host, SWEEP_FUNCTION, nth, timeout).await
+}
+
+/// Runs the timer function `function` now, through the host's admin endpoint (which must
+/// accept it, 202), waits until the host has recorded `nth` runs of it in all (1 for the
+/// first), and returns the latest.
+pub async fn run_timer(
+    client: &Client,
+    host: &HostSim,
+    function: &str,
+    nth: usize,
+    timeout: Duration,
+) -> InvocationRecord {
     let accepted = client
         .http()
-        .post(client.url(&format!("/admin/functions/{SWEEP_FUNCTION}")))
+        .post(client.url(&format!("/admin/functions/{function}")))
         .json(&serde_json::json!({"input": ""}))
         .send()
         .await
         .unwrap();
     assert_eq!(accepted.status().as_u16(), 202);
-    host.wait_for_invocations(SWEEP_FUNCTION, nth, timeout)
+    host.wait_for_invocations(function, nth, timeout)
         .await
         .unwrap()
         .pop()
@@ -190,6 +203,32 @@ pub async fn start_host(settings: Vec<(String, String)>) -> (HostSim, tempfile::
     start_host_on(0, settings).await
 }
 
+/// `count` host simulators, one after the other, each with its own handler process and these
+/// settings (on one storage, so they act as the processes of one app), and a client for each.
+pub async fn start_hosts(
+    count: usize,
+    settings: Vec<(String, String)>,
+) -> (Vec<(HostSim, tempfile::TempDir)>, Vec<Client>) {
+    let mut hosts = Vec::with_capacity(count);
+    for _ in 0..count {
+        hosts.push(start_host(settings.clone()).await);
+    }
+    let clients = hosts
+        .iter()
+        .map(|(host, _)| Client::new(host.base_url()))
+        .collect();
+    (hosts, clients)
+}
+
+/// Settings that put every stream of the app on `backend` (`Table` or `AppendBlob`) in this
+/// Azurite's account.
+pub fn all_streams_on(azurite: &Azurite, backend: &str) -> Vec<(String, String)> {
+    vec![
+        ("AzureWebJobsStorage".into(), azurite.connection_string()),
+        ("ALL.ALL".into(), format!("{backend};AzureWebJobsStorage")),
+    ]
+}
+
 /// [`start_host`] on a given port (0 = a free one).
 pub async fn start_host_on(
     port: u16,
@@ -317,6 +356,63 @@ impl Client {
 
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// The bank's OpenAccount for `account` with `body` (e.g. `{"overdraftLimit": "100"}`),
+    /// which must answer 201.
+    pub async fn open_account(&self, account: &str, body: &Value) {
+        self.post(&format!("/api/OpenAccount/{account}"), body)
+            .await
+            .ok(201);
+    }
+
+    /// The bank's Deposit of `amount` to `account`, which must answer 200.
+    pub async fn deposit(&self, account: &str, amount: &str) {
+        self.post(
+            &format!("/api/Deposit/{account}"),
+            &serde_json::json!({ "amount": amount }),
+        )
+        .await
+        .ok(200);
+    }
+
+    /// The bank's Withdraw of `amount` from `account`, which must answer 200.
+    pub async fn withdraw(&self, account: &str, amount: &str) {
+        self.post(
+            &format!("/api/Withdraw/{account}"),
+            &serde_json::json!({ "amount": amount }),
+        )
+        .await
+        .ok(200);
+    }
+}
+
+/// Reads the stream at `path` (the generic API, one page) and checks that it holds exactly the
+/// `acked` events (event id → the sequence its append was answered with): as many as acked,
+/// contiguous from 1, each at its acknowledged sequence.
+pub async fn assert_stream_holds_exactly(
+    client: &Client,
+    path: &str,
+    acked: &std::collections::HashMap<uuid::Uuid, u64>,
+) {
+    let stream = client.get(&format!("{path}?pageSize=1000")).await;
+    let body = stream.ok(200);
+    let events = body["events"].as_array().unwrap();
+    assert_eq!(body["version"].as_u64().unwrap() as usize, acked.len());
+    assert_eq!(
+        events.len(),
+        acked.len(),
+        "no more and no fewer events than acknowledged"
+    );
+    for (i, event) in events.iter().enumerate() {
+        let sequence = event["sequence"].as_u64().unwrap();
+        assert_eq!(sequence, i as u64 + 1, "contiguous from 1");
+        let id = uuid::Uuid::parse_str(event["eventId"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            acked.get(&id),
+            Some(&sequence),
+            "acknowledged at this sequence"
+        );
     }
 }
 
