@@ -10,18 +10,16 @@
 //! processes are part of the contract.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use streamfold::notify::dispatch::DispatchOutcome;
 use streamfold::notify::{
-    notification_id, Dispatcher, Notification, NotificationKind, NotificationSink, PublishError,
-    RaiseSwitches,
+    notification_id, Dispatcher, NotificationKind, NotificationSink, RaiseSwitches,
 };
 use streamfold::storage::MemoryDeadLetters;
-use streamfold::stream::ExpectedVersion::{Any, Exact, NoStream};
+use streamfold::stream::ExpectedVersion::{Exact, NoStream};
 use streamfold::stream::{EventStore, Outbox, PendingScan, PendingStream, StreamId};
-use streamfold::testing::MemorySink;
+use streamfold::testing::{MemorySink, RacingSink};
 use uuid::Uuid;
 
 use crate::helpers::{events, stream};
@@ -403,39 +401,13 @@ pub async fn a_dispatch_publishes_then_marks(f: &Fixture) {
     assert!(instances(outbox.pending(None, 100).await.unwrap()).is_empty());
 }
 
-/// A sink that appends one event to a stream while it publishes its first batch: an append
-/// racing a dispatch, between the dispatch's read and its mark.
-struct RacingSink {
-    inner: Arc<MemorySink>,
-    store: Arc<dyn EventStore>,
-    stream: StreamId,
-    raced: Mutex<bool>,
-}
-
-#[async_trait]
-impl NotificationSink for RacingSink {
-    async fn publish(&self, batch: &[Notification]) -> Result<(), PublishError> {
-        let race = !std::mem::replace(&mut *self.raced.lock().unwrap(), true);
-        if race {
-            self.store
-                .append(&self.stream, Any, events(1))
-                .await
-                .unwrap();
-        }
-        self.inner.publish(batch).await
-    }
-}
-
 pub async fn a_dispatch_racing_an_append_never_skips_it(f: &Fixture) {
     let View { store, outbox } = &f.view;
-    let memory = Arc::new(MemorySink::new());
     let s = stream("race");
-    let sink = Arc::new(RacingSink {
-        inner: memory.clone(),
-        store: (f.reopen)().store,
-        stream: s.clone(),
-        raced: Mutex::new(false),
-    });
+    // One event appended to the stream while the first batch is published: an append racing
+    // the dispatch, between its read and its mark.
+    let sink = Arc::new(RacingSink::new((f.reopen)().store, s.clone(), 1));
+    let memory = sink.memory().clone();
     let dispatcher = f.view.dispatcher(sink);
     store.append(&s, NoStream, events(1)).await.unwrap();
     dispatcher.dispatch(&s).await.unwrap();

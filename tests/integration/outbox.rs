@@ -16,21 +16,19 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use streamfold::notify::dispatch::Dispatcher;
 use streamfold::notify::retry::DEFAULT_MAX_ATTEMPTS;
 use streamfold::notify::{
-    notification_id, DeadLetterStore, Notification, NotificationKind, NotificationSink,
-    PublishError, RaiseSwitches,
+    notification_id, DeadLetterStore, NotificationKind, NotificationSink, RaiseSwitches,
 };
 use streamfold::storage::table::TableStore;
 use streamfold::storage::MemoryDeadLetters;
 use streamfold::storage::{BlobStore, StorageAccount};
 use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, Outbox, StreamId};
-use streamfold::testing::MemorySink;
 use streamfold::testing::RawClients;
+use streamfold::testing::{MemorySink, RacingSink};
 use streamfold_testbed::hostsim::{HostConfig, HostSim, InvocationRecord};
 use streamfold_testbed::topic::{DownMode, TopicConfig, TopicSim};
 use streamfold_testbed::Azurite;
@@ -474,25 +472,6 @@ async fn the_local_loop_delivers_to_the_projector() {
 // Notifications never block (issue 11): fair sweeps, busy streams, unreadable entries, a
 // refused key.
 
-/// A sink that appends one event to a stream every time it publishes: a stream so busy that
-/// its outbox row changes under every mark.
-struct AlwaysRacingSink {
-    inner: Arc<MemorySink>,
-    store: Arc<dyn EventStore>,
-    stream: StreamId,
-}
-
-#[async_trait]
-impl NotificationSink for AlwaysRacingSink {
-    async fn publish(&self, batch: &[Notification]) -> Result<(), PublishError> {
-        self.store
-            .append(&self.stream, ExpectedVersion::Any, events(1))
-            .await
-            .unwrap();
-        self.inner.publish(batch).await
-    }
-}
-
 /// On Table storage every append changes the outbox row's ETag, so the mark of a stream that
 /// keeps moving loses every round. That is a busy stream, not a failed sweep: everything seen
 /// was published, and the newer events are pending for their own dispatch.
@@ -502,12 +481,10 @@ async fn a_stream_that_moves_on_while_swept_is_busy_not_failed() {
     let backend = Backend::table(table_store(account(&azurite)));
     let s = stream("busy");
     backend.store.append(&s, NoStream, events(1)).await.unwrap();
-    let memory = Arc::new(MemorySink::new());
-    let sink = Arc::new(AlwaysRacingSink {
-        inner: memory.clone(),
-        store: backend.store.clone(),
-        stream: s.clone(),
-    });
+    // One event appended to the stream every time it publishes: a stream so busy that its
+    // outbox row changes under every mark.
+    let sink = Arc::new(RacingSink::new(backend.store.clone(), s.clone(), u32::MAX));
+    let memory = sink.memory().clone();
     let report = backend.dispatcher(sink).sweep(10).await.unwrap();
     assert_eq!(
         (
