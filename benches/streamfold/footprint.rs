@@ -62,6 +62,44 @@ const LARGE_MIN_FULL_BYTES: u64 = 200_000_000;
 /// a few pages and ranges, whatever the stream's length (the stream is over 200 MB).
 pub const LARGE_READ_RSS_TARGET_MIB: f64 = 64.0;
 
+/// Samples a process's resident set every [`RSS_SAMPLE_EVERY`] in the background, keeping the
+/// highest sample, until stopped.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    max_kib: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max_kib = Arc::new(AtomicU64::new(0));
+        let task = {
+            let (stop, max_kib) = (stop.clone(), max_kib.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    if let Some(kib) = proc::rss_kib(pid) {
+                        max_kib.fetch_max(kib, Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(RSS_SAMPLE_EVERY).await;
+                }
+            })
+        };
+        Self {
+            stop,
+            max_kib,
+            task,
+        }
+    }
+
+    /// Stops sampling; the highest sample in KiB (0 when none was taken).
+    async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.task.await;
+        self.max_kib.load(Ordering::SeqCst)
+    }
+}
+
 /// A handler process started here; killed when dropped.
 struct Handler {
     child: Child,
@@ -273,19 +311,7 @@ async fn read_large(connection: &str, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         stream_path(DOMAIN, BLOB_ENTITY, instance)
     );
     let http = http_client()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let max_rss = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (stop, max_rss) = (stop.clone(), max_rss.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                if let Some(kib) = proc::rss_kib(pid) {
-                    max_rss.fetch_max(kib, Ordering::SeqCst);
-                }
-                tokio::time::sleep(RSS_SAMPLE_EVERY).await;
-            }
-        })
-    };
+    let sampler = RssSampler::start(pid);
     let started = Instant::now();
     let mut from = Some(1_u64);
     let (mut events, mut pages, mut answer_bytes) = (0_u64, 0_u64, 0_u64);
@@ -311,8 +337,7 @@ async fn read_large(connection: &str, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         from = page["nextFromSequence"].as_u64();
     }
     let elapsed = started.elapsed();
-    stop.store(true, Ordering::SeqCst);
-    let _ = sampler.await;
+    let max_rss = sampler.stop().await;
     let peak = proc::peak_rss_kib(pid);
     drop(handler);
     if events != version {
@@ -362,7 +387,7 @@ async fn read_large(connection: &str, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         SECTION,
         format!("handler RSS reading the {mb:.0} MB stream, highest sample"),
         "MiB",
-        mib(max_rss.load(Ordering::SeqCst)),
+        mib(max_rss),
         None,
         "",
     ));
@@ -411,19 +436,7 @@ async fn under_load(connection: &str, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     }))
     .await?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let max_rss = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (stop, max_rss) = (stop.clone(), max_rss.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                if let Some(kib) = proc::rss_kib(pid) {
-                    max_rss.fetch_max(kib, Ordering::SeqCst);
-                }
-                tokio::time::sleep(RSS_SAMPLE_EVERY).await;
-            }
-        })
-    };
+    let sampler = RssSampler::start(pid);
     let cpu_before = proc::cpu_ticks(pid);
     let deadline = Instant::now() + plan.load_time;
     let tasks = writers.drain(..).map(|mut writer| {
@@ -442,8 +455,7 @@ async fn under_load(connection: &str, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         appends += result.context("a client task panicked")??;
     }
     let cpu_after = proc::cpu_ticks(pid);
-    stop.store(true, Ordering::SeqCst);
-    let _ = sampler.await;
+    let max_rss = sampler.stop().await;
     let peak = proc::peak_rss_kib(pid);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = proc::rss_kib(pid);
@@ -454,7 +466,7 @@ async fn under_load(connection: &str, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         SECTION,
         format!("handler RSS under load ({LOAD_CLIENTS} clients appending), highest sample"),
         "MiB",
-        mib(max_rss.load(Ordering::SeqCst)),
+        mib(max_rss),
         None,
         "",
     )];

@@ -51,6 +51,19 @@ fn event_row_key(sequence: u64) -> String {
     format!("{EVENT_ROW_PREFIX}{sequence:0SEQUENCE_WIDTH$}")
 }
 
+/// The outcome of creating something (a table, a container): done, or already there (the error
+/// `already_exists`); any other error as it is.
+fn created_or_there<T>(
+    created: azure_core::Result<T>,
+    already_exists: &str,
+) -> azure_core::Result<()> {
+    match created {
+        Ok(_) => Ok(()),
+        Err(error) if error_code(&error) == Some(already_exists) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 fn int64(properties: &mut Map<String, Value>, name: &str, value: u64) {
     properties.insert(format!("{name}@odata.type"), json!("Edm.Int64"));
     properties.insert(name.to_owned(), json!(value.to_string()));
@@ -91,11 +104,8 @@ impl RawTable {
     }
 
     pub async fn ensure_table(&self) -> anyhow::Result<()> {
-        match self.table.create().await {
-            Ok(_) => Ok(()),
-            Err(error) if error_code(&error) == Some(TABLE_ALREADY_EXISTS) => Ok(()),
-            Err(error) => Err(error).context("creating the table"),
-        }
+        created_or_there(self.table.create().await, TABLE_ALREADY_EXISTS)
+            .context("creating the table")
     }
 
     /// The event row of `sequence` with the properties streamfold writes for an event.
@@ -312,11 +322,8 @@ impl RawBlobs {
     }
 
     pub async fn ensure_container(&self) -> anyhow::Result<()> {
-        match self.container.create().await {
-            Ok(_) => Ok(()),
-            Err(error) if error_code(&error) == Some(CONTAINER_ALREADY_EXISTS) => Ok(()),
-            Err(error) => Err(error).context("creating the container"),
-        }
+        created_or_there(self.container.create().await, CONTAINER_ALREADY_EXISTS)
+            .context("creating the container")
     }
 
     /// Creates an empty append blob.
