@@ -368,18 +368,18 @@ impl Client {
 
     /// The bank's Deposit of `amount` to `account`, which must answer 200.
     pub async fn deposit(&self, account: &str, amount: &str) {
-        self.post(
-            &format!("/api/Deposit/{account}"),
-            &serde_json::json!({ "amount": amount }),
-        )
-        .await
-        .ok(200);
+        self.amount_command("Deposit", account, amount).await;
     }
 
     /// The bank's Withdraw of `amount` from `account`, which must answer 200.
     pub async fn withdraw(&self, account: &str, amount: &str) {
+        self.amount_command("Withdraw", account, amount).await;
+    }
+
+    /// The bank's `command` (Deposit, Withdraw) of `amount` on `account`, which must answer 200.
+    async fn amount_command(&self, command: &str, account: &str, amount: &str) {
         self.post(
-            &format!("/api/Withdraw/{account}"),
+            &format!("/api/{command}/{account}"),
             &serde_json::json!({ "amount": amount }),
         )
         .await
