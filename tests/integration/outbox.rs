@@ -483,7 +483,11 @@ async fn a_stream_that_moves_on_while_swept_is_busy_not_failed() {
     backend.store.append(&s, NoStream, events(1)).await.unwrap();
     // One event appended to the stream every time it publishes: a stream so busy that its
     // outbox row changes under every mark.
-    let sink = Arc::new(RacingSink::new(backend.store.clone(), s.clone(), u32::MAX));
+    let sink = Arc::new(RacingSink::new(
+        backend.store.clone(),
+        s.clone(),
+        usize::MAX,
+    ));
     let memory = sink.memory().clone();
     let report = backend.dispatcher(sink).sweep(10).await.unwrap();
     assert_eq!(
