@@ -80,6 +80,7 @@ macro_rules! conformance_suite {
             recorded_times_never_go_back_and_as_of_a_time_is_a_prefix,
             reads_by_range_and_as_of_a_time,
             reads_up_to_a_known_version,
+            reads_without_the_version_return_the_stored_events,
             data_and_metadata_round_trip_exactly,
             the_largest_event_fits_and_the_next_is_refused,
             invalid_appends_write_nothing,
@@ -617,6 +618,32 @@ pub async fn reads_up_to_a_known_version(f: &Fixture) {
     }
     let missing = stream("known-missing");
     let none = f.store.read_known(&missing, ReadRequest::all(), 0).await;
+    assert!(none.unwrap().is_empty());
+}
+
+/// `read_stored` gives exactly what `read` gives for the same range, ends where the stored
+/// events end, and gives nothing for a stream without the first event asked for.
+pub async fn reads_without_the_version_return_the_stored_events(f: &Fixture) {
+    let s = stream("stored");
+    f.store.append(&s, NoStream, events(4)).await.unwrap();
+    for store in f.views() {
+        let stored = |request| {
+            let (store, s) = (store.clone(), s.clone());
+            async move {
+                let events = store.read_stored(&s, request).await.unwrap();
+                events.iter().map(|e| e.sequence).collect::<Vec<u64>>()
+            }
+        };
+        assert_eq!(stored(ReadRequest::all()).await, vec![1, 2, 3, 4]);
+        assert_eq!(stored(ReadRequest::after(2)).await, vec![3, 4]);
+        assert_eq!(stored(ReadRequest::range(2, Some(3))).await, vec![2, 3]);
+        assert_eq!(stored(ReadRequest::after(4)).await, Vec::<u64>::new());
+        let all = store.read_stored(&s, ReadRequest::all()).await.unwrap();
+        let plain = store.read(&s, ReadRequest::all()).await.unwrap();
+        assert_eq!(format!("{all:?}"), format!("{:?}", plain.events));
+    }
+    let missing = stream("stored-missing");
+    let none = f.store.read_stored(&missing, ReadRequest::all()).await;
     assert!(none.unwrap().is_empty());
 }
 
