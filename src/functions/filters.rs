@@ -38,7 +38,9 @@ where
         drain(stream, 0).await;
         return Err(reject(body_too_large()));
     }
-    let mut body = bytes::BytesMut::new();
+    // Sized once from the declared length (bounded above), so the chunks are copied once.
+    let capacity = declared.and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+    let mut body = bytes::BytesMut::with_capacity(capacity);
     while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
         let chunk = chunk.map_err(|e| {
             reject(Problem::bad_request(

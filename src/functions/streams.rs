@@ -191,17 +191,31 @@ async fn append_handler(
         .map_err(reject)?;
     Ok(json_response(
         StatusCode::CREATED,
-        &json!({
-            "domain": stream.domain(),
-            "entity": stream.entity(),
-            "instance": stream.instance(),
-            "firstSequence": outcome.first_sequence,
-            "version": outcome.version,
-            "created": outcome.created,
-            "duplicate": outcome.duplicate,
-            "correlationId": correlation_id,
-        }),
+        &AppendResponse {
+            domain: stream.domain(),
+            entity: stream.entity(),
+            instance: stream.instance(),
+            first_sequence: outcome.first_sequence,
+            version: outcome.version,
+            created: outcome.created,
+            duplicate: outcome.duplicate,
+            correlation_id: &correlation_id,
+        },
     ))
+}
+
+/// The answer to an append, written straight from borrowed fields (no intermediate `Value`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppendResponse<'a> {
+    domain: &'a str,
+    entity: &'a str,
+    instance: &'a str,
+    first_sequence: u64,
+    version: u64,
+    created: bool,
+    duplicate: bool,
+    correlation_id: &'a str,
 }
 
 #[derive(Serialize)]

@@ -486,29 +486,68 @@ fn operations(
     operations
 }
 
-/// An upper bound of the transaction body an append of `encoded` produces.
+/// An upper bound of the transaction body an append of `encoded` produces: first a cheap one
+/// (each property's name and text at their longest JSON escaping), and only when that one
+/// passes the limit the events' JSON measured exactly, so that an append near the limit is not
+/// refused for the cheap bound's slack.
 fn transaction_bytes(api: &TableApi, partition_key: &str, encoded: &[EncodedEvent]) -> usize {
-    let json_len = |properties: &Properties| serde_json::to_vec(properties).map_or(0, |v| v.len());
-    let keys_len = 2 * partition_key.len() + 64;
     let framing = OPERATION_FRAMING_BYTES
         + api.table_url_bytes()
         + URL_ENCODING_FACTOR * (partition_key.len() + keys::EVENT_ID_ROW_PREFIX.len() + 36);
+    let keys_len = 2 * partition_key.len() + 64;
     let fixed = HEADER_OPERATIONS + VERSION_CHECK_OPERATIONS + RESERVED_OUTBOX_OPERATIONS;
-    let now = OffsetDateTime::now_utc();
-    let header = json_len(&entity::header_properties(
-        keys::MAX_SEQUENCE,
-        Some(now),
-        now,
-    ));
-    let id_row = json_len(&entity::event_id_properties(
-        keys::MAX_SEQUENCE,
-        keys::MAX_SEQUENCE,
-        keys::MAX_SEQUENCE,
-    ));
-    let events: usize = encoded.iter().map(|e| json_len(&e.properties)).sum();
-    fixed * (framing + keys_len + header)
-        + encoded.len() * (2 * (framing + keys_len) + id_row)
-        + events
+    let (header, id_row) = fixed_rows_json_bytes();
+    let around =
+        fixed * (framing + keys_len + header) + encoded.len() * (2 * (framing + keys_len) + id_row);
+    let cheap: usize = encoded
+        .iter()
+        .map(|e| json_bytes_bound(&e.properties))
+        .sum();
+    if around + cheap <= MAX_TRANSACTION_BYTES {
+        return around + cheap;
+    }
+    around
+        + encoded
+            .iter()
+            .map(|e| json_bytes(&e.properties))
+            .sum::<usize>()
+}
+
+/// The JSON length of `properties`.
+fn json_bytes(properties: &Properties) -> usize {
+    serde_json::to_vec(properties).map_or(0, |v| v.len())
+}
+
+/// Longest escape of one byte in a JSON string (`\u001f`).
+const JSON_ESCAPE_BYTES: usize = 6;
+/// A property's JSON framing: two pairs of quotes, the colon and the comma.
+const JSON_PROPERTY_FRAMING_BYTES: usize = 6;
+
+/// An upper bound of the JSON length of `properties`, without writing it.
+fn json_bytes_bound(properties: &Properties) -> usize {
+    let value_bytes = |value: &serde_json::Value| match value {
+        serde_json::Value::String(text) => JSON_ESCAPE_BYTES * text.len(),
+        other => other.to_string().len(),
+    };
+    2 + properties
+        .iter()
+        .map(|(name, value)| {
+            JSON_ESCAPE_BYTES * name.len() + value_bytes(value) + JSON_PROPERTY_FRAMING_BYTES
+        })
+        .sum::<usize>()
+}
+
+/// The JSON length of the largest header row and event-id row (their values have a fixed
+/// longest form), measured once per process.
+fn fixed_rows_json_bytes() -> (usize, usize) {
+    static BYTES: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        let now = OffsetDateTime::now_utc();
+        let header = entity::header_properties(keys::MAX_SEQUENCE, Some(now), now);
+        let id_row =
+            entity::event_id_properties(keys::MAX_SEQUENCE, keys::MAX_SEQUENCE, keys::MAX_SEQUENCE);
+        (json_bytes(&header), json_bytes(&id_row))
+    })
 }
 
 /// The point-read header, or `None` for a stream that does not exist.
@@ -611,4 +650,33 @@ async fn earlier_append_of(
         found.insert(id, append);
     }
     earlier_append(stream, events, |id| found.get(id).copied())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cheap_json_bound_is_never_below_the_json() {
+        let texts = [
+            "",
+            "plain",
+            "\"quoted\" \\ back",
+            "\u{0}\u{1}\u{1f}\n\t",
+            "ünïcödé €𝄞",
+            "</script>\u{2028}",
+        ];
+        for name in texts {
+            for text in texts {
+                let mut properties = Properties::new();
+                properties.insert(format!("N{name}"), serde_json::Value::String(text.into()));
+                entity::set_int64(&mut properties, "Version", u64::MAX);
+                assert!(
+                    json_bytes_bound(&properties) >= json_bytes(&properties),
+                    "{name:?} {text:?}"
+                );
+            }
+        }
+        assert!(json_bytes_bound(&Properties::new()) >= json_bytes(&Properties::new()));
+    }
 }
