@@ -32,8 +32,11 @@ command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install v
 target=target/instructions
 export CARGO_PROFILE_BENCH_STRIP=false CARGO_PROFILE_BENCH_DEBUG=line-tables-only
 export CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
-cargo bench --bench streamfold --no-run --target-dir "$target"
-bench=$(ls -t "$target"/release/deps/streamfold-* | grep -v '\.d$' | head -1)
+# The benchmark's executable, as cargo names it (the `streamfold` CLI binary shares the prefix
+# in deps/, so the newest `streamfold-*` file is not necessarily the benchmark).
+bench=$(cargo bench --bench streamfold --no-run --target-dir "$target" 2>&1 | tee /dev/stderr \
+  | sed -n 's/^ *Executable .*(\(.*\))$/\1/p' | tail -1)
+[[ -n "$bench" ]] || { echo "cargo named no benchmark executable" >&2; exit 1; }
 
 dumps="$PWD/$target/callgrind"  # absolute: the handler under valgrind runs in its app folder
 rm -rf "$dumps"

@@ -60,3 +60,18 @@ pub fn error_code(error: &azure_core::Error) -> Option<&str> {
 pub fn no_echo_policy() -> Arc<dyn Policy> {
     crate::storage::table::no_echo_policy()
 }
+
+/// Runs one transaction through the Table backend's own `$batch` encoder and answer parser:
+/// `inserts`, then each `(row key, properties)` of `merges` merged with `If-Match: *`. Whether
+/// it committed. For tests that compare the rows it stores with the rows the crate's
+/// `TransactionBuilder` stores.
+pub async fn own_transaction(
+    account: &StorageAccount,
+    table_name: &str,
+    partition_key: &str,
+    inserts: Vec<serde_json::Map<String, serde_json::Value>>,
+    merges: Vec<(String, serde_json::Map<String, serde_json::Value>)>,
+) -> Result<bool, crate::stream::StoreError> {
+    crate::storage::table::own_transaction(account, table_name, partition_key, inserts, merges)
+        .await
+}

@@ -354,7 +354,10 @@ impl StorageAccount {
             .map_err(|e| ConnectionStringError::HttpClient(e.to_string()))
     }
 
-    /// A Table service client for this account with [`Self::client_options`].
+    /// A Table service client for this account with [`Self::client_options`] (the backends
+    /// build theirs through `storage::table::client::TableApi`; tests reach it through
+    /// `crate::testing::RawClients`).
+    #[cfg(any(test, feature = "testing", feature = "fuzzing"))]
     pub(crate) fn table_service_client(&self) -> Result<TableServiceClient, ConnectionStringError> {
         self.table_service_client_with_options(self.client_options()?)
     }
@@ -371,11 +374,12 @@ impl StorageAccount {
                     service: "table",
                     key: KEY_TABLE_ENDPOINT,
                 })?;
-        Ok(
-            TableServiceClientBuilder::with_location(self.location(endpoint), self.credentials()?)
-                .client_options(options)
-                .build(),
+        Ok(TableServiceClientBuilder::with_location(
+            self.location(endpoint),
+            self.storage_credentials()?,
         )
+        .client_options(options)
+        .build())
     }
 
     /// A Blob service client for this account with [`Self::client_options`] (the backend
@@ -398,7 +402,7 @@ impl StorageAccount {
                     key: KEY_BLOB_ENDPOINT,
                 })?;
         Ok(
-            BlobClientBuilder::with_location(self.location(endpoint), self.credentials()?)
+            BlobClientBuilder::with_location(self.location(endpoint), self.storage_credentials()?)
                 .client_options(options)
                 .blob_service_client(),
         )
@@ -411,7 +415,8 @@ impl StorageAccount {
         }
     }
 
-    fn credentials(&self) -> Result<StorageCredentials, ConnectionStringError> {
+    /// The credentials the crates' authorization policy signs or authorizes requests with.
+    pub(crate) fn storage_credentials(&self) -> Result<StorageCredentials, ConnectionStringError> {
         match &self.credential {
             Credential::Key(key) => Ok(StorageCredentials::access_key(
                 self.account_name.clone(),

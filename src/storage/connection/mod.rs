@@ -31,3 +31,4 @@ pub use transport::{
     CONNECT_TIMEOUT, MAX_RETRIES, POOL_IDLE_TIMEOUT, REQUEST_TIMEOUT, RETRY_INITIAL_DELAY,
     RETRY_MAX_ELAPSED,
 };
+pub(crate) use transport_failure::describe_error;

@@ -1,26 +1,35 @@
-//! The one place that talks to the `azure_data_tables` crate: table creation, point reads,
-//! queries, entity group transactions, and the mapping of the crate's errors to
-//! [`StoreError`].
+//! The one place that talks to Table storage: table creation, point reads and queries through
+//! the `azure_data_tables` crate; entity group transactions written and read by us
+//! (`batch_request`, `batch_answer`) and sent through the same `azure_core` pipeline the crate
+//! uses (same transport, retries, delivery tracker and authorization); and the mapping of
+//! errors to [`StoreError`].
 //!
 //! Guarantees:
 //! - the table is created at most once per [`TableApi`] (a failed attempt is not remembered, an
 //!   existing table counts as created), lazily, on first use;
-//! - a transaction's outcome is read from every operation's status code (the crate answers
-//!   `Ok` for a rolled-back batch): [`BatchOutcome::Committed`] only if all operations succeeded;
+//! - a transaction's outcome is read from every operation's status code (storage answers
+//!   `202` for a rolled-back batch): [`BatchOutcome::Committed`] only if all operations
+//!   succeeded; an answer of an unexpected shape is `Corrupt`, and an answer whose body is lost
+//!   after its `2xx` status is `Unavailable` with `maybe_applied`;
 //! - queries follow continuation tokens (the service returns at most 1,000 entities a page);
 //! - errors are classified once, here: unreachable storage, timeouts, 408/429/5xx become
 //!   `Unavailable` (with `maybe_applied` from the [`DeliveryTracker`] for writes), 401/403 and a
 //!   missing table become `Misconfigured`, answers of an unexpected shape become `Corrupt`.
 
-use azure_core::{Etag, StatusCode};
+use azure_core::headers::{Headers, CONTENT_TYPE};
+use azure_core::{ClientOptions, Etag, Method, Pipeline, StatusCode};
 use azure_data_tables::prelude::{Filter, IfMatchCondition, Select, TableClient, Top};
+use azure_storage::clients::ServiceType;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
+use super::batch_answer::{self, MAX_ANSWER_BYTES};
+use super::batch_request::{self, TableUrls, OPERATION_FRAMING_BYTES};
 use super::entity::Properties;
 use super::keys;
-use crate::storage::connection::{self, error_code, status_of, DeliveryTracker};
+pub use super::operation::{Operation, MAX_TRANSACTION_OPERATIONS};
+use crate::storage::connection::{self, error_code, status_of, DeliveryTracker, StorageAccount};
 use crate::stream::StoreError;
 
 /// Error code of a create-table request for a table that exists.
@@ -30,41 +39,8 @@ const TABLE_NOT_FOUND: &str = "TableNotFound";
 /// Most entities the service returns in one query page.
 pub const MAX_QUERY_PAGE: u32 = 1_000;
 
-/// Most operations in one entity group transaction (the service's limit).
-pub const MAX_TRANSACTION_OPERATIONS: usize = 100;
 /// Passes in a row that delete nothing before [`TableApi::delete_partition_rows`] gives up.
 const MAX_FRUITLESS_DELETE_PASSES: u32 = 8;
-
-/// One operation of an entity group transaction.
-#[derive(Debug, Clone)]
-pub enum Operation {
-    /// Insert a new entity (the entity carries its keys); 409 if it exists.
-    Insert(Properties),
-    /// Merge properties into an existing entity; 404 if it is missing, 412 on a stale ETag.
-    Merge {
-        row_key: String,
-        properties: Properties,
-        if_match: IfMatchCondition,
-    },
-    /// Merge properties into an entity, inserting it if it is missing (insert-or-merge); never
-    /// fails on the entity's state.
-    Upsert {
-        row_key: String,
-        properties: Properties,
-    },
-    /// Replace an existing entity whole (its old properties are gone); 404 if it is missing,
-    /// 412 on a stale ETag.
-    Replace {
-        row_key: String,
-        properties: Properties,
-        if_match: IfMatchCondition,
-    },
-    /// Delete an entity; 404 if it is missing, 412 on a stale ETag.
-    Delete {
-        row_key: String,
-        if_match: IfMatchCondition,
-    },
-}
 
 /// What storage did with a transaction that it answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,23 +60,44 @@ pub struct Fetched {
 /// The table of one store.
 pub struct TableApi {
     table: TableClient,
-    /// Length of the table's URL, for bounding the size of a transaction body.
-    table_url_bytes: usize,
+    /// The pipeline transactions are sent through: the crate's, built from the same options
+    /// and credentials.
+    pipeline: Pipeline,
+    urls: TableUrls,
     created: OnceCell<()>,
 }
 
 impl TableApi {
-    /// `endpoint` is the table service endpoint the client was built for.
-    pub fn new(table: TableClient, endpoint: &str) -> Self {
-        Self {
-            table_url_bytes: endpoint.len() + 1 + table.table_name().len(),
-            table,
+    /// Table `table_name` of `account`, reached with `options`. No I/O.
+    pub fn new(
+        account: &StorageAccount,
+        table_name: &str,
+        options: ClientOptions,
+    ) -> Result<Self, String> {
+        let service = account
+            .table_service_client_with_options(options.clone())
+            .map_err(|e| e.to_string())?;
+        let urls = TableUrls::new(account.table_endpoint().unwrap_or_default(), table_name)?;
+        let pipeline = azure_storage::clients::new_pipeline_from_options(
+            options,
+            account.storage_credentials().map_err(|e| e.to_string())?,
+        );
+        Ok(Self {
+            table: service.table_client(table_name.to_owned()),
+            pipeline,
+            urls,
             created: OnceCell::new(),
-        }
+        })
     }
 
+    /// The table's own client, for what this type does not wrap.
+    pub fn table_client(&self) -> &TableClient {
+        &self.table
+    }
+
+    /// Length of the table's URL, for bounding the size of a transaction body.
     pub fn table_url_bytes(&self) -> usize {
-        self.table_url_bytes
+        self.urls.table().len()
     }
 
     pub fn table_name(&self) -> &str {
@@ -313,66 +310,108 @@ impl TableApi {
         operations: Vec<Operation>,
         what: &str,
     ) -> Result<BatchOutcome, StoreError> {
-        let expected_responses = operations.len();
-        let mut batch = self
-            .table
-            .partition_key_client(keys::url_key(partition_key))
-            .transaction();
-        for operation in operations {
-            batch = match operation {
-                Operation::Insert(entity) => batch.insert(entity),
-                Operation::Merge {
-                    row_key,
-                    properties,
-                    if_match,
-                } => batch.merge(keys::url_key(&row_key), properties, Some(if_match)),
-                Operation::Upsert {
-                    row_key,
-                    properties,
-                } => batch.insert_or_merge(keys::url_key(&row_key), properties),
-                Operation::Replace {
-                    row_key,
-                    properties,
-                    if_match,
-                } => batch.update(keys::url_key(&row_key), properties, Some(if_match)),
-                Operation::Delete { row_key, if_match } => {
-                    batch.delete(keys::url_key(&row_key), Some(if_match))
-                }
-            }
-            .map_err(|error| StoreError::Corrupt {
-                stream: what.to_owned(),
-                detail: format!("could not build the transaction: {error}"),
-            })?;
-        }
+        let corrupt = |detail: String| StoreError::Corrupt {
+            stream: what.to_owned(),
+            detail,
+        };
+        let size_hint = body_size_hint(&operations, self.urls.table().len() + partition_key.len());
+        let batch = batch_request::encode(&self.urls, partition_key, &operations, size_hint)
+            .map_err(|error| corrupt(format!("could not build the transaction: {error}")))?;
+        let mut headers = Headers::new();
+        headers.insert(CONTENT_TYPE, batch.content_type);
+        let mut request = azure_storage::clients::finalize_request(
+            self.urls.batch().clone(),
+            Method::Post,
+            headers,
+            Some(bytes::Bytes::from(batch.body).into()),
+        )
+        .map_err(|error| corrupt(format!("could not build the transaction: {error}")))?;
         let tracker = DeliveryTracker::new();
-        let response = batch
-            .context(tracker.context())
+        let mut context = tracker.context();
+        context.insert(ServiceType::Table);
+        let response = self
+            .pipeline
+            .send(&context, &mut request)
             .await
             .map_err(|error| map_error(&error, what, Some(&tracker)))?;
-        let statuses: Vec<u16> = response
-            .operation_responses
-            .iter()
-            .map(|r| u16::from(r.status_code))
-            .collect();
-        if let Some(&failed) = statuses.iter().find(|s| !(200..300).contains(*s)) {
-            return Ok(BatchOutcome::RolledBack { status: failed });
-        }
-        if statuses.len() != expected_responses {
-            return Err(StoreError::Corrupt {
-                stream: what.to_owned(),
-                detail: format!(
-                    "storage answered a transaction of {expected_responses} operations with {} \
-                     responses",
-                    statuses.len()
+        let (_, headers, mut body) = response.deconstruct();
+        let mut answer = Vec::new();
+        while let Some(chunk) = body.next().await {
+            // Storage answered 2xx: the batch may be applied even though its answer is lost.
+            let chunk = chunk.map_err(|error| StoreError::Unavailable {
+                message: format!(
+                    "the answer to a transaction on {what} was cut off: {}",
+                    connection::describe_error(&error)
                 ),
-            });
+                maybe_applied: true,
+            })?;
+            if answer.len().saturating_add(chunk.len()) > MAX_ANSWER_BYTES {
+                return Err(corrupt(format!(
+                    "storage answered a transaction with more than {MAX_ANSWER_BYTES} bytes"
+                )));
+            }
+            answer.extend_from_slice(&chunk);
         }
-        Ok(BatchOutcome::Committed)
+        let statuses = batch_answer::statuses(headers.get_optional_str(&CONTENT_TYPE), &answer)
+            .map_err(|error| {
+                corrupt(format!(
+                    "storage answered a transaction unreadably: {error}"
+                ))
+            })?;
+        outcome(&statuses, operations.len()).map_err(corrupt)
     }
 }
 
+/// What a transaction of `expected` operations did, from its answer's statuses: rolled back
+/// at the first failing status, committed if all of the operations answered 2xx.
+fn outcome(statuses: &[u16], expected: usize) -> Result<BatchOutcome, String> {
+    if let Some(&failed) = statuses.iter().find(|s| !(200..300).contains(*s)) {
+        return Ok(BatchOutcome::RolledBack { status: failed });
+    }
+    if statuses.len() != expected {
+        return Err(format!(
+            "storage answered a transaction of {expected} operations with {} responses",
+            statuses.len()
+        ));
+    }
+    Ok(BatchOutcome::Committed)
+}
+
+/// About the body length of a transaction of `operations` whose entity URLs are about
+/// `url_bytes` long (an estimate for sizing the buffer once, not a bound).
+fn body_size_hint(operations: &[Operation], url_bytes: usize) -> usize {
+    let entity_bytes = |properties: &Properties| -> usize {
+        properties
+            .iter()
+            .map(|(name, value)| {
+                name.len()
+                    + match value {
+                        serde_json::Value::String(text) => text.len() + text.len() / 8,
+                        _ => 24,
+                    }
+                    + 6
+            })
+            .sum()
+    };
+    operations
+        .iter()
+        .map(|operation| {
+            OPERATION_FRAMING_BYTES
+                + url_bytes
+                + match operation {
+                    Operation::Insert(p)
+                    | Operation::Merge { properties: p, .. }
+                    | Operation::Upsert { properties: p, .. }
+                    | Operation::Replace { properties: p, .. } => entity_bytes(p),
+                    Operation::Delete { .. } => 0,
+                }
+        })
+        .sum::<usize>()
+        + OPERATION_FRAMING_BYTES
+}
+
 /// Classifies an error of the azure crates (see [`connection::map_error`]).
-pub fn map_error(
+pub(crate) fn map_error(
     error: &azure_core::Error,
     what: &str,
     write: Option<&DeliveryTracker>,

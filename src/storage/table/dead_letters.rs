@@ -77,17 +77,14 @@ impl TableDeadLetters {
         table_name: &str,
         backend: impl Into<String>,
     ) -> Self {
-        let endpoint = account
-            .table_endpoint()
-            .map(str::to_owned)
-            .unwrap_or_default();
         let api = account
-            .table_service_client()
-            .map(|service| {
-                let table = service.table_client(table_name.to_owned());
-                (TableApi::new(table.clone(), &endpoint), table)
-            })
-            .map_err(|e| e.to_string());
+            .client_options()
+            .map_err(|e| e.to_string())
+            .and_then(|options| TableApi::new(account, table_name, options))
+            .map(|api| {
+                let table = api.table_client().clone();
+                (api, table)
+            });
         Self {
             partition: backend.into(),
             api: Arc::new(api),

@@ -39,8 +39,9 @@
 //! at the version whose time was used, so times never go backwards whatever the writers'
 //! clocks. Reads as of a time are prefixes (module `read`).
 //!
-//! Inserts ask storage not to echo the rows in the answer (`Prefer: return-no-content`, added
-//! by `NoEchoPolicy`); only each operation's status is read.
+//! The transaction's `$batch` body is written by us (module `batch_request`) and its answer read
+//! by us (module `batch_answer`); inserts ask storage not to echo the rows in the answer
+//! (`Prefer: return-no-content`); only each operation's status is read.
 //!
 //! A failed batch is explained afterwards with reads (event-id rows, then the header), so the
 //! successful path stays one request. One operation per transaction is reserved for the
@@ -50,8 +51,7 @@
 //! applied, the retry is rolled back (its rows exist) and the event-id rows identify it: the
 //! caller gets the append's outcome with `duplicate = true`, and the events are stored once.
 //! `Recorded` is the appending process's clock (raised to the predecessor's time where that
-//! clock is behind), so `as_of` reads are as exact as the writers' clocks. The crate cannot ask for `Prefer: return-no-content`, so storage echoes inserted
-//! entities in the transaction's answer (download traffic about equal to the upload).
+//! clock is behind), so `as_of` reads are as exact as the writers' clocks.
 //!
 //! # Reads (module `read`)
 //! RowKey range queries within the partition (1,000 entities a page, continuation followed),
@@ -67,13 +67,17 @@
 //! outage gives `Unavailable` within seconds, never a hang.
 
 mod append;
+mod batch_answer;
+mod batch_request;
 pub(in crate::storage) mod client;
 mod dead_letters;
 pub(in crate::storage) mod entity;
 mod erase;
 mod event_row;
 pub(in crate::storage) mod keys;
+#[cfg(any(test, feature = "testing"))]
 mod no_echo;
+mod operation;
 mod outbox;
 mod read;
 mod read_models;
@@ -105,6 +109,36 @@ pub use keys::MAX_SEQUENCE;
 pub(crate) fn no_echo_policy() -> Arc<dyn azure_core::Policy> {
     no_echo::NoEchoPolicy::shared()
 }
+/// Runs one transaction through this backend's own `$batch` encoder and answer parser (the
+/// `inserts`, then each merge with `If-Match: *`), for tests that compare what it stores with
+/// what `azure_data_tables` stores (`crate::testing::azure`). Whether it committed.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) async fn own_transaction(
+    account: &StorageAccount,
+    table_name: &str,
+    partition_key: &str,
+    inserts: Vec<entity::Properties>,
+    merges: Vec<(String, entity::Properties)>,
+) -> Result<bool, StoreError> {
+    let api = table_api(account, table_name).map_err(StoreError::Misconfigured)?;
+    api.ensure_table().await?;
+    let operations = inserts
+        .into_iter()
+        .map(client::Operation::Insert)
+        .chain(
+            merges
+                .into_iter()
+                .map(|(row_key, properties)| client::Operation::Merge {
+                    row_key,
+                    properties,
+                    if_match: azure_data_tables::prelude::IfMatchCondition::Any,
+                }),
+        )
+        .collect();
+    let outcome = api.transaction(partition_key, operations, "test").await?;
+    Ok(outcome == client::BatchOutcome::Committed)
+}
+
 pub use outbox::{OUTBOX_NOTIFIED, OUTBOX_PENDING, OUTBOX_ROW_KEY, OUTBOX_VERSION};
 pub use read::AS_OF_QUERY_MARGIN;
 pub use read_models::{TableReadModelStore, DEFAULT_READ_MODEL_TABLE};
@@ -237,18 +271,8 @@ impl TableStore {
 /// crate uses), or why none can be built. No I/O.
 pub(crate) fn table_api(account: &StorageAccount, table_name: &str) -> Result<TableApi, String> {
     validate_table_name(table_name)?;
-    let endpoint = account
-        .table_endpoint()
-        .map(str::to_owned)
-        .unwrap_or_default();
-    let mut options = account.client_options().map_err(|e| e.to_string())?;
-    options
-        .per_call_policies_mut()
-        .push(no_echo::NoEchoPolicy::shared());
-    account
-        .table_service_client_with_options(options)
-        .map(|service| TableApi::new(service.table_client(table_name.to_owned()), &endpoint))
-        .map_err(|e| e.to_string())
+    let options = account.client_options().map_err(|e| e.to_string())?;
+    TableApi::new(account, table_name, options)
 }
 
 fn validate_table_name(name: &str) -> Result<(), String> {

@@ -1,12 +1,9 @@
-//! Asks Table storage not to echo inserted entities back in entity group transaction answers.
-//!
-//! An insert answers `201 Created` with the whole entity unless the request says
-//! `Prefer: return-no-content`; then it answers `204 No Content`. An append inserts two rows per
-//! event (up to 4 MiB of them), and the echo of all of it would be serialised by storage, sent
-//! back and parsed by us only to be thrown away: streamfold reads nothing from a transaction's
-//! answer but the status of each operation. `azure_data_tables` has no way to set the header on
-//! the operations of a transaction, so [`NoEchoPolicy`] adds it to each insert inside the
-//! `$batch` body just before the request is sent.
+//! A pipeline policy that asks Table storage not to echo inserted entities back in the answers
+//! of transactions built by `azure_data_tables` (`Prefer: return-no-content` added to each
+//! insert inside the `$batch` body). The backend no longer needs it: its own encoder
+//! (`batch_request`) writes the header. It is kept, for tests only (`testing` feature), so that a
+//! test can show against Azurite that the header turns `201 Created` with the entity into
+//! `204 No Content`.
 //!
 //! Guarantees:
 //! - only `POST .../$batch` requests with an in-memory UTF-8 body are changed, and in them only

@@ -83,14 +83,10 @@ impl TableReadModelStore {
 
     /// Rows in another table of `account` (tests use one table each). No I/O.
     pub fn with_table_name(account: &StorageAccount, table_name: &str) -> Self {
-        let endpoint = account
-            .table_endpoint()
-            .map(str::to_owned)
-            .unwrap_or_default();
         let api = account
-            .table_service_client()
-            .map(|service| TableApi::new(service.table_client(table_name.to_owned()), &endpoint))
-            .map_err(|e| e.to_string());
+            .client_options()
+            .map_err(|e| e.to_string())
+            .and_then(|options| TableApi::new(account, table_name, options));
         Self {
             table_name: table_name.to_owned(),
             api: Arc::new(api),
