@@ -13,7 +13,7 @@ use streamfold_testbed::hostsim::HostSim;
 use streamfold_testbed::rng::SplitMix64;
 use streamfold_testbed::Azurite;
 
-use super::start_host_on;
+use super::try_start_host_on;
 
 /// Kills of one host before it is replaced by a fresh one.
 pub const KILLS_PER_HOST: usize = 2;
@@ -23,6 +23,8 @@ pub const PATIENCE: Duration = Duration::from_secs(120);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a host may take to be ready again.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Further ports a fleet tries when a host does not start on the one it found free.
+const START_TRIES: u32 = 3;
 
 /// Locks a mutex, whatever a panicking client left in it.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,9 +84,21 @@ impl<'a, S: Fn(&Azurite, u16) -> Vec<(String, String)>> Fleet<'a, S> {
         fleet
     }
 
+    /// Starts one host on a port found free; when another process took that port before the
+    /// host bound it, on another one (a few times).
     async fn start_one(&self) -> (HostSim, tempfile::TempDir) {
-        let port = streamfold_testbed::free_port().unwrap();
-        start_host_on(port, (self.settings)(self.azurite, port)).await
+        let mut tries = 0;
+        loop {
+            let port = streamfold_testbed::free_port().unwrap();
+            match try_start_host_on(port, (self.settings)(self.azurite, port)).await {
+                Ok(host) => return host,
+                Err(error) if tries < START_TRIES => {
+                    eprintln!("host on port {port} did not start ({error:#}); another port");
+                    tries += 1;
+                }
+                Err(error) => panic!("start the host simulator: {error:#}"),
+            }
+        }
     }
 
     /// The live hosts' base URLs (kept up to date as hosts are replaced).

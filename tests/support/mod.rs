@@ -234,6 +234,18 @@ pub async fn start_host_on(
     port: u16,
     settings: Vec<(String, String)>,
 ) -> (HostSim, tempfile::TempDir) {
+    try_start_host_on(port, settings)
+        .await
+        .expect("start the host simulator")
+}
+
+/// [`start_host_on`], with the simulator's error instead of a panic (for callers that pick the
+/// port themselves and may try another: a port found free can be taken by another process,
+/// for example as a connection's source port, before the simulator binds it).
+pub async fn try_start_host_on(
+    port: u16,
+    settings: Vec<(String, String)>,
+) -> anyhow::Result<(HostSim, tempfile::TempDir)> {
     let app_dir = tempfile::tempdir().unwrap();
     assemble_app(app_dir.path());
     let mut config = HostConfig::new(app_dir.path());
@@ -246,10 +258,8 @@ pub async fn start_host_on(
         .collect();
     config.settings.push(("RUST_LOG".into(), "warn".into()));
     config.run_timers = false;
-    let host = HostSim::start(config)
-        .await
-        .expect("start the host simulator");
-    (host, app_dir)
+    let host = HostSim::start(config).await?;
+    Ok((host, app_dir))
 }
 
 /// A response, decoded.
