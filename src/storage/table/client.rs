@@ -418,3 +418,26 @@ pub(crate) fn map_error(
 ) -> StoreError {
     connection::map_error(error, what, write, TABLE_NOT_FOUND, "table")
 }
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::*;
+
+    #[test]
+    fn each_outcome_of_an_answer() {
+        assert_eq!(outcome(&[204, 204, 201], 3), Ok(BatchOutcome::Committed));
+        // A rolled-back batch answers 202 with the failing operation's status only.
+        assert_eq!(
+            outcome(&[409], 3),
+            Ok(BatchOutcome::RolledBack { status: 409 })
+        );
+        assert_eq!(
+            outcome(&[204, 412], 3),
+            Ok(BatchOutcome::RolledBack { status: 412 })
+        );
+        // All succeeded, but not one response per operation: not a shape storage sends.
+        assert!(outcome(&[204, 204], 3).is_err());
+        assert!(outcome(&[204, 204, 204, 204], 3).is_err());
+        assert!(outcome(&[], 1).is_err());
+    }
+}
