@@ -16,7 +16,7 @@ use streamfold::storage::StorageAccount;
 use streamfold::stream::{RecordedEvent, StreamId};
 use streamfold_testbed::hostsim::{HostConfig, HostSim, TriggerValueEncoding};
 use streamfold_testbed::Azurite;
-use support::{event_grid_webhook_path, recorded_events, Client, TestApp};
+use support::{recorded_events, Client, TestApp};
 
 const DOMAIN: &str = "Bank";
 const ENTITY: &str = "Account";
@@ -66,15 +66,8 @@ fn grid(events: &[RecordedEvent], account: &str, sequence: u64) -> Value {
 /// the host's status (202 when every invocation succeeded).
 async fn deliver(client: &Client, batch: &[Value]) -> u16 {
     client
-        .http()
-        .post(client.url(&event_grid_webhook_path("Projector")))
-        .header("aeg-event-type", "Notification")
-        .json(&batch)
-        .send()
+        .deliver_to_projector(serde_json::to_string(batch).unwrap())
         .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 async fn open(client: &Client, account: &str, limit: &str) {

@@ -145,19 +145,6 @@ async fn projector_notification(c: &Client, account: &str, sequence: u64) -> ser
     json!([event])
 }
 
-/// Delivers `body` to the host's Event Grid webhook for the Projector; the host's status.
-async fn deliver_to_projector(c: &Client, body: &serde_json::Value) -> u16 {
-    c.http()
-        .post(c.url(&support::event_grid_webhook_path("Projector")))
-        .header("aeg-event-type", "Notification")
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 /// The Projector applying a notification to an account without a row: the row and the events
 /// are read at the same time, and without the stream's header (the notification proves its
 /// event is stored; the events read end where the stored ones end), then the row is saved —
@@ -184,11 +171,11 @@ async fn the_projector_applies_a_notification_with_three_table_requests() {
         .ok(200);
     // The process's one-off check of the read-model table; not counted.
     let warm_up = projector_notification(&c, "W-1", 1).await;
-    assert_eq!(deliver_to_projector(&c, &warm_up).await, 202);
+    assert_eq!(c.deliver_to_projector(warm_up.to_string()).await, 202);
 
     let notification = projector_notification(&c, "P-1", 2).await;
     proxy.reset();
-    assert_eq!(deliver_to_projector(&c, &notification).await, 202);
+    assert_eq!(c.deliver_to_projector(notification.to_string()).await, 202);
     let log = proxy.log();
     assert_eq!(
         log.len(),
@@ -201,7 +188,7 @@ async fn the_projector_applies_a_notification_with_three_table_requests() {
     );
 
     proxy.reset();
-    assert_eq!(deliver_to_projector(&c, &notification).await, 202);
+    assert_eq!(c.deliver_to_projector(notification.to_string()).await, 202);
     assert_eq!(proxy.requests(), 0, "{:?}", proxy.log());
 
     let reply = c.get("/api/Accounts").await;

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use streamfold::notify::{Notification, NotificationSchema};
 use streamfold::stream::{RecordedEvent, StreamId};
-use support::{event_grid_webhook_path, recorded_events, Client, TestApp};
+use support::{recorded_events, Client, TestApp};
 
 /// The app does not publish by itself: each test delivers exactly what it means to.
 const NO_SELF_PUBLISHING: &[(&str, &str)] = &[
@@ -76,16 +76,8 @@ async fn webhook(c: &Client, body: String) -> support::Reply {
 
 /// Delivers `events` (JSON texts) through the host's Event Grid webhook; the host's status.
 async fn through_host(c: &Client, events: &[String]) -> u16 {
-    c.http()
-        .post(c.url(&event_grid_webhook_path("Projector")))
-        .header("aeg-event-type", "Notification")
-        .header("content-type", "application/json")
-        .body(format!("[{}]", events.join(",")))
-        .send()
+    c.deliver_to_projector(format!("[{}]", events.join(",")))
         .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 #[tokio::test]

@@ -311,6 +311,22 @@ pub struct Client {
 }
 
 impl Client {
+    /// Delivers `body` (a JSON array of events, as text: it may be anything a test sends) to
+    /// the host's Event Grid webhook for the Projector, as Event Grid does; the host's status
+    /// (202 when every invocation succeeded).
+    pub async fn deliver_to_projector(&self, body: String) -> u16 {
+        self.http()
+            .post(self.url(&event_grid_webhook_path("Projector")))
+            .header("aeg-event-type", "Notification")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub fn new(base: impl Into<String>) -> Self {
         Self {
             base: base.into(),
