@@ -4,7 +4,8 @@
 //! Dependencies point one way, down this list (`scripts/check-modules.py` checks it in CI).
 //! - [`stream`]: the core model (stream ids, events, expectations) and every contract an
 //!   adapter implements: `EventStore`, `Outbox`, `SnapshotStore`, `ReadModelStore`,
-//!   `DeadLetterStore`, `NotificationSink` (with a notification's shape).
+//!   `DeadLetterStore`, `NotificationSink` (with a notification's shape); `StoreDecorator`
+//!   for a store that wraps another and changes only some of its calls.
 //! - [`storage`]: the adapters of those contracts: Azure Table storage (`storage::table`),
 //!   Append Blobs (`storage::blob`), memory (`storage::memory`), and what reaches Azure Storage
 //!   (`storage::connection`: account, transport, error mapping).
