@@ -33,6 +33,7 @@ use futures::future::try_join_all;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::batch_request::OPERATION_FRAMING_BYTES;
 use super::client::{BatchOutcome, Operation, TableApi};
 use super::entity::{self, EncodedEvent, Properties};
 use super::erase::{decode_tombstone, erased_or, tombstone_row_key};
@@ -66,10 +67,6 @@ pub const MAX_EVENTS_PER_APPEND: usize = (MAX_TRANSACTION_OPERATIONS
 /// Streams whose end (version and last recorded time) one store remembers; past this, an
 /// arbitrary entry is dropped (its next exact append reads the header first).
 pub const MAX_REMEMBERED_STREAMS: usize = 4_096;
-/// A safe bound on the multipart framing and headers of one operation in a batch body
-/// (boundary, `Content-Type`, `Accept`, `If-Match`, `Prefer` (see `no_echo`), request line
-/// without the URL).
-const OPERATION_FRAMING_BYTES: usize = 512;
 /// Bound on the growth of a key when percent-encoded in a URL (`ü` → `%C3%BC`: 2 bytes → 6).
 const URL_ENCODING_FACTOR: usize = 3;
 /// The service allows at most 15 comparisons in one `$filter`: one for the PartitionKey and

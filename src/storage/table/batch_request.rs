@@ -51,9 +51,10 @@ const ACCEPT_MINIMAL_METADATA: &str = "Accept: application/json;odata=minimalmet
 const CONTENT_TYPE_JSON: &str = "Content-Type: application/json\n";
 /// Asks storage not to echo an inserted entity in the answer (the answer is `204`).
 pub const PREFER_NO_CONTENT: &str = "Prefer: return-no-content";
-/// Bytes of framing around one operation besides its URL and entity (boundary line, part
-/// headers, request line, operation headers, an ETag), for sizing the body buffer.
-pub const OPERATION_FRAMING_BYTES: usize = 400;
+/// A safe bound on the framing of one operation besides its URL and entity (boundary line,
+/// part headers, request line, `Accept`, `Content-Type`, `Prefer`, `If-Match` with an ETag):
+/// what an append's size check counts per operation, and what sizes the body buffer.
+pub const OPERATION_FRAMING_BYTES: usize = 512;
 
 /// The URLs of one table's transactions, computed once per table.
 #[derive(Debug, Clone)]
@@ -141,8 +142,10 @@ fn encode_with(
         "--batch_{batch}\nContent-Type: multipart/mixed; boundary=changeset_{changeset}\n\n"
     );
     let mut body = out.into_bytes();
+    // Each operation's head is written here, then copied to the body: one buffer for them all.
+    let mut head = String::with_capacity(OPERATION_FRAMING_BYTES + entity_prefix.len());
     for operation in operations {
-        let mut head = String::with_capacity(OPERATION_FRAMING_BYTES + entity_prefix.len());
+        head.clear();
         let _ = write!(head, "--changeset_{changeset}\n{PART_HEADERS}");
         let entity = match operation {
             Operation::Insert(entity) => {
@@ -199,9 +202,9 @@ fn encode_with(
             }
         }
     }
-    let mut tail = String::with_capacity(128);
-    let _ = write!(tail, "--changeset_{changeset}--\n--batch_{batch}--\n");
-    body.extend_from_slice(tail.as_bytes());
+    head.clear();
+    let _ = write!(head, "--changeset_{changeset}--\n--batch_{batch}--\n");
+    body.extend_from_slice(head.as_bytes());
     Ok(BatchBody {
         content_type: format!("multipart/mixed; boundary=batch_{batch}"),
         body,
