@@ -5,9 +5,7 @@
 //!
 //! Every client carries the options the backends use (bounded transport, bounded retries).
 
-use std::sync::Arc;
-
-use azure_core::{ClientOptions, Policy};
+use azure_core::ClientOptions;
 use azure_data_tables::clients::TableServiceClient;
 use azure_storage_blobs::prelude::BlobServiceClient;
 
@@ -55,23 +53,18 @@ pub fn error_code(error: &azure_core::Error) -> Option<&str> {
     crate::storage::connection::error_code(error)
 }
 
-/// The policy the Table backend adds to its client so that inserts are not echoed back
-/// (`Prefer: return-no-content`), for a test that builds a client as the backend does.
-pub fn no_echo_policy() -> Arc<dyn Policy> {
-    crate::storage::table::no_echo_policy()
-}
-
 /// Runs one transaction through the Table backend's own `$batch` encoder and answer parser:
-/// `inserts`, then each `(row key, properties)` of `merges` merged with `If-Match: *`. Whether
-/// it committed. For tests that compare the rows it stores with the rows the crate's
-/// `TransactionBuilder` stores.
+/// `inserts`, then each `(row key, properties)` of `merges` merged with `If-Match: *`. The
+/// statuses of storage's answer, in order (a rolled-back batch answers with the failing one
+/// only). For tests that compare the rows it stores, and what storage answers, with the
+/// crate's `TransactionBuilder`.
 pub async fn own_transaction(
     account: &StorageAccount,
     table_name: &str,
     partition_key: &str,
     inserts: Vec<serde_json::Map<String, serde_json::Value>>,
     merges: Vec<(String, serde_json::Map<String, serde_json::Value>)>,
-) -> Result<bool, crate::stream::StoreError> {
+) -> Result<Vec<u16>, crate::stream::StoreError> {
     crate::storage::table::own_transaction(account, table_name, partition_key, inserts, merges)
         .await
 }

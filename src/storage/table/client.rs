@@ -310,12 +310,29 @@ impl TableApi {
         operations: Vec<Operation>,
         what: &str,
     ) -> Result<BatchOutcome, StoreError> {
+        let statuses = self
+            .transaction_statuses(partition_key, &operations, what)
+            .await?;
+        outcome(&statuses, operations.len()).map_err(|detail| StoreError::Corrupt {
+            stream: what.to_owned(),
+            detail,
+        })
+    }
+
+    /// Sends `operations` as one entity group transaction in `partition_key`; the statuses of
+    /// storage's answer, in order (a rolled-back batch answers with the failing one only).
+    pub(crate) async fn transaction_statuses(
+        &self,
+        partition_key: &str,
+        operations: &[Operation],
+        what: &str,
+    ) -> Result<Vec<u16>, StoreError> {
         let corrupt = |detail: String| StoreError::Corrupt {
             stream: what.to_owned(),
             detail,
         };
-        let size_hint = body_size_hint(&operations, self.urls.table().len() + partition_key.len());
-        let batch = batch_request::encode(&self.urls, partition_key, &operations, size_hint)
+        let size_hint = body_size_hint(operations, self.urls.table().len() + partition_key.len());
+        let batch = batch_request::encode(&self.urls, partition_key, operations, size_hint)
             .map_err(|error| corrupt(format!("could not build the transaction: {error}")))?;
         let mut headers = Headers::new();
         headers.insert(CONTENT_TYPE, batch.content_type);
@@ -352,13 +369,11 @@ impl TableApi {
             }
             answer.extend_from_slice(&chunk);
         }
-        let statuses = batch_answer::statuses(headers.get_optional_str(&CONTENT_TYPE), &answer)
-            .map_err(|error| {
-                corrupt(format!(
-                    "storage answered a transaction unreadably: {error}"
-                ))
-            })?;
-        outcome(&statuses, operations.len()).map_err(corrupt)
+        batch_answer::statuses(headers.get_optional_str(&CONTENT_TYPE), &answer).map_err(|error| {
+            corrupt(format!(
+                "storage answered a transaction unreadably: {error}"
+            ))
+        })
     }
 }
 

@@ -75,8 +75,6 @@ pub(in crate::storage) mod entity;
 mod erase;
 mod event_row;
 pub(in crate::storage) mod keys;
-#[cfg(any(test, feature = "testing"))]
-mod no_echo;
 mod operation;
 mod outbox;
 mod read;
@@ -103,15 +101,10 @@ pub use entity::{MAX_ENTITY_BYTES, MAX_STRING_PROPERTY_UTF16};
 pub use erase::{tombstone_row_key, ERASED_AT, ERASED_VERSION};
 pub use keys::MAX_SEQUENCE;
 
-/// The policy this backend's Table client carries (see `no_echo`), for tests that build a
-/// client as the backend does (`crate::testing::azure`).
-#[cfg(any(test, feature = "testing"))]
-pub(crate) fn no_echo_policy() -> Arc<dyn azure_core::Policy> {
-    no_echo::NoEchoPolicy::shared()
-}
 /// Runs one transaction through this backend's own `$batch` encoder and answer parser (the
-/// `inserts`, then each merge with `If-Match: *`), for tests that compare what it stores with
-/// what `azure_data_tables` stores (`crate::testing::azure`). Whether it committed.
+/// `inserts`, then each merge with `If-Match: *`), for tests that compare what it stores and
+/// what storage answers with `azure_data_tables` (`crate::testing::azure`). The statuses of
+/// the answer, in order.
 #[cfg(any(test, feature = "testing"))]
 pub(crate) async fn own_transaction(
     account: &StorageAccount,
@@ -119,7 +112,7 @@ pub(crate) async fn own_transaction(
     partition_key: &str,
     inserts: Vec<entity::Properties>,
     merges: Vec<(String, entity::Properties)>,
-) -> Result<bool, StoreError> {
+) -> Result<Vec<u16>, StoreError> {
     let api = table_api(account, table_name).map_err(StoreError::Misconfigured)?;
     api.ensure_table().await?;
     let operations = inserts
@@ -134,9 +127,9 @@ pub(crate) async fn own_transaction(
                     if_match: azure_data_tables::prelude::IfMatchCondition::Any,
                 }),
         )
-        .collect();
-    let outcome = api.transaction(partition_key, operations, "test").await?;
-    Ok(outcome == client::BatchOutcome::Committed)
+        .collect::<Vec<_>>();
+    api.transaction_statuses(partition_key, &operations, "test")
+        .await
 }
 
 pub use outbox::{OUTBOX_NOTIFIED, OUTBOX_PENDING, OUTBOX_ROW_KEY, OUTBOX_VERSION};
