@@ -50,6 +50,11 @@ use serde_json::json;
 
 use report::{Report, Row, RunInfo};
 
+/// The handler's allocator (see `src/main.rs`), so that the library path and the raw storage
+/// paths measured in this process allocate as the handler does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Where results go unless `--json` names another file too (gitignored).
 const RESULTS_DIR: &str = "bench-results";
 /// Every section, in the order they run.
