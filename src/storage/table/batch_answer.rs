@@ -30,6 +30,8 @@ const STATUS_LINE_START: &str = "HTTP/1.1 ";
 const CONTENT_TYPE: &str = "content-type";
 const MULTIPART_MIXED: &str = "multipart/mixed";
 const BOUNDARY_PARAMETER: &str = "boundary=";
+/// What a delimiter line starts with, before the boundary (and what ends a closing one).
+const DASHES: &str = "--";
 
 /// Why an answer could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,26 +97,28 @@ fn status_of_line(line: &str) -> Result<u16, AnswerError> {
 
 /// Calls `each` with the content of every part of the multipart `text` delimited by
 /// `boundary` (the preamble and epilogue are skipped). The closing delimiter must be there.
+///
+/// A delimiter is a line that is `--` and the boundary, then `--` for the closing one, then
+/// nothing but spaces, tabs and `\r`. Lines are found with a SIMD search for `\n`, and only
+/// their starts are compared.
 fn for_each_part<'a>(
     text: &'a str,
     boundary: &str,
     each: &mut dyn FnMut(&'a str) -> Result<(), AnswerError>,
 ) -> Result<(), AnswerError> {
+    let bytes = text.as_bytes();
     let mut start: Option<usize> = None;
-    let mut offset = 0;
-    for raw in text.split_inclusive('\n') {
-        let line_start = offset;
-        offset += raw.len();
-        let line = raw.trim_end_matches(['\r', '\n', ' ', '\t']);
-        let Some(after) = line
-            .strip_prefix("--")
-            .and_then(|l| l.strip_prefix(boundary))
+    for (line_start, line_end) in line_spans(bytes) {
+        let Some(after) = text
+            .get(line_start..line_end)
+            .and_then(|line| line.strip_prefix(DASHES))
+            .and_then(|line| line.strip_prefix(boundary))
         else {
             continue;
         };
-        let closing = match after {
+        let closing = match after.trim_end_matches(['\r', '\n', ' ', '\t']) {
             "" => false,
-            "--" => true,
+            DASHES => true,
             _ => continue,
         };
         if let Some(from) = start {
@@ -129,19 +133,33 @@ fn for_each_part<'a>(
         if closing {
             return Ok(());
         }
-        start = Some(offset);
+        start = Some(line_end);
     }
     Err(AnswerError("a multipart body of the answer is not closed"))
 }
 
-/// A part's headers and what follows the blank line after them.
+/// The lines of `bytes` as (start, end) offsets, each end just past its `\n` (the last line's
+/// at the end of `bytes`), as `str::split_inclusive('\n')` would cut them.
+fn line_spans(bytes: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut starts =
+        std::iter::once(0).chain(memchr::memchr_iter(b'\n', bytes).map(|at| at.saturating_add(1)));
+    let mut current = starts.next();
+    std::iter::from_fn(move || {
+        let start = current.filter(|&start| start < bytes.len())?;
+        current = starts.next();
+        Some((start, current.unwrap_or(bytes.len())))
+    })
+}
+
+/// A part's headers and what follows the blank line after them (a line that is empty but
+/// for its `\r\n` or `\n`).
 fn split_head(part: &str) -> Result<(&str, &str), AnswerError> {
-    let mut offset = 0;
-    for raw in part.split_inclusive('\n') {
-        offset += raw.len();
-        if raw.trim_end_matches(['\r', '\n']).is_empty() {
-            let head = part.get(..offset).unwrap_or_default();
-            let rest = part.get(offset..).unwrap_or_default();
+    let bytes = part.as_bytes();
+    for (start, end) in line_spans(bytes) {
+        let line = bytes.get(start..end).unwrap_or_default();
+        if line.iter().all(|&b| b == b'\r' || b == b'\n') {
+            let head = part.get(..end).unwrap_or_default();
+            let rest = part.get(end..).unwrap_or_default();
             return Ok((head, rest));
         }
     }
@@ -318,8 +336,127 @@ mod tests {
         assert!(statuses(Some(&ct), many.as_bytes()).is_err());
     }
 
+    /// The line-by-line walks `for_each_part` and `split_head` replaced (`str::split_inclusive`
+    /// over every line), kept as the reference the faster ones must agree with.
+    mod reference {
+        use super::super::AnswerError;
+
+        pub fn for_each_part<'a>(
+            text: &'a str,
+            boundary: &str,
+            each: &mut dyn FnMut(&'a str) -> Result<(), AnswerError>,
+        ) -> Result<(), AnswerError> {
+            let mut start: Option<usize> = None;
+            let mut offset = 0;
+            for raw in text.split_inclusive('\n') {
+                let line_start = offset;
+                offset += raw.len();
+                let line = raw.trim_end_matches(['\r', '\n', ' ', '\t']);
+                let Some(after) = line
+                    .strip_prefix("--")
+                    .and_then(|l| l.strip_prefix(boundary))
+                else {
+                    continue;
+                };
+                let closing = match after {
+                    "" => false,
+                    "--" => true,
+                    _ => continue,
+                };
+                if let Some(from) = start {
+                    let part = &text[from..line_start];
+                    let part = part
+                        .strip_suffix("\r\n")
+                        .or_else(|| part.strip_suffix('\n'))
+                        .unwrap_or(part);
+                    each(part)?;
+                }
+                if closing {
+                    return Ok(());
+                }
+                start = Some(offset);
+            }
+            Err(AnswerError("a multipart body of the answer is not closed"))
+        }
+
+        pub fn split_head(part: &str) -> Result<(&str, &str), AnswerError> {
+            let mut offset = 0;
+            for raw in part.split_inclusive('\n') {
+                offset += raw.len();
+                if raw.trim_end_matches(['\r', '\n']).is_empty() {
+                    return Ok((&part[..offset], &part[offset..]));
+                }
+            }
+            Err(AnswerError(
+                "a part of the answer has no blank line after its headers",
+            ))
+        }
+    }
+
+    /// Every part `walk` finds in `text`, and how the walk ended.
+    fn parts_of<'a>(
+        walk: fn(
+            &'a str,
+            &str,
+            &mut dyn FnMut(&'a str) -> Result<(), AnswerError>,
+        ) -> Result<(), AnswerError>,
+        text: &'a str,
+        boundary: &str,
+    ) -> (Vec<&'a str>, Result<(), AnswerError>) {
+        let mut parts = Vec::new();
+        let ended = walk(text, boundary, &mut |part| {
+            parts.push(part);
+            Ok(())
+        });
+        (parts, ended)
+    }
+
+    /// Multipart-ish text: delimiter lines of `boundary` (opening, closing, with trailing
+    /// blanks or other text), header and blank lines, with `\r\n` or `\n` ends.
+    fn multipart_text(boundary: &'static str) -> impl Strategy<Value = String> {
+        let line = prop_oneof![
+            Just(format!("--{boundary}")),
+            Just(format!("--{boundary}--")),
+            Just(format!("--{boundary} \t")),
+            Just(format!("--{boundary}-- ")),
+            Just(format!("--{boundary}x")),
+            Just(format!(" --{boundary}")),
+            Just(format!("---{boundary}")),
+            Just(String::new()),
+            Just("\r".to_owned()),
+            "[-a-z :\r]{0,12}",
+        ];
+        (
+            proptest::collection::vec((line, prop_oneof![Just("\r\n"), Just("\n")]), 0..14),
+            any::<bool>(),
+        )
+            .prop_map(|(lines, last_without_end)| {
+                let mut text = String::new();
+                let count = lines.len();
+                for (index, (line, end)) in lines.into_iter().enumerate() {
+                    text.push_str(&line);
+                    if !(last_without_end && index + 1 == count) {
+                        text.push_str(end);
+                    }
+                }
+                text
+            })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn the_part_walk_agrees_with_the_line_by_line_reference(
+            (boundary, text) in prop_oneof![Just("b"), Just("-"), Just("---"), Just("a-a"), Just(BATCH)]
+                .prop_flat_map(|boundary| (Just(boundary), multipart_text(boundary))),
+        ) {
+            prop_assert_eq!(
+                parts_of(for_each_part, &text, boundary),
+                parts_of(reference::for_each_part, &text, boundary)
+            );
+            prop_assert_eq!(split_head(&text), reference::split_head(&text));
+        }
 
         #[test]
         fn any_bytes_are_an_answer_or_an_error(body in proptest::collection::vec(any::<u8>(), 0..600)) {
