@@ -106,19 +106,70 @@ pub fn storage_time(time: OffsetDateTime) -> OffsetDateTime {
     crate::stream::recorded_time(time)
 }
 
-/// The `Edm.DateTime` text of a time (7 fractional digits, `Z`).
+/// The `Edm.DateTime` text of a time (7 fractional digits, `Z`). Written digit by digit: an
+/// append writes several of these, and `format!` costs several times as much.
 pub fn format_time(time: OffsetDateTime) -> String {
     let time = storage_time(time);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",
-        time.year(),
-        u8::from(time.month()),
-        time.day(),
-        time.hour(),
-        time.minute(),
-        time.second(),
-        time.nanosecond() / 100
-    )
+    let Ok(year) = u32::try_from(time.year()) else {
+        // Before year 0: the padding of a negative number, as `format!` writes it.
+        return format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",
+            time.year(),
+            u8::from(time.month()),
+            time.day(),
+            time.hour(),
+            time.minute(),
+            time.second(),
+            time.nanosecond() / 100
+        );
+    };
+    let mut text = String::with_capacity(EDM_DATETIME_LEN);
+    push_padded(&mut text, year, 4);
+    text.push('-');
+    push_padded(&mut text, u32::from(u8::from(time.month())), 2);
+    text.push('-');
+    push_padded(&mut text, u32::from(time.day()), 2);
+    text.push('T');
+    push_padded(&mut text, u32::from(time.hour()), 2);
+    text.push(':');
+    push_padded(&mut text, u32::from(time.minute()), 2);
+    text.push(':');
+    push_padded(&mut text, u32::from(time.second()), 2);
+    text.push('.');
+    push_padded(&mut text, time.nanosecond() / 100, 7);
+    text.push('Z');
+    text
+}
+
+/// Length of [`format_time`]'s text for years 0 to 9999.
+const EDM_DATETIME_LEN: usize = "0000-00-00T00:00:00.0000000Z".len();
+
+/// Appends `value` in decimal, zero-padded to at least `width` digits (as `{:0width$}`).
+fn push_padded(text: &mut String, value: u32, width: usize) {
+    let mut digits = [b'0'; 10];
+    let mut rest = value;
+    let mut used = 0;
+    for slot in digits.iter_mut().rev() {
+        // `rest % 10` is a single digit.
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        used += 1;
+        if rest == 0 && used >= width {
+            break;
+        }
+    }
+    let start = digits.len().saturating_sub(used);
+    for &digit in digits.get(start..).unwrap_or_default() {
+        text.push(char::from(digit));
+    }
+}
+
+/// The name of the `@odata.type` annotation of property `name`.
+fn odata_type_key(name: &str) -> String {
+    let mut key = String::with_capacity(name.len().saturating_add(ODATA_TYPE_SUFFIX.len()));
+    key.push_str(name);
+    key.push_str(ODATA_TYPE_SUFFIX);
+    key
 }
 
 fn utf16_len(s: &str) -> usize {
@@ -145,19 +196,13 @@ fn property_size(name: &str, value: ValueSize) -> usize {
 
 /// Sets an `Edm.Int64` property (a string value with its type annotation).
 pub fn set_int64(properties: &mut Properties, name: &str, value: u64) {
-    properties.insert(
-        format!("{name}{ODATA_TYPE_SUFFIX}"),
-        Value::String(EDM_INT64.to_owned()),
-    );
+    properties.insert(odata_type_key(name), Value::String(EDM_INT64.to_owned()));
     properties.insert(name.to_owned(), Value::String(value.to_string()));
 }
 
 /// Sets an `Edm.DateTime` property.
 pub fn set_time(properties: &mut Properties, name: &str, value: OffsetDateTime) {
-    properties.insert(
-        format!("{name}{ODATA_TYPE_SUFFIX}"),
-        Value::String(EDM_DATETIME.to_owned()),
-    );
+    properties.insert(odata_type_key(name), Value::String(EDM_DATETIME.to_owned()));
     properties.insert(name.to_owned(), Value::String(format_time(value)));
 }
 
@@ -520,6 +565,40 @@ mod tests {
         ] {
             assert_eq!(data_chunk_index(other), None, "{other}");
         }
+    }
+
+    proptest::proptest! {
+        /// The digit-by-digit text is `format!`'s, for every time the `time` crate holds
+        /// (years -9999 to 9999, so the padded, the unpadded and the negative years).
+        #[test]
+        fn time_text_is_the_formatted_text(
+            seconds in time::PrimitiveDateTime::MIN.assume_utc().unix_timestamp()
+                ..=time::PrimitiveDateTime::MAX.assume_utc().unix_timestamp(),
+            nanos in 0u32..1_000_000_000,
+        ) {
+            let t = OffsetDateTime::from_unix_timestamp(seconds)
+                .unwrap()
+                .replace_nanosecond(nanos)
+                .unwrap();
+            let s = storage_time(t);
+            let expected = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",
+                s.year(),
+                u8::from(s.month()),
+                s.day(),
+                s.hour(),
+                s.minute(),
+                s.second(),
+                s.nanosecond() / 100
+            );
+            proptest::prop_assert_eq!(format_time(t), expected);
+        }
+    }
+
+    #[test]
+    fn early_years_are_padded() {
+        let t = time::macros::datetime!(0007-01-02 03:04:05.000000600 UTC);
+        assert_eq!(format_time(t), "0007-01-02T03:04:05.0000006Z");
     }
 
     #[test]
