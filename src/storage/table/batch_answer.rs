@@ -412,13 +412,16 @@ mod tests {
         }
     }
 
+    /// A walk over the parts of a multipart text (`for_each_part` or its reference).
+    type PartWalk<'a> = fn(
+        &'a str,
+        &str,
+        &mut dyn FnMut(&'a str) -> Result<(), AnswerError>,
+    ) -> Result<(), AnswerError>;
+
     /// Every part `walk` finds in `text`, and how the walk ended.
     fn parts_of<'a>(
-        walk: fn(
-            &'a str,
-            &str,
-            &mut dyn FnMut(&'a str) -> Result<(), AnswerError>,
-        ) -> Result<(), AnswerError>,
+        walk: PartWalk<'a>,
         text: &'a str,
         boundary: &str,
     ) -> (Vec<&'a str>, Result<(), AnswerError>) {
