@@ -15,13 +15,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use azure_core::auth::Secret;
-use azure_core::{ClientOptions, Url};
+use azure_core::{ClientOptions, Pipeline, Url};
 use azure_data_tables::clients::{TableServiceClient, TableServiceClientBuilder};
 use azure_storage::{CloudLocation, StorageCredentials};
 use azure_storage_blobs::prelude::{BlobServiceClient, ClientBuilder as BlobClientBuilder};
 use base64::Engine as _;
 
 use super::identity_credential::IdentityCredential;
+use super::shared_key::{self, SharedKeyPolicy};
 use crate::identity::ManagedIdentity;
 
 /// The development account of Azurite and the legacy storage emulator.
@@ -416,6 +417,24 @@ impl StorageAccount {
     }
 
     /// The credentials the crates' authorization policy signs or authorizes requests with.
+    /// The pipeline of the requests this crate builds itself (the Table backend's entity group
+    /// transactions): a Shared Key account's signs with the key decoded once
+    /// ([`SharedKeyPolicy`]); any other credential's is the crate's own.
+    pub(crate) fn request_pipeline(
+        &self,
+        options: ClientOptions,
+    ) -> Result<Pipeline, ConnectionStringError> {
+        if let Credential::Key(key) = &self.credential {
+            if let Some(policy) = SharedKeyPolicy::new(&self.account_name, key.secret()) {
+                return Ok(shared_key::pipeline(policy, options));
+            }
+        }
+        Ok(azure_storage::clients::new_pipeline_from_options(
+            options,
+            self.storage_credentials()?,
+        ))
+    }
+
     pub(crate) fn storage_credentials(&self) -> Result<StorageCredentials, ConnectionStringError> {
         match &self.credential {
             Credential::Key(key) => Ok(StorageCredentials::access_key(

@@ -2,6 +2,8 @@
 //! storage, Append Blobs), one concept per file:
 //! - [`account`]: the connection string and the account it names, and the service clients;
 //! - `identity_credential`: the app's managed identity as the crates' token credential;
+//! - `shared_key`: Shared Key signatures with the key decoded once, for the requests this crate
+//!   builds itself;
 //! - [`transport`]: the bounded HTTP transport and retry policy (no hang, no logged URL);
 //! - `delivery`: whether an attempt of a write may have reached storage ("maybe applied");
 //! - `pipeline`: passing a request on, for policies that only observe it;
@@ -16,6 +18,7 @@ pub(crate) mod azure_error;
 pub(crate) mod delivery;
 pub(crate) mod identity_credential;
 pub(crate) mod pipeline;
+pub(crate) mod shared_key;
 pub mod transport;
 pub(crate) mod transport_failure;
 

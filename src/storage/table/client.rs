@@ -1,8 +1,9 @@
 //! The one place that talks to Table storage: table creation, point reads and queries through
 //! the `azure_data_tables` crate; entity group transactions written and read by us
-//! (`batch_request`, `batch_answer`) and sent through the same `azure_core` pipeline the crate
-//! uses (same transport, retries, delivery tracker and authorization); and the mapping of
-//! errors to [`StoreError`].
+//! (`batch_request`, `batch_answer`) and sent through an `azure_core` pipeline built as the
+//! crate builds its own (same transport, retries, delivery tracker and authorization; a Shared
+//! Key account's signed by `connection::shared_key` with the key decoded once); and the
+//! mapping of errors to [`StoreError`].
 //!
 //! Guarantees:
 //! - the table is created at most once per [`TableApi`] (a failed attempt is not remembered, an
@@ -78,10 +79,9 @@ impl TableApi {
             .table_service_client_with_options(options.clone())
             .map_err(|e| e.to_string())?;
         let urls = TableUrls::new(account.table_endpoint().unwrap_or_default(), table_name)?;
-        let pipeline = azure_storage::clients::new_pipeline_from_options(
-            options,
-            account.storage_credentials().map_err(|e| e.to_string())?,
-        );
+        let pipeline = account
+            .request_pipeline(options)
+            .map_err(|e| e.to_string())?;
         Ok(Self {
             table: service.table_client(table_name.to_owned()),
             pipeline,
