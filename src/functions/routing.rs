@@ -428,6 +428,7 @@ impl From<BoxedFilter<(Response,)>> for Functions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn table() -> RouteTable {
         RouteTable::new()
@@ -681,5 +682,496 @@ mod tests {
             Resolution::NotFound,
             "an empty segment where the catch-all starts"
         );
+    }
+
+    /// The routing as it was before `resolve` learned to decide without allocating: every
+    /// template builds its spelling of the path while it matches. Kept word for word (but for
+    /// the names) as the reference the property below compares [`RouteTable::resolve`] with.
+    mod reference {
+        use super::super::*;
+
+        fn tokenize(path: &str) -> Vec<(usize, &str)> {
+            let Some(body) = path.strip_prefix('/').filter(|body| !body.is_empty()) else {
+                return Vec::new();
+            };
+            let body = body.strip_suffix('/').unwrap_or(body);
+            let mut segments = Vec::new();
+            let mut start = 1;
+            for part in body.split('/') {
+                segments.push((start, part));
+                start += part.len() + 1;
+            }
+            segments
+        }
+
+        fn ordinal_eq_ignore_case(a: &str, b: &str) -> bool {
+            a.chars().count() == b.chars().count()
+                && a.chars()
+                    .zip(b.chars())
+                    .all(|(x, y)| x == y || ordinal_upper(x) == ordinal_upper(y))
+        }
+
+        fn canonical(
+            template: &Template,
+            path: &str,
+            segments: &[(usize, &str)],
+        ) -> Option<String> {
+            let mut canonical = String::with_capacity(path.len());
+            for (index, segment) in template.segments.iter().enumerate() {
+                let request = segments.get(index);
+                if request.is_some_and(|(_, raw)| raw.is_empty()) {
+                    return None;
+                }
+                match segment {
+                    Segment::CatchAll => {
+                        if let Some(rest) = request.and_then(|(start, _)| path.get(*start..)) {
+                            canonical.push('/');
+                            canonical.push_str(rest);
+                        }
+                        return Some(canonical);
+                    }
+                    Segment::Literal(literal) => {
+                        let (_, raw) = request?;
+                        let decoded = percent_decode_str(raw).decode_utf8().ok()?;
+                        if !ordinal_eq_ignore_case(&decoded, literal) {
+                            return None;
+                        }
+                        canonical.push('/');
+                        canonical.push_str(literal);
+                    }
+                    Segment::Parameter { optional } => {
+                        let Some((_, raw)) = request else {
+                            let last = index.saturating_add(1) == template.segments.len();
+                            return (*optional && last && !canonical.is_empty())
+                                .then_some(canonical);
+                        };
+                        canonical.push('/');
+                        canonical.push_str(raw);
+                    }
+                }
+            }
+            if segments.len() > template.segments.len() {
+                return None;
+            }
+            if canonical.is_empty() {
+                canonical.push('/');
+            }
+            Some(canonical)
+        }
+
+        pub fn resolve(table: &RouteTable, method: &Method, path: &str) -> Resolution {
+            let segments = tokenize(path);
+            let mut allow: Vec<Method> = Vec::new();
+            for route in &table.routes {
+                if route.kind == RouteKind::Fallback {
+                    continue;
+                }
+                let Some(canonical) = canonical(&route.template, path, &segments) else {
+                    continue;
+                };
+                if route.methods.contains(method) {
+                    return Resolution::Found {
+                        function: route.function.clone(),
+                        path: canonical,
+                    };
+                }
+                for accepted in &route.methods {
+                    if !allow.contains(accepted) {
+                        allow.push(accepted.clone());
+                    }
+                }
+            }
+            if allow.is_empty() {
+                Resolution::NotFound
+            } else {
+                allow.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+                Resolution::WrongMethod { allow }
+            }
+        }
+    }
+
+    /// The routes of the handler's apps (the library's, the bank's and the inventory
+    /// example's, as their function.json files declare them, in one table) and the readiness
+    /// answer.
+    fn apps_table() -> RouteTable {
+        let (get, post, delete, options) =
+            (Method::GET, Method::POST, Method::DELETE, Method::OPTIONS);
+        let mut t = RouteTable::new().readiness();
+        for (function, methods, template) in [
+            ("Accounts", &[get.clone()][..], "Accounts"),
+            (
+                "AccrueInterest",
+                &[post.clone()][..],
+                "AccrueInterest/{accountnumber}",
+            ),
+            (
+                "AppendEvents",
+                &[post.clone()][..],
+                "streams/{domain}/{entity}/{instance}",
+            ),
+            (
+                "BalanceSeries",
+                &[get.clone()][..],
+                "BalanceSeries/{accountnumber}",
+            ),
+            (
+                "CancelMoneyTransfer",
+                &[post.clone()][..],
+                "CancelMoneyTransfer/{transferId}",
+            ),
+            (
+                "CloseAccount",
+                &[post.clone()][..],
+                "CloseAccount/{accountnumber}",
+            ),
+            (
+                "DeadLetters",
+                &[get.clone()][..],
+                "notifications/deadletters",
+            ),
+            (
+                "DeleteAccount",
+                &[post.clone()][..],
+                "DeleteAccount/{accountnumber}",
+            ),
+            (
+                "DeleteStream",
+                &[delete.clone()][..],
+                "streams/{domain}/{entity}/{instance}",
+            ),
+            ("Deposit", &[post.clone()][..], "Deposit/{accountnumber}"),
+            (
+                "DepositMoney",
+                &[post.clone()][..],
+                "DepositMoney/{accountnumber}",
+            ),
+            (
+                "EventGridWebhook",
+                &[post.clone(), options.clone()][..],
+                "eventgrid",
+            ),
+            (
+                "GetAccountHistory",
+                &[get.clone()][..],
+                "GetAccountHistory/{accountnumber}",
+            ),
+            (
+                "GetAllAccounts",
+                &[get.clone()][..],
+                "GetAllAccounts/{asOfDate?}",
+            ),
+            (
+                "GetBalance",
+                &[get.clone()][..],
+                "GetBalance/{accountnumber}",
+            ),
+            (
+                "GetBalanceAsOfDate",
+                &[get.clone()][..],
+                "GetBalance/{accountnumber}/{asOfDate}",
+            ),
+            (
+                "GetTransferState",
+                &[get.clone()][..],
+                "GetTransferState/{transferId}",
+            ),
+            (
+                "ListStreams",
+                &[get.clone()][..],
+                "streams/{domain}/{entity}",
+            ),
+            (
+                "OpenAccount",
+                &[post.clone()][..],
+                "OpenAccount/{accountnumber}",
+            ),
+            ("OpenApi", &[get.clone()][..], "openapi.json"),
+            (
+                "PayInterest",
+                &[post.clone()][..],
+                "PayInterest/{accountnumber}",
+            ),
+            (
+                "ReadStream",
+                &[get.clone()][..],
+                "streams/{domain}/{entity}/{instance}",
+            ),
+            (
+                "RebuildReadModels",
+                &[post.clone()][..],
+                "RebuildReadModels",
+            ),
+            (
+                "RecentNotifications",
+                &[get.clone()][..],
+                "notifications/recent",
+            ),
+            (
+                "RedriveDeadLetters",
+                &[post.clone()][..],
+                "notifications/deadletters/redrive",
+            ),
+            (
+                "RunProjection",
+                &[get.clone()][..],
+                "projections/{domain}/{entity}/{instance}/{projection}",
+            ),
+            (
+                "SetOverdraftLimit",
+                &[post.clone()][..],
+                "SetOverdraftLimit/{accountnumber}",
+            ),
+            (
+                "TransferMoney",
+                &[post.clone()][..],
+                "TransferMoney/{transferId?}",
+            ),
+            ("Web", &[get.clone()][..], "web/{*path}"),
+            ("Withdraw", &[post.clone()][..], "Withdraw/{accountnumber}"),
+            (
+                "WithdrawMoney",
+                &[post.clone()][..],
+                "WithdrawMoney/{accountnumber}",
+            ),
+            ("GetItem", &[get.clone()][..], "GetItem/{sku}"),
+            ("Items", &[get.clone()][..], "Items"),
+            ("RebuildItems", &[post.clone()][..], "RebuildItems"),
+            ("ReceiveStock", &[post.clone()][..], "ReceiveStock/{sku}"),
+            ("ReserveStock", &[post.clone()][..], "ReserveStock/{sku}"),
+            ("ShipStock", &[post.clone()][..], "ShipStock/{sku}"),
+        ] {
+            t = t.http(function, methods, template);
+        }
+        for function in [
+            "Projector",
+            "NotificationSweep",
+            "TransferSweep",
+            "AccrueInterestTimer",
+        ] {
+            t = t.invocation(function);
+        }
+        t.fallback("NotFound", &[get, post, delete, options], "{*path}")
+    }
+
+    /// Templates no app declares but the table accepts: non-ASCII literals, an optional
+    /// parameter that is not last or is all there is, a catch-all that is not last, a bare
+    /// prefix, and the unit tests' table.
+    fn odd_table() -> RouteTable {
+        table()
+            .readiness()
+            .http("Strasse", &[Method::GET], "Straße/{id}")
+            .http("Cafe", &[Method::POST], "Café/{id}")
+            .http("Dotted", &[Method::GET], "İtems/{id}")
+            .http("LongS", &[Method::POST], "ſpecial")
+            .http("Kelvin", &[Method::GET], "\u{212A}elvin/{id?}")
+            .http("Middle", &[Method::GET], "a/{x?}/b")
+            .http("Inner", &[Method::PUT], "c/{*x}/d")
+            .http("Prefix", &[Method::PATCH], "")
+            .http("Tilde", &[Method::GET], "~/tilde/{t}")
+            .http("Two", &[Method::HEAD], "{x}/{y?}")
+            .invocation("{only?}")
+    }
+
+    /// A catch-all with nothing before it, which matches every path (so it gets a table of its
+    /// own, where it hides nothing else).
+    fn catch_all_table() -> RouteTable {
+        RouteTable::new()
+            .readiness()
+            .http("Accounts", &[Method::GET], "Accounts")
+            .invocation("{*everything}")
+    }
+
+    /// The tables, built once.
+    static TABLES: std::sync::LazyLock<[RouteTable; 3]> =
+        std::sync::LazyLock::new(|| [apps_table(), odd_table(), catch_all_table()]);
+
+    /// Every template of the tables, segment by segment.
+    static SHAPES: std::sync::LazyLock<Vec<Vec<Segment>>> = std::sync::LazyLock::new(|| {
+        TABLES
+            .iter()
+            .flat_map(|t| t.routes.iter())
+            .map(|r| r.template.segments.clone())
+            .collect()
+    });
+
+    /// Every literal segment of the tables' templates.
+    static LITERALS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        let mut literals: Vec<String> = SHAPES
+            .iter()
+            .flatten()
+            .filter_map(|s| match s {
+                Segment::Literal(l) => Some(l.clone()),
+                _ => None,
+            })
+            .collect();
+        literals.sort();
+        literals.dedup();
+        literals
+    });
+
+    /// How one character of a literal is spelled in a generated path.
+    #[derive(Debug, Clone, Copy)]
+    enum Spelling {
+        AsIs,
+        OtherCase,
+        Escaped,
+        EscapedLower,
+        /// A non-ASCII look-alike where there is one (`ı`, `İ` for `i`; `ſ` for `s`;
+        /// the Kelvin sign for `k`; `ß` for `s`; `ẞ` for `ß`).
+        LookAlike,
+    }
+
+    fn spell_char(c: char, how: Spelling, out: &mut String) {
+        match how {
+            Spelling::AsIs => out.push(c),
+            Spelling::OtherCase if c.is_lowercase() => out.extend(c.to_uppercase()),
+            Spelling::OtherCase => out.extend(c.to_lowercase()),
+            Spelling::Escaped | Spelling::EscapedLower => {
+                let mut buf = [0; 4];
+                for byte in c.encode_utf8(&mut buf).bytes() {
+                    if matches!(how, Spelling::Escaped) {
+                        out.push_str(&format!("%{byte:02X}"));
+                    } else {
+                        out.push_str(&format!("%{byte:02x}"));
+                    }
+                }
+            }
+            Spelling::LookAlike => out.push(match c {
+                'i' => 'ı',
+                'I' => 'İ',
+                's' => 'ſ',
+                'S' => 'ß',
+                'k' | 'K' => '\u{212A}',
+                'ß' => 'ẞ',
+                'e' => 'é',
+                other => other,
+            }),
+        }
+    }
+
+    fn spelling() -> impl Strategy<Value = Spelling> {
+        prop_oneof![
+            20 => Just(Spelling::AsIs),
+            12 => Just(Spelling::OtherCase),
+            1 => Just(Spelling::Escaped),
+            1 => Just(Spelling::EscapedLower),
+            1 => Just(Spelling::LookAlike),
+        ]
+    }
+
+    /// `literal` spelled with mixed case, escapes and look-alikes.
+    fn spelled(literal: String) -> impl Strategy<Value = String> {
+        proptest::collection::vec(spelling(), 0..24).prop_map(move |spellings| {
+            let mut out = String::new();
+            for (index, c) in literal.chars().enumerate() {
+                let how = spellings.get(index).copied().unwrap_or(Spelling::AsIs);
+                spell_char(c, how, &mut out);
+            }
+            out
+        })
+    }
+
+    /// Random text with escapes (valid, invalid UTF-8, malformed) and non-ASCII letters.
+    const RANDOM_SEGMENT: &str = "([a-zA-Z0-9._~ -]|ı|ſ|ß|ẞ|İ|é|\u{212A}|%[0-9a-fA-F]{2}|%C4%B1|%E2%84%AA|%FF|%C4|%|%G1|%2F){0,6}";
+
+    /// One request segment: a template's literal (spelled), random text, or nothing.
+    fn request_segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => proptest::sample::select(LITERALS.as_slice()).prop_flat_map(spelled),
+            4 => RANDOM_SEGMENT,
+            1 => Just(String::new()),
+        ]
+    }
+
+    /// The segments of a path meant for one of the templates: each literal spelled, a
+    /// parameter any segment, a catch-all none to three; then perhaps one segment left out,
+    /// emptied, replaced or added.
+    fn segments_for_a_template() -> impl Strategy<Value = Vec<String>> {
+        proptest::sample::select(SHAPES.as_slice())
+            .prop_flat_map(|shape| {
+                let segments: Vec<BoxedStrategy<Vec<String>>> = shape
+                    .into_iter()
+                    .map(|segment| match segment {
+                        Segment::Literal(l) => spelled(l).prop_map(|s| vec![s]).boxed(),
+                        Segment::Parameter { .. } => prop_oneof![
+                            9 => request_segment().prop_map(|s| vec![s]),
+                            1 => Just(Vec::new()),
+                        ]
+                        .boxed(),
+                        Segment::CatchAll => {
+                            proptest::collection::vec(request_segment(), 0..4).boxed()
+                        }
+                    })
+                    .collect();
+                (
+                    segments,
+                    0..6usize,
+                    any::<proptest::sample::Index>(),
+                    request_segment(),
+                )
+            })
+            .prop_map(|(segments, mutation, at, other)| {
+                let mut segments: Vec<String> = segments.into_iter().flatten().collect();
+                if !segments.is_empty() {
+                    let at = at.index(segments.len());
+                    match mutation {
+                        0 => drop(segments.remove(at)),
+                        1 => segments[at].clear(),
+                        2 => segments[at] = other,
+                        3 => segments.insert(at, other),
+                        _ => {}
+                    }
+                } else if mutation < 2 {
+                    segments.push(other);
+                }
+                segments
+            })
+    }
+
+    /// A request path: mostly `/` and segments, sometimes with one or two trailing slashes or
+    /// (as no server forwards it, but the table must answer anything) without the leading one.
+    fn request_path() -> impl Strategy<Value = String> {
+        (
+            prop_oneof![9 => Just("/"), 1 => Just("")],
+            prop_oneof![
+                4 => segments_for_a_template(),
+                1 => proptest::collection::vec(request_segment(), 0..7),
+            ],
+            prop_oneof![6 => Just(""), 3 => Just("/"), 1 => Just("//")],
+        )
+            .prop_map(|(lead, segments, trail)| format!("{lead}{}{trail}", segments.join("/")))
+    }
+
+    /// Mostly the methods the apps' functions take.
+    fn method() -> impl Strategy<Value = Method> {
+        prop_oneof![
+            4 => Just(Method::GET),
+            4 => Just(Method::POST),
+            1 => proptest::sample::select(vec![
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::HEAD,
+                Method::OPTIONS,
+            ]),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn resolve_answers_as_the_reference_does(
+            method in method(),
+            path in request_path(),
+        ) {
+            for t in TABLES.iter() {
+                prop_assert_eq!(
+                    t.resolve(&method, &path),
+                    reference::resolve(t, &method, &path),
+                    "{} {:?}", method, path
+                );
+            }
+        }
     }
 }
