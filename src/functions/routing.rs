@@ -89,6 +89,10 @@ impl Route {
 struct Template {
     declared: String,
     segments: Vec<Segment>,
+    /// How many segments a path it matches has, at least and at most: every segment before a
+    /// catch-all and then any number, or every segment but an optional last parameter.
+    min_segments: usize,
+    max_segments: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -120,10 +124,28 @@ impl Template {
                     None => Segment::Literal(part.to_owned()),
                 },
             )
-            .collect();
+            .collect::<Vec<_>>();
+        let (min_segments, max_segments) =
+            match segments.iter().position(|s| matches!(s, Segment::CatchAll)) {
+                // Nothing after a catch-all is ever looked at.
+                Some(catch_all) => (catch_all, usize::MAX),
+                None => {
+                    let all = segments.len();
+                    // An optional last parameter may be left out, but not the whole path.
+                    let optional_last =
+                        matches!(segments.last(), Some(Segment::Parameter { optional: true }));
+                    if optional_last && all >= 2 {
+                        (all.saturating_sub(1), all)
+                    } else {
+                        (all, all)
+                    }
+                }
+            };
         Self {
             declared: declared.to_owned(),
             segments,
+            min_segments,
+            max_segments,
         }
     }
 
@@ -155,68 +177,164 @@ impl Template {
         }
     }
 
-    /// The path with this template's spelling of its literal segments, when the template
-    /// matches `segments` (of `path`, as [`tokenize`] found them).
-    fn canonical(&self, path: &str, segments: &[(usize, &str)]) -> Option<String> {
-        let mut canonical = String::with_capacity(path.len());
-        for (index, segment) in self.segments.iter().enumerate() {
-            let request = segments.get(index);
-            if request.is_some_and(|(_, raw)| raw.is_empty()) {
-                return None;
+    /// Whether the template matches `request`, decided without allocating: on the number of
+    /// segments first, then segment by segment up to the first that differs. An empty segment
+    /// matches nothing (a catch-all's first included), a literal is compared with its
+    /// percent-decoded segment ([`literal_matches`]), a parameter takes any other.
+    fn matches(&self, request: &RequestPath<'_>) -> bool {
+        if request.count < self.min_segments || request.count > self.max_segments {
+            return false;
+        }
+        // The count is within bounds, so the segments the zip leaves out on either side are the
+        // ones that may be missing (an optional last parameter, a catch-all with nothing to
+        // take) or never looked at (after a catch-all).
+        for (segment, (_, raw)) in self.segments.iter().zip(request.segments()) {
+            if raw.is_empty() {
+                return false;
             }
             match segment {
-                Segment::CatchAll => {
-                    if let Some(rest) = request.and_then(|(start, _)| path.get(*start..)) {
-                        canonical.push('/');
-                        canonical.push_str(rest);
+                Segment::CatchAll => return true,
+                Segment::Literal(literal) => {
+                    let equal = if request.escaped {
+                        literal_matches(raw, literal)
+                    } else {
+                        // No `%` anywhere: every segment is its own decoding.
+                        ordinal_eq_ignore_case(raw, literal)
+                    };
+                    if !equal {
+                        return false;
                     }
-                    return Some(canonical);
+                }
+                Segment::Parameter { .. } => {}
+            }
+        }
+        true
+    }
+
+    /// The path of `request`, which this template [`matches`](Self::matches), with the
+    /// template's spelling of its literal segments: parameters as they came, a catch-all the
+    /// rest of the path as it came (trailing slash included).
+    fn spell(&self, request: &RequestPath<'_>) -> String {
+        let mut spelled = String::with_capacity(request.path.len());
+        let mut segments = request.segments();
+        for segment in &self.segments {
+            let Some((start, raw)) = segments.next() else {
+                // A catch-all with nothing to take, or an optional last parameter left out.
+                return spelled;
+            };
+            match segment {
+                Segment::CatchAll => {
+                    if let Some(rest) = request.path.get(start..) {
+                        spelled.push('/');
+                        spelled.push_str(rest);
+                    }
+                    return spelled;
                 }
                 Segment::Literal(literal) => {
-                    let (_, raw) = request?;
-                    let decoded = percent_decode_str(raw).decode_utf8().ok()?;
-                    if !ordinal_eq_ignore_case(&decoded, literal) {
-                        return None;
-                    }
-                    canonical.push('/');
-                    canonical.push_str(literal);
+                    spelled.push('/');
+                    spelled.push_str(literal);
                 }
-                Segment::Parameter { optional } => {
-                    let Some((_, raw)) = request else {
-                        // An optional parameter may be left out at the end of the path.
-                        let last = index.saturating_add(1) == self.segments.len();
-                        return (*optional && last && !canonical.is_empty()).then_some(canonical);
-                    };
-                    canonical.push('/');
-                    canonical.push_str(raw);
+                Segment::Parameter { .. } => {
+                    spelled.push('/');
+                    spelled.push_str(raw);
                 }
             }
         }
-        if segments.len() > self.segments.len() {
-            return None;
+        if spelled.is_empty() {
+            spelled.push('/');
         }
-        if canonical.is_empty() {
-            canonical.push('/');
-        }
-        Some(canonical)
+        spelled
     }
 }
 
-/// The segments of a request path as ASP.NET Core's router sees them, each with its offset in
-/// `path`: after the leading `/`, one trailing `/` is ignored and the rest split on `/`
-/// (`/` has none, `/api/` one, `/api//` two, the second empty).
-fn tokenize(path: &str) -> Vec<(usize, &str)> {
-    let Some(body) = path.strip_prefix('/').filter(|body| !body.is_empty()) else {
-        return Vec::new();
-    };
-    let body = body.strip_suffix('/').unwrap_or(body);
-    let mut segments = Vec::new();
-    let mut start = 1;
-    for part in body.split('/') {
-        segments.push((start, part));
-        start += part.len() + 1;
+/// A request path as ASP.NET Core's router sees it: after the leading `/`, one trailing `/` is
+/// ignored and the rest split on `/` (`/` has no segment, `/api/` one, `/api//` two, the second
+/// empty). The segments are counted once and split lazily, as each template needs them: most
+/// templates are refused on the count alone, the others mostly on their first segments.
+#[derive(Debug, Clone, Copy)]
+struct RequestPath<'a> {
+    path: &'a str,
+    /// Between the leading `/` and an ignored trailing one; `None` when there are no segments.
+    body: Option<&'a str>,
+    count: usize,
+    /// Whether the path has a `%` (without one, no segment needs decoding).
+    escaped: bool,
+}
+
+impl<'a> RequestPath<'a> {
+    fn new(path: &'a str) -> Self {
+        let body = path
+            .strip_prefix('/')
+            .filter(|body| !body.is_empty())
+            .map(|body| body.strip_suffix('/').unwrap_or(body));
+        let count = body.map_or(0, |body| {
+            body.bytes()
+                .filter(|&byte| byte == b'/')
+                .count()
+                .saturating_add(1)
+        });
+        Self {
+            path,
+            body,
+            count,
+            escaped: path.contains('%'),
+        }
     }
-    segments
+
+    /// The segments in order, each with its offset in the path.
+    fn segments(&self) -> RequestSegments<'a> {
+        RequestSegments {
+            rest: self.body,
+            offset: 1,
+        }
+    }
+}
+
+/// The segments of a [`RequestPath`], each with its offset in the path.
+#[derive(Debug, Clone)]
+struct RequestSegments<'a> {
+    /// What is left to split; `None` once the last segment was taken.
+    rest: Option<&'a str>,
+    /// The offset of `rest` in the path.
+    offset: usize,
+}
+
+impl<'a> Iterator for RequestSegments<'a> {
+    type Item = (usize, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.rest?;
+        // Segments are short: a plain scan is cheaper than `split_once`'s `memchr`.
+        let (segment, tail) = match rest.bytes().position(|byte| byte == b'/') {
+            Some(slash) => (
+                rest.get(..slash).unwrap_or(rest),
+                rest.get(slash.saturating_add(1)..),
+            ),
+            None => (rest, None),
+        };
+        let offset = self.offset;
+        self.rest = tail;
+        self.offset = offset.saturating_add(segment.len()).saturating_add(1);
+        Some((offset, segment))
+    }
+}
+
+/// The segments of `path` (see [`RequestPath`]), collected.
+#[cfg(test)]
+fn tokenize(path: &str) -> Vec<(usize, &str)> {
+    RequestPath::new(path).segments().collect()
+}
+
+/// Whether a request segment (raw, percent-encoded) is `literal` to the host: its
+/// percent-decoded text, when that is UTF-8, equals `literal` under [`ordinal_eq_ignore_case`].
+/// A segment without `%` is its own decoding.
+fn literal_matches(raw: &str, literal: &str) -> bool {
+    if !raw.contains('%') {
+        return ordinal_eq_ignore_case(raw, literal);
+    }
+    percent_decode_str(raw)
+        .decode_utf8()
+        .is_ok_and(|decoded| ordinal_eq_ignore_case(&decoded, literal))
 }
 
 /// One character as .NET's `OrdinalIgnoreCase` compares it: its simple (one-to-one) uppercase
@@ -242,11 +360,23 @@ fn ordinal_upper(c: char) -> char {
 /// (`testbed/src/hostsim/route.rs`) writes this comparison again on purpose: it stands for the
 /// real host, independently of this crate, so the tests that compare the two can catch a
 /// divergence instead of comparing this code with itself.
+///
+/// On ASCII, [`ordinal_upper`] is `to_ascii_uppercase`, and it maps no other character into
+/// ASCII (a test checks every `char`). So when either side is ASCII (a template's literal
+/// usually is), the two are equal exactly when their bytes are equal but for ASCII case:
+/// [`str::eq_ignore_ascii_case`], which compares the lengths first.
 fn ordinal_eq_ignore_case(a: &str, b: &str) -> bool {
-    a.chars().count() == b.chars().count()
-        && a.chars()
-            .zip(b.chars())
-            .all(|(x, y)| x == y || ordinal_upper(x) == ordinal_upper(y))
+    if b.is_ascii() || a.is_ascii() {
+        return a.eq_ignore_ascii_case(b);
+    }
+    let (mut a, mut b) = (a.chars(), b.chars());
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x == y || ordinal_upper(x) == ordinal_upper(y) => {}
+            _ => return false,
+        }
+    }
 }
 
 /// What the table says about a request.
@@ -343,21 +473,19 @@ impl RouteTable {
 
     /// Which route answers `method` on `path` (the request's raw, percent-encoded path): the
     /// first in order of precedence whose template matches the path and which accepts the
-    /// method, as the host chooses.
+    /// method, as the host chooses. Nothing is allocated until the answer is known: templates
+    /// are matched in place, and only the chosen one spells the path.
     pub fn resolve(&self, method: &Method, path: &str) -> Resolution {
-        let segments = tokenize(path);
+        let request = RequestPath::new(path);
         let mut allow: Vec<Method> = Vec::new();
         for route in &self.routes {
-            if route.kind == RouteKind::Fallback {
+            if route.kind == RouteKind::Fallback || !route.template.matches(&request) {
                 continue;
             }
-            let Some(canonical) = route.template.canonical(path, &segments) else {
-                continue;
-            };
             if route.methods.contains(method) {
                 return Resolution::Found {
                     function: route.function.clone(),
-                    path: canonical,
+                    path: route.template.spell(&request),
                 };
             }
             for accepted in &route.methods {
@@ -531,8 +659,22 @@ mod tests {
             found("W", "/api/Withdraw")
         );
         assert!(ordinal_eq_ignore_case("straße", "STRAßE"));
+        assert!(
+            ordinal_eq_ignore_case("Ⱥx", "ⱥX"),
+            "different UTF-8 lengths"
+        );
+        assert!(!ordinal_eq_ignore_case("ıs", "IS"));
+        assert!(!ordinal_eq_ignore_case("IS", "iſ"));
         assert!(ordinal_eq_ignore_case("éte", "ÉTE"));
         assert!(!ordinal_eq_ignore_case("straße", "STRASSE"));
+    }
+
+    /// What lets [`ordinal_eq_ignore_case`] compare bytes when one side is ASCII.
+    #[test]
+    fn only_ascii_characters_are_ascii_in_the_ordinal_comparison() {
+        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+            assert_eq!(ordinal_upper(c).is_ascii(), c.is_ascii(), "{c:?}");
+        }
     }
 
     #[test]
