@@ -1,7 +1,7 @@
 //! The read-model store contract (`src/stream/read_model.rs`), written once and run against every
 //! store (memory, Table storage — see the fixtures in `memory.rs` and `table.rs`): rows come
 //! back as saved, every save is conditional and atomic (two writers that loaded the same row
-//! never both save), and listings page through one read model of one entity type in
+//! never both save), a deleted row is gone (its ETag with it), and listings page through one read model of one entity type in
 //! instance-key order, each row once.
 //!
 //! What the Table store adds on its own (how a row is laid out in properties, its size limit,
@@ -38,6 +38,7 @@ macro_rules! suite {
             a_failed_row_keeps_its_failure_until_saved_over,
             rows_are_kept_per_model_and_stream,
             another_process_sees_rows_and_their_etags,
+            a_deleted_row_is_gone_and_its_etag_spent,
             listing_pages_in_key_order_and_visits_every_row_once,
             rows_written_during_a_walk_after_its_position_are_seen,
             invalid_continuations_and_entity_types_are_refused,
@@ -391,6 +392,56 @@ pub async fn another_process_sees_rows_and_their_etags(f: &Fixture) {
         .unwrap();
     assert_eq!(page.rows.len(), 1);
     assert_eq!(page.rows[0].checkpoint, checkpoint(2));
+}
+
+pub async fn a_deleted_row_is_gone_and_its_etag_spent(f: &Fixture) {
+    let store = &*f.store;
+    let kept = stream("Account", "kept");
+    save(
+        store,
+        "m",
+        &kept,
+        &checkpoint(1),
+        &SaveCondition::MustNotExist,
+    )
+    .await;
+    // Keys a row's address must escape.
+    for instance in ["erased", "O'Brien", "a b", "%41", "ü"] {
+        let s = stream("Account", instance);
+        save(store, "m", &s, &checkpoint(1), &SaveCondition::MustNotExist).await;
+        let loaded = load(store, "m", &s).await;
+        store.delete("m", &s).await.unwrap();
+        assert!(store.load("m", &s).await.unwrap().is_none(), "{instance}");
+        // Deleting a row that is not there is as good as deleting it.
+        store.delete("m", &s).await.unwrap();
+        // A save conditioned on the deleted row's ETag finds no row: nothing is written.
+        let stale = SaveCondition::after_load(Some(&loaded));
+        assert_eq!(
+            save(store, "m", &s, &checkpoint(2), &stale).await,
+            SaveOutcome::Conflict,
+            "{instance}"
+        );
+        assert!(store.load("m", &s).await.unwrap().is_none(), "{instance}");
+        // The row can be created again, and saved over with its new ETag.
+        assert_eq!(
+            save(store, "m", &s, &checkpoint(3), &SaveCondition::MustNotExist).await,
+            SaveOutcome::Saved,
+            "{instance}"
+        );
+        let again = SaveCondition::after_load(Some(&load(store, "m", &s).await));
+        assert_eq!(
+            save(store, "m", &s, &checkpoint(4), &again).await,
+            SaveOutcome::Saved,
+            "{instance}"
+        );
+        assert_eq!(load(store, "m", &s).await.checkpoint, checkpoint(4));
+    }
+    store
+        .delete("m", &stream("Account", "never"))
+        .await
+        .unwrap();
+    // Only the deleted rows were ever gone.
+    assert_eq!(load(store, "m", &kept).await.checkpoint, checkpoint(1));
 }
 
 pub async fn listing_pages_in_key_order_and_visits_every_row_once(f: &Fixture) {
