@@ -34,6 +34,7 @@ mod outbox;
 mod package;
 mod projections;
 mod projector;
+mod read_model_rows;
 mod read_paging;
 mod routing;
 mod seed;

@@ -6,7 +6,9 @@ use crate::support;
 
 use serde_json::json;
 use streamfold::notify::{Notification, NotificationSchema};
+use streamfold::readmodel::DEFAULT_READ_MODEL_TABLE;
 use streamfold::stream::StreamId;
+use streamfold_testbed::proxy::ProxiedRequest;
 use streamfold_testbed::Azurite;
 use support::{start_host, Client, CountedStorage};
 
@@ -145,11 +147,36 @@ async fn projector_notification(c: &Client, account: &str, sequence: u64) -> ser
     json!([event])
 }
 
+/// The Projector's one write of a notification: a row save, as a single-entity request of
+/// `method` on the read-model table (`/{account}/streamfoldreadmodels`, the entity's own URL
+/// for a merge), never an entity group transaction (`$batch`).
+fn assert_one_row_write(log: &[ProxiedRequest], method: &str, on_entity: bool) {
+    let writes: Vec<&ProxiedRequest> = log.iter().filter(|r| r.method != "GET").collect();
+    assert_eq!(writes.len(), 1, "one write, the row's save: {log:?}");
+    let write = writes[0];
+    assert_eq!(write.method, method, "{write}");
+    let table = write
+        .path
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .split('(')
+        .next()
+        .unwrap_or_default();
+    assert_eq!(table, DEFAULT_READ_MODEL_TABLE, "{write}");
+    assert_eq!(
+        write.path.ends_with("RowKey='P-1')"),
+        on_entity,
+        "the entity's URL only for a merge: {write}"
+    );
+}
+
 /// The Projector applying a notification to an account without a row: the row and the events
 /// are read at the same time, and without the stream's header (the notification proves its
-/// event is stored; the events read end where the stored ones end), then the row is saved —
-/// three requests, as the same work done directly costs. The same notification again costs
-/// none (this process saw the row at that event).
+/// event is stored; the events read end where the stored ones end), then the row is saved with
+/// one Insert Entity — three requests, as the same work done directly costs. The same
+/// notification again costs none (this process saw the row at that event); the next event's
+/// costs the same three, its save one Merge Entity on the row.
 #[tokio::test]
 async fn the_projector_applies_a_notification_with_three_table_requests() {
     let azurite = Azurite::start().await.unwrap();
@@ -186,10 +213,20 @@ async fn the_projector_applies_a_notification_with_three_table_requests() {
         !log.iter().any(|line| line.contains("RowKey='HEAD'")),
         "no header read: {log:?}"
     );
+    assert_one_row_write(&proxy.entries(), "POST", false);
 
     proxy.reset();
     assert_eq!(c.deliver_to_projector(notification.to_string()).await, 202);
     assert_eq!(proxy.requests(), 0, "{:?}", proxy.log());
+
+    c.post("/api/Deposit/P-1", &json!({"amount": 2}))
+        .await
+        .ok(200);
+    let next = projector_notification(&c, "P-1", 3).await;
+    proxy.reset();
+    assert_eq!(c.deliver_to_projector(next.to_string()).await, 202);
+    assert_eq!(proxy.requests(), 3, "{:?}", proxy.log());
+    assert_one_row_write(&proxy.entries(), "MERGE", true);
 
     let reply = c.get("/api/Accounts").await;
     let p1 = reply.ok(200)["accounts"]
@@ -199,5 +236,5 @@ async fn the_projector_applies_a_notification_with_three_table_requests() {
         .find(|r| r["accountNumber"] == "P-1")
         .cloned()
         .unwrap();
-    assert_eq!(p1["balance"], "5.00", "{p1}");
+    assert_eq!(p1["balance"], "7.00", "{p1}");
 }

@@ -1,9 +1,9 @@
 //! The one place that talks to Table storage: table creation, point reads and queries through
 //! the `azure_data_tables` crate; entity group transactions written and read by us
-//! (`batch_request`, `batch_answer`) and sent through an `azure_core` pipeline built as the
-//! crate builds its own (same transport, retries, delivery tracker and authorization; a Shared
-//! Key account's signed by `connection::shared_key` with the key decoded once); and the
-//! mapping of errors to [`StoreError`].
+//! (`batch_request`, `batch_answer`) and single-entity writes (insert, merge, delete), sent
+//! through an `azure_core` pipeline built as the crate builds its own (same transport, retries,
+//! delivery tracker and authorization; a Shared Key account's signed by `connection::shared_key`
+//! with the key decoded once); and the mapping of errors to [`StoreError`].
 //!
 //! Guarantees:
 //! - the table is created at most once per [`TableApi`] (a failed attempt is not remembered, an
@@ -12,13 +12,17 @@
 //!   `202` for a rolled-back batch): [`BatchOutcome::Committed`] only if all operations
 //!   succeeded; an answer of an unexpected shape is `Corrupt`, and an answer whose body is lost
 //!   after its `2xx` status is `Unavailable` with `maybe_applied`;
+//! - a single-entity write's outcome is its answer's status alone (its body is never read):
+//!   [`EntityOutcome::Written`] on `2xx`, [`EntityOutcome::Refused`] on a `4xx` about the entity
+//!   (its condition or content: not 401/403/408/429, not a missing table except to a delete,
+//!   which finds no row either way), anything else an error classified below;
 //! - queries follow continuation tokens (the service returns at most 1,000 entities a page);
 //! - errors are classified once, here: unreachable storage, timeouts, 408/429/5xx become
 //!   `Unavailable` (with `maybe_applied` from the [`DeliveryTracker`] for writes), 401/403 and a
 //!   missing table become `Misconfigured`, answers of an unexpected shape become `Corrupt`.
 
-use azure_core::headers::{Headers, CONTENT_TYPE};
-use azure_core::{ClientOptions, Etag, Method, Pipeline, StatusCode};
+use azure_core::headers::{Headers, ACCEPT, CONTENT_TYPE, PREFER};
+use azure_core::{ClientOptions, Etag, Method, Pipeline, Request, Response, StatusCode, Url};
 use azure_data_tables::prelude::{Filter, IfMatchCondition, Select, TableClient, Top};
 use azure_storage::clients::ServiceType;
 use futures::StreamExt;
@@ -52,6 +56,23 @@ pub enum BatchOutcome {
     RolledBack { status: u16 },
 }
 
+/// What storage did with a single-entity write that it answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntityOutcome {
+    /// The write was applied.
+    Written,
+    /// Nothing was applied: storage refused the write for the entity's sake (its condition did
+    /// not hold, or its content); `status` is the answer's `4xx` status.
+    Refused { status: u16 },
+}
+
+/// The `Content-Type` of an entity body.
+const JSON: &str = "application/json";
+/// The `Accept` header `azure_data_tables` sends with an insert.
+const ACCEPT_FULL_METADATA: &str = "application/json;odata=fullmetadata";
+/// Asks storage not to echo an inserted entity (the answer is `204` without a body).
+const RETURN_NO_CONTENT: &str = "return-no-content";
+
 /// A point-read entity with its ETag.
 pub struct Fetched {
     pub entity: Properties,
@@ -65,6 +86,8 @@ pub struct TableApi {
     /// and credentials.
     pipeline: Pipeline,
     urls: TableUrls,
+    /// `{endpoint}/{table}`, where an entity is inserted and below which entity URLs are.
+    table_url: Url,
     created: OnceCell<()>,
 }
 
@@ -79,6 +102,8 @@ impl TableApi {
             .table_service_client_with_options(options.clone())
             .map_err(|e| e.to_string())?;
         let urls = TableUrls::new(account.table_endpoint().unwrap_or_default(), table_name)?;
+        let table_url = Url::parse(urls.table())
+            .map_err(|e| format!("the table URL of {table_name} is not a URL: {e}"))?;
         let pipeline = account
             .request_pipeline(options)
             .map_err(|e| e.to_string())?;
@@ -86,6 +111,7 @@ impl TableApi {
             table: service.table_client(table_name.to_owned()),
             pipeline,
             urls,
+            table_url,
             created: OnceCell::new(),
         })
     }
@@ -343,14 +369,8 @@ impl TableApi {
             Some(bytes::Bytes::from(batch.body).into()),
         )
         .map_err(|error| corrupt(format!("could not build the transaction: {error}")))?;
-        let tracker = DeliveryTracker::new();
-        let mut context = tracker.context();
-        context.insert(ServiceType::Table);
-        let response = self
-            .pipeline
-            .send(&context, &mut request)
-            .await
-            .map_err(|error| map_error(&error, what, Some(&tracker)))?;
+        let (result, tracker) = self.send_write(&mut request).await;
+        let response = result.map_err(|error| map_error(&error, what, Some(&tracker)))?;
         let (_, headers, mut body) = response.deconstruct();
         let mut answer = Vec::new();
         while let Some(chunk) = body.next().await {
@@ -374,6 +394,163 @@ impl TableApi {
                 "storage answered a transaction unreadably: {error}"
             ))
         })
+    }
+
+    /// Inserts `entity` (which carries its keys): [`EntityOutcome::Refused`] with 409 if the
+    /// row exists. Storage is asked not to echo the entity.
+    pub async fn insert_entity(
+        &self,
+        entity: &Properties,
+        what: &str,
+    ) -> Result<EntityOutcome, StoreError> {
+        let mut headers = Headers::new();
+        headers.insert(PREFER, RETURN_NO_CONTENT);
+        headers.insert(ACCEPT, ACCEPT_FULL_METADATA);
+        headers.insert(CONTENT_TYPE, JSON);
+        let body = entity_body(entity, what)?;
+        let url = self.table_url.clone();
+        self.write_entity(url, Method::Post, headers, Some(body), refused_status, what)
+            .await
+    }
+
+    /// Merges `properties` into the row (`partition_key`, `row_key`) under `if_match`:
+    /// [`EntityOutcome::Refused`] with 404 if the row is missing, 412 if its ETag differs.
+    pub async fn merge_entity(
+        &self,
+        partition_key: &str,
+        row_key: &str,
+        properties: &Properties,
+        if_match: IfMatchCondition,
+        what: &str,
+    ) -> Result<EntityOutcome, StoreError> {
+        let mut headers = Headers::new();
+        headers.insert(CONTENT_TYPE, JSON);
+        headers.add(if_match);
+        let body = entity_body(properties, what)?;
+        let url = self.entity_url(partition_key, row_key, what)?;
+        self.write_entity(
+            url,
+            Method::Merge,
+            headers,
+            Some(body),
+            refused_status,
+            what,
+        )
+        .await
+    }
+
+    /// Deletes the row (`partition_key`, `row_key`) under `if_match`:
+    /// [`EntityOutcome::Refused`] with 404 if the row is missing (its table too: there is
+    /// nothing to delete either way), 412 if its ETag differs.
+    pub async fn delete_entity(
+        &self,
+        partition_key: &str,
+        row_key: &str,
+        if_match: IfMatchCondition,
+        what: &str,
+    ) -> Result<EntityOutcome, StoreError> {
+        let mut headers = Headers::new();
+        headers.add(if_match);
+        let url = self.entity_url(partition_key, row_key, what)?;
+        let refused = refused_delete_status;
+        self.write_entity(url, Method::Delete, headers, None, refused, what)
+            .await
+    }
+
+    /// The URL of one entity, as `azure_data_tables` builds it:
+    /// `{table}(PartitionKey='…',RowKey='…')` with `'` doubled, pushed as a path segment (which
+    /// percent-encodes it).
+    fn entity_url(
+        &self,
+        partition_key: &str,
+        row_key: &str,
+        what: &str,
+    ) -> Result<Url, StoreError> {
+        let mut url = self.table_url.clone();
+        url.path_segments_mut()
+            .map_err(|()| {
+                StoreError::Misconfigured(format!("the table URL of {what} has no path"))
+            })?
+            .pop()
+            .push(&format!(
+                "{}(PartitionKey='{}',RowKey='{}')",
+                self.table_name(),
+                keys::url_key(partition_key),
+                keys::url_key(row_key)
+            ));
+        Ok(url)
+    }
+
+    /// Sends one single-entity write; its outcome is the answer's status, a failure one of the
+    /// refusals `refused` picks out or an error [`map_error`] classifies.
+    async fn write_entity(
+        &self,
+        url: Url,
+        method: Method,
+        headers: Headers,
+        body: Option<Vec<u8>>,
+        refused: fn(&azure_core::Error) -> Option<u16>,
+        what: &str,
+    ) -> Result<EntityOutcome, StoreError> {
+        let mut request = azure_storage::clients::finalize_request(
+            url,
+            method,
+            headers,
+            body.map(|body| bytes::Bytes::from(body).into()),
+        )
+        .map_err(|error| StoreError::Corrupt {
+            stream: what.to_owned(),
+            detail: format!("could not build the request: {error}"),
+        })?;
+        let (result, tracker) = self.send_write(&mut request).await;
+        match result {
+            // The retry policy turns every answer that is not 2xx into an error, so this is a
+            // success; nothing else of it is read (a 204 has no body).
+            Ok(_) => Ok(EntityOutcome::Written),
+            Err(error) => match refused(&error) {
+                Some(status) => Ok(EntityOutcome::Refused { status }),
+                None => Err(map_error(&error, what, Some(&tracker))),
+            },
+        }
+    }
+
+    /// Sends a write through the pipeline with a fresh [`DeliveryTracker`], which says after a
+    /// failure whether any attempt may have been applied.
+    async fn send_write(
+        &self,
+        request: &mut Request,
+    ) -> (azure_core::Result<Response>, DeliveryTracker) {
+        let tracker = DeliveryTracker::new();
+        let mut context = tracker.context();
+        context.insert(ServiceType::Table);
+        let result = self.pipeline.send(&context, request).await;
+        (result, tracker)
+    }
+}
+
+/// An entity's JSON body, as the crate writes it.
+fn entity_body(properties: &Properties, what: &str) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(properties).map_err(|error| StoreError::Corrupt {
+        stream: what.to_owned(),
+        detail: format!("could not write the entity: {error}"),
+    })
+}
+
+/// The status of a single-entity write that storage refused for the entity's sake: a `4xx`
+/// other than those about the request as a whole (authorization 401/403, timeout 408,
+/// throttling 429) or the table (it does not exist), which [`map_error`] classifies.
+fn refused_status(error: &azure_core::Error) -> Option<u16> {
+    let status = u16::from(status_of(error)?);
+    let about_the_request =
+        matches!(status, 401 | 403 | 408 | 429) || error_code(error) == Some(TABLE_NOT_FOUND);
+    ((400..500).contains(&status) && !about_the_request).then_some(status)
+}
+
+/// [`refused_status`] for a delete, where a missing table is a missing row (404) too.
+fn refused_delete_status(error: &azure_core::Error) -> Option<u16> {
+    match status_of(error) {
+        Some(StatusCode::NotFound) => Some(404),
+        _ => refused_status(error),
     }
 }
 
@@ -454,5 +631,48 @@ mod outcome_tests {
         assert!(outcome(&[204, 204], 3).is_err());
         assert!(outcome(&[204, 204, 204, 204], 3).is_err());
         assert!(outcome(&[], 1).is_err());
+    }
+
+    #[test]
+    fn a_single_entity_write_is_refused_only_for_the_entity() {
+        let answered = |status: StatusCode, code: &str| {
+            azure_core::Error::message(
+                azure_core::error::ErrorKind::http_response(status, Some(code.to_owned())),
+                "answered",
+            )
+        };
+        for (status, code) in [
+            (StatusCode::Conflict, "EntityAlreadyExists"),
+            (
+                StatusCode::PreconditionFailed,
+                "UpdateConditionNotSatisfied",
+            ),
+            (StatusCode::NotFound, "ResourceNotFound"),
+            (StatusCode::BadRequest, "InvalidInput"),
+            (StatusCode::PayloadTooLarge, "EntityTooLarge"),
+        ] {
+            let refused = refused_status(&answered(status, code));
+            assert_eq!(refused, Some(u16::from(status)), "{code}");
+        }
+        // About the request, the table or the service: classified by `map_error`.
+        for (status, code) in [
+            (StatusCode::NotFound, TABLE_NOT_FOUND),
+            (StatusCode::Unauthorized, "InvalidAuthenticationInfo"),
+            (StatusCode::Forbidden, "AuthenticationFailed"),
+            (StatusCode::RequestTimeout, "OperationTimedOut"),
+            (StatusCode::TooManyRequests, "TooManyRequests"),
+            (StatusCode::InternalServerError, "InternalError"),
+            (StatusCode::ServiceUnavailable, "ServerBusy"),
+        ] {
+            assert_eq!(refused_status(&answered(status, code)), None, "{code}");
+        }
+        let unreachable =
+            azure_core::Error::message(azure_core::error::ErrorKind::Io, "connection refused");
+        assert_eq!(refused_status(&unreachable), None);
+        // A delete finds no row in a missing table either.
+        let table_gone = answered(StatusCode::NotFound, TABLE_NOT_FOUND);
+        assert_eq!(refused_delete_status(&table_gone), Some(404));
+        let busy = answered(StatusCode::ServiceUnavailable, "ServerBusy");
+        assert_eq!(refused_delete_status(&busy), None);
     }
 }

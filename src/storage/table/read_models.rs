@@ -18,10 +18,17 @@
 //!   current. A save merges, so chunks past `DataChunks` left from a larger earlier state are
 //!   ignored on reading.
 //!
-//! Saves are single-operation entity group transactions (insert for "must not exist", merge
-//! with `If-Match` otherwise): the client module of the Table backend does the talking,
-//! escaping and error mapping, and reports a failed condition (409, 412, 404) as a rolled-back
-//! batch, which is a [`SaveOutcome::Conflict`] here.
+//! A save is one single-entity request, never a `$batch`: Insert Entity for "must not exist"
+//! (storage asked not to echo the row), Merge Entity with `If-Match: <etag>` otherwise; a
+//! delete is one Delete Entity with `If-Match: *` (a row that is not there, or whose table is
+//! not, is as good as deleted). The client module of the Table backend does
+//! the talking, escaping and error mapping, and reports a write storage refused for the row's
+//! sake by its status: a condition that did not hold (409 the row exists, 412 another ETag,
+//! 404 the row is gone — not the table) is a [`SaveOutcome::Conflict`] here, any other such
+//! refusal is `Corrupt`. A save whose answer was lost is `Unavailable` with `maybe_applied`
+//! from the client's delivery tracker; if the transport's retry of it finds its own write
+//! applied, the retry's 409 or 412 is a conflict, as for any other writer, and the caller
+//! reloads the row.
 
 use std::sync::Arc;
 
@@ -30,7 +37,7 @@ use azure_core::Etag;
 use azure_data_tables::prelude::IfMatchCondition;
 use serde_json::value::RawValue;
 
-use super::client::{BatchOutcome, Operation, TableApi};
+use super::client::{EntityOutcome, TableApi};
 use super::entity::{
     self, get_json_text, get_str, get_u64, set_int64, set_json_text, with_keys, Properties,
     MAX_ENTITY_BYTES, PARTITION_KEY, ROW_KEY,
@@ -56,7 +63,7 @@ pub const FAILURE_REASON: &str = "FailureReason";
 /// Bytes reserved in an entity for keys, system and bookkeeping properties, so that a state
 /// passes the size check only if its row is surely within [`MAX_ENTITY_BYTES`].
 const ROW_OVERHEAD_BYTES: usize = 8 * 1024;
-/// HTTP statuses of a rolled-back save that mean "the condition did not hold".
+/// HTTP statuses of a refused save that mean "the condition did not hold".
 const CONFLICT_STATUSES: [u16; 3] = [404, 409, 412];
 
 /// Read-model rows in an Azure table. Cheap to clone; clones share the table client.
@@ -244,22 +251,23 @@ impl ReadModelStore for TableReadModelStore {
         let api = self.api().await?;
         let what = describe(model, stream);
         let partition = partition_key(model, stream.entity_type());
-        let operation = match condition {
+        let outcome = match condition {
             SaveCondition::MustNotExist => {
-                Operation::Insert(with_keys(&partition, stream.instance(), &properties))
+                let entity = with_keys(&partition, stream.instance(), &properties);
+                api.insert_entity(&entity, &what).await?
             }
-            SaveCondition::IfMatch(etag) => Operation::Merge {
-                row_key: stream.instance().to_owned(),
-                properties,
-                if_match: IfMatchCondition::Etag(Etag::from(etag.0.clone())),
-            },
+            SaveCondition::IfMatch(etag) => {
+                let if_match = IfMatchCondition::Etag(Etag::from(etag.0.clone()));
+                api.merge_entity(&partition, stream.instance(), &properties, if_match, &what)
+                    .await?
+            }
         };
-        match api.transaction(&partition, vec![operation], &what).await? {
-            BatchOutcome::Committed => Ok(SaveOutcome::Saved),
-            BatchOutcome::RolledBack { status } if CONFLICT_STATUSES.contains(&status) => {
+        match outcome {
+            EntityOutcome::Written => Ok(SaveOutcome::Saved),
+            EntityOutcome::Refused { status } if CONFLICT_STATUSES.contains(&status) => {
                 Ok(SaveOutcome::Conflict)
             }
-            BatchOutcome::RolledBack { status } => Err(StoreError::Corrupt {
+            EntityOutcome::Refused { status } => Err(StoreError::Corrupt {
                 stream: what,
                 detail: format!("storage refused the read model row with HTTP {status}"),
             }
@@ -317,14 +325,13 @@ impl ReadModelStore for TableReadModelStore {
         let api = self.api().await?;
         let what = describe(model, stream);
         let partition = partition_key(model, stream.entity_type());
-        let operation = Operation::Delete {
-            row_key: stream.instance().to_owned(),
-            if_match: IfMatchCondition::Any,
-        };
-        // A row that is not there (404) is as good as deleted.
-        match api.transaction(&partition, vec![operation], &what).await? {
-            BatchOutcome::Committed | BatchOutcome::RolledBack { status: 404 } => Ok(()),
-            BatchOutcome::RolledBack { status } => Err(StoreError::Corrupt {
+        // A row that is not there (404, its table neither) is as good as deleted.
+        match api
+            .delete_entity(&partition, stream.instance(), IfMatchCondition::Any, &what)
+            .await?
+        {
+            EntityOutcome::Written | EntityOutcome::Refused { status: 404 } => Ok(()),
+            EntityOutcome::Refused { status } => Err(StoreError::Corrupt {
                 stream: what,
                 detail: format!("deleting the row answered HTTP {status}"),
             }
