@@ -236,7 +236,10 @@ fn first_line_boundary(text: &str) -> Result<&str, AnswerError> {
 fn valid_boundary(boundary: &str) -> bool {
     !boundary.is_empty()
         && boundary.len() <= MAX_BOUNDARY_LEN
-        && !boundary.contains(|c: char| c.is_whitespace() || c.is_control())
+        // Printable ASCII is neither white space nor a control character; anything else is
+        // looked at character by character.
+        && (boundary.bytes().all(|b| b.is_ascii_graphic())
+            || !boundary.contains(|c: char| c.is_whitespace() || c.is_control()))
 }
 
 #[cfg(test)]
@@ -465,6 +468,18 @@ mod tests {
                 }
                 text
             })
+    }
+
+    #[test]
+    fn boundaries_are_checked_character_by_character() {
+        for c in (0..=0x2100u32).filter_map(char::from_u32) {
+            let boundary = format!("a{c}b");
+            assert_eq!(
+                valid_boundary(&boundary),
+                !(c.is_whitespace() || c.is_control()),
+                "{c:?}"
+            );
+        }
     }
 
     proptest! {

@@ -172,8 +172,14 @@ fn odata_type_key(name: &str) -> String {
     key
 }
 
+/// Length of `s` in UTF-16 code units (what Table storage counts), with ASCII text (every event
+/// type, key and most payloads) counted by its byte length.
 fn utf16_len(s: &str) -> usize {
-    s.encode_utf16().count()
+    if s.is_ascii() {
+        s.len()
+    } else {
+        s.encode_utf16().count()
+    }
 }
 
 /// The size of one value as Table storage counts it.
@@ -252,6 +258,10 @@ fn metadata_strings(metadata: &EventMetadata) -> impl Iterator<Item = (&'static 
 /// Splits `text` into pieces of at most [`MAX_STRING_PROPERTY_UTF16`] UTF-16 code units, on
 /// character boundaries. Empty text is one empty piece.
 pub fn data_chunks(text: &str) -> Vec<&str> {
+    // A character has no more UTF-16 code units than UTF-8 bytes: text this short is one piece.
+    if text.len() <= MAX_STRING_PROPERTY_UTF16 {
+        return vec![text];
+    }
     let mut chunks = Vec::new();
     let mut start = 0;
     let mut units = 0;
@@ -592,6 +602,40 @@ mod tests {
                 s.nanosecond() / 100
             );
             proptest::prop_assert_eq!(format_time(t), expected);
+        }
+    }
+
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        /// The shortcuts (ASCII counted by bytes, short text one piece) answer as the full
+        /// walks do, on text around the chunk size with ASCII and wider characters.
+        #[test]
+        fn utf16_lengths_and_chunks_are_the_walks(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[a-z]{0,40}".prop_map(|s| s.repeat(1 + 4000 / (s.len() + 1))),
+                    "[a-zé€😀]{0,8}",
+                ],
+                0..24,
+            ),
+        ) {
+            let text: String = pieces.concat();
+            proptest::prop_assert_eq!(utf16_len(&text), text.encode_utf16().count());
+            let chunks = data_chunks(&text);
+            proptest::prop_assert_eq!(chunks.concat(), text.clone());
+            let mut walked = Vec::new();
+            let (mut start, mut units) = (0, 0);
+            for (index, c) in text.char_indices() {
+                if units + c.len_utf16() > MAX_STRING_PROPERTY_UTF16 {
+                    walked.push(&text[start..index]);
+                    start = index;
+                    units = 0;
+                }
+                units += c.len_utf16();
+            }
+            walked.push(&text[start..]);
+            proptest::prop_assert_eq!(chunks, walked);
         }
     }
 
