@@ -249,3 +249,14 @@ async fn unknown_paths_are_404_and_known_paths_with_another_method_405() {
         (404, "account-not-found")
     );
 }
+
+/// The option `main` sets is mimalloc's purge delay: the only option whose default is 1000 (ms).
+#[test]
+fn the_mimalloc_option_set_at_start_is_the_purge_delay() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: reads one of mimalloc's options.
+    let value = unsafe { libmimalloc_sys::mi_option_get(super::MIMALLOC_PURGE_DELAY_OPTION) };
+    assert_eq!(value, 1000);
+}
