@@ -93,6 +93,25 @@ impl TableUrls {
     pub fn table(&self) -> &str {
         &self.table
     }
+
+    /// The URL of the entity (`partition_key`, `row_key`) (their `'` not yet doubled), as the
+    /// crate's entity client builds it.
+    pub fn entity(&self, partition_key: &str, row_key: &str) -> String {
+        let mut url = self.entity_prefix(partition_key);
+        push_row_key_end(&mut url, row_key);
+        url
+    }
+
+    /// `{table}(PartitionKey='{partition_key}',RowKey='`, encoded: the part of an entity URL
+    /// that every entity of a partition shares.
+    fn entity_prefix(&self, partition_key: &str) -> String {
+        let mut prefix = String::with_capacity(self.table.len() + partition_key.len() + 32);
+        prefix.push_str(&self.table);
+        push_segment(&mut prefix, "(PartitionKey='");
+        push_key(&mut prefix, partition_key);
+        push_segment(&mut prefix, "',RowKey='");
+        prefix
+    }
 }
 
 /// One transaction's body and the `Content-Type` that names its boundary.
@@ -129,11 +148,7 @@ fn encode_with(
 ) -> Result<BatchBody, serde_json::Error> {
     let batch = batch.hyphenated();
     let changeset = changeset.hyphenated();
-    let mut entity_prefix = String::with_capacity(urls.table.len() + partition_key.len() + 32);
-    entity_prefix.push_str(&urls.table);
-    push_segment(&mut entity_prefix, "(PartitionKey='");
-    push_key(&mut entity_prefix, partition_key);
-    push_segment(&mut entity_prefix, "',RowKey='");
+    let entity_prefix = urls.entity_prefix(partition_key);
 
     let mut out = String::with_capacity(size_hint);
     // Writing to a `String` cannot fail.
@@ -218,10 +233,15 @@ fn request_line(out: &mut String, method: &str, prefix: &str, row_key: Option<&S
     out.push(' ');
     out.push_str(prefix);
     if let Some(row_key) = row_key {
-        push_key(out, row_key);
-        push_segment(out, "')");
+        push_row_key_end(out, row_key);
     }
     out.push_str(" HTTP/1.1\n");
+}
+
+/// The end of an entity URL after its prefix: the row key, then `')`.
+fn push_row_key_end(out: &mut String, row_key: &str) {
+    push_key(out, row_key);
+    push_segment(out, "')");
 }
 
 fn push_if_match(out: &mut String, if_match: &IfMatchCondition) {
@@ -288,16 +308,21 @@ mod tests {
         url.to_string()
     }
 
+    /// The entity URL of a transaction's request line, which must be [`TableUrls::entity`]'s.
     fn our_entity_url(urls: &TableUrls, pk: &str, rk: &str) -> String {
-        let mut prefix = urls.table.clone();
-        push_segment(&mut prefix, "(PartitionKey='");
-        push_key(&mut prefix, pk);
-        push_segment(&mut prefix, "',RowKey='");
         let mut line = String::new();
-        request_line(&mut line, "X", &prefix, Some(&rk.to_owned()));
-        line.trim_start_matches("X ")
+        request_line(
+            &mut line,
+            "X",
+            &urls.entity_prefix(pk),
+            Some(&rk.to_owned()),
+        );
+        let url = line
+            .trim_start_matches("X ")
             .trim_end_matches(" HTTP/1.1\n")
-            .to_owned()
+            .to_owned();
+        assert_eq!(url, urls.entity(pk, rk));
+        url
     }
 
     #[test]

@@ -457,28 +457,17 @@ impl TableApi {
             .await
     }
 
-    /// The URL of one entity, as `azure_data_tables` builds it:
-    /// `{table}(PartitionKey='…',RowKey='…')` with `'` doubled, pushed as a path segment (which
-    /// percent-encodes it).
+    /// The URL of one entity, as `azure_data_tables` builds it ([`TableUrls::entity`], the
+    /// transactions' own).
     fn entity_url(
         &self,
         partition_key: &str,
         row_key: &str,
         what: &str,
     ) -> Result<Url, StoreError> {
-        let mut url = self.table_url.clone();
-        url.path_segments_mut()
-            .map_err(|()| {
-                StoreError::Misconfigured(format!("the table URL of {what} has no path"))
-            })?
-            .pop()
-            .push(&format!(
-                "{}(PartitionKey='{}',RowKey='{}')",
-                self.table_name(),
-                keys::url_key(partition_key),
-                keys::url_key(row_key)
-            ));
-        Ok(url)
+        Url::parse(&self.urls.entity(partition_key, row_key)).map_err(|error| {
+            StoreError::Misconfigured(format!("the entity URL of {what} is not a URL: {error}"))
+        })
     }
 
     /// Sends one single-entity write; its outcome is the answer's status, a failure one of the
