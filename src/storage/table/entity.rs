@@ -174,7 +174,7 @@ fn odata_type_key(name: &str) -> String {
 
 /// Length of `s` in UTF-16 code units (what Table storage counts), with ASCII text (every event
 /// type, key and most payloads) counted by its byte length.
-fn utf16_len(s: &str) -> usize {
+pub(super) fn utf16_len(s: &str) -> usize {
     if s.is_ascii() {
         s.len()
     } else {

@@ -155,7 +155,7 @@ fn encode(
     };
     let keys_bytes =
         2 * (partition_key(model, stream.entity_type()).len() + stream.instance().len());
-    let bytes = 2 * text.encode_utf16().count() + keys_bytes + ROW_OVERHEAD_BYTES;
+    let bytes = 2 * entity::utf16_len(text) + keys_bytes + ROW_OVERHEAD_BYTES;
     if bytes > MAX_ENTITY_BYTES {
         return Err(too_large());
     }
