@@ -195,13 +195,7 @@ impl Template {
             match segment {
                 Segment::CatchAll => return true,
                 Segment::Literal(literal) => {
-                    let equal = if request.escaped {
-                        literal_matches(raw, literal)
-                    } else {
-                        // No `%` anywhere: every segment is its own decoding.
-                        ordinal_eq_ignore_case(raw, literal)
-                    };
-                    if !equal {
+                    if !literal_matches(raw, literal) {
                         return false;
                     }
                 }
@@ -257,8 +251,6 @@ struct RequestPath<'a> {
     /// Between the leading `/` and an ignored trailing one; `None` when there are no segments.
     body: Option<&'a str>,
     count: usize,
-    /// Whether the path has a `%` (without one, no segment needs decoding).
-    escaped: bool,
 }
 
 impl<'a> RequestPath<'a> {
@@ -273,12 +265,7 @@ impl<'a> RequestPath<'a> {
                 .count()
                 .saturating_add(1)
         });
-        Self {
-            path,
-            body,
-            count,
-            escaped: path.contains('%'),
-        }
+        Self { path, body, count }
     }
 
     /// The segments in order, each with its offset in the path.
