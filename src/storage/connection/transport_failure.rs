@@ -1,18 +1,43 @@
-//! The one walk down an azure_core error's `source()` chain: whether the transport failed to
-//! connect, timed out or broke otherwise, and the innermost cause, described without any URL
-//! (which may carry a SAS).
+//! How a request to storage failed in the transport (it could not connect, it timed out, or
+//! the connection broke), carried as a [`TransportError`] in an azure_core error's `source()`
+//! chain, and the one walk down that chain that reads it back, with the innermost cause
+//! described without any URL (which may carry a SAS).
 
 use azure_core::error::ErrorKind;
 
-/// How the transport failed, read from the first `reqwest::Error` in an error's source chain
-/// (a connect timeout is both).
-#[derive(Debug, Clone, Copy)]
-struct TransportFailure {
+/// How the transport failed (a connect timeout is both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TransportFailure {
     timeout: bool,
     connect: bool,
 }
 
 impl TransportFailure {
+    /// No connection could be made: the request was never sent. `timeout` when the connect
+    /// timeout ran out.
+    pub(crate) fn connect(timeout: bool) -> Self {
+        Self {
+            timeout,
+            connect: true,
+        }
+    }
+
+    /// The whole request (answer included) took longer than the transport allows.
+    pub(crate) fn timeout() -> Self {
+        Self {
+            timeout: true,
+            connect: false,
+        }
+    }
+
+    /// The connection broke after the request may have been sent.
+    pub(crate) fn broken() -> Self {
+        Self {
+            timeout: false,
+            connect: false,
+        }
+    }
+
     fn describe(self) -> &'static str {
         if self.timeout {
             "timed out"
@@ -21,6 +46,24 @@ impl TransportFailure {
         } else {
             "the connection failed"
         }
+    }
+}
+
+/// A failure of the storage transport, with the HTTP client's error (if any) as its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", failure.describe())]
+pub(crate) struct TransportError {
+    failure: TransportFailure,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl TransportError {
+    pub(crate) fn new(
+        failure: TransportFailure,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self { failure, source }
     }
 }
 
@@ -33,13 +76,8 @@ fn transport_failure(
     let mut failure = None;
     let mut innermost = None;
     while let Some(current) = source {
-        match current.downcast_ref::<reqwest::Error>() {
-            Some(reqwest_error) if failure.is_none() => {
-                failure = Some(TransportFailure {
-                    timeout: reqwest_error.is_timeout(),
-                    connect: reqwest_error.is_connect(),
-                });
-            }
+        match current.downcast_ref::<TransportError>() {
+            Some(transport) if failure.is_none() => failure = Some(transport.failure),
             Some(_) => {}
             None if failure.is_some() => innermost = Some(current),
             None => {}
