@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::storage::connection::send_next;
+use crate::storage::connection::{self, send_next};
 use azure_core::headers::{HeaderName, Headers};
 use azure_core::{Context, Policy, PolicyResult, Request, StatusCode};
 
@@ -59,7 +59,7 @@ impl Captured {
     fn header(&self, name: &HeaderName) -> Option<String> {
         self.slot()
             .as_ref()
-            .and_then(|(_, headers)| headers.get_optional_string(name))
+            .and_then(|(_, headers)| connection::header_value(headers, name).map(str::to_owned))
     }
 
     fn number(&self, name: &HeaderName) -> Option<u64> {

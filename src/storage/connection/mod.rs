@@ -5,9 +5,11 @@
 //! - `shared_key`: Shared Key signatures with the key decoded once, for the requests this crate
 //!   builds itself;
 //! - [`transport`]: the bounded HTTP transport and retry policy (no hang, no logged URL);
+//! - `header_value`: one header of a request or answer, without the crate's eager error text;
 //! - `delivery`: whether an attempt of a write may have reached storage ("maybe applied");
 //! - `pipeline`: passing a request on, for policies that only observe it;
-//! - `transport_failure`: the one walk down an error's `source()` chain (connect, timeout);
+//! - `transport_failure`: how the transport failed (never sent, timed out, broken), and the one
+//!   walk down an error's `source()` chain that reads it;
 //! - `azure_error`: what an error of the azure crates means, as a [`crate::stream::StoreError`].
 //!
 //! The items are re-exported here, so `storage::connection::X` names each of them. What names a
@@ -16,6 +18,7 @@
 pub mod account;
 pub(crate) mod azure_error;
 pub(crate) mod delivery;
+pub(crate) mod header_value;
 pub(crate) mod identity_credential;
 pub(crate) mod pipeline;
 pub(crate) mod shared_key;
@@ -29,6 +32,7 @@ pub use account::{
 pub use azure_error::INPUT_ERROR_CODES;
 pub(crate) use azure_error::{error_code, map_error, status_of};
 pub(crate) use delivery::DeliveryTracker;
+pub(crate) use header_value::header_value;
 pub(crate) use pipeline::send_next;
 pub use transport::{
     CONNECT_TIMEOUT, MAX_RETRIES, POOL_IDLE_TIMEOUT, REQUEST_TIMEOUT, RETRY_INITIAL_DELAY,

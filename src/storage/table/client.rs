@@ -389,11 +389,13 @@ impl TableApi {
             }
             answer.extend_from_slice(&chunk);
         }
-        batch_answer::statuses(headers.get_optional_str(&CONTENT_TYPE), &answer).map_err(|error| {
-            corrupt(format!(
-                "storage answered a transaction unreadably: {error}"
-            ))
-        })
+        batch_answer::statuses(connection::header_value(&headers, &CONTENT_TYPE), &answer).map_err(
+            |error| {
+                corrupt(format!(
+                    "storage answered a transaction unreadably: {error}"
+                ))
+            },
+        )
     }
 
     /// Inserts `entity` (which carries its keys): [`EntityOutcome::Refused`] with 409 if the
