@@ -6,6 +6,7 @@
 //!   builds itself;
 //! - [`transport`]: the bounded HTTP transport and retry policy (no hang, no logged URL);
 //! - `header_value`: one header of a request or answer, without the crate's eager error text;
+//! - `storage_request`: a request as the crate finalizes one (length, date, version headers);
 //! - `delivery`: whether an attempt of a write may have reached storage ("maybe applied");
 //! - `pipeline`: passing a request on, for policies that only observe it;
 //! - `transport_failure`: how the transport failed (never sent, timed out, broken), and the one
@@ -22,6 +23,7 @@ pub(crate) mod header_value;
 pub(crate) mod identity_credential;
 pub(crate) mod pipeline;
 pub(crate) mod shared_key;
+pub(crate) mod storage_request;
 pub mod transport;
 pub(crate) mod transport_failure;
 
@@ -34,6 +36,7 @@ pub(crate) use azure_error::{error_code, map_error, status_of};
 pub(crate) use delivery::DeliveryTracker;
 pub(crate) use header_value::header_value;
 pub(crate) use pipeline::send_next;
+pub(crate) use storage_request::storage_request;
 pub use transport::{
     CONNECT_TIMEOUT, MAX_RETRIES, POOL_IDLE_TIMEOUT, REQUEST_TIMEOUT, RETRY_INITIAL_DELAY,
     RETRY_MAX_ELAPSED,

@@ -191,8 +191,7 @@ fn outgoing_request(request: &Request) -> azure_core::Result<hyper::Request<Requ
     let names = request.headers().iter();
     let mut headers = http::HeaderMap::with_capacity(names.size_hint().0);
     for (name, value) in names {
-        let name = http::HeaderName::from_bytes(name.as_str().as_bytes())
-            .map_err(|_| unconvertible("invalid request header name"))?;
+        let name = request_header_name(name.as_str())?;
         let value = http::HeaderValue::from_str(value.as_str())
             .map_err(|_| unconvertible("invalid request header value"))?;
         headers.append(name, value);
@@ -214,6 +213,27 @@ fn outgoing_request(request: &Request) -> azure_core::Result<hyper::Request<Requ
     *outgoing.uri_mut() = uri;
     *outgoing.headers_mut() = headers;
     Ok(outgoing)
+}
+
+/// hyper's name of a request header: the ones every storage request carries by their static
+/// names (no parse, no copy), others parsed.
+fn request_header_name(name: &str) -> azure_core::Result<http::HeaderName> {
+    Ok(match name {
+        "authorization" => http::header::AUTHORIZATION,
+        "content-type" => http::header::CONTENT_TYPE,
+        "content-length" => http::header::CONTENT_LENGTH,
+        "user-agent" => http::header::USER_AGENT,
+        "accept" => http::header::ACCEPT,
+        "if-match" => http::header::IF_MATCH,
+        "x-ms-date" => http::HeaderName::from_static("x-ms-date"),
+        "x-ms-version" => http::HeaderName::from_static("x-ms-version"),
+        "x-ms-client-request-id" => http::HeaderName::from_static("x-ms-client-request-id"),
+        "prefer" => http::HeaderName::from_static("prefer"),
+        "dataserviceversion" => http::HeaderName::from_static("dataserviceversion"),
+        "maxdataserviceversion" => http::HeaderName::from_static("maxdataserviceversion"),
+        other => http::HeaderName::from_bytes(other.as_bytes())
+            .map_err(|_| unconvertible("invalid request header name"))?,
+    })
 }
 
 /// A request that cannot be written as HTTP (nothing is sent).

@@ -294,6 +294,28 @@ async fn https_to_a_certificate_outside_the_roots_is_refused_before_sending() {
 }
 
 #[test]
+fn request_headers_get_their_own_names() {
+    for name in [
+        "authorization",
+        "content-type",
+        "content-length",
+        "user-agent",
+        "accept",
+        "if-match",
+        "x-ms-date",
+        "x-ms-version",
+        "x-ms-client-request-id",
+        "prefer",
+        "dataserviceversion",
+        "maxdataserviceversion",
+        "x-ms-blob-type",
+    ] {
+        assert_eq!(request_header_name(name).expect(name).as_str(), name);
+    }
+    assert!(request_header_name("not a name").is_err());
+}
+
+#[test]
 fn storage_answer_headers_get_their_own_names() {
     for name in [
         "content-type",

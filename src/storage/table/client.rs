@@ -362,13 +362,12 @@ impl TableApi {
             .map_err(|error| corrupt(format!("could not build the transaction: {error}")))?;
         let mut headers = Headers::new();
         headers.insert(CONTENT_TYPE, batch.content_type);
-        let mut request = azure_storage::clients::finalize_request(
+        let mut request = connection::storage_request(
             self.urls.batch().clone(),
             Method::Post,
             headers,
-            Some(bytes::Bytes::from(batch.body).into()),
-        )
-        .map_err(|error| corrupt(format!("could not build the transaction: {error}")))?;
+            Some(bytes::Bytes::from(batch.body)),
+        );
         let (result, tracker) = self.send_write(&mut request).await;
         let response = result.map_err(|error| map_error(&error, what, Some(&tracker)))?;
         let (_, headers, mut body) = response.deconstruct();
@@ -483,16 +482,8 @@ impl TableApi {
         refused: fn(&azure_core::Error) -> Option<u16>,
         what: &str,
     ) -> Result<EntityOutcome, StoreError> {
-        let mut request = azure_storage::clients::finalize_request(
-            url,
-            method,
-            headers,
-            body.map(|body| bytes::Bytes::from(body).into()),
-        )
-        .map_err(|error| StoreError::Corrupt {
-            stream: what.to_owned(),
-            detail: format!("could not build the request: {error}"),
-        })?;
+        let mut request =
+            connection::storage_request(url, method, headers, body.map(bytes::Bytes::from));
         let (result, tracker) = self.send_write(&mut request).await;
         match result {
             // The retry policy turns every answer that is not 2xx into an error, so this is a
