@@ -163,11 +163,12 @@ impl fmt::Debug for StorageTarget {
     }
 }
 
-/// The storage rules: (domain, entity) with `ALL` wildcards → target.
+/// The storage rules: domain → entity → target, either with `ALL` wildcards (nested, so a
+/// lookup borrows the names instead of building a key).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct StorageRouting {
-    rules: BTreeMap<(String, String), StorageTarget>,
+    rules: BTreeMap<String, BTreeMap<String, StorageTarget>>,
     default: Option<StorageTarget>,
 }
 
@@ -183,13 +184,16 @@ impl StorageRouting {
             (WILDCARD, WILDCARD),
         ]
         .iter()
-        .find_map(|(d, e)| self.rules.get(&(d.to_string(), e.to_string())))
+        .find_map(|(d, e)| self.rules.get(*d)?.get(*e))
         .or(self.default.as_ref())
     }
 
     /// Every distinct target, so backends can be built once at start-up.
     pub fn targets(&self) -> impl Iterator<Item = &StorageTarget> {
-        self.rules.values().chain(self.default.iter())
+        self.rules
+            .values()
+            .flat_map(BTreeMap::values)
+            .chain(self.default.iter())
     }
 }
 
@@ -317,14 +321,14 @@ fn storage_setting_key(name: &str) -> Option<(&str, &str)> {
 }
 
 fn storage_routing(env: &HashMap<String, String>) -> Result<StorageRouting, ConfigError> {
-    let mut rules = BTreeMap::new();
+    let mut rules: BTreeMap<String, BTreeMap<String, StorageTarget>> = BTreeMap::new();
     for (name, value) in env {
         let Some((domain, entity)) = storage_setting_key(name) else {
             continue;
         };
         let target = parse_target(env, name, value)?;
-        if let Some(previous) = rules.insert((domain.to_owned(), entity.to_owned()), target.clone())
-        {
+        let entities = rules.entry(domain.to_owned()).or_default();
+        if let Some(previous) = entities.insert(entity.to_owned(), target.clone()) {
             if previous != target {
                 return Err(ConfigError::new(
                     name,
