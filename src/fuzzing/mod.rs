@@ -147,11 +147,9 @@ pub fn table_entity(data: &[u8]) {
         if let Ok(event) = row.into_event() {
             let partition = "Bank|Account|1";
             if let Ok(encoded) = table::encode_event(partition, &as_new(&event), event.timestamp) {
-                let entity = table::with_keys(
-                    partition,
-                    &table::event_row_key(event.sequence),
-                    &encoded.properties,
-                );
+                let entity = encoded
+                    .entity(partition, &table::event_row_key(event.sequence))
+                    .expect("an event row we wrote is JSON");
                 let back = serde_json::from_value::<table::EventRow>(Value::Object(entity))
                     .expect("an entity we wrote parses")
                     .into_event()

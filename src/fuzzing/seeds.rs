@@ -181,12 +181,13 @@ fn table_entity(out: &mut Vec<Seed>) {
                 continue;
             };
             let time = TIMES[(i + j) % TIMES.len()];
-            if let Ok(encoded) = table::encode_event(partition, &event, time) {
-                let mut entity = table::with_keys(
-                    partition,
-                    &table::event_row_key(1 + i as u64),
-                    &encoded.properties,
-                );
+            let encoded = table::encode_event(partition, &event, time).ok();
+            let entity = encoded.and_then(|encoded| {
+                encoded
+                    .entity(partition, &table::event_row_key(1 + i as u64))
+                    .ok()
+            });
+            if let Some(mut entity) = entity {
                 // What the service adds to every entity it returns.
                 entity.insert(
                     "odata.etag".into(),

@@ -550,7 +550,7 @@ impl IdIndex {
     async fn commit(
         &self,
         partition_key: &str,
-        operations: Vec<Operation>,
+        operations: Vec<Operation<'_>>,
         what: &str,
     ) -> Result<(), StoreError> {
         match self

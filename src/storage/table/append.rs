@@ -33,9 +33,10 @@ use futures::future::try_join_all;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::append_rows::{self, AppendRow, EncodedEvent};
 use super::batch_request::OPERATION_FRAMING_BYTES;
 use super::client::{BatchOutcome, Operation, TableApi};
-use super::entity::{self, EncodedEvent, Properties};
+use super::entity;
 use super::erase::{decode_tombstone, erased_or, tombstone_row_key};
 use super::keys;
 use crate::storage::contention::Contention;
@@ -192,9 +193,9 @@ impl Appender<'_> {
         let partition_key = keys::partition_key(stream);
         let mut encoded = events
             .iter()
-            .map(|event| entity::encode_event(&partition_key, event, self.clock.now()))
+            .map(|event| append_rows::encode_event(&partition_key, event, self.clock.now()))
             .collect::<Result<Vec<_>, _>>()?;
-        let bytes = transaction_bytes(api, &partition_key, &encoded);
+        let bytes = transaction_bytes(api.table_url_bytes(), &partition_key, &encoded);
         if bytes > MAX_TRANSACTION_BYTES {
             return Err(too_large(bytes));
         }
@@ -282,10 +283,10 @@ impl Appender<'_> {
             // events, and records no earlier than they did.
             let recorded = append_time(self.clock.now(), previous);
             for event in &mut encoded {
-                entity::set_time(&mut event.properties, entity::RECORDED, recorded);
+                event.set_recorded(recorded);
             }
             let created = matches!(plan, Plan::Create);
-            let mut operations = operations(&partition_key, plan, &encoded, recorded);
+            let mut operations = operations(plan, &encoded, recorded);
             if self.outbox {
                 operations.push(super::outbox::pending_operation(last));
             }
@@ -426,12 +427,11 @@ fn wrong_version(stream: &StreamId, expected: ExpectedVersion, actual: u64) -> S
 }
 
 /// The operations of one attempt, in order: header, version check, events, event ids.
-fn operations(
-    partition_key: &str,
+fn operations<'a>(
     plan: Plan,
-    encoded: &[EncodedEvent],
+    encoded: &'a [EncodedEvent],
     recorded: OffsetDateTime,
-) -> Vec<Operation> {
+) -> Vec<Operation<'a>> {
     // The caller checked that `last` is at most `keys::MAX_SEQUENCE`.
     let first = plan.version().saturating_add(1);
     let last = plan.version().saturating_add(encoded.len() as u64);
@@ -442,109 +442,77 @@ fn operations(
             + ROWS_PER_EVENT * encoded.len(),
     );
     match plan {
-        Plan::Create => operations.push(Operation::Insert(entity::with_keys(
-            partition_key,
-            keys::HEADER_ROW_KEY,
-            &entity::header_properties(last, Some(recorded), recorded),
-        ))),
+        Plan::Create => operations.push(Operation::InsertRow {
+            row_key: keys::HEADER_ROW_KEY.to_owned(),
+            row: AppendRow::Header {
+                version: last,
+                created: Some(recorded),
+                last_recorded: recorded,
+            },
+        }),
         Plan::Extend { version, guard } => {
             let if_match = match guard {
                 Guard::Exact => IfMatchCondition::Any,
                 Guard::Etag(ref etag) => IfMatchCondition::Etag(etag.clone()),
             };
-            operations.push(Operation::Merge {
+            operations.push(Operation::MergeRow {
                 row_key: keys::HEADER_ROW_KEY.to_owned(),
-                properties: entity::header_properties(last, None, recorded),
+                row: AppendRow::Header {
+                    version: last,
+                    created: None,
+                    last_recorded: recorded,
+                },
                 if_match,
             });
             if matches!(guard, Guard::Exact) {
-                operations.push(Operation::Merge {
+                operations.push(Operation::MergeRow {
                     row_key: keys::event_row_key(version),
-                    properties: Properties::new(),
+                    row: AppendRow::Empty,
                     if_match: IfMatchCondition::Any,
                 });
             }
         }
     }
     for (sequence, event) in (first..).zip(encoded) {
-        operations.push(Operation::Insert(entity::with_keys(
-            partition_key,
-            &keys::event_row_key(sequence),
-            &event.properties,
-        )));
+        operations.push(Operation::InsertRow {
+            row_key: keys::event_row_key(sequence),
+            row: AppendRow::Event(event),
+        });
     }
     for (sequence, event) in (first..).zip(encoded) {
-        operations.push(Operation::Insert(entity::with_keys(
-            partition_key,
-            &keys::event_id_row_key(&event.event_id),
-            &entity::event_id_properties(sequence, first, last),
-        )));
+        operations.push(Operation::InsertRow {
+            row_key: keys::event_id_row_key(&event.event_id),
+            row: AppendRow::EventId {
+                sequence,
+                first,
+                last,
+            },
+        });
     }
     operations
 }
 
-/// An upper bound of the transaction body an append of `encoded` produces: first a cheap one
-/// (each property's name and text at their longest JSON escaping), and only when that one
-/// passes the limit the events' JSON measured exactly, so that an append near the limit is not
-/// refused for the cheap bound's slack.
-fn transaction_bytes(api: &TableApi, partition_key: &str, encoded: &[EncodedEvent]) -> usize {
+/// An upper bound of the transaction body an append of `encoded` produces (in a table whose
+/// URL is `table_url_bytes` long): each operation's
+/// framing and keys at their longest, the fixed rows at their longest JSON, and the events'
+/// JSON as encoded (exact: it is the text the body holds).
+fn transaction_bytes(
+    table_url_bytes: usize,
+    partition_key: &str,
+    encoded: &[EncodedEvent],
+) -> usize {
     let framing = OPERATION_FRAMING_BYTES
-        + api.table_url_bytes()
+        + table_url_bytes
         + URL_ENCODING_FACTOR * (partition_key.len() + keys::EVENT_ID_ROW_PREFIX.len() + 36);
     let keys_len = 2 * partition_key.len() + 64;
     let fixed = HEADER_OPERATIONS + VERSION_CHECK_OPERATIONS + RESERVED_OUTBOX_OPERATIONS;
-    let (header, id_row) = fixed_rows_json_bytes();
-    let around =
-        fixed * (framing + keys_len + header) + encoded.len() * (2 * (framing + keys_len) + id_row);
-    let cheap: usize = encoded
-        .iter()
-        .map(|e| json_bytes_bound(&e.properties))
-        .sum();
-    if around + cheap <= MAX_TRANSACTION_BYTES {
-        return around + cheap;
-    }
+    let around = fixed * (framing + keys_len + AppendRow::HEADER_JSON_BYTES_BOUND)
+        + encoded.len() * (2 * (framing + keys_len) + AppendRow::EVENT_ID_JSON_BYTES_BOUND);
     around
         + encoded
             .iter()
-            .map(|e| json_bytes(&e.properties))
+            .map(|event| AppendRow::Event(event).json_bytes_bound())
             .sum::<usize>()
-}
-
-/// The JSON length of `properties`.
-fn json_bytes(properties: &Properties) -> usize {
-    serde_json::to_vec(properties).map_or(0, |v| v.len())
-}
-
-/// Longest escape of one byte in a JSON string (`\u001f`).
-const JSON_ESCAPE_BYTES: usize = 6;
-/// A property's JSON framing: two pairs of quotes, the colon and the comma.
-const JSON_PROPERTY_FRAMING_BYTES: usize = 6;
-
-/// An upper bound of the JSON length of `properties`, without writing it.
-fn json_bytes_bound(properties: &Properties) -> usize {
-    let value_bytes = |value: &serde_json::Value| match value {
-        serde_json::Value::String(text) => JSON_ESCAPE_BYTES * text.len(),
-        other => other.to_string().len(),
-    };
-    2 + properties
-        .iter()
-        .map(|(name, value)| {
-            JSON_ESCAPE_BYTES * name.len() + value_bytes(value) + JSON_PROPERTY_FRAMING_BYTES
-        })
-        .sum::<usize>()
-}
-
-/// The JSON length of the largest header row and event-id row (their values have a fixed
-/// longest form), measured once per process.
-fn fixed_rows_json_bytes() -> (usize, usize) {
-    static BYTES: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
-    *BYTES.get_or_init(|| {
-        let now = OffsetDateTime::now_utc();
-        let header = entity::header_properties(keys::MAX_SEQUENCE, Some(now), now);
-        let id_row =
-            entity::event_id_properties(keys::MAX_SEQUENCE, keys::MAX_SEQUENCE, keys::MAX_SEQUENCE);
-        (json_bytes(&header), json_bytes(&id_row))
-    })
 }
 
 /// The point-read header, or `None` for a stream that does not exist.
@@ -651,29 +619,255 @@ async fn earlier_append_of(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use serde_json::value::RawValue;
+    use serde_json::Value;
+
+    use super::super::batch_request::{encode_with, TableUrls};
     use super::*;
 
-    #[test]
-    fn the_cheap_json_bound_is_never_below_the_json() {
-        let texts = [
-            "",
-            "plain",
-            "\"quoted\" \\ back",
-            "\u{0}\u{1}\u{1f}\n\t",
-            "ünïcödé €𝄞",
-            "</script>\u{2028}",
-        ];
-        for name in texts {
-            for text in texts {
-                let mut properties = Properties::new();
-                properties.insert(format!("N{name}"), serde_json::Value::String(text.into()));
-                entity::set_int64(&mut properties, "Version", u64::MAX);
-                assert!(
-                    json_bytes_bound(&properties) >= json_bytes(&properties),
-                    "{name:?} {text:?}"
+    /// The append's rows as property maps, as the append built them before they were written
+    /// straight to JSON: the reference the JSON rows must equal.
+    mod map_reference {
+        use super::super::super::entity::{
+            data_chunks, data_property, event_id_properties, metadata_strings, set_int64, set_time,
+            with_keys, Properties, CREATED, EVENT_ID, EVENT_TYPE, LAST_RECORDED, RECORDED,
+            SCHEMA_VERSION, VERSION,
+        };
+        use super::*;
+
+        fn event_properties(event: &NewEvent, recorded: OffsetDateTime) -> Properties {
+            let mut properties = Properties::new();
+            properties.insert(
+                EVENT_ID.to_owned(),
+                Value::String(event.event_id.hyphenated().to_string()),
+            );
+            properties.insert(
+                EVENT_TYPE.to_owned(),
+                Value::String(event.event_type.clone()),
+            );
+            set_time(&mut properties, RECORDED, recorded);
+            for (name, value) in metadata_strings(&event.metadata) {
+                properties.insert(name.to_owned(), Value::String(value.to_owned()));
+            }
+            if let Some(schema_version) = event.metadata.schema_version {
+                set_int64(&mut properties, SCHEMA_VERSION, u64::from(schema_version));
+            }
+            for (index, chunk) in data_chunks(event.data.get()).enumerate() {
+                properties.insert(data_property(index), Value::String(chunk.to_owned()));
+            }
+            properties
+        }
+
+        fn header_properties(
+            version: u64,
+            created: Option<OffsetDateTime>,
+            last_recorded: OffsetDateTime,
+        ) -> Properties {
+            let mut properties = Properties::new();
+            set_int64(&mut properties, VERSION, version);
+            if let Some(created) = created {
+                set_time(&mut properties, CREATED, created);
+            }
+            set_time(&mut properties, LAST_RECORDED, last_recorded);
+            properties
+        }
+
+        /// The operations of one attempt (header, version check, events, event ids).
+        pub fn operations(
+            partition_key: &str,
+            plan: Plan,
+            events: &[NewEvent],
+            recorded: OffsetDateTime,
+        ) -> Vec<Operation<'static>> {
+            let first = plan.version() + 1;
+            let last = plan.version() + events.len() as u64;
+            let mut operations = Vec::new();
+            match plan {
+                Plan::Create => operations.push(Operation::Insert(with_keys(
+                    partition_key,
+                    keys::HEADER_ROW_KEY,
+                    &header_properties(last, Some(recorded), recorded),
+                ))),
+                Plan::Extend { version, guard } => {
+                    let if_match = match guard {
+                        Guard::Exact => IfMatchCondition::Any,
+                        Guard::Etag(ref etag) => IfMatchCondition::Etag(etag.clone()),
+                    };
+                    operations.push(Operation::Merge {
+                        row_key: keys::HEADER_ROW_KEY.to_owned(),
+                        properties: header_properties(last, None, recorded),
+                        if_match,
+                    });
+                    if matches!(guard, Guard::Exact) {
+                        operations.push(Operation::Merge {
+                            row_key: keys::event_row_key(version),
+                            properties: Properties::new(),
+                            if_match: IfMatchCondition::Any,
+                        });
+                    }
+                }
+            }
+            for (sequence, event) in (first..).zip(events) {
+                operations.push(Operation::Insert(with_keys(
+                    partition_key,
+                    &keys::event_row_key(sequence),
+                    &event_properties(event, recorded),
+                )));
+            }
+            for (sequence, event) in (first..).zip(events) {
+                operations.push(Operation::Insert(with_keys(
+                    partition_key,
+                    &keys::event_id_row_key(&event.event_id),
+                    &event_id_properties(sequence, first, last),
+                )));
+            }
+            operations
+        }
+    }
+
+    /// A plan: 0 creates the stream, 1 extends it at `version` exactly, 2 under an ETag.
+    fn plan(kind: u8, version: u64) -> Plan {
+        match kind {
+            0 => Plan::Create,
+            1 => Plan::Extend {
+                version,
+                guard: Guard::Exact,
+            },
+            _ => Plan::Extend {
+                version,
+                guard: Guard::Etag(Etag::from("W/\"datetime'2026-12-02T06%3A00%3A00.1Z'\"")),
+            },
+        }
+    }
+
+    /// Text JSON must escape (quotes, backslashes, every control character), Unicode in and
+    /// outside the BMP, or anything printable.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[\"\\\\\u{0}-\u{1f}\u{7f}a-z/é€😀\u{2028}\u{fffd}]{0,24}",
+            "\\PC{0,24}",
+        ]
+    }
+
+    /// Event data: JSON text holding such strings, sometimes long enough for several chunks
+    /// (with characters of every UTF-8 width around the chunk boundaries).
+    fn data() -> impl Strategy<Value = String> {
+        (text(), 0usize..3, "[a-zé€😀\"]{1,4}").prop_map(|(s, long, unit)| {
+            let filler: String = unit
+                .chars()
+                .cycle()
+                .take(long * (entity::MAX_STRING_PROPERTY_UTF16 * 2 / 3) + 1)
+                .collect();
+            serde_json::json!({ "s": s, "filler": filler, "n": [1.5, null, true] }).to_string()
+        })
+    }
+
+    fn event() -> impl Strategy<Value = NewEvent> {
+        (
+            text(),
+            data(),
+            proptest::collection::vec(proptest::option::of(text()), 7),
+            proptest::option::of(any::<u32>()),
+            any::<u128>(),
+        )
+            .prop_map(|(event_type, data, metadata, schema_version, id)| {
+                let mut event = NewEvent::from_raw(
+                    event_type,
+                    RawValue::from_string(data).expect("data() is JSON"),
                 );
+                event.event_id = Uuid::from_u128(id);
+                let mut metadata = metadata.into_iter();
+                let m = &mut event.metadata;
+                for field in [
+                    &mut m.correlation_id,
+                    &mut m.causation_id,
+                    &mut m.who,
+                    &mut m.source,
+                    &mut m.commentary,
+                    &mut m.idempotency_key,
+                    &mut m.request_hash,
+                ] {
+                    *field = metadata.next().flatten();
+                }
+                m.schema_version = schema_version;
+                event
+            })
+    }
+
+    fn time() -> impl Strategy<Value = OffsetDateTime> {
+        (
+            time::PrimitiveDateTime::MIN.assume_utc().unix_timestamp()
+                ..=time::PrimitiveDateTime::MAX.assume_utc().unix_timestamp(),
+            0u32..1_000_000_000,
+        )
+            .prop_map(|(seconds, nanos)| {
+                OffsetDateTime::from_unix_timestamp(seconds)
+                    .and_then(|t| t.replace_nanosecond(nanos))
+                    .expect("in the time crate's range")
+            })
+    }
+
+    /// The lines of two transaction bodies are the same, entity bodies (one line of JSON each)
+    /// compared as JSON values (the order of properties is free).
+    fn same_bodies(ours: &[u8], reference: &[u8]) -> Result<(), TestCaseError> {
+        let ours = std::str::from_utf8(ours).expect("a body is text");
+        let reference = std::str::from_utf8(reference).expect("a body is text");
+        let (ours, reference): (Vec<_>, Vec<_>) =
+            (ours.split('\n').collect(), reference.split('\n').collect());
+        prop_assert_eq!(ours.len(), reference.len());
+        for (ours, reference) in ours.into_iter().zip(reference) {
+            if reference.starts_with('{') {
+                let ours: Value = serde_json::from_str(ours).expect("our entity is JSON");
+                let reference: Value = serde_json::from_str(reference).expect("JSON");
+                prop_assert_eq!(ours, reference);
+            } else {
+                prop_assert_eq!(ours, reference);
             }
         }
-        assert!(json_bytes_bound(&Properties::new()) >= json_bytes(&Properties::new()));
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// An append's transaction body, its rows written straight to JSON, is the body of the
+        /// same rows as property maps serialized by serde_json (the rows the append wrote
+        /// before), for any events, partition, plan and recorded time (also one set after
+        /// encoding, as a retry does); and the size check's bound is never below it.
+        #[test]
+        fn rows_are_the_property_maps(
+            events in proptest::collection::vec(event(), 1..4),
+            partition_key in text(),
+            kind in 0u8..3,
+            version in 1u64..1_000,
+            encoded_at in time(),
+            recorded in time(),
+        ) {
+            let urls = TableUrls::new("http://127.0.0.1:10002/devstoreaccount1", "streamfold")
+                .expect("a table URL");
+            let mut encoded = Vec::new();
+            for event in &events {
+                match append_rows::encode_event(&partition_key, event, encoded_at) {
+                    Ok(event) => encoded.push(event),
+                    Err(StoreError::EventTooLarge { .. }) => return Ok(()),
+                    Err(other) => panic!("{other:?}"),
+                }
+            }
+            for event in &mut encoded {
+                event.set_recorded(recorded);
+            }
+            let (b, c) = (Uuid::from_u128(1), Uuid::from_u128(2));
+            let ours = operations(plan(kind, version), &encoded, recorded);
+            let ours = encode_with(&urls, &partition_key, &ours, 0, b, c).expect("encodes");
+            let reference =
+                map_reference::operations(&partition_key, plan(kind, version), &events, recorded);
+            let reference =
+                encode_with(&urls, &partition_key, &reference, 0, b, c).expect("encodes");
+            same_bodies(&ours.body, &reference.body)?;
+            prop_assert!(
+                ours.body.len() <= transaction_bytes(urls.table().len(), &partition_key, &encoded)
+            );
+        }
     }
 }

@@ -6,9 +6,10 @@
 //! - every operation is framed as the crate frames it (same methods, request lines, headers,
 //!   `\n` line ends) plus `Prefer: return-no-content` on inserts, so storage does the same work
 //!   and stores the same rows: entity bodies are `serde_json`'s writing of the same
-//!   [`Properties`] the crate would serialize (the `@odata.type` annotations are properties), and
-//!   `If-Match` is sent exactly where the [`Operation`] carries one (merge, replace, delete; an
-//!   upsert has none);
+//!   [`Properties`] the crate would serialize (the `@odata.type` annotations are properties), or
+//!   an append's row written from its values ([`AppendRow::write_json`], the same JSON up to
+//!   the order of the properties, an insert's keys first), and `If-Match` is sent exactly where
+//!   the [`Operation`] carries one (merge, replace, delete; an upsert has none);
 //! - entity URLs are the table URL (computed once per table, as the crate's URL builder
 //!   normalizes the endpoint) followed by the key predicate, percent-encoded exactly as the `url`
 //!   crate encodes a pushed path segment (tabs and line breaks dropped; controls, space,
@@ -21,6 +22,7 @@ use std::fmt::Write as _;
 use percent_encoding::{AsciiSet, CONTROLS};
 use uuid::Uuid;
 
+use super::append_rows::AppendRow;
 use super::entity::Properties;
 use super::operation::Operation;
 use azure_data_tables::prelude::IfMatchCondition;
@@ -138,7 +140,8 @@ pub fn encode(
     )
 }
 
-fn encode_with(
+/// [`encode`] with the given boundaries.
+pub(super) fn encode_with(
     urls: &TableUrls,
     partition_key: &str,
     operations: &[Operation],
@@ -167,7 +170,14 @@ fn encode_with(
                 request_line(&mut head, "POST", &urls.table, None);
                 head.push_str(PREFER_NO_CONTENT);
                 head.push('\n');
-                Some((entity, None))
+                Some((Entity::Map(entity), None))
+            }
+            Operation::InsertRow { row_key, row } => {
+                request_line(&mut head, "POST", &urls.table, None);
+                head.push_str(PREFER_NO_CONTENT);
+                head.push('\n');
+                let keys = Some((partition_key, row_key.as_str()));
+                Some((Entity::Row { row, keys }, None))
             }
             Operation::Merge {
                 row_key,
@@ -175,14 +185,22 @@ fn encode_with(
                 if_match,
             } => {
                 request_line(&mut head, "MERGE", &entity_prefix, Some(row_key));
-                Some((properties, Some(if_match)))
+                Some((Entity::Map(properties), Some(if_match)))
+            }
+            Operation::MergeRow {
+                row_key,
+                row,
+                if_match,
+            } => {
+                request_line(&mut head, "MERGE", &entity_prefix, Some(row_key));
+                Some((Entity::Row { row, keys: None }, Some(if_match)))
             }
             Operation::Upsert {
                 row_key,
                 properties,
             } => {
                 request_line(&mut head, "MERGE", &entity_prefix, Some(row_key));
-                Some((properties, None))
+                Some((Entity::Map(properties), None))
             }
             Operation::Replace {
                 row_key,
@@ -190,7 +208,7 @@ fn encode_with(
                 if_match,
             } => {
                 request_line(&mut head, "PUT", &entity_prefix, Some(row_key));
-                Some((properties, Some(if_match)))
+                Some((Entity::Map(properties), Some(if_match)))
             }
             Operation::Delete { row_key, if_match } => {
                 request_line(&mut head, "DELETE", &entity_prefix, Some(row_key));
@@ -200,7 +218,7 @@ fn encode_with(
             }
         };
         match entity {
-            Some((properties, if_match)) => {
+            Some((entity, if_match)) => {
                 head.push_str(ACCEPT_FULL_METADATA);
                 head.push_str(CONTENT_TYPE_JSON);
                 if let Some(if_match) = if_match {
@@ -208,7 +226,10 @@ fn encode_with(
                 }
                 head.push('\n');
                 body.extend_from_slice(head.as_bytes());
-                write_entity(&mut body, properties)?;
+                match entity {
+                    Entity::Map(properties) => write_entity(&mut body, properties)?,
+                    Entity::Row { row, keys } => row.write_json(&mut body, keys)?,
+                }
                 body.push(b'\n');
             }
             None => {
@@ -224,6 +245,17 @@ fn encode_with(
         content_type: format!("multipart/mixed; boundary=batch_{batch}"),
         body,
     })
+}
+
+/// The entity body of one operation.
+enum Entity<'o> {
+    /// A property map (an insert's holds its keys).
+    Map(&'o Properties),
+    /// An append's row, after its keys `(PartitionKey, RowKey)` for an insert.
+    Row {
+        row: &'o AppendRow<'o>,
+        keys: Option<(&'o str, &'o str)>,
+    },
 }
 
 /// `METHOD url HTTP/1.1\n`, where the URL is `prefix` followed by the row key predicate's end

@@ -333,7 +333,7 @@ impl TableApi {
     pub async fn transaction(
         &self,
         partition_key: &str,
-        operations: Vec<Operation>,
+        operations: Vec<Operation<'_>>,
         what: &str,
     ) -> Result<BatchOutcome, StoreError> {
         let statuses = self
@@ -350,7 +350,7 @@ impl TableApi {
     pub(crate) async fn transaction_statuses(
         &self,
         partition_key: &str,
-        operations: &[Operation],
+        operations: &[Operation<'_>],
         what: &str,
     ) -> Result<Vec<u16>, StoreError> {
         let corrupt = |detail: String| StoreError::Corrupt {
@@ -551,6 +551,9 @@ fn outcome(statuses: &[u16], expected: usize) -> Result<BatchOutcome, String> {
     Ok(BatchOutcome::Committed)
 }
 
+/// The names and punctuation of an entity body's `PartitionKey` and `RowKey`.
+const KEYS_JSON_BYTES: usize = 32;
+
 /// About the body length of a transaction of `operations` whose entity URLs are about
 /// `url_bytes` long (an estimate for sizing the buffer once, not a bound).
 fn body_size_hint(operations: &[Operation], url_bytes: usize) -> usize {
@@ -577,6 +580,10 @@ fn body_size_hint(operations: &[Operation], url_bytes: usize) -> usize {
                     | Operation::Merge { properties: p, .. }
                     | Operation::Upsert { properties: p, .. }
                     | Operation::Replace { properties: p, .. } => entity_bytes(p),
+                    Operation::InsertRow { row_key, row } => {
+                        url_bytes + row_key.len() + row.json_bytes_bound() + KEYS_JSON_BYTES
+                    }
+                    Operation::MergeRow { row, .. } => row.json_bytes_bound(),
                     Operation::Delete { .. } => 0,
                 }
         })

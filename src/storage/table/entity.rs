@@ -1,13 +1,14 @@
-//! The rows of a stream as Table storage entities: how an event, the stream header and an
-//! event-id row are written as JSON properties, how big an entity is as the service counts it,
-//! and how rows read back become events again.
+//! The rows of a stream as Table storage entities: their property names, how values are
+//! written as JSON properties (module `append_rows` writes an append's rows with the same names
+//! and values straight to JSON), how big an entity is as the service counts it, and how rows
+//! read back become events again.
 //!
 //! Guarantees:
 //! - event data is stored as the JSON text the caller gave, split into string properties of at
 //!   most [`MAX_STRING_PROPERTY_UTF16`] UTF-16 code units (`Data`, `Data01`, `Data02`, ...),
 //!   never cut inside a character, and read back by concatenation: byte for byte the same text;
-//! - an event whose entity would exceed [`MAX_ENTITY_BYTES`] as Table storage counts it is
-//!   refused with `EventTooLarge` before any I/O;
+//! - [`event_entity_size`] is the size of an event's entity as Table storage counts it, which
+//!   an append checks against [`MAX_ENTITY_BYTES`] before any I/O;
 //! - numbers that can exceed 2^31 (versions, sequences, schema versions) are written as
 //!   `Edm.Int64` with their `@odata.type` annotation, times as `Edm.DateTime` with 100 ns
 //!   precision (the service's own), and the time returned to callers is that stored value;
@@ -19,7 +20,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::keys;
-use crate::stream::{EventMetadata, NewEvent, StoreError, StoredEventId};
+use crate::stream::{EventMetadata, NewEvent, StoredEventId};
 
 /// A JSON object of entity properties.
 pub type Properties = Map<String, Value>;
@@ -73,6 +74,13 @@ const STRING_VALUE_BASE_BYTES: usize = 4;
 const INT64_BYTES: usize = 8;
 const DATETIME_BYTES: usize = 8;
 
+/// The names of the data chunks, [`data_property`] of 0 to 15, for writers that need no
+/// `String` of them.
+pub const DATA_PROPERTIES: [&str; MAX_DATA_CHUNKS] = [
+    "Data", "Data01", "Data02", "Data03", "Data04", "Data05", "Data06", "Data07", "Data08",
+    "Data09", "Data10", "Data11", "Data12", "Data13", "Data14", "Data15",
+];
+
 /// The name of data chunk `index` (0 → `Data`, 1 → `Data01`, ...).
 pub fn data_property(index: usize) -> String {
     if index == 0 {
@@ -106,63 +114,66 @@ pub fn storage_time(time: OffsetDateTime) -> OffsetDateTime {
     crate::stream::recorded_time(time)
 }
 
-/// The `Edm.DateTime` text of a time (7 fractional digits, `Z`). Written digit by digit: an
-/// append writes several of these, and `format!` costs several times as much.
+/// The `Edm.DateTime` text of a time (7 fractional digits, `Z`).
 pub fn format_time(time: OffsetDateTime) -> String {
+    match time_text(time) {
+        Some(text) => text.iter().map(|&byte| char::from(byte)).collect(),
+        None => format_time_slowly(time),
+    }
+}
+
+/// [`format_time`]'s text for years 0 to 9999 (every time an append records), written digit by
+/// digit without allocating: an append writes several of these, and `format!` costs several
+/// times as much. `None` for earlier years, whose text is longer.
+pub fn time_text(time: OffsetDateTime) -> Option<[u8; EDM_DATETIME_LEN]> {
     let time = storage_time(time);
-    let Ok(year) = u32::try_from(time.year()) else {
-        // Before year 0: the padding of a negative number, as `format!` writes it.
-        return format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",
-            time.year(),
-            u8::from(time.month()),
-            time.day(),
-            time.hour(),
-            time.minute(),
-            time.second(),
-            time.nanosecond() / 100
-        );
-    };
-    let mut text = String::with_capacity(EDM_DATETIME_LEN);
-    push_padded(&mut text, year, 4);
-    text.push('-');
-    push_padded(&mut text, u32::from(u8::from(time.month())), 2);
-    text.push('-');
-    push_padded(&mut text, u32::from(time.day()), 2);
-    text.push('T');
-    push_padded(&mut text, u32::from(time.hour()), 2);
-    text.push(':');
-    push_padded(&mut text, u32::from(time.minute()), 2);
-    text.push(':');
-    push_padded(&mut text, u32::from(time.second()), 2);
-    text.push('.');
-    push_padded(&mut text, time.nanosecond() / 100, 7);
-    text.push('Z');
-    text
-}
-
-/// Length of [`format_time`]'s text for years 0 to 9999.
-const EDM_DATETIME_LEN: usize = "0000-00-00T00:00:00.0000000Z".len();
-
-/// Appends `value` in decimal, zero-padded to at least `width` digits (as `{:0width$}`).
-fn push_padded(text: &mut String, value: u32, width: usize) {
-    let mut digits = [b'0'; 10];
-    let mut rest = value;
-    let mut used = 0;
-    for slot in digits.iter_mut().rev() {
-        // `rest % 10` is a single digit.
-        *slot = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        used += 1;
-        if rest == 0 && used >= width {
-            break;
+    let year = u32::try_from(time.year())
+        .ok()
+        .filter(|year| *year <= 9999)?;
+    let mut text = [0u8; EDM_DATETIME_LEN];
+    let fields = [
+        (year, 4, b'-'),
+        (u32::from(u8::from(time.month())), 2, b'-'),
+        (u32::from(time.day()), 2, b'T'),
+        (u32::from(time.hour()), 2, b':'),
+        (u32::from(time.minute()), 2, b':'),
+        (u32::from(time.second()), 2, b'.'),
+        (time.nanosecond() / 100, 7, b'Z'),
+    ];
+    let mut at = 0;
+    for (value, width, separator) in fields {
+        let end = at + width;
+        let field = text.get_mut(at..end)?;
+        let mut rest = value;
+        for digit in field.iter_mut().rev() {
+            // `rest % 10` is a single digit.
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
         }
+        *text.get_mut(end)? = separator;
+        at = end + 1;
     }
-    let start = digits.len().saturating_sub(used);
-    for &digit in digits.get(start..).unwrap_or_default() {
-        text.push(char::from(digit));
-    }
+    Some(text)
 }
+
+/// [`format_time`] for the years [`time_text`] does not write: before year 0, padded as
+/// `format!` pads a negative number.
+fn format_time_slowly(time: OffsetDateTime) -> String {
+    let time = storage_time(time);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",
+        time.year(),
+        u8::from(time.month()),
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second(),
+        time.nanosecond() / 100
+    )
+}
+
+/// Length of [`time_text`]'s text (years 0 to 9999).
+pub const EDM_DATETIME_LEN: usize = "0000-00-00T00:00:00.0000000Z".len();
 
 /// The name of the `@odata.type` annotation of property `name`.
 fn odata_type_key(name: &str) -> String {
@@ -212,13 +223,6 @@ pub fn set_time(properties: &mut Properties, name: &str, value: OffsetDateTime) 
     properties.insert(name.to_owned(), Value::String(format_time(value)));
 }
 
-/// An event turned into entity properties (without its keys, which depend on its sequence).
-#[derive(Debug, Clone)]
-pub struct EncodedEvent {
-    pub event_id: Uuid,
-    pub properties: Properties,
-}
-
 /// The size, as Table storage counts it, of the entity that stores `event` in the partition
 /// `partition_key`. An event is stored only if this is at most [`MAX_ENTITY_BYTES`].
 pub fn event_entity_size(partition_key: &str, event: &NewEvent) -> usize {
@@ -235,13 +239,15 @@ pub fn event_entity_size(partition_key: &str, event: &NewEvent) -> usize {
     if event.metadata.schema_version.is_some() {
         size += property_size(SCHEMA_VERSION, ValueSize::Int64);
     }
-    for (index, chunk) in data_chunks(event.data.get()).iter().enumerate() {
+    for (index, chunk) in data_chunks(event.data.get()).enumerate() {
         size += property_size(&data_property(index), ValueSize::String(utf16_len(chunk)));
     }
     size
 }
 
-fn metadata_strings(metadata: &EventMetadata) -> impl Iterator<Item = (&'static str, &str)> {
+/// The metadata an event row stores as string properties, by property name (absent ones left
+/// out).
+pub fn metadata_strings(metadata: &EventMetadata) -> impl Iterator<Item = (&'static str, &str)> {
     [
         (CORRELATION_ID, metadata.correlation_id.as_deref()),
         (CAUSATION_ID, metadata.causation_id.as_deref()),
@@ -257,74 +263,40 @@ fn metadata_strings(metadata: &EventMetadata) -> impl Iterator<Item = (&'static 
 
 /// Splits `text` into pieces of at most [`MAX_STRING_PROPERTY_UTF16`] UTF-16 code units, on
 /// character boundaries. Empty text is one empty piece.
-pub fn data_chunks(text: &str) -> Vec<&str> {
-    // A character has no more UTF-16 code units than UTF-8 bytes: text this short is one piece.
-    if text.len() <= MAX_STRING_PROPERTY_UTF16 {
-        return vec![text];
-    }
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    let mut units = 0;
-    for (index, c) in text.char_indices() {
-        if units + c.len_utf16() > MAX_STRING_PROPERTY_UTF16 {
-            chunks.push(&text[start..index]);
-            start = index;
-            units = 0;
-        }
-        units += c.len_utf16();
-    }
-    chunks.push(&text[start..]);
-    chunks
+pub fn data_chunks(text: &str) -> DataChunks<'_> {
+    DataChunks { rest: Some(text) }
 }
 
-/// Encodes an event row's properties, refusing what a Table entity cannot hold.
-pub fn encode_event(
-    partition_key: &str,
-    event: &NewEvent,
-    recorded: OffsetDateTime,
-) -> Result<EncodedEvent, StoreError> {
-    for (name, value) in metadata_strings(&event.metadata) {
-        if utf16_len(value) > MAX_STRING_PROPERTY_UTF16 {
-            return Err(StoreError::InvalidEvent {
-                event_id: event.event_id,
-                reason: format!(
-                    "metadata {name} is longer than {MAX_STRING_PROPERTY_UTF16} UTF-16 code units"
-                ),
-            });
+/// The pieces of a text, as [`data_chunks`] splits it (without collecting them).
+#[derive(Debug, Clone)]
+pub struct DataChunks<'a> {
+    /// What is left to split; `None` once the last piece (possibly empty) was given.
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for DataChunks<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        // A character has no more UTF-16 code units than UTF-8 bytes: text this short is one
+        // piece.
+        if rest.len() <= MAX_STRING_PROPERTY_UTF16 {
+            self.rest = None;
+            return Some(rest);
         }
+        let mut units = 0;
+        for (index, c) in rest.char_indices() {
+            if units + c.len_utf16() > MAX_STRING_PROPERTY_UTF16 {
+                let (chunk, after) = rest.split_at(index);
+                self.rest = Some(after);
+                return Some(chunk);
+            }
+            units += c.len_utf16();
+        }
+        self.rest = None;
+        Some(rest)
     }
-    let entity_size = event_entity_size(partition_key, event);
-    let chunks = data_chunks(event.data.get());
-    if entity_size > MAX_ENTITY_BYTES || chunks.len() > MAX_DATA_CHUNKS {
-        return Err(StoreError::EventTooLarge {
-            event_id: event.event_id,
-            size: entity_size,
-            limit: MAX_ENTITY_BYTES,
-        });
-    }
-    let mut properties = Properties::new();
-    properties.insert(
-        EVENT_ID.to_owned(),
-        Value::String(event.event_id.hyphenated().to_string()),
-    );
-    properties.insert(
-        EVENT_TYPE.to_owned(),
-        Value::String(event.event_type.clone()),
-    );
-    set_time(&mut properties, RECORDED, recorded);
-    for (name, value) in metadata_strings(&event.metadata) {
-        properties.insert(name.to_owned(), Value::String(value.to_owned()));
-    }
-    if let Some(schema_version) = event.metadata.schema_version {
-        set_int64(&mut properties, SCHEMA_VERSION, u64::from(schema_version));
-    }
-    for (index, chunk) in chunks.into_iter().enumerate() {
-        properties.insert(data_property(index), Value::String(chunk.to_owned()));
-    }
-    Ok(EncodedEvent {
-        event_id: event.event_id,
-        properties,
-    })
 }
 
 /// Counts the `Data`, `Data01`, … properties of a JSON document stored by [`set_json_text`].
@@ -334,12 +306,12 @@ pub const DATA_CHUNKS: &str = "DataChunks";
 /// its chunk count in [`DATA_CHUNKS`], so a merge over a longer older document never mixes the
 /// two. `None` when the text needs more chunks than an entity may hold.
 pub fn set_json_text(properties: &mut Properties, text: &str) -> Option<()> {
-    let chunks = data_chunks(text);
-    if chunks.len() > MAX_DATA_CHUNKS {
+    let count = data_chunks(text).count();
+    if count > MAX_DATA_CHUNKS {
         return None;
     }
-    set_int64(properties, DATA_CHUNKS, chunks.len() as u64);
-    for (index, chunk) in chunks.into_iter().enumerate() {
+    set_int64(properties, DATA_CHUNKS, count as u64);
+    for (index, chunk) in data_chunks(text).enumerate() {
         properties.insert(data_property(index), Value::String(chunk.to_owned()));
     }
     Some(())
@@ -368,22 +340,6 @@ pub fn with_keys(partition_key: &str, row_key: &str, properties: &Properties) ->
     entity.insert(ROW_KEY.to_owned(), Value::String(row_key.to_owned()));
     entity.extend(properties.iter().map(|(k, v)| (k.clone(), v.clone())));
     entity
-}
-
-/// Properties of the header row of a stream at `version`, whose last event was recorded at
-/// `last_recorded`.
-pub fn header_properties(
-    version: u64,
-    created: Option<OffsetDateTime>,
-    last_recorded: OffsetDateTime,
-) -> Properties {
-    let mut properties = Properties::new();
-    set_int64(&mut properties, VERSION, version);
-    if let Some(created) = created {
-        set_time(&mut properties, CREATED, created);
-    }
-    set_time(&mut properties, LAST_RECORDED, last_recorded);
-    properties
 }
 
 /// Properties of the event-id row of the event at `sequence`, written by the append that
@@ -486,26 +442,20 @@ pub fn decode_event_id_row(entity: &Properties) -> Result<(Uuid, StoredEventId),
 
 #[cfg(test)]
 mod tests {
-    use serde_json::value::RawValue;
-
     use super::*;
-
-    fn event(data: &str) -> NewEvent {
-        NewEvent::from_raw("Deposited", RawValue::from_string(data.to_owned()).unwrap())
-    }
 
     #[test]
     fn chunks_respect_the_property_limit_and_characters() {
-        assert_eq!(data_chunks(""), vec![""]);
+        assert_eq!(data_chunks("").collect::<Vec<_>>(), vec![""]);
         let ascii = "a".repeat(MAX_STRING_PROPERTY_UTF16 * 2 + 1);
-        let chunks = data_chunks(&ascii);
+        let chunks = data_chunks(&ascii).collect::<Vec<_>>();
         assert_eq!(
             chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
             vec![MAX_STRING_PROPERTY_UTF16, MAX_STRING_PROPERTY_UTF16, 1]
         );
         // A character outside the BMP (2 UTF-16 units) never straddles a chunk boundary.
         let text = format!("{}😀", "a".repeat(MAX_STRING_PROPERTY_UTF16 - 1));
-        let chunks = data_chunks(&text);
+        let chunks = data_chunks(&text).collect::<Vec<_>>();
         assert_eq!(chunks.len(), 2);
         assert_eq!(chunks[1], "😀");
         assert_eq!(chunks.concat(), text);
@@ -516,46 +466,8 @@ mod tests {
         assert_eq!(data_property(0), "Data");
         assert_eq!(data_property(1), "Data01");
         assert_eq!(data_property(15), "Data15");
-    }
-
-    #[test]
-    fn events_round_trip_through_properties() {
-        let raw = format!(
-            r#"{{"amount": 0.10000000000000000001, "s": "{}"}}"#,
-            "x".repeat(70_000)
-        );
-        let mut e = event(&raw);
-        e.metadata.who = Some("O'Brien".into());
-        e.metadata.schema_version = Some(u32::MAX);
-        let recorded = OffsetDateTime::now_utc();
-        let encoded = encode_event("Bank|Account|1", &e, recorded).unwrap();
-        assert!(encoded.properties.contains_key("Data02"));
-        let entity = with_keys(
-            "Bank|Account|1",
-            &keys::event_row_key(3),
-            &encoded.properties,
-        );
-        // What the service sends back carries the same properties (and more annotations).
-        let row: super::super::event_row::EventRow =
-            serde_json::from_value(Value::Object(entity)).unwrap();
-        let back = row.into_event().unwrap();
-        assert_eq!(back.sequence, 3);
-        assert_eq!(back.data.get(), raw);
-        assert_eq!(back.metadata, e.metadata);
-        assert_eq!(back.timestamp, storage_time(recorded));
-        assert_eq!(back.event_id, e.event_id);
-    }
-
-    #[test]
-    fn too_large_events_are_refused() {
-        let e = event(&format!("\"{}\"", "a".repeat(MAX_ENTITY_BYTES / 2)));
-        match encode_event("p", &e, OffsetDateTime::now_utc()) {
-            Err(StoreError::EventTooLarge { size, limit, .. }) => {
-                assert_eq!(limit, MAX_ENTITY_BYTES);
-                assert_eq!(size, event_entity_size("p", &e));
-                assert!(size > limit);
-            }
-            other => panic!("{other:?}"),
+        for (index, name) in DATA_PROPERTIES.iter().enumerate() {
+            assert_eq!(data_property(index), *name);
         }
     }
 
@@ -622,7 +534,7 @@ mod tests {
         ) {
             let text: String = pieces.concat();
             proptest::prop_assert_eq!(utf16_len(&text), text.encode_utf16().count());
-            let chunks = data_chunks(&text);
+            let chunks = data_chunks(&text).collect::<Vec<_>>();
             proptest::prop_assert_eq!(chunks.concat(), text.clone());
             let mut walked = Vec::new();
             let (mut start, mut units) = (0, 0);

@@ -67,6 +67,7 @@
 //! outage gives `Unavailable` within seconds, never a hang.
 
 mod append;
+mod append_rows;
 mod batch_answer;
 mod batch_request;
 pub(in crate::storage) mod client;
@@ -74,6 +75,7 @@ mod dead_letters;
 pub(in crate::storage) mod entity;
 mod erase;
 mod event_row;
+mod json_members;
 pub(in crate::storage) mod keys;
 mod operation;
 mod outbox;
@@ -143,8 +145,9 @@ pub use verify::gap as verify_gap;
 /// part of the API.
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz_access {
+    pub(crate) use super::append_rows::encode_event;
     pub(crate) use super::entity::{
-        decode_event_id_row, decode_header_version, encode_event, get_json_text, with_keys,
+        decode_event_id_row, decode_header_version, get_json_text, with_keys,
     };
     pub(crate) use super::event_row::EventRow;
     pub(crate) use super::keys::{

@@ -72,7 +72,7 @@ const OUTBOX_WHAT: &str = "the notification outbox";
 
 /// The operation an append with the outbox on adds to its transaction: the stream is at
 /// `version` and has pending notifications.
-pub(super) fn pending_operation(version: u64) -> Operation {
+pub(super) fn pending_operation(version: u64) -> Operation<'static> {
     let mut properties = Properties::new();
     entity::set_int64(&mut properties, OUTBOX_VERSION, version);
     properties.insert(OUTBOX_PENDING.to_owned(), Value::Bool(true));
