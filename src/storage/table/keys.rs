@@ -58,9 +58,33 @@ pub fn stream_prefix_end(entity_type: &EntityType) -> String {
     format!("{domain}{KEY_SEPARATOR}{entity}{KEY_SEPARATOR_SUCCESSOR}")
 }
 
-/// The RowKey of event `sequence`.
+/// Decimal digits of the largest `u64`.
+const MAX_U64_DIGITS: usize = 20;
+/// Length of a hyphenated UUID.
+const UUID_TEXT_LEN: usize = 36;
+
+/// The RowKey of event `sequence` (`{EVENT_ROW_PREFIX}{sequence:0SEQUENCE_WIDTH$}`, written
+/// digit by digit: an append writes several, and `format!` costs several times as much).
 pub fn event_row_key(sequence: u64) -> String {
-    format!("{EVENT_ROW_PREFIX}{sequence:0SEQUENCE_WIDTH$}")
+    let mut digits = [b'0'; MAX_U64_DIGITS];
+    let mut used = 0;
+    let mut rest = sequence;
+    for slot in digits.iter_mut().rev() {
+        // `rest % 10` is a single digit.
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        used += 1;
+        if rest == 0 && used >= SEQUENCE_WIDTH {
+            break;
+        }
+    }
+    let digits = digits
+        .get(MAX_U64_DIGITS.saturating_sub(used)..)
+        .unwrap_or_default();
+    let mut key = String::with_capacity(EVENT_ROW_PREFIX.len() + digits.len());
+    key.push_str(EVENT_ROW_PREFIX);
+    key.extend(digits.iter().map(|&digit| char::from(digit)));
+    key
 }
 
 /// The sequence number of an event RowKey, if it is one.
@@ -74,7 +98,11 @@ pub fn parse_event_row_key(row_key: &str) -> Option<u64> {
 
 /// The RowKey of the event-id row of `event_id`.
 pub fn event_id_row_key(event_id: &Uuid) -> String {
-    format!("{EVENT_ID_ROW_PREFIX}{}", event_id.hyphenated())
+    let mut text = [0u8; UUID_TEXT_LEN];
+    let mut key = String::with_capacity(EVENT_ID_ROW_PREFIX.len() + UUID_TEXT_LEN);
+    key.push_str(EVENT_ID_ROW_PREFIX);
+    key.push_str(event_id.hyphenated().encode_lower(&mut text));
+    key
 }
 
 /// The event id of an event-id RowKey, if it is one.
@@ -101,6 +129,33 @@ pub fn url_key(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The digit-by-digit keys are `format!`'s, for every sequence (10 digits and more)
+        /// and event id.
+        #[test]
+        fn row_keys_are_the_formatted_keys(
+            sequence in proptest::prop_oneof![0..=MAX_SEQUENCE + 1, proptest::num::u64::ANY],
+            id in proptest::num::u128::ANY,
+        ) {
+            proptest::prop_assert_eq!(
+                event_row_key(sequence),
+                format!("{EVENT_ROW_PREFIX}{sequence:0SEQUENCE_WIDTH$}")
+            );
+            let id = Uuid::from_u128(id);
+            proptest::prop_assert_eq!(
+                event_id_row_key(&id),
+                format!("{EVENT_ID_ROW_PREFIX}{}", id.hyphenated())
+            );
+        }
+    }
+
+    #[test]
+    fn row_keys_at_the_edges() {
+        assert_eq!(event_row_key(0), "E-0000000000");
+        assert_eq!(event_row_key(MAX_SEQUENCE), "E-9999999999");
+        assert_eq!(event_row_key(u64::MAX), "E-18446744073709551615");
+    }
 
     #[test]
     fn partition_keys_join_the_stream_id() {
