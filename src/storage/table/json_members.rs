@@ -3,9 +3,10 @@
 //! commas, without building a [`super::entity::Properties`] map first.
 //!
 //! Guarantees:
-//! - string values are escaped by `serde_json` itself (`"`, `\` and control characters;
-//!   other characters stay raw UTF-8), so the text is the one `serde_json` writes for the same
-//!   map, up to the order of the properties;
+//! - string values are byte for byte what `serde_json` writes: copied between quotes when they
+//!   hold none of the characters it escapes (`"`, `\` and control characters; other characters
+//!   stay raw UTF-8), else escaped by `serde_json` itself; so the text is the one `serde_json`
+//!   writes for the same map, up to the order of the properties;
 //! - `Edm.Int64` and `Edm.DateTime` values are strings preceded by their `@odata.type`
 //!   annotation, exactly as [`super::entity::set_int64`] and [`super::entity::set_time`] set
 //!   them;
@@ -62,6 +63,20 @@ pub fn string_bytes_bound(text: &str) -> usize {
     text.len() + escapes + 2
 }
 
+/// Bytes [`is_plain`] checks at once: a block compiles to a few vector comparisons, and text
+/// that needs escaping (JSON data, full of quotes) is found out in its first block.
+const PLAIN_CHECK_BLOCK: usize = 32;
+
+/// Whether JSON writes `text` as it is: no `"`, `\` or control character (what `serde_json`
+/// escapes; it leaves every other character, DEL and non-ASCII included, raw).
+fn is_plain(text: &str) -> bool {
+    text.as_bytes().chunks(PLAIN_CHECK_BLOCK).all(|block| {
+        !block.iter().fold(false, |special, &byte| {
+            special | (byte == b'"') | (byte == b'\\') | (byte < 0x20)
+        })
+    })
+}
+
 /// Writes the members of one JSON object after whatever `out` holds.
 pub struct Members<'a> {
     out: &'a mut Vec<u8>,
@@ -98,10 +113,16 @@ impl<'a> Members<'a> {
         self.out.push(b'"');
     }
 
-    /// A string property, escaped by `serde_json`.
+    /// A string property: copied between quotes when JSON escapes none of its characters (keys,
+    /// types, most metadata), else escaped by `serde_json`.
     pub fn string(&mut self, name: &str, value: &str) -> Result<(), serde_json::Error> {
         self.name(name);
-        serde_json::to_writer(&mut *self.out, value)
+        if is_plain(value) {
+            self.plain(value.as_bytes());
+            Ok(())
+        } else {
+            serde_json::to_writer(&mut *self.out, value)
+        }
     }
 
     /// A string property holding a UUID's hyphenated text.
@@ -235,12 +256,16 @@ mod tests {
     }
 
     proptest! {
-        /// Strings and pre-written members come out as `serde_json` writes and reads them,
-        /// whatever they hold (quotes, backslashes, controls, any Unicode), and the bound of a
-        /// string's JSON length holds.
+        /// Strings come out byte for byte as `serde_json` writes them, and with pre-written
+        /// members as it reads them, whatever they hold (quotes, backslashes, controls, DEL,
+        /// any Unicode, long plain runs and escapes after them); the bound of a string's JSON
+        /// length holds.
         #[test]
         fn strings_are_serde_jsons(
-            values in proptest::collection::vec("\\PC*|[\"\\\\\u{0}-\u{1f}\u{7f}a-z€😀]{0,24}", 1..4),
+            values in proptest::collection::vec(
+                "\\PC*|[\"\\\\\u{0}-\u{1f}\u{7f}a-z€😀]{0,24}|[a-z]{30,70}[\"\\\\\u{0}-\u{1f}]?[a-z]{0,40}",
+                1..4,
+            ),
             raw in "\\PC{0,12}",
         ) {
             let names = ["A", "B", "C", "D"];
@@ -253,6 +278,13 @@ mod tests {
                 }
                 m.raw(&inner);
             });
+            for value in &values {
+                let mut ours = Vec::new();
+                Members::new(&mut ours).string("A", value).unwrap();
+                let mut theirs = b"\"A\":".to_vec();
+                serde_json::to_writer(&mut theirs, value).unwrap();
+                prop_assert_eq!(ours, theirs, "{:?}", value);
+            }
             let mut expected = Properties::new();
             for (name, value) in names.iter().zip(&values) {
                 expected.insert((*name).to_owned(), Value::String(value.clone()));
