@@ -363,10 +363,13 @@ impl StorageAccount {
         self.table_service_client_with_options(self.client_options()?)
     }
 
-    /// A Table service client with the given options.
+    /// A Table service client with the given options. A Shared Key account's client signs
+    /// with [`SharedKeyPolicy`] (the key decoded once), put last among the per-attempt policies
+    /// with the crate's own authorization left out (anonymous credentials, which it leaves
+    /// alone), as the transactions' pipeline does; other credentials keep the crate's policy.
     pub(crate) fn table_service_client_with_options(
         &self,
-        options: ClientOptions,
+        mut options: ClientOptions,
     ) -> Result<TableServiceClient, ConnectionStringError> {
         let endpoint =
             self.table_endpoint
@@ -375,12 +378,27 @@ impl StorageAccount {
                     service: "table",
                     key: KEY_TABLE_ENDPOINT,
                 })?;
-        Ok(TableServiceClientBuilder::with_location(
-            self.location(endpoint),
-            self.storage_credentials()?,
+        let credentials = match self.shared_key_policy() {
+            Some(policy) => {
+                options.per_retry_policies_mut().push(Arc::new(policy));
+                StorageCredentials::anonymous()
+            }
+            None => self.storage_credentials()?,
+        };
+        Ok(
+            TableServiceClientBuilder::with_location(self.location(endpoint), credentials)
+                .client_options(options)
+                .build(),
         )
-        .client_options(options)
-        .build())
+    }
+
+    /// The Table service's Shared Key signer of a key-based account (`None` for other
+    /// credentials, and for a key that is not base64, which the parser refuses first).
+    fn shared_key_policy(&self) -> Option<SharedKeyPolicy> {
+        match &self.credential {
+            Credential::Key(key) => SharedKeyPolicy::new(&self.account_name, key.secret()),
+            _ => None,
+        }
     }
 
     /// A Blob service client for this account with [`Self::client_options`] (the backend
@@ -424,10 +442,8 @@ impl StorageAccount {
         &self,
         options: ClientOptions,
     ) -> Result<Pipeline, ConnectionStringError> {
-        if let Credential::Key(key) = &self.credential {
-            if let Some(policy) = SharedKeyPolicy::new(&self.account_name, key.secret()) {
-                return Ok(shared_key::pipeline(policy, options));
-            }
+        if let Some(policy) = self.shared_key_policy() {
+            return Ok(shared_key::pipeline(policy, options));
         }
         Ok(azure_storage::clients::new_pipeline_from_options(
             options,

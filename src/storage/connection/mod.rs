@@ -39,6 +39,6 @@ pub(crate) use pipeline::send_next;
 pub(crate) use storage_request::storage_request;
 pub use transport::{
     CONNECT_TIMEOUT, MAX_RETRIES, POOL_IDLE_TIMEOUT, REQUEST_TIMEOUT, RETRY_INITIAL_DELAY,
-    RETRY_MAX_ELAPSED,
+    RETRY_MAX_ELAPSED, TCP_KEEPALIVE,
 };
 pub(crate) use transport_failure::describe_error;

@@ -1,7 +1,8 @@
-//! Shared Key authorization of the Table requests this crate builds itself (the entity group
-//! transactions): the account key is decoded and keyed into HMAC-SHA256 once, when the store is
-//! made, instead of on every request as `azure_storage`'s authorization policy does (which also
-//! builds an error, with a formatted message, for each optional header a request lacks).
+//! Shared Key authorization of a key-based account's Table requests (the transactions and
+//! single-entity writes this crate builds, and the Table client's own reads): the account key is
+//! decoded and keyed into HMAC-SHA256 once, when the client is made, instead of on every
+//! request as `azure_storage`'s authorization policy does (which also builds an error, with a
+//! formatted message, for each optional header a request lacks).
 //!
 //! Guarantees:
 //! - the `Authorization` header is the one `azure_storage`'s policy writes for a Table request
@@ -10,8 +11,11 @@
 //!   sends the same request through both policies and compares the headers;
 //! - as that policy does, a request whose URL already carries a shared access signature
 //!   (`sig`) is sent unsigned;
-//! - only Shared Key accounts use this policy (`StorageAccount::request_pipeline`); shared access
-//!   signatures and managed identities go through the crate's own pipeline, unchanged.
+//! - only Shared Key accounts use this policy (`StorageAccount::request_pipeline`, and
+//!   `StorageAccount::table_service_client_with_options`, which gives the crate anonymous
+//!   credentials so its own policy adds nothing); shared access signatures and managed
+//!   identities keep the crate's own policy, unchanged. The Blob service signs more headers and
+//!   keeps the crate's policy too.
 
 use std::sync::Arc;
 
@@ -251,6 +255,62 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sent_with(pipeline, &capture, &request).await, None);
+    }
+
+    /// A transport that answers 200 and keeps each request whole.
+    #[derive(Debug, Default)]
+    struct Requests(Mutex<Vec<Request>>);
+
+    #[async_trait]
+    impl HttpClient for Requests {
+        async fn execute_request(&self, request: &Request) -> azure_core::Result<Response> {
+            self.0.lock().unwrap().push(request.clone());
+            Ok(Response::new(
+                StatusCode::Ok,
+                Headers::new(),
+                Box::pin(futures::stream::empty()),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_table_clients_own_requests_are_signed_as_the_crate_signs_them() {
+        let sent = Arc::new(Requests::default());
+        let client = account()
+            .table_service_client_with_options(ClientOptions::new(TransportOptions::new(
+                sent.clone(),
+            )))
+            .unwrap();
+        // The empty answer is not an entity; only the request matters here.
+        let _ = client
+            .table_client("streamfold")
+            .partition_key_client("a|b")
+            .entity_client("c d")
+            .get::<serde_json::Value>()
+            .await;
+        let request = {
+            let mut sent = sent.0.lock().unwrap();
+            assert_eq!(sent.len(), 1, "one attempt");
+            sent.pop().unwrap()
+        };
+        let ours = request.headers().get_optional_string(&AUTHORIZATION);
+        assert!(
+            ours.as_deref()
+                .is_some_and(|h| h.starts_with("SharedKey someaccount:")),
+            "{ours:?}"
+        );
+        // The crate's policy, given the same request (same date), writes the same header.
+        let capture = Arc::new(Capture::default());
+        let crates = sent_with(
+            azure_storage::clients::new_pipeline_from_options(
+                ClientOptions::new(TransportOptions::new(capture.clone())),
+                account().storage_credentials().unwrap(),
+            ),
+            &capture,
+            &request,
+        )
+        .await;
+        assert_eq!(ours, crates);
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub const MAX_RETRIES: u32 = 3;
 pub const RETRY_INITIAL_DELAY: Duration = Duration::from_millis(100);
 /// No retry starts later than this after the first attempt ended.
 pub const RETRY_MAX_ELAPSED: Duration = Duration::from_secs(6);
+/// TCP keep-alive probes on storage connections start after this long idle (reqwest's
+/// default, kept), so a connection the network dropped silently is found dead.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Idle pooled connections are dropped after this (below Node's 5 s keep-alive in Azurite, so
 /// a pooled connection is not reused just as the server closes it).
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -124,6 +127,7 @@ impl HyperTransport {
         http.enforce_http(false);
         http.set_connect_timeout(Some(timeouts.connect));
         http.set_nodelay(true);
+        http.set_keepalive(Some(TCP_KEEPALIVE));
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
