@@ -18,16 +18,14 @@
 use std::ops::Range;
 
 use time::OffsetDateTime;
+use uuid::fmt::Hyphenated;
 use uuid::Uuid;
 
+use super::digits::{Digits, MAX_U64_DIGITS};
 use super::entity::{self, EDM_DATETIME, EDM_INT64, ODATA_TYPE_SUFFIX};
 
-/// Decimal digits of the largest `u64`.
-const MAX_U64_DIGITS: usize = 20;
 /// Longest `Edm.DateTime` text ([`entity::format_time`] of year -9999 is 29 bytes).
 const MAX_TIME_TEXT_BYTES: usize = 32;
-/// Length of a hyphenated UUID.
-const UUID_TEXT_BYTES: usize = 36;
 /// The punctuation of a member with a string value: two pairs of quotes, the colon and the
 /// comma before the next member.
 const STRING_MEMBER_FRAMING_BYTES: usize = 6;
@@ -128,7 +126,7 @@ impl<'a> Members<'a> {
     /// A string property holding a UUID's hyphenated text.
     pub fn uuid(&mut self, name: &str, value: &Uuid) {
         self.name(name);
-        let mut text = [0u8; UUID_TEXT_BYTES];
+        let mut text = [0u8; Hyphenated::LENGTH];
         self.plain(value.hyphenated().encode_lower(&mut text).as_bytes());
     }
 
@@ -149,20 +147,7 @@ impl<'a> Members<'a> {
     pub fn int64(&mut self, name: &str, value: u64) {
         self.annotation(name, EDM_INT64);
         self.name(name);
-        let mut digits = [b'0'; MAX_U64_DIGITS];
-        let mut used = 0;
-        let mut rest = value;
-        for slot in digits.iter_mut().rev() {
-            // `rest % 10` is a single digit.
-            *slot = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            used += 1;
-            if rest == 0 {
-                break;
-            }
-        }
-        let start = MAX_U64_DIGITS.saturating_sub(used);
-        self.plain(digits.get(start..).unwrap_or_default());
+        self.plain(Digits::new(value, 1).as_bytes());
     }
 
     /// An `Edm.DateTime` property (its annotation, then the time's text); where in `out` the

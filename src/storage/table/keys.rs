@@ -13,8 +13,10 @@
 //!   (the azure crate percent-encodes `%`, spaces and non-ASCII when it puts the URL together,
 //!   but does not escape `'`).
 
+use uuid::fmt::Hyphenated;
 use uuid::Uuid;
 
+use super::digits::Digits;
 use crate::stream::{EntityType, StreamId};
 
 /// Joins domain, entity type and instance key into a PartitionKey.
@@ -58,32 +60,14 @@ pub fn stream_prefix_end(entity_type: &EntityType) -> String {
     format!("{domain}{KEY_SEPARATOR}{entity}{KEY_SEPARATOR_SUCCESSOR}")
 }
 
-/// Decimal digits of the largest `u64`.
-const MAX_U64_DIGITS: usize = 20;
-/// Length of a hyphenated UUID.
-const UUID_TEXT_LEN: usize = 36;
-
 /// The RowKey of event `sequence` (`{EVENT_ROW_PREFIX}{sequence:0SEQUENCE_WIDTH$}`, written
 /// digit by digit: an append writes several, and `format!` costs several times as much).
 pub fn event_row_key(sequence: u64) -> String {
-    let mut digits = [b'0'; MAX_U64_DIGITS];
-    let mut used = 0;
-    let mut rest = sequence;
-    for slot in digits.iter_mut().rev() {
-        // `rest % 10` is a single digit.
-        *slot = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        used += 1;
-        if rest == 0 && used >= SEQUENCE_WIDTH {
-            break;
-        }
-    }
-    let digits = digits
-        .get(MAX_U64_DIGITS.saturating_sub(used)..)
-        .unwrap_or_default();
+    let digits = Digits::new(sequence, SEQUENCE_WIDTH);
+    let digits = digits.as_str();
     let mut key = String::with_capacity(EVENT_ROW_PREFIX.len() + digits.len());
     key.push_str(EVENT_ROW_PREFIX);
-    key.extend(digits.iter().map(|&digit| char::from(digit)));
+    key.push_str(digits);
     key
 }
 
@@ -98,8 +82,8 @@ pub fn parse_event_row_key(row_key: &str) -> Option<u64> {
 
 /// The RowKey of the event-id row of `event_id`.
 pub fn event_id_row_key(event_id: &Uuid) -> String {
-    let mut text = [0u8; UUID_TEXT_LEN];
-    let mut key = String::with_capacity(EVENT_ID_ROW_PREFIX.len() + UUID_TEXT_LEN);
+    let mut text = [0u8; Hyphenated::LENGTH];
+    let mut key = String::with_capacity(EVENT_ID_ROW_PREFIX.len() + Hyphenated::LENGTH);
     key.push_str(EVENT_ID_ROW_PREFIX);
     key.push_str(event_id.hyphenated().encode_lower(&mut text));
     key

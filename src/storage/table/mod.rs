@@ -72,6 +72,7 @@ mod batch_answer;
 mod batch_request;
 pub(in crate::storage) mod client;
 mod dead_letters;
+mod digits;
 pub(in crate::storage) mod entity;
 mod erase;
 mod event_row;
