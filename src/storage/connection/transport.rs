@@ -8,7 +8,8 @@
 //! client reqwest builds on, without reqwest's per-request work that storage does not need (the
 //! URL parsed again for its redirect policy and for the response, the header copies).
 //! Redirects are not followed: storage does not send them, and following one would carry a
-//! signed request elsewhere. A failure carries a [`TransportError`] that says whether the
+//! signed request elsewhere. Unlike reqwest, the transport ignores `HTTP_PROXY`/`HTTPS_PROXY`:
+//! storage is reached directly (or through a private endpoint), never through a forward proxy. A failure carries a [`TransportError`] that says whether the
 //! request was never sent (could not connect) or timed out, which the delivery tracker and
 //! the error mapping read.
 

@@ -108,7 +108,7 @@ pub fn encode_event(
                 ),
             });
         }
-        strings_bytes += json_members::string_bytes_bound(value);
+        strings_bytes = strings_bytes.saturating_add(json_members::string_bytes_bound(value));
     }
     let data = event.data.get();
     let entity_size = event_entity_size(partition_key, event);
@@ -121,7 +121,9 @@ pub fn encode_event(
         });
     }
     let mut json = Vec::with_capacity(
-        EVENT_JSON_FIXED_BYTES + strings_bytes + json_members::string_bytes_bound(data),
+        EVENT_JSON_FIXED_BYTES
+            .saturating_add(strings_bytes)
+            .saturating_add(json_members::string_bytes_bound(data)),
     );
     let mut members = Members::new(&mut json);
     let unwritable = |error: serde_json::Error| StoreError::InvalidEvent {
