@@ -9,9 +9,9 @@
 //! URL parsed again for its redirect policy and for the response, the header copies).
 //! Redirects are not followed: storage does not send them, and following one would carry a
 //! signed request elsewhere. Unlike reqwest, the transport ignores `HTTP_PROXY`/`HTTPS_PROXY`:
-//! storage is reached directly (or through a private endpoint), never through a forward proxy. A failure carries a [`TransportError`] that says whether the
-//! request was never sent (could not connect) or timed out, which the delivery tracker and
-//! the error mapping read.
+//! storage is reached directly (or through a private endpoint), never through a forward
+//! proxy. A failure carries a [`TransportError`] that says whether the request was never sent
+//! (could not connect) or timed out, which the delivery tracker and the error mapping read.
 
 use std::collections::HashMap;
 use std::future::Future;
