@@ -19,6 +19,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::digits::Digits;
 use super::keys;
 use crate::stream::{EventMetadata, NewEvent, StoredEventId};
 
@@ -142,14 +143,12 @@ pub fn time_text(time: OffsetDateTime) -> Option<[u8; EDM_DATETIME_LEN]> {
     ];
     let mut at = 0;
     for (value, width, separator) in fields {
+        let digits = Digits::new(u64::from(value), width);
+        // Each value has at most `width` digits (the year was checked above); were one longer,
+        // `format_time` would take its slow path.
+        let digits = Some(digits.as_bytes()).filter(|digits| digits.len() == width)?;
         let end = at + width;
-        let field = text.get_mut(at..end)?;
-        let mut rest = value;
-        for digit in field.iter_mut().rev() {
-            // `rest % 10` is a single digit.
-            *digit = b'0' + (rest % 10) as u8;
-            rest /= 10;
-        }
+        text.get_mut(at..end)?.copy_from_slice(digits);
         *text.get_mut(end)? = separator;
         at = end + 1;
     }

@@ -88,6 +88,14 @@ impl<'a> Members<'a> {
         Self { out, empty: true }
     }
 
+    /// The comma before a member, unless it is the first.
+    fn separate(&mut self) {
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+    }
+
     /// `"name":`, after a comma unless it is the first member.
     fn name(&mut self, name: &str) {
         debug_assert!(
@@ -95,10 +103,7 @@ impl<'a> Members<'a> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'@' || b == b'.'),
             "a property name JSON would escape: {name:?}"
         );
-        if !self.empty {
-            self.out.push(b',');
-        }
-        self.empty = false;
+        self.separate();
         self.out.push(b'"');
         self.out.extend_from_slice(name.as_bytes());
         self.out.extend_from_slice(b"\":");
@@ -132,10 +137,7 @@ impl<'a> Members<'a> {
 
     /// The `@odata.type` annotation of property `name`.
     fn annotation(&mut self, name: &str, edm_type: &str) {
-        if !self.empty {
-            self.out.push(b',');
-        }
-        self.empty = false;
+        self.separate();
         self.out.push(b'"');
         self.out.extend_from_slice(name.as_bytes());
         self.out.extend_from_slice(ODATA_TYPE_SUFFIX.as_bytes());
@@ -168,10 +170,7 @@ impl<'a> Members<'a> {
         if members.is_empty() {
             return;
         }
-        if !self.empty {
-            self.out.push(b',');
-        }
-        self.empty = false;
+        self.separate();
         self.out.extend_from_slice(members);
     }
 }
