@@ -21,11 +21,14 @@
 //!   read and one save, and those that waited find the entries past their event and do
 //!   nothing. Without the turn each would load the rows, read the stream and race to save;
 //! - memory is bounded: at most [`MAX_CACHED_CHECKPOINTS`] entries; beyond that the map is
-//!   emptied (which costs only reads).
+//!   emptied (which costs only reads);
+//! - it holds the process's [`FirstRowOdds`]: whether the rows of a stream with no entry here
+//!   are probably not written yet (`first_rows` says why guessing so is exact).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::FirstRowOdds;
 use crate::stream::{StreamId, StreamTurn, StreamTurns};
 
 /// Most rows whose sequence is remembered.
@@ -37,6 +40,7 @@ pub struct CheckpointCache {
     /// (read model, stream) → (projection version, sequence).
     rows: Mutex<HashMap<(String, StreamId), (u32, u64)>>,
     turns: Arc<StreamTurns>,
+    first_rows: FirstRowOdds,
 }
 
 impl CheckpointCache {
@@ -70,6 +74,11 @@ impl CheckpointCache {
         if entry.0 != version || entry.1 < sequence {
             *entry = (version, sequence);
         }
+    }
+
+    /// Whether rows with no entry here are probably absent.
+    pub fn first_rows(&self) -> &FirstRowOdds {
+        &self.first_rows
     }
 
     /// Rows remembered.

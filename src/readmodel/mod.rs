@@ -32,11 +32,14 @@
 //! - `projector`: [`ReadModelProjector`], applying one notification to every read model.
 //! - `cache`: [`CheckpointCache`], the rows this process saw and one catch-up per stream at a
 //!   time, so that duplicates cost nothing and a stream's notifications one catch-up.
+//! - `first_rows`: [`FirstRowOdds`], whether rows this process has not seen are probably not
+//!   written yet, so a new stream's rows are saved without loading them first.
 //! - `rebuild`: [`rebuild`], recomputing every row of a domain / entity type.
 //! - `error`: [`ReadModelError`].
 
 mod cache;
 mod error;
+mod first_rows;
 mod projector;
 mod rebuild;
 
@@ -48,11 +51,14 @@ pub use crate::stream::{
 };
 pub use cache::{CheckpointCache, MAX_CACHED_CHECKPOINTS};
 pub use error::ReadModelError;
+pub use first_rows::{FirstRowOdds, ABSENT_STEP, GUESS_FROM, MAX_SCORE, PRESENT_STEP};
 pub use projector::{ProjectOutcome, ReadModelProjector, CATCH_UP_CHUNK_EVENTS, MAX_SAVE_ATTEMPTS};
 pub use rebuild::{
     rebuild, rebuild_instances, RebuildFailure, RebuildReport, UnreadableStream,
     REBUILD_CONCURRENCY,
 };
 
+#[cfg(test)]
+mod first_rows_tests;
 #[cfg(test)]
 mod tests;

@@ -33,6 +33,13 @@
 //! stream read again with its version, which decides. Against Table storage that is the row
 //! and the events in one round trip and no header read.
 //!
+//! A stream whose rows this process has never seen, met when most such rows turn out not to
+//! exist yet (new streams: [`FirstRowOdds`](super::FirstRowOdds)), skips the load: its rows
+//! are folded from the first event and saved with "must not exist", which is exactly what the
+//! load's "no row" would have led to. A row that was there refuses the save, which is then a
+//! lost race like any other: the next attempt loads it. Against Table storage a new stream's
+//! notification is then the events' read and the insert.
+//!
 //! Notifications of one stream are handled one at a time in a process, and a notification whose
 //! rows this process already saw at its event or later is acknowledged with no storage request
 //! ([`CheckpointCache`], which says why that is exact): notifications of one stream that
@@ -84,8 +91,9 @@ pub struct ProjectOutcome {
     pub applied: u64,
     /// The row was already at or past the notified sequence: nothing was written.
     pub duplicate: bool,
-    /// Attempts made (more than 1 after losing to concurrent invocations; 0 when this process
-    /// already knew the row was at the notified event or later, and read nothing).
+    /// Attempts made (more than 1 after losing to concurrent invocations, or after a row
+    /// guessed absent was there; 0 when this process already knew the row was at the notified
+    /// event or later, and read nothing).
     pub attempts: u32,
     /// Set when the projection refuses an event of the stream: the row is marked with it
     /// (now, or by an earlier call) and this read model of the stream is not advanced again.
@@ -226,6 +234,23 @@ impl ReadModelProjector {
         (n.saturating_sub(after) <= CATCH_UP_CHUNK_EVENTS).then_some(after)
     }
 
+    /// Whether this process has no entry for the row of model `index` of `stream`.
+    fn unknown(&self, index: usize, stream: &StreamId) -> bool {
+        let model = &self.models[index];
+        self.cache
+            .known(model.name(), model.version(), stream)
+            .is_none()
+    }
+
+    /// Whether a notification of event `n` of a stream whose rows this process has not seen
+    /// saves them without loading them: when the process's evidence says such rows are
+    /// usually absent (`FirstRowOdds`) and the first read of the events reaches event `n`
+    /// (the rows would start from the first event).
+    fn guess_absent(&self, notified: Option<u64>) -> bool {
+        notified.is_some_and(|n| n <= CATCH_UP_CHUNK_EVENTS)
+            && self.cache.first_rows().guess_absent()
+    }
+
     /// Folds the stream into `lanes`, from the oldest row, to its end; returns the sequence the
     /// rows are then at. For a notification whose event the read that ran with the row loads
     /// (`prefetched`: the events after a position, read without the stream's version) reached,
@@ -286,11 +311,23 @@ impl ReadModelProjector {
         attempt: u32,
         outcomes: &mut [Option<ProjectOutcome>],
     ) -> Result<Vec<usize>, ReadModelError> {
-        let loads = join_all(
-            pending
-                .iter()
-                .map(|&i| self.store.load(self.models[i].name(), stream)),
-        );
+        // Rows this process has no entry for, met by the first attempt: what is found of them
+        // is the evidence of `FirstRowOdds`.
+        let first_seen = attempt == 1 && pending.iter().all(|&i| self.unknown(i, stream));
+        let guess_absent = first_seen && self.guess_absent(notified);
+        let loads = async {
+            if guess_absent {
+                // Guessed: nothing written yet. The saves' "must not exist" checks it.
+                pending.iter().map(|_| Ok(None)).collect()
+            } else {
+                join_all(
+                    pending
+                        .iter()
+                        .map(|&i| self.store.load(self.models[i].name(), stream)),
+                )
+                .await
+            }
+        };
         // The events the rows most likely lack, read while they load (see `prefetch_after`).
         let prefetch = notified.and_then(|n| self.prefetch_after(stream, pending, n));
         let (loads, prefetched) = match prefetch {
@@ -304,7 +341,10 @@ impl ReadModelProjector {
         // The rows to bring forward: (model index, row as loaded), in the order of their lanes.
         let mut rows: Vec<(usize, Option<StoredCheckpoint>)> = Vec::new();
         for (&index, loaded) in pending.iter().zip(loads) {
-            let loaded = loaded?;
+            let loaded: Option<StoredCheckpoint> = loaded?;
+            if first_seen && !guess_absent {
+                self.cache.first_rows().observe(loaded.is_none());
+            }
             let model = &self.models[index];
             let before = loaded.as_ref().map_or(0, |row| row.checkpoint.sequence);
             if let Some(failure) = loaded
@@ -437,7 +477,13 @@ impl ReadModelProjector {
         let mut lost = Vec::new();
         for (save, result) in saves.into_iter().zip(results) {
             let model = self.models[save.index].name();
-            match result? {
+            let result = result?;
+            if guess_absent {
+                self.cache
+                    .first_rows()
+                    .observe(result == SaveOutcome::Saved);
+            }
+            match result {
                 SaveOutcome::Saved => {
                     if save.checkpoint.failure.is_none() {
                         self.cache.record(
@@ -471,7 +517,9 @@ impl ReadModelProjector {
                         stream = %stream,
                         model,
                         attempt,
-                        "read model save lost a race; retrying from the fresh row"
+                        guessed_absent = guess_absent,
+                        "read model save lost a race (or the row guessed absent was there); \
+                         retrying from the fresh row"
                     );
                     lost.push(save.index);
                 }

@@ -19,7 +19,7 @@ use crate::testing::{CountingStore, EventCount};
 const POISON: &str = "Poison";
 
 /// State: the sequence numbers folded in, in order.
-struct Trail;
+pub(super) struct Trail;
 
 impl Projection for Trail {
     type State = Vec<u64>;
@@ -41,15 +41,15 @@ impl Projection for Trail {
     }
 }
 
-const COUNT: EventCount = EventCount::new().at_version(3);
+pub(super) const COUNT: EventCount = EventCount::new().at_version(3);
 
 /// A read-model store that yields to other tasks before each operation, so concurrent
 /// projector calls interleave between load and save, as they do against real storage. When
 /// it watches an event store, each load notes, as it finishes, how many event reads had
 /// finished: a load that overlaps the read of the events sees it done.
-struct Yielding(MemoryReadModelStore, Option<Watch>);
+pub(super) struct Yielding(pub(super) MemoryReadModelStore, pub(super) Option<Watch>);
 
-struct Watch {
+pub(super) struct Watch {
     events: Arc<CountingStore<MemoryStore>>,
     reads_seen: std::sync::Mutex<Vec<u64>>,
 }
@@ -117,11 +117,11 @@ fn fixture() -> Fixture {
     }
 }
 
-fn stream(instance: &str) -> StreamId {
+pub(super) fn stream(instance: &str) -> StreamId {
     StreamId::new("Bank", "Account", instance).unwrap()
 }
 
-async fn append(events: &MemoryStore, stream: &StreamId, count: usize) {
+pub(super) async fn append(events: &MemoryStore, stream: &StreamId, count: usize) {
     let new = (0..count)
         .map(|_| NewEvent::from_raw("Happened", RawValue::from_string("{}".into()).unwrap()))
         .collect();
@@ -411,7 +411,7 @@ async fn rebuild_leaves_rows_a_projector_took_further() {
     assert_exact(&f, &s).await;
 }
 
-async fn append_poison(events: &MemoryStore, stream: &StreamId) {
+pub(super) async fn append_poison(events: &MemoryStore, stream: &StreamId) {
     let poison = NewEvent::from_raw(POISON, RawValue::from_string("{}".into()).unwrap());
     events
         .append(stream, ExpectedVersion::Any, vec![poison])

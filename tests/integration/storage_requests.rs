@@ -6,7 +6,7 @@ use crate::support;
 
 use serde_json::json;
 use streamfold::notify::{Notification, NotificationSchema};
-use streamfold::readmodel::DEFAULT_READ_MODEL_TABLE;
+use streamfold::readmodel::{DEFAULT_READ_MODEL_TABLE, GUESS_FROM};
 use streamfold::stream::StreamId;
 use streamfold_testbed::proxy::ProxiedRequest;
 use streamfold_testbed::Azurite;
@@ -237,4 +237,54 @@ async fn the_projector_applies_a_notification_with_three_table_requests() {
         .cloned()
         .unwrap();
     assert_eq!(p1["balance"], "7.00", "{p1}");
+}
+
+/// Once the process has found the rows of enough new streams absent, a new stream's
+/// notification skips the row's point read: the events' query and the row's insert, two
+/// requests. The row is the same as after three.
+#[tokio::test]
+async fn the_projector_inserts_a_new_streams_row_without_reading_it_once_new_rows_are_the_rule() {
+    let azurite = Azurite::start().await.unwrap();
+    let counted = CountedStorage::start(&azurite).await;
+    let proxy = &counted.tables;
+    let (host, _dir) = start_host(vec![(
+        "AzureWebJobsStorage".into(),
+        counted.connection.clone(),
+    )])
+    .await;
+    let c = Client::new(host.base_url());
+    // One read model (the account): each new account is one row found absent.
+    for i in 0..GUESS_FROM {
+        let account = format!("N-{i}");
+        c.post(&format!("/api/OpenAccount/{account}"), &json!({}))
+            .await
+            .ok(201);
+        let notification = projector_notification(&c, &account, 1).await;
+        assert_eq!(c.deliver_to_projector(notification.to_string()).await, 202);
+    }
+    c.post("/api/OpenAccount/G-1", &json!({})).await.ok(201);
+    c.post("/api/Deposit/G-1", &json!({"amount": 5}))
+        .await
+        .ok(200);
+    let notification = projector_notification(&c, "G-1", 2).await;
+    proxy.reset();
+    assert_eq!(c.deliver_to_projector(notification.to_string()).await, 202);
+    let log = proxy.log();
+    assert_eq!(log.len(), 2, "the events, the insert: {log:?}");
+    assert!(
+        !log.iter()
+            .any(|line| line.contains(DEFAULT_READ_MODEL_TABLE) && line.starts_with("GET")),
+        "no read of the row: {log:?}"
+    );
+    assert_one_row_write(&proxy.entries(), "POST", false);
+
+    let reply = c.get("/api/Accounts").await;
+    let g1 = reply.ok(200)["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["accountNumber"] == "G-1")
+        .cloned()
+        .unwrap();
+    assert_eq!(g1["balance"], "5.00", "{g1}");
 }
