@@ -85,3 +85,30 @@ fn write_seed_corpus() {
         std::fs::write(dir.join(format!("seed-{name}")), bytes).expect("a seed file");
     }
 }
+
+/// The committed seeds are what the writers produce today: a change to an encoder (a new
+/// field of the blob record or the Table row) must come with the corpus written again, or the
+/// fuzzers start from inputs the code no longer writes.
+#[test]
+fn the_committed_seeds_are_what_the_writers_produce_today() {
+    let mut stale = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (target, name, bytes) in streamfold::fuzzing::seeds::seeds() {
+        if !names.insert((target, name.clone())) {
+            stale.push(format!("{target}: two seeds named {name:?} (one file)"));
+        }
+        let path = corpus_dir(target).join(format!("seed-{name}"));
+        match std::fs::read(&path) {
+            Ok(committed) if committed == bytes => {}
+            Ok(_) => stale.push(format!("{} differs", path.display())),
+            Err(error) => stale.push(format!("{}: {error}", path.display())),
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{} seeds are out of date; write them again with `cargo test --features fuzzing --test \
+         fuzz_corpus -- --ignored write_seed_corpus`:\n{}",
+        stale.len(),
+        stale.join("\n")
+    );
+}

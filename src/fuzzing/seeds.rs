@@ -315,7 +315,10 @@ fn notifications() -> Vec<(String, Notification)> {
             let n = Notification::build(kind, &stream, &event);
             out.push((format!("{label}-{sequence}-{}", kind.as_str()), n.clone()));
             if sequence == 3 {
-                out.push((format!("{label}-{sequence}-ref"), n.without_payload()));
+                out.push((
+                    format!("{label}-{sequence}-{}-ref", kind.as_str()),
+                    n.without_payload(),
+                ));
             }
         }
     }
