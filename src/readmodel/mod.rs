@@ -30,8 +30,9 @@
 //!   [`MemoryReadModelStore`] (unit tests) and [`TableReadModelStore`] (rows in their own
 //!   Azure table), re-exported here too.
 //! - `projector`: [`ReadModelProjector`], applying one notification to every read model.
-//! - `cache`: [`CheckpointCache`], the rows this process saw and one catch-up per stream at a
-//!   time, so that duplicates cost nothing and a stream's notifications one catch-up.
+//! - `cache`: [`CheckpointCache`], the rows this process saw (kept whole when small) and one
+//!   catch-up per stream at a time, so that duplicates cost nothing, a stream's notifications
+//!   one catch-up, and a kept row no load.
 //! - `first_rows`: [`FirstRowOdds`], whether rows this process has not seen are probably not
 //!   written yet, so a new stream's rows are saved without loading them first.
 //! - `rebuild`: [`rebuild`], recomputing every row of a domain / entity type.
@@ -49,7 +50,9 @@ pub use crate::stream::{
     ReadModelStoreError, SaveCondition, SaveOutcome, StateTooLarge, StoredCheckpoint,
     MAX_FAILURE_REASON_CHARS, UNREADABLE_ROW_VERSION,
 };
-pub use cache::{CheckpointCache, MAX_CACHED_CHECKPOINTS};
+pub use cache::{
+    CheckpointCache, MAX_CACHED_CHECKPOINTS, MAX_CACHED_ROWS_BYTES, MAX_CACHED_ROW_BYTES,
+};
 pub use error::ReadModelError;
 pub use first_rows::{FirstRowOdds, ABSENT_STEP, GUESS_FROM, MAX_SCORE, PRESENT_STEP};
 pub use projector::{ProjectOutcome, ReadModelProjector, CATCH_UP_CHUNK_EVENTS, MAX_SAVE_ATTEMPTS};
@@ -59,6 +62,6 @@ pub use rebuild::{
 };
 
 #[cfg(test)]
-mod first_rows_tests;
+mod skipped_loads_tests;
 #[cfg(test)]
 mod tests;

@@ -33,6 +33,13 @@
 //! stream read again with its version, which decides. Against Table storage that is the row
 //! and the events in one round trip and no header read.
 //!
+//! A row this process loaded or saved last is kept with its ETag (`CheckpointCache`, up to a
+//! byte budget), and the next notification of its stream folds onto it without loading it:
+//! the save is conditioned on that ETag, so it only lands on the very row kept; a row changed
+//! or deleted elsewhere refuses it, a lost race like any other, and the next attempt loads it.
+//! Against Table storage a notification of a stream this process keeps is then the events'
+//! read and the merge.
+//!
 //! A stream whose rows this process has never seen, met when most such rows turn out not to
 //! exist yet (new streams: [`FirstRowOdds`](super::FirstRowOdds)), skips the load: its rows
 //! are folded from the first event and saved with "must not exist", which is exactly what the
@@ -68,7 +75,7 @@ use crate::projection::{
     ProjectionError,
 };
 use crate::stream::{
-    Checkpoint, FoldFailure, ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint,
+    Checkpoint, ETag, FoldFailure, ReadModelStore, SaveCondition, SaveOutcome, StoredCheckpoint,
 };
 use crate::stream::{EventStore, RecordedEvent, StoreError, StreamId};
 
@@ -234,6 +241,51 @@ impl ReadModelProjector {
         (n.saturating_sub(after) <= CATCH_UP_CHUNK_EVENTS).then_some(after)
     }
 
+    /// The row of model `index` of `stream` as this process last loaded or saved it, if it
+    /// kept it.
+    fn kept_row(&self, index: usize, stream: &StreamId) -> Option<StoredCheckpoint> {
+        let model = &self.models[index];
+        self.cache.row(model.name(), model.version(), stream)
+    }
+
+    /// Records a row just saved: whole with the ETag storage answered, else its sequence.
+    fn record_saved(
+        &self,
+        model: &str,
+        stream: &StreamId,
+        checkpoint: &Checkpoint,
+        etag: Option<ETag>,
+    ) {
+        match etag {
+            Some(etag) => self.cache.record_row(
+                model,
+                stream,
+                StoredCheckpoint {
+                    checkpoint: checkpoint.as_row_of(model),
+                    etag,
+                },
+            ),
+            None => {
+                self.cache.forget_row(model, stream);
+                self.cache.record(
+                    model,
+                    checkpoint.projection_version,
+                    stream,
+                    checkpoint.sequence,
+                );
+            }
+        }
+    }
+
+    /// Drops the rows of `stream` this process kept whole (tests: a process that knows the
+    /// rows' sequences but must load them).
+    #[cfg(test)]
+    pub(super) fn forget_kept_rows(&self, stream: &StreamId) {
+        for model in &self.models {
+            self.cache.forget_row(model.name(), stream);
+        }
+    }
+
     /// Whether this process has no entry for the row of model `index` of `stream`.
     fn unknown(&self, index: usize, stream: &StreamId) -> bool {
         let model = &self.models[index];
@@ -315,10 +367,20 @@ impl ReadModelProjector {
         // is the evidence of `FirstRowOdds`.
         let first_seen = attempt == 1 && pending.iter().all(|&i| self.unknown(i, stream));
         let guess_absent = first_seen && self.guess_absent(notified);
+        // Rows this process kept as it last loaded or saved them: the saves' ETags check
+        // that they are still so.
+        let kept: Option<Vec<StoredCheckpoint>> = if attempt == 1 {
+            pending.iter().map(|&i| self.kept_row(i, stream)).collect()
+        } else {
+            None
+        };
+        let from_storage = !guess_absent && kept.is_none();
         let loads = async {
             if guess_absent {
                 // Guessed: nothing written yet. The saves' "must not exist" checks it.
                 pending.iter().map(|_| Ok(None)).collect()
+            } else if let Some(kept) = kept {
+                kept.into_iter().map(|row| Ok(Some(row))).collect()
             } else {
                 join_all(
                     pending
@@ -373,9 +435,8 @@ impl ReadModelProjector {
             let model = &self.models[index];
             let mut lane = Lane::new(model.name(), model.version(), fold.as_mut());
             if let Some(row) = &loaded {
-                if lane.resume(stream, &row.checkpoint, AsOf::Latest) {
-                    self.cache
-                        .record(model.name(), model.version(), stream, lane.start());
+                if lane.resume(stream, &row.checkpoint, AsOf::Latest) && from_storage {
+                    self.cache.record_row(model.name(), stream, row.clone());
                 }
             }
             let start = lane.start();
@@ -479,19 +540,12 @@ impl ReadModelProjector {
             let model = self.models[save.index].name();
             let result = result?;
             if guess_absent {
-                self.cache
-                    .first_rows()
-                    .observe(result == SaveOutcome::Saved);
+                self.cache.first_rows().observe(result.is_saved());
             }
             match result {
-                SaveOutcome::Saved => {
+                SaveOutcome::Saved { etag } => {
                     if save.checkpoint.failure.is_none() {
-                        self.cache.record(
-                            model,
-                            save.checkpoint.projection_version,
-                            stream,
-                            save.checkpoint.sequence,
-                        );
+                        self.record_saved(model, stream, &save.checkpoint, etag);
                     }
                     tracing::debug!(
                         stream = %stream,
@@ -521,6 +575,7 @@ impl ReadModelProjector {
                         "read model save lost a race (or the row guessed absent was there); \
                          retrying from the fresh row"
                     );
+                    self.cache.forget_row(model, stream);
                     lost.push(save.index);
                 }
             }

@@ -241,7 +241,7 @@ async fn rebuild_stream(
         .await;
         for ((index, _, _, failure), outcome) in saves.into_iter().zip(outcomes) {
             match outcome? {
-                SaveOutcome::Saved => results[index] = Some((RowResult::Written, failure)),
+                SaveOutcome::Saved { .. } => results[index] = Some((RowResult::Written, failure)),
                 SaveOutcome::Conflict => again.push(index),
             }
         }

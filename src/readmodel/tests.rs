@@ -550,13 +550,13 @@ async fn a_notification_whose_rows_this_process_saw_past_it_reads_nothing() {
         (loads, reads, saves)
     );
 
-    // A new event is read and saved as before (the rows are loaded: another process may have
-    // moved them).
+    // A new event is read and the rows saved on the ETags this process kept (a row another
+    // process moved refuses that save, and is loaded then: see `skipped_loads_tests`).
     append(c.events.inner(), &s, 1).await;
     c.projector.project(&s, 4).await.unwrap();
     assert_eq!(
         (c.rows.loads(), c.events.reads(), c.rows.saves()),
-        (loads + 2, reads + 1, saves + 2)
+        (loads, reads + 1, saves + 2)
     );
     assert_eq!(
         c.rows
@@ -602,12 +602,14 @@ async fn a_notification_reads_the_rows_and_the_events_at_the_same_time() {
     );
     assert_eq!(events.reads(), 1, "that read was the whole catch-up");
 
-    // A known row: the read starts after it, still beside the loads.
+    // A known row (another process's view, which knows its sequence but did not keep it):
+    // the read starts after it, still beside the loads.
     append(events.inner(), &s, 1).await;
     if let Some(watch) = &rows.1 {
         watch.reads_seen.lock().unwrap().clear();
     }
     events.reset();
+    projector.forget_kept_rows(&s);
     projector.project(&s, 3).await.unwrap();
     assert_eq!(rows.reads_seen(), vec![1, 1]);
     assert_eq!((events.reads(), events.events_read()), (1, 1));
@@ -641,6 +643,9 @@ async fn a_row_behind_what_this_process_saw_gets_the_events_before_the_early_rea
     );
     append(c.events.inner(), &s, 2).await;
     c.events.reset();
+    // A process that knows the rows' sequences but kept no row (too large to keep, say)
+    // loads them.
+    c.projector.forget_kept_rows(&s);
     c.projector.project(&s, 5).await.unwrap();
     assert_eq!(c.events.reads(), 2, "the early read, then events 1..=3");
     let trail = c.rows.load("trail", &s).await.unwrap().unwrap();

@@ -124,11 +124,20 @@ impl SaveCondition {
 /// What a conditional save did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SaveOutcome {
-    /// The row was written.
-    Saved,
+    /// The row was written; `etag` is its new concurrency token, the one a load would return
+    /// now, when storage's answer says it (a later save may be conditioned on it without a
+    /// load).
+    Saved { etag: Option<ETag> },
     /// The condition did not hold (another writer saved first, or the row appeared or
     /// disappeared); nothing was written.
     Conflict,
+}
+
+impl SaveOutcome {
+    /// Whether the row was written.
+    pub fn is_saved(&self) -> bool {
+        matches!(self, Self::Saved { .. })
+    }
 }
 
 /// Where read-model rows are kept.

@@ -14,9 +14,7 @@ use crate::support;
 
 use serde_json::{json, Value};
 use streamfold::notify::{Notification, NotificationSchema};
-use streamfold::readmodel::{
-    Checkpoint, ReadModelStore, SaveCondition, SaveOutcome, TableReadModelStore,
-};
+use streamfold::readmodel::{Checkpoint, ReadModelStore, SaveCondition, TableReadModelStore};
 use streamfold::storage::{StorageAccount, TableStore};
 use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use support::{event_grid_webhook_path, recorded_events, Client, TestApp};
@@ -504,7 +502,7 @@ async fn a_poisoned_stream_answers_a_problem_and_hurts_no_other() {
         )
         .await
         .unwrap();
-    assert_eq!(saved, SaveOutcome::Saved);
+    assert!(saved.is_saved());
     let listing = c.get("/api/Accounts").await;
     let body = listing.ok(200);
     assert_eq!(body["count"], 1, "{body}");

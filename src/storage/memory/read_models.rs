@@ -140,11 +140,11 @@ impl ReadModelStore for MemoryReadModelStore {
             instance,
             StoredCheckpoint {
                 checkpoint: checkpoint.as_row_of(model),
-                etag,
+                etag: etag.clone(),
             },
         );
         self.saves.fetch_add(1, Ordering::Relaxed);
-        Ok(SaveOutcome::Saved)
+        Ok(SaveOutcome::Saved { etag: Some(etag) })
     }
 
     async fn list(

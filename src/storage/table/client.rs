@@ -21,7 +21,7 @@
 //!   `Unavailable` (with `maybe_applied` from the [`DeliveryTracker`] for writes), 401/403 and a
 //!   missing table become `Misconfigured`, answers of an unexpected shape become `Corrupt`.
 
-use azure_core::headers::{Headers, ACCEPT, CONTENT_TYPE, PREFER};
+use azure_core::headers::{Headers, ACCEPT, CONTENT_TYPE, ETAG, PREFER};
 use azure_core::{ClientOptions, Etag, Method, Pipeline, Request, Response, StatusCode, Url};
 use azure_data_tables::prelude::{Filter, IfMatchCondition, Select, TableClient, Top};
 use azure_storage::clients::ServiceType;
@@ -57,10 +57,11 @@ pub enum BatchOutcome {
 }
 
 /// What storage did with a single-entity write that it answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntityOutcome {
-    /// The write was applied.
-    Written,
+    /// The write was applied; `etag` is the row's new ETag when the answer carries one (an
+    /// insert's and a merge's do, a delete's does not).
+    Written { etag: Option<Etag> },
     /// Nothing was applied: storage refused the write for the entity's sake (its condition did
     /// not hold, or its content); `status` is the answer's `4xx` status.
     Refused { status: u16 },
@@ -487,8 +488,10 @@ impl TableApi {
         let (result, tracker) = self.send_write(&mut request).await;
         match result {
             // The retry policy turns every answer that is not 2xx into an error, so this is a
-            // success; nothing else of it is read (a 204 has no body).
-            Ok(_) => Ok(EntityOutcome::Written),
+            // success; only its ETag is read (a 204 has no body).
+            Ok(response) => Ok(EntityOutcome::Written {
+                etag: connection::header_value(response.headers(), &ETAG).map(Etag::from),
+            }),
             Err(error) => match refused(&error) {
                 Some(status) => Ok(EntityOutcome::Refused { status }),
                 None => Err(map_error(&error, what, Some(&tracker))),

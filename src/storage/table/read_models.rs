@@ -263,7 +263,9 @@ impl ReadModelStore for TableReadModelStore {
             }
         };
         match outcome {
-            EntityOutcome::Written => Ok(SaveOutcome::Saved),
+            EntityOutcome::Written { etag } => Ok(SaveOutcome::Saved {
+                etag: etag.map(|etag| ETag(etag.to_string())),
+            }),
             EntityOutcome::Refused { status } if CONFLICT_STATUSES.contains(&status) => {
                 Ok(SaveOutcome::Conflict)
             }
@@ -330,7 +332,7 @@ impl ReadModelStore for TableReadModelStore {
             .delete_entity(&partition, stream.instance(), IfMatchCondition::Any, &what)
             .await?
         {
-            EntityOutcome::Written | EntityOutcome::Refused { status: 404 } => Ok(()),
+            EntityOutcome::Written { .. } | EntityOutcome::Refused { status: 404 } => Ok(()),
             EntityOutcome::Refused { status } => Err(StoreError::Corrupt {
                 stream: what,
                 detail: format!("deleting the row answered HTTP {status}"),
