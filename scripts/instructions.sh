@@ -2,9 +2,10 @@
 # Instructions per append, with the breakdown by crate and by function (docs/benchmarks.md,
 # "Instructions per append"). Builds the benchmark and the handler in the release profile WITH
 # symbols (in target/instructions, so the stripped release build stays as it is), runs the
-# benchmark's `instructions` section (valgrind's callgrind counts the library driver and the
-# handler process; see benches/streamfold/instructions.rs), keeps the callgrind dumps, and
-# prints for each path the instructions per append by crate and the top functions.
+# benchmark's `instructions` section (valgrind's callgrind counts the library driver, the
+# handler process and the host simulator's process; see benches/streamfold/instructions.rs),
+# keeps the callgrind dumps, and prints for each path the instructions per append by crate and
+# the top functions.
 #
 #   scripts/instructions.sh [--short] [--top N]
 #
@@ -45,8 +46,8 @@ STREAMFOLD_CALLGRIND_DIR="$dumps" "$bench" "${short[@]}" --only instructions \
   --json "$target/instructions.json"
 
 # Dump 1 of the library driver; dumps 1 (handler port) and 2 (through the host simulator) of
-# the handler process.
-for path in library:library.*.1 handler:handler.*.1 full:handler.*.2; do
+# the handler process; dump 1 of the host driver (the simulator's side of the full path).
+for path in library:library.*.1 handler:handler.*.1 full:handler.*.2 host:host.*.1; do
   name=${path%%:*}
   file=$(ls "$dumps"/${path#*:} 2>/dev/null | head -1)
   [[ -n "$file" ]] || { echo "no callgrind dump for $name" >&2; continue; }

@@ -7,7 +7,12 @@
 //! - **handler**: the release handler under callgrind, appends sent to its own port;
 //! - **full**: the same handler process, appends sent through the host simulator (the
 //!   simulator runs in the benchmark's process, as the Functions host runs outside ours: its
-//!   instructions are not counted).
+//!   instructions are not counted);
+//! - **host**: the host simulator's own process on the full path, the other side of the same
+//!   appends: this binary as a second driver that runs the simulator in process, with the
+//!   handler it starts running natively (valgrind follows no child without
+//!   `--trace-children`), so the count is the simulator's forward alone, the Functions host's
+//!   share of the full path as far as the simulator stands in for it.
 //!
 //! Each process runs under `valgrind --tool=callgrind`; after a warm-up its counters are zeroed
 //! (`callgrind_control -z`), N appends run, and the counters are dumped (`callgrind_control
@@ -37,6 +42,11 @@ use crate::Plan;
 const SECTION: &str = "instructions";
 /// The argument that turns this binary into the library path's driver.
 pub const DRIVER_ARG: &str = "--instructions-driver";
+/// The argument that turns this binary into the host path's driver (the host simulator).
+pub const HOST_DRIVER_ARG: &str = "--host-driver";
+/// What the host driver prints before its base URL once the simulator serves (the
+/// simulator prints its own lines on the same stdout).
+const HOST_READY: &str = "host-driver ready ";
 /// Environment variable naming a folder where the dumps are kept (for the script's breakdown);
 /// without it they go to a temporary folder.
 pub const KEEP_ENV: &str = "STREAMFOLD_CALLGRIND_DIR";
@@ -148,6 +158,10 @@ pub async fn run(connection: &str, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         ("library", "library in-process (EventStore::append)"),
         ("handler", "handler process, HTTP straight to its port"),
         ("full", "handler process, HTTP through the host simulator"),
+        (
+            "host",
+            "host simulator process, forwarding the full path's appends",
+        ),
     ];
     if let Some(reason) = valgrind_missing() {
         return Ok(ids
@@ -197,6 +211,17 @@ pub async fn run(connection: &str, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         format!(
             "callgrind, {n} appends through the host simulator, the handler process (the \
              simulator, standing in for the Functions host, is not counted)"
+        ),
+    ));
+    let host = host_instructions(&dir, connection, n).await?;
+    rows.push(row(
+        ids[3].0,
+        ids[3].1,
+        host,
+        n,
+        format!(
+            "callgrind, {n} appends after {WARMUP} of warm-up, the host simulator's process \
+             (every thread; the handler it starts runs natively and is not counted)"
         ),
     ));
     Ok(rows)
@@ -287,6 +312,25 @@ async fn appends(
     Ok(version)
 }
 
+/// How the handler, full and host paths run the app in `app_dir` (assembled by
+/// [`env::assemble_app`]): on the storage of `connection`, notifications and timers off, the
+/// start-up timeout long enough for a handler under valgrind.
+fn host_config(app_dir: &Path, connection: &str) -> HostConfig {
+    let mut config = HostConfig::new(app_dir);
+    config.settings = vec![
+        ("AzureWebJobsStorage".into(), connection.to_owned()),
+        ("RUST_LOG".into(), "warn".into()),
+    ];
+    config.settings.extend(
+        NOTIFICATIONS_OFF
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    config.run_timers = false;
+    config.startup_timeout = START_TIMEOUT;
+    config
+}
+
 /// The handler and full paths: the release handler under callgrind, started by the host
 /// simulator through a wrapper script; the counters zeroed and dumped around each path's
 /// appends.
@@ -310,19 +354,7 @@ async fn handler_instructions(
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
     }
-    let mut config = HostConfig::new(app_dir.path());
-    config.settings = vec![
-        ("AzureWebJobsStorage".into(), connection.to_owned()),
-        ("RUST_LOG".into(), "warn".into()),
-    ];
-    config.settings.extend(
-        NOTIFICATIONS_OFF
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    config.run_timers = false;
-    config.startup_timeout = START_TIMEOUT;
-    let host = HostSim::start(config)
+    let host = HostSim::start(host_config(app_dir.path(), connection))
         .await
         .context("starting the handler under valgrind")?;
     let pid = host
@@ -353,4 +385,94 @@ async fn handler_instructions(
         [handler, full] => Ok((handler, full)),
         _ => bail!("expected two dumps"),
     }
+}
+
+/// The host path: this binary as the host driver under callgrind (the simulator in process,
+/// the native handler its child), appends sent to the simulator's address; the counters
+/// zeroed and dumped around the counted appends.
+async fn host_instructions(dir: &Path, connection: &str, n: usize) -> anyhow::Result<u64> {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let exe = std::env::current_exe()?;
+    let mut child = tokio::process::Command::new("valgrind")
+        .args(valgrind_args(dir, "host"))
+        .arg(&exe)
+        .arg(HOST_DRIVER_ARG)
+        .env("STREAMFOLD_BENCH_CONNECTION", connection)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the host driver under valgrind")?;
+    let pid = child.id().context("the host driver has no pid")?;
+    let stdin = child.stdin.take().context("host driver stdin")?;
+    let mut lines =
+        tokio::io::BufReader::new(child.stdout.take().context("host driver stdout")?).lines();
+    let base = tokio::time::timeout(START_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(url) = line.strip_prefix(HOST_READY) {
+                return Ok(url.to_owned());
+            }
+        }
+        bail!("the host driver ended before it was ready")
+    })
+    .await
+    .context("the host driver did not start in time")??;
+    // The simulator prints a line per invocation: read them all, or the pipe fills and the
+    // driver blocks.
+    let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let http = env::http_client()?;
+    let instance = format!("instructions-host-{pid}");
+    let mut stream = HttpStream::create(&http, &base, TABLE_ENTITY, &instance).await?;
+    for _ in 0..WARMUP {
+        stream.append(&http).await?;
+    }
+    tokio::task::spawn_blocking(move || callgrind(pid, "-z")).await??;
+    for _ in 0..n {
+        stream.append(&http).await?;
+    }
+    tokio::task::spawn_blocking(move || callgrind(pid, "-d")).await??;
+    let total = {
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || dumped_instructions(&dir, "host", pid, 1)).await??
+    };
+    // Closing stdin tells the driver to stop the simulator (and the handler with it).
+    drop(stdin);
+    if tokio::time::timeout(START_TIMEOUT, child.wait())
+        .await
+        .is_err()
+    {
+        child.kill().await?;
+    }
+    drain.abort();
+    Ok(total)
+}
+
+/// The host driver (this binary with [`HOST_DRIVER_ARG`]): starts the host simulator on the
+/// app as the full path runs it (the handler natively, as its child), prints [`HOST_READY`]
+/// and the simulator's address, and serves until stdin closes.
+pub fn host_driver() -> anyhow::Result<()> {
+    let connection = std::env::var("STREAMFOLD_BENCH_CONNECTION")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let app_dir = tempfile::tempdir()?;
+        env::assemble_app(app_dir.path())?;
+        let host = HostSim::start(host_config(app_dir.path(), &connection))
+            .await
+            .context("starting the host simulator")?;
+        println!("{HOST_READY}{}", host.base_url());
+        tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            while std::io::stdin()
+                .read_line(&mut line)
+                .is_ok_and(|read| read > 0)
+            {
+                line.clear();
+            }
+        })
+        .await?;
+        host.shutdown().await?;
+        Ok(())
+    })
 }

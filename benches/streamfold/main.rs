@@ -258,6 +258,10 @@ fn main() -> anyhow::Result<()> {
         // A child process of the instructions section (under valgrind).
         return instructions::driver(&argv[1..]);
     }
+    if argv.first().map(String::as_str) == Some(instructions::HOST_DRIVER_ARG) {
+        // A child process of the instructions section (the host simulator under valgrind).
+        return instructions::host_driver();
+    }
     tokio::runtime::Runtime::new()?.block_on(bench())
 }
 
