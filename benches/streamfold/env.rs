@@ -171,6 +171,14 @@ pub fn stream_path(domain: &str, entity: &str, instance: &str) -> String {
     format!("/api/streams/{domain}/{entity}/{instance}")
 }
 
+/// The body of every append the benchmark sends over HTTP: one `MoneyDeposited` event of
+/// [`EVENT_DATA`], expecting `expected`.
+pub fn append_body(expected: &Value) -> String {
+    format!(
+        r#"{{"expectedVersion":{expected},"events":[{{"eventType":"{MONEY_DEPOSITED}","data":{EVENT_DATA}}}]}}"#
+    )
+}
+
 /// A stream written over HTTP with known expected versions.
 #[derive(Debug, Clone)]
 pub struct HttpStream {
@@ -200,9 +208,7 @@ impl HttpStream {
     }
 
     async fn append_with(&mut self, http: &reqwest::Client, expected: Value) -> anyhow::Result<()> {
-        let body = format!(
-            r#"{{"expectedVersion":{expected},"events":[{{"eventType":"{MONEY_DEPOSITED}","data":{EVENT_DATA}}}]}}"#
-        );
+        let body = append_body(&expected);
         let response = http
             .post(&self.url)
             .header("content-type", "application/json")

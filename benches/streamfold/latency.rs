@@ -5,17 +5,34 @@
 //! the shared machine during the run affects every path alike; the ratios, not the absolute
 //! milliseconds, are what to compare. The target (streamfold ≤ 1.3× raw) applies to the full
 //! path; the other paths show where the difference comes from.
+//!
+//! The host's hop alone, in the same rounds as the Table appends: a POST of an append's body to
+//! a path no function serves, answered by our handler at once (404 `no-such-route`, decided by
+//! its route table before any function or storage runs), sent through the host simulator and
+//! straight to the handler's port. `p50(via host) − p50(direct)` is the simulator's forward
+//! with a handler that does nothing, to hold against the Table append's `p50(full) −
+//! p50(handler)`. Our handler's route rather than the test bed's echo-handler: that binary is
+//! built for the test bed's own tests and Cargo gives this benchmark no path to it, and this
+//! way the hop is measured to the very handler process, port and connections the appends use.
 
 use std::time::Instant;
 
-use crate::env::Env;
+use anyhow::{bail, Context};
+use serde_json::json;
+
+use crate::env::{self, Env};
 use crate::report::{Row, Samples, Target};
-use crate::writers::{self, Backend, Variant, Writer};
+use crate::writers::{self, Backend, Targets, Variant, Writer};
 use crate::Plan;
 
 /// The issue's target: streamfold's append latency at most this multiple of raw.
 pub const TARGET_RATIO: f64 = 1.3;
 const SECTION: &str = "append latency";
+/// The hop probe's path: under the route prefix, matched by no function but the app's
+/// catch-all `NotFound` (so the host forwards it), answered 404 by the handler's route table.
+const HOP_PATH: &str = "/api/bench-hop/none";
+/// The problem type the handler answers the hop probe with (`problem::no_such_route`).
+const NO_SUCH_ROUTE: &str = "no-such-route";
 
 pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
@@ -36,37 +53,119 @@ fn raw_what(backend: Backend) -> &'static str {
     }
 }
 
+/// Where a hop probe goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    ViaHost,
+    Direct,
+}
+
+/// The hop probe along one way: a POST the handler answers without doing anything.
+struct HopProbe {
+    http: reqwest::Client,
+    url: String,
+    body: String,
+}
+
+impl HopProbe {
+    fn new(targets: &Targets, hop: Hop) -> anyhow::Result<Self> {
+        let base = match hop {
+            Hop::ViaHost => &targets.front_url,
+            Hop::Direct => &targets.handler_url,
+        };
+        Ok(Self {
+            http: targets.http.clone(),
+            url: format!("{base}{HOP_PATH}"),
+            body: env::append_body(&json!(1)),
+        })
+    }
+
+    /// Sends the probe; fails unless the handler's `no-such-route` comes back (so the host
+    /// did forward it, and nothing else answered).
+    async fn send(&self) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(self.body.clone())
+            .send()
+            .await
+            .with_context(|| format!("POST {}", self.url))?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        let text = String::from_utf8_lossy(&bytes);
+        if status.as_u16() != 404 || !text.contains(NO_SUCH_ROUTE) {
+            bail!(
+                "POST {} answered {status}: {text} (expected the handler's 404 {NO_SUCH_ROUTE})",
+                self.url
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One thing timed every round.
+enum Probe {
+    Append(Variant, Writer),
+    Hop(Hop, HopProbe),
+}
+
+impl Probe {
+    async fn run(&mut self) -> anyhow::Result<()> {
+        match self {
+            Self::Append(_, writer) => writer.append().await,
+            Self::Hop(_, probe) => probe.send().await,
+        }
+    }
+}
+
 async fn backend_rows(env: &Env, plan: &Plan, backend: Backend) -> anyhow::Result<Vec<Row>> {
     let targets = writers::targets(env, backend).await?;
-    let mut writers = Vec::new();
+    let mut probes = Vec::new();
     for variant in Variant::ALL {
         let instance = format!("latency-{}", variant.key());
-        writers.push((
+        probes.push(Probe::Append(
             variant,
             Writer::create(&targets, backend, variant, &instance).await?,
         ));
     }
-    for _ in 0..plan.latency_warmup {
-        for (_, writer) in writers.iter_mut() {
-            writer.append().await?;
+    if backend == Backend::Table {
+        for hop in [Hop::ViaHost, Hop::Direct] {
+            probes.push(Probe::Hop(hop, HopProbe::new(&targets, hop)?));
         }
     }
-    let n = writers.len();
+    for _ in 0..plan.latency_warmup {
+        for probe in probes.iter_mut() {
+            probe.run().await?;
+        }
+    }
+    let n = probes.len();
     let mut samples = vec![Samples::with_capacity(plan.latency_samples); n];
     for round in 0..plan.latency_samples {
         for k in 0..n {
             let index = (round + k) % n;
             let started = Instant::now();
-            writers[index].1.append().await?;
+            probes[index].run().await?;
             samples[index].push(started.elapsed());
         }
     }
 
-    let raw_index = n - 1;
+    let find = |wanted: Variant| {
+        probes
+            .iter()
+            .position(|probe| matches!(probe, Probe::Append(variant, _) if *variant == wanted))
+    };
+    let raw_index = find(Variant::Raw).context("no raw writer")?;
     let mut rows = Vec::new();
     for (percentile, label) in [(50.0, "p50"), (99.0, "p99")] {
         let raw = samples[raw_index].percentile_ms(percentile);
-        for (index, (variant, _)) in writers.iter().enumerate().take(raw_index) {
+        for (index, probe) in probes.iter().enumerate() {
+            let Probe::Append(variant, _) = probe else {
+                continue;
+            };
+            if *variant == Variant::Raw {
+                continue;
+            }
             let Some(value) = samples[index].percentile_ms(percentile) else {
                 continue;
             };
@@ -97,5 +196,71 @@ async fn backend_rows(env: &Env, plan: &Plan, backend: Backend) -> anyhow::Resul
             .unwrap_or(0);
         (variant, row.id.ends_with("p99"))
     });
+    let hop = |wanted: Hop| {
+        probes
+            .iter()
+            .position(|probe| matches!(probe, Probe::Hop(hop, _) if *hop == wanted))
+            .map(|index| &samples[index])
+    };
+    if let (Some(via_host), Some(direct)) = (hop(Hop::ViaHost), hop(Hop::Direct)) {
+        let full = find(Variant::Full).map(|index| &samples[index]);
+        let handler = find(Variant::Handler).map(|index| &samples[index]);
+        rows.extend(hop_rows(via_host, direct, full.zip(handler)));
+    }
     Ok(rows)
+}
+
+/// The hop probe's rows: its p50 and p99 through the host simulator against straight to the
+/// handler, and the hop (the difference of the p50s) against the append's full-path extra
+/// (`appends`: the full and handler paths' samples of the same rounds).
+fn hop_rows(
+    via_host: &Samples,
+    direct: &Samples,
+    appends: Option<(&Samples, &Samples)>,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (percentile, label) in [(50.0, "p50"), (99.0, "p99")] {
+        let Some(value) = via_host.percentile_ms(percentile) else {
+            continue;
+        };
+        let row = Row::compare(
+            format!("latency.hop.post.{label}"),
+            SECTION,
+            format!("host's hop: POST the handler answers at once, host sim -> handler {label}"),
+            "ms",
+            value,
+            direct.percentile_ms(percentile),
+            "host's hop: the same POST straight to the handler's port",
+        );
+        rows.push(if label == "p50" {
+            row.note(format!(
+                "POST {HOP_PATH} with an append's body, through the app's catch-all NotFound \
+                 function; our handler's route table answers {NO_SUCH_ROUTE} before any \
+                 function runs (the test bed's echo-handler is not reachable from this \
+                 benchmark); sampled in the Table rounds"
+            ))
+        } else {
+            row
+        });
+    }
+    let difference = |a: &Samples, b: &Samples| Some(a.median_ms()? - b.median_ms()?);
+    if let Some(hop) = difference(via_host, direct) {
+        let extra = appends.and_then(|(full, handler)| difference(full, handler));
+        rows.push(
+            Row::compare(
+                "latency.hop.extra.p50",
+                SECTION,
+                "host's hop in ms: p50(via host) - p50(direct) of that POST",
+                "ms",
+                hop,
+                extra,
+                "the Table append's p50(full path) - p50(handler path), same rounds",
+            )
+            .note(
+                "ratio near 1: the full path's extra over the handler path is the host \
+                 simulator's forward; well below 1: some of it is the append's own",
+            ),
+        );
+    }
+    rows
 }
