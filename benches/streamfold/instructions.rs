@@ -365,26 +365,38 @@ async fn handler_instructions(
     let mut totals = Vec::new();
     for (dump, base) in [(1, handler_url), (2, host.base_url())] {
         let instance = format!("instructions-{dump}-{pid}");
-        let mut stream = HttpStream::create(&http, &base, TABLE_ENTITY, &instance).await?;
-        for _ in 0..WARMUP {
-            stream.append(&http).await?;
-        }
-        tokio::task::spawn_blocking(move || callgrind(pid, "-z")).await??;
-        for _ in 0..n {
-            stream.append(&http).await?;
-        }
-        tokio::task::spawn_blocking(move || callgrind(pid, "-d")).await??;
-        let dir = dir.to_owned();
-        totals.push(
-            tokio::task::spawn_blocking(move || dumped_instructions(&dir, "handler", pid, dump))
-                .await??,
-        );
+        totals
+            .push(counted_appends(&http, &base, &instance, n, (dir, "handler", pid, dump)).await?);
     }
     drop(host);
     match totals[..] {
         [handler, full] => Ok((handler, full)),
         _ => bail!("expected two dumps"),
     }
+}
+
+/// Appends to a new stream `instance` at `base`: [`WARMUP`] of them, then `n` between
+/// zeroing and dumping the counters of the process under callgrind (`dump`: the dumps' folder,
+/// prefix, the process id and the dump's number); returns the dump's total.
+async fn counted_appends(
+    http: &reqwest::Client,
+    base: &str,
+    instance: &str,
+    n: usize,
+    dump: (&Path, &'static str, u32, usize),
+) -> anyhow::Result<u64> {
+    let (dir, prefix, pid, number) = dump;
+    let mut stream = HttpStream::create(http, base, TABLE_ENTITY, instance).await?;
+    for _ in 0..WARMUP {
+        stream.append(http).await?;
+    }
+    tokio::task::spawn_blocking(move || callgrind(pid, "-z")).await??;
+    for _ in 0..n {
+        stream.append(http).await?;
+    }
+    tokio::task::spawn_blocking(move || callgrind(pid, "-d")).await??;
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || dumped_instructions(&dir, prefix, pid, number)).await?
 }
 
 /// The host path: this binary as the host driver under callgrind (the simulator in process,
@@ -424,19 +436,7 @@ async fn host_instructions(dir: &Path, connection: &str, n: usize) -> anyhow::Re
     let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let http = env::http_client()?;
     let instance = format!("instructions-host-{pid}");
-    let mut stream = HttpStream::create(&http, &base, TABLE_ENTITY, &instance).await?;
-    for _ in 0..WARMUP {
-        stream.append(&http).await?;
-    }
-    tokio::task::spawn_blocking(move || callgrind(pid, "-z")).await??;
-    for _ in 0..n {
-        stream.append(&http).await?;
-    }
-    tokio::task::spawn_blocking(move || callgrind(pid, "-d")).await??;
-    let total = {
-        let dir = dir.to_owned();
-        tokio::task::spawn_blocking(move || dumped_instructions(&dir, "host", pid, 1)).await??
-    };
+    let total = counted_appends(&http, &base, &instance, n, (dir, "host", pid, 1)).await?;
     // Closing stdin tells the driver to stop the simulator (and the handler with it).
     drop(stdin);
     if tokio::time::timeout(START_TIMEOUT, child.wait())

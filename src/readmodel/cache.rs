@@ -88,6 +88,23 @@ impl Entries {
     }
 }
 
+/// The entry of (`model`, `stream`), made at `version` and `sequence` without a row when there
+/// is none.
+fn entry_of<'a>(
+    map: &'a mut HashMap<(String, StreamId), Entry>,
+    model: &str,
+    stream: &StreamId,
+    version: u32,
+    sequence: u64,
+) -> &'a mut Entry {
+    map.entry((model.to_owned(), stream.clone()))
+        .or_insert(Entry {
+            version,
+            sequence,
+            row: None,
+        })
+}
+
 /// The bytes a kept row counts for.
 fn state_bytes(row: &StoredCheckpoint) -> usize {
     row.checkpoint.state.get().len()
@@ -142,13 +159,7 @@ impl CheckpointCache {
         let mut entries = self.lock();
         entries.make_room(0);
         let Entries { map, row_bytes } = &mut *entries;
-        let entry = map
-            .entry((model.to_owned(), stream.clone()))
-            .or_insert(Entry {
-                version,
-                sequence,
-                row: None,
-            });
+        let entry = entry_of(map, model, stream, version, sequence);
         if entry.version != version || entry.sequence < sequence {
             Entries::drop_row(row_bytes, entry);
             entry.version = version;
@@ -168,13 +179,7 @@ impl CheckpointCache {
         let mut entries = self.lock();
         entries.make_room(bytes);
         let Entries { map, row_bytes } = &mut *entries;
-        let entry = map
-            .entry((model.to_owned(), stream.clone()))
-            .or_insert(Entry {
-                version,
-                sequence,
-                row: None,
-            });
+        let entry = entry_of(map, model, stream, version, sequence);
         if entry.version == version && entry.sequence > sequence {
             return;
         }
