@@ -176,8 +176,10 @@ impl CheckpointCache {
         }
         let (version, sequence) = (row.checkpoint.projection_version, row.checkpoint.sequence);
         let bytes = state_bytes(&row);
+        let keep = bytes <= MAX_CACHED_ROW_BYTES;
         let mut entries = self.lock();
-        entries.make_room(bytes);
+        // Room only for what is kept: a row too large to keep must not drop the others.
+        entries.make_room(if keep { bytes } else { 0 });
         let Entries { map, row_bytes } = &mut *entries;
         let entry = entry_of(map, model, stream, version, sequence);
         if entry.version == version && entry.sequence > sequence {
@@ -186,7 +188,7 @@ impl CheckpointCache {
         Entries::drop_row(row_bytes, entry);
         entry.version = version;
         entry.sequence = sequence;
-        if bytes <= MAX_CACHED_ROW_BYTES {
+        if keep {
             *row_bytes = row_bytes.saturating_add(bytes);
             entry.row = Some(row);
         }
@@ -316,6 +318,13 @@ mod tests {
         assert!(cache.row("count", 1, &first).is_none());
         assert_eq!(cache.known("count", 1, &first), Some(1), "sequences stay");
         assert!(cache.row("count", 1, &s).is_some());
+
+        // A row too large to keep makes no room for itself: the kept rows stay.
+        let large = format!("\"{}\"", "x".repeat(MAX_CACHED_ROWS_BYTES));
+        let big = StreamId::new("Bank", "Account", "big").unwrap();
+        cache.record_row("count", &big, stored(1, 1, &large, "f"));
+        assert!(cache.row("count", 1, &s).is_some(), "kept rows dropped");
+        assert_eq!(cache.known("count", 1, &big), Some(1));
     }
 
     #[test]
