@@ -8,17 +8,44 @@ use serde_json::json;
 use streamfold::notify::{Notification, NotificationSchema};
 use streamfold::readmodel::{DEFAULT_READ_MODEL_TABLE, GUESS_FROM};
 use streamfold::stream::StreamId;
+use streamfold_testbed::hostsim::HostSim;
 use streamfold_testbed::proxy::ProxiedRequest;
 use streamfold_testbed::Azurite;
 use support::{start_host, Client, CountedStorage};
 
+/// The app under the host simulator, its default storage a `CountedStorage` in front of a
+/// fresh Azurite, and a client of it (fields drop client first, Azurite last).
+struct CountedApp {
+    c: Client,
+    _host: HostSim,
+    _dir: tempfile::TempDir,
+    counted: CountedStorage,
+    _azurite: Azurite,
+}
+
+impl CountedApp {
+    async fn start() -> Self {
+        let azurite = Azurite::start().await.unwrap();
+        let counted = CountedStorage::start(&azurite).await;
+        let (host, dir) = start_host(vec![(
+            "AzureWebJobsStorage".into(),
+            counted.connection.clone(),
+        )])
+        .await;
+        Self {
+            c: Client::new(host.base_url()),
+            _host: host,
+            _dir: dir,
+            counted,
+            _azurite: azurite,
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_append_with_a_known_version_is_one_table_request() {
-    let azurite = Azurite::start().await.unwrap();
-    let counted = CountedStorage::start(&azurite).await;
-    let (proxy, connection) = (&counted.tables, counted.connection.clone());
-    let (host, _dir) = start_host(vec![("AzureWebJobsStorage".into(), connection)]).await;
-    let c = Client::new(host.base_url());
+    let app = CountedApp::start().await;
+    let (proxy, c) = (&app.counted.tables, &app.c);
     let path = "/api/streams/Shop/Cart/c1";
 
     // The first request of the process creates the table; not counted.
@@ -179,15 +206,8 @@ fn assert_one_row_write(log: &[ProxiedRequest], method: &str, on_entity: bool) {
 /// costs two, the events' read and one Merge Entity on the ETag the insert answered.
 #[tokio::test]
 async fn the_projector_applies_a_notification_with_three_table_requests() {
-    let azurite = Azurite::start().await.unwrap();
-    let counted = CountedStorage::start(&azurite).await;
-    let proxy = &counted.tables;
-    let (host, _dir) = start_host(vec![(
-        "AzureWebJobsStorage".into(),
-        counted.connection.clone(),
-    )])
-    .await;
-    let c = Client::new(host.base_url());
+    let app = CountedApp::start().await;
+    let (proxy, c) = (&app.counted.tables, &app.c);
     for account in ["W-1", "P-1"] {
         c.post(&format!("/api/OpenAccount/{account}"), &json!({}))
             .await
@@ -197,10 +217,10 @@ async fn the_projector_applies_a_notification_with_three_table_requests() {
         .await
         .ok(200);
     // The process's one-off check of the read-model table; not counted.
-    let warm_up = projector_notification(&c, "W-1", 1).await;
+    let warm_up = projector_notification(c, "W-1", 1).await;
     assert_eq!(c.deliver_to_projector(warm_up.to_string()).await, 202);
 
-    let notification = projector_notification(&c, "P-1", 2).await;
+    let notification = projector_notification(c, "P-1", 2).await;
     proxy.reset();
     assert_eq!(c.deliver_to_projector(notification.to_string()).await, 202);
     let log = proxy.log();
@@ -224,7 +244,7 @@ async fn the_projector_applies_a_notification_with_three_table_requests() {
     c.post("/api/Deposit/P-1", &json!({"amount": 2}))
         .await
         .ok(200);
-    let next = projector_notification(&c, "P-1", 3).await;
+    let next = projector_notification(c, "P-1", 3).await;
     proxy.reset();
     assert_eq!(c.deliver_to_projector(next.to_string()).await, 202);
     assert_eq!(proxy.requests(), 2, "{:?}", proxy.log());
@@ -246,29 +266,22 @@ async fn the_projector_applies_a_notification_with_three_table_requests() {
 /// requests. The row is the same as after three.
 #[tokio::test]
 async fn the_projector_inserts_a_new_streams_row_without_reading_it_once_new_rows_are_the_rule() {
-    let azurite = Azurite::start().await.unwrap();
-    let counted = CountedStorage::start(&azurite).await;
-    let proxy = &counted.tables;
-    let (host, _dir) = start_host(vec![(
-        "AzureWebJobsStorage".into(),
-        counted.connection.clone(),
-    )])
-    .await;
-    let c = Client::new(host.base_url());
+    let app = CountedApp::start().await;
+    let (proxy, c) = (&app.counted.tables, &app.c);
     // One read model (the account): each new account is one row found absent.
     for i in 0..GUESS_FROM {
         let account = format!("N-{i}");
         c.post(&format!("/api/OpenAccount/{account}"), &json!({}))
             .await
             .ok(201);
-        let notification = projector_notification(&c, &account, 1).await;
+        let notification = projector_notification(c, &account, 1).await;
         assert_eq!(c.deliver_to_projector(notification.to_string()).await, 202);
     }
     c.post("/api/OpenAccount/G-1", &json!({})).await.ok(201);
     c.post("/api/Deposit/G-1", &json!({"amount": 5}))
         .await
         .ok(200);
-    let notification = projector_notification(&c, "G-1", 2).await;
+    let notification = projector_notification(c, "G-1", 2).await;
     proxy.reset();
     assert_eq!(c.deliver_to_projector(notification.to_string()).await, 202);
     let log = proxy.log();
