@@ -262,6 +262,28 @@ async fn rate(
     ])
 }
 
+/// Runs `work` on every (stream, notification) of `slice`, [`RATE_CLIENTS`] clients at a time,
+/// each client taking its share one after another.
+async fn by_clients<'a, F, Fut>(slice: &'a [(StreamId, Value)], work: F) -> anyhow::Result<()>
+where
+    F: Fn(&'a StreamId, &'a Value) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let work = &work;
+    try_join_all(
+        chunk(slice.iter().collect(), RATE_CLIENTS)
+            .into_iter()
+            .map(|share| async move {
+                for (stream, body) in share {
+                    work(stream, body).await?;
+                }
+                Ok::<(), anyhow::Error>(())
+            }),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Delivers each notification of `slice` to the Projector's webhook, [`RATE_CLIENTS`] at a
 /// time, each answered once its invocation finished.
 async fn deliver(
@@ -269,30 +291,20 @@ async fn deliver(
     url: &str,
     slice: &[(StreamId, Value)],
 ) -> anyhow::Result<()> {
-    try_join_all(
-        chunk(slice.to_vec(), RATE_CLIENTS)
-            .into_iter()
-            .map(|chunk| {
-                let (http, url) = (http.clone(), url.to_owned());
-                async move {
-                    for (_, body) in chunk {
-                        let response = http
-                            .post(&url)
-                            .header("aeg-event-type", "Notification")
-                            .json(&body)
-                            .send()
-                            .await?;
-                        let status = response.status().as_u16();
-                        if !(200..=202).contains(&status) {
-                            bail!("the Projector webhook answered {status}");
-                        }
-                    }
-                    Ok::<(), anyhow::Error>(())
-                }
-            }),
-    )
-    .await?;
-    Ok(())
+    by_clients(slice, |_, body| async move {
+        let response = http
+            .post(url)
+            .header("aeg-event-type", "Notification")
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        if !(200..=202).contains(&status) {
+            bail!("the Projector webhook answered {status}");
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// The storage work of one row update per stream of `slice`, done directly, [`RATE_CLIENTS`]
@@ -304,28 +316,17 @@ async fn update_directly(
     slice: &[(StreamId, Value)],
     read_first: bool,
 ) -> anyhow::Result<()> {
-    try_join_all(
-        chunk(slice.to_vec(), RATE_CLIENTS)
-            .into_iter()
-            .map(|chunk| {
-                let (events, rows) = (events.clone(), rows.clone());
-                async move {
-                    for (stream, _) in chunk {
-                        let partition_key =
-                            format!("{BANK_DOMAIN}|{BANK_ENTITY}|{}", stream.instance());
-                        if read_first {
-                            rows.point_read_optional(MODEL, stream.instance()).await?;
-                        }
-                        let read = events.read_event_rows(&partition_key).await?;
-                        rows.insert_row(MODEL, stream.instance(), read as u64)
-                            .await?;
-                    }
-                    Ok::<(), anyhow::Error>(())
-                }
-            }),
-    )
-    .await?;
-    Ok(())
+    by_clients(slice, |stream, _| async move {
+        let partition_key = format!("{BANK_DOMAIN}|{BANK_ENTITY}|{}", stream.instance());
+        if read_first {
+            rows.point_read_optional(MODEL, stream.instance()).await?;
+        }
+        let read = events.read_event_rows(&partition_key).await?;
+        rows.insert_row(MODEL, stream.instance(), read as u64)
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Splits `items` round-robin into `n` lists.
