@@ -220,13 +220,12 @@ pub async fn sweep(bank: &Bank) -> Result<SweepReport, BankError> {
             .map(|id| {
                 let (bank, ctx) = (bank.clone(), ctx.clone());
                 async move {
-                    let transfer = bank.transfer(&id).await?;
-                    if transfer.phase.is_final() {
-                        return Ok(false);
+                    match carry_on(&bank, &id, &ctx).await {
+                        // Listed, but no transfer: a stream without events (see
+                        // `EventStore::list_streams`) is nothing to carry on.
+                        Err(BankError::TransferNotFound(_)) => Ok(false),
+                        outcome => outcome,
                     }
-                    bank.advance_transfer(&id, &ctx)
-                        .await
-                        .map(|t| t.phase.is_final())
                 }
             })
             .buffer_unordered(SWEEP_CONCURRENCY)
@@ -247,6 +246,17 @@ pub async fn sweep(bank: &Bank) -> Result<SweepReport, BankError> {
             None => return Ok(report),
         }
     }
+}
+
+/// Carries the listed transfer `id` on unless it is final: `true` when it is final now.
+async fn carry_on(bank: &Bank, id: &str, ctx: &CommandContext) -> Result<bool, BankError> {
+    let transfer = bank.transfer(id).await?;
+    if transfer.phase.is_final() {
+        return Ok(false);
+    }
+    bank.advance_transfer(id, ctx)
+        .await
+        .map(|t| t.phase.is_final())
 }
 
 async fn sweep_handler(bank: Bank, request: Request) -> Result<Reply, Problem> {

@@ -304,6 +304,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// A page of the instance keys that have a stream of `entity_type`. `continuation` is a
     /// token an earlier page returned (opaque to callers); one this backend could not have
     /// returned is `InvalidContinuation`.
+    ///
+    /// A listed stream may read as having no events (version 0): the Append Blob backend
+    /// creates a stream's first segment before it appends the first event, so a writer stopped
+    /// between the two leaves a stream that is listed and empty (the next append fills it); and
+    /// on any backend an erasure may run between the listing and the read. A caller that acts
+    /// on each listed stream reads it and passes over one without events.
     async fn list_streams(
         &self,
         entity_type: &EntityType,

@@ -9,6 +9,8 @@ use crate::support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use streamfold::storage::StorageAccount;
+use streamfold::testing::RawClients;
 use support::{Client, TestApp};
 
 const BLOB: (&str, &str) = ("Bank.ALL", "AppendBlob;AzureWebJobsStorage");
@@ -263,4 +265,44 @@ async fn transfers_on_table_storage() {
 async fn transfers_on_append_blobs() {
     let app = TestApp::start_with(&[BLOB]).await;
     scenario(&app).await;
+}
+
+/// A transfer whose stream the Append Blob backend created but never wrote: a writer killed
+/// between creating the stream's first segment and appending to it leaves that segment empty,
+/// and listings show the stream. The sweep passes over it (it used to count it failed and
+/// answer 500 on every run), it is no transfer, and the id can still be used.
+#[tokio::test]
+async fn the_sweep_passes_over_a_transfer_stream_a_killed_writer_left_empty() {
+    let app = TestApp::start_with(&[BLOB]).await;
+    let client = &app.client;
+    open(client, "EA", Some("20")).await;
+    open(client, "EB", None).await;
+    requested_only(client, "T-HALF", "EA", "EB", "5.00").await;
+    let account = StorageAccount::from_connection_string(&app.azurite.connection_string()).unwrap();
+    account
+        .blob_service_client()
+        .unwrap()
+        .container_client("streamfold")
+        .blob_client("Bank/Transfer/T-EMPTY/000000.jsonl")
+        .put_append_blob()
+        .await
+        .unwrap();
+
+    let report = run_sweep(&app, 1).await;
+    assert_eq!(report["transfers"], 2, "{report}");
+    assert_eq!(report["finished"], 1, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    let empty = client.get("/api/GetTransferState/T-EMPTY").await;
+    assert_eq!(
+        empty.problem(404)["type"],
+        "urn:streamfold:problem:transfer-not-found"
+    );
+    let made = client
+        .post(
+            "/api/TransferMoney/T-EMPTY",
+            &json!({"from": "EA", "to": "EB", "amount": "2.00"}),
+        )
+        .await;
+    assert_eq!(made.ok(201)["state"], "completed");
+    assert_eq!(balance(client, "EB").await, "7.00");
 }
