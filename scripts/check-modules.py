@@ -37,7 +37,7 @@ LAYERS = [
     # Credentials the adapters share: the managed identity's tokens.
     {"identity"},
     # Storage adapters, what folds and what notifies: each over the contracts only.
-    {"storage", "projection", "notify", "telemetry"},
+    {"storage", "projection", "notify", "telemetry", "runtime"},
     # Read models, built on the fold engine.
     {"readmodel"},
     # Settings, then the composition of the app from them.

@@ -26,6 +26,8 @@
 //! - [`functions`]: the handler layer (the only code that knows the HTTP framework): the
 //!   custom-handler protocol, problem responses, the generic event-stream API.
 //! - [`telemetry`]: JSON logs on stdout and the shutdown signal.
+//! - [`runtime`]: the async runtime a handler process serves on (one worker thread fewer than
+//!   the CPUs: the Functions host shares the instance).
 //! - [`prelude`]: what a domain author needs, in one `use streamfold::prelude::*;`.
 //! - [`backend`]: what only an author of a new adapter (an `EventStore`, `Outbox`,
 //!   `SnapshotStore` or `ReadModelStore`) needs: the checks and rules every backend shares.
@@ -53,6 +55,7 @@ pub mod ops;
 pub mod prelude;
 pub mod projection;
 pub mod readmodel;
+pub mod runtime;
 pub mod storage;
 pub mod stream;
 pub mod telemetry;

@@ -13,7 +13,7 @@ use anyhow::Context;
 use streamfold::app::App;
 use streamfold::config::Settings;
 use streamfold::functions::Functions;
-use streamfold::{functions, telemetry};
+use streamfold::{functions, runtime, telemetry};
 
 /// mimalloc instead of the C library's malloc: every request allocates and frees a few hundred
 /// small blocks, which glibc's allocator (and musl's, in the static build) serves slowly.
@@ -36,10 +36,11 @@ fn main() -> anyhow::Result<()> {
             libmimalloc_sys::mi_option_set(MIMALLOC_PURGE_DELAY_OPTION, MIMALLOC_PURGE_DELAY_MS)
         };
     }
-    serve()
+    runtime::build()
+        .context("starting the async runtime")?
+        .block_on(serve())
 }
 
-#[tokio::main]
 async fn serve() -> anyhow::Result<()> {
     telemetry::init();
     let settings = Settings::from_env()?;
