@@ -210,9 +210,12 @@ async fn backend_rows(env: &Env, plan: &Plan, backend: Backend) -> anyhow::Resul
     Ok(rows)
 }
 
+/// A figure of a set of samples, in milliseconds.
+type Statistic = fn(&Samples) -> Option<f64>;
+
 /// The hop probe's rows: its p50 and p99 through the host simulator against straight to the
-/// handler, and the hop (the difference of the p50s) against the append's full-path extra
-/// (`appends`: the full and handler paths' samples of the same rounds).
+/// handler, and the hop (the difference of the p50s, then of the means) against the append's
+/// full-path extra (`appends`: the full and handler paths' samples of the same rounds).
 fn hop_rows(
     via_host: &Samples,
     direct: &Samples,
@@ -243,18 +246,27 @@ fn hop_rows(
             row
         });
     }
-    let difference = |a: &Samples, b: &Samples| Some(a.median_ms()? - b.median_ms()?);
-    if let Some(hop) = difference(via_host, direct) {
+    // The p50s compare the typical request; the means compare what one client's rate is the
+    // inverse of (appends/s with one client = 1 / mean latency), tail included.
+    let statistics: [(&str, Statistic); 2] =
+        [("p50", Samples::median_ms), ("mean", Samples::mean_ms)];
+    for (label, statistic) in statistics {
+        let difference = |a: &Samples, b: &Samples| Some(statistic(a)? - statistic(b)?);
+        let Some(hop) = difference(via_host, direct) else {
+            continue;
+        };
         let extra = appends.and_then(|(full, handler)| difference(full, handler));
         rows.push(
             Row::compare(
-                "latency.hop.extra.p50",
+                format!("latency.hop.extra.{label}"),
                 SECTION,
-                "host's hop in ms: p50(via host) - p50(direct) of that POST",
+                format!("host's hop in ms: {label}(via host) - {label}(direct) of that POST"),
                 "ms",
                 hop,
                 extra,
-                "the Table append's p50(full path) - p50(handler path), same rounds",
+                format!(
+                    "the Table append's {label}(full path) - {label}(handler path), same rounds"
+                ),
             )
             .note(
                 "ratio near 1: the full path's extra over the handler path is the host \

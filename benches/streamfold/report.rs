@@ -468,4 +468,13 @@ impl Samples {
     pub fn median_ms(&self) -> Option<f64> {
         self.percentile_ms(50.0)
     }
+
+    /// The mean in milliseconds; `None` without samples.
+    pub fn mean_ms(&self) -> Option<f64> {
+        let total: Duration = self.durations.iter().sum();
+        let count = u32::try_from(self.durations.len())
+            .ok()
+            .filter(|&n| n > 0)?;
+        Some((total / count).as_secs_f64() * 1000.0)
+    }
 }
