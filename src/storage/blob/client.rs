@@ -130,9 +130,11 @@ impl SegmentHint {
                 .ok()
             }),
         };
+        // The values are whatever the blob's metadata says: checked, never trusted to fit.
+        let after_last = hint.version.checked_add(1)?;
         let consistent = hint.first_sequence >= 1
-            && hint.version + 1 >= hint.first_sequence
-            && hint.blocks <= hint.version + 1 - hint.first_sequence
+            && after_last >= hint.first_sequence
+            && hint.blocks <= after_last - hint.first_sequence
             && (hint.blocks == 0) == (hint.length == 0);
         consistent.then_some(hint)
     }
@@ -779,4 +781,57 @@ pub(crate) fn check_marker(marker: &str) -> Result<(), StoreError> {
         continuation: marker.to_owned(),
         reason,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hint_of(pairs: &[(&str, &str)]) -> Option<SegmentHint> {
+        SegmentHint::from_metadata(|key| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn a_hint_is_read_only_when_its_numbers_agree() {
+        let good = hint_of(&[
+            (META_FIRST_SEQUENCE, "1"),
+            (META_VERSION, "3"),
+            (META_LENGTH, "300"),
+            (META_BLOCKS, "2"),
+        ])
+        .unwrap();
+        assert_eq!((good.first_sequence, good.version, good.blocks), (1, 3, 2));
+        let empty = hint_of(&[
+            (META_FIRST_SEQUENCE, "1"),
+            (META_VERSION, "0"),
+            (META_LENGTH, "0"),
+            (META_BLOCKS, "0"),
+        ]);
+        assert!(empty.is_some(), "a segment created and not yet written");
+        let max = u64::MAX.to_string();
+        for bad in [
+            [("0", "3"), ("300", "2")],
+            [("5", "3"), ("300", "2")],
+            [("1", "3"), ("300", "4")],
+            [("1", "3"), ("0", "2")],
+            // Numbers no writer of ours records: refused, not overflowed.
+            [("1", max.as_str()), ("300", "2")],
+            [("2", max.as_str()), ("300", max.as_str())],
+        ] {
+            let [(first, version), (length, blocks)] = bad;
+            let hint = hint_of(&[
+                (META_FIRST_SEQUENCE, first),
+                (META_VERSION, version),
+                (META_LENGTH, length),
+                (META_BLOCKS, blocks),
+            ]);
+            assert!(hint.is_none(), "{bad:?}");
+        }
+        assert!(hint_of(&[(META_FIRST_SEQUENCE, "1"), (META_VERSION, "x")]).is_none());
+    }
 }
