@@ -39,7 +39,7 @@ use futures::StreamExt;
 use tokio::sync::OnceCell;
 
 use super::policy::Captured;
-use super::record::RECORD_TERMINATOR;
+use super::record::{MAX_RECORD_SEQUENCE, RECORD_TERMINATOR};
 use crate::storage::connection::{self, error_code, status_of, DeliveryTracker};
 use crate::stream::StoreError;
 
@@ -130,8 +130,12 @@ impl SegmentHint {
                 .ok()
             }),
         };
-        // The values are whatever the blob's metadata says: checked, never trusted to fit.
-        let after_last = hint.version.checked_add(1)?;
+        // The values are whatever the blob's metadata says: a version no record may carry is
+        // refused, so numbering the events after it cannot overflow.
+        if hint.version > MAX_RECORD_SEQUENCE {
+            return None;
+        }
+        let after_last = hint.version + 1;
         let consistent = hint.first_sequence >= 1
             && after_last >= hint.first_sequence
             && hint.blocks <= after_last - hint.first_sequence
@@ -814,6 +818,7 @@ mod tests {
         ]);
         assert!(empty.is_some(), "a segment created and not yet written");
         let max = u64::MAX.to_string();
+        let beyond = (MAX_RECORD_SEQUENCE + 1).to_string();
         for bad in [
             [("0", "3"), ("300", "2")],
             [("5", "3"), ("300", "2")],
@@ -821,6 +826,7 @@ mod tests {
             [("1", "3"), ("0", "2")],
             // Numbers no writer of ours records: refused, not overflowed.
             [("1", max.as_str()), ("300", "2")],
+            [("1", beyond.as_str()), ("300", "2")],
             [("2", max.as_str()), ("300", max.as_str())],
         ] {
             let [(first, version), (length, blocks)] = bad;
