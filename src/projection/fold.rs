@@ -395,7 +395,8 @@ fn prefix_ended(chunk: &ReadRequest, events: &[RecordedEvent], version: u64) -> 
     chunk.as_of.is_some() && reached < end
 }
 
-/// `request` cut to its first [`REPLAY_CHUNK_EVENTS`] sequence numbers.
+/// `request` cut to its first [`REPLAY_CHUNK_EVENTS`] sequence numbers, saying whether the
+/// fold reads on after it ([`ReadRequest::more_follows`]).
 fn chunk_of(request: ReadRequest) -> ReadRequest {
     let chunk_end = request
         .from_sequence
@@ -406,6 +407,7 @@ fn chunk_of(request: ReadRequest) -> ReadRequest {
                 .to_sequence
                 .map_or(chunk_end, |to| to.min(chunk_end)),
         ),
+        more_follows: request.to_sequence.is_none_or(|to| to > chunk_end),
         ..request
     }
 }

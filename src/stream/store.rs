@@ -40,6 +40,10 @@ pub struct ReadRequest {
     /// As of this time: the read ends before the first event recorded after it (a prefix of
     /// the stream, see [`TimeLine`]).
     pub as_of: Option<OffsetDateTime>,
+    /// The caller reads the events after `to_sequence` next (a fold walking the stream chunk
+    /// by chunk), so a backend may fetch some of them with this read and keep them for the
+    /// next one. A hint: it changes what is fetched, never what a read returns.
+    pub more_follows: bool,
 }
 
 impl Default for ReadRequest {
@@ -48,6 +52,7 @@ impl Default for ReadRequest {
             from_sequence: 1,
             to_sequence: None,
             as_of: None,
+            more_follows: false,
         }
     }
 }
@@ -64,6 +69,7 @@ impl ReadRequest {
             from_sequence: from_sequence.max(1),
             to_sequence,
             as_of: None,
+            more_follows: false,
         }
     }
 
@@ -75,6 +81,13 @@ impl ReadRequest {
     /// As of `as_of`: up to the first event recorded after it.
     pub fn as_of(mut self, as_of: OffsetDateTime) -> Self {
         self.as_of = Some(as_of);
+        self
+    }
+
+    /// The same request from a caller that reads the events after it next
+    /// ([`Self::more_follows`]).
+    pub fn followed_by_more(mut self) -> Self {
+        self.more_follows = true;
         self
     }
 

@@ -2,13 +2,15 @@
 //! stream of several segments, each longer than one range, with records of very different
 //! sizes (so records straddle range boundaries), reads back whole and byte for byte; no GET
 //! answers more than [`MAX_READ_RANGE_BYTES`]; a reader walking the stream in small chunks
-//! (as `ReadStream` pages and replays do) reads each byte about once; ranges read by a cold
+//! (as `ReadStream` pages and replays do) reads each byte about once; a fold of a stream that
+//! fits in one range reads it with one ranged GET besides the tail; ranges read by a cold
 //! store start from the segments' metadata and read back the same events.
 
 use crate::conformance;
 use crate::support::CountedStorage;
 
 use conformance::helpers::{event, stream};
+use streamfold::projection::{ApplyError, AsOf, Projection, ProjectionRunner};
 use streamfold::storage::blob::{BlobStore, MAX_READ_RANGE_BYTES};
 use streamfold::storage::StorageAccount;
 use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent};
@@ -202,6 +204,83 @@ async fn a_reader_walking_a_stream_chunk_by_chunk_reads_ahead() {
         .await
         .unwrap();
     assert_same(&as_of, &written[4..9], 5);
+}
+
+/// The sequence numbers folded in, in order.
+struct Seen;
+
+impl Projection for Seen {
+    type State = Vec<u64>;
+    fn name(&self) -> &str {
+        "seen"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn initial(&self) -> Vec<u64> {
+        Vec::new()
+    }
+    fn apply(&self, state: &mut Vec<u64>, event: &RecordedEvent) -> Result<(), ApplyError> {
+        state.push(event.sequence);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_fold_reads_a_stream_that_fits_in_one_range_with_one_ranged_get() {
+    // About 2 MB of small records: ten of the fold's chunks, one range's worth.
+    const EVENTS: u64 = 10_000;
+    const PER_APPEND: u64 = 500;
+    let azurite = Azurite::start().await.unwrap();
+    let counted = CountedStorage::start(&azurite).await;
+    let (proxy, connection) = (&counted.blobs, counted.connection.clone());
+    let account = StorageAccount::from_connection_string(&connection).unwrap();
+    let writer = BlobStore::new(account.clone()).with_container("folded");
+    let s = stream("folded");
+    for first in (1..=EVENTS).step_by(PER_APPEND as usize) {
+        let batch: Vec<NewEvent> = (first..first + PER_APPEND)
+            .map(|n| event("Deposited", &format!(r#"{{"n":{n},"amount":"1.00"}}"#)))
+            .collect();
+        writer
+            .append(&s, ExpectedVersion::Exact(first - 1), batch)
+            .await
+            .unwrap();
+    }
+    // What a cold store reads for the whole stream at once: the listing, the tail and one
+    // range of every record.
+    proxy.reset();
+    let all = BlobStore::new(account.clone())
+        .with_container("folded")
+        .read(&s, ReadRequest::all())
+        .await
+        .unwrap();
+    assert_eq!(all.events.len() as u64, EVENTS);
+    let whole_read = proxy.bytes_received_from_upstream();
+    assert!(whole_read < MAX_READ_RANGE_BYTES * 4 / 5);
+
+    // A cold instance's fold, chunk by chunk.
+    proxy.reset();
+    let reader = BlobStore::new(account.clone()).with_container("folded");
+    let folded = ProjectionRunner::new(std::sync::Arc::new(reader))
+        .run(&s, &Seen, AsOf::Latest)
+        .await
+        .unwrap();
+    assert_eq!(folded.state, (1..=EVENTS).collect::<Vec<_>>());
+    let gets: Vec<_> = proxy
+        .entries()
+        .iter()
+        .filter(|e| e.method == "GET")
+        .map(|e| (e.query.clone(), e.response_bytes))
+        .collect();
+    // The listing, the tail (from the last hint), and one range holding every event: a
+    // chunk's range would fetch past what the chunk needs and drop it, and the chunk after
+    // would fetch it again.
+    assert_eq!(gets.len(), 3, "{gets:?}");
+    assert!(
+        proxy.bytes_received_from_upstream() < whole_read + whole_read / 10,
+        "{} bytes read, {whole_read} by one read of the whole stream: {gets:?}",
+        proxy.bytes_received_from_upstream()
+    );
 }
 
 /// The bytes of the records of `events`, roughly (data plus the record's other fields).

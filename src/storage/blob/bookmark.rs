@@ -6,8 +6,9 @@
 //! Guarantees:
 //! - a bookmark is only a hint: the read that uses it checks that the record there is the
 //!   event it names, and starts elsewhere when it is not (see `view::StreamBlobs::read_range`);
-//! - read-ahead events are events up to a version of the stream that was read, which never
-//!   change; they are handed out once (a read takes them) and only from their first sequence;
+//! - read-ahead events are events a read found stored (possibly past the version it was
+//!   bounded by), which never change; they are handed out once (a read takes them) and only
+//!   from their first sequence;
 //! - memory is bounded: at most [`BOOKMARKS_PER_STREAM`] bookmarks for each of at most
 //!   [`MAX_BOOKMARKED_STREAMS`] streams, each a few numbers; read-ahead events of at most
 //!   [`READ_AHEAD_BUDGET_BYTES`] in all (estimated from their sizes), the oldest dropped first.
@@ -109,13 +110,23 @@ impl Bookmarks {
     }
 
     /// Keeps `events` (contiguous, of `stream`) for the next read that starts at the first,
-    /// replacing what was kept for the stream, unless they are over [`READ_AHEAD_BYTES`];
-    /// drops the oldest events of other streams to stay within [`READ_AHEAD_BUDGET_BYTES`].
-    pub fn keep_ahead(&self, stream: &StreamId, events: Vec<RecordedEvent>) {
+    /// replacing what was kept for the stream: as many of the first as fit in
+    /// [`READ_AHEAD_BYTES`]; drops the oldest events of other streams to stay within
+    /// [`READ_AHEAD_BUDGET_BYTES`].
+    pub fn keep_ahead(&self, stream: &StreamId, mut events: Vec<RecordedEvent>) {
+        let mut bytes = 0u64;
+        let fit = events
+            .iter()
+            .position(|event| {
+                bytes = bytes.saturating_add(event_bytes(event));
+                bytes > READ_AHEAD_BYTES
+            })
+            .unwrap_or(events.len());
+        events.truncate(fit);
         let bytes = events_bytes(&events);
         let mut ahead = self.lock_ahead();
         Self::drop_ahead_of(&mut ahead, stream);
-        if events.is_empty() || bytes > READ_AHEAD_BYTES {
+        if events.is_empty() {
             return;
         }
         while ahead.bytes.saturating_add(bytes) > READ_AHEAD_BUDGET_BYTES {
@@ -246,7 +257,10 @@ mod tests {
         assert!(bookmarks.take_ahead(&stream, 11).is_none());
         assert_eq!(bookmarks.lock_ahead().bytes, 0);
 
-        // Over the per-read bound: not kept.
+        // Over the per-read bound: the first events that fit are kept, none when the first
+        // does not fit.
+        bookmarks.keep_ahead(&stream, events(1, 5, (READ_AHEAD_BYTES / 3) as usize));
+        assert_eq!(bookmarks.take_ahead(&stream, 1).map(|e| e.len()), Some(2));
         bookmarks.keep_ahead(&stream, events(1, 5, READ_AHEAD_BYTES as usize));
         assert!(bookmarks.take_ahead(&stream, 1).is_none());
         // Many streams: the budget holds, the oldest go first.

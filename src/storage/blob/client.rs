@@ -173,6 +173,8 @@ pub enum Flow {
     More(u64),
     /// Enough: stop reading.
     Stop,
+    /// Hand over the rest of this range's records, then stop: no further range.
+    EndWithRange,
 }
 
 /// Where a scan ended, and the blob's state at its last request.
@@ -426,7 +428,9 @@ impl BlobApi {
     /// records of each range with the offset in the blob where they start. A record cut by
     /// the end of a range is handed over with the next range; bytes after the last terminator
     /// of the blob, if any, are handed over at the end (the decoder then reports them).
-    /// Stops at the end of the blob, or when `sink` says [`Flow::Stop`].
+    /// Records are handed over as each range's body arrives, a few at a time. Stops at the end
+    /// of the blob, when `sink` says [`Flow::Stop`], or at the end of the range in which it
+    /// says [`Flow::EndWithRange`].
     pub async fn scan(
         &self,
         name: &str,
@@ -506,11 +510,6 @@ impl BlobApi {
                         .map(|(_, v)| v.clone())
                 })
             });
-            let body = response
-                .data
-                .collect()
-                .await
-                .map_err(|error| map_error(&error, what, None))?;
             let range_start = captured.range_start().unwrap_or(0);
             if range_start != position {
                 return Err(StoreError::Corrupt {
@@ -520,53 +519,79 @@ impl BlobApi {
                     ),
                 });
             }
-            let length = captured
-                .total_length()
-                .unwrap_or(position + body.len() as u64);
-            let got = body.len() as u64;
-            let mut fresh = &body[..];
-            if first && offset > 0 {
-                // The byte before `offset` must end a record.
-                match fresh.split_first() {
-                    Some((&RECORD_TERMINATOR, rest)) => {
-                        fresh = rest;
-                        records_from = Some(offset);
-                    }
-                    Some(_) if alignment == Alignment::NextRecord => {}
-                    _ => return Ok(ScanOutcome::NotABoundary),
+            // Records are handed over as the body arrives, so decoding overlaps the transfer.
+            // After `Stop` the rest of the body is still read (and dropped), which keeps the
+            // connection for the next request.
+            let mut body = response.data;
+            let mut got = 0u64;
+            let mut flow = Flow::More(range);
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|error| map_error(&error, what, None))?;
+                got += chunk.len() as u64;
+                if flow == Flow::Stop {
+                    continue;
                 }
+                let mut fresh = &chunk[..];
+                if first && offset > 0 {
+                    // The byte before `offset` must end a record.
+                    match fresh.split_first() {
+                        Some((&RECORD_TERMINATOR, rest)) => {
+                            fresh = rest;
+                            records_from = Some(offset);
+                        }
+                        Some(_) if alignment == Alignment::NextRecord => {}
+                        None => continue,
+                        Some(_) => return Ok(ScanOutcome::NotABoundary),
+                    }
+                }
+                first = false;
+                if records_from.is_none() {
+                    // Skipping the rest of a record to the next boundary.
+                    let skipped_to = position + got - fresh.len() as u64;
+                    match fresh.iter().position(|&b| b == RECORD_TERMINATOR) {
+                        Some(index) => {
+                            fresh = &fresh[index + 1..];
+                            records_from = Some(skipped_to + index as u64 + 1);
+                            carry_at = skipped_to + index as u64 + 1;
+                        }
+                        None => fresh = &[],
+                    }
+                }
+                carry.extend_from_slice(fresh);
+                let whole = carry
+                    .iter()
+                    .rposition(|&b| b == RECORD_TERMINATOR)
+                    .map_or(0, |last| last + 1);
+                if whole > 0 {
+                    let records = carry.split_to(whole);
+                    flow = sink(&records, carry_at)?;
+                    carry_at += whole as u64;
+                }
+                if carry.len() > MAX_CARRIED_BYTES {
+                    return Err(StoreError::Corrupt {
+                        stream: what.to_owned(),
+                        detail: format!(
+                            "segment {name} has {} bytes without a record terminator from \
+                             offset {carry_at}; no record is that long",
+                            carry.len()
+                        ),
+                    });
+                }
+            }
+            if first && offset > 0 {
+                // No byte came back where one must end a record.
+                return Ok(ScanOutcome::NotABoundary);
             }
             first = false;
-            if records_from.is_none() {
-                // Skipping the rest of a record to the next boundary.
-                let skipped_to = position + got - fresh.len() as u64;
-                match fresh.iter().position(|&b| b == RECORD_TERMINATOR) {
-                    Some(index) => {
-                        fresh = &fresh[index + 1..];
-                        records_from = Some(skipped_to + index as u64 + 1);
-                        carry_at = skipped_to + index as u64 + 1;
-                    }
-                    None => fresh = &[],
-                }
-            }
+            let length = captured.total_length().unwrap_or(position + got);
             position += got;
             let at_end = got == 0 || position >= length;
-            carry.extend_from_slice(fresh);
-            let whole = carry
-                .iter()
-                .rposition(|&b| b == RECORD_TERMINATOR)
-                .map_or(0, |last| last + 1);
-            let mut flow = Flow::More(range);
-            if whole > 0 {
-                let records = carry.split_to(whole);
-                flow = sink(&records, carry_at)?;
-                carry_at += whole as u64;
-            }
-            if at_end || matches!(flow, Flow::Stop) {
+            let ends = matches!(flow, Flow::Stop | Flow::EndWithRange);
+            if at_end || ends {
                 let Some(records_from) = records_from else {
                     return Ok(ScanOutcome::NotABoundary);
                 };
-                if at_end && !matches!(flow, Flow::Stop) && !carry.is_empty() {
+                if at_end && !ends && !carry.is_empty() {
                     sink(&carry, carry_at)?;
                 }
                 return Ok(ScanOutcome::Read(ScanEnd {
@@ -575,16 +600,6 @@ impl BlobApi {
                     etag: captured.etag(),
                     hint,
                 }));
-            }
-            if carry.len() > MAX_CARRIED_BYTES {
-                return Err(StoreError::Corrupt {
-                    stream: what.to_owned(),
-                    detail: format!(
-                        "segment {name} has {} bytes without a record terminator from offset \
-                         {carry_at}; no record is that long",
-                        carry.len()
-                    ),
-                });
             }
             if let Flow::More(wanted) = flow {
                 range = wanted.clamp(MIN_READ_RANGE_BYTES, MAX_READ_RANGE_BYTES);

@@ -105,7 +105,7 @@ use bookmark::{Bookmark, Bookmarks};
 use client::BlobApi;
 use ids::IdIndex;
 use tail::Tail;
-use view::{Position, StreamBlobs, ASSUMED_RECORD_BYTES};
+use view::{AheadLimit, Position, StreamBlobs, ASSUMED_RECORD_BYTES};
 
 pub use append::HINT_INTERVAL_BYTES;
 pub use bookmark::{BOOKMARKS_PER_STREAM, MAX_BOOKMARKED_STREAMS};
@@ -299,9 +299,11 @@ impl BlobStore {
     /// known to exist), read from where a bookmark or the cached tail says the first one
     /// starts (else from the segments' metadata); the bookmark of where it stopped is kept.
     /// A read that continues where an earlier one stopped (a reader walking the stream chunk
-    /// by chunk) also fetches up to [`bookmark::READ_AHEAD_BYTES`] of the events after its
-    /// range and keeps them for the next; a read that starts where kept events start takes
-    /// them instead of reading. Reads as of a time neither fetch nor take read-ahead events.
+    /// by chunk), or whose caller says more follows ([`ReadRequest::more_follows`]), also
+    /// fetches up to [`bookmark::READ_AHEAD_BYTES`] of the events after its range; every read
+    /// takes the events its last range fetched past what it asked for (within that bound).
+    /// Both are kept for the next read: one that starts where kept events start takes them
+    /// instead of reading. Reads as of a time neither fetch nor take read-ahead events.
     /// A read with no bookmark at its first event starts at the nearest one shortly before
     /// it, if any (skipping at most [`bookmark::MAX_SKIPPED_BYTES`]).
     async fn read_range(
@@ -358,10 +360,13 @@ impl BlobStore {
             .map(|b| b.record_bytes)
             .or_else(|| self.bookmarks.record_bytes(stream))
             .unwrap_or(ASSUMED_RECORD_BYTES);
-        // Read ahead for a reader that continues where it stopped.
-        let widened = match exact {
-            Some(exact) if request.as_of.is_none() => {
-                let extra = bookmark::read_ahead_events(exact.largest_event);
+        // Read ahead for a reader that continues where it stopped, or says it will go on.
+        let largest_event = exact
+            .map(|exact| exact.largest_event)
+            .or(request.more_follows.then_some(record_bytes));
+        let widened = match largest_event {
+            Some(largest_event) if request.as_of.is_none() => {
+                let extra = bookmark::read_ahead_events(largest_event);
                 // No more than one ranged GET holds (the view asks a quarter more than the
                 // records it expects).
                 let one_range = client::MAX_READ_RANGE_BYTES * 4 / 5 / record_bytes.max(1);
@@ -377,7 +382,17 @@ impl BlobStore {
             }
             _ => request,
         };
-        match blobs.read_range(&widened, start, record_bytes).await {
+        // What is kept ahead fits in one read's share, so none of it is dropped: the bookmark
+        // after the read is where the next read starts.
+        let ahead_limit = AheadLimit {
+            after: to,
+            budget: bookmark::READ_AHEAD_BYTES,
+            size_of: bookmark::event_bytes,
+        };
+        match blobs
+            .read_range(&widened, start, record_bytes, Some(ahead_limit))
+            .await
+        {
             Ok(read) => {
                 let mut events = read.events;
                 self.bookmarks.remember(

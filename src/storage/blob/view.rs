@@ -472,7 +472,13 @@ impl<'a> StreamBlobs<'a> {
                 Visit::Took
             };
             if self
-                .walk(&request, start, ASSUMED_RECORD_BYTES, &mut visit)
+                .walk(
+                    &request,
+                    start,
+                    ASSUMED_RECORD_BYTES,
+                    PastTo::Stop,
+                    &mut visit,
+                )
                 .await?
                 .is_some()
             {
@@ -489,16 +495,21 @@ impl<'a> StreamBlobs<'a> {
     /// or there is none, from what the segments' metadata says (the segment holding
     /// `from_sequence`, from its hint when that is at or before it), crossing into later
     /// segments as needed and stopping at `to_sequence`. `record_bytes` sizes the first range.
+    /// With an `ahead` limit (not as of a time), the events after `to_sequence` that the range
+    /// holding it fetched are returned too, and the read ends before the event that would take
+    /// the events after `ahead.after` over its budget (the caller keeps those for its next
+    /// read; they are stored, so final, even past the version the request is bounded by).
     pub async fn read_range(
         &self,
         request: &ReadRequest,
         start: Option<Position>,
         record_bytes: u64,
+        ahead: Option<AheadLimit>,
     ) -> Result<RangeRead, StoreError> {
         let from = request.from_sequence.max(1);
         let to = request.to_sequence.unwrap_or(from).max(from);
         if let Some(start) = start.filter(|p| p.sequence <= from) {
-            if let Some(read) = self.scan_range(request, start, record_bytes).await? {
+            if let Some(read) = self.scan_range(request, start, record_bytes, ahead).await? {
                 return Ok(read);
             }
         }
@@ -534,7 +545,9 @@ impl<'a> StreamBlobs<'a> {
                             offset: hint.length,
                             sequence: hint.version + 1,
                         };
-                        if let Some(read) = self.scan_range(request, at_hint, measured).await? {
+                        if let Some(read) =
+                            self.scan_range(request, at_hint, measured, ahead).await?
+                        {
                             return Ok(read);
                         }
                     }
@@ -555,7 +568,7 @@ impl<'a> StreamBlobs<'a> {
                 ),
             }
         };
-        self.scan_range(request, start, record_bytes)
+        self.scan_range(request, start, record_bytes, ahead)
             .await?
             .ok_or_else(|| {
                 self.corrupt(format!(
@@ -574,11 +587,26 @@ impl<'a> StreamBlobs<'a> {
         request: &ReadRequest,
         start: Position,
         record_bytes: u64,
+        ahead: Option<AheadLimit>,
     ) -> Result<Option<RangeRead>, StoreError> {
         let from = request.from_sequence.max(1);
         let mut line = TimeLine::new(request.as_of);
         let mut events = Vec::new();
+        // Records past `to` that the last range already fetched are taken too: a reader that
+        // goes on would fetch the same bytes again.
+        let ahead = ahead.filter(|_| request.as_of.is_none());
+        let past_to = match ahead {
+            Some(_) => PastTo::TakeFetched,
+            None => PastTo::Stop,
+        };
+        let mut ahead_bytes = 0u64;
         let mut visit = |_: u32, stored: StoredEvent| {
+            if let Some(limit) = ahead.filter(|limit| stored.event.sequence > limit.after) {
+                ahead_bytes = ahead_bytes.saturating_add((limit.size_of)(&stored.event));
+                if ahead_bytes > limit.budget {
+                    return Visit::Refused;
+                }
+            }
             let mut event = stored.event;
             if !line.admit(&mut event) {
                 return Visit::Refused;
@@ -588,7 +616,9 @@ impl<'a> StreamBlobs<'a> {
             }
             Visit::Took
         };
-        let walked = self.walk(request, start, record_bytes, &mut visit).await?;
+        let walked = self
+            .walk(request, start, record_bytes, past_to, &mut visit)
+            .await?;
         Ok(walked.map(|walked| RangeRead {
             events,
             next: walked.next,
@@ -598,14 +628,16 @@ impl<'a> StreamBlobs<'a> {
 
     /// Walks the records from `start` (a position at or before `request.from_sequence`),
     /// range by range and across segments, handing each to `visit`, up to
-    /// `request.to_sequence` or a record `visit` refuses (the walk then ends before it).
-    /// `record_bytes` sizes the first range. `None` when `start` proves wrong (not a record
-    /// boundary, another event there, no such segment) before any record was read.
+    /// `request.to_sequence` (and, as `past_to` says, the rest of the range that holds it) or
+    /// a record `visit` refuses (the walk then ends before it). `record_bytes` sizes the first
+    /// range. `None` when `start` proves wrong (not a record boundary, another event there, no
+    /// such segment) before any record was read.
     async fn walk(
         &self,
         request: &ReadRequest,
         start: Position,
         record_bytes: u64,
+        past_to: PastTo,
         visit: &mut (dyn FnMut(u32, StoredEvent) -> Visit + Send),
     ) -> Result<Option<Walked>, StoreError> {
         let from = request.from_sequence.max(1);
@@ -651,8 +683,14 @@ impl<'a> StreamBlobs<'a> {
                             offset: record_end,
                             sequence: sequence + 1,
                         });
-                        return Ok(Flow::Stop);
+                        if past_to == PastTo::Stop {
+                            return Ok(Flow::Stop);
+                        }
                     }
+                }
+                if next.is_some() {
+                    // `to` was reached in this range; what it fetched after is taken.
+                    return Ok(Flow::EndWithRange);
                 }
                 let average = bytes_seen.checked_div(records_seen).unwrap_or(record_bytes);
                 Ok(Flow::More(wanted_bytes(expected, from, to, average)))
@@ -706,6 +744,25 @@ enum Visit {
     Took,
     /// Not part of the walk: it ends before this record.
     Refused,
+}
+
+/// How much a range read may return past what its caller needs: the events after `after`
+/// are kept for a next read, at most `budget` bytes of them as `size_of` estimates.
+#[derive(Debug, Clone, Copy)]
+pub struct AheadLimit {
+    pub after: u64,
+    pub budget: u64,
+    pub size_of: fn(&RecordedEvent) -> u64,
+}
+
+/// What a walk does with the records after `to_sequence` in the range that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PastTo {
+    /// The walk ends at `to_sequence`.
+    Stop,
+    /// The walk hands them to its visitor too (until it refuses one) and ends with the range:
+    /// they are fetched already. No further range is read for them.
+    TakeFetched,
 }
 
 /// Where a walk ended.
