@@ -119,6 +119,9 @@ impl Counter {
 }
 
 fn describe(log: &[String]) -> String {
+    if log.is_empty() {
+        return "no storage request".to_owned();
+    }
     log.iter()
         .map(|line| {
             // `POST /devstoreaccount1/$batch` → `POST $batch`; keep queries short.
