@@ -8,39 +8,17 @@
 
 use std::sync::Arc;
 
+use crate::support::seen::Seen;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use streamfold::projection::{
-    ApplyError, AsOf, Projection, ProjectionRunner, SnapshotStore, StateCache,
-};
+use streamfold::projection::{AsOf, ProjectionRunner, SnapshotStore, StateCache};
 use streamfold::storage::MemorySnapshotStore;
 use streamfold::storage::{BlobStore, MemoryStore, StorageAccount, TableSnapshotStore, TableStore};
 use streamfold::stream::{
-    Clock, EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent, StreamId,
-    TIME_PRECISION_NANOS,
+    Clock, EventStore, ExpectedVersion, NewEvent, ReadRequest, StreamId, TIME_PRECISION_NANOS,
 };
 use streamfold_testbed::Azurite;
 use time::Duration;
-
-/// The sequence numbers folded in, in order: a state that shows exactly which events it holds.
-struct Seen;
-
-impl Projection for Seen {
-    type State = Vec<u64>;
-    fn name(&self) -> &str {
-        "seen"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn initial(&self) -> Vec<u64> {
-        Vec::new()
-    }
-    fn apply(&self, state: &mut Vec<u64>, event: &RecordedEvent) -> Result<(), ApplyError> {
-        state.push(event.sequence);
-        Ok(())
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {

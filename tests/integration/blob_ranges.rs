@@ -7,10 +7,11 @@
 //! store start from the segments' metadata and read back the same events.
 
 use crate::conformance;
+use crate::support::seen::Seen;
 use crate::support::CountedStorage;
 
 use conformance::helpers::{event, stream};
-use streamfold::projection::{ApplyError, AsOf, Projection, ProjectionRunner};
+use streamfold::projection::{AsOf, ProjectionRunner};
 use streamfold::storage::blob::{BlobStore, MAX_READ_RANGE_BYTES};
 use streamfold::storage::StorageAccount;
 use streamfold::stream::{EventStore, ExpectedVersion, NewEvent, ReadRequest, RecordedEvent};
@@ -204,26 +205,6 @@ async fn a_reader_walking_a_stream_chunk_by_chunk_reads_ahead() {
         .await
         .unwrap();
     assert_same(&as_of, &written[4..9], 5);
-}
-
-/// The sequence numbers folded in, in order.
-struct Seen;
-
-impl Projection for Seen {
-    type State = Vec<u64>;
-    fn name(&self) -> &str {
-        "seen"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn initial(&self) -> Vec<u64> {
-        Vec::new()
-    }
-    fn apply(&self, state: &mut Vec<u64>, event: &RecordedEvent) -> Result<(), ApplyError> {
-        state.push(event.sequence);
-        Ok(())
-    }
 }
 
 #[tokio::test]

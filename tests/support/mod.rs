@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod kills;
+pub mod seen;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
