@@ -5,6 +5,7 @@
 //! - `shared_key`: Shared Key signatures with the key decoded once, for the requests this crate
 //!   builds itself;
 //! - [`transport`]: the bounded HTTP transport and retry policy (no hang, no logged URL);
+//! - `proxy`: the forward proxy, if the environment names one, each endpoint is reached through;
 //! - `header_value`: one header of a request or answer, without the crate's eager error text;
 //! - `storage_request`: a request as the crate finalizes one (length, date, version headers);
 //! - `delivery`: whether an attempt of a write may have reached storage ("maybe applied");
@@ -22,6 +23,7 @@ pub(crate) mod delivery;
 pub(crate) mod header_value;
 pub(crate) mod identity_credential;
 pub(crate) mod pipeline;
+pub(crate) mod proxy;
 pub(crate) mod shared_key;
 pub(crate) mod storage_request;
 pub mod transport;

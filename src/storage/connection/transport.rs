@@ -8,9 +8,8 @@
 //! client reqwest builds on, without reqwest's per-request work that storage does not need (the
 //! URL parsed again for its redirect policy and for the response, the header copies).
 //! Redirects are not followed: storage does not send them, and following one would carry a
-//! signed request elsewhere. Unlike reqwest, the transport ignores `HTTP_PROXY`/`HTTPS_PROXY`:
-//! storage is reached directly (or through a private endpoint), never through a forward
-//! proxy. A failure carries a [`TransportError`] that says whether the request was never sent
+//! signed request elsewhere. Forward proxies are found in the environment as reqwest finds
+//! them ([`super::proxy`]). A failure carries a [`TransportError`] that says whether the request was never sent
 //! (could not connect) or timed out, which the delivery tracker and the error mapping read.
 
 use std::collections::HashMap;
@@ -40,6 +39,7 @@ use sync_wrapper::SyncWrapper;
 use tokio::time::Sleep;
 
 use super::delivery::DeliveryTrackerPolicy;
+use super::proxy::{Proxies, ProxyConnector};
 use super::transport_failure::{TransportError, TransportFailure};
 
 /// How long to wait for a TCP (and TLS) connection to storage.
@@ -67,7 +67,7 @@ pub(crate) struct TransportBuildError(#[from] rustls::Error);
 /// The client options of every storage client: the bounded transport, the bounded retry
 /// policy and the delivery tracker's policy.
 pub(super) fn client_options() -> Result<ClientOptions, TransportBuildError> {
-    let transport = HyperTransport::new(Timeouts::default(), webpki_roots())?;
+    let transport = HyperTransport::new(Timeouts::default(), webpki_roots(), Proxies::from_env())?;
     let retry = RetryOptions::exponential(
         ExponentialRetryOptions::default()
             .initial_delay(RETRY_INITIAL_DELAY)
@@ -118,12 +118,17 @@ type RequestFrames =
 /// hyper's pooled client as azure_core's `HttpClient`.
 #[derive(Debug)]
 struct HyperTransport {
-    client: Client<HttpsConnector<HttpConnector>, RequestBody>,
+    client: Client<HttpsConnector<ProxyConnector>, RequestBody>,
+    proxies: Proxies,
     request_timeout: Duration,
 }
 
 impl HyperTransport {
-    fn new(timeouts: Timeouts, roots: rustls::RootCertStore) -> Result<Self, TransportBuildError> {
+    fn new(
+        timeouts: Timeouts,
+        roots: rustls::RootCertStore,
+        proxies: Proxies,
+    ) -> Result<Self, TransportBuildError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(timeouts.connect));
@@ -139,13 +144,14 @@ impl HyperTransport {
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http);
+            .wrap_connector(ProxyConnector::new(http, proxies.clone()));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(timeouts.pool_idle)
             .pool_timer(TokioTimer::new())
             .build(connector);
         Ok(Self {
             client,
+            proxies,
             request_timeout: timeouts.request,
         })
     }
@@ -157,7 +163,12 @@ impl HttpClient for HyperTransport {
         // One deadline for the whole exchange: the answer's head here, its body in
         // `ResponseBody`.
         let mut deadline = Box::pin(tokio::time::sleep(self.request_timeout));
-        let outgoing = outgoing_request(request)?;
+        let mut outgoing = outgoing_request(request)?;
+        if let Some(authorization) = self.proxies.forward_authorization(outgoing.uri()) {
+            outgoing
+                .headers_mut()
+                .insert(http::header::PROXY_AUTHORIZATION, authorization);
+        }
         let answer = tokio::select! {
             biased;
             answer = self.client.request(outgoing) => answer.map_err(request_failed)?,

@@ -32,7 +32,7 @@ fn short() -> Timeouts {
 }
 
 fn transport() -> HyperTransport {
-    HyperTransport::new(short(), webpki_roots()).expect("transport")
+    HyperTransport::new(short(), webpki_roots(), Proxies::default()).expect("transport")
 }
 
 fn test_roots() -> rustls::RootCertStore {
@@ -256,7 +256,8 @@ async fn tls_server() -> (u16, tokio::task::JoinHandle<Option<String>>) {
 #[tokio::test]
 async fn https_is_tls_to_a_certificate_that_chains_to_the_roots() {
     let (port, server) = tls_server().await;
-    let transport = HyperTransport::new(short(), test_roots()).expect("transport");
+    let transport =
+        HyperTransport::new(short(), test_roots(), Proxies::default()).expect("transport");
     let response = transport
         .execute_request(&request(
             Method::Get,
@@ -328,4 +329,188 @@ fn storage_answer_headers_get_their_own_names() {
         let http_name = http::HeaderName::from_static(name);
         assert_eq!(header_name(&http_name).as_str(), name);
     }
+}
+
+/// A forward proxy for one connection: it answers CONNECT with a tunnel to the host named,
+/// or `refuse` (raw bytes) if given; a request in absolute form it passes on to its origin.
+/// It hands back the head it read.
+async fn one_connection_proxy(
+    refuse: Option<&'static [u8]>,
+) -> (u16, tokio::sync::oneshot::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut client, _) = listener.accept().await.expect("accept");
+        let head = read_request(&mut client).await;
+        let mut words = head.split(' ');
+        let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let upstream_address = if method == "CONNECT" {
+            target.to_owned()
+        } else {
+            let rest = target.strip_prefix("http://").expect("absolute form");
+            rest.split('/').next().unwrap_or(rest).to_owned()
+        };
+        let _ = head_tx.send(head.clone());
+        if let Some(answer) = refuse {
+            client.write_all(answer).await.expect("write");
+            return;
+        }
+        let mut upstream = tokio::net::TcpStream::connect(upstream_address)
+            .await
+            .expect("upstream");
+        if method == "CONNECT" {
+            client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await
+                .expect("write");
+        } else {
+            upstream.write_all(head.as_bytes()).await.expect("forward");
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    });
+    (port, head_rx)
+}
+
+fn through(proxy: &str, no_proxy: &str) -> Proxies {
+    Proxies::from_matcher(
+        hyper_util::client::proxy::matcher::Matcher::builder()
+            .all(proxy)
+            .no(no_proxy)
+            .build(),
+    )
+}
+
+/// `Basic` of `user:secret`.
+const PROXY_BASIC: &str = "Basic dXNlcjpzZWNyZXQ=";
+
+/// The value of header `name` in a request head, if it has one.
+fn header_in<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+#[tokio::test]
+async fn https_through_a_proxy_is_a_tunnel_with_tls_to_the_endpoint() {
+    let (port, server) = tls_server().await;
+    let (proxy_port, mut head) = one_connection_proxy(None).await;
+    let proxies = through(&format!("http://user:secret@127.0.0.1:{proxy_port}"), "");
+    let transport = HyperTransport::new(short(), test_roots(), proxies).expect("transport");
+    let response = transport
+        .execute_request(&request(
+            Method::Get,
+            &format!("https://localhost:{port}/x"),
+        ))
+        .await
+        .expect("answer through the tunnel");
+    assert_eq!(u16::from(response.status()), 200);
+    assert_eq!(
+        response.into_body().collect().await.expect("body").as_ref(),
+        b"secret"
+    );
+    let head = head.try_recv().expect("the proxy was asked");
+    assert!(
+        head.starts_with(&format!("CONNECT localhost:{port} HTTP/1.1\r\n")),
+        "{head}"
+    );
+    assert_eq!(
+        header_in(&head, "proxy-authorization"),
+        Some(PROXY_BASIC),
+        "{head}"
+    );
+    // Inside the tunnel the request is the endpoint's own: origin form, no proxy credentials.
+    let received = server.await.expect("server").expect("handshake");
+    assert!(received.starts_with("GET /x HTTP/1.1\r\n"), "{received}");
+    assert!(
+        !received
+            .to_ascii_lowercase()
+            .contains("proxy-authorization"),
+        "{received}"
+    );
+}
+
+#[tokio::test]
+async fn http_through_a_proxy_goes_in_absolute_form_with_the_credentials() {
+    let (base, server) = one_shot(b"HTTP/1.1 204 No Content\r\n\r\n", false).await;
+    let (proxy_port, mut head) = one_connection_proxy(None).await;
+    let proxies = through(&format!("http://user:secret@127.0.0.1:{proxy_port}"), "");
+    let transport = HyperTransport::new(short(), webpki_roots(), proxies).expect("transport");
+    let url = format!("{base}/devstoreaccount1/Tables?x=1");
+    let response = transport
+        .execute_request(&request(Method::Get, &url))
+        .await
+        .expect("answer through the proxy");
+    assert_eq!(u16::from(response.status()), 204);
+    let head = head.try_recv().expect("the proxy was asked");
+    assert!(
+        head.starts_with(&format!("GET {url} HTTP/1.1\r\n")),
+        "{head}"
+    );
+    assert_eq!(
+        header_in(&head, "proxy-authorization"),
+        Some(PROXY_BASIC),
+        "{head}"
+    );
+    assert_eq!(server.await.expect("server"), head);
+}
+
+#[tokio::test]
+async fn a_host_exempt_from_the_proxy_is_reached_directly() {
+    // The proxy's port has nothing listening: going through it would fail to connect.
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let closed_port = closed.local_addr().expect("address").port();
+    drop(closed);
+    let (base, server) = one_shot(b"HTTP/1.1 204 No Content\r\n\r\n", false).await;
+    let proxies = through(&format!("http://127.0.0.1:{closed_port}"), "127.0.0.1");
+    let transport = HyperTransport::new(short(), webpki_roots(), proxies).expect("transport");
+    let response = transport
+        .execute_request(&request(Method::Get, &format!("{base}/t")))
+        .await
+        .expect("a direct answer");
+    assert_eq!(u16::from(response.status()), 204);
+    assert!(server
+        .await
+        .expect("server")
+        .starts_with("GET /t HTTP/1.1\r\n"));
+}
+
+#[tokio::test]
+async fn a_tunnel_the_proxy_refuses_was_never_sent() {
+    let (port, server) = tls_server().await;
+    let (proxy_port, mut head) = one_connection_proxy(Some(
+        b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n",
+    ))
+    .await;
+    let proxies = through(&format!("http://127.0.0.1:{proxy_port}"), "");
+    let transport = HyperTransport::new(short(), test_roots(), proxies).expect("transport");
+    let error = transport
+        .execute_request(&request(
+            Method::Put,
+            &format!("https://localhost:{port}/x"),
+        ))
+        .await
+        .expect_err("refused by the proxy");
+    assert!(is_connect_error(&error), "{error:?}");
+    assert!(head.try_recv().expect("asked").starts_with("CONNECT "));
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_proxy_other_than_http_fails_before_anything_is_sent() {
+    let (base, server) = one_shot(b"HTTP/1.1 204 No Content\r\n\r\n", false).await;
+    let proxies = through("socks5://127.0.0.1:1080", "");
+    let transport = HyperTransport::new(short(), webpki_roots(), proxies).expect("transport");
+    let error = transport
+        .execute_request(&request(Method::Get, &format!("{base}/t")))
+        .await
+        .expect_err("unsupported proxy");
+    assert!(is_connect_error(&error), "{error:?}");
+    assert!(
+        describe_error(&error).contains("http:// URL"),
+        "{}",
+        describe_error(&error)
+    );
+    server.abort();
 }
