@@ -23,6 +23,7 @@ mod concurrency;
 mod crash;
 mod domain_guard;
 mod erasure;
+mod forward_proxy;
 mod host_modes;
 mod idempotency;
 mod interest;
