@@ -73,11 +73,11 @@ impl Proxies {
     /// The `Proxy-Authorization` a request to `destination` carries: only a plain-HTTP
     /// request forwarded by a proxy with credentials (a tunnel sends them once, on CONNECT).
     pub(super) fn forward_authorization(&self, destination: &Uri) -> Option<http::HeaderValue> {
-        self.matcher.as_ref()?;
+        let matcher = self.matcher.as_ref()?;
         if destination.scheme() != Some(&http::uri::Scheme::HTTP) {
             return None;
         }
-        self.intercept(destination)?.basic_auth().cloned()
+        matcher.intercept(destination)?.basic_auth().cloned()
     }
 }
 

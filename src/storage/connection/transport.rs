@@ -9,8 +9,9 @@
 //! URL parsed again for its redirect policy and for the response, the header copies).
 //! Redirects are not followed: storage does not send them, and following one would carry a
 //! signed request elsewhere. Forward proxies are found in the environment as reqwest finds
-//! them ([`super::proxy`]). A failure carries a [`TransportError`] that says whether the request was never sent
-//! (could not connect) or timed out, which the delivery tracker and the error mapping read.
+//! them ([`super::proxy`]). A failure carries a [`TransportError`] that says whether the
+//! request was never sent (could not connect) or timed out, which the delivery tracker and the
+//! error mapping read.
 
 use std::collections::HashMap;
 use std::future::Future;
